@@ -1,0 +1,97 @@
+"""Measuring media files (PyAV) and the ffmpeg binary from the imageio-ffmpeg wheel."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import av
+import imageio_ffmpeg
+
+from .seedance import MediaFacts
+
+# Container/codec names as PyAV reports them -> the vendor's format names.
+_FORMATS = {
+    "png_pipe": "png",
+    "image2": None,
+    "jpeg_pipe": "jpeg",
+    "webp_pipe": "webp",
+    "gif": "gif",
+    "mp3": "mp3",
+    "wav": "wav",
+    "bmp_pipe": "bmp",
+    "tiff_pipe": "tiff",
+}
+_IMAGE_CODECS = {"mjpeg": "jpeg", "png": "png", "webp": "webp", "gif": "gif", "bmp": "bmp"}
+
+
+class MediaError(ValueError):
+    """A media file is missing, unreadable, or not the kind it claims to be."""
+
+
+def ffmpeg() -> str:
+    """Path of the ffmpeg binary shipped in the imageio-ffmpeg wheel."""
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def measure(path: str | os.PathLike, kind: str) -> MediaFacts:
+    """Facts the vendor's rules need about a local file, read from the file itself.
+
+    Raises:
+        MediaError: the file is missing, unreadable, or holds no stream of `kind`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MediaError(f"{path}: no such file")
+    try:
+        with av.open(str(path)) as container:
+            return _facts(container, kind, path.stat().st_size)
+    except av.error.FFmpegError as exc:
+        raise MediaError(f"{path}: not a readable {kind} file ({exc})") from None
+
+
+def _facts(container, kind: str, size: int) -> MediaFacts:
+    videos, audios = container.streams.video, container.streams.audio
+    names = container.format.name.split(",")
+    if kind == "image":
+        if not videos:
+            raise MediaError(f"{container.name}: holds no image")
+        stream = videos[0]
+        fmt = _IMAGE_CODECS.get(stream.codec_context.name, stream.codec_context.name)
+        if container.duration and container.duration > 1_000_000 // 10 and fmt != "gif":
+            raise MediaError(f"{container.name}: is a video, not an image")
+        return MediaFacts("image", fmt, stream.width, stream.height, size_bytes=size)
+    seconds = round(container.duration / 1_000_000, 3) if container.duration else None
+    if kind == "video":
+        if not videos or videos[0].codec_context.name in _IMAGE_CODECS and not seconds:
+            raise MediaError(f"{container.name}: holds no video stream")
+        stream = videos[0]
+        fmt = (
+            "mov"
+            if "mov" in names and container.name.lower().endswith(".mov")
+            else ("mp4" if "mp4" in names else names[0])
+        )
+        fps = float(stream.average_rate) if stream.average_rate else None
+        return MediaFacts(
+            "video", fmt, stream.width, stream.height, seconds, round(fps, 3) if fps else None, size
+        )
+    if not audios or videos:
+        raise MediaError(
+            f"{container.name}: holds no audio stream"
+            if not audios
+            else f"{container.name}: is a video, not an audio file"
+        )
+    fmt = next((_FORMATS[n] for n in names if _FORMATS.get(n)), names[0])
+    return MediaFacts("audio", fmt, duration_s=seconds, size_bytes=size)
+
+
+def measure_video_output(path: str | os.PathLike) -> dict:
+    """Pixels, duration and audio of a generated MP4, for the videos table and checks."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return {
+            "width": stream.width,
+            "height": stream.height,
+            "duration_s": round(container.duration / 1_000_000, 3) if container.duration else None,
+            "has_audio": bool(container.streams.audio),
+        }

@@ -1,0 +1,78 @@
+"""Credits a Seedance 2.0 request reserves, from one price table.
+
+The default table is `prices.json` beside this file (EvoLink's per-second rates; 1080p is our
+assumption of the 720p rate x 2.25). Point `SEEDANCE_PRICE_TABLE` at a JSON file of the same
+shape to override it. The emulator reserves exactly `estimate_credits` of the same table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from importlib import resources
+from pathlib import Path
+
+from ._rules import DEFAULT_DURATION, DEFAULT_QUALITY, MODELS
+
+PRICE_TABLE_ENV = "SEEDANCE_PRICE_TABLE"
+_FOUR_PLACES = Decimal("0.0001")
+
+
+@dataclass(frozen=True)
+class PriceTable:
+    credits_per_second: Mapping[str, Mapping[str, Mapping[str, float]]]
+    money_per_credit: Mapping[str, float]
+    # Seconds assumed for a reference video whose length cannot be measured or looked up.
+    unknown_reference_video_seconds: float
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None) -> PriceTable:
+        """The table at `path`, else at `$SEEDANCE_PRICE_TABLE`, else the packaged default."""
+        path = path or os.environ.get(PRICE_TABLE_ENV)
+        if path:
+            try:
+                data = json.loads(Path(path).read_text())
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"cannot read price table {path} ({PRICE_TABLE_ENV}): {exc}")
+        else:
+            data = json.loads(resources.files(__package__).joinpath("prices.json").read_text())
+        return cls(**data)
+
+    def rate(self, model: str, quality: str, with_reference_video: bool) -> Decimal:
+        """Credits per output second."""
+        column = "with_reference_video" if with_reference_video else "without_reference_video"
+        tier = MODELS[model].tier
+        try:
+            return Decimal(str(self.credits_per_second[tier][column][quality]))
+        except KeyError:
+            raise ValueError(f"the price table has no {tier} {quality} rate ({column})") from None
+
+    def estimate_credits(
+        self, body: Mapping, reference_video_seconds: Sequence[float | None] = ()
+    ) -> float:
+        """Credits reserved for `body`: output seconds x rate, with reference videos counted.
+
+        With reference videos the vendor bills (max(reference seconds, output seconds) + output
+        seconds) x the lower "with reference video" rate. A reference video of unknown length
+        counts as `unknown_reference_video_seconds`.
+        """
+        seconds = Decimal(body.get("duration", DEFAULT_DURATION))
+        has_refs = bool(body.get("video_urls"))
+        rate = self.rate(body["model"], body.get("quality", DEFAULT_QUALITY), has_refs)
+        if has_refs:
+            known = [
+                self.unknown_reference_video_seconds if s is None else s
+                for s in reference_video_seconds
+            ]
+            known += [self.unknown_reference_video_seconds] * (len(body["video_urls"]) - len(known))
+            ref = sum((Decimal(str(s)) for s in known), Decimal(0))
+            seconds = max(ref, seconds) + seconds
+        return float((seconds * rate).quantize(_FOUR_PLACES, rounding=ROUND_HALF_UP))
+
+    def money(self, credits: float, currency: str) -> float | None:
+        """`credits` in `currency`, or None when the table has no rate for it."""
+        rate = self.money_per_credit.get(currency)
+        return None if rate is None else round(credits * rate, 4)
