@@ -281,13 +281,15 @@ class Client(_BaseClient):
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+        waited = 0.0
         for attempt in range(1, self.retry.max_attempts + 1):
             try:
                 return self._download_once(url, dest, tmp)
             except (TransportError, APIError) as error:
-                delay = self.retry.next_delay(error, attempt, 0.0)
+                delay = self.retry.next_delay(error, attempt, waited)
                 if delay is None:
                     raise
+                waited += delay
                 time.sleep(delay)
             finally:
                 tmp.unlink(missing_ok=True)

@@ -39,7 +39,13 @@ class PriceTable:
                 raise ValueError(f"cannot read price table {path} ({PRICE_TABLE_ENV}): {exc}")
         else:
             data = json.loads(resources.files(__package__).joinpath("prices.json").read_text())
-        return cls(**data)
+        try:
+            return cls(**data)
+        except TypeError as exc:  # valid JSON of the wrong shape (not an object, missing keys)
+            raise ValueError(
+                f"price table {path or 'prices.json'} ({PRICE_TABLE_ENV}) needs exactly the keys "
+                f"credits_per_second, money_per_credit, unknown_reference_video_seconds: {exc}"
+            ) from None
 
     def rate(self, model: str, quality: str, with_reference_video: bool) -> Decimal:
         """Credits per output second."""

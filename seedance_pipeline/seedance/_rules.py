@@ -184,7 +184,7 @@ def check_media(kind: str, facts: MediaFacts, field: str) -> list[Violation]:
     if w is not None and h is not None and lim.min_side is not None:
         if min(w, h) < lim.min_side or max(w, h) > lim.max_side:
             bad(f"is {w}x{h} px; width and height must be {lim.min_side}..{lim.max_side} px")
-        aspect = w / h
+        aspect = w / h if h > 0 else math.inf  # a catalog may say 0 px: a violation, not a crash
         if not lim.min_aspect <= aspect <= lim.max_aspect:
             bad(
                 f"aspect ratio (width/height) is {aspect:.2f}; it must be "

@@ -1,0 +1,243 @@
+"""`seedance-pipeline`: demo, plan, run, costs, resolve and the emulator, from a shell."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from .catalog import CatalogError, find_catalog, load_media, load_prompts
+from .costs import GROUPS, chart, rollup
+from .ledger import WAITING
+from .planning import MediaFactsCache, PlannedRow, plan_partition, plan_row
+from .seedance import PriceTable
+from .tables import read_all
+
+SAMPLE_TIME_SCALE = 0.02
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="seedance-pipeline", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="the whole pipeline on the embedded emulator")
+    demo.add_argument("--time-scale", type=float, default=SAMPLE_TIME_SCALE)
+    demo.set_defaults(func=cmd_demo)
+
+    plan = sub.add_parser("plan", help="dry run: request bodies, estimates and rejections")
+    plan.add_argument("prompts", type=Path)
+    plan.add_argument("--media", type=Path)
+    plan.add_argument("--partition")
+    plan.add_argument("--json", action="store_true")
+    plan.set_defaults(func=cmd_plan)
+
+    run = sub.add_parser("run", help="one partition end to end without a daemon")
+    run.add_argument("date")
+    run.add_argument("--prompts", type=Path)
+    run.add_argument("--media", type=Path)
+    run.set_defaults(func=cmd_run)
+
+    costs = sub.add_parser("costs", help="the cost report from the tables")
+    costs.add_argument("--since")
+    costs.add_argument("--until")
+    costs.add_argument("--by", default="model,quality,campaign")
+    costs.add_argument("--png", type=Path)
+    costs.add_argument("--json", action="store_true")
+    costs.set_defaults(func=cmd_costs)
+
+    resolve = sub.add_parser("resolve", help="settle a row whose submission outcome is unknown")
+    resolve.add_argument("date")
+    resolve.add_argument("prompt_id")
+    group = resolve.add_mutually_exclusive_group(required=True)
+    group.add_argument("--task-id", help="the task the dashboard shows for this prompt")
+    group.add_argument("--forget", action="store_true",
+                       help="no task was made: allow the next run to submit it")
+    resolve.set_defaults(func=cmd_resolve)
+
+    emu = sub.add_parser("emulator", help="the local EvoLink emulator")
+    emu.add_argument("--host", default="127.0.0.1")
+    emu.add_argument("--port", type=int, default=8790)
+    emu.add_argument("--api-key")
+    emu.add_argument("--credits", type=float, default=100000.0)
+    emu.add_argument("--time-scale", type=float, default=1.0)
+    emu.add_argument("--rate-limit", type=float)
+    emu.add_argument("--error-rate", type=float, default=0.0)
+    emu.add_argument("--task-failure-rate", type=float, default=0.0)
+    emu.add_argument("--drop-rate", type=float, default=0.0)
+    emu.add_argument("--link-ttl", type=float, default=86400.0)
+    emu.add_argument("--state-dir", type=Path)
+    emu.set_defaults(func=cmd_emulator)
+
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("SEEDANCE_DATA_DIR", "data"))
+
+
+# --- plan -----------------------------------------------------------------------------------
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    try:
+        prompts = load_prompts(args.prompts)
+        media_path = args.media or find_catalog(args.prompts.parent, "media")
+        media = load_media(media_path, data_dir())
+    except CatalogError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    facts, prices = MediaFactsCache(data_dir()), PriceTable.load()
+    if args.partition:
+        rows = plan_partition(prompts, media, args.partition, facts, prices)
+    else:
+        rows = [plan_row(p, media, facts, prices) for p in prompts]
+    report = plan_report(rows)
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False, indent=2))
+    else:
+        print_plan(report)
+    return 0
+
+
+def plan_report(rows: list[PlannedRow]) -> dict:
+    accepted = [r for r in rows if r.accepted]
+    report = {
+        "accepted": [{"prompt_id": r.prompt.prompt_id, "request": r.body,
+                      "estimated_credits": r.estimated_credits} for r in accepted],
+        "rejected": [{"prompt_id": r.prompt.prompt_id, "errors": r.errors}
+                     for r in rows if not r.accepted],
+        "estimated_credits_total": round(sum(r.estimated_credits for r in accepted), 4),
+    }
+    budget = os.environ.get("SEEDANCE_MAX_CREDITS_PER_PARTITION")
+    if budget:
+        report["budget"] = {"max_credits_per_partition": float(budget),
+                            "within_budget": report["estimated_credits_total"] <= float(budget)}
+    return report
+
+
+def print_plan(report: dict) -> None:
+    for row in report["accepted"]:
+        body = row["request"]
+        print(f"ACCEPT {row['prompt_id']:<24} {body['model']:<38} {body['quality']:>5} "
+              f"{body['duration']:>3}s  {row['estimated_credits']:>10.4f} credits")
+    for row in report["rejected"]:
+        print(f"REJECT {row['prompt_id']:<24} " + "\n       ".ljust(32).join(row["errors"]))
+    print(f"{len(report['accepted'])} accepted, {len(report['rejected'])} rejected, "
+          f"estimated {report['estimated_credits_total']:.4f} credits")
+    if "budget" in report:
+        verdict = "within" if report["budget"]["within_budget"] else "OVER"
+        print(f"budget {report['budget']['max_credits_per_partition']:g} credits: {verdict}")
+
+
+# --- run ------------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .runner import PipelineStopped, run_partition
+
+    try:
+        run_partition(args.date, prompts=args.prompts, media=args.media)
+    except PipelineStopped as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .emulator import DEFAULT_API_KEY, EmulatorConfig, running_emulator
+    from .runner import PipelineStopped, run_partition
+
+    root = data_dir()
+    try:
+        days = sorted({p.scheduled_date for p in load_prompts(find_catalog(root / "catalog",
+                                                                             "prompts"))})
+    except CatalogError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    config = EmulatorConfig(port=0, time_scale=args.time_scale, state_dir=root / "emulator",
+                            seed=7)
+    started = time.monotonic()
+    with running_emulator(config) as url:
+        print(f"emulator listening on {url} (state in {config.state_dir})")
+        os.environ.update(EVOLINK_BASE_URL=url, EVOLINK_FILES_URL=url,
+                          EVOLINK_API_KEY=DEFAULT_API_KEY)
+        for day in days:
+            try:
+                run_partition(day)
+            except PipelineStopped as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
+    print(f"\ndemo finished in {time.monotonic() - started:.0f} s; videos in {root / 'videos'}, "
+          f"tables in {root / 'warehouse'}\n")
+    return cmd_costs(argparse.Namespace(since=None, until=None, by="model,quality", png=None,
+                                        json=False))
+
+
+# --- costs ----------------------------------------------------------------------------------
+
+
+def cmd_costs(args: argparse.Namespace) -> int:
+    by = [g.strip() for g in args.by.split(",") if g.strip()] if args.by else []
+    unknown = [g for g in by if g not in (*GROUPS, "scheduled_date", "day")]
+    if unknown:
+        print(f"error: --by takes {', '.join(GROUPS)} or day, not {', '.join(unknown)}",
+              file=sys.stderr)
+        return 2
+    by = ["scheduled_date" if g == "day" else g for g in by]
+    videos = read_all(data_dir(), "generated_videos")
+    if not videos.empty:
+        videos = videos[videos.scheduled_date.between(args.since or "0000", args.until or "9999")]
+    table, total = rollup(videos, by), rollup(videos, [])
+    if args.png:
+        chart(rollup(videos, ["scheduled_date", "model"]), args.png)
+    if args.json:
+        print(json.dumps({"groups": table.to_dict("records"),
+                          "total": total.to_dict("records")[0] if len(total) else {}},
+                         default=str, indent=2))
+        return 0
+    if table.empty:
+        print(f"no generated_videos tables under {data_dir() / 'warehouse'} yet")
+        return 0
+    columns = [*by, "tasks", "completed", "failed", "rejected", "seconds_delivered",
+               "credits_estimated", "credits_reserved", "credits_charged",
+               "credits_per_delivered_second"]
+    shown = table[columns].copy()
+    total_row = {c: total.iloc[0][c] if c in total else "" for c in columns}
+    total_row[by[0] if by else "tasks"] = "TOTAL" if by else total_row["tasks"]
+    print(shown.to_string(index=False))
+    print("TOTAL: " + ", ".join(f"{c}={total.iloc[0][c]:g}" for c in columns[len(by):]
+                                if c in total and total.iloc[0][c] == total.iloc[0][c]))
+    return 0
+
+
+# --- resolve / emulator ---------------------------------------------------------------------
+
+
+def cmd_resolve(args: argparse.Namespace) -> int:
+    from .ledger import Ledger
+
+    ledger = Ledger(data_dir() / "state" / "ledger.sqlite3")
+    ledger.resolve(args.date, args.prompt_id, None if args.forget else args.task_id)
+    print(f"{args.date}/{args.prompt_id}: " + ("forgotten; the next run submits it"
+          if args.forget else f"attached to {args.task_id}; the sensor polls it"))
+    return 0
+
+
+def cmd_emulator(args: argparse.Namespace) -> int:
+    from .emulator import DEFAULT_API_KEY, EmulatorConfig, serve
+
+    serve(EmulatorConfig(
+        host=args.host, port=args.port, api_key=args.api_key or DEFAULT_API_KEY,
+        credits=args.credits, time_scale=args.time_scale, rate_limit=args.rate_limit,
+        error_rate=args.error_rate, task_failure_rate=args.task_failure_rate,
+        drop_rate=args.drop_rate, link_ttl=args.link_ttl, state_dir=args.state_dir,
+    ))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

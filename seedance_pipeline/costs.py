@@ -1,0 +1,64 @@
+"""Cost analytics: rolling the `generated_videos` tables up by day, model, quality, campaign."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+GROUPS = ("model", "quality", "campaign")
+ROLLUP_KEYS = ["scheduled_date", *GROUPS]
+MEASURES = [
+    "tasks", "completed", "failed", "rejected", "unknown", "expired", "seconds_delivered",
+    "credits_estimated", "credits_reserved", "credits_charged", "credits_failed_reserved",
+]
+
+
+def rollup(videos: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Totals per group of the videos table; one row per task id (duplicates dropped)."""
+    if videos.empty:
+        return pd.DataFrame(columns=[*by, *MEASURES, "credits_per_delivered_second"])
+    frame = videos.copy()
+    has_task = frame.task_id.notna()
+    frame = pd.concat([frame[has_task].drop_duplicates("task_id", keep="last"),
+                       frame[~has_task].drop_duplicates(["scheduled_date", "prompt_id"])])
+    frame["campaign"] = frame.campaign.fillna("(none)")
+    status = frame.status
+    frame = frame.assign(
+        tasks=1,
+        **{s: (status == s).astype(int) for s in
+           ("completed", "failed", "rejected", "unknown", "expired")},
+        seconds_delivered=frame.duration_s.where(status == "completed", 0).fillna(0),
+        credits_failed_reserved=frame.credits_reserved.where(status == "failed", 0).fillna(0),
+    )
+    for col in ("credits_estimated", "credits_reserved", "credits_charged"):
+        frame[col] = frame[col].fillna(0).astype(float)
+    out = frame.groupby(by, dropna=False)[MEASURES].sum().reset_index() if by else (
+        frame[MEASURES].sum().to_frame().T)
+    out["credits_per_delivered_second"] = (
+        out.credits_charged / out.seconds_delivered.where(out.seconds_delivered > 0)
+    ).round(4)
+    return out.round({"credits_estimated": 4, "credits_reserved": 4, "credits_charged": 4,
+                      "seconds_delivered": 3})
+
+
+def chart(daily: pd.DataFrame, path: str | Path) -> Path:
+    """A PNG of credits charged per day, stacked by model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pivot = daily.pivot_table(index="scheduled_date", columns="model", values="credits_charged",
+                              aggfunc="sum", fill_value=0)
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    if not pivot.empty:
+        pivot.plot(kind="bar", stacked=True, ax=ax)
+        ax.legend(fontsize=7)
+    ax.set_title("Credits charged per day, by model")
+    ax.set_xlabel("day")
+    ax.set_ylabel("credits")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)

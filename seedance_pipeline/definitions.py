@@ -1,0 +1,31 @@
+"""The code location: every domain's definitions plus resources configured from the environment."""
+
+from __future__ import annotations
+
+import os
+
+from dagster import Definitions, EnvVar
+
+from .defs.catalog.definitions import defs as catalog_defs
+from .defs.generation.definitions import defs as generation_defs
+from .defs.resources import EvoLinkResource, PipelineResource
+from .seedance import DEFAULT_BASE_URL, DEFAULT_FILES_URL
+
+
+def resources_from_env() -> dict:
+    """Resources as the environment configures them (CONTRACT.md, "Settings")."""
+    budget = os.environ.get("SEEDANCE_MAX_CREDITS_PER_PARTITION")
+    return {
+        "evolink": EvoLinkResource(
+            api_key=EnvVar("EVOLINK_API_KEY"),
+            base_url=os.environ.get("EVOLINK_BASE_URL", DEFAULT_BASE_URL),
+            files_url=os.environ.get("EVOLINK_FILES_URL", DEFAULT_FILES_URL),
+        ),
+        "pipeline": PipelineResource(
+            data_dir=os.environ.get("SEEDANCE_DATA_DIR", "data"),
+            max_credits_per_partition=float(budget) if budget else None,
+        ),
+    }
+
+
+defs = Definitions.merge(catalog_defs, generation_defs, Definitions(resources=resources_from_env()))

@@ -1,0 +1,181 @@
+"""Requests, exactly-once submission, and stored videos for each day."""
+
+
+import json
+
+import pandas as pd
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    Backoff,
+    Failure,
+    Jitter,
+    MaterializeResult,
+    MetadataValue,
+    RetryPolicy,
+    asset,
+)
+
+from ...catalog import CatalogError, load_media, load_prompts
+from ...planning import MediaFactsCache, PlannedRow, plan_partition, publish
+from ...seedance import PriceTable
+from ...submission import SubmissionStopped, submit_all
+from ...tables import read_table, write_table
+from ...videos import PartitionNotFinished, build_videos_table, requests_frame
+from ..catalog.assets import media_catalog, prompt_catalog
+from ..partitions import daily_partitions
+from ..resources import EvoLinkResource, PipelineResource
+
+API_POOL = "evolink_api"
+PREVIEW_ROWS = 20
+
+
+def plan_for_partition(pipeline: PipelineResource, partition: str) -> list[PlannedRow]:
+    """The partition's prompts planned against the vendor's rules (nothing is uploaded).
+
+    Raises:
+        CatalogError: a catalog cannot be used.
+    """
+    prompts = load_prompts(pipeline.prompts_file())
+    media = load_media(pipeline.media_file(), pipeline.root)
+    return plan_partition(prompts, media, partition, MediaFactsCache(pipeline.root),
+                          PriceTable.load())
+
+
+def over_budget_message(accepted: pd.DataFrame, budget: float) -> str | None:
+    """Why the partition may not be submitted, or None when it is within `budget`."""
+    total = float(accepted.estimated_credits.sum())
+    if total <= budget:
+        return None
+    top = accepted.nlargest(3, "estimated_credits")
+    worst = ", ".join(f"{r.prompt_id} ({r.estimated_credits:g})" for r in top.itertuples())
+    return (f"estimated {total:g} credits exceeds the budget of {budget:g} "
+            f"(SEEDANCE_MAX_CREDITS_PER_PARTITION); most expensive rows: {worst}")
+
+
+def _preview(frame: pd.DataFrame, columns: list[str]) -> MetadataValue:
+    return MetadataValue.md(frame[columns].head(PREVIEW_ROWS).to_markdown(index=False))
+
+
+@asset(partitions_def=daily_partitions, deps=[prompt_catalog, media_catalog],
+       group_name="generation", kinds={"parquet"})
+def generation_requests(
+    context: AssetExecutionContext, pipeline: PipelineResource, evolink: EvoLinkResource
+) -> MaterializeResult:
+    """Each prompt of the day as the exact request body and its estimate, or its rejection."""
+    partition = context.partition_key
+    try:
+        rows = plan_for_partition(pipeline, partition)
+    except CatalogError as exc:
+        raise Failure(str(exc), allow_retries=False) from None
+    with evolink.client() as client:
+        publish(rows, pipeline.storage(client).publish)
+    frame = requests_frame(rows, partition)
+    path = write_table(frame, pipeline.root, "generation_requests", partition)
+    accepted = frame[frame.status == "accepted"]
+    rejected = frame[frame.status == "rejected"].assign(errors=lambda f: f.errors.map("; ".join))
+    return MaterializeResult(metadata={
+        "path": MetadataValue.path(str(path)),
+        "dagster/row_count": len(frame),
+        "accepted": len(accepted),
+        "rejected": len(rejected),
+        "estimated_credits": float(accepted.estimated_credits.sum()),
+        "preview": _preview(frame, ["prompt_id", "model", "quality", "duration", "status",
+                                    "estimated_credits"]),
+        "rejections": _preview(rejected, ["prompt_id", "errors"]),
+    })
+
+
+@asset(partitions_def=daily_partitions, deps=[generation_requests], group_name="generation",
+       pool=API_POOL, kinds={"sqlite"},
+       retry_policy=RetryPolicy(max_retries=3, delay=10, backoff=Backoff.EXPONENTIAL,
+                                jitter=Jitter.PLUS_MINUS))
+def submitted_tasks(
+    context: AssetExecutionContext, pipeline: PipelineResource, evolink: EvoLinkResource
+) -> MaterializeResult:
+    """Accepted requests submitted to EvoLink exactly once, recorded in the task ledger."""
+    partition = context.partition_key
+    requests = read_table(pipeline.root, "generation_requests", partition)
+    accepted = requests[requests.status == "accepted"]
+    budget = pipeline.max_credits_per_partition
+    if budget is not None and (message := over_budget_message(accepted, budget)):
+        raise Failure(f"{partition}: not submitted: {message}", allow_retries=False)
+    ledger = pipeline.ledger()
+    items = [(r.prompt_id, json.loads(r.request_json), r.estimated_credits)
+             for r in accepted.itertuples()]
+    try:
+        with evolink.client() as client:
+            summary = submit_all(ledger, client, partition, items)
+    except SubmissionStopped as exc:
+        raise Failure(str(exc), allow_retries=False) from None
+    ledger.set_submission_complete(partition, not summary.not_sent,
+                                   new_tasks=summary.submitted > 0)
+    if summary.not_sent:
+        raise Failure(f"{len(summary.not_sent)} prompt(s) could not be sent after retries "
+                      f"({', '.join(summary.not_sent[:5])}); they will be tried again")
+    return MaterializeResult(metadata={
+        "submitted": summary.submitted,
+        "already_submitted": summary.already_in_ledger,
+        "refused_by_api": summary.refused,
+        "outcome_unknown": summary.unknown,
+        "credits_reserved": summary.credits_reserved,
+    })
+
+
+def _check_videos(frame: pd.DataFrame) -> AssetCheckResult:
+    done = frame[frame.status == "completed"]
+    wrong = done[(done.width != done.expected_width) | (done.height != done.expected_height)
+                 | ((done.duration_s - done.duration).abs() > 0.1)
+                 | (done.has_audio != done.generate_audio)]
+    expired = frame[frame.status == "expired"]
+    problems = [f"{r.prompt_id}: got {r.width}x{r.height} {r.duration_s}s audio={r.has_audio}, "
+                f"asked {r.expected_width}x{r.expected_height} {r.duration}s "
+                f"audio={r.generate_audio}" for r in wrong.itertuples()]
+    problems += [f"{r.prompt_id}: link expired before download, video lost"
+                 for r in expired.itertuples()]
+    return AssetCheckResult(
+        check_name="videos_match_requests", passed=not problems,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={"checked": len(done), "mismatched": len(wrong), "expired": len(expired),
+                  "problems": MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none")},
+    )
+
+
+@asset(partitions_def=daily_partitions, deps=[submitted_tasks], group_name="generation",
+       pool=API_POOL, kinds={"parquet", "mp4"},
+       check_specs=[AssetCheckSpec("videos_match_requests", asset="generated_videos",
+                                   description="every completed video has the requested "
+                                   "pixels, duration and audio; none was lost")])
+def generated_videos(
+    context: AssetExecutionContext, pipeline: PipelineResource, evolink: EvoLinkResource
+) -> MaterializeResult:
+    """Every prompt of the day with its task's outcome and its video saved and measured."""
+    partition = context.partition_key
+    requests = read_table(pipeline.root, "generation_requests", partition)
+    with evolink.client() as client:
+        try:
+            frame = build_videos_table(requests, pipeline.ledger(), pipeline.storage(client),
+                                       partition)
+        except PartitionNotFinished as exc:
+            raise Failure(str(exc), allow_retries=False) from None
+    path = write_table(frame, pipeline.root, "generated_videos", partition)
+    count = frame.status.value_counts()
+    submitted = len(frame) - count.get("rejected", 0)
+    return MaterializeResult(
+        metadata={
+            "path": MetadataValue.path(str(path)),
+            "dagster/row_count": len(frame),
+            **{f"videos_{s}": int(count.get(s, 0)) for s in
+               ("completed", "failed", "rejected", "unknown", "expired")},
+            "seconds_delivered": float(frame.loc[frame.status == "completed", "duration_s"].sum()),
+            "credits_estimated": float(frame.credits_estimated.fillna(0).sum()),
+            "credits_reserved": float(frame.credits_reserved.fillna(0).sum()),
+            "credits_charged": float(frame.credits_charged.fillna(0).sum()),
+            "failure_rate": float(count.get("failed", 0) / submitted) if submitted else 0.0,
+            "preview": _preview(frame, ["prompt_id", "model", "status", "width", "height",
+                                        "duration_s", "has_audio", "credits_charged"]),
+        },
+        check_results=[_check_videos(frame)],
+    )

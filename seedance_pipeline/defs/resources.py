@@ -1,0 +1,59 @@
+"""Resources shared by every domain: the EvoLink API and the pipeline's own settings."""
+
+
+from pathlib import Path
+
+import httpx
+from dagster import ConfigurableResource
+from pydantic import Field
+
+from ..catalog import find_catalog
+from ..ledger import Ledger
+from ..seedance import DEFAULT_BASE_URL, DEFAULT_FILES_URL, AsyncClient, Client, RetryPolicy
+from ..storage import LocalStorage, Storage
+
+# Polls from a sensor tick must stay far inside Dagster's 60 s tick limit.
+POLL_TIMEOUT = httpx.Timeout(5.0, connect=3.0)
+POLL_RETRY = RetryPolicy(max_attempts=2, base_delay=0.5, max_total_wait=3.0)
+
+
+class EvoLinkResource(ConfigurableResource):
+    """The EvoLink API (`EVOLINK_API_KEY`, `EVOLINK_BASE_URL`, `EVOLINK_FILES_URL`)."""
+
+    api_key: str = Field(repr=False)
+    base_url: str = DEFAULT_BASE_URL
+    files_url: str = DEFAULT_FILES_URL
+
+    def client(self) -> Client:
+        return Client(self.api_key, base_url=self.base_url, files_url=self.files_url)
+
+    def async_client(self) -> AsyncClient:
+        return AsyncClient(self.api_key, base_url=self.base_url, files_url=self.files_url,
+                           timeout=POLL_TIMEOUT, retry=POLL_RETRY)
+
+
+class PipelineResource(ConfigurableResource):
+    """Where catalogs, tables, videos and state live (`SEEDANCE_DATA_DIR`), and the budget."""
+
+    data_dir: str = "data"
+    prompts_path: str | None = None
+    media_path: str | None = None
+    max_credits_per_partition: float | None = None
+
+    @property
+    def root(self) -> Path:
+        return Path(self.data_dir)
+
+    def prompts_file(self) -> Path:
+        return Path(self.prompts_path) if self.prompts_path else find_catalog(
+            self.root / "catalog", "prompts")
+
+    def media_file(self) -> Path:
+        return Path(self.media_path) if self.media_path else find_catalog(
+            self.root / "catalog", "media")
+
+    def ledger(self) -> Ledger:
+        return Ledger(self.root / "state" / "ledger.sqlite3")
+
+    def storage(self, client: Client) -> Storage:
+        return LocalStorage(self.root, client, self.ledger())

@@ -1,0 +1,69 @@
+"""Running the emulator with uvicorn: blocking for the CLI, or in a thread for tests."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import uvicorn
+
+from .app import create_app
+from .config import EmulatorConfig
+
+_GRACE_SECONDS = 1
+
+
+def _bind(config: EmulatorConfig) -> socket.socket:
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((config.host, config.port))
+    return sock
+
+
+def _url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _server(config: EmulatorConfig, access_log: bool) -> uvicorn.Server:
+    return uvicorn.Server(
+        uvicorn.Config(
+            create_app(config),
+            log_level="info" if access_log else "warning",
+            access_log=access_log,
+            timeout_graceful_shutdown=_GRACE_SECONDS,
+        )
+    )
+
+
+def serve(config: EmulatorConfig) -> None:
+    """Serve until interrupted (Ctrl-C ends it cleanly), printing the URL it listens on."""
+    sock = _bind(config)
+    print(f"EvoLink emulator listening on {_url(sock)} (state in {config.state_dir})", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        _server(config, access_log=True).run(sockets=[sock])
+
+
+@contextlib.contextmanager
+def running_emulator(config: EmulatorConfig) -> Iterator[str]:
+    """Run the emulator in a background thread; yields its base URL (port 0 picks one)."""
+    sock = _bind(config)
+    server = _server(config, access_log=False)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="evolink-emulator", daemon=True
+    )
+    thread.start()
+    try:
+        while not server.started:
+            if not thread.is_alive():
+                raise RuntimeError("the EvoLink emulator failed to start")
+            time.sleep(0.01)
+        yield _url(sock)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()

@@ -1,0 +1,90 @@
+"""One partition end to end without the daemon, as `seedance-pipeline run DATE` does it."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from dagster import DagsterInstance, materialize
+
+from .defs.catalog.assets import media_catalog, prompt_catalog
+from .defs.generation.assets import generated_videos, generation_requests, submitted_tasks
+from .defs.generation.sensors import poll_round
+from .definitions import resources_from_env
+from .ledger import WAITING
+
+# Step logs stay in the Dagster instance; the shell shows warnings and the progress bar.
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+class PipelineStopped(RuntimeError):
+    """The pipeline itself could not work (bad key, no credits, unreadable catalog, ...)."""
+
+
+def _instance() -> DagsterInstance:
+    """The persistent instance when DAGSTER_HOME is set, else a throwaway one."""
+    try:
+        return DagsterInstance.get()
+    except Exception:  # DagsterHomeNotSetError and friends: no DAGSTER_HOME
+        return DagsterInstance.ephemeral()
+
+
+def _failure(result) -> str:
+    messages = []
+    for event in result.all_events:
+        if event.is_step_failure:
+            data = event.step_failure_data
+            messages.append((data.user_failure_data and data.user_failure_data.description)
+                            or data.error.message.strip())
+    return "; ".join(messages) or "a step failed"
+
+
+def _materialize(assets, resources, instance, partition: str | None = None) -> None:
+    result = materialize(assets, resources=resources, instance=instance, partition_key=partition,
+                         raise_on_error=False, run_config=QUIET)
+    if not result.success:
+        raise PipelineStopped(_failure(result))
+
+
+def run_partition(partition: str, prompts: Path | None = None, media: Path | None = None,
+                  out=sys.stderr) -> None:
+    """Requests, submission, polling until every task ended, videos and tables.
+
+    Raises:
+        PipelineStopped: with the reason, when the pipeline could not do its work.
+    """
+    resources = resources_from_env()
+    pipeline = resources["pipeline"]
+    if prompts or media:
+        pipeline = pipeline.model_copy(update={"prompts_path": str(prompts) if prompts else None,
+                                               "media_path": str(media) if media else None})
+        resources["pipeline"] = pipeline
+    instance = _instance()
+    print(f"[{partition}] planning and submitting", file=out)
+    _materialize([prompt_catalog, media_catalog], resources, instance)
+    _materialize([generation_requests, submitted_tasks], resources, instance, partition)
+    ledger = pipeline.ledger()
+    _wait(partition, ledger, resources["evolink"].process_config_and_initialize(), out)
+    ledger.mark_videos_requested(partition)
+    print(f"[{partition}] saving videos and writing tables", file=out)
+    _materialize([generated_videos], resources, instance, partition)
+
+
+def _wait(partition: str, ledger, evolink, out) -> None:
+    """Poll with the sensor's own code until no task of the partition is running."""
+    started = time.monotonic()
+    while True:
+        rows = ledger.rows(partition)
+        waiting = sum(r.status in WAITING for r in rows)
+        done = len(rows) - waiting
+        width = 30
+        filled = width * done // len(rows) if rows else width
+        print(f"\r[{partition}] [{'#' * filled}{'.' * (width - filled)}] {done}/{len(rows)} "
+              f"tasks ended, {time.monotonic() - started:.0f}s", end="", file=out, flush=True)
+        if not waiting:
+            print(file=out)
+            return
+        due = ledger.next_poll_at() or time.time()
+        time.sleep(min(5.0, max(0.0, due - time.time())))
+        poll_round(ledger, evolink)

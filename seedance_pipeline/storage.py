@@ -1,0 +1,51 @@
+"""Where videos are kept and how local media become URLs the API can fetch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from .catalog import file_digest
+from .ledger import Ledger
+from .seedance import Client, Download
+
+# Vendor uploads expire after 72 hours; reuse a published URL for at most 48.
+PUBLISHED_URL_MAX_AGE = 48 * 3600
+
+
+class Storage(Protocol):
+    def publish(self, path: Path) -> str:
+        """A URL the API can fetch for the local file `path`."""
+
+    def save_video(self, url: str, partition: str, prompt_id: str) -> tuple[str, Download]:
+        """Download a result to its home; returns its URI and the local copy's facts."""
+
+    def local_copy(self, uri: str) -> Path | None:
+        """The stored video as a local file (for measuring), or None if it is missing."""
+
+
+class LocalStorage:
+    """Videos under `<data_dir>/videos/`; media published through the files API."""
+
+    def __init__(self, data_dir: Path, client: Client, ledger: Ledger):
+        self.root = Path(data_dir)
+        self.client = client
+        self.ledger = ledger
+
+    def publish(self, path: Path) -> str:
+        digest = file_digest(path)
+        host = self.client.files_url
+        url = self.ledger.published_url(digest, host, PUBLISHED_URL_MAX_AGE)
+        if url is None:
+            url = self.client.upload_file(path).file_url
+            self.ledger.record_published(digest, host, url)
+        return url
+
+    def save_video(self, url: str, partition: str, prompt_id: str) -> tuple[str, Download]:
+        path = self.root / "videos" / partition / f"{prompt_id}.mp4"
+        download = self.client.download(url, path)
+        return str(path), download
+
+    def local_copy(self, uri: str) -> Path | None:
+        path = Path(uri)
+        return path if path.is_file() else None

@@ -1,0 +1,129 @@
+"""Saving finished videos and building the `generated_videos` table of a partition."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+
+import pandas as pd
+
+from .ledger import SUBMITTING, WAITING, Ledger, LedgerRow
+from .media import measure_video_output
+from .seedance import LinkExpiredError, SeedanceError
+from .storage import Storage
+
+log = logging.getLogger(__name__)
+
+REQUEST_COLUMNS = [
+    "prompt_id", "scheduled_date", "campaign", "model", "prompt", "duration", "quality",
+    "aspect_ratio", "generate_audio", "web_search",
+]
+VIDEO_COLUMNS = REQUEST_COLUMNS + [
+    "task_id", "status", "error_code", "error_message", "submitted_at", "completed_at",
+    "credits_estimated", "credits_reserved", "credits_charged", "video_uri", "video_sha256",
+    "video_bytes", "width", "height", "duration_s", "has_audio", "expected_width",
+    "expected_height",
+]
+
+
+class PartitionNotFinished(RuntimeError):
+    """Some accepted prompts of the partition are unsubmitted or still generating."""
+
+
+def _timestamp(epoch: float | None) -> pd.Timestamp | None:
+    return None if epoch is None else pd.Timestamp(dt.datetime.fromtimestamp(epoch, dt.UTC))
+
+
+def build_videos_table(
+    requests: pd.DataFrame, ledger: Ledger, storage: Storage, partition: str
+) -> pd.DataFrame:
+    """One row per prompt of the partition; downloads completed videos not yet stored.
+
+    Raises:
+        PartitionNotFinished: an accepted prompt has no ledger row or a running task.
+    """
+    by_prompt = {r.prompt_id: r for r in ledger.rows(partition)}
+    waiting = [
+        pid for pid, status in zip(requests.prompt_id, requests.status, strict=True)
+        if status == "accepted" and (pid not in by_prompt
+                                     or by_prompt[pid].status in (*WAITING, SUBMITTING))
+    ]
+    if waiting:
+        raise PartitionNotFinished(
+            f"{len(waiting)} accepted prompt(s) of {partition} are not finished yet "
+            f"({', '.join(waiting[:5])}{'…' if len(waiting) > 5 else ''}); the task_poller "
+            "sensor materialises this partition once they are"
+        )
+    rows = []
+    for req in requests.to_dict("records"):
+        row = {c: req[c] for c in REQUEST_COLUMNS}
+        row.update(credits_estimated=req["estimated_credits"],
+                   expected_width=req["expected_width"], expected_height=req["expected_height"])
+        if req["status"] == "rejected":
+            row.update(status="rejected", error_code="rejected_before_submission",
+                       error_message="; ".join(req["errors"]), credits_reserved=0.0,
+                       credits_charged=0.0)
+        else:
+            row.update(_task_columns(by_prompt[req["prompt_id"]], ledger, storage))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=VIDEO_COLUMNS).astype(
+        {"duration": "int64", "video_bytes": "Int64", "width": "Int64", "height": "Int64",
+         "expected_width": "Int64", "expected_height": "Int64", "has_audio": "boolean"}
+    )
+
+
+def _task_columns(lr: LedgerRow, ledger: Ledger, storage: Storage) -> dict:
+    if lr.status == "completed" and storage.local_copy(lr.video_uri or "") is None:
+        lr = _save(lr, ledger, storage)
+    out = {
+        "task_id": lr.task_id, "status": lr.status, "error_code": lr.error_code,
+        "error_message": lr.error_message, "submitted_at": _timestamp(lr.submitted_at),
+        "completed_at": _timestamp(lr.completed_at), "credits_reserved": lr.credits_reserved,
+        # The vendor charges the reservation for a completed task and nothing for a failed
+        # one; an unknown submission's cost cannot be known.
+        "credits_charged": None if lr.status == "unknown" else (
+            lr.credits_reserved if lr.status in ("completed", "expired") else 0.0),
+        "video_uri": lr.video_uri, "video_sha256": lr.video_sha256,
+        "video_bytes": lr.video_bytes,
+    }
+    local = storage.local_copy(lr.video_uri) if lr.video_uri else None
+    if lr.status == "completed" and local is not None:
+        out.update(measure_video_output(local))
+    return out
+
+
+def _save(lr: LedgerRow, ledger: Ledger, storage: Storage) -> LedgerRow:
+    try:
+        uri, download = storage.save_video(lr.result_url, lr.partition, lr.prompt_id)
+    except LinkExpiredError as exc:
+        ledger.record_expired(lr.task_id, str(exc))
+        log.error("%s: video lost, %s", lr.prompt_id, exc)
+    except SeedanceError as exc:
+        raise RuntimeError(f"{lr.prompt_id}: download failed ({exc}); rerun to try again") from None
+    else:
+        ledger.record_video(lr.task_id, uri, download.sha256, download.bytes)
+    return next(r for r in ledger.rows(lr.partition) if r.prompt_id == lr.prompt_id)
+
+
+def requests_frame(rows, partition: str) -> pd.DataFrame:
+    """The `generation_requests` table from planned rows."""
+    records = []
+    for r in rows:
+        p = r.prompt
+        records.append({
+            "prompt_id": p.prompt_id, "scheduled_date": p.scheduled_date, "campaign": p.campaign,
+            "model": p.model, "prompt": p.prompt, "duration": p.duration, "quality": p.quality,
+            "aspect_ratio": p.aspect_ratio, "generate_audio": p.generate_audio,
+            "web_search": p.web_search, "status": "accepted" if r.accepted else "rejected",
+            "errors": list(r.errors),
+            "request_json": json.dumps(r.body, ensure_ascii=False) if r.accepted else None,
+            "estimated_credits": r.estimated_credits,
+            "expected_width": r.expected_pixels[0] if r.expected_pixels else None,
+            "expected_height": r.expected_pixels[1] if r.expected_pixels else None,
+        })
+    columns = REQUEST_COLUMNS + ["status", "errors", "request_json", "estimated_credits",
+                                 "expected_width", "expected_height"]
+    frame = pd.DataFrame(records, columns=columns)
+    return frame.astype({"expected_width": "Int64", "expected_height": "Int64",
+                         "estimated_credits": "float64"})

@@ -1,0 +1,535 @@
+"""The httpx clients against `httpx.MockTransport`: errors, retries, secrets, downloads.
+
+No network and no real sleeping: `time.sleep` / `asyncio.sleep` are replaced by recorders.
+The async client is driven with `asyncio.run` (pytest-asyncio is not a dependency).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from seedance_pipeline.seedance import (
+    AccessDeniedError,
+    APIError,
+    AsyncClient,
+    AuthenticationError,
+    Client,
+    InsufficientQuotaError,
+    InvalidRequestError,
+    LinkExpiredError,
+    NotFoundError,
+    OutcomeUnknownError,
+    RateLimitError,
+    RetryPolicy,
+    SeedanceError,
+    ServerError,
+    Task,
+    TransportError,
+    _client,
+)
+
+KEY = "sk-evo-UNIT-TEST-SECRET-0123456789abcdef"
+BASE = "https://api.test.invalid"
+FILES = "https://files.test.invalid"
+RESULT = "https://cdn.test.invalid/results/video.mp4?X-Signature=abc123"
+TASK_ID = "task-unified-1774857405-abc12345"
+
+TASK = {
+    "id": TASK_ID,
+    "object": "video.generation.task",
+    "created": 1774857405,
+    "model": "seedance-2.0-text-to-video",
+    "status": "pending",
+    "progress": 0,
+    "type": "video",
+    "task_info": {"can_cancel": True, "estimated_time": 165, "video_duration": 5},
+    "usage": {"billing_rule": "per_second", "credits_reserved": 67.5, "user_group": "default"},
+}
+BODY = {"model": "seedance-2.0-text-to-video", "prompt": "a cat plays the piano", "duration": 5}
+
+STATUS_CASES = [
+    (400, InvalidRequestError, "invalid_request", "duration: 4..15", "invalid_request_error"),
+    (401, AuthenticationError, "unauthorized", "Invalid or expired token", "authentication_error"),
+    (402, InsufficientQuotaError, "insufficient_quota", "Please top up", "insufficient_quota"),
+    (403, AccessDeniedError, "model_access_denied", "no access to model", "invalid_request_error"),
+    (404, NotFoundError, "resource_not_found", "Task not found", "invalid_request_error"),
+    (413, InvalidRequestError, "request_too_large", "body exceeds 64MB", "invalid_request_error"),
+    (429, RateLimitError, "rate_limit_exceeded", "Too many requests", "rate_limit_error"),
+    (500, ServerError, "internal_error", "Internal server error", "api_error"),
+    (502, ServerError, "upstream_error", "Upstream unavailable", "api_error"),
+    (503, ServerError, "service_unavailable", "Temporarily unavailable", "api_error"),
+]
+NOT_RETRIED = [400, 401, 402, 403]
+
+
+def error_response(status: int, code: object, message: str, kind: str | None = None, **headers):
+    error = {"code": code, "message": message}
+    if kind:
+        error["type"] = kind
+    return httpx.Response(status, json={"error": error}, headers=headers)
+
+
+class Recorder:
+    """A handler that answers from a script of responses/exceptions and keeps every request."""
+
+    def __init__(self, *script: httpx.Response | Exception | Callable[[httpx.Request], object]):
+        self.script = list(script)
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        step = self.script.pop(0) if len(self.script) > 1 else self.script[0]
+        if callable(step) and not isinstance(step, httpx.Response):
+            step = step(request)
+        if isinstance(step, Exception):
+            raise step
+        return step
+
+    def __len__(self) -> int:
+        return len(self.requests)
+
+
+@pytest.fixture
+def sleeps(monkeypatch) -> list[float]:
+    """Every sleep the clients ask for; nothing really sleeps."""
+    recorded: list[float] = []
+
+    async def fake_async_sleep(seconds: float) -> None:
+        recorded.append(seconds)
+
+    monkeypatch.setattr(_client.time, "sleep", recorded.append)
+    monkeypatch.setattr(_client.asyncio, "sleep", fake_async_sleep)
+    return recorded
+
+
+def client(handler, **retry) -> Client:
+    policy = RetryPolicy(**({"max_attempts": 4, "base_delay": 0.5} | retry))
+    return Client(
+        KEY, base_url=BASE, files_url=FILES, transport=httpx.MockTransport(handler), retry=policy
+    )
+
+
+def aclient(handler, **retry) -> AsyncClient:
+    policy = RetryPolicy(**({"max_attempts": 4, "base_delay": 0.5} | retry))
+    return AsyncClient(
+        KEY, base_url=BASE, files_url=FILES, transport=httpx.MockTransport(handler), retry=policy
+    )
+
+
+def run_async(handler, call: str, *args, **retry):
+    async def go():
+        async with aclient(handler, **retry) as c:
+            return await getattr(c, call)(*args)
+
+    return asyncio.run(go())
+
+
+def call_sync(handler, call: str, *args, **retry):
+    with client(handler, **retry) as c:
+        return getattr(c, call)(*args)
+
+
+DRIVERS = {"sync": call_sync, "async": run_async}
+CALLS = {"create_task": (BODY,), "get_task": (TASK_ID,)}
+
+
+# ---- status codes -> exceptions ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+@pytest.mark.parametrize(("status", "cls", "code", "message", "kind"), STATUS_CASES)
+def test_status_maps_to_exception_with_vendor_code_and_message(
+    sleeps, driver, status, cls, code, message, kind
+):
+    handler = Recorder(error_response(status, code, message, kind))
+    with pytest.raises(cls) as info:
+        DRIVERS[driver](handler, "get_task", TASK_ID, max_attempts=1)
+    err = info.value
+    assert isinstance(err, APIError)
+    assert (err.status, err.code, err.message, err.type) == (status, code, message, kind)
+    assert str(status) in str(err) and code in str(err) and message in str(err)
+    assert err.retryable == (status in (429, 500, 502, 503))
+    assert len(handler) == 1
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+@pytest.mark.parametrize(("status", "cls", "_code", "message", "_kind"), STATUS_CASES)
+def test_integer_code_is_kept_as_text(sleeps, driver, status, cls, _code, message, _kind):
+    handler = Recorder(error_response(status, status, message))
+    with pytest.raises(cls) as info:
+        DRIVERS[driver](handler, "create_task", BODY, max_attempts=1)
+    assert info.value.code == str(status)
+    assert info.value.message == message
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        httpx.Response(500, text="<html>Bad Gateway</html>"),
+        httpx.Response(500, json=["not", "an", "object"]),
+        httpx.Response(500, json={"error": "just a string"}),
+        httpx.Response(500),
+    ],
+)
+def test_unusual_error_bodies_still_give_a_server_error(sleeps, response):
+    with pytest.raises(ServerError) as info:
+        call_sync(Recorder(response), "get_task", TASK_ID, max_attempts=1)
+    assert info.value.status == 500
+    assert info.value.message
+
+
+def test_unknown_4xx_is_a_plain_api_error(sleeps):
+    with pytest.raises(APIError) as info:
+        call_sync(Recorder(error_response(409, "conflict", "busy")), "get_task", TASK_ID)
+    assert type(info.value) is APIError
+    assert info.value.code == "conflict"
+
+
+# ---- retries -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+@pytest.mark.parametrize("call", CALLS)
+def test_429_retry_after_is_honoured_then_succeeds(sleeps, driver, call):
+    handler = Recorder(
+        error_response(429, "rate_limit_exceeded", "slow down", **{"Retry-After": "7"}),
+        httpx.Response(200, json=TASK),
+    )
+    task = DRIVERS[driver](handler, call, *CALLS[call])
+    assert isinstance(task, Task) and task.id == TASK_ID
+    assert len(handler) == 2
+    assert len(sleeps) == 1 and sleeps[0] >= 7
+
+
+def test_429_retry_after_as_http_date(sleeps):
+    when = email.utils.formatdate(time.time() + 20, usegmt=True)
+    handler = Recorder(
+        error_response(429, "rate_limit_exceeded", "slow down", **{"Retry-After": when}),
+        httpx.Response(200, json=TASK),
+    )
+    assert call_sync(handler, "get_task", TASK_ID).id == TASK_ID
+    assert 17 <= sleeps[0] <= 21
+
+
+def test_429_retry_after_carried_on_the_exception(sleeps):
+    handler = Recorder(error_response(429, "rate_limit_exceeded", "x", **{"Retry-After": "12"}))
+    with pytest.raises(RateLimitError) as info:
+        call_sync(handler, "get_task", TASK_ID, max_attempts=1)
+    assert info.value.retry_after == 12
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+@pytest.mark.parametrize("call", CALLS)
+@pytest.mark.parametrize("status", [429, 500, 502, 503])
+def test_max_attempts_is_respected(sleeps, driver, call, status):
+    handler = Recorder(error_response(status, "busy", "try later"))
+    with pytest.raises((RateLimitError, ServerError)):
+        DRIVERS[driver](handler, call, *CALLS[call], max_attempts=3)
+    assert len(handler) == 3
+    assert len(sleeps) == 2
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_max_total_wait_is_respected(sleeps, driver):
+    handler = Recorder(error_response(429, "rate_limit_exceeded", "x", **{"Retry-After": "50"}))
+    with pytest.raises(RateLimitError):
+        DRIVERS[driver](handler, "get_task", TASK_ID, max_attempts=10, max_total_wait=120)
+    assert len(handler) == 3  # waits 50 + 50; a third wait would pass 120 s
+    assert sum(sleeps) <= 120 and len(sleeps) == 2
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_retry_after_beyond_the_budget_gives_up_at_once(sleeps, driver):
+    handler = Recorder(error_response(429, "rate_limit_exceeded", "x", **{"Retry-After": "600"}))
+    with pytest.raises(RateLimitError):
+        DRIVERS[driver](handler, "create_task", BODY, max_total_wait=180)
+    assert len(handler) == 1 and sleeps == []
+
+
+def test_backoff_grows_and_is_capped(sleeps, monkeypatch):
+    monkeypatch.setattr(_client.random, "uniform", lambda a, b: 1.0)
+    handler = Recorder(error_response(503, "service_unavailable", "x"))
+    with pytest.raises(ServerError):
+        call_sync(handler, "get_task", TASK_ID, max_attempts=6, base_delay=1, max_delay=5)
+    assert sleeps == [1, 2, 4, 5, 5]
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+@pytest.mark.parametrize("call", CALLS)
+@pytest.mark.parametrize("status", NOT_RETRIED)
+def test_client_errors_are_not_retried(sleeps, driver, call, status):
+    handler = Recorder(error_response(status, "nope", "fix it"), httpx.Response(200, json=TASK))
+    with pytest.raises(APIError):
+        DRIVERS[driver](handler, call, *CALLS[call])
+    assert len(handler) == 1 and sleeps == []
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+@pytest.mark.parametrize(
+    "exc",
+    [
+        httpx.ReadTimeout("read timed out"),
+        httpx.RemoteProtocolError("server disconnected"),
+        httpx.ReadError("connection reset"),
+        httpx.WriteTimeout("write timed out"),
+    ],
+)
+def test_create_with_lost_answer_is_outcome_unknown_and_never_resent(sleeps, driver, exc):
+    handler = Recorder(exc, httpx.Response(200, json=TASK))
+    with pytest.raises(OutcomeUnknownError) as info:
+        DRIVERS[driver](handler, "create_task", BODY)
+    assert len(handler) == 1 and sleeps == []
+    assert not isinstance(info.value, TransportError)
+    assert "/v1/videos/generations" in str(info.value)
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+@pytest.mark.parametrize(
+    "exc", [httpx.ConnectError("refused"), httpx.ConnectTimeout("connect timed out")]
+)
+def test_create_that_never_connected_is_retried(sleeps, driver, exc):
+    handler = Recorder(exc, httpx.Response(200, json=TASK))
+    task = DRIVERS[driver](handler, "create_task", BODY)
+    assert task.id == TASK_ID and task.credits_reserved == 67.5
+    assert len(handler) == 2 and len(sleeps) == 1
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_create_connect_error_gives_transport_error_when_budget_spent(sleeps, driver):
+    handler = Recorder(httpx.ConnectError("refused"))
+    with pytest.raises(TransportError):
+        DRIVERS[driver](handler, "create_task", BODY, max_attempts=3)
+    assert len(handler) == 3
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+@pytest.mark.parametrize(
+    "exc",
+    [httpx.ReadTimeout("slow"), httpx.RemoteProtocolError("eof"), httpx.ConnectError("refused")],
+)
+def test_get_task_transport_errors_are_retried(sleeps, driver, exc):
+    handler = Recorder(exc, exc, httpx.Response(200, json=TASK | {"status": "processing"}))
+    task = DRIVERS[driver](handler, "get_task", TASK_ID)
+    assert task.status == "processing"
+    assert len(handler) == 3 and len(sleeps) == 2
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_get_task_gives_up_with_transport_error(sleeps, driver):
+    handler = Recorder(httpx.ReadTimeout("slow"))
+    with pytest.raises(TransportError):
+        DRIVERS[driver](handler, "get_task", TASK_ID, max_attempts=2)
+    assert len(handler) == 2
+
+
+# ---- requests and answers ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_create_sends_the_body_with_the_bearer_key(sleeps, driver):
+    handler = Recorder(httpx.Response(200, json=TASK))
+    DRIVERS[driver](handler, "create_task", BODY)
+    (request,) = handler.requests
+    assert request.method == "POST"
+    assert str(request.url) == f"{BASE}/v1/videos/generations"
+    assert request.headers["authorization"] == f"Bearer {KEY}"
+    assert json.loads(request.content) == BODY
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_get_task_parses_a_failed_task_with_an_integer_code(sleeps, driver):
+    failed = TASK | {"status": "failed", "error": {"code": 500, "message": "boom"}}
+    handler = Recorder(httpx.Response(200, json=failed))
+    task = DRIVERS[driver](handler, "get_task", TASK_ID)
+    assert str(handler.requests[0].url) == f"{BASE}/v1/tasks/{TASK_ID}"
+    assert (task.status, task.error_code, task.error_message) == ("failed", "500", "boom")
+    assert task.is_terminal
+
+
+def test_cancelled_in_either_form_is_terminal():
+    a = Task.from_json(TASK | {"status": "cancelled"})
+    b = Task.from_json(TASK | {"status": "failed", "error": {"code": "request_cancelled"}})
+    assert a.is_terminal and b.is_terminal
+    assert a.final_status == b.final_status == "cancelled"
+    assert not Task.from_json(TASK | {"status": "queued_somewhere"}).is_terminal
+
+
+def test_upload_file_posts_multipart_and_returns_file_url(sleeps, tmp_path):
+    path = tmp_path / "frame.png"
+    path.write_bytes(b"\x89PNG fake")
+    answer = {
+        "success": True,
+        "code": 200,
+        "msg": "ok",
+        "data": {"file_id": "f1", "file_url": "https://files.test.invalid/f1.png"},
+    }
+    handler = Recorder(httpx.Response(200, json=answer))
+    uploaded = call_sync(handler, "upload_file", path)
+    assert uploaded.file_url == "https://files.test.invalid/f1.png"
+    (request,) = handler.requests
+    assert str(request.url) == f"{FILES}/api/v1/files/upload/stream"
+    assert b'name="file"; filename="frame.png"' in request.content
+    assert request.headers["authorization"] == f"Bearer {KEY}"
+
+
+def test_upload_refused_in_the_body_is_an_error(sleeps, tmp_path):
+    path = tmp_path / "frame.png"
+    path.write_bytes(b"x")
+    answer = {"success": False, "code": 4001, "msg": "file type not allowed"}
+    with pytest.raises(InvalidRequestError, match="file type not allowed"):
+        call_sync(Recorder(httpx.Response(200, json=answer)), "upload_file", path)
+
+
+# ---- the API key stays secret --------------------------------------------------------------
+
+
+def test_key_is_required():
+    with pytest.raises(ValueError, match="EVOLINK_API_KEY"):
+        Client("")
+
+
+def test_key_not_in_repr():
+    c = client(Recorder(httpx.Response(200, json=TASK)))
+    a = aclient(Recorder(httpx.Response(200, json=TASK)))
+    for obj in (c, a, c.retry):
+        assert KEY not in repr(obj) and KEY not in str(obj)
+    c.close()
+    asyncio.run(a.aclose())
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_key_in_no_exception_and_no_log_record(sleeps, driver, caplog):
+    caplog.set_level(logging.DEBUG)
+    failures = [
+        *(error_response(s, c, m, k) for s, _, c, m, k in STATUS_CASES),
+        httpx.ConnectError("refused"),
+        httpx.ReadTimeout("slow"),
+        httpx.RemoteProtocolError("eof"),
+    ]
+    raised: list[BaseException] = []
+    for failure in failures:
+        for call, args in CALLS.items():
+            handler = Recorder(failure, failure, httpx.Response(200, json=TASK))
+            try:
+                DRIVERS[driver](handler, call, *args, max_attempts=2)
+            except SeedanceError as exc:
+                raised.append(exc)
+    assert raised
+    for exc in raised:
+        chain = [exc, exc.__cause__, exc.__context__]
+        assert all(KEY not in repr(e) and KEY not in str(e) for e in chain if e is not None)
+        assert KEY not in repr(vars(exc))
+    assert caplog.records  # the retries were logged
+    for record in caplog.records:
+        assert KEY not in record.getMessage()
+        assert KEY not in repr(record.args)
+    assert KEY not in caplog.text
+
+
+# ---- downloads -----------------------------------------------------------------------------
+
+PAYLOAD = bytes(range(256)) * (3 * 4096 + 7)  # ~3 MB, several chunks
+
+
+class ChunkStream(httpx.SyncByteStream):
+    """Yields `data` in 256 KB chunks, optionally failing after `fail_after` chunks."""
+
+    def __init__(self, data: bytes, fail_after: int | None = None):
+        self.data, self.fail_after = data, fail_after
+
+    def __iter__(self):
+        size = 256 * 1024
+        for i, start in enumerate(range(0, len(self.data), size)):
+            if self.fail_after is not None and i >= self.fail_after:
+                raise httpx.ReadError("connection reset mid-body")
+            yield self.data[start : start + size]
+
+
+def ok_download(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(200, stream=ChunkStream(PAYLOAD))
+
+
+def broken_download(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(200, stream=ChunkStream(PAYLOAD, fail_after=3))
+
+
+def test_download_streams_to_file_with_sha256_and_size(sleeps, tmp_path):
+    handler = Recorder(ok_download)
+    dest = tmp_path / "videos" / "2026-11-20" / "p1.mp4"
+    result = call_sync(handler, "download", RESULT, dest)
+    assert dest.read_bytes() == PAYLOAD
+    assert result.sha256 == hashlib.sha256(PAYLOAD).hexdigest()
+    assert result.bytes == len(PAYLOAD)
+    assert result.path == str(dest)
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["p1.mp4"]
+
+
+def test_download_does_not_send_the_key(sleeps, tmp_path):
+    handler = Recorder(ok_download)
+    call_sync(handler, "download", RESULT, tmp_path / "v.mp4")
+    (request,) = handler.requests
+    assert "authorization" not in request.headers
+    assert KEY not in str(request.headers) and KEY not in str(request.url)
+
+
+def test_download_failure_leaves_no_partial_file(sleeps, tmp_path):
+    handler = Recorder(broken_download)
+    dest = tmp_path / "v.mp4"
+    with pytest.raises(TransportError):
+        call_sync(handler, "download", RESULT, dest, max_attempts=2)
+    assert len(handler) == 2
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_download_failure_keeps_a_previous_complete_file(sleeps, tmp_path):
+    dest = tmp_path / "v.mp4"
+    dest.write_bytes(b"previous complete file")
+    with pytest.raises(TransportError):
+        call_sync(Recorder(broken_download), "download", RESULT, dest, max_attempts=1)
+    assert dest.read_bytes() == b"previous complete file"
+    assert [p.name for p in tmp_path.iterdir()] == ["v.mp4"]
+
+
+def test_download_retries_a_broken_stream_then_succeeds(sleeps, tmp_path):
+    handler = Recorder(broken_download, ok_download)
+    dest = tmp_path / "v.mp4"
+    result = call_sync(handler, "download", RESULT, dest)
+    assert len(handler) == 2 and len(sleeps) == 1
+    assert result.sha256 == hashlib.sha256(PAYLOAD).hexdigest()
+    assert [p.name for p in tmp_path.iterdir()] == ["v.mp4"]
+
+
+def test_download_retries_5xx(sleeps, tmp_path):
+    handler = Recorder(httpx.Response(503, text="busy"), ok_download)
+    result = call_sync(handler, "download", RESULT, tmp_path / "v.mp4")
+    assert result.bytes == len(PAYLOAD) and len(handler) == 2
+
+
+@pytest.mark.parametrize("status", [403, 404, 410])
+def test_expired_link_is_link_expired_error(sleeps, tmp_path, status):
+    handler = Recorder(httpx.Response(status, text="AccessDenied: Request has expired"))
+    with pytest.raises(LinkExpiredError) as info:
+        call_sync(handler, "download", RESULT, tmp_path / "v.mp4")
+    assert str(status) in str(info.value)
+    assert "X-Signature" not in str(info.value)  # the signed query is not echoed
+    assert len(handler) == 1 and sleeps == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_download_retry_budget_respects_max_total_wait(sleeps, tmp_path):
+    handler = Recorder(error_response(429, "rate_limit_exceeded", "x", **{"Retry-After": "50"}))
+    with pytest.raises(RateLimitError):
+        call_sync(
+            handler, "download", RESULT, tmp_path / "v.mp4", max_attempts=10, max_total_wait=120
+        )
+    assert sum(sleeps) <= 120
+    assert len(handler) == 3

@@ -1,0 +1,248 @@
+"""The price table: NOTES.md's per-second rates, the reference-video rule, overrides."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from seedance_pipeline.seedance import PriceTable, _pricing
+from seedance_pipeline.seedance._pricing import PRICE_TABLE_ENV
+
+STANDARD = {
+    "text": "seedance-2.0-text-to-video",
+    "image": "seedance-2.0-image-to-video",
+    "reference": "seedance-2.0-reference-to-video",
+}
+FAST = {
+    "text": "seedance-2.0-fast-text-to-video",
+    "image": "seedance-2.0-fast-image-to-video",
+    "reference": "seedance-2.0-fast-reference-to-video",
+}
+# NOTES.md, "Credits per output second" (1080p: our assumption, 720p x 2.25).
+RATES = {
+    ("standard", False): {"480p": "6.251", "720p": "13.50", "1080p": "30.375"},
+    ("standard", True): {"480p": "3.807", "720p": "8.222", "1080p": "18.4995"},
+    ("fast", False): {"480p": "5.063", "720p": "10.935"},
+    ("fast", True): {"480p": "3.012", "720p": "6.506"},
+}
+VID = "https://cdn.example.com/ref.mp4"
+# Every tier x quality with a published or assumed rate (fast has no 1080p).
+TIER_QUALITY = [(tier, q) for (tier, ref), rates in RATES.items() if not ref for q in rates]
+
+
+@pytest.fixture
+def table(monkeypatch) -> PriceTable:
+    monkeypatch.delenv(PRICE_TABLE_ENV, raising=False)
+    return PriceTable.load()
+
+
+def expected(rate: str, seconds: Decimal) -> float:
+    return float((seconds * Decimal(rate)).quantize(Decimal("0.0001")))
+
+
+def test_notes_example_10s_720p_standard_with_5s_reference(table):
+    b = {"model": STANDARD["reference"], "duration": 10, "quality": "720p", "video_urls": [VID]}
+    assert table.estimate_credits(b, [5]) == 164.44
+
+
+@pytest.mark.parametrize(("tier", "quality"), TIER_QUALITY)
+@pytest.mark.parametrize("duration", list(range(4, 16)))
+@pytest.mark.parametrize("mode", ["text", "image", "reference"])
+def test_without_reference_video(table, tier, quality, duration, mode):
+    model = (STANDARD if tier == "standard" else FAST)[mode]
+    b = {"model": model, "duration": duration, "quality": quality}
+    if mode != "text":
+        b["image_urls"] = ["https://cdn.example.com/a.png"]
+    got = table.estimate_credits(b)
+    assert got == expected(RATES[(tier, False)][quality], Decimal(duration))
+
+
+@pytest.mark.parametrize(("tier", "quality"), TIER_QUALITY)
+@pytest.mark.parametrize("duration", list(range(4, 16)))
+@pytest.mark.parametrize("ref_seconds", [2, 5, 15])
+def test_with_reference_video_bills_max_of_ref_and_output_plus_output(
+    table, tier, quality, duration, ref_seconds
+):
+    model = (STANDARD if tier == "standard" else FAST)["reference"]
+    b = {"model": model, "duration": duration, "quality": quality, "video_urls": [VID]}
+    seconds = Decimal(max(ref_seconds, duration) + duration)
+    assert table.estimate_credits(b, [ref_seconds]) == expected(
+        RATES[(tier, True)][quality], seconds
+    )
+
+
+def test_max_rule_reference_longer_than_output(table):
+    b = {"model": STANDARD["reference"], "duration": 4, "quality": "480p", "video_urls": [VID]}
+    assert table.estimate_credits(b, [12]) == expected("3.807", Decimal(16))  # (12 + 4)
+
+
+def test_max_rule_output_longer_than_reference(table):
+    b = {"model": STANDARD["reference"], "duration": 12, "quality": "480p", "video_urls": [VID]}
+    assert table.estimate_credits(b, [3]) == expected("3.807", Decimal(24))  # (12 + 12)
+
+
+def test_several_reference_videos_are_summed(table):
+    b = {"model": FAST["reference"], "duration": 5, "quality": "720p", "video_urls": [VID] * 3}
+    # 4 + 3.5 + 2.5 = 10 s of reference: (max(10, 5) + 5) x 6.506
+    assert table.estimate_credits(b, [4, 3.5, 2.5]) == expected("6.506", Decimal(15))
+
+
+def test_reference_images_and_audio_do_not_change_the_rate(table):
+    b = {
+        "model": STANDARD["reference"],
+        "duration": 5,
+        "quality": "720p",
+        "image_urls": ["https://cdn.example.com/a.png"],
+        "audio_urls": ["https://cdn.example.com/a.mp3"],
+    }
+    assert table.estimate_credits(b) == 67.5  # 5 x 13.50, no reference video
+
+
+@pytest.mark.parametrize(
+    ("given", "ref_total"), [([], 10), ([None], 10), ([None, 3], 8), ([3], 8), ([2, None], 7)]
+)
+def test_unknown_reference_seconds_default_to_the_table_value(table, given, ref_total):
+    """Two reference videos; each one not given or None counts as 5 s."""
+    assert table.unknown_reference_video_seconds == 5
+    b = {"model": STANDARD["reference"], "duration": 4, "quality": "720p", "video_urls": [VID] * 2}
+    seconds = Decimal(max(ref_total, 4) + 4)
+    assert table.estimate_credits(b, given) == expected("8.222", seconds)
+
+
+def test_defaults_are_5_seconds_720p(table):
+    assert table.estimate_credits({"model": STANDARD["text"]}) == 67.5
+    assert table.estimate_credits({"model": FAST["text"]}) == expected("10.935", Decimal(5))
+
+
+@pytest.mark.parametrize("model", list(FAST.values()))
+@pytest.mark.parametrize("with_ref", [False, True])
+def test_fast_1080p_has_no_rate(table, model, with_ref):
+    with pytest.raises(ValueError, match=r"no fast 1080p rate"):
+        table.rate(model, "1080p", with_ref)
+    b = {"model": model, "quality": "1080p"} | ({"video_urls": [VID]} if with_ref else {})
+    with pytest.raises(ValueError, match=r"1080p"):
+        table.estimate_credits(b, [5])
+
+
+def test_rate_is_a_decimal_from_the_table(table):
+    assert table.rate(STANDARD["text"], "720p", False) == Decimal("13.5")
+    assert table.rate(FAST["image"], "480p", True) == Decimal("3.012")
+
+
+def test_four_decimal_rounding_half_up(tmp_path):
+    path = tmp_path / "prices.json"
+    data = {
+        "credits_per_second": {
+            "standard": {
+                "without_reference_video": {"480p": 0.00001, "720p": 1.23456789},
+                "with_reference_video": {"720p": 0.33333},
+            },
+            "fast": {"without_reference_video": {"480p": 0.000025}},
+        },
+        "money_per_credit": {"CNY": 0.1},
+        "unknown_reference_video_seconds": 5,
+    }
+    path.write_text(json.dumps(data))
+    t = PriceTable.load(path)
+    assert t.estimate_credits({"model": STANDARD["text"], "quality": "720p", "duration": 4}) == (
+        4.9383  # 4.93827156
+    )
+    assert t.estimate_credits({"model": STANDARD["text"], "quality": "480p", "duration": 5}) == (
+        0.0001  # 0.00005 rounds half up
+    )
+    assert t.estimate_credits({"model": FAST["text"], "quality": "480p", "duration": 4}) == 0.0001
+    b = {"model": STANDARD["reference"], "quality": "720p", "duration": 7, "video_urls": [VID]}
+    assert t.estimate_credits(b, [1]) == 4.6666  # 14 x 0.33333 = 4.66662
+
+
+def test_results_have_at_most_four_decimals(table):
+    for d in range(4, 16):
+        for q in ("480p", "720p"):
+            for model in (STANDARD["reference"], FAST["reference"]):
+                got = table.estimate_credits(
+                    {"model": model, "duration": d, "quality": q, "video_urls": [VID]}, [2.3333]
+                )
+                assert Decimal(str(got)) == Decimal(str(got)).quantize(Decimal("0.0001"))
+
+
+def test_money(table):
+    assert table.money(164.44, "CNY") == 16.444
+    assert table.money(100, "USD") == 1.47
+    assert table.money(100, "EUR") is None
+
+
+def test_override_via_env_var(tmp_path, monkeypatch):
+    path = tmp_path / "my-prices.json"
+    data = {
+        "credits_per_second": {
+            "standard": {
+                "without_reference_video": {"480p": 1, "720p": 2, "1080p": 3},
+                "with_reference_video": {"480p": 0.5, "720p": 1, "1080p": 1.5},
+            },
+            "fast": {
+                "without_reference_video": {"480p": 0.25, "720p": 0.75},
+                "with_reference_video": {"480p": 0.1, "720p": 0.2},
+            },
+        },
+        "money_per_credit": {"USD": 0.01},
+        "unknown_reference_video_seconds": 10,
+    }
+    path.write_text(json.dumps(data))
+    monkeypatch.setenv(PRICE_TABLE_ENV, str(path))
+    t = PriceTable.load()
+    assert t.estimate_credits({"model": STANDARD["text"], "duration": 10}) == 20
+    assert t.estimate_credits({"model": FAST["text"], "duration": 4, "quality": "480p"}) == 1
+    b = {"model": STANDARD["reference"], "duration": 4, "quality": "720p", "video_urls": [VID]}
+    assert t.estimate_credits(b) == 14  # unknown ref = 10 s from the override: (10 + 4) x 1
+    assert t.money(100, "USD") == 1
+
+
+def test_explicit_path_wins_over_env_var(tmp_path, monkeypatch):
+    monkeypatch.setenv(PRICE_TABLE_ENV, str(tmp_path / "missing.json"))
+    default = PriceTable.load(Path(_pricing.__file__).with_name("prices.json"))
+    assert default.estimate_credits({"model": STANDARD["text"]}) == 67.5
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (None, "cannot read price table"),  # missing file
+        ("{not json", "cannot read price table"),
+        ("[1, 2]", "price table"),
+        ('{"credits_per_second": {}}', "unknown_reference_video_seconds"),
+        ('{"credits_per_second": {}, "money_per_credit": {}, '
+         '"unknown_reference_video_seconds": 5, "extra": 1}', "price table"),
+    ],
+)  # fmt: skip
+def test_bad_override_file_gives_a_clear_error(tmp_path, monkeypatch, content, fragment):
+    path = tmp_path / "bad-prices.json"
+    if content is not None:
+        path.write_text(content)
+    monkeypatch.setenv(PRICE_TABLE_ENV, str(path))
+    with pytest.raises(ValueError) as info:
+        PriceTable.load()
+    message = str(info.value)
+    assert fragment in message
+    assert str(path) in message
+    assert PRICE_TABLE_ENV in message
+
+
+def test_override_missing_a_rate_names_it(tmp_path):
+    path = tmp_path / "partial.json"
+    path.write_text(
+        json.dumps(
+            {
+                "credits_per_second": {"standard": {"without_reference_video": {"720p": 1}}},
+                "money_per_credit": {},
+                "unknown_reference_video_seconds": 5,
+            }
+        )
+    )
+    t = PriceTable.load(path)
+    with pytest.raises(ValueError, match="no standard 480p rate"):
+        t.estimate_credits({"model": STANDARD["text"], "quality": "480p"})
+    with pytest.raises(ValueError, match="no fast 720p rate"):
+        t.estimate_credits({"model": FAST["text"]})
