@@ -264,9 +264,13 @@ def _local_path(rows: _Rows, row: int, uri: str, base: Path, root: Path) -> Path
     if scheme in ("http", "https", "s3"):
         return None
     if scheme:
-        raise rows.error(row, "uri", f"{uri!r}: use https://, s3:// or a path relative to the catalog")
+        raise rows.error(
+            row, "uri", f"{uri!r}: use https://, s3:// or a path relative to the catalog"
+        )
     if Path(uri).is_absolute():
-        raise rows.error(row, "uri", f"{uri!r}: absolute paths are not allowed; use a relative path")
+        raise rows.error(
+            row, "uri", f"{uri!r}: absolute paths are not allowed; use a relative path"
+        )
     resolved = (base / uri).resolve()
     if not resolved.is_relative_to(root):
         raise rows.error(row, "uri", f"{uri!r} points outside the data directory {root}")

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from .catalog import CatalogError, find_catalog, load_media, load_prompts
 from .costs import GROUPS, chart, rollup
-from .ledger import WAITING
 from .planning import MediaFactsCache, PlannedRow, plan_partition, plan_row
 from .seedance import PriceTable
 from .tables import read_all
@@ -53,8 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     resolve.add_argument("prompt_id")
     group = resolve.add_mutually_exclusive_group(required=True)
     group.add_argument("--task-id", help="the task the dashboard shows for this prompt")
-    group.add_argument("--forget", action="store_true",
-                       help="no task was made: allow the next run to submit it")
+    group.add_argument(
+        "--forget", action="store_true", help="no task was made: allow the next run to submit it"
+    )
     resolve.set_defaults(func=cmd_resolve)
 
     emu = sub.add_parser("emulator", help="the local EvoLink emulator")
@@ -106,28 +106,41 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def plan_report(rows: list[PlannedRow]) -> dict:
     accepted = [r for r in rows if r.accepted]
     report = {
-        "accepted": [{"prompt_id": r.prompt.prompt_id, "request": r.body,
-                      "estimated_credits": r.estimated_credits} for r in accepted],
-        "rejected": [{"prompt_id": r.prompt.prompt_id, "errors": r.errors}
-                     for r in rows if not r.accepted],
+        "accepted": [
+            {
+                "prompt_id": r.prompt.prompt_id,
+                "request": r.body,
+                "estimated_credits": r.estimated_credits,
+            }
+            for r in accepted
+        ],
+        "rejected": [
+            {"prompt_id": r.prompt.prompt_id, "errors": r.errors} for r in rows if not r.accepted
+        ],
         "estimated_credits_total": round(sum(r.estimated_credits for r in accepted), 4),
     }
     budget = os.environ.get("SEEDANCE_MAX_CREDITS_PER_PARTITION")
     if budget:
-        report["budget"] = {"max_credits_per_partition": float(budget),
-                            "within_budget": report["estimated_credits_total"] <= float(budget)}
+        report["budget"] = {
+            "max_credits_per_partition": float(budget),
+            "within_budget": report["estimated_credits_total"] <= float(budget),
+        }
     return report
 
 
 def print_plan(report: dict) -> None:
     for row in report["accepted"]:
         body = row["request"]
-        print(f"ACCEPT {row['prompt_id']:<24} {body['model']:<38} {body['quality']:>5} "
-              f"{body['duration']:>3}s  {row['estimated_credits']:>10.4f} credits")
+        print(
+            f"ACCEPT {row['prompt_id']:<24} {body['model']:<38} {body['quality']:>5} "
+            f"{body['duration']:>3}s  {row['estimated_credits']:>10.4f} credits"
+        )
     for row in report["rejected"]:
         print(f"REJECT {row['prompt_id']:<24} " + "\n       ".ljust(32).join(row["errors"]))
-    print(f"{len(report['accepted'])} accepted, {len(report['rejected'])} rejected, "
-          f"estimated {report['estimated_credits_total']:.4f} credits")
+    print(
+        f"{len(report['accepted'])} accepted, {len(report['rejected'])} rejected, "
+        f"estimated {report['estimated_credits_total']:.4f} credits"
+    )
     if "budget" in report:
         verdict = "within" if report["budget"]["within_budget"] else "OVER"
         print(f"budget {report['budget']['max_credits_per_partition']:g} credits: {verdict}")
@@ -153,28 +166,32 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     root = data_dir()
     try:
-        days = sorted({p.scheduled_date for p in load_prompts(find_catalog(root / "catalog",
-                                                                             "prompts"))})
+        days = sorted(
+            {p.scheduled_date for p in load_prompts(find_catalog(root / "catalog", "prompts"))}
+        )
     except CatalogError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    config = EmulatorConfig(port=0, time_scale=args.time_scale, state_dir=root / "emulator",
-                            seed=7)
+    config = EmulatorConfig(port=0, time_scale=args.time_scale, state_dir=root / "emulator", seed=7)
     started = time.monotonic()
     with running_emulator(config) as url:
         print(f"emulator listening on {url} (state in {config.state_dir})")
-        os.environ.update(EVOLINK_BASE_URL=url, EVOLINK_FILES_URL=url,
-                          EVOLINK_API_KEY=DEFAULT_API_KEY)
+        os.environ.update(
+            EVOLINK_BASE_URL=url, EVOLINK_FILES_URL=url, EVOLINK_API_KEY=DEFAULT_API_KEY
+        )
         for day in days:
             try:
                 run_partition(day)
             except PipelineStopped as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 1
-    print(f"\ndemo finished in {time.monotonic() - started:.0f} s; videos in {root / 'videos'}, "
-          f"tables in {root / 'warehouse'}\n")
-    return cmd_costs(argparse.Namespace(since=None, until=None, by="model,quality", png=None,
-                                        json=False))
+    print(
+        f"\ndemo finished in {time.monotonic() - started:.0f} s; videos in {root / 'videos'}, "
+        f"tables in {root / 'warehouse'}\n"
+    )
+    return cmd_costs(
+        argparse.Namespace(since=None, until=None, by="model,quality", png=None, json=False)
+    )
 
 
 # --- costs ----------------------------------------------------------------------------------
@@ -184,8 +201,10 @@ def cmd_costs(args: argparse.Namespace) -> int:
     by = [g.strip() for g in args.by.split(",") if g.strip()] if args.by else []
     unknown = [g for g in by if g not in (*GROUPS, "scheduled_date", "day")]
     if unknown:
-        print(f"error: --by takes {', '.join(GROUPS)} or day, not {', '.join(unknown)}",
-              file=sys.stderr)
+        print(
+            f"error: --by takes {', '.join(GROUPS)} or day, not {', '.join(unknown)}",
+            file=sys.stderr,
+        )
         return 2
     by = ["scheduled_date" if g == "day" else g for g in by]
     videos = read_all(data_dir(), "generated_videos")
@@ -195,22 +214,44 @@ def cmd_costs(args: argparse.Namespace) -> int:
     if args.png:
         chart(rollup(videos, ["scheduled_date", "model"]), args.png)
     if args.json:
-        print(json.dumps({"groups": table.to_dict("records"),
-                          "total": total.to_dict("records")[0] if len(total) else {}},
-                         default=str, indent=2))
+        print(
+            json.dumps(
+                {
+                    "groups": table.to_dict("records"),
+                    "total": total.to_dict("records")[0] if len(total) else {},
+                },
+                default=str,
+                indent=2,
+            )
+        )
         return 0
     if table.empty:
         print(f"no generated_videos tables under {data_dir() / 'warehouse'} yet")
         return 0
-    columns = [*by, "tasks", "completed", "failed", "rejected", "seconds_delivered",
-               "credits_estimated", "credits_reserved", "credits_charged",
-               "credits_per_delivered_second"]
+    columns = [
+        *by,
+        "tasks",
+        "completed",
+        "failed",
+        "rejected",
+        "seconds_delivered",
+        "credits_estimated",
+        "credits_reserved",
+        "credits_charged",
+        "credits_per_delivered_second",
+    ]
     shown = table[columns].copy()
     total_row = {c: total.iloc[0][c] if c in total else "" for c in columns}
     total_row[by[0] if by else "tasks"] = "TOTAL" if by else total_row["tasks"]
     print(shown.to_string(index=False))
-    print("TOTAL: " + ", ".join(f"{c}={total.iloc[0][c]:g}" for c in columns[len(by):]
-                                if c in total and total.iloc[0][c] == total.iloc[0][c]))
+    print(
+        "TOTAL: "
+        + ", ".join(
+            f"{c}={total.iloc[0][c]:g}"
+            for c in columns[len(by) :]
+            if c in total and total.iloc[0][c] == total.iloc[0][c]
+        )
+    )
     return 0
 
 
@@ -222,20 +263,35 @@ def cmd_resolve(args: argparse.Namespace) -> int:
 
     ledger = Ledger(data_dir() / "state" / "ledger.sqlite3")
     ledger.resolve(args.date, args.prompt_id, None if args.forget else args.task_id)
-    print(f"{args.date}/{args.prompt_id}: " + ("forgotten; the next run submits it"
-          if args.forget else f"attached to {args.task_id}; the sensor polls it"))
+    print(
+        f"{args.date}/{args.prompt_id}: "
+        + (
+            "forgotten; the next run submits it"
+            if args.forget
+            else f"attached to {args.task_id}; the sensor polls it"
+        )
+    )
     return 0
 
 
 def cmd_emulator(args: argparse.Namespace) -> int:
     from .emulator import DEFAULT_API_KEY, EmulatorConfig, serve
 
-    serve(EmulatorConfig(
-        host=args.host, port=args.port, api_key=args.api_key or DEFAULT_API_KEY,
-        credits=args.credits, time_scale=args.time_scale, rate_limit=args.rate_limit,
-        error_rate=args.error_rate, task_failure_rate=args.task_failure_rate,
-        drop_rate=args.drop_rate, link_ttl=args.link_ttl, state_dir=args.state_dir,
-    ))
+    serve(
+        EmulatorConfig(
+            host=args.host,
+            port=args.port,
+            api_key=args.api_key or DEFAULT_API_KEY,
+            credits=args.credits,
+            time_scale=args.time_scale,
+            rate_limit=args.rate_limit,
+            error_rate=args.error_rate,
+            task_failure_rate=args.task_failure_rate,
+            drop_rate=args.drop_rate,
+            link_ttl=args.link_ttl,
+            state_dir=args.state_dir,
+        )
+    )
     return 0
 
 

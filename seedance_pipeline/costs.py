@@ -9,8 +9,17 @@ import pandas as pd
 GROUPS = ("model", "quality", "campaign")
 ROLLUP_KEYS = ["scheduled_date", *GROUPS]
 MEASURES = [
-    "tasks", "completed", "failed", "rejected", "unknown", "expired", "seconds_delivered",
-    "credits_estimated", "credits_reserved", "credits_charged", "credits_failed_reserved",
+    "tasks",
+    "completed",
+    "failed",
+    "rejected",
+    "unknown",
+    "expired",
+    "seconds_delivered",
+    "credits_estimated",
+    "credits_reserved",
+    "credits_charged",
+    "credits_failed_reserved",
 ]
 
 
@@ -20,26 +29,41 @@ def rollup(videos: pd.DataFrame, by: list[str]) -> pd.DataFrame:
         return pd.DataFrame(columns=[*by, *MEASURES, "credits_per_delivered_second"])
     frame = videos.copy()
     has_task = frame.task_id.notna()
-    frame = pd.concat([frame[has_task].drop_duplicates("task_id", keep="last"),
-                       frame[~has_task].drop_duplicates(["scheduled_date", "prompt_id"])])
+    frame = pd.concat(
+        [
+            frame[has_task].drop_duplicates("task_id", keep="last"),
+            frame[~has_task].drop_duplicates(["scheduled_date", "prompt_id"]),
+        ]
+    )
     frame["campaign"] = frame.campaign.fillna("(none)")
     status = frame.status
     frame = frame.assign(
         tasks=1,
-        **{s: (status == s).astype(int) for s in
-           ("completed", "failed", "rejected", "unknown", "expired")},
+        **{
+            s: (status == s).astype(int)
+            for s in ("completed", "failed", "rejected", "unknown", "expired")
+        },
         seconds_delivered=frame.duration_s.where(status == "completed", 0).fillna(0),
         credits_failed_reserved=frame.credits_reserved.where(status == "failed", 0).fillna(0),
     )
     for col in ("credits_estimated", "credits_reserved", "credits_charged"):
         frame[col] = frame[col].fillna(0).astype(float)
-    out = frame.groupby(by, dropna=False)[MEASURES].sum().reset_index() if by else (
-        frame[MEASURES].sum().to_frame().T)
+    out = (
+        frame.groupby(by, dropna=False)[MEASURES].sum().reset_index()
+        if by
+        else (frame[MEASURES].sum().to_frame().T)
+    )
     out["credits_per_delivered_second"] = (
         out.credits_charged / out.seconds_delivered.where(out.seconds_delivered > 0)
     ).round(4)
-    return out.round({"credits_estimated": 4, "credits_reserved": 4, "credits_charged": 4,
-                      "seconds_delivered": 3})
+    return out.round(
+        {
+            "credits_estimated": 4,
+            "credits_reserved": 4,
+            "credits_charged": 4,
+            "seconds_delivered": 3,
+        }
+    )
 
 
 def chart(daily: pd.DataFrame, path: str | Path) -> Path:
@@ -49,8 +73,13 @@ def chart(daily: pd.DataFrame, path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pivot = daily.pivot_table(index="scheduled_date", columns="model", values="credits_charged",
-                              aggfunc="sum", fill_value=0)
+    pivot = daily.pivot_table(
+        index="scheduled_date",
+        columns="model",
+        values="credits_charged",
+        aggfunc="sum",
+        fill_value=0,
+    )
     fig, ax = plt.subplots(figsize=(8, 4.5))
     if not pivot.empty:
         pivot.plot(kind="bar", stacked=True, ax=ax)

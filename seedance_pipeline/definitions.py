@@ -6,8 +6,8 @@ import os
 
 from dagster import Definitions, EnvVar
 
-from .defs.catalog.definitions import defs as catalog_defs
-from .defs.generation.definitions import defs as generation_defs
+from .defs.catalog import definitions as catalog
+from .defs.generation import definitions as generation
 from .defs.resources import EvoLinkResource, PipelineResource
 from .seedance import DEFAULT_BASE_URL, DEFAULT_FILES_URL
 
@@ -28,4 +28,4 @@ def resources_from_env() -> dict:
     }
 
 
-defs = Definitions.merge(catalog_defs, generation_defs, Definitions(resources=resources_from_env()))
+defs = Definitions.merge(catalog.defs, generation.defs, Definitions(resources=resources_from_env()))

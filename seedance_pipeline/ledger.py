@@ -159,8 +159,15 @@ class Ledger:
                 db.execute(
                     "INSERT INTO tasks (partition, prompt_id, request_json, estimated_credits,"
                     " status, owner, claimed_at) VALUES (?,?,?,?,?,?,?)",
-                    (partition, prompt_id, json.dumps(request, ensure_ascii=False), estimate,
-                     SUBMITTING, this_process(), now),
+                    (
+                        partition,
+                        prompt_id,
+                        json.dumps(request, ensure_ascii=False),
+                        estimate,
+                        SUBMITTING,
+                        this_process(),
+                        now,
+                    ),
                 )
                 return True
             if row["status"] == SUBMITTING and _owner_is_gone(row["owner"], row["claimed_at"], now):
@@ -175,8 +182,9 @@ class Ledger:
                 "SELECT prompt_id, owner, claimed_at FROM tasks WHERE partition=? AND status=?",
                 (partition, SUBMITTING),
             ).fetchall()
-            dead = [r["prompt_id"] for r in rows
-                    if _owner_is_gone(r["owner"], r["claimed_at"], now)]
+            dead = [
+                r["prompt_id"] for r in rows if _owner_is_gone(r["owner"], r["claimed_at"], now)
+            ]
             for prompt_id in dead:
                 self._mark_unknown(db, partition, prompt_id)
             return len(dead)
@@ -186,9 +194,13 @@ class Ledger:
         db.execute(
             "UPDATE tasks SET status=?, error_code='submission_outcome_unknown', error_message=?"
             " WHERE partition=? AND prompt_id=?",
-            (UNKNOWN, "the process submitting this prompt stopped before the answer was "
-             "recorded; check the EvoLink dashboard, then `seedance-pipeline resolve`",
-             partition, prompt_id),
+            (
+                UNKNOWN,
+                "the process submitting this prompt stopped before the answer was "
+                "recorded; check the EvoLink dashboard, then `seedance-pipeline resolve`",
+                partition,
+                prompt_id,
+            ),
         )
 
     def record_submitted(self, partition: str, prompt_id: str, task: Task, first_poll_at: float):
@@ -198,8 +210,17 @@ class Ledger:
                 "UPDATE tasks SET status=?, task_id=?, submitted_at=?, credits_reserved=?,"
                 " estimated_time=?, progress=?, next_poll_at=?, owner=NULL"
                 " WHERE partition=? AND prompt_id=?",
-                (task.status, task.id, now, task.credits_reserved, task.estimated_time,
-                 task.progress, first_poll_at, partition, prompt_id),
+                (
+                    task.status,
+                    task.id,
+                    now,
+                    task.credits_reserved,
+                    task.estimated_time,
+                    task.progress,
+                    first_poll_at,
+                    partition,
+                    prompt_id,
+                ),
             )
 
     def record_outcome_unknown(self, partition: str, prompt_id: str, message: str) -> None:
@@ -282,9 +303,19 @@ class Ledger:
                 " completed_at=CASE WHEN ? THEN ? ELSE completed_at END,"
                 " credits_reserved=COALESCE(credits_reserved, ?)"
                 " WHERE task_id=? AND status IN (?, ?)",
-                (task.final_status, task.progress, next_poll_at, task.error_code,
-                 task.error_message, task.results[0] if task.results else None, terminal,
-                 time.time(), task.credits_reserved, task.id, *WAITING),
+                (
+                    task.final_status,
+                    task.progress,
+                    next_poll_at,
+                    task.error_code,
+                    task.error_message,
+                    task.results[0] if task.results else None,
+                    terminal,
+                    time.time(),
+                    task.credits_reserved,
+                    task.id,
+                    *WAITING,
+                ),
             )
 
     def record_poll_error(self, task_id: str, next_poll_at: float, code: str, message: str):
@@ -341,9 +372,7 @@ class Ledger:
     def rows(self, partition: str | None = None) -> list[LedgerRow]:
         if partition is None:
             return self._rows("SELECT * FROM tasks ORDER BY partition, prompt_id", ())
-        return self._rows(
-            "SELECT * FROM tasks WHERE partition=? ORDER BY prompt_id", (partition,)
-        )
+        return self._rows("SELECT * FROM tasks WHERE partition=? ORDER BY prompt_id", (partition,))
 
     def _rows(self, sql: str, args: tuple) -> list[LedgerRow]:
         with self._read() as db:

@@ -80,9 +80,7 @@ def plan_partition(
     prices: PriceTable,
 ) -> list[PlannedRow]:
     """Every prompt scheduled on `partition`, planned: accepted with a body, or rejected."""
-    return [
-        plan_row(p, media, facts, prices) for p in prompts if p.scheduled_date == partition
-    ]
+    return [plan_row(p, media, facts, prices) for p in prompts if p.scheduled_date == partition]
 
 
 def plan_row(

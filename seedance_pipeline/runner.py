@@ -8,10 +8,10 @@ from pathlib import Path
 
 from dagster import DagsterInstance, materialize
 
+from .definitions import resources_from_env
 from .defs.catalog.assets import media_catalog, prompt_catalog
 from .defs.generation.assets import generated_videos, generation_requests, submitted_tasks
 from .defs.generation.sensors import poll_round
-from .definitions import resources_from_env
 from .ledger import WAITING
 
 # Step logs stay in the Dagster instance; the shell shows warnings and the progress bar.
@@ -35,20 +35,29 @@ def _failure(result) -> str:
     for event in result.all_events:
         if event.is_step_failure:
             data = event.step_failure_data
-            messages.append((data.user_failure_data and data.user_failure_data.description)
-                            or data.error.message.strip())
+            messages.append(
+                (data.user_failure_data and data.user_failure_data.description)
+                or data.error.message.strip()
+            )
     return "; ".join(messages) or "a step failed"
 
 
 def _materialize(assets, resources, instance, partition: str | None = None) -> None:
-    result = materialize(assets, resources=resources, instance=instance, partition_key=partition,
-                         raise_on_error=False, run_config=QUIET)
+    result = materialize(
+        assets,
+        resources=resources,
+        instance=instance,
+        partition_key=partition,
+        raise_on_error=False,
+        run_config=QUIET,
+    )
     if not result.success:
         raise PipelineStopped(_failure(result))
 
 
-def run_partition(partition: str, prompts: Path | None = None, media: Path | None = None,
-                  out=sys.stderr) -> None:
+def run_partition(
+    partition: str, prompts: Path | None = None, media: Path | None = None, out=sys.stderr
+) -> None:
     """Requests, submission, polling until every task ended, videos and tables.
 
     Raises:
@@ -57,8 +66,12 @@ def run_partition(partition: str, prompts: Path | None = None, media: Path | Non
     resources = resources_from_env()
     pipeline = resources["pipeline"]
     if prompts or media:
-        pipeline = pipeline.model_copy(update={"prompts_path": str(prompts) if prompts else None,
-                                               "media_path": str(media) if media else None})
+        pipeline = pipeline.model_copy(
+            update={
+                "prompts_path": str(prompts) if prompts else None,
+                "media_path": str(media) if media else None,
+            }
+        )
         resources["pipeline"] = pipeline
     instance = _instance()
     print(f"[{partition}] planning and submitting", file=out)
@@ -80,8 +93,13 @@ def _wait(partition: str, ledger, evolink, out) -> None:
         done = len(rows) - waiting
         width = 30
         filled = width * done // len(rows) if rows else width
-        print(f"\r[{partition}] [{'#' * filled}{'.' * (width - filled)}] {done}/{len(rows)} "
-              f"tasks ended, {time.monotonic() - started:.0f}s", end="", file=out, flush=True)
+        print(
+            f"\r[{partition}] [{'#' * filled}{'.' * (width - filled)}] {done}/{len(rows)} "
+            f"tasks ended, {time.monotonic() - started:.0f}s",
+            end="",
+            file=out,
+            flush=True,
+        )
         if not waiting:
             print(file=out)
             return

@@ -67,8 +67,11 @@ def submit_all(
             ledger.release(partition, prompt_id)
             raise SubmissionStopped(
                 f"{exc} — submission stopped after {summary.submitted} new task(s); "
-                + ("check EVOLINK_API_KEY" if isinstance(exc, AuthenticationError)
-                   else "top up the EvoLink account")
+                + (
+                    "check EVOLINK_API_KEY"
+                    if isinstance(exc, AuthenticationError)
+                    else "top up the EvoLink account"
+                )
                 + ", then materialise the partition again to submit the rest"
             ) from None
         except SeedanceError as exc:  # retries exhausted; the answers proved no task was made
@@ -80,7 +83,9 @@ def submit_all(
             # later run decides from the owner's liveness.
             raise
         else:
-            ledger.record_submitted(partition, prompt_id, task, first_poll_at(body, task, time.time()))
+            ledger.record_submitted(
+                partition, prompt_id, task, first_poll_at(body, task, time.time())
+            )
             summary.submitted += 1
             summary.credits_reserved += task.credits_reserved or 0.0
     return summary

@@ -16,13 +16,35 @@ from .storage import Storage
 log = logging.getLogger(__name__)
 
 REQUEST_COLUMNS = [
-    "prompt_id", "scheduled_date", "campaign", "model", "prompt", "duration", "quality",
-    "aspect_ratio", "generate_audio", "web_search",
+    "prompt_id",
+    "scheduled_date",
+    "campaign",
+    "model",
+    "prompt",
+    "duration",
+    "quality",
+    "aspect_ratio",
+    "generate_audio",
+    "web_search",
 ]
 VIDEO_COLUMNS = REQUEST_COLUMNS + [
-    "task_id", "status", "error_code", "error_message", "submitted_at", "completed_at",
-    "credits_estimated", "credits_reserved", "credits_charged", "video_uri", "video_sha256",
-    "video_bytes", "width", "height", "duration_s", "has_audio", "expected_width",
+    "task_id",
+    "status",
+    "error_code",
+    "error_message",
+    "submitted_at",
+    "completed_at",
+    "credits_estimated",
+    "credits_reserved",
+    "credits_charged",
+    "video_uri",
+    "video_sha256",
+    "video_bytes",
+    "width",
+    "height",
+    "duration_s",
+    "has_audio",
+    "expected_width",
     "expected_height",
 ]
 
@@ -45,9 +67,10 @@ def build_videos_table(
     """
     by_prompt = {r.prompt_id: r for r in ledger.rows(partition)}
     waiting = [
-        pid for pid, status in zip(requests.prompt_id, requests.status, strict=True)
-        if status == "accepted" and (pid not in by_prompt
-                                     or by_prompt[pid].status in (*WAITING, SUBMITTING))
+        pid
+        for pid, status in zip(requests.prompt_id, requests.status, strict=True)
+        if status == "accepted"
+        and (pid not in by_prompt or by_prompt[pid].status in (*WAITING, SUBMITTING))
     ]
     if waiting:
         raise PartitionNotFinished(
@@ -58,18 +81,32 @@ def build_videos_table(
     rows = []
     for req in requests.to_dict("records"):
         row = {c: req[c] for c in REQUEST_COLUMNS}
-        row.update(credits_estimated=req["estimated_credits"],
-                   expected_width=req["expected_width"], expected_height=req["expected_height"])
+        row.update(
+            credits_estimated=req["estimated_credits"],
+            expected_width=req["expected_width"],
+            expected_height=req["expected_height"],
+        )
         if req["status"] == "rejected":
-            row.update(status="rejected", error_code="rejected_before_submission",
-                       error_message="; ".join(req["errors"]), credits_reserved=0.0,
-                       credits_charged=0.0)
+            row.update(
+                status="rejected",
+                error_code="rejected_before_submission",
+                error_message="; ".join(req["errors"]),
+                credits_reserved=0.0,
+                credits_charged=0.0,
+            )
         else:
             row.update(_task_columns(by_prompt[req["prompt_id"]], ledger, storage))
         rows.append(row)
     return pd.DataFrame(rows, columns=VIDEO_COLUMNS).astype(
-        {"duration": "int64", "video_bytes": "Int64", "width": "Int64", "height": "Int64",
-         "expected_width": "Int64", "expected_height": "Int64", "has_audio": "boolean"}
+        {
+            "duration": "int64",
+            "video_bytes": "Int64",
+            "width": "Int64",
+            "height": "Int64",
+            "expected_width": "Int64",
+            "expected_height": "Int64",
+            "has_audio": "boolean",
+        }
     )
 
 
@@ -77,14 +114,20 @@ def _task_columns(lr: LedgerRow, ledger: Ledger, storage: Storage) -> dict:
     if lr.status == "completed" and storage.local_copy(lr.video_uri or "") is None:
         lr = _save(lr, ledger, storage)
     out = {
-        "task_id": lr.task_id, "status": lr.status, "error_code": lr.error_code,
-        "error_message": lr.error_message, "submitted_at": _timestamp(lr.submitted_at),
-        "completed_at": _timestamp(lr.completed_at), "credits_reserved": lr.credits_reserved,
+        "task_id": lr.task_id,
+        "status": lr.status,
+        "error_code": lr.error_code,
+        "error_message": lr.error_message,
+        "submitted_at": _timestamp(lr.submitted_at),
+        "completed_at": _timestamp(lr.completed_at),
+        "credits_reserved": lr.credits_reserved,
         # The vendor charges the reservation for a completed task and nothing for a failed
         # one; an unknown submission's cost cannot be known.
-        "credits_charged": None if lr.status == "unknown" else (
-            lr.credits_reserved if lr.status in ("completed", "expired") else 0.0),
-        "video_uri": lr.video_uri, "video_sha256": lr.video_sha256,
+        "credits_charged": None
+        if lr.status == "unknown"
+        else (lr.credits_reserved if lr.status in ("completed", "expired") else 0.0),
+        "video_uri": lr.video_uri,
+        "video_sha256": lr.video_sha256,
         "video_bytes": lr.video_bytes,
     }
     local = storage.local_copy(lr.video_uri) if lr.video_uri else None
@@ -111,19 +154,35 @@ def requests_frame(rows, partition: str) -> pd.DataFrame:
     records = []
     for r in rows:
         p = r.prompt
-        records.append({
-            "prompt_id": p.prompt_id, "scheduled_date": p.scheduled_date, "campaign": p.campaign,
-            "model": p.model, "prompt": p.prompt, "duration": p.duration, "quality": p.quality,
-            "aspect_ratio": p.aspect_ratio, "generate_audio": p.generate_audio,
-            "web_search": p.web_search, "status": "accepted" if r.accepted else "rejected",
-            "errors": list(r.errors),
-            "request_json": json.dumps(r.body, ensure_ascii=False) if r.accepted else None,
-            "estimated_credits": r.estimated_credits,
-            "expected_width": r.expected_pixels[0] if r.expected_pixels else None,
-            "expected_height": r.expected_pixels[1] if r.expected_pixels else None,
-        })
-    columns = REQUEST_COLUMNS + ["status", "errors", "request_json", "estimated_credits",
-                                 "expected_width", "expected_height"]
+        records.append(
+            {
+                "prompt_id": p.prompt_id,
+                "scheduled_date": p.scheduled_date,
+                "campaign": p.campaign,
+                "model": p.model,
+                "prompt": p.prompt,
+                "duration": p.duration,
+                "quality": p.quality,
+                "aspect_ratio": p.aspect_ratio,
+                "generate_audio": p.generate_audio,
+                "web_search": p.web_search,
+                "status": "accepted" if r.accepted else "rejected",
+                "errors": list(r.errors),
+                "request_json": json.dumps(r.body, ensure_ascii=False) if r.accepted else None,
+                "estimated_credits": r.estimated_credits,
+                "expected_width": r.expected_pixels[0] if r.expected_pixels else None,
+                "expected_height": r.expected_pixels[1] if r.expected_pixels else None,
+            }
+        )
+    columns = REQUEST_COLUMNS + [
+        "status",
+        "errors",
+        "request_json",
+        "estimated_credits",
+        "expected_width",
+        "expected_height",
+    ]
     frame = pd.DataFrame(records, columns=columns)
-    return frame.astype({"expected_width": "Int64", "expected_height": "Int64",
-                         "estimated_credits": "float64"})
+    return frame.astype(
+        {"expected_width": "Int64", "expected_height": "Int64", "estimated_credits": "float64"}
+    )

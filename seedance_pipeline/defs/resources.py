@@ -1,6 +1,5 @@
 """Resources shared by every domain: the EvoLink API and the pipeline's own settings."""
 
-
 from pathlib import Path
 
 import httpx
@@ -28,8 +27,13 @@ class EvoLinkResource(ConfigurableResource):
         return Client(self.api_key, base_url=self.base_url, files_url=self.files_url)
 
     def async_client(self) -> AsyncClient:
-        return AsyncClient(self.api_key, base_url=self.base_url, files_url=self.files_url,
-                           timeout=POLL_TIMEOUT, retry=POLL_RETRY)
+        return AsyncClient(
+            self.api_key,
+            base_url=self.base_url,
+            files_url=self.files_url,
+            timeout=POLL_TIMEOUT,
+            retry=POLL_RETRY,
+        )
 
 
 class PipelineResource(ConfigurableResource):
@@ -45,12 +49,18 @@ class PipelineResource(ConfigurableResource):
         return Path(self.data_dir)
 
     def prompts_file(self) -> Path:
-        return Path(self.prompts_path) if self.prompts_path else find_catalog(
-            self.root / "catalog", "prompts")
+        return (
+            Path(self.prompts_path)
+            if self.prompts_path
+            else find_catalog(self.root / "catalog", "prompts")
+        )
 
     def media_file(self) -> Path:
-        return Path(self.media_path) if self.media_path else find_catalog(
-            self.root / "catalog", "media")
+        return (
+            Path(self.media_path)
+            if self.media_path
+            else find_catalog(self.root / "catalog", "media")
+        )
 
     def ledger(self) -> Ledger:
         return Ledger(self.root / "state" / "ledger.sqlite3")

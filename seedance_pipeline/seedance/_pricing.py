@@ -36,7 +36,9 @@ class PriceTable:
             try:
                 data = json.loads(Path(path).read_text())
             except (OSError, ValueError) as exc:
-                raise ValueError(f"cannot read price table {path} ({PRICE_TABLE_ENV}): {exc}")
+                raise ValueError(
+                    f"cannot read price table {path} ({PRICE_TABLE_ENV}): {exc}"
+                ) from None
         else:
             data = json.loads(resources.files(__package__).joinpath("prices.json").read_text())
         try:

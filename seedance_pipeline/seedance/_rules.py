@@ -197,15 +197,21 @@ def check_media(kind: str, facts: MediaFacts, field: str) -> list[Violation]:
                 f"frame is {w * h:,} pixels ({w}x{h}); it must be "
                 f"{lim.min_frame_pixels:,}..{lim.max_frame_pixels:,} pixels"
             )
-    if facts.fps is not None and lim.min_fps is not None:
-        if not lim.min_fps <= facts.fps <= lim.max_fps:
-            bad(f"frame rate is {facts.fps:g} fps; it must be {lim.min_fps}..{lim.max_fps} fps")
-    if facts.duration_s is not None and lim.min_seconds is not None:
-        if not lim.min_seconds <= round(facts.duration_s, 3) <= lim.max_seconds:
-            bad(
-                f"lasts {facts.duration_s:.2f} s; each {kind} must last "
-                f"{_fmt(lim.min_seconds)}..{_fmt(lim.max_seconds)} s"
-            )
+    if (
+        facts.fps is not None
+        and lim.min_fps is not None
+        and not (lim.min_fps <= facts.fps <= lim.max_fps)
+    ):
+        bad(f"frame rate is {facts.fps:g} fps; it must be {lim.min_fps}..{lim.max_fps} fps")
+    if (
+        facts.duration_s is not None
+        and lim.min_seconds is not None
+        and not (lim.min_seconds <= round(facts.duration_s, 3) <= lim.max_seconds)
+    ):
+        bad(
+            f"lasts {facts.duration_s:.2f} s; each {kind} must last "
+            f"{_fmt(lim.min_seconds)}..{_fmt(lim.max_seconds)} s"
+        )
     return out
 
 

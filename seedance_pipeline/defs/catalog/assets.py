@@ -1,6 +1,5 @@
 """The prompt and media catalogs, as assets whose data version follows the files."""
 
-
 from dagster import DataVersion, Failure, MaterializeResult, MetadataValue, asset
 
 from ...catalog import CatalogError, file_digest, load_media, load_prompts

@@ -1,6 +1,5 @@
 """Requests, exactly-once submission, and stored videos for each day."""
 
-
 import json
 
 import pandas as pd
@@ -40,8 +39,9 @@ def plan_for_partition(pipeline: PipelineResource, partition: str) -> list[Plann
     """
     prompts = load_prompts(pipeline.prompts_file())
     media = load_media(pipeline.media_file(), pipeline.root)
-    return plan_partition(prompts, media, partition, MediaFactsCache(pipeline.root),
-                          PriceTable.load())
+    return plan_partition(
+        prompts, media, partition, MediaFactsCache(pipeline.root), PriceTable.load()
+    )
 
 
 def over_budget_message(accepted: pd.DataFrame, budget: float) -> str | None:
@@ -51,16 +51,22 @@ def over_budget_message(accepted: pd.DataFrame, budget: float) -> str | None:
         return None
     top = accepted.nlargest(3, "estimated_credits")
     worst = ", ".join(f"{r.prompt_id} ({r.estimated_credits:g})" for r in top.itertuples())
-    return (f"estimated {total:g} credits exceeds the budget of {budget:g} "
-            f"(SEEDANCE_MAX_CREDITS_PER_PARTITION); most expensive rows: {worst}")
+    return (
+        f"estimated {total:g} credits exceeds the budget of {budget:g} "
+        f"(SEEDANCE_MAX_CREDITS_PER_PARTITION); most expensive rows: {worst}"
+    )
 
 
 def _preview(frame: pd.DataFrame, columns: list[str]) -> MetadataValue:
     return MetadataValue.md(frame[columns].head(PREVIEW_ROWS).to_markdown(index=False))
 
 
-@asset(partitions_def=daily_partitions, deps=[prompt_catalog, media_catalog],
-       group_name="generation", kinds={"parquet"})
+@asset(
+    partitions_def=daily_partitions,
+    deps=[prompt_catalog, media_catalog],
+    group_name="generation",
+    kinds={"parquet"},
+)
 def generation_requests(
     context: AssetExecutionContext, pipeline: PipelineResource, evolink: EvoLinkResource
 ) -> MaterializeResult:
@@ -76,22 +82,31 @@ def generation_requests(
     path = write_table(frame, pipeline.root, "generation_requests", partition)
     accepted = frame[frame.status == "accepted"]
     rejected = frame[frame.status == "rejected"].assign(errors=lambda f: f.errors.map("; ".join))
-    return MaterializeResult(metadata={
-        "path": MetadataValue.path(str(path)),
-        "dagster/row_count": len(frame),
-        "accepted": len(accepted),
-        "rejected": len(rejected),
-        "estimated_credits": float(accepted.estimated_credits.sum()),
-        "preview": _preview(frame, ["prompt_id", "model", "quality", "duration", "status",
-                                    "estimated_credits"]),
-        "rejections": _preview(rejected, ["prompt_id", "errors"]),
-    })
+    return MaterializeResult(
+        metadata={
+            "path": MetadataValue.path(str(path)),
+            "dagster/row_count": len(frame),
+            "accepted": len(accepted),
+            "rejected": len(rejected),
+            "estimated_credits": float(accepted.estimated_credits.sum()),
+            "preview": _preview(
+                frame, ["prompt_id", "model", "quality", "duration", "status", "estimated_credits"]
+            ),
+            "rejections": _preview(rejected, ["prompt_id", "errors"]),
+        }
+    )
 
 
-@asset(partitions_def=daily_partitions, deps=[generation_requests], group_name="generation",
-       pool=API_POOL, kinds={"sqlite"},
-       retry_policy=RetryPolicy(max_retries=3, delay=10, backoff=Backoff.EXPONENTIAL,
-                                jitter=Jitter.PLUS_MINUS))
+@asset(
+    partitions_def=daily_partitions,
+    deps=[generation_requests],
+    group_name="generation",
+    pool=API_POOL,
+    kinds={"sqlite"},
+    retry_policy=RetryPolicy(
+        max_retries=3, delay=10, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
+    ),
+)
 def submitted_tasks(
     context: AssetExecutionContext, pipeline: PipelineResource, evolink: EvoLinkResource
 ) -> MaterializeResult:
@@ -103,51 +118,78 @@ def submitted_tasks(
     if budget is not None and (message := over_budget_message(accepted, budget)):
         raise Failure(f"{partition}: not submitted: {message}", allow_retries=False)
     ledger = pipeline.ledger()
-    items = [(r.prompt_id, json.loads(r.request_json), r.estimated_credits)
-             for r in accepted.itertuples()]
+    items = [
+        (r.prompt_id, json.loads(r.request_json), r.estimated_credits)
+        for r in accepted.itertuples()
+    ]
     try:
         with evolink.client() as client:
             summary = submit_all(ledger, client, partition, items)
     except SubmissionStopped as exc:
         raise Failure(str(exc), allow_retries=False) from None
-    ledger.set_submission_complete(partition, not summary.not_sent,
-                                   new_tasks=summary.submitted > 0)
+    ledger.set_submission_complete(partition, not summary.not_sent, new_tasks=summary.submitted > 0)
     if summary.not_sent:
-        raise Failure(f"{len(summary.not_sent)} prompt(s) could not be sent after retries "
-                      f"({', '.join(summary.not_sent[:5])}); they will be tried again")
-    return MaterializeResult(metadata={
-        "submitted": summary.submitted,
-        "already_submitted": summary.already_in_ledger,
-        "refused_by_api": summary.refused,
-        "outcome_unknown": summary.unknown,
-        "credits_reserved": summary.credits_reserved,
-    })
+        raise Failure(
+            f"{len(summary.not_sent)} prompt(s) could not be sent after retries "
+            f"({', '.join(summary.not_sent[:5])}); they will be tried again"
+        )
+    return MaterializeResult(
+        metadata={
+            "submitted": summary.submitted,
+            "already_submitted": summary.already_in_ledger,
+            "refused_by_api": summary.refused,
+            "outcome_unknown": summary.unknown,
+            "credits_reserved": summary.credits_reserved,
+        }
+    )
 
 
 def _check_videos(frame: pd.DataFrame) -> AssetCheckResult:
     done = frame[frame.status == "completed"]
-    wrong = done[(done.width != done.expected_width) | (done.height != done.expected_height)
-                 | ((done.duration_s - done.duration).abs() > 0.1)
-                 | (done.has_audio != done.generate_audio)]
+    wrong = done[
+        (done.width != done.expected_width)
+        | (done.height != done.expected_height)
+        | ((done.duration_s - done.duration).abs() > 0.1)
+        | (done.has_audio != done.generate_audio)
+    ]
     expired = frame[frame.status == "expired"]
-    problems = [f"{r.prompt_id}: got {r.width}x{r.height} {r.duration_s}s audio={r.has_audio}, "
-                f"asked {r.expected_width}x{r.expected_height} {r.duration}s "
-                f"audio={r.generate_audio}" for r in wrong.itertuples()]
-    problems += [f"{r.prompt_id}: link expired before download, video lost"
-                 for r in expired.itertuples()]
+    problems = [
+        f"{r.prompt_id}: got {r.width}x{r.height} {r.duration_s}s audio={r.has_audio}, "
+        f"asked {r.expected_width}x{r.expected_height} {r.duration}s "
+        f"audio={r.generate_audio}"
+        for r in wrong.itertuples()
+    ]
+    problems += [
+        f"{r.prompt_id}: link expired before download, video lost" for r in expired.itertuples()
+    ]
     return AssetCheckResult(
-        check_name="videos_match_requests", passed=not problems,
+        check_name="videos_match_requests",
+        passed=not problems,
         severity=AssetCheckSeverity.ERROR,
-        metadata={"checked": len(done), "mismatched": len(wrong), "expired": len(expired),
-                  "problems": MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none")},
+        metadata={
+            "checked": len(done),
+            "mismatched": len(wrong),
+            "expired": len(expired),
+            "problems": MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none"),
+        },
     )
 
 
-@asset(partitions_def=daily_partitions, deps=[submitted_tasks], group_name="generation",
-       pool=API_POOL, kinds={"parquet", "mp4"},
-       check_specs=[AssetCheckSpec("videos_match_requests", asset="generated_videos",
-                                   description="every completed video has the requested "
-                                   "pixels, duration and audio; none was lost")])
+@asset(
+    partitions_def=daily_partitions,
+    deps=[submitted_tasks],
+    group_name="generation",
+    pool=API_POOL,
+    kinds={"parquet", "mp4"},
+    check_specs=[
+        AssetCheckSpec(
+            "videos_match_requests",
+            asset="generated_videos",
+            description="every completed video has the requested "
+            "pixels, duration and audio; none was lost",
+        )
+    ],
+)
 def generated_videos(
     context: AssetExecutionContext, pipeline: PipelineResource, evolink: EvoLinkResource
 ) -> MaterializeResult:
@@ -156,8 +198,9 @@ def generated_videos(
     requests = read_table(pipeline.root, "generation_requests", partition)
     with evolink.client() as client:
         try:
-            frame = build_videos_table(requests, pipeline.ledger(), pipeline.storage(client),
-                                       partition)
+            frame = build_videos_table(
+                requests, pipeline.ledger(), pipeline.storage(client), partition
+            )
         except PartitionNotFinished as exc:
             raise Failure(str(exc), allow_retries=False) from None
     path = write_table(frame, pipeline.root, "generated_videos", partition)
@@ -167,15 +210,28 @@ def generated_videos(
         metadata={
             "path": MetadataValue.path(str(path)),
             "dagster/row_count": len(frame),
-            **{f"videos_{s}": int(count.get(s, 0)) for s in
-               ("completed", "failed", "rejected", "unknown", "expired")},
+            **{
+                f"videos_{s}": int(count.get(s, 0))
+                for s in ("completed", "failed", "rejected", "unknown", "expired")
+            },
             "seconds_delivered": float(frame.loc[frame.status == "completed", "duration_s"].sum()),
             "credits_estimated": float(frame.credits_estimated.fillna(0).sum()),
             "credits_reserved": float(frame.credits_reserved.fillna(0).sum()),
             "credits_charged": float(frame.credits_charged.fillna(0).sum()),
             "failure_rate": float(count.get("failed", 0) / submitted) if submitted else 0.0,
-            "preview": _preview(frame, ["prompt_id", "model", "status", "width", "height",
-                                        "duration_s", "has_audio", "credits_charged"]),
+            "preview": _preview(
+                frame,
+                [
+                    "prompt_id",
+                    "model",
+                    "status",
+                    "width",
+                    "height",
+                    "duration_s",
+                    "has_audio",
+                    "credits_charged",
+                ],
+            ),
         },
         check_results=[_check_videos(frame)],
     )

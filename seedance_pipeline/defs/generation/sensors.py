@@ -1,6 +1,5 @@
 """The sensor that polls outstanding tasks and asks for finished days' videos."""
 
-
 import asyncio
 import hashlib
 import json
@@ -22,8 +21,9 @@ def poll_round(ledger: Ledger, evolink: EvoLinkResource, limit: int = BATCH) -> 
 
     async def go() -> PollSummary:
         async with evolink.async_client() as client:
-            return await asyncio.wait_for(poll_due(ledger, client, limit=limit),
-                                          TICK_BUDGET_SECONDS)
+            return await asyncio.wait_for(
+                poll_due(ledger, client, limit=limit), TICK_BUDGET_SECONDS
+            )
 
     return asyncio.run(go())
 
@@ -34,8 +34,11 @@ def videos_run_key(ledger: Ledger, partition: str) -> str:
     return f"generated_videos:{partition}:{hashlib.sha256(repr(state).encode()).hexdigest()[:16]}"
 
 
-@sensor(asset_selection=[generated_videos], minimum_interval_seconds=15,
-        default_status=DefaultSensorStatus.RUNNING)
+@sensor(
+    asset_selection=[generated_videos],
+    minimum_interval_seconds=15,
+    default_status=DefaultSensorStatus.RUNNING,
+)
 def task_poller(
     context: SensorEvaluationContext, pipeline: PipelineResource, evolink: EvoLinkResource
 ) -> SensorResult:
@@ -44,11 +47,17 @@ def task_poller(
     summary = poll_round(ledger, evolink)
     requests = []
     for partition in ledger.partitions_ready():
-        requests.append(RunRequest(run_key=videos_run_key(ledger, partition),
-                                   partition_key=partition))
+        requests.append(
+            RunRequest(run_key=videos_run_key(ledger, partition), partition_key=partition)
+        )
         ledger.mark_videos_requested(partition)
-    context.log.info("polled %d task(s), %d finished, %d poll error(s), %d day(s) ready",
-                     summary.polled, summary.finished, summary.errors, len(requests))
+    context.log.info(
+        "polled %d task(s), %d finished, %d poll error(s), %d day(s) ready",
+        summary.polled,
+        summary.finished,
+        summary.errors,
+        len(requests),
+    )
     return SensorResult(
         run_requests=requests,
         cursor=json.dumps({"last_tick": time.time(), "polled": summary.polled}),

@@ -1,0 +1,81 @@
+"""Helpers for the pipeline's integration tests: a copy of the sample data and real runs."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import httpx
+from dagster import DagsterInstance, materialize
+
+from seedance_pipeline.defs.generation.assets import (
+    generated_videos,
+    generation_requests,
+    submitted_tasks,
+)
+from seedance_pipeline.defs.generation.sensors import poll_round
+from seedance_pipeline.defs.resources import EvoLinkResource, PipelineResource
+from seedance_pipeline.ledger import WAITING
+
+SAMPLE = Path(__file__).resolve().parents[1] / "data"
+DAY = "2026-11-20"
+
+
+def copy_sample_data(dest: Path) -> Path:
+    """The sample catalogs and media under `dest` (a fresh SEEDANCE_DATA_DIR)."""
+    for folder in ("catalog", "media"):
+        shutil.copytree(SAMPLE / folder, dest / folder)
+    return dest
+
+
+def make_resources(data_dir: Path, url: str, api_key: str, **pipeline) -> dict:
+    return {
+        "evolink": EvoLinkResource(api_key=api_key, base_url=url, files_url=url),
+        "pipeline": PipelineResource(data_dir=str(data_dir), **pipeline),
+    }
+
+
+def plan_requests(resources: dict, partition: str = DAY):
+    return materialize(
+        [generation_requests],
+        partition_key=partition,
+        resources=resources,
+        instance=DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+
+
+def submit(resources: dict, partition: str = DAY, instance: DagsterInstance | None = None):
+    return materialize(
+        [generation_requests, submitted_tasks],
+        partition_key=partition,
+        resources=resources,
+        instance=instance or DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+
+
+def wait_for_tasks(resources: dict, partition: str = DAY, timeout: float = 60) -> None:
+    """Poll with the sensor's own code until no task of the partition is running."""
+    ledger, evolink = resources["pipeline"].ledger(), resources["evolink"]
+    deadline = time.monotonic() + timeout
+    while any(r.status in WAITING for r in ledger.rows(partition)):
+        assert time.monotonic() < deadline, "tasks did not finish in time"
+        time.sleep(0.2)
+        poll_round(ledger, evolink)
+
+
+def save_videos(resources: dict, partition: str = DAY, instance: DagsterInstance | None = None):
+    return materialize(
+        [generated_videos],
+        partition_key=partition,
+        resources=resources,
+        instance=instance or DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+
+
+def emulator_tasks(url: str) -> list[dict]:
+    """Every task the emulator ever created, from its ledger."""
+    return httpx.get(f"{url}/emulator/ledger").json()["tasks"]

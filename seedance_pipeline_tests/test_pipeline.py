@@ -1,0 +1,194 @@
+"""A partition end to end through real Dagster and the emulator over loopback HTTP."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+
+import pandas as pd
+import pytest
+from dagster import (
+    DefaultScheduleStatus,
+    build_schedule_context,
+    build_sensor_context,
+    instance_for_test,
+)
+
+from seedance_pipeline.definitions import defs
+from seedance_pipeline.defs.generation.sensors import task_poller
+from seedance_pipeline.media import measure_video_output
+from seedance_pipeline.submission import submit_all
+from seedance_pipeline.tables import read_table, table_path
+
+from .pipeline_support import (
+    DAY,
+    copy_sample_data,
+    emulator_tasks,
+    make_resources,
+    plan_requests,
+    save_videos,
+    submit,
+    wait_for_tasks,
+)
+
+CONTRACT_COLUMNS = [
+    "prompt_id",
+    "scheduled_date",
+    "campaign",
+    "model",
+    "prompt",
+    "duration",
+    "quality",
+    "aspect_ratio",
+    "generate_audio",
+    "web_search",
+    "task_id",
+    "status",
+    "error_code",
+    "error_message",
+    "submitted_at",
+    "completed_at",
+    "credits_reserved",
+    "credits_charged",
+    "video_uri",
+    "video_sha256",
+    "video_bytes",
+    "width",
+    "height",
+    "duration_s",
+    "has_audio",
+]
+
+
+@pytest.fixture
+def project(tmp_path, emulator, api_key):
+    data = copy_sample_data(tmp_path / "data")
+    return data, emulator, make_resources(data, emulator, api_key)
+
+
+def test_partition_end_to_end_lands_table_and_real_videos(project):
+    data, url, resources = project
+    assert submit(resources).success
+    wait_for_tasks(resources)
+    result = save_videos(resources)
+    assert result.success
+
+    table = read_table(data, "generated_videos", DAY)
+    assert set(CONTRACT_COLUMNS) <= set(table.columns)
+    assert (table.scheduled_date == DAY).all()
+    requests = read_table(data, "generation_requests", DAY)
+    assert list(table.prompt_id) == list(requests.prompt_id)
+    completed = table[table.status == "completed"]
+    assert len(completed) == (requests.status == "accepted").sum() > 0
+    for row in completed.itertuples():
+        measured = measure_video_output(data / "videos" / DAY / f"{row.prompt_id}.mp4")
+        assert (measured["width"], measured["height"]) == (row.expected_width, row.expected_height)
+        assert measured["duration_s"] == pytest.approx(row.duration, abs=0.1)
+        assert measured["has_audio"] == row.generate_audio
+        assert row.video_bytes > 0 and len(row.video_sha256) == 64
+    # Other days are untouched.
+    assert not table_path(data, "generated_videos", "2026-11-21").exists()
+    assert not (data / "videos" / "2026-11-21").exists()
+    # The asset check passed.
+    checks = [e for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    assert [c.event_specific_data.passed for c in checks] == [True]
+
+
+def test_rejected_rows_are_never_sent_and_recorded_with_reason(project):
+    data, url, resources = project
+    assert submit(resources, "2026-11-21").success
+    requests = read_table(data, "generation_requests", "2026-11-21")
+    rejected = requests[requests.status == "rejected"]
+    assert len(rejected) == 2
+    assert len(emulator_tasks(url)) == (requests.status == "accepted").sum() > 0
+    wait_for_tasks(resources, "2026-11-21")
+    assert save_videos(resources, "2026-11-21").success
+    table = read_table(data, "generated_videos", "2026-11-21").set_index("prompt_id")
+    assert table.loc["d2-i2v-tiny-image", "status"] == "rejected"
+    assert "300..6000 px" in table.loc["d2-i2v-tiny-image", "error_message"]
+    assert pd.isna(table.loc["d2-i2v-tiny-image", "task_id"])
+
+
+def test_rematerialising_submits_nothing_twice(project):
+    data, url, resources = project
+    assert submit(resources).success
+    first = {t["id"] for t in emulator_tasks(url)}
+    assert submit(resources).success
+    result = submit(resources)
+    assert result.success
+    assert {t["id"] for t in emulator_tasks(url)} == first
+    meta = result.asset_materializations_for_node("submitted_tasks")[0].metadata
+    assert meta["submitted"].value == 0
+    assert meta["already_submitted"].value == len(first)
+
+
+def test_budget_guard_refuses_partition_before_any_request(tmp_path, emulator, api_key):
+    data = copy_sample_data(tmp_path / "data")
+    resources = make_resources(data, emulator, api_key, max_credits_per_partition=50)
+    result = submit(resources)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    description = failure.step_failure_data.user_failure_data.description
+    assert "exceeds the budget of 50" in description and "d1-r2v-square-jingle" in description
+    assert emulator_tasks(emulator) == []
+
+
+def test_sensor_polls_each_task_a_few_times_and_requests_partition_once(project):
+    data, url, resources = project
+    assert submit(resources).success
+    requested: list = []
+    with instance_for_test() as instance:
+        for _ in range(200):
+            context = build_sensor_context(instance=instance, resources=resources, cursor=None)
+            result = task_poller(context)
+            requested += [r.partition_key for r in result.run_requests]
+            if requested:
+                break
+            threading.Event().wait(0.1)
+        for _ in range(3):  # later ticks ask for nothing more
+            result = task_poller(build_sensor_context(instance=instance, resources=resources))
+            requested += [r.partition_key for r in result.run_requests]
+    assert requested == [DAY]
+    polls = [r.polls for r in resources["pipeline"].ledger().rows(DAY)]
+    assert polls and max(polls) <= 4, polls
+    assert json.loads(result.cursor)["last_tick"] > 0
+
+
+def test_schedule_asks_for_the_day_it_runs_on():
+    import datetime as dt
+
+    context = build_schedule_context(
+        scheduled_execution_time=dt.datetime(2026, 11, 21, 6, 0, tzinfo=dt.UTC)
+    )
+    schedule = defs.resolve_schedule_def("daily_generation_schedule")
+    assert schedule.default_status == DefaultScheduleStatus.STOPPED
+    requests = list(schedule.evaluate_tick(context).run_requests)
+    assert [r.partition_key for r in requests] == ["2026-11-21"]
+
+
+def test_two_workers_racing_on_one_partition_submit_each_prompt_once(project):
+    data, url, resources = project
+    assert plan_requests(resources).success
+    requests = read_table(data, "generation_requests", DAY)
+    items = [
+        (r.prompt_id, json.loads(r.request_json), r.estimated_credits)
+        for r in requests[requests.status == "accepted"].itertuples()
+    ]
+    ledger = resources["pipeline"].ledger()
+    start, results = threading.Barrier(2), []
+
+    def worker() -> None:
+        with resources["evolink"].client() as client:
+            start.wait()
+            results.append(submit_all(ledger, client, DAY, items))
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(r.submitted for r in results) == len(items) > 0
+    assert sum(r.already_in_ledger for r in results) == len(items)
+    assert len(emulator_tasks(url)) == len(items)
+    assert Counter(r.prompt_id for r in ledger.rows(DAY)) == Counter(i[0] for i in items)
