@@ -7,6 +7,7 @@ import os
 from dagster import Definitions, EnvVar
 
 from .defs.catalog import definitions as catalog
+from .defs.costs import definitions as costs
 from .defs.generation import definitions as generation
 from .defs.resources import EvoLinkResource, PipelineResource
 from .seedance import DEFAULT_BASE_URL, DEFAULT_FILES_URL
@@ -28,4 +29,6 @@ def resources_from_env() -> dict:
     }
 
 
-defs = Definitions.merge(catalog.defs, generation.defs, Definitions(resources=resources_from_env()))
+defs = Definitions.merge(
+    catalog.defs, generation.defs, costs.defs, Definitions(resources=resources_from_env())
+)

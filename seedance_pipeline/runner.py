@@ -10,6 +10,7 @@ from dagster import DagsterInstance, materialize
 
 from .definitions import resources_from_env
 from .defs.catalog.assets import media_catalog, prompt_catalog
+from .defs.costs.assets import generation_costs
 from .defs.generation.assets import generated_videos, generation_requests, submitted_tasks
 from .defs.generation.sensors import poll_round
 from .ledger import WAITING
@@ -81,7 +82,7 @@ def run_partition(
     _wait(partition, ledger, resources["evolink"].process_config_and_initialize(), out)
     ledger.mark_videos_requested(partition)
     print(f"[{partition}] saving videos and writing tables", file=out)
-    _materialize([generated_videos], resources, instance, partition)
+    _materialize([generated_videos, generation_costs], resources, instance, partition)
 
 
 def _wait(partition: str, ledger, evolink, out) -> None:

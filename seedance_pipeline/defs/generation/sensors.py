@@ -10,6 +10,7 @@ from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, Se
 from ...ledger import Ledger
 from ...polling import PollSummary, poll_due
 from ..resources import EvoLinkResource, PipelineResource
+from ..costs.assets import generation_costs
 from .assets import generated_videos
 
 BATCH = 400  # tasks per tick; at 16 concurrent 5 s-bounded polls this stays well under 60 s
@@ -35,7 +36,7 @@ def videos_run_key(ledger: Ledger, partition: str) -> str:
 
 
 @sensor(
-    asset_selection=[generated_videos],
+    asset_selection=[generated_videos, generation_costs],
     minimum_interval_seconds=15,
     default_status=DefaultSensorStatus.RUNNING,
 )

@@ -1,0 +1,45 @@
+"""Cost analytics per day: the `generated_videos` table rolled up for finance."""
+
+import base64
+
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+
+from ...costs import ROLLUP_KEYS, chart, rollup
+from ...seedance import PriceTable
+from ...tables import read_all, read_table, write_table
+from ..generation.assets import generated_videos
+from ..partitions import daily_partitions
+from ..resources import PipelineResource
+
+
+@asset(
+    partitions_def=daily_partitions, deps=[generated_videos], group_name="costs", kinds={"parquet"}
+)
+def generation_costs(
+    context: AssetExecutionContext, pipeline: PipelineResource
+) -> MaterializeResult:
+    """The day's tasks, outcomes, seconds and credits by model x quality x campaign."""
+    partition = context.partition_key
+    day = rollup(read_table(pipeline.root, "generated_videos", partition), ROLLUP_KEYS)
+    prices = PriceTable.load()
+    for currency in prices.money_per_credit:
+        day[f"cost_{currency.lower()}"] = [prices.money(c, currency) for c in day.credits_charged]
+    path = write_table(day, pipeline.root, "generation_costs", partition)
+    everything = read_all(pipeline.root, "generation_costs")
+    png = chart(everything, pipeline.root / "warehouse" / "generation_costs_by_day.png")
+    image = base64.b64encode(png.read_bytes()).decode()
+    return MaterializeResult(
+        metadata={
+            "path": MetadataValue.path(str(path)),
+            "dagster/row_count": len(day),
+            "credits_charged": float(day.credits_charged.sum()),
+            "credits_reserved": float(day.credits_reserved.sum()),
+            "credits_estimated": float(day.credits_estimated.sum()),
+            "seconds_delivered": float(day.seconds_delivered.sum()),
+            "table": MetadataValue.md(day.to_markdown(index=False)),
+            "chart": MetadataValue.md(
+                f"![credits per day by model](data:image/png;base64,{image})"
+            ),
+            "chart_file": MetadataValue.path(str(png)),
+        }
+    )

@@ -1,0 +1,5 @@
+from dagster import Definitions
+
+from .assets import generation_costs
+
+defs = Definitions(assets=[generation_costs])

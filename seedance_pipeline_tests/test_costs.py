@@ -1,0 +1,153 @@
+"""Cost agreement: estimate = reservation, rolled-up totals = per-task rows = emulator ledger."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+from dagster import DagsterInstance, materialize
+
+from seedance_pipeline.cli import main
+from seedance_pipeline.defs.costs.assets import generation_costs
+from seedance_pipeline.media import measure
+from seedance_pipeline.seedance import MODELS, Client, PriceTable
+from seedance_pipeline.seedance._rules import DURATIONS, FAST, IMAGE, QUALITIES, REFERENCE
+from seedance_pipeline.tables import read_all, read_table
+
+from .pipeline_support import (
+    SAMPLE,
+    copy_sample_data,
+    make_resources,
+    save_videos,
+    submit,
+    wait_for_tasks,
+)
+
+DAYS = ("2026-11-20", "2026-11-21", "2026-11-22")
+
+
+def test_estimate_equals_emulator_reservation_for_every_model_quality_duration(
+    start_emulator, api_key
+):
+    url = start_emulator(time_scale=0.0001, credits=1e9)
+    prices = PriceTable.load()
+    with Client(api_key, base_url=url, files_url=url) as client:
+        image = client.upload_file(SAMPLE / "media" / "img_product_800x600.png").file_url
+        video_path = SAMPLE / "media" / "vid_wide_864x496_24fps_4s.mp4"
+        video = client.upload_file(video_path).file_url
+        video_seconds = measure(video_path, "video").duration_s
+        checked = 0
+        for model, spec in MODELS.items():
+            for quality in QUALITIES:
+                if spec.tier == FAST and quality == "1080p":
+                    continue
+                for duration in DURATIONS:
+                    body = {
+                        "model": model,
+                        "prompt": "a lighthouse at dusk",
+                        "duration": duration,
+                        "quality": quality,
+                    }
+                    seconds: list[float] = []
+                    if spec.mode == IMAGE:
+                        body["image_urls"] = [image]
+                    if spec.mode == REFERENCE:
+                        body["video_urls"] = [video]
+                        seconds = [video_seconds]
+                    task = client.create_task(body)
+                    assert task.credits_reserved == prices.estimate_credits(body, seconds), body
+                    checked += 1
+    assert checked == 4 * 3 * 12 + 2 * 2 * 12 - 12  # fast models have no 1080p
+
+
+@pytest.fixture
+def three_days(tmp_path, emulator, api_key, monkeypatch):
+    """The three sample days run end to end, costs included."""
+    data = copy_sample_data(tmp_path / "data")
+    resources = make_resources(data, emulator, api_key)
+    for day in DAYS:
+        assert submit(resources, day).success
+        wait_for_tasks(resources, day)
+        assert save_videos(resources, day).success
+        assert materialize(
+            [generation_costs],
+            partition_key=day,
+            resources=resources,
+            instance=DagsterInstance.ephemeral(),
+        ).success
+    monkeypatch.setenv("SEEDANCE_DATA_DIR", str(data))
+    return data, emulator
+
+
+def test_rollup_totals_equal_task_rows_and_emulator_ledger(three_days):
+    data, url = three_days
+    ledger = httpx.get(f"{url}/emulator/ledger").json()
+    videos = read_all(data, "generated_videos")
+    costs = read_all(data, "generation_costs")
+    charged = ledger["credits_charged_total"]
+    assert charged > 0
+    assert costs.credits_charged.sum() == pytest.approx(videos.credits_charged.sum(), abs=1e-4)
+    assert costs.credits_charged.sum() == pytest.approx(charged, abs=1e-4)
+    assert costs.credits_estimated.sum() == pytest.approx(costs.credits_reserved.sum(), abs=1e-4)
+    assert costs.tasks.sum() == len(videos)
+    assert costs.completed.sum() == (videos.status == "completed").sum()
+    assert costs.rejected.sum() == (videos.status == "rejected").sum() == 4
+    assert (costs.cost_cny == (costs.credits_charged * 0.1).round(4)).all()
+    assert set(costs.scheduled_date) == set(DAYS)
+
+
+def test_rebuilding_costs_never_counts_a_task_twice(three_days, api_key):
+    data, url = three_days
+    resources = make_resources(data, url, api_key)
+    before = read_table(data, "generation_costs", DAYS[0]).credits_charged.sum()
+    for _ in range(2):
+        assert save_videos(resources, DAYS[0]).success
+        assert materialize(
+            [generation_costs],
+            partition_key=DAYS[0],
+            resources=resources,
+            instance=DagsterInstance.ephemeral(),
+        ).success
+    assert read_table(data, "generation_costs", DAYS[0]).credits_charged.sum() == before
+
+
+def test_costs_command_totals_equal_what_the_emulator_charged(three_days, capsys, tmp_path):
+    data, url = three_days
+    charged = httpx.get(f"{url}/emulator/ledger").json()["credits_charged_total"]
+    png = tmp_path / "costs.png"
+    assert main(["costs", "--by", "model,quality", "--json", "--png", str(png)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["total"]["credits_charged"] == pytest.approx(charged, abs=1e-4)
+    assert sum(g["credits_charged"] for g in report["groups"]) == pytest.approx(charged, abs=1e-4)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["costs", "--by", "campaign", "--since", DAYS[1], "--until", DAYS[1]]) == 0
+    text = capsys.readouterr().out
+    assert "TOTAL" in text and ("spring-launch" in text or "brand-always-on" in text)
+
+
+def test_failed_tasks_cost_nothing(tmp_path, start_emulator, api_key):
+    url = start_emulator(task_failure_rate=1.0)
+    data = copy_sample_data(tmp_path / "data")
+    resources = make_resources(data, url, api_key)
+    assert submit(resources).success
+    wait_for_tasks(resources)
+    assert save_videos(resources).success
+    table = read_table(data, "generated_videos", DAYS[0])
+    failed = table[table.status == "failed"]
+    assert len(failed) == 6
+    assert (failed.credits_charged == 0).all()
+    assert failed.error_message.str.len().gt(0).all() and failed.error_code.notna().all()
+    assert httpx.get(f"{url}/emulator/ledger").json()["credits_charged_total"] == 0
+
+
+def test_plan_shows_budget_verdict(monkeypatch, capsys):
+    monkeypatch.setenv("SEEDANCE_DATA_DIR", str(SAMPLE))
+    monkeypatch.setenv("SEEDANCE_MAX_CREDITS_PER_PARTITION", "100")
+    assert (
+        main(["plan", str(SAMPLE / "catalog" / "prompts.csv"), "--partition", DAYS[0], "--json"])
+        == 0
+    )
+    report = json.loads(capsys.readouterr().out)
+    assert report["estimated_credits_total"] == pytest.approx(235.48)
+    assert report["budget"] == {"max_credits_per_partition": 100.0, "within_budget": False}
