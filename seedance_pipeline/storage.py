@@ -7,10 +7,14 @@ from typing import Protocol
 
 from .catalog import file_digest
 from .ledger import Ledger
-from .seedance import Client, Download
+from .seedance import Client, Download, SeedanceError
 
 # Vendor uploads expire after 72 hours; reuse a published URL for at most 48.
 PUBLISHED_URL_MAX_AGE = 48 * 3600
+
+
+class PublishError(RuntimeError):
+    """A local media file could not be made reachable by the API."""
 
 
 class Storage(Protocol):
@@ -37,7 +41,14 @@ class LocalStorage:
         host = self.client.files_url
         url = self.ledger.published_url(digest, host, PUBLISHED_URL_MAX_AGE)
         if url is None:
-            url = self.client.upload_file(path).file_url
+            try:
+                url = self.client.upload_file(path).file_url
+            except SeedanceError as exc:
+                raise PublishError(
+                    f"{path}: could not be published through the files API at {host} ({exc}); "
+                    "check EVOLINK_API_KEY and EVOLINK_FILES_URL, or give this media an "
+                    "https:// uri in the media catalog"
+                ) from None
             self.ledger.record_published(digest, host, url)
         return url
 

@@ -20,6 +20,7 @@ from dagster import (
 from ...catalog import CatalogError, load_media, load_prompts
 from ...planning import MediaFactsCache, PlannedRow, plan_partition, publish
 from ...seedance import PriceTable
+from ...storage import PublishError
 from ...submission import SubmissionStopped, submit_all
 from ...tables import read_table, write_table
 from ...videos import PartitionNotFinished, build_videos_table, requests_frame
@@ -77,7 +78,10 @@ def generation_requests(
     except CatalogError as exc:
         raise Failure(str(exc), allow_retries=False) from None
     with evolink.client() as client:
-        publish(rows, pipeline.storage(client).publish)
+        try:
+            publish(rows, pipeline.storage(client).publish)
+        except PublishError as exc:
+            raise Failure(str(exc)) from None
     frame = requests_frame(rows, partition)
     path = write_table(frame, pipeline.root, "generation_requests", partition)
     accepted = frame[frame.status == "accepted"]

@@ -9,8 +9,8 @@ from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, Se
 
 from ...ledger import Ledger
 from ...polling import PollSummary, poll_due
-from ..resources import EvoLinkResource, PipelineResource
 from ..costs.assets import generation_costs
+from ..resources import EvoLinkResource, PipelineResource
 from .assets import generated_videos
 
 BATCH = 400  # tasks per tick; at 16 concurrent 5 s-bounded polls this stays well under 60 s
