@@ -192,3 +192,45 @@ def test_two_workers_racing_on_one_partition_submit_each_prompt_once(project):
     assert sum(r.already_in_ledger for r in results) == len(items)
     assert len(emulator_tasks(url)) == len(items)
     assert Counter(r.prompt_id for r in ledger.rows(DAY)) == Counter(i[0] for i in items)
+
+
+def test_expired_link_is_recorded_and_fails_the_check(tmp_path, start_emulator, api_key):
+    url = start_emulator(link_ttl=0.01)
+    data = copy_sample_data(tmp_path / "data")
+    resources = make_resources(data, url, api_key)
+    assert submit(resources).success
+    wait_for_tasks(resources)
+    threading.Event().wait(0.3)  # every link is now past its time to live
+    result = save_videos(resources)
+    table = read_table(data, "generated_videos", DAY)
+    accepted = table[table.status != "rejected"]
+    assert (accepted.status == "expired").all() and len(accepted) == 6
+    assert accepted.error_message.str.contains("expired").all()
+    checks = [e for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    assert [c.event_specific_data.passed for c in checks] == [False]
+
+
+def test_quota_exhaustion_stops_cleanly_leaving_the_rest_for_later(
+    tmp_path, start_emulator, api_key
+):
+    url = start_emulator(credits=100)
+    data = copy_sample_data(tmp_path / "data")
+    resources = make_resources(data, url, api_key)
+    result = submit(resources)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "top up" in failure.step_failure_data.user_failure_data.description
+    rows = resources["pipeline"].ledger().rows(DAY)
+    made = emulator_tasks(url)
+    assert 0 < len(rows) == len(made) < 6
+    assert all(r.task_id for r in rows)  # no claim left behind for the refused prompt
+
+
+def test_a_day_without_rows_gives_empty_tables(project):
+    data, url, resources = project
+    day = "2026-11-19"
+    assert submit(resources, day).success
+    wait_for_tasks(resources, day)
+    assert save_videos(resources, day).success
+    assert read_table(data, "generated_videos", day).empty
+    assert emulator_tasks(url) == []

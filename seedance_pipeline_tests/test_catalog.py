@@ -1,0 +1,89 @@
+"""Catalog reading: CSV and Parquet agree; a malformed catalog names file, row and column."""
+
+from __future__ import annotations
+
+import pytest
+
+from seedance_pipeline.catalog import CatalogError, load_media, load_prompts
+from seedance_pipeline.cli import main
+
+from .pipeline_support import SAMPLE
+
+HEADER = "prompt_id,scheduled_date,model,prompt,duration\n"
+MODEL = "seedance-2.0-text-to-video"
+
+
+def test_csv_and_parquet_catalogs_plan_the_same(monkeypatch, capsys):
+    import json
+
+    monkeypatch.setenv("SEEDANCE_DATA_DIR", str(SAMPLE))
+    reports = []
+    for path in ("catalog/prompts.csv", "catalog/parquet/prompts.parquet"):
+        assert main(["plan", str(SAMPLE / path), "--json"]) == 0
+        reports.append(json.loads(capsys.readouterr().out))
+    assert reports[0] == reports[1]
+    assert len(reports[0]["accepted"]) == 16 and len(reports[0]["rejected"]) == 4
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        (f"a,2026-11-20,{MODEL},x,5\na,2026-11-20,{MODEL},y,5\n", "row 3, column prompt_id"),
+        (f"a,2026-13-40,{MODEL},x,5\n", "row 2, column scheduled_date"),
+        (f"a,2026-11-20,{MODEL},x,five\n", "row 2, column duration"),
+        (f"a,2026-11-20,{MODEL},,5\n", "row 2, column prompt"),
+        (f"../etc,2026-11-20,{MODEL},x,5\n", "row 2, column prompt_id"),
+    ],
+)
+def test_malformed_prompt_catalog_names_file_row_and_column(tmp_path, body, where):
+    path = tmp_path / "prompts.csv"
+    path.write_text(HEADER + body)
+    with pytest.raises(CatalogError, match=f"{path}, {where}"):
+        load_prompts(path)
+
+
+def test_missing_column_and_unreadable_files(tmp_path):
+    path = tmp_path / "prompts.csv"
+    path.write_text("prompt_id,model\n")
+    with pytest.raises(CatalogError, match="missing required column.*scheduled_date"):
+        load_prompts(path)
+    broken = tmp_path / "prompts.parquet"
+    broken.write_bytes(b"not parquet")
+    with pytest.raises(CatalogError, match="unreadable"):
+        load_prompts(broken)
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("../../etc/passwd", "outside the data directory"),
+        ("/etc/passwd", "absolute paths are not allowed"),
+        ("file:///etc/passwd", "use https://, s3:// or a path"),
+    ],
+)
+def test_media_uri_path_tricks_are_refused(tmp_path, uri, message):
+    path = tmp_path / "catalog" / "media.csv"
+    path.parent.mkdir()
+    path.write_text(f"media_id,kind,uri\nm1,image,{uri}\n")
+    with pytest.raises(CatalogError, match=f"row 2, column uri.*{message}"):
+        load_media(path, tmp_path)
+
+
+def test_plan_rejects_unknown_and_mismatched_media(tmp_path, monkeypatch, capsys):
+    import json
+
+    catalog = tmp_path / "catalog"
+    catalog.mkdir()
+    (catalog / "prompts.csv").write_text(
+        "prompt_id,scheduled_date,model,prompt,image_ids\n"
+        "a,2026-11-20,seedance-2.0-image-to-video,x,nope\n"
+        "b,2026-11-20,seedance-2.0-image-to-video,x,clip\n"
+    )
+    (catalog / "media.csv").write_text("media_id,kind,uri\nclip,video,https://e.com/c.mp4\n")
+    monkeypatch.setenv("SEEDANCE_DATA_DIR", str(tmp_path))
+    assert main(["plan", str(catalog / "prompts.csv"), "--json"]) == 0
+    rejected = {
+        r["prompt_id"]: r["errors"] for r in json.loads(capsys.readouterr().out)["rejected"]
+    }
+    assert "unknown media_id 'nope'" in rejected["a"][0]
+    assert "'clip' is video, not image" in rejected["b"][0]
