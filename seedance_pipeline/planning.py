@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from .catalog import Media, Prompt
 from .media import MediaError, measure
@@ -14,6 +17,18 @@ from .seedance import GenerationRequest, MediaFacts, PriceTable, output_pixels, 
 # Local files get this URL until they are published; `plan` shows it as is.
 PENDING_UPLOAD = "https://upload.pending/"
 KIND_FIELDS = (("image", "image_ids"), ("video", "video_ids"), ("audio", "audio_ids"))
+REQUEST_COLUMNS = [
+    "prompt_id",
+    "scheduled_date",
+    "campaign",
+    "model",
+    "prompt",
+    "duration",
+    "quality",
+    "aspect_ratio",
+    "generate_audio",
+    "web_search",
+]
 
 
 @dataclass
@@ -145,3 +160,42 @@ def publish(rows: list[PlannedRow], upload: Callable[[Path], str]) -> None:
                     published[path] = upload(path)
                 new.append(published[path] if path is not None else url)
             row.body[field_name] = new
+
+
+def requests_frame(rows: list[PlannedRow]) -> pd.DataFrame:
+    """The `generation_requests` table from planned rows."""
+    records = []
+    for r in rows:
+        p = r.prompt
+        records.append(
+            {
+                "prompt_id": p.prompt_id,
+                "scheduled_date": p.scheduled_date,
+                "campaign": p.campaign,
+                "model": p.model,
+                "prompt": p.prompt,
+                "duration": p.duration,
+                "quality": p.quality,
+                "aspect_ratio": p.aspect_ratio,
+                "generate_audio": p.generate_audio,
+                "web_search": p.web_search,
+                "status": "accepted" if r.accepted else "rejected",
+                "errors": list(r.errors),
+                "request_json": json.dumps(r.body, ensure_ascii=False) if r.accepted else None,
+                "estimated_credits": r.estimated_credits,
+                "expected_width": r.expected_pixels[0] if r.expected_pixels else None,
+                "expected_height": r.expected_pixels[1] if r.expected_pixels else None,
+            }
+        )
+    columns = REQUEST_COLUMNS + [
+        "status",
+        "errors",
+        "request_json",
+        "estimated_credits",
+        "expected_width",
+        "expected_height",
+    ]
+    frame = pd.DataFrame(records, columns=columns)
+    return frame.astype(
+        {"expected_width": "Int64", "expected_height": "Int64", "estimated_credits": "float64"}
+    )

@@ -3,30 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 
 import pandas as pd
 
 from .ledger import SUBMITTING, WAITING, Ledger, LedgerRow
 from .media import measure_video_output
+from .planning import REQUEST_COLUMNS
 from .seedance import LinkExpiredError, SeedanceError
 from .storage import Storage
 
 log = logging.getLogger(__name__)
 
-REQUEST_COLUMNS = [
-    "prompt_id",
-    "scheduled_date",
-    "campaign",
-    "model",
-    "prompt",
-    "duration",
-    "quality",
-    "aspect_ratio",
-    "generate_audio",
-    "web_search",
-]
 VIDEO_COLUMNS = REQUEST_COLUMNS + [
     "task_id",
     "status",
@@ -147,42 +135,3 @@ def _save(lr: LedgerRow, ledger: Ledger, storage: Storage) -> LedgerRow:
     else:
         ledger.record_video(lr.task_id, uri, download.sha256, download.bytes)
     return next(r for r in ledger.rows(lr.partition) if r.prompt_id == lr.prompt_id)
-
-
-def requests_frame(rows, partition: str) -> pd.DataFrame:
-    """The `generation_requests` table from planned rows."""
-    records = []
-    for r in rows:
-        p = r.prompt
-        records.append(
-            {
-                "prompt_id": p.prompt_id,
-                "scheduled_date": p.scheduled_date,
-                "campaign": p.campaign,
-                "model": p.model,
-                "prompt": p.prompt,
-                "duration": p.duration,
-                "quality": p.quality,
-                "aspect_ratio": p.aspect_ratio,
-                "generate_audio": p.generate_audio,
-                "web_search": p.web_search,
-                "status": "accepted" if r.accepted else "rejected",
-                "errors": list(r.errors),
-                "request_json": json.dumps(r.body, ensure_ascii=False) if r.accepted else None,
-                "estimated_credits": r.estimated_credits,
-                "expected_width": r.expected_pixels[0] if r.expected_pixels else None,
-                "expected_height": r.expected_pixels[1] if r.expected_pixels else None,
-            }
-        )
-    columns = REQUEST_COLUMNS + [
-        "status",
-        "errors",
-        "request_json",
-        "estimated_credits",
-        "expected_width",
-        "expected_height",
-    ]
-    frame = pd.DataFrame(records, columns=columns)
-    return frame.astype(
-        {"expected_width": "Int64", "expected_height": "Int64", "estimated_credits": "float64"}
-    )

@@ -18,12 +18,12 @@ from dagster import (
 )
 
 from ...catalog import CatalogError, load_media, load_prompts
-from ...planning import MediaFactsCache, PlannedRow, plan_partition, publish
+from ...planning import MediaFactsCache, PlannedRow, plan_partition, publish, requests_frame
 from ...seedance import PriceTable
 from ...storage import PublishError
 from ...submission import SubmissionStopped, submit_all
 from ...tables import read_table, write_table
-from ...videos import PartitionNotFinished, build_videos_table, requests_frame
+from ...videos import PartitionNotFinished, build_videos_table
 from ..catalog.assets import media_catalog, prompt_catalog
 from ..partitions import daily_partitions
 from ..resources import EvoLinkResource, PipelineResource
@@ -82,7 +82,7 @@ def generation_requests(
             publish(rows, pipeline.storage(client).publish)
         except PublishError as exc:
             raise Failure(str(exc)) from None
-    frame = requests_frame(rows, partition)
+    frame = requests_frame(rows)
     path = write_table(frame, pipeline.root, "generation_requests", partition)
     accepted = frame[frame.status == "accepted"]
     rejected = frame[frame.status == "rejected"].assign(errors=lambda f: f.errors.map("; ".join))
