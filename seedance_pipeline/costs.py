@@ -20,6 +20,7 @@ MEASURES = [
     "credits_reserved",
     "credits_charged",
     "credits_failed_reserved",
+    "resubmissions",
 ]
 
 
@@ -45,6 +46,7 @@ def rollup(videos: pd.DataFrame, by: list[str]) -> pd.DataFrame:
         },
         seconds_delivered=frame.duration_s.where(status == "completed", 0).fillna(0),
         credits_failed_reserved=frame.credits_reserved.where(status == "failed", 0).fillna(0),
+        resubmissions=frame.attempts.fillna(1) - 1,
     )
     for col in ("credits_estimated", "credits_reserved", "credits_charged"):
         frame[col] = frame[col].fillna(0).astype(float)

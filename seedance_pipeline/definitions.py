@@ -25,6 +25,7 @@ def resources_from_env() -> dict:
         "pipeline": PipelineResource(
             data_dir=os.environ.get("SEEDANCE_DATA_DIR", "data"),
             max_credits_per_partition=float(budget) if budget else None,
+            max_resubmissions=int(os.environ.get("SEEDANCE_MAX_RESUBMISSIONS", "0")),
         ),
     }
 

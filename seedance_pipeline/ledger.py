@@ -23,6 +23,20 @@ from .seedance import Task
 SUBMITTING, UNKNOWN = "submitting", "unknown"
 WAITING = ("pending", "processing")
 TERMINAL = ("completed", "failed", "cancelled", "expired", UNKNOWN)
+# Failure codes the vendor calls transient ("retry later"); others mean "fix the input".
+RESUBMITTABLE_CODES = (
+    "service_error",
+    "generation_timeout",
+    "resource_exhausted",
+    "quota_exceeded",
+    "service_unavailable",
+)
+# SQL condition on a tasks row: failed transiently, attempts left (params: max_attempts, codes).
+_DUE_AGAIN = (
+    "status='failed' AND attempt < ? AND error_code IN ("
+    + ",".join("?" * len(RESUBMITTABLE_CODES))
+    + ")"
+)
 # A claim by another machine is presumed dead after this long (same machine: pid check).
 STALE_CLAIM_SECONDS = 15 * 60
 
@@ -49,7 +63,21 @@ CREATE TABLE IF NOT EXISTS tasks (
     video_uri TEXT,
     video_sha256 TEXT,
     video_bytes INTEGER,
+    attempt INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (partition, prompt_id)
+);
+CREATE TABLE IF NOT EXISTS attempts (
+    partition TEXT NOT NULL,
+    prompt_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    task_id TEXT,
+    status TEXT NOT NULL,
+    error_code TEXT,
+    error_message TEXT,
+    credits_reserved REAL,
+    submitted_at REAL,
+    completed_at REAL,
+    PRIMARY KEY (partition, prompt_id, attempt)
 );
 CREATE INDEX IF NOT EXISTS tasks_due ON tasks (status, next_poll_at);
 CREATE TABLE IF NOT EXISTS partitions (
@@ -103,6 +131,12 @@ class LedgerRow:
     video_uri: str | None
     video_sha256: str | None
     video_bytes: int | None
+    attempt: int
+
+
+_ATTEMPT_FIELDS = (
+    "task_id, status, error_code, error_message, credits_reserved, submitted_at, completed_at"
+)
 
 
 class Ledger:
@@ -113,6 +147,9 @@ class Ledger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._read() as db:
             db.executescript(_SCHEMA)
+            columns = {r["name"] for r in db.execute("PRAGMA table_info(tasks)")}
+            if "attempt" not in columns:  # a ledger from before resubmissions
+                db.execute("ALTER TABLE tasks ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1")
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -241,12 +278,69 @@ class Ledger:
             )
 
     def release(self, partition: str, prompt_id: str) -> None:
-        """Drop a claim whose request provably made no task, so a later run may submit it."""
+        """Undo a claim whose request provably made no task, so a later run may submit it.
+
+        A first attempt's row goes; a resubmission's row returns to the failed attempt.
+        """
         with self._transaction() as db:
-            db.execute(
-                "DELETE FROM tasks WHERE partition=? AND prompt_id=? AND status=?",
+            row = db.execute(
+                "SELECT attempt FROM tasks WHERE partition=? AND prompt_id=? AND status=?",
                 (partition, prompt_id, SUBMITTING),
+            ).fetchone()
+            if row is None:
+                return
+            if row["attempt"] == 1:
+                db.execute(
+                    "DELETE FROM tasks WHERE partition=? AND prompt_id=?", (partition, prompt_id)
+                )
+                return
+            key = (partition, prompt_id, row["attempt"] - 1)
+            db.execute(
+                f"UPDATE tasks SET attempt=?, owner=NULL, ({_ATTEMPT_FIELDS}) = (SELECT"
+                f" {_ATTEMPT_FIELDS} FROM attempts WHERE partition=? AND prompt_id=?"
+                f" AND attempt=?) WHERE partition=? AND prompt_id=?",
+                (key[2], *key, partition, prompt_id),
             )
+            db.execute("DELETE FROM attempts WHERE partition=? AND prompt_id=? AND attempt=?", key)
+
+    def resubmittable(self, partition: str, max_attempts: int) -> list[LedgerRow]:
+        """Failed tasks with a transient vendor error and attempts left."""
+        return self._rows(
+            f"SELECT * FROM tasks WHERE partition=? AND {_DUE_AGAIN} ORDER BY prompt_id",
+            (partition, max_attempts, *RESUBMITTABLE_CODES),
+        )
+
+    def claim_resubmission(self, partition: str, prompt_id: str, max_attempts: int) -> bool:
+        """Archive a failed attempt and claim the next one; False if another run did."""
+        with self._transaction() as db:
+            moved = db.execute(
+                f"INSERT INTO attempts SELECT partition, prompt_id, attempt, {_ATTEMPT_FIELDS}"
+                f" FROM tasks WHERE partition=? AND prompt_id=? AND {_DUE_AGAIN}",
+                (partition, prompt_id, max_attempts, *RESUBMITTABLE_CODES),
+            ).rowcount
+            if moved:
+                db.execute(
+                    "UPDATE tasks SET status=?, owner=?, claimed_at=?, attempt=attempt+1,"
+                    " task_id=NULL, submitted_at=NULL, progress=NULL, estimated_time=NULL,"
+                    " error_code=NULL, error_message=NULL, credits_reserved=NULL,"
+                    " result_url=NULL, completed_at=NULL, polls=0, next_poll_at=NULL"
+                    " WHERE partition=? AND prompt_id=?",
+                    (SUBMITTING, this_process(), time.time(), partition, prompt_id),
+                )
+                db.execute(
+                    "UPDATE partitions SET videos_requested_at=NULL WHERE partition=?",
+                    (partition,),
+                )
+            return bool(moved)
+
+    def attempts(self, partition: str) -> list[dict[str, Any]]:
+        """Earlier attempts of resubmitted prompts, oldest first."""
+        with self._read() as db:
+            found = db.execute(
+                "SELECT * FROM attempts WHERE partition=? ORDER BY prompt_id, attempt",
+                (partition,),
+            ).fetchall()
+        return [dict(r) for r in found]
 
     def resolve(self, partition: str, prompt_id: str, task_id: str | None) -> None:
         """Settle an `unknown` row: attach the task found on the dashboard, or forget it."""
@@ -333,15 +427,26 @@ class Ledger:
                     (next_poll_at, task_id),
                 )
 
-    def partitions_ready(self) -> list[str]:
-        """Partitions fully submitted, every task terminal, videos not yet requested."""
+    def partitions_ready(self, max_attempts: int = 1) -> list[str]:
+        """Partitions fully submitted, every task terminal and not due for resubmission,
+        videos not yet requested."""
         with self._read() as db:
             rows = db.execute(
                 "SELECT p.partition FROM partitions p WHERE p.submission_complete=1"
                 " AND p.videos_requested_at IS NULL AND NOT EXISTS (SELECT 1 FROM tasks t"
-                " WHERE t.partition=p.partition AND t.status IN (?, ?, ?))"
+                f" WHERE t.partition=p.partition AND (t.status IN (?, ?, ?) OR ({_DUE_AGAIN})))"
                 " ORDER BY p.partition",
-                (*WAITING, SUBMITTING),
+                (*WAITING, SUBMITTING, max_attempts, *RESUBMITTABLE_CODES),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def partitions_to_resubmit(self, max_attempts: int) -> list[str]:
+        """Fully submitted partitions with failed tasks due for another attempt."""
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT DISTINCT partition FROM tasks JOIN partitions USING (partition)"
+                f" WHERE submission_complete=1 AND {_DUE_AGAIN} ORDER BY partition",
+                (max_attempts, *RESUBMITTABLE_CODES),
             ).fetchall()
         return [r[0] for r in rows]
 

@@ -32,6 +32,7 @@ VIDEO_COLUMNS = REQUEST_COLUMNS + [
     "height",
     "duration_s",
     "has_audio",
+    "attempts",
     "expected_width",
     "expected_height",
 ]
@@ -89,6 +90,7 @@ def build_videos_table(
         {
             "duration": "int64",
             "video_bytes": "Int64",
+            "attempts": "Int64",
             "width": "Int64",
             "height": "Int64",
             "expected_width": "Int64",
@@ -117,6 +119,7 @@ def _task_columns(lr: LedgerRow, ledger: Ledger, storage: Storage) -> dict:
         "video_uri": lr.video_uri,
         "video_sha256": lr.video_sha256,
         "video_bytes": lr.video_bytes,
+        "attempts": lr.attempt,
     }
     local = storage.local_copy(lr.video_uri) if lr.video_uri else None
     if lr.status == "completed" and local is not None:

@@ -22,9 +22,18 @@ class EvoLinkResource(ConfigurableResource):
     api_key: str = Field(repr=False)
     base_url: str = DEFAULT_BASE_URL
     files_url: str = DEFAULT_FILES_URL
+    # Backoff of the blocking client (creates, uploads, downloads) on 429/5xx/refused
+    # connections: first delay, and total sleep before a call gives up.
+    retry_base_delay_seconds: float = 1.0
+    max_retry_wait_seconds: float = 180.0
 
     def client(self) -> Client:
-        return Client(self.api_key, base_url=self.base_url, files_url=self.files_url)
+        retry = RetryPolicy(
+            base_delay=self.retry_base_delay_seconds,
+            max_delay=min(60.0, self.max_retry_wait_seconds),
+            max_total_wait=self.max_retry_wait_seconds,
+        )
+        return Client(self.api_key, base_url=self.base_url, files_url=self.files_url, retry=retry)
 
     def async_client(self) -> AsyncClient:
         return AsyncClient(
@@ -43,6 +52,12 @@ class PipelineResource(ConfigurableResource):
     prompts_path: str | None = None
     media_path: str | None = None
     max_credits_per_partition: float | None = None
+    # Opt-in: resubmit a task that failed with a transient vendor error up to this many times.
+    max_resubmissions: int = 0
+
+    @property
+    def max_attempts(self) -> int:
+        return 1 + self.max_resubmissions
 
     @property
     def root(self) -> Path:

@@ -128,7 +128,7 @@ def submitted_tasks(
     ]
     try:
         with evolink.client() as client:
-            summary = submit_all(ledger, client, partition, items)
+            summary = submit_all(ledger, client, partition, items, pipeline.max_attempts)
     except SubmissionStopped as exc:
         raise Failure(str(exc), allow_retries=False) from None
     ledger.set_submission_complete(partition, not summary.not_sent, new_tasks=summary.submitted > 0)
@@ -140,6 +140,7 @@ def submitted_tasks(
     return MaterializeResult(
         metadata={
             "submitted": summary.submitted,
+            "resubmitted": summary.resubmitted,
             "already_submitted": summary.already_in_ledger,
             "refused_by_api": summary.refused,
             "outcome_unknown": summary.unknown,

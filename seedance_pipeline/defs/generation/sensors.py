@@ -11,7 +11,7 @@ from ...ledger import Ledger
 from ...polling import PollSummary, poll_due
 from ..costs.assets import generation_costs
 from ..resources import EvoLinkResource, PipelineResource
-from .assets import generated_videos
+from .assets import generated_videos, submitted_tasks
 
 BATCH = 400  # tasks per tick; at 16 concurrent 5 s-bounded polls this stays well under 60 s
 TICK_BUDGET_SECONDS = 40
@@ -36,7 +36,7 @@ def videos_run_key(ledger: Ledger, partition: str) -> str:
 
 
 @sensor(
-    asset_selection=[generated_videos, generation_costs],
+    asset_selection=[submitted_tasks, generated_videos, generation_costs],
     minimum_interval_seconds=15,
     default_status=DefaultSensorStatus.RUNNING,
 )
@@ -47,9 +47,21 @@ def task_poller(
     ledger = pipeline.ledger()
     summary = poll_round(ledger, evolink)
     requests = []
-    for partition in ledger.partitions_ready():
+    for partition in ledger.partitions_to_resubmit(pipeline.max_attempts):
         requests.append(
-            RunRequest(run_key=videos_run_key(ledger, partition), partition_key=partition)
+            RunRequest(
+                run_key=videos_run_key(ledger, partition).replace("generated_videos", "resubmit"),
+                partition_key=partition,
+                asset_selection=[submitted_tasks.key],
+            )
+        )
+    for partition in ledger.partitions_ready(pipeline.max_attempts):
+        requests.append(
+            RunRequest(
+                run_key=videos_run_key(ledger, partition),
+                partition_key=partition,
+                asset_selection=[generated_videos.key, generation_costs.key],
+            )
         )
         ledger.mark_videos_requested(partition)
     context.log.info(

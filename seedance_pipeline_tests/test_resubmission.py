@@ -1,0 +1,62 @@
+"""Opt-in resubmission of failed tasks: transient failures only, each attempt recorded."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from dagster import build_sensor_context, instance_for_test
+
+from seedance_pipeline.defs.generation.assets import submitted_tasks
+from seedance_pipeline.defs.generation.sensors import task_poller
+from seedance_pipeline.ledger import RESUBMITTABLE_CODES
+from seedance_pipeline.tables import read_table
+
+from .pipeline_support import (
+    DAY,
+    copy_sample_data,
+    emulator_tasks,
+    make_resources,
+    save_videos,
+    submit,
+    wait_for_tasks,
+)
+
+
+def test_transient_failures_are_resubmitted_up_to_the_limit(tmp_path, start_emulator, api_key):
+    url = start_emulator(task_failure_rate=0.6, seed=11)
+    data = copy_sample_data(tmp_path / "data")
+    resources = make_resources(data, url, api_key, max_resubmissions=2)
+    ledger = resources["pipeline"].ledger()
+    assert submit(resources).success
+    wait_for_tasks(resources)
+    first = {r.prompt_id: r for r in ledger.rows(DAY)}
+    transient = [r for r in first.values() if r.error_code in RESUBMITTABLE_CODES]
+    assert transient, "the seeded emulator should fail some tasks with service_error"
+
+    with instance_for_test() as instance:  # the sensor asks for a resubmission run
+        result = task_poller(build_sensor_context(instance=instance, resources=resources))
+    assert [(r.partition_key, r.asset_selection) for r in result.run_requests] == [
+        (DAY, [submitted_tasks.key])
+    ]
+    for _ in range(2):
+        assert submit(resources).success
+        wait_for_tasks(resources)
+
+    rows = {r.prompt_id: r for r in ledger.rows(DAY)}
+    history = Counter(a["prompt_id"] for a in ledger.attempts(DAY))
+    for prompt_id, row in rows.items():
+        assert row.attempt == 1 + history[prompt_id] <= 3
+        if first[prompt_id].status == "failed" and first[prompt_id].error_code not in (
+            RESUBMITTABLE_CODES
+        ):
+            assert row.attempt == 1  # "fix the input" failures are never resubmitted
+        if row.status == "failed" and row.error_code in RESUBMITTABLE_CODES:
+            assert row.attempt == 3  # gave up only at the limit
+    assert all(a["status"] == "failed" for a in ledger.attempts(DAY))
+    assert len(emulator_tasks(url)) == sum(r.attempt for r in rows.values())
+
+    assert save_videos(resources).success
+    table = read_table(data, "generated_videos", DAY).set_index("prompt_id")
+    for prompt_id, row in rows.items():
+        assert table.loc[prompt_id, "attempts"] == row.attempt
+        assert table.loc[prompt_id, "status"] == row.status
