@@ -55,6 +55,8 @@ def rollup(videos: pd.DataFrame, by: list[str]) -> pd.DataFrame:
         if by
         else (frame[MEASURES].sum().to_frame().T)
     )
+    # The vendor's reservation is the truth; a non-zero drift means the price table is stale.
+    out["credits_drift"] = (out.credits_reserved - out.credits_estimated).round(4)
     out["credits_per_delivered_second"] = (
         out.credits_charged / out.seconds_delivered.where(out.seconds_delivered > 0)
     ).round(4)

@@ -149,6 +149,12 @@ def submitted_tasks(
     )
 
 
+def _drift(frame: pd.DataFrame) -> float:
+    """Reserved minus estimated credits over the tasks the vendor made (0 when the table agrees)."""
+    made = frame[frame.task_id.notna()]
+    return round(float((made.credits_reserved - made.credits_estimated).sum()), 4)
+
+
 def _check_videos(frame: pd.DataFrame) -> AssetCheckResult:
     done = frame[frame.status == "completed"]
     wrong = done[
@@ -223,6 +229,7 @@ def generated_videos(
             "credits_estimated": float(frame.credits_estimated.fillna(0).sum()),
             "credits_reserved": float(frame.credits_reserved.fillna(0).sum()),
             "credits_charged": float(frame.credits_charged.fillna(0).sum()),
+            "credits_drift": _drift(frame),
             "failure_rate": float(count.get("failed", 0) / submitted) if submitted else 0.0,
             "preview": _preview(
                 frame,
