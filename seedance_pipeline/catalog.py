@@ -83,7 +83,7 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, int]:
         raise CatalogError(f"{path}: no such file")
     try:
         if path.suffix.lower() == ".csv":
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
             return frame, 2  # line 1 is the header
         if path.suffix.lower() == ".parquet":
             return pd.read_parquet(path), 1

@@ -87,3 +87,42 @@ def test_plan_rejects_unknown_and_mismatched_media(tmp_path, monkeypatch, capsys
     }
     assert "unknown media_id 'nope'" in rejected["a"][0]
     assert "'clip' is video, not image" in rejected["b"][0]
+
+
+def test_csv_with_byte_order_mark_and_crlf_reads(tmp_path):
+    path = tmp_path / "prompts.csv"
+    path.write_bytes(
+        ("\ufeff" + HEADER + f"a,2026-11-20,{MODEL},x,5\n").replace("\n", "\r\n").encode()
+    )
+    assert [p.prompt_id for p in load_prompts(path)] == ["a"]
+
+
+@pytest.mark.parametrize(
+    ("prompt", "error"),
+    [
+        ("\u200b\u200b", "must have visible text"),
+        ("\u3000 \u00a0", "must have visible text"),
+        ("a\x00b", "control characters (U+0000)"),
+        ("x\x1bsecret", "control characters (U+001B)"),
+        ("猫" * 501, "501 Chinese/Japanese/Korean characters; at most 500"),
+        ("word " * 1001, "1001 words; at most 1000"),
+        ("🎬 مرحبا café e\u0301 \u202eRTL\u202c", None),
+        ("line one\nline two\ttab", None),
+    ],
+)
+def test_unicode_oddities_are_accepted_or_rejected_with_the_reason(tmp_path, prompt, error):
+    import pandas as pd
+
+    from seedance_pipeline.planning import MediaFactsCache, plan_row
+    from seedance_pipeline.seedance import PriceTable
+
+    path = tmp_path / "prompts.parquet"
+    pd.DataFrame(
+        [{"prompt_id": "odd", "scheduled_date": "2026-11-20", "model": MODEL, "prompt": prompt}]
+    ).to_parquet(path)
+    (row,) = load_prompts(path)
+    planned = plan_row(row, {}, MediaFactsCache(tmp_path), PriceTable.load())
+    if error is None:
+        assert planned.accepted and planned.body["prompt"] == prompt
+    else:
+        assert not planned.accepted and any(error in e for e in planned.errors), planned.errors

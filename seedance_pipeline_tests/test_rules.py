@@ -323,9 +323,9 @@ def test_callback_accepted(url):
         ("https://intranet/cb", "private or loopback"),
         ("https:///cb", "no host"),
         ("https://example.com/" + "a" * 2048, "at most 2048"),
-        ("", "non-empty"),
-        (None, "non-empty"),
-        (42, "non-empty"),
+        ("", "visible text"),
+        (None, "visible text"),
+        (42, "visible text"),
     ],
 )
 def test_callback_rejected(url, fragment):
@@ -359,8 +359,8 @@ def test_prompt_accepted(prompt):
 @pytest.mark.parametrize(
     ("prompt", "fragment"),
     [
-        ("", "non-empty"),
-        ("   \n", "non-empty"),
+        ("", "visible text"),
+        ("   \n", "visible text"),
         (None, "required"),
         (123, "required"),
         ("word " * 1001, "at most 1000"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -287,8 +288,17 @@ def _is_url(value: object) -> bool:
 
 
 def _check_prompt(prompt: object) -> list[Violation]:
-    if not isinstance(prompt, str) or not prompt.strip():
-        return [Violation("prompt", "is required and must be non-empty text")]
+    visible = (
+        "".join(c for c in prompt if unicodedata.category(c)[0] not in "CZ")
+        if isinstance(prompt, str)
+        else ""
+    )
+    if not visible:
+        return [Violation("prompt", "is required and must have visible text")]
+    controls = {c for c in prompt if unicodedata.category(c) == "Cc" and c not in "\n\r\t"}
+    if controls:
+        codes = ", ".join(f"U+{ord(c):04X}" for c in sorted(controls))
+        return [Violation("prompt", f"contains control characters ({codes}); remove them")]
     cjk = len(_CJK.findall(prompt))
     if cjk and cjk > MAX_PROMPT_CJK_CHARS:
         return [
