@@ -101,7 +101,7 @@ def test_csv_with_byte_order_mark_and_crlf_reads(tmp_path):
     ("prompt", "error"),
     [
         ("\u200b\u200b", "must have visible text"),
-        ("\u3000 \u00a0", "must have visible text"),
+        ("\u3000\u200b\u00a0", "must have visible text"),
         ("a\x00b", "control characters (U+0000)"),
         ("x\x1bsecret", "control characters (U+001B)"),
         ("猫" * 501, "501 Chinese/Japanese/Korean characters; at most 500"),

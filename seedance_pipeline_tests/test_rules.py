@@ -323,9 +323,9 @@ def test_callback_accepted(url):
         ("https://intranet/cb", "private or loopback"),
         ("https:///cb", "no host"),
         ("https://example.com/" + "a" * 2048, "at most 2048"),
-        ("", "visible text"),
-        (None, "visible text"),
-        (42, "visible text"),
+        ("", "non-empty"),
+        (None, "non-empty"),
+        (42, "non-empty"),
     ],
 )
 def test_callback_rejected(url, fragment):
