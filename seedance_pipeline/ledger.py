@@ -99,17 +99,22 @@ def this_process() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _owner_is_gone(owner: str | None, claimed_at: float, now: float) -> bool:
     host, _, pid = (owner or ":").rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return now - claimed_at > STALE_CLAIM_SECONDS
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    return not pid_alive(int(pid))
 
 
 @dataclass(frozen=True)

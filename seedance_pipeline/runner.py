@@ -13,7 +13,7 @@ from .defs.catalog.assets import media_catalog, prompt_catalog
 from .defs.costs.assets import generation_costs
 from .defs.generation.assets import generated_videos, generation_requests, submitted_tasks
 from .defs.generation.sensors import poll_round
-from .ledger import WAITING
+from .ledger import SUBMITTING, WAITING
 
 # Step logs stay in the Dagster instance; the shell shows warnings and the progress bar.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -79,18 +79,28 @@ def run_partition(
     _materialize([prompt_catalog, media_catalog], resources, instance)
     _materialize([generation_requests, submitted_tasks], resources, instance, partition)
     ledger = pipeline.ledger()
-    _wait(partition, ledger, resources["evolink"].process_config_and_initialize(), out)
+    evolink = resources["evolink"].process_config_and_initialize()
+    _wait(partition, ledger, evolink, out)
+    while ledger.resubmittable(partition, pipeline.max_attempts):
+        print(f"[{partition}] resubmitting tasks that failed transiently", file=out)
+        _materialize([submitted_tasks], resources, instance, partition)
+        _wait(partition, ledger, evolink, out)
     ledger.mark_videos_requested(partition)
     print(f"[{partition}] saving videos and writing tables", file=out)
     _materialize([generated_videos, generation_costs], resources, instance, partition)
 
 
 def _wait(partition: str, ledger, evolink, out) -> None:
-    """Poll with the sensor's own code until no task of the partition is running."""
+    """Poll with the sensor's own code until no task of the partition is running.
+
+    A prompt another run is submitting right now counts as running: its answer comes soon,
+    or its process died and the claim becomes `unknown`.
+    """
     started = time.monotonic()
     while True:
+        ledger.resolve_abandoned_claims(partition)
         rows = ledger.rows(partition)
-        waiting = sum(r.status in WAITING for r in rows)
+        waiting = sum(r.status in (*WAITING, SUBMITTING) for r in rows)
         done = len(rows) - waiting
         width = 30
         filled = width * done // len(rows) if rows else width
@@ -105,5 +115,7 @@ def _wait(partition: str, ledger, evolink, out) -> None:
             print(file=out)
             return
         due = ledger.next_poll_at() or time.time()
+        if any(r.status == SUBMITTING for r in rows):
+            due = min(due, time.time() + 0.5)
         time.sleep(min(5.0, max(0.0, due - time.time())))
         poll_round(ledger, evolink)

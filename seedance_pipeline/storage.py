@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import Protocol
 
 from .catalog import file_digest
-from .ledger import Ledger
+from .ledger import Ledger, pid_alive
 from .seedance import Client, Download, SeedanceError
 
 # Vendor uploads expire after 72 hours; reuse a published URL for at most 48.
@@ -15,6 +17,28 @@ PUBLISHED_URL_MAX_AGE = 48 * 3600
 
 class PublishError(RuntimeError):
     """A local media file could not be made reachable by the API."""
+
+
+# `.<name>.<pid>.part` (downloads) and `.<name>.<pid>.tmp` (tables): written, then renamed.
+_TEMPORARY = re.compile(r"^\..+\.(\d+)\.(part|tmp)$")
+
+
+def remove_orphaned_temporaries(directory: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files in `directory` whose writer process is gone (killed).
+
+    A live writer's file is left alone; the data directory is assumed local to this host,
+    as the ledger's claims are.
+    """
+    removed = []
+    directory = Path(directory)
+    if not directory.is_dir():
+        return removed
+    for path in directory.glob(".*"):
+        match = _TEMPORARY.match(path.name)
+        if match and int(match.group(1)) != os.getpid() and not pid_alive(int(match.group(1))):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 class Storage(Protocol):
@@ -54,6 +78,7 @@ class LocalStorage:
 
     def save_video(self, url: str, partition: str, prompt_id: str) -> tuple[str, Download]:
         path = self.root / "videos" / partition / f"{prompt_id}.mp4"
+        remove_orphaned_temporaries(path.parent)
         download = self.client.download(url, path)
         return str(path), download
 

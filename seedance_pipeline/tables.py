@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .storage import remove_orphaned_temporaries
+
 
 def table_path(data_dir: str | Path, asset: str, partition: str) -> Path:
     return Path(data_dir) / "warehouse" / asset / f"{partition}.parquet"
@@ -16,6 +18,7 @@ def write_table(frame: pd.DataFrame, data_dir: str | Path, asset: str, partition
     """Write atomically: a reader sees the old table or the new one, never half of one."""
     path = table_path(data_dir, asset, partition)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_orphaned_temporaries(path.parent)  # what a killed writer left
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         frame.to_parquet(tmp, index=False)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import contextlib
@@ -14,6 +13,7 @@ import string
 import threading
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,14 +30,13 @@ from ..seedance import MediaFacts, output_pixels, validate_request
 from ..seedance._rules import DEFAULT_DURATION, DEFAULT_QUALITY
 from .config import EmulatorConfig
 from .render import Renderer
-from .state import EmulatorState, FileRecord, TaskRecord
+from .state import DUPLICATE_ID, EmulatorState, FileRecord, TaskRecord
 from .timing import vendor_seconds
 from .uploads import UploadRejected, ingest
 
 TASK_ID = re.compile(r"^task-unified-\d+-[a-z0-9]{8}$")
 _FILE_PATH = re.compile(r"^/files/(file_[0-9a-f]+)/[^/]+$")
 _ALNUM = string.ascii_lowercase + string.digits
-_DROP_HOLD_SECONDS = 3600.0
 _FAILURES = {
     "generation_failed_no_content": "The model produced no content for this request.",
     "service_error": "The generation service failed; retry later.",
@@ -215,10 +214,15 @@ class Emulator:
             error_message=_FAILURES.get(code),
         )
         drop = self._chance(self.config.drop_rate)
-        if refused := self.state.reserve_task(task):
+        for _ in range(5):  # a restarted emulator replays its seeded ids: draw again
+            refused = self.state.reserve_task(task, prompt=body.get("prompt"), dropped=drop)
+            if refused != DUPLICATE_ID:
+                break
+            task = replace(task, id=self._new_task_id())
+        if refused:
             return error(402, refused)
         if drop:
-            await _hold_until_client_leaves(request)
+            return _CutConnection()
         return JSONResponse(self.task_json(request, task, task.created))
 
     async def get_task(self, request: Request) -> Response:
@@ -363,11 +367,19 @@ def _upload_failed(message: str) -> JSONResponse:
     return JSONResponse({"success": False, "code": 400, "msg": message, "data": None})
 
 
-async def _hold_until_client_leaves(request: Request) -> None:
-    """Keep the answer back until the client gives up (a lost answer, as networks do)."""
-    deadline = time.monotonic() + _DROP_HOLD_SECONDS
-    while time.monotonic() < deadline and not await request.is_disconnected():
-        await asyncio.sleep(0.05)
+class _CutConnection(Response):
+    """The answer's head goes out, then the connection dies: the task exists, its id is lost.
+
+    The server closes the connection because the response never completes (uvicorn logs
+    one line about it), exactly what a client sees when a proxy or the network drops it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(status_code=200, media_type="application/json")
+
+    async def __call__(self, scope, receive, send) -> None:
+        self.headers["content-length"] = "1024"
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
 
 
 def create_app(config: EmulatorConfig) -> Starlette:

@@ -25,7 +25,11 @@ CREATE TABLE IF NOT EXISTS files (
     file_size INTEGER NOT NULL, mime_type TEXT NOT NULL, upload_path TEXT NOT NULL,
     facts TEXT NOT NULL, upload_time REAL NOT NULL, expires_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS task_requests (
+    id TEXT PRIMARY KEY, prompt TEXT, answer_dropped INTEGER NOT NULL DEFAULT 0
+);
 """
+DUPLICATE_ID = "duplicate task id"
 
 
 @dataclass(frozen=True)
@@ -102,8 +106,14 @@ class EmulatorState:
         with self._lock:
             self._db.close()
 
-    def reserve_task(self, task: TaskRecord) -> str | None:
-        """Store `task` if the balance covers it; else the reason it was refused."""
+    def reserve_task(
+        self, task: TaskRecord, prompt: str | None = None, dropped: bool = False
+    ) -> str | None:
+        """Store `task` if the balance covers it; else the reason it was refused.
+
+        `prompt` and whether its answer was `dropped` are kept for the emulator's ledger
+        (what a user would find on the vendor's dashboard).
+        """
         with self._lock:
             remaining = self._remaining(time.time())
             if task.credits_reserved > remaining:
@@ -116,7 +126,11 @@ class EmulatorState:
                     f"INSERT INTO tasks VALUES ({','.join('?' * 12)})", tuple(asdict(task).values())
                 )
             except sqlite3.IntegrityError:
-                return "duplicate task id"
+                return DUPLICATE_ID
+            self._db.execute(
+                "INSERT OR REPLACE INTO task_requests VALUES (?, ?, ?)",
+                (task.id, prompt, int(dropped)),
+            )
             return None
 
     def task(self, task_id: str) -> TaskRecord | None:
@@ -146,6 +160,11 @@ class EmulatorState:
         """Every task with its reservation and charge, and the totals."""
         now = time.time() if now is None else now
         tasks = self.tasks()
+        with self._lock:
+            notes = {
+                r[0]: (r[1], bool(r[2]))
+                for r in self._db.execute("SELECT id, prompt, answer_dropped FROM task_requests")
+            }
         return {
             "tasks": [
                 {
@@ -154,6 +173,8 @@ class EmulatorState:
                     "status": t.status(now)[0],
                     "credits_reserved": t.credits_reserved,
                     "credits_charged": t.charged(now),
+                    "prompt": notes.get(t.id, (None, False))[0],
+                    "answer_dropped": notes.get(t.id, (None, False))[1],
                 }
                 for t in tasks
             ],
