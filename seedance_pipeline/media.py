@@ -52,6 +52,8 @@ def measure(path: str | os.PathLike, kind: str) -> MediaFacts:
 
 def _facts(container, kind: str, size: int) -> MediaFacts:
     videos, audios = container.streams.video, container.streams.audio
+    if kind != "audio" and videos and not (videos[0].width and videos[0].height):
+        raise MediaError(f"{container.name}: not a readable {kind} file (no picture size)")
     names = container.format.name.split(",")
     if kind == "image":
         if not videos:

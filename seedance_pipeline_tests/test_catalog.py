@@ -126,3 +126,41 @@ def test_unicode_oddities_are_accepted_or_rejected_with_the_reason(tmp_path, pro
         assert planned.accepted and planned.body["prompt"] == prompt
     else:
         assert not planned.accepted and any(error in e for e in planned.errors), planned.errors
+
+
+def test_missing_unreadable_and_lying_media_files_reject_their_rows(tmp_path, monkeypatch, capsys):
+    import json
+    import shutil
+
+    catalog, media = tmp_path / "catalog", tmp_path / "media"
+    catalog.mkdir()
+    media.mkdir()
+    (media / "garbage.png").write_bytes(b"\x89PNG but not really")
+    shutil.copy(SAMPLE / "media" / "aud_jingle_3s.mp3", media / "song.png")  # audio named .png
+    (catalog / "media.csv").write_text(
+        "media_id,kind,uri\n"
+        "gone,image,../media/nowhere.png\n"
+        "garbage,image,../media/garbage.png\n"
+        "liar,image,../media/song.png\n"
+    )
+    model = "seedance-2.0-image-to-video"
+    (catalog / "prompts.csv").write_text(
+        "prompt_id,scheduled_date,model,prompt,image_ids\n"
+        + "".join(f"{m},2026-11-20,{model},x,{m}\n" for m in ("gone", "garbage", "liar"))
+    )
+    monkeypatch.setenv("SEEDANCE_DATA_DIR", str(tmp_path))
+    assert main(["plan", str(catalog / "prompts.csv"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    errors = {r["prompt_id"]: " ".join(r["errors"]) for r in report["rejected"]}
+    assert report["accepted"] == []
+    assert "nowhere.png: no such file" in errors["gone"]
+    assert "garbage.png: not a readable image file" in errors["garbage"]
+    assert "song.png: holds no image" in errors["liar"]
+
+
+def test_header_only_catalog_plans_nothing(tmp_path, monkeypatch, capsys):
+    (tmp_path / "prompts.csv").write_text(HEADER)
+    (tmp_path / "media.csv").write_text("media_id,kind,uri\n")
+    monkeypatch.setenv("SEEDANCE_DATA_DIR", str(tmp_path))
+    assert main(["plan", str(tmp_path / "prompts.csv")]) == 0
+    assert "0 accepted, 0 rejected" in capsys.readouterr().out
