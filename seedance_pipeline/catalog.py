@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,15 +82,48 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, int]:
     """The raw table with every value as str/list/None, and the row number of its first row."""
     if not path.is_file():
         raise CatalogError(f"{path}: no such file")
-    try:
-        if path.suffix.lower() == ".csv":
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-            return frame, 2  # line 1 is the header
-        if path.suffix.lower() == ".parquet":
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return _read_csv(path), 2  # row 1 is the header
+    if suffix == ".parquet":
+        try:
             return pd.read_parquet(path), 1
-    except Exception as exc:  # pandas/pyarrow raise many types for unreadable files
-        raise CatalogError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
+        except Exception as exc:  # pyarrow raises many types for unreadable files
+            raise CatalogError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
     raise CatalogError(f"{path}: unsupported file type {path.suffix!r}; use .csv or .parquet")
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    """A UTF-8 CSV as text cells; blank lines keep their row number so rows match lines.
+
+    The header is read as a data line so that a line with more fields than the header is an
+    error; pandas would otherwise turn the extra leading fields into an index and shift every
+    column of the file.
+    """
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise CatalogError(
+            f"{path}, line {line}: byte {raw[exc.start]:#04x} is not UTF-8; save the file as UTF-8"
+        ) from None
+    if not text.strip():
+        raise CatalogError(f"{path}: the file is empty; it needs at least a header line")
+    try:
+        grid = pd.read_csv(
+            io.StringIO(text), header=None, dtype=str, keep_default_na=False, skip_blank_lines=False
+        )
+    except pd.errors.ParserError as exc:
+        raise CatalogError(
+            f"{path}: unreadable ({str(exc).strip()}); quote values that contain commas"
+        ) from None
+    header = [name.strip() for name in grid.iloc[0]]
+    repeated = sorted({name for name in header if name and header.count(name) > 1})
+    if repeated:
+        raise CatalogError(f"{path}, row 1: column(s) {', '.join(repeated)} appear more than once")
+    frame = grid.iloc[1:].set_axis(header, axis=1).reset_index(drop=True)
+    return frame.drop(columns=[name for name in header if not name])
 
 
 def _cell(value: object) -> object:
@@ -114,8 +148,11 @@ class _Rows:
             raise CatalogError(f"{path}: missing required column(s) {', '.join(missing)}")
 
     def __iter__(self):
+        """(row number, cells) of every row that is not entirely blank."""
         for i, record in enumerate(self.frame.to_dict("records")):
-            yield i + self.first, {k: _cell(v) for k, v in record.items()}
+            cells = {k: _cell(v) for k, v in record.items()}
+            if any(v is not None for v in cells.values()):
+                yield i + self.first, cells
 
     def error(self, row: int, column: str, message: str) -> CatalogError:
         return CatalogError(f"{self.path}, row {row}, column {column}: {message}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from dagster import Definitions, EnvVar
 
@@ -13,8 +14,11 @@ from .defs.resources import EvoLinkResource, PipelineResource
 from .seedance import DEFAULT_BASE_URL, DEFAULT_FILES_URL
 
 
-def resources_from_env() -> dict:
-    """Resources as the environment configures them (CONTRACT.md, "Settings")."""
+def resources_from_env(prompts: Path | None = None, media: Path | None = None) -> dict:
+    """Resources as the environment configures them (CONTRACT.md, "Settings").
+
+    `prompts` and `media` replace the catalogs under the data directory (`run --prompts`).
+    """
     budget = os.environ.get("SEEDANCE_MAX_CREDITS_PER_PARTITION")
     return {
         "evolink": EvoLinkResource(
@@ -26,6 +30,8 @@ def resources_from_env() -> dict:
             data_dir=os.environ.get("SEEDANCE_DATA_DIR", "data"),
             max_credits_per_partition=float(budget) if budget else None,
             max_resubmissions=int(os.environ.get("SEEDANCE_MAX_RESUBMISSIONS", "0")),
+            prompts_path=str(prompts) if prompts else None,
+            media_path=str(media) if media else None,
         ),
     }
 

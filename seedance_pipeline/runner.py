@@ -57,23 +57,16 @@ def _materialize(assets, resources, instance, partition: str | None = None) -> N
 
 
 def run_partition(
-    partition: str, prompts: Path | None = None, media: Path | None = None, out=sys.stderr
+    partition: str, prompts: Path | None = None, media: Path | None = None, out=None
 ) -> None:
     """Requests, submission, polling until every task ended, videos and tables.
 
     Raises:
         PipelineStopped: with the reason, when the pipeline could not do its work.
     """
-    resources = resources_from_env()
+    out = out or sys.stderr  # looked up per call: the process may have swapped stderr
+    resources = resources_from_env(prompts, media)
     pipeline = resources["pipeline"]
-    if prompts or media:
-        pipeline = pipeline.model_copy(
-            update={
-                "prompts_path": str(prompts) if prompts else None,
-                "media_path": str(media) if media else None,
-            }
-        )
-        resources["pipeline"] = pipeline
     instance = _instance()
     print(f"[{partition}] planning and submitting", file=out)
     _materialize([prompt_catalog, media_catalog], resources, instance)
