@@ -24,6 +24,11 @@ MEASURES = [
 ]
 
 
+def credits_total(values: pd.Series) -> float:
+    """A sum of credits without float noise (prices are exact to 4 places)."""
+    return round(float(values.fillna(0).sum()), 4)
+
+
 def rollup(videos: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """Totals per group of the videos table; one row per task id (duplicates dropped)."""
     if videos.empty:

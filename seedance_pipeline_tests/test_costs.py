@@ -66,22 +66,28 @@ def three_days(tmp_path, emulator, api_key, monkeypatch):
     """The three sample days run end to end, costs included."""
     data = copy_sample_data(tmp_path / "data")
     resources = make_resources(data, emulator, api_key)
+    metadata = {}
     for day in DAYS:
         assert submit(resources, day).success
         wait_for_tasks(resources, day)
-        assert save_videos(resources, day).success
-        assert materialize(
+        videos = save_videos(resources, day)
+        costs = materialize(
             [generation_costs],
             partition_key=day,
             resources=resources,
             instance=DagsterInstance.ephemeral(),
-        ).success
+        )
+        assert videos.success and costs.success
+        metadata[day] = {
+            asset: result.asset_materializations_for_node(asset)[0].metadata
+            for asset, result in (("generated_videos", videos), ("generation_costs", costs))
+        }
     monkeypatch.setenv("SEEDANCE_DATA_DIR", str(data))
-    return data, emulator
+    return data, emulator, metadata
 
 
 def test_rollup_totals_equal_task_rows_and_emulator_ledger(three_days):
-    data, url = three_days
+    data, url, _ = three_days
     ledger = httpx.get(f"{url}/emulator/ledger").json()
     videos = read_all(data, "generated_videos")
     costs = read_all(data, "generation_costs")
@@ -97,8 +103,19 @@ def test_rollup_totals_equal_task_rows_and_emulator_ledger(three_days):
     assert set(costs.scheduled_date) == set(DAYS)
 
 
+def test_ui_metadata_shows_each_days_credits_exactly(three_days):
+    """The figures the asset pages plot, to the credit (no float noise like 196.24599999999998)."""
+    _, _, metadata = three_days
+    expected = {"2026-11-20": 235.48, "2026-11-21": 294.383, "2026-11-22": 196.246}
+    for day, credits in expected.items():
+        for asset in ("generated_videos", "generation_costs"):
+            meta = metadata[day][asset]
+            for key in ("credits_estimated", "credits_reserved", "credits_charged"):
+                assert meta[key].value == credits, (day, asset, key, meta[key].value)
+
+
 def test_rebuilding_costs_never_counts_a_task_twice(three_days, api_key):
-    data, url = three_days
+    data, url, _ = three_days
     resources = make_resources(data, url, api_key)
     before = read_table(data, "generation_costs", DAYS[0]).credits_charged.sum()
     for _ in range(2):
@@ -113,7 +130,7 @@ def test_rebuilding_costs_never_counts_a_task_twice(three_days, api_key):
 
 
 def test_costs_command_totals_equal_what_the_emulator_charged(three_days, capsys, tmp_path):
-    data, url = three_days
+    data, url, _ = three_days
     charged = httpx.get(f"{url}/emulator/ledger").json()["credits_charged_total"]
     png = tmp_path / "costs.png"
     assert main(["costs", "--by", "model,quality", "--json", "--png", str(png)]) == 0

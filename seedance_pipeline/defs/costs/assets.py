@@ -4,7 +4,7 @@ import base64
 
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
-from ...costs import ROLLUP_KEYS, chart, rollup
+from ...costs import ROLLUP_KEYS, chart, credits_total, rollup
 from ...seedance import PriceTable
 from ...tables import read_all, read_table, write_table
 from ..generation.assets import generated_videos
@@ -32,9 +32,9 @@ def generation_costs(
         metadata={
             "path": MetadataValue.path(str(path)),
             "dagster/row_count": len(day),
-            "credits_charged": float(day.credits_charged.sum()),
-            "credits_reserved": float(day.credits_reserved.sum()),
-            "credits_estimated": float(day.credits_estimated.sum()),
+            "credits_charged": credits_total(day.credits_charged),
+            "credits_reserved": credits_total(day.credits_reserved),
+            "credits_estimated": credits_total(day.credits_estimated),
             "seconds_delivered": float(day.seconds_delivered.sum()),
             "table": MetadataValue.md(day.to_markdown(index=False)),
             "chart": MetadataValue.md(

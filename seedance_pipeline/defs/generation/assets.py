@@ -18,6 +18,7 @@ from dagster import (
 )
 
 from ...catalog import CatalogError, load_media, load_prompts
+from ...costs import credits_total
 from ...planning import MediaFactsCache, PlannedRow, plan_partition, publish, requests_frame
 from ...seedance import PriceTable
 from ...storage import PublishError
@@ -47,7 +48,7 @@ def plan_for_partition(pipeline: PipelineResource, partition: str) -> list[Plann
 
 def over_budget_message(accepted: pd.DataFrame, budget: float) -> str | None:
     """Why the partition may not be submitted, or None when it is within `budget`."""
-    total = float(accepted.estimated_credits.sum())
+    total = credits_total(accepted.estimated_credits)
     if total <= budget:
         return None
     top = accepted.nlargest(3, "estimated_credits")
@@ -92,7 +93,7 @@ def generation_requests(
             "dagster/row_count": len(frame),
             "accepted": len(accepted),
             "rejected": len(rejected),
-            "estimated_credits": float(accepted.estimated_credits.sum()),
+            "estimated_credits": credits_total(accepted.estimated_credits),
             "preview": _preview(
                 frame, ["prompt_id", "model", "quality", "duration", "status", "estimated_credits"]
             ),
@@ -144,7 +145,7 @@ def submitted_tasks(
             "already_submitted": summary.already_in_ledger,
             "refused_by_api": summary.refused,
             "outcome_unknown": summary.unknown,
-            "credits_reserved": summary.credits_reserved,
+            "credits_reserved": round(summary.credits_reserved, 4),
         }
     )
 
@@ -152,7 +153,7 @@ def submitted_tasks(
 def _drift(frame: pd.DataFrame) -> float:
     """Reserved minus estimated credits over the tasks the vendor made (0 when the table agrees)."""
     made = frame[frame.task_id.notna()]
-    return round(float((made.credits_reserved - made.credits_estimated).sum()), 4)
+    return credits_total(made.credits_reserved - made.credits_estimated)
 
 
 def _check_videos(frame: pd.DataFrame) -> AssetCheckResult:
@@ -226,9 +227,9 @@ def generated_videos(
                 for s in ("completed", "failed", "rejected", "unknown", "expired")
             },
             "seconds_delivered": float(frame.loc[frame.status == "completed", "duration_s"].sum()),
-            "credits_estimated": float(frame.credits_estimated.fillna(0).sum()),
-            "credits_reserved": float(frame.credits_reserved.fillna(0).sum()),
-            "credits_charged": float(frame.credits_charged.fillna(0).sum()),
+            "credits_estimated": credits_total(frame.credits_estimated),
+            "credits_reserved": credits_total(frame.credits_reserved),
+            "credits_charged": credits_total(frame.credits_charged),
             "credits_drift": _drift(frame),
             "failure_rate": float(count.get("failed", 0) / submitted) if submitted else 0.0,
             "preview": _preview(
