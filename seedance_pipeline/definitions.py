@@ -14,22 +14,37 @@ from .defs.resources import EvoLinkResource, PipelineResource
 from .seedance import DEFAULT_BASE_URL, DEFAULT_FILES_URL
 
 
+def _env_number(name: str, cast: type = float):
+    """The number in environment variable `name`, or None when unset."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        number = cast(value)
+    except ValueError:
+        kind = "whole number" if cast is int else "number"
+        raise ValueError(f"{name}={value!r} is not a {kind}") from None
+    if number < 0:
+        raise ValueError(f"{name}={value!r} must not be negative")
+    return number
+
+
 def resources_from_env(prompts: Path | None = None, media: Path | None = None) -> dict:
     """Resources as the environment configures them (CONTRACT.md, "Settings").
 
     `prompts` and `media` replace the catalogs under the data directory (`run --prompts`).
     """
-    budget = os.environ.get("SEEDANCE_MAX_CREDITS_PER_PARTITION")
     return {
         "evolink": EvoLinkResource(
             api_key=EnvVar("EVOLINK_API_KEY"),
             base_url=os.environ.get("EVOLINK_BASE_URL", DEFAULT_BASE_URL),
             files_url=os.environ.get("EVOLINK_FILES_URL", DEFAULT_FILES_URL),
+            max_requests_per_second=_env_number("EVOLINK_MAX_REQUESTS_PER_SECOND"),
         ),
         "pipeline": PipelineResource(
             data_dir=os.environ.get("SEEDANCE_DATA_DIR", "data"),
-            max_credits_per_partition=float(budget) if budget else None,
-            max_resubmissions=int(os.environ.get("SEEDANCE_MAX_RESUBMISSIONS", "0")),
+            max_credits_per_partition=_env_number("SEEDANCE_MAX_CREDITS_PER_PARTITION"),
+            max_resubmissions=_env_number("SEEDANCE_MAX_RESUBMISSIONS", int) or 0,
             prompts_path=str(prompts) if prompts else None,
             media_path=str(media) if media else None,
         ),

@@ -45,15 +45,27 @@ class PollSummary:
 
 
 async def poll_due(
-    ledger: Ledger, client: AsyncClient, *, limit: int = 200, concurrency: int = 16
+    ledger: Ledger,
+    client: AsyncClient,
+    *,
+    limit: int = 200,
+    concurrency: int = 16,
+    deadline: float | None = None,
 ) -> PollSummary:
-    """Poll up to `limit` due tasks, `concurrency` at a time, and record what they say."""
+    """Poll up to `limit` due tasks, `concurrency` at a time, and record what they say.
+
+    A poll not started by `deadline` (`time.monotonic()`) is left due for the next round, so
+    a slow or rate-limited API shortens a round instead of overrunning it.
+    """
     rows = ledger.due_tasks(time.time(), limit)
-    summary = PollSummary(polled=len(rows))
+    summary = PollSummary()
     gate = asyncio.Semaphore(concurrency)
 
     async def poll(row: LedgerRow) -> None:
         async with gate:
+            if deadline is not None and time.monotonic() > deadline:
+                return
+            summary.polled += 1
             try:
                 task = await client.get_task(row.task_id)
             except NotFoundError as exc:

@@ -533,3 +533,37 @@ def test_download_retry_budget_respects_max_total_wait(sleeps, tmp_path):
         )
     assert sum(sleeps) <= 120
     assert len(handler) == 3
+
+
+# ---- pacing under the key's rate limit -----------------------------------------------------
+
+
+def test_paced_clients_space_every_call_even_concurrent_ones_across_clients():
+    """Real sleeps: 12 concurrent polls and then a blocking create, at 50 requests/s."""
+    sent: list[float] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(time.monotonic())
+        return httpx.Response(200, json=TASK)
+
+    base = "https://paced.test.invalid"
+    transport = httpx.MockTransport(handler)
+
+    async def polls():
+        async with AsyncClient(
+            KEY, base_url=base, transport=transport, max_requests_per_second=50
+        ) as c:
+            await asyncio.gather(*(c.get_task(TASK_ID) for _ in range(12)))
+
+    asyncio.run(polls())
+    with Client(KEY, base_url=base, transport=transport, max_requests_per_second=50) as c:
+        c.create_task(BODY)
+    gaps = [b - a for a, b in zip(sent, sent[1:], strict=False)]
+    assert len(sent) == 13 and min(gaps) >= 0.019, gaps
+
+
+def test_unpaced_client_does_not_wait(sleeps):
+    handler = Recorder(httpx.Response(200, json=TASK))
+    for _ in range(5):
+        call_sync(handler, "get_task", TASK_ID)
+    assert len(handler) == 5 and sleeps == []

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 from dagster import DagsterInstance
 
+from seedance_pipeline.defs.resources import EvoLinkResource
 from seedance_pipeline.emulator import DEFAULT_API_KEY, EmulatorConfig
 from seedance_pipeline.media import measure_video_output
 from seedance_pipeline.tables import read_table
@@ -28,6 +29,8 @@ RECORDED = {"completed", "failed", "unknown", "rejected", "expired", "cancelled"
 FAULTS = {
     "none": {},
     "rate_limit_4rps": {"rate_limit": 4},
+    # The same limit with the client told of it (EVOLINK_MAX_REQUESTS_PER_SECOND=4).
+    "rate_limit_4rps_paced": {"rate_limit": 4, "paced": 4},
     "http_500_15pct": {"error_rate": 0.15},
     "task_failure_30pct": {"task_failure_rate": 0.3},
     "restart_mid_run": {"restart": True},
@@ -83,6 +86,7 @@ def _restart_when_a_third_submitted(
 def test_partition_survives_fault(fault, tmp_path):
     settings = dict(FAULTS[fault])
     restart = settings.pop("restart", False)
+    paced = settings.pop("paced", None)
     data = tmp_path / "data"
     ids = write_catalog(data, PROMPTS)
     config = EmulatorConfig(
@@ -90,8 +94,14 @@ def test_partition_survives_fault(fault, tmp_path):
     )
     with Emulator(config) as emulator:
         resources = make_resources(data, emulator.url, DEFAULT_API_KEY)
-        resources["evolink"] = resources["evolink"].model_copy(
-            update={"retry_base_delay_seconds": 0.1, "max_retry_wait_seconds": 20.0}
+        # Built, not model_copy'd: Dagster initialises a resource from its original config.
+        resources["evolink"] = EvoLinkResource(
+            api_key=DEFAULT_API_KEY,
+            base_url=emulator.url,
+            files_url=emulator.url,
+            retry_base_delay_seconds=0.1,
+            max_retry_wait_seconds=20.0,
+            max_requests_per_second=paced,
         )
         ledger = resources["pipeline"].ledger()
         stop = threading.Event()
@@ -166,6 +176,8 @@ def test_partition_survives_fault(fault, tmp_path):
         assert not unknown
     if not settings.get("task_failure_rate") and not settings.get("drop_rate"):
         assert len(done) == PROMPTS  # transient faults alone cost nothing but requests
+    if paced:  # a client paced under the limit is never refused: one create per prompt
+        assert counts.get("create", 0) == PROMPTS and counts.get("poll", 0) <= 2 * PROMPTS
     FIGURES[fault] = {
         "completed": len(done),
         "failed": len(failed),

@@ -155,6 +155,34 @@ def test_sensor_polls_each_task_a_few_times_and_requests_partition_once(project)
     assert json.loads(result.cursor)["last_tick"] > 0
 
 
+def test_polls_not_started_by_the_rounds_deadline_stay_due_for_the_next(project):
+    """A slow or rate-limited API shortens a round; it never overruns a sensor tick."""
+    import asyncio
+    import contextlib
+    import sqlite3
+    import time
+
+    from seedance_pipeline.polling import poll_due
+
+    _, url, resources = project
+    assert submit(resources).success
+    ledger, evolink = resources["pipeline"].ledger(), resources["evolink"]
+    far_future = time.time() + 3600
+    waiting = [r.task_id for r in ledger.due_tasks(far_future, 100)]
+    assert len(waiting) == 6
+
+    async def round_with(deadline: float):
+        async with evolink.async_client() as client:
+            return await poll_due(ledger, client, deadline=deadline)
+
+    with contextlib.closing(sqlite3.connect(ledger.path)) as db, db:  # every task due now
+        db.execute("UPDATE tasks SET next_poll_at = 0")
+    late = asyncio.run(round_with(time.monotonic() - 1))
+    assert late.polled == 0 and [r.polls for r in ledger.rows(DAY) if r.task_id] == [0] * 6
+    on_time = asyncio.run(round_with(time.monotonic() + 30))
+    assert on_time.polled == 6 and all(r.polls == 1 for r in ledger.rows(DAY) if r.task_id)
+
+
 def test_schedule_asks_for_the_day_it_runs_on():
     import datetime as dt
 

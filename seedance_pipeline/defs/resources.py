@@ -26,6 +26,9 @@ class EvoLinkResource(ConfigurableResource):
     # connections: first delay, and total sleep before a call gives up.
     retry_base_delay_seconds: float = 1.0
     max_retry_wait_seconds: float = 180.0
+    # The key's rate limit (`EVOLINK_MAX_REQUESTS_PER_SECOND`): calls from this process are
+    # spaced to stay under it instead of bursting into 429s. None: no pacing.
+    max_requests_per_second: float | None = None
 
     def client(self) -> Client:
         retry = RetryPolicy(
@@ -33,7 +36,13 @@ class EvoLinkResource(ConfigurableResource):
             max_delay=min(60.0, self.max_retry_wait_seconds),
             max_total_wait=self.max_retry_wait_seconds,
         )
-        return Client(self.api_key, base_url=self.base_url, files_url=self.files_url, retry=retry)
+        return Client(
+            self.api_key,
+            base_url=self.base_url,
+            files_url=self.files_url,
+            retry=retry,
+            max_requests_per_second=self.max_requests_per_second,
+        )
 
     def async_client(self) -> AsyncClient:
         return AsyncClient(
@@ -42,6 +51,7 @@ class EvoLinkResource(ConfigurableResource):
             files_url=self.files_url,
             timeout=POLL_TIMEOUT,
             retry=POLL_RETRY,
+            max_requests_per_second=self.max_requests_per_second,
         )
 
 

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import random
+import threading
 import time
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass
@@ -67,6 +68,40 @@ class _Sleep:
     seconds: float
 
 
+class _Pacer:
+    """Books send times `1 / rate` seconds apart, for every client of one API in this process.
+
+    The vendor limits requests per key; pacing below the limit costs less than answering 429s
+    (concurrent polls would otherwise burst past it and all retry at once).
+    """
+
+    def __init__(self, rate: float):
+        self.interval = 1.0 / rate
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def reserve(self) -> float:
+        """Seconds to wait before sending, having booked the next free slot."""
+        with self._lock:
+            now = time.monotonic()
+            slot = max(now, self._next)
+            self._next = slot + self.interval
+            return slot - now
+
+
+_PACERS: dict[tuple[str, float], _Pacer] = {}
+_PACERS_LOCK = threading.Lock()
+
+
+def _pacer(base_url: str, rate: float | None) -> _Pacer | None:
+    if not rate:
+        return None
+    if rate < 0:
+        raise ValueError(f"max_requests_per_second must be positive, got {rate}")
+    with _PACERS_LOCK:
+        return _PACERS.setdefault((base_url, rate), _Pacer(rate))
+
+
 def _retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("retry-after")
     if not value:
@@ -116,6 +151,7 @@ class _BaseClient:
         base_url: str = DEFAULT_BASE_URL,
         files_url: str = DEFAULT_FILES_URL,
         retry: RetryPolicy | None = None,
+        max_requests_per_second: float | None = None,
     ):
         if not api_key:
             raise ValueError("an EvoLink API key is required (set EVOLINK_API_KEY)")
@@ -123,6 +159,7 @@ class _BaseClient:
         self.base_url = base_url.rstrip("/")
         self.files_url = files_url.rstrip("/")
         self.retry = retry or RetryPolicy()
+        self._pacer = _pacer(self.base_url, max_requests_per_second)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r})"
@@ -141,6 +178,8 @@ class _BaseClient:
         """
         waited = 0.0
         for attempt in range(1, self.retry.max_attempts + 1):
+            if self._pacer and (pause := self._pacer.reserve()) > 0:
+                yield _Sleep(pause)
             try:
                 response = yield request
             except httpx.HTTPError as exc:
@@ -190,6 +229,8 @@ class Client(_BaseClient):
         files_url: file upload host (`EVOLINK_FILES_URL`).
         timeout: httpx timeout for each request.
         retry: retry policy for 429, 5xx and connection failures.
+        max_requests_per_second: space API calls to stay under the key's rate limit
+            (shared by every client of `base_url` in this process); None: no pacing.
         transport: an httpx transport, e.g. `httpx.MockTransport` in tests.
     """
 

@@ -13,17 +13,21 @@ from ..costs.assets import generation_costs
 from ..resources import EvoLinkResource, PipelineResource
 from .assets import generated_videos, submitted_tasks
 
-BATCH = 400  # tasks per tick; at 16 concurrent 5 s-bounded polls this stays well under 60 s
-TICK_BUDGET_SECONDS = 40
+BATCH = 400  # tasks per tick, at most
+# Dagster stops a tick at 60 s. No poll starts after 25 s; one started then ends within
+# ~13 s (5 s timeout, one retry), and the round is cut at 45 s whatever happens.
+START_POLLS_WITHIN_SECONDS = 25
+TICK_BUDGET_SECONDS = 45
 
 
 def poll_round(ledger: Ledger, evolink: EvoLinkResource, limit: int = BATCH) -> PollSummary:
     """Poll the due tasks once (the sensor's own step, also used by `seedance-pipeline run`)."""
 
     async def go() -> PollSummary:
+        deadline = time.monotonic() + START_POLLS_WITHIN_SECONDS
         async with evolink.async_client() as client:
             return await asyncio.wait_for(
-                poll_due(ledger, client, limit=limit), TICK_BUDGET_SECONDS
+                poll_due(ledger, client, limit=limit, deadline=deadline), TICK_BUDGET_SECONDS
             )
 
     return asyncio.run(go())
