@@ -261,8 +261,15 @@ def cmd_costs(args: argparse.Namespace) -> int:
 def cmd_resolve(args: argparse.Namespace) -> int:
     from .ledger import Ledger
 
-    ledger = Ledger(data_dir() / "state" / "ledger.sqlite3")
-    ledger.resolve(args.date, args.prompt_id, None if args.forget else args.task_id)
+    path = data_dir() / "state" / "ledger.sqlite3"
+    if not path.is_file():
+        print(f"error: no ledger at {path}; check SEEDANCE_DATA_DIR", file=sys.stderr)
+        return 2
+    try:
+        Ledger(path).resolve(args.date, args.prompt_id, None if args.forget else args.task_id)
+    except LookupError as exc:
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return 2
     print(
         f"{args.date}/{args.prompt_id}: "
         + (

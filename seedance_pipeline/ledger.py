@@ -348,18 +348,35 @@ class Ledger:
         return [dict(r) for r in found]
 
     def resolve(self, partition: str, prompt_id: str, task_id: str | None) -> None:
-        """Settle an `unknown` row: attach the task found on the dashboard, or forget it."""
+        """Settle an `unknown` row: attach the task found on the dashboard, or forget it.
+
+        Raises:
+            LookupError: no such row, or the row is not `unknown` (the message says why).
+        """
         with self._transaction() as db:
+            row = db.execute(
+                "SELECT status FROM tasks WHERE partition=? AND prompt_id=?",
+                (partition, prompt_id),
+            ).fetchone()
+            if row is None:
+                raise LookupError(
+                    f"{partition}/{prompt_id}: no such row in the ledger; check the day and "
+                    "the prompt_id (and SEEDANCE_DATA_DIR)"
+                )
+            if row["status"] != UNKNOWN:
+                raise LookupError(
+                    f"{partition}/{prompt_id} is {row['status']}, not {UNKNOWN}; "
+                    "only rows whose submission outcome is unknown need resolving"
+                )
             if task_id:
                 db.execute(
                     "UPDATE tasks SET status='pending', task_id=?, next_poll_at=?, error_code=NULL,"
-                    " error_message=NULL WHERE partition=? AND prompt_id=? AND status=?",
-                    (task_id, time.time(), partition, prompt_id, UNKNOWN),
+                    " error_message=NULL WHERE partition=? AND prompt_id=?",
+                    (task_id, time.time(), partition, prompt_id),
                 )
             else:
                 db.execute(
-                    "DELETE FROM tasks WHERE partition=? AND prompt_id=? AND status=?",
-                    (partition, prompt_id, UNKNOWN),
+                    "DELETE FROM tasks WHERE partition=? AND prompt_id=?", (partition, prompt_id)
                 )
             db.execute(
                 "UPDATE partitions SET videos_requested_at=NULL WHERE partition=?", (partition,)

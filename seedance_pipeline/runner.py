@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ from .defs.catalog.assets import media_catalog, prompt_catalog
 from .defs.costs.assets import generation_costs
 from .defs.generation.assets import generated_videos, generation_requests, submitted_tasks
 from .defs.generation.sensors import poll_round
+from .defs.partitions import daily_partitions
 from .ledger import SUBMITTING, WAITING
 
 # Step logs stay in the Dagster instance; the shell shows warnings and the progress bar.
@@ -65,7 +67,20 @@ def run_partition(
         PipelineStopped: with the reason, when the pipeline could not do its work.
     """
     out = out or sys.stderr  # looked up per call: the process may have swapped stderr
-    resources = resources_from_env(prompts, media)
+    if not daily_partitions.has_partition_key(partition):
+        raise PipelineStopped(
+            f"{partition!r} is not a day of the pipeline's partitions: give a date YYYY-MM-DD "
+            f"from {daily_partitions.start:%Y-%m-%d} to tomorrow"
+        )
+    if not os.environ.get("EVOLINK_API_KEY"):
+        raise PipelineStopped(
+            "EVOLINK_API_KEY is not set: export your EvoLink API key "
+            "(or try `seedance-pipeline demo`, which runs on the local emulator)"
+        )
+    try:
+        resources = resources_from_env(prompts, media)
+    except ValueError as exc:  # a malformed setting, named in the message
+        raise PipelineStopped(str(exc)) from None
     pipeline = resources["pipeline"]
     instance = _instance()
     print(f"[{partition}] planning and submitting", file=out)

@@ -243,6 +243,12 @@ def test_sigkill_at_ten_points_then_rerun_loses_nothing_and_pays_nothing_twice(
         settled = _run(env, "resolve", DAY, prompt_id, *args)
         assert settled.returncode == 0, settled.stderr
     assert forgotten and len(forgotten) < len(unknown)  # both cases happened
+    # Settling a settled row or a mistyped prompt says so and changes nothing.
+    attached = next(p for p in unknown if p not in forgotten)
+    twice = _run(env, "resolve", DAY, attached, "--forget")
+    typo = _run(env, "resolve", DAY, "no-such-prompt", "--forget")
+    assert twice.returncode == 2 and "is pending, not unknown" in twice.stderr, twice.stderr
+    assert typo.returncode == 2 and "no such row in the ledger" in typo.stderr
 
     again = _run(env, "run", DAY)
     assert again.returncode == 0, again.stdout + again.stderr

@@ -183,6 +183,33 @@ def test_polls_not_started_by_the_rounds_deadline_stay_due_for_the_next(project)
     assert on_time.polled == 6 and all(r.polls == 1 for r in ledger.rows(DAY) if r.task_id)
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("EVOLINK_API_KEY", "", "EVOLINK_API_KEY is not set"),
+        ("SEEDANCE_MAX_CREDITS_PER_PARTITION", "lots", "='lots' is not a number"),
+        ("EVOLINK_MAX_REQUESTS_PER_SECOND", "fast", "='fast' is not a number"),
+        ("SEEDANCE_MAX_RESUBMISSIONS", "1.5", "='1.5' is not a whole number"),
+        (None, "2026-13-01", "'2026-13-01' is not a day of the pipeline's partitions"),
+    ],
+)
+def test_run_with_a_bad_day_or_setting_says_which(
+    tmp_path, monkeypatch, capsys, name, value, message
+):
+    from seedance_pipeline.cli import main
+
+    data = copy_sample_data(tmp_path / "data")
+    env = {"SEEDANCE_DATA_DIR": str(data), "EVOLINK_API_KEY": "sk-evo-placeholder"}
+    env |= {"EVOLINK_BASE_URL": "http://127.0.0.1:9", "EVOLINK_FILES_URL": "http://127.0.0.1:9"}
+    setting = {name: value} if name else {}
+    for key, text in (env | setting).items():
+        monkeypatch.setenv(key, text)
+    assert main(["run", DAY if name else value]) == 1
+    err = capsys.readouterr().err
+    assert message in err and (name or "") in err and "Traceback" not in err
+    assert not (data / "state").exists() and not (data / "warehouse").exists()
+
+
 def test_schedule_asks_for_the_day_it_runs_on():
     import datetime as dt
 
