@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import codecs
+import csv
 import datetime as dt
 import hashlib
 import io
@@ -78,31 +80,31 @@ def find_catalog(directory: Path, stem: str) -> Path:
     raise CatalogError(f"{directory}: no {stem}.csv or {stem}.parquet (set the catalog path)")
 
 
-def _read_table(path: Path) -> tuple[pd.DataFrame, int]:
-    """The raw table with every value as str/list/None, and the row number of its first row."""
+def _read_table(path: Path) -> tuple[pd.DataFrame, list[int]]:
+    """The raw table with every value as str/list/None, and the row number of each row."""
     if not path.is_file():
         raise CatalogError(f"{path}: no such file")
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        return _read_csv(path), 2  # row 1 is the header
+        return _read_csv(path)
     if suffix == ".parquet":
         try:
-            return pd.read_parquet(path), 1
+            frame = pd.read_parquet(path)
         except Exception as exc:  # pyarrow raises many types for unreadable files
             raise CatalogError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
+        return frame, list(range(1, len(frame) + 1))
     raise CatalogError(f"{path}: unsupported file type {path.suffix!r}; use .csv or .parquet")
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
-    """A UTF-8 CSV as text cells; blank lines keep their row number so rows match lines.
+def _read_csv(path: Path) -> tuple[pd.DataFrame, list[int]]:
+    """A UTF-8 CSV as text cells, each row numbered by the line it starts on.
 
-    The header is read as a data line so that a line with more fields than the header is an
-    error; pandas would otherwise turn the extra leading fields into an index and shift every
-    column of the file.
+    So "row N" is line N in an editor, also after blank lines and quoted cells that span
+    lines. A line with more values than the header is an error (pandas would shift columns).
     """
-    raw = path.read_bytes()
+    raw = path.read_bytes().removeprefix(codecs.BOM_UTF8)
     try:
-        text = raw.decode("utf-8-sig")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise CatalogError(
@@ -110,20 +112,35 @@ def _read_csv(path: Path) -> pd.DataFrame:
         ) from None
     if not text.strip():
         raise CatalogError(f"{path}: the file is empty; it needs at least a header line")
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    records: list[tuple[int, list[str], int]] = []  # (first line, cells, last line)
     try:
-        grid = pd.read_csv(
-            io.StringIO(text), header=None, dtype=str, keep_default_na=False, skip_blank_lines=False
-        )
-    except pd.errors.ParserError as exc:
+        for cells in reader:
+            first_line = records[-1][2] + 1 if records else 1
+            records.append((first_line, cells, reader.line_num))
+    except csv.Error as exc:
         raise CatalogError(
-            f"{path}: unreadable ({str(exc).strip()}); quote values that contain commas"
+            f"{path}, line {reader.line_num}: {exc}; check that every quote is closed"
         ) from None
-    header = [name.strip() for name in grid.iloc[0]]
+    (_, header, _), rows = records[0], records[1:]
+    header = [name.strip() for name in header]
+    if not any(header):
+        raise CatalogError(f"{path}, line 1: must be the header (the column names)")
     repeated = sorted({name for name in header if name and header.count(name) > 1})
     if repeated:
         raise CatalogError(f"{path}, row 1: column(s) {', '.join(repeated)} appear more than once")
-    frame = grid.iloc[1:].set_axis(header, axis=1).reset_index(drop=True)
-    return frame.drop(columns=[name for name in header if not name])
+    for line, cells, _ in rows:
+        if len(cells) > len(header):
+            raise CatalogError(
+                f"{path}, line {line}: {len(cells)} values for {len(header)} columns; "
+                "quote values that contain commas"
+            )
+    frame = pd.DataFrame(
+        [cells + [""] * (len(header) - len(cells)) for _, cells, _ in rows],
+        columns=header,
+        dtype=object,
+    )
+    return frame.drop(columns=[name for name in header if not name]), [r[0] for r in rows]
 
 
 def _cell(value: object) -> object:
@@ -142,17 +159,17 @@ class _Rows:
 
     def __init__(self, path: Path, required: tuple[str, ...]):
         self.path = path
-        self.frame, self.first = _read_table(path)
+        self.frame, self.numbers = _read_table(path)
         missing = [c for c in required if c not in self.frame.columns]
         if missing:
             raise CatalogError(f"{path}: missing required column(s) {', '.join(missing)}")
 
     def __iter__(self):
         """(row number, cells) of every row that is not entirely blank."""
-        for i, record in enumerate(self.frame.to_dict("records")):
+        for number, record in zip(self.numbers, self.frame.to_dict("records"), strict=True):
             cells = {k: _cell(v) for k, v in record.items()}
             if any(v is not None for v in cells.values()):
-                yield i + self.first, cells
+                yield number, cells
 
     def error(self, row: int, column: str, message: str) -> CatalogError:
         return CatalogError(f"{self.path}, row {row}, column {column}: {message}")

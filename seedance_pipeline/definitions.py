@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -14,18 +15,19 @@ from .defs.resources import EvoLinkResource, PipelineResource
 from .seedance import DEFAULT_BASE_URL, DEFAULT_FILES_URL
 
 
-def _env_number(name: str, cast: type = float):
+def _env_number(name: str, cast: type = float, *, zero: bool = True):
     """The number in environment variable `name`, or None when unset."""
     value = os.environ.get(name, "").strip()
     if not value:
         return None
+    kind = "whole number" if cast is int else "number"
     try:
         number = cast(value)
     except ValueError:
-        kind = "whole number" if cast is int else "number"
         raise ValueError(f"{name}={value!r} is not a {kind}") from None
-    if number < 0:
-        raise ValueError(f"{name}={value!r} must not be negative")
+    if not math.isfinite(number) or number < 0 or (number == 0 and not zero):
+        least = "at least 0" if zero else "above 0"
+        raise ValueError(f"{name}={value!r} must be a finite {kind} {least}")
     return number
 
 
@@ -39,7 +41,7 @@ def resources_from_env(prompts: Path | None = None, media: Path | None = None) -
             api_key=EnvVar("EVOLINK_API_KEY"),
             base_url=os.environ.get("EVOLINK_BASE_URL", DEFAULT_BASE_URL),
             files_url=os.environ.get("EVOLINK_FILES_URL", DEFAULT_FILES_URL),
-            max_requests_per_second=_env_number("EVOLINK_MAX_REQUESTS_PER_SECOND"),
+            max_requests_per_second=_env_number("EVOLINK_MAX_REQUESTS_PER_SECOND", zero=False),
         ),
         "pipeline": PipelineResource(
             data_dir=os.environ.get("SEEDANCE_DATA_DIR", "data"),

@@ -351,7 +351,8 @@ class Ledger:
         """Settle an `unknown` row: attach the task found on the dashboard, or forget it.
 
         Raises:
-            LookupError: no such row, or the row is not `unknown` (the message says why).
+            LookupError: no such row, the row is not `unknown`, or the task is another row's
+                (the message says which).
         """
         with self._transaction() as db:
             row = db.execute(
@@ -369,6 +370,14 @@ class Ledger:
                     "only rows whose submission outcome is unknown need resolving"
                 )
             if task_id:
+                other = db.execute(
+                    "SELECT partition, prompt_id FROM tasks WHERE task_id=?", (task_id,)
+                ).fetchone()
+                if other is not None:
+                    raise LookupError(
+                        f"task {task_id} is already attached to "
+                        f"{other['partition']}/{other['prompt_id']}; check the dashboard again"
+                    )
                 db.execute(
                     "UPDATE tasks SET status='pending', task_id=?, next_poll_at=?, error_code=NULL,"
                     " error_message=NULL WHERE partition=? AND prompt_id=?",

@@ -50,12 +50,14 @@ async def poll_due(
     *,
     limit: int = 200,
     concurrency: int = 16,
-    deadline: float | None = None,
+    start_by: float | None = None,
+    finish_by: float | None = None,
 ) -> PollSummary:
     """Poll up to `limit` due tasks, `concurrency` at a time, and record what they say.
 
-    A poll not started by `deadline` (`time.monotonic()`) is left due for the next round, so
-    a slow or rate-limited API shortens a round instead of overrunning it.
+    No poll starts after `start_by`, and polls still running at `finish_by` are cancelled
+    (both `time.monotonic()`); their tasks stay due for the next round. So a slow or paced API
+    shortens a round instead of overrunning it.
     """
     rows = ledger.due_tasks(time.time(), limit)
     summary = PollSummary()
@@ -63,7 +65,7 @@ async def poll_due(
 
     async def poll(row: LedgerRow) -> None:
         async with gate:
-            if deadline is not None and time.monotonic() > deadline:
+            if start_by is not None and time.monotonic() > start_by:
                 return
             summary.polled += 1
             try:
@@ -80,5 +82,13 @@ async def poll_due(
         ledger.record_poll(task, nxt)
         summary.finished += task.is_terminal
 
-    await asyncio.gather(*(poll(r) for r in rows))
+    if not rows:
+        return summary
+    polls = [asyncio.ensure_future(poll(r)) for r in rows]
+    timeout = None if finish_by is None else max(0.0, finish_by - time.monotonic())
+    _, unfinished = await asyncio.wait(polls, timeout=timeout)
+    for job in unfinished:
+        job.cancel()
+    await asyncio.gather(*unfinished, return_exceptions=True)
+    summary.errors += len(unfinished)
     return summary

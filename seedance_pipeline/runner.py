@@ -70,7 +70,7 @@ def run_partition(
     if not daily_partitions.has_partition_key(partition):
         raise PipelineStopped(
             f"{partition!r} is not a day of the pipeline's partitions: give a date YYYY-MM-DD "
-            f"from {daily_partitions.start:%Y-%m-%d} to tomorrow"
+            f"from {daily_partitions.start:%Y-%m-%d} to today (UTC)"
         )
     if not os.environ.get("EVOLINK_API_KEY"):
         raise PipelineStopped(

@@ -155,32 +155,48 @@ def test_sensor_polls_each_task_a_few_times_and_requests_partition_once(project)
     assert json.loads(result.cursor)["last_tick"] > 0
 
 
-def test_polls_not_started_by_the_rounds_deadline_stay_due_for_the_next(project):
+def test_polls_past_the_rounds_deadlines_stay_due_for_the_next(project, api_key):
     """A slow or rate-limited API shortens a round; it never overruns a sensor tick."""
     import asyncio
     import contextlib
     import sqlite3
     import time
 
+    import httpx
+
     from seedance_pipeline.polling import poll_due
+    from seedance_pipeline.seedance import AsyncClient
 
     _, url, resources = project
     assert submit(resources).success
-    ledger, evolink = resources["pipeline"].ledger(), resources["evolink"]
+    ledger = resources["pipeline"].ledger()
     far_future = time.time() + 3600
     waiting = [r.task_id for r in ledger.due_tasks(far_future, 100)]
     assert len(waiting) == 6
 
-    async def round_with(deadline: float):
-        async with evolink.async_client() as client:
-            return await poll_due(ledger, client, deadline=deadline)
+    async def hang(request):
+        await asyncio.sleep(30)
+
+    async def round_with(start_by: float, finish_by: float | None = None, transport=None):
+        client = AsyncClient(api_key, base_url=url, transport=transport)
+        async with client:
+            return await poll_due(ledger, client, start_by=start_by, finish_by=finish_by)
+
+    def polls():
+        return [r.polls for r in ledger.rows(DAY) if r.task_id]
 
     with contextlib.closing(sqlite3.connect(ledger.path)) as db, db:  # every task due now
         db.execute("UPDATE tasks SET next_poll_at = 0")
     late = asyncio.run(round_with(time.monotonic() - 1))
-    assert late.polled == 0 and [r.polls for r in ledger.rows(DAY) if r.task_id] == [0] * 6
+    assert late.polled == 0 and polls() == [0] * 6
+    started = time.monotonic()
+    stuck = asyncio.run(
+        round_with(started + 30, started + 0.5, transport=httpx.MockTransport(hang))
+    )
+    assert time.monotonic() - started < 10 and stuck.errors == 6 and polls() == [0] * 6
+    assert len(ledger.due_tasks(time.time(), 100)) == 6
     on_time = asyncio.run(round_with(time.monotonic() + 30))
-    assert on_time.polled == 6 and all(r.polls == 1 for r in ledger.rows(DAY) if r.task_id)
+    assert on_time.polled == 6 and polls() == [1] * 6
 
 
 @pytest.mark.parametrize(
@@ -190,6 +206,8 @@ def test_polls_not_started_by_the_rounds_deadline_stay_due_for_the_next(project)
         ("SEEDANCE_MAX_CREDITS_PER_PARTITION", "lots", "='lots' is not a number"),
         ("EVOLINK_MAX_REQUESTS_PER_SECOND", "fast", "='fast' is not a number"),
         ("SEEDANCE_MAX_RESUBMISSIONS", "1.5", "='1.5' is not a whole number"),
+        ("SEEDANCE_MAX_CREDITS_PER_PARTITION", "nan", "='nan' must be a finite number"),
+        ("EVOLINK_MAX_REQUESTS_PER_SECOND", "0", "='0' must be a finite number above 0"),
         (None, "2026-13-01", "'2026-13-01' is not a day of the pipeline's partitions"),
     ],
 )
