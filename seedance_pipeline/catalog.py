@@ -113,34 +113,35 @@ def _read_csv(path: Path) -> tuple[pd.DataFrame, list[int]]:
     if not text.strip():
         raise CatalogError(f"{path}: the file is empty; it needs at least a header line")
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    records: list[tuple[int, list[str], int]] = []  # (first line, cells, last line)
+    records: list[tuple[int, list[str]]] = []  # (line the record starts on, cells)
+    next_line = 1
     try:
         for cells in reader:
-            first_line = records[-1][2] + 1 if records else 1
-            records.append((first_line, cells, reader.line_num))
+            records.append((next_line, cells))
+            next_line = reader.line_num + 1
     except csv.Error as exc:
         raise CatalogError(
             f"{path}, line {reader.line_num}: {exc}; check that every quote is closed"
         ) from None
-    (_, header, _), rows = records[0], records[1:]
+    (_, header), rows = records[0], records[1:]
     header = [name.strip() for name in header]
     if not any(header):
         raise CatalogError(f"{path}, line 1: must be the header (the column names)")
     repeated = sorted({name for name in header if name and header.count(name) > 1})
     if repeated:
         raise CatalogError(f"{path}, row 1: column(s) {', '.join(repeated)} appear more than once")
-    for line, cells, _ in rows:
+    for line, cells in rows:
         if len(cells) > len(header):
             raise CatalogError(
                 f"{path}, line {line}: {len(cells)} values for {len(header)} columns; "
                 "quote values that contain commas"
             )
     frame = pd.DataFrame(
-        [cells + [""] * (len(header) - len(cells)) for _, cells, _ in rows],
+        [cells + [""] * (len(header) - len(cells)) for _, cells in rows],
         columns=header,
         dtype=object,
     )
-    return frame.drop(columns=[name for name in header if not name]), [r[0] for r in rows]
+    return frame.drop(columns=[name for name in header if not name]), [line for line, _ in rows]
 
 
 def _cell(value: object) -> object:
