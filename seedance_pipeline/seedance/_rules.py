@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from ._urls import url_problem
+
 TEXT, IMAGE, REFERENCE = "text-to-video", "image-to-video", "reference-to-video"
 STANDARD, FAST = "standard", "fast"
 
@@ -216,36 +218,34 @@ def check_media(kind: str, facts: MediaFacts, field: str) -> list[Violation]:
     return out
 
 
-def check_callback_url(url: object) -> list[Violation]:
-    """The vendor's callback rules: https, a public host, at most 2048 characters."""
+def check_callback_url(url: object, *, allow_loopback: bool = False) -> list[Violation]:
+    """The vendor's callback rules: https, a public host, at most 2048 characters.
+
+    `allow_loopback` (the emulator's `--allow-loopback-callbacks`) also accepts plain http to
+    a loopback address, for tests and the demo.
+    """
     field = "callback_url"
     if not isinstance(url, str) or not url:
         return [Violation(field, "must be a non-empty string")]
     out = []
     if len(url) > MAX_CALLBACK_URL_CHARS:
         out.append(Violation(field, f"is {len(url)} characters; at most {MAX_CALLBACK_URL_CHARS}"))
-    parts = urlsplit(url)
-    if parts.scheme != "https":
-        out.append(Violation(field, f"must use https, not {parts.scheme or 'no scheme'}"))
-    host = (parts.hostname or "").rstrip(".").lower()
-    if not host:
-        out.append(Violation(field, "has no host"))
-    elif not is_public_host(host):
-        out.append(
-            Violation(field, f"host {host} is private or loopback; callbacks need a public host")
-        )
+    if not (allow_loopback and _is_loopback_url(url)):
+        problem = url_problem(url)
+        if problem:
+            out.append(Violation(field, f"{problem}; callbacks need https on a public host"))
     return out
 
 
-def is_public_host(host: str) -> bool:
-    """False for loopback, private, link-local and reserved addresses and local names."""
-    if host == "localhost" or host.endswith((".localhost", ".local", ".internal")):
-        return False
+def _is_loopback_url(url: str) -> bool:
+    parts = urlsplit(url)
     try:
-        ip = ipaddress.ip_address(host.strip("[]"))
+        return (
+            parts.scheme in ("http", "https")
+            and ipaddress.ip_address((parts.hostname or "").strip("[]")).is_loopback
+        )
     except ValueError:
-        return "." in host  # a bare name like "intranet" cannot be a public host
-    return ip.is_global
+        return parts.hostname == "localhost"
 
 
 def resolve_aspect_ratio(body: Mapping, media: Mapping[str, MediaFacts]) -> str:
@@ -314,7 +314,10 @@ def _check_prompt(prompt: object) -> list[Violation]:
 
 
 def validate_request(
-    body: Mapping, media: Mapping[str, MediaFacts] | None = None
+    body: Mapping,
+    media: Mapping[str, MediaFacts] | None = None,
+    *,
+    allow_loopback_callbacks: bool = False,
 ) -> list[Violation]:
     """Every rule of the vendor guide that `body` breaks, given what is known of its media.
 
@@ -322,6 +325,7 @@ def validate_request(
         body: a candidate `POST /v1/videos/generations` body.
         media: facts about media files keyed by their URL; missing URLs are checked only for
             form and count.
+        allow_loopback_callbacks: accept http callback URLs on loopback (emulator only).
 
     Returns:
         One `Violation` per broken rule; empty when the request is valid.
@@ -377,7 +381,7 @@ def validate_request(
             )
 
     if "callback_url" in body:
-        out += check_callback_url(body["callback_url"])
+        out += check_callback_url(body["callback_url"], allow_loopback=allow_loopback_callbacks)
 
     out += _check_media_lists(body, spec, media)
     return out

@@ -87,12 +87,12 @@ def host_problem(host: str) -> str | None:
         try:
             ip6 = ipaddress.IPv6Address(name.strip("[]").split("%")[0])
         except ValueError:
-            return f"host {host} is not a valid address"
+            return f"host {host} is not a valid IPv6 address"
         if not ip6.is_global:
-            return f"host {host} is a private, loopback or reserved address"
+            return f"host {host} is not public (a private, loopback or reserved address)"
         inner = _embedded(ip6)
         if inner is not None and not inner.is_global:
-            return f"host {host} embeds a private or loopback address ({inner})"
+            return f"host {host} is not public (it embeds {inner})"
         return None
     try:
         ip4 = _ipv4(name)
@@ -100,20 +100,15 @@ def host_problem(host: str) -> str | None:
         return str(exc)
     if ip4 is not None:
         if not ip4.is_global:
-            return f"host {host} is a private, loopback or reserved address ({ip4})"
+            return f"host {host} is not public ({ip4} is private, loopback or reserved)"
         return None
     if not _HOST_NAME.match(name):
         return f"host {host} is not a valid host name"
     if name == "localhost" or name.endswith(_INTERNAL_SUFFIXES):
-        return f"host {host} is a local or internal name"
+        return f"host {host} is not public (a local or internal name)"
     if "." not in name:
-        return f"host {host} is a single-label name that resolves only inside a network"
+        return f"host {host} is not public (a single-label name)"
     return None
-
-
-def is_public_host(host: str) -> bool:
-    """True when `host` is a public name or address."""
-    return host_problem(host) is None
 
 
 def url_problem(
