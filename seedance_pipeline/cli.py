@@ -57,6 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     resolve.set_defaults(func=cmd_resolve)
 
+    rebuild = sub.add_parser(
+        "rebuild-ledger",
+        help="restore a lost ledger from the days' submissions records (warehouse/submissions)",
+    )
+    rebuild.add_argument("dates", nargs="+", help="the days to restore, YYYY-MM-DD")
+    rebuild.set_defaults(func=cmd_rebuild_ledger)
+
     emu = sub.add_parser("emulator", help="the local EvoLink emulator")
     emu.add_argument("--host", default="127.0.0.1")
     emu.add_argument("--port", type=int, default=8790)
@@ -259,14 +266,16 @@ def cmd_costs(args: argparse.Namespace) -> int:
 
 
 def cmd_resolve(args: argparse.Namespace) -> int:
-    from .ledger import Ledger
+    from .ledger import LEDGER_URL_ENV, Ledger, ledger_url
 
     path = data_dir() / "state" / "ledger.sqlite3"
-    if not path.is_file():
+    if not os.environ.get(LEDGER_URL_ENV) and not path.is_file():
         print(f"error: no ledger at {path}; check SEEDANCE_DATA_DIR", file=sys.stderr)
         return 2
     try:
-        Ledger(path).resolve(args.date, args.prompt_id, None if args.forget else args.task_id)
+        Ledger(ledger_url(data_dir())).resolve(
+            args.date, args.prompt_id, None if args.forget else args.task_id
+        )
     except LookupError as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return 2
@@ -278,6 +287,22 @@ def cmd_resolve(args: argparse.Namespace) -> int:
             else f"attached to {args.task_id}; the sensor polls it"
         )
     )
+    return 0
+
+
+def cmd_rebuild_ledger(args: argparse.Namespace) -> int:
+    from .ledger import Ledger, ledger_url, safe_url
+    from .records import rebuild
+
+    url = ledger_url(data_dir())
+    ledger = Ledger(url)
+    for day in args.dates:
+        try:
+            restored = rebuild(ledger, data_dir(), day)
+        except FileNotFoundError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"{day}: {restored} row(s) restored into {safe_url(url)}")
     return 0
 
 

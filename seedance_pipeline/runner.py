@@ -13,9 +13,9 @@ from .definitions import resources_from_env
 from .defs.catalog.assets import media_catalog, prompt_catalog
 from .defs.costs.assets import generation_costs
 from .defs.generation.assets import generated_videos, generation_requests, submitted_tasks
-from .defs.generation.sensors import poll_round
 from .defs.partitions import daily_partitions
-from .ledger import SUBMITTING, WAITING
+from .polling import PollingRefused, poll_round
+from .statuses import WAITING, Status
 
 # Step logs stay in the Dagster instance; the shell shows warnings and the progress bar.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -93,7 +93,6 @@ def run_partition(
         print(f"[{partition}] resubmitting tasks that failed transiently", file=out)
         _materialize([submitted_tasks], resources, instance, partition)
         _wait(partition, ledger, evolink, out)
-    ledger.mark_videos_requested(partition)
     print(f"[{partition}] saving videos and writing tables", file=out)
     _materialize([generated_videos, generation_costs], resources, instance, partition)
 
@@ -108,7 +107,7 @@ def _wait(partition: str, ledger, evolink, out) -> None:
     while True:
         ledger.resolve_abandoned_claims(partition)
         rows = ledger.rows(partition)
-        waiting = sum(r.status in (*WAITING, SUBMITTING) for r in rows)
+        waiting = sum(r.status in WAITING or r.status == Status.SUBMITTING for r in rows)
         done = len(rows) - waiting
         width = 30
         filled = width * done // len(rows) if rows else width
@@ -123,7 +122,14 @@ def _wait(partition: str, ledger, evolink, out) -> None:
             print(file=out)
             return
         due = ledger.next_poll_at() or time.time()
-        if any(r.status == SUBMITTING for r in rows):
+        if any(r.status == Status.SUBMITTING for r in rows):
             due = min(due, time.time() + 0.5)
         time.sleep(min(5.0, max(0.0, due - time.time())))
-        poll_round(ledger, evolink)
+        try:
+            poll_round(
+                ledger,
+                evolink.async_client,
+                max_requests_per_second=evolink.max_requests_per_second,
+            )
+        except PollingRefused as exc:
+            raise PipelineStopped(str(exc)) from None
