@@ -142,9 +142,7 @@ def test_a_prompt_moved_to_another_day_is_not_paid_again_and_keeps_its_charge(da
     _move(data, moved, "2026-11-21")
     result = submit(resources, "2026-11-21")
     assert result.success
-    (submitted,) = [
-        m.metadata for m in result.asset_materializations_for_node("submitted_tasks")
-    ]
+    (submitted,) = [m.metadata for m in result.asset_materializations_for_node("submitted_tasks")]
     assert submitted["sent_on_other_days"].value == 1
     accepted = read_table(data, "generation_requests", "2026-11-21").status == "accepted"
     assert paid + accepted.sum() - 1 == len(emulator_tasks(url))  # all but the moved one
