@@ -18,6 +18,7 @@ from .pipeline_support import (
     copy_sample_data,
     emulator_tasks,
     make_resources,
+    plan_requests,
     save_videos,
     submit,
     wait_for_tasks,
@@ -146,10 +147,16 @@ def test_a_prompt_moved_to_another_day_is_not_paid_again_and_keeps_its_charge(da
     assert submitted["sent_on_other_days"].value == 1
     accepted = read_table(data, "generation_requests", "2026-11-21").status == "accepted"
     assert paid + accepted.sum() - 1 == len(emulator_tasks(url))  # all but the moved one
-    assert save_videos(resources).success  # the 20th again: the moved row's charge stays
+    assert plan_requests(resources).success  # the 20th again: the moved row's charge stays
+    assert save_videos(resources).success
     after = read_table(data, "generated_videos", DAY).set_index("prompt_id")
     assert after.loc[moved, "status"] == "completed" and not after.loc[moved, "in_catalog"]
     assert after.credits_charged.sum() == pytest.approx(before.credits_charged.sum())
+    wait_for_tasks(resources, "2026-11-21")
+    assert save_videos(resources, "2026-11-21").success
+    new_day = read_table(data, "generated_videos", "2026-11-21").set_index("prompt_id")
+    assert new_day.loc[moved, "error_code"] == "sent_on_other_day"
+    assert new_day.loc[moved, "credits_charged"] == 0 and DAY in new_day.loc[moved, "error_message"]
 
 
 def test_an_edited_prompt_is_flagged_beside_the_video_of_what_was_sent(day):
