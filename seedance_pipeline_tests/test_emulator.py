@@ -95,6 +95,28 @@ def test_missing_or_wrong_key_is_401(emulator, evolink_schema):
     assert (exc.value.status, exc.value.code) == (401, "unauthorized")
 
 
+def test_every_answer_is_json_in_its_api_envelope(emulator, api_key, evolink_schema):
+    unknown = httpx.get(f"{emulator}/v2/nothing-here")
+    assert unknown.status_code == 404
+    assert check(evolink_schema, "ErrorResponse", unknown.json())["error"]["code"] == (
+        "resource_not_found"
+    )
+    wrong_method = httpx.delete(f"{emulator}/v1/credits", headers=auth(api_key))
+    assert wrong_method.status_code == 405 and "GET" in wrong_method.headers["allow"]
+    assert (
+        "DELETE" in check(evolink_schema, "ErrorResponse", wrong_method.json())["error"]["message"]
+    )
+    files = f"{emulator}/api/v1/files/upload/base64"
+    for r, status in [
+        (httpx.post(files, json={}, headers=auth("sk-evo-wrong")), 401),
+        (httpx.get(files, headers=auth(api_key)), 405),
+        (httpx.get(f"{emulator}/api/v1/files/nope", headers=auth(api_key)), 404),
+    ]:
+        assert r.status_code == status
+        answer = check(evolink_schema, "UploadResponse", r.json())
+        assert answer["success"] is False and answer["code"] == status and answer["msg"]
+
+
 @pytest.mark.parametrize(
     ("fields", "field"),
     [
