@@ -28,6 +28,11 @@ CREATE TABLE IF NOT EXISTS files (
 CREATE TABLE IF NOT EXISTS task_requests (
     id TEXT PRIMARY KEY, prompt TEXT, answer_dropped INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS task_faults (
+    id TEXT PRIMARY KEY, create_fault TEXT, poll_fault TEXT, link_fault TEXT,
+    polls INTEGER NOT NULL DEFAULT 0, poll_faults_served INTEGER NOT NULL DEFAULT 0,
+    link_fetches INTEGER NOT NULL DEFAULT 0, link_faults_served INTEGER NOT NULL DEFAULT 0
+);
 """
 DUPLICATE_ID = "duplicate task id"
 
@@ -70,6 +75,15 @@ class TaskRecord:
 
 
 @dataclass(frozen=True)
+class Faults:
+    """What was injected into a task's answers: its create answer, its polls, its link."""
+
+    create: str | None = None
+    poll: str | None = None
+    link: str | None = None
+
+
+@dataclass(frozen=True)
 class FileRecord:
     """An uploaded file and what was measured of it."""
 
@@ -82,6 +96,17 @@ class FileRecord:
     facts: MediaFacts
     upload_time: float
     expires_at: float
+
+
+_NO_FAULTS = {
+    "create_fault": None,
+    "poll_fault": None,
+    "link_fault": None,
+    "polls": 0,
+    "poll_faults_served": 0,
+    "link_fetches": 0,
+    "link_faults_served": 0,
+}
 
 
 def _sum(values) -> float:
@@ -107,12 +132,12 @@ class EmulatorState:
             self._db.close()
 
     def reserve_task(
-        self, task: TaskRecord, prompt: str | None = None, dropped: bool = False
+        self, task: TaskRecord, prompt: str | None = None, faults: Faults = Faults()
     ) -> str | None:
         """Store `task` if the balance covers it; else the reason it was refused.
 
-        `prompt` and whether its answer was `dropped` are kept for the emulator's ledger
-        (what a user would find on the vendor's dashboard).
+        `prompt` and the `faults` injected are kept for the emulator's ledger (the prompt is
+        what a user would find on the vendor's dashboard).
         """
         with self._lock:
             remaining = self._remaining(time.time())
@@ -129,9 +154,38 @@ class EmulatorState:
                 return DUPLICATE_ID
             self._db.execute(
                 "INSERT OR REPLACE INTO task_requests VALUES (?, ?, ?)",
-                (task.id, prompt, int(dropped)),
+                (task.id, prompt, int(faults.create == "dropped")),
+            )
+            self._db.execute(
+                "INSERT OR REPLACE INTO task_faults (id, create_fault, poll_fault, link_fault)"
+                " VALUES (?, ?, ?, ?)",
+                (task.id, faults.create, faults.poll, faults.link),
             )
             return None
+
+    def count(self, task_id: str, what: str) -> Faults:
+        """Count one more `polls` or `link_fetches` of the task; its faults."""
+        assert what in ("polls", "link_fetches")
+        with self._lock:
+            row = self._db.execute(
+                f"UPDATE task_faults SET {what} = {what} + 1 WHERE id = ?"
+                " RETURNING create_fault, poll_fault, link_fault",
+                (task_id,),
+            ).fetchone()
+        return Faults(*row) if row else Faults()
+
+    def serve_fault(self, task_id: str, what: str, limit: int | None) -> bool:
+        """Whether the task's `poll` or `link` fault alters this answer (counting it if so):
+        yes for its first `limit` answers, or always when `limit` is None."""
+        served = f"{what}_faults_served"
+        assert served in ("poll_faults_served", "link_faults_served")
+        with self._lock:
+            row = self._db.execute(
+                f"UPDATE task_faults SET {served} = {served} + 1 WHERE id = ?"
+                f" AND ({served} < ? OR ? IS NULL) RETURNING {served}",
+                (task_id, limit, limit),
+            ).fetchone()
+        return row is not None
 
     def task(self, task_id: str) -> TaskRecord | None:
         with self._lock:
@@ -165,6 +219,9 @@ class EmulatorState:
                 r[0]: (r[1], bool(r[2]))
                 for r in self._db.execute("SELECT id, prompt, answer_dropped FROM task_requests")
             }
+            cursor = self._db.execute("SELECT * FROM task_faults")
+            names = [c[0] for c in cursor.description[1:]]
+            injected = {r[0]: dict(zip(names, r[1:], strict=True)) for r in cursor}
         return {
             "tasks": [
                 {
@@ -175,6 +232,7 @@ class EmulatorState:
                     "credits_charged": t.charged(now),
                     "prompt": notes.get(t.id, (None, False))[0],
                     "answer_dropped": notes.get(t.id, (None, False))[1],
+                    **injected.get(t.id, _NO_FAULTS),
                 }
                 for t in tasks
             ],

@@ -18,6 +18,7 @@ from ..seedance import MediaFacts, output_pixels, validate_request
 from ..seedance._rules import DEFAULT_DURATION, DEFAULT_QUALITY
 from .answers import error, expired
 from .context import Emulator
+from .faults import create_answer, draw, foreign_link, link_answer, poll_answer
 from .files import hosted_file
 from .render import Renderer
 from .state import DUPLICATE_ID, TaskRecord
@@ -127,26 +128,47 @@ class TaskRoutes:
             error_code=code,
             error_message=_FAILURES.get(code),
         )
-        drop = self.emu.chance(config.drop_rate)
+        faults = draw(self.emu)
         for _ in range(5):  # a restarted emulator replays its seeded ids: draw again
-            refused = state.reserve_task(task, prompt=body.get("prompt"), dropped=drop)
+            refused = state.reserve_task(task, prompt=body.get("prompt"), faults=faults)
             if refused != DUPLICATE_ID:
                 break
             task = replace(task, id=self._new_task_id())
         if refused:
             return error(402, refused)
-        if drop:
+        answer = self.task_json(request, task, task.created)
+        if faults.create == "dropped":
             return _CutConnection()
-        return JSONResponse(self.task_json(request, task, task.created))
+        if faults.create:
+            return create_answer(faults.create, answer)
+        return JSONResponse(answer)
 
     async def get_task(self, request: Request) -> Response:
         task_id = request.path_params["task_id"]
         if not TASK_ID.match(task_id):
             return error(400, f"Invalid task id {task_id!r}", code="invalid_task_id")
-        task = self.emu.state.task(task_id)
+        state, config = self.emu.state, self.emu.config
+        task = state.task(task_id)
         if task is None:
             return error(404, "Task not found or expired")
-        return JSONResponse(self.task_json(request, task, time.time()))
+        faults = state.count(task_id, "polls")
+        answer = self.task_json(request, task, time.time())
+        if (
+            faults.poll
+            and (faults.poll != "completed_without_results" or "results" in answer)
+            and state.serve_fault(task_id, "poll", config.poll_fault_polls)
+        ):
+            altered = poll_answer(faults.poll, answer)
+            if isinstance(altered, Response):
+                return altered
+            answer = altered
+        if (
+            "results" in answer
+            and faults.link == "foreign_host"
+            and state.serve_fault(task_id, "link", config.link_fault_heal_after)
+        ):
+            answer["results"] = [foreign_link(link, task_id) for link in answer["results"]]
+        return JSONResponse(answer)
 
     async def credits(self, request: Request) -> Response:
         state = self.emu.state
@@ -164,16 +186,21 @@ class TaskRoutes:
         return JSONResponse(self.emu.state.ledger())
 
     async def result(self, request: Request) -> Response:
-        task = self.emu.state.task(request.path_params["task_id"])
+        state, config = self.emu.state, self.emu.config
+        task = state.task(request.path_params["task_id"])
         now = time.time()
         if task is None or task.status(now)[0] != "completed":
             return error(404, "No such result")
-        ttl = self.emu.config.link_ttl
-        if now > task.completed_at + ttl:
-            return expired(task.completed_at + ttl)
+        if now > task.completed_at + config.link_ttl:
+            return expired(task.completed_at + config.link_ttl)
+        faults = state.count(task.id, "link_fetches")
         path = await run_in_threadpool(
             self.renderer.video, task.width, task.height, task.duration, task.audio
         )
+        if faults.link not in (None, "foreign_host") and state.serve_fault(
+            task.id, "link", config.link_fault_heal_after
+        ):
+            return link_answer(faults.link, task.id, path, config.link_drip_seconds)
         return FileResponse(path, media_type="video/mp4", filename=f"{task.id}.mp4")
 
 
