@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     resolve.set_defaults(func=cmd_resolve)
 
-    from .emulator.config import DEFAULT_API_KEY, LINK_FAULTS, POLL_FAULTS
+    from .emulator.config import DEFAULT_API_KEY, LINK_FAULTS, POLL_FAULTS, POLL_RATE_MULTIPLE
 
     emu = sub.add_parser(
         "emulator",
@@ -81,7 +81,17 @@ def main(argv: list[str] | None = None) -> int:
         help="JSON price table the emulator reserves by (shape of seedance/prices.json; default "
         "emulator/prices.json: the bundled table plus an assumed mini tier)",
     )
-    emu.add_argument("--rate-limit", type=float, help="API requests per second before 429")
+    emu.add_argument(
+        "--rate-limit",
+        type=float,
+        help="creates per second before 429 (uploads: the same, counted apart; default no limit)",
+    )
+    emu.add_argument(
+        "--poll-rate-limit",
+        type=float,
+        help=f"status queries and credit checks per second before 429 (default {POLL_RATE_MULTIPLE}"
+        " x --rate-limit)",
+    )
     emu.add_argument(
         "--error-rate", type=float, default=0.0, help="API requests answered 500, nothing done"
     )

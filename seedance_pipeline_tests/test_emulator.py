@@ -196,7 +196,7 @@ def test_client_maps_each_status_to_its_error(start_emulator, api_key, evolink_s
 
 
 def test_rate_limit_answers_429_and_client_retries(start_emulator, api_key, evolink_schema):
-    url = start_emulator(rate_limit=1.0)
+    url = start_emulator(rate_limit=1.0, poll_rate_limit=1.0)
     answers = [httpx.get(f"{url}/v1/credits", headers=auth(api_key)) for _ in range(3)]
     limited = [r for r in answers if r.status_code == 429]
     assert limited, [r.status_code for r in answers]
@@ -206,6 +206,31 @@ def test_rate_limit_answers_429_and_client_retries(start_emulator, api_key, evol
     )
     with client(url, api_key) as c:
         assert c.get_credits()["user"]["remaining_credits"] == 100000.0
+
+
+def test_rate_limits_are_per_route_class(start_emulator, api_key):
+    """Creates at --rate-limit; queries at 5 x that by default; uploads apart from creates."""
+    url = start_emulator(rate_limit=0.1)
+    creates = [
+        httpx.post(f"{url}/v1/videos/generations", json=body(), headers=auth(api_key))
+        for _ in range(2)
+    ]
+    assert [r.status_code for r in creates] == [200, 429]
+    assert 8 <= int(creates[1].headers["Retry-After"]) <= 10
+    task_id = creates[0].json()["id"]
+    polls = [httpx.get(f"{url}/v1/tasks/{task_id}", headers=auth(api_key)) for _ in range(2)]
+    assert [r.status_code for r in polls] == [200, 429]
+    assert int(polls[1].headers["Retry-After"]) == 2
+    credits = httpx.get(f"{url}/v1/credits", headers=auth(api_key))
+    assert credits.status_code == 429  # the credit balance shares the query bucket
+    upload = httpx.post(
+        f"{url}/api/v1/files/upload/base64", json={"base64_data": "eA=="}, headers=auth(api_key)
+    )
+    assert upload.status_code == 200 and upload.json()["success"] is False  # not a 429
+    again = httpx.post(
+        f"{url}/api/v1/files/upload/base64", json={"base64_data": "eA=="}, headers=auth(api_key)
+    )
+    assert again.status_code == 429 and again.json()["code"] == 429
 
 
 def test_error_rate_gives_500_and_never_creates_a_task(start_emulator, api_key, evolink_schema):

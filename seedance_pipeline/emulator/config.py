@@ -24,6 +24,8 @@ LINK_FAULTS = (
     "truncated",
     "oversize",
 )
+# Status queries may go this many times faster than creates unless poll_rate_limit is set.
+POLL_RATE_MULTIPLE = 5
 POLL_FAULTS = ("queued", "completed_without_results", "transient_404", "non_json", "huge_body")
 
 
@@ -40,7 +42,10 @@ class EmulatorConfig:
     api_key: str = field(default=DEFAULT_API_KEY, repr=False)
     credits: float = 100000.0
     time_scale: float = 1.0
+    # Requests per second: creates (and uploads, in their own bucket) ...
     rate_limit: float | None = None
+    # ... and status queries and credits; None: POLL_RATE_MULTIPLE x rate_limit.
+    poll_rate_limit: float | None = None
     error_rate: float = 0.0
     task_failure_rate: float = 0.0
     link_ttl: float = 86400.0
@@ -70,6 +75,8 @@ class EmulatorConfig:
         if state_dir is None:
             state_dir = tempfile.mkdtemp(prefix="seedance-emulator-")
         object.__setattr__(self, "state_dir", Path(state_dir))
+        if self.poll_rate_limit is None and self.rate_limit:
+            object.__setattr__(self, "poll_rate_limit", self.rate_limit * POLL_RATE_MULTIPLE)
         for name, known in (("link_faults", LINK_FAULTS), ("poll_faults", POLL_FAULTS)):
             kinds = tuple(getattr(self, name))
             unknown = sorted(set(kinds) - set(known))
