@@ -7,10 +7,10 @@ import sqlite3
 import threading
 import time
 from dataclasses import asdict, dataclass
-from decimal import Decimal
 from pathlib import Path
 
 from ..seedance import MediaFacts
+from .balance import Balance
 from .timing import progress_at
 
 _SCHEMA = """
@@ -65,10 +65,6 @@ class TaskRecord:
             return stage, progress
         return ("failed", 100) if self.error_code else ("completed", 100)
 
-    def held(self, now: float) -> float:
-        """Credits this task keeps from the balance at `now` (reserved or charged)."""
-        return 0.0 if self.status(now)[0] == "failed" else self.credits_reserved
-
     def charged(self, now: float) -> float:
         """Credits charged at `now`: the reservation once completed, else nothing."""
         return self.credits_reserved if self.status(now)[0] == "completed" else 0.0
@@ -109,10 +105,6 @@ _NO_FAULTS = {
 }
 
 
-def _sum(values) -> float:
-    return float(sum((Decimal(str(v)) for v in values), Decimal(0)).quantize(Decimal("0.0001")))
-
-
 class EmulatorState:
     """SQLite-backed store under `state_dir`; safe to share between threads."""
 
@@ -130,6 +122,9 @@ class EmulatorState:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        self._balance = Balance(credits)
+        for task in self.tasks():
+            self._balance.add(task)
 
     def close(self) -> None:
         with self._lock:
@@ -144,17 +139,19 @@ class EmulatorState:
         what a user would find on the vendor's dashboard).
         """
         with self._lock:
-            remaining = self._remaining(time.time())
+            remaining = self._balance.remaining(time.time())
             if task.credits_reserved > remaining:
                 return (
                     f"Insufficient quota. Please top up your account: the task needs "
                     f"{task.credits_reserved:g} credits, {remaining:g} remain."
                 )
+            self._db.execute("BEGIN")
             try:
                 self._db.execute(
                     f"INSERT INTO tasks VALUES ({','.join('?' * 12)})", tuple(asdict(task).values())
                 )
             except sqlite3.IntegrityError:
+                self._db.execute("ROLLBACK")
                 return DUPLICATE_ID
             self._db.execute(
                 "INSERT OR REPLACE INTO task_requests VALUES (?, ?, ?)",
@@ -165,6 +162,8 @@ class EmulatorState:
                 " VALUES (?, ?, ?, ?)",
                 (task.id, faults.create, faults.poll, faults.link),
             )
+            self._db.execute("COMMIT")
+            self._balance.add(task)
             return None
 
     def count(self, task_id: str, what: str) -> Faults:
@@ -200,19 +199,15 @@ class EmulatorState:
         with self._lock:
             return [_task(r) for r in self._db.execute("SELECT * FROM tasks ORDER BY created")]
 
-    def _remaining(self, now: float) -> float:
-        rows = self._db.execute("SELECT * FROM tasks").fetchall()
-        return _sum([self.credits] + [-_task(r).held(now) for r in rows])
-
     def credits_remaining(self, now: float | None = None) -> float:
         """The balance: credits minus what tasks not failed hold."""
         with self._lock:
-            return self._remaining(time.time() if now is None else now)
+            return self._balance.remaining(time.time() if now is None else now)
 
     def charged_total(self, now: float | None = None) -> float:
         """Credits charged for completed tasks."""
-        now = time.time() if now is None else now
-        return _sum(t.charged(now) for t in self.tasks())
+        with self._lock:
+            return self._balance.charged(time.time() if now is None else now)
 
     def ledger(self, now: float | None = None) -> dict:
         """Every task with its reservation and charge, and the totals."""
@@ -240,7 +235,7 @@ class EmulatorState:
                 }
                 for t in tasks
             ],
-            "credits_charged_total": _sum(t.charged(now) for t in tasks),
+            "credits_charged_total": self.charged_total(now),
             "credits_remaining": self.credits_remaining(now),
         }
 
