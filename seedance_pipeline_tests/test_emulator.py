@@ -12,6 +12,7 @@ import jsonschema
 import pytest
 
 from seedance_pipeline.emulator import EmulatorConfig, EmulatorState, running_emulator
+from seedance_pipeline.emulator.state import TaskRecord
 from seedance_pipeline.media import ffmpeg, measure, measure_video_output
 from seedance_pipeline.seedance import (
     AccessDeniedError,
@@ -358,6 +359,43 @@ def test_restart_keeps_tasks_and_credits(api_key, tmp_path):
         assert [t.id for t in state.tasks()] == [task_id]
     finally:
         state.close()
+
+
+def test_balance_settles_tasks_in_end_order_as_time_passes(tmp_path):
+    """The running totals agree with summing every task, at each moment and after reopening."""
+    state = EmulatorState(tmp_path / "balance", credits=1000.0)
+    t0 = time.time()
+    ends = {"a": (5.0, None), "b": (1.0, "service_error"), "c": (3.0, None), "d": (9.0, "x")}
+    for name, (seconds, failure) in ends.items():
+        task = TaskRecord(
+            id=f"task-unified-{int(t0)}-{name * 8}",
+            created=t0,
+            model=T2V,
+            duration=4,
+            quality="480p",
+            width=864,
+            height=496,
+            audio=False,
+            run_seconds=seconds,
+            credits_reserved=10.5,
+            error_code=failure,
+        )
+        assert state.reserve_task(task) is None
+    try:
+        expected = [(0.5, 958.0, 0.0), (2, 968.5, 0.0), (4, 968.5, 10.5), (6, 968.5, 21.0)]
+        for dt, remaining, charged in expected:
+            assert (state.credits_remaining(t0 + dt), state.charged_total(t0 + dt)) == (
+                remaining,
+                charged,
+            )
+    finally:
+        state.close()
+    reopened = EmulatorState(tmp_path / "balance", credits=1000.0)
+    try:
+        assert reopened.credits_remaining(t0 + 10) == 979.0
+        assert reopened.charged_total(t0 + 10) == 21.0
+    finally:
+        reopened.close()
 
 
 def test_uploads_round_trip(emulator, api_key, evolink_schema, tmp_path):
