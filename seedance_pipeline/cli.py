@@ -151,6 +151,24 @@ def main(argv: list[str] | None = None) -> int:
         default=3,
         help="how many polls of a task a poll fault alters",
     )
+    emu.add_argument(
+        "--allow-loopback-callbacks",
+        action="store_true",
+        help="accept and deliver http callback_url on loopback (the vendor: public https only; "
+        "other callbacks are accepted but never sent, the emulator has no network)",
+    )
+    emu.add_argument(
+        "--callback-retry-scale",
+        type=float,
+        default=1.0,
+        help="multiplies the callback retry delays of 1, 2 and 4 s",
+    )
+    emu.add_argument(
+        "--callback-fail-first",
+        type=int,
+        default=0,
+        help="the first N attempts of every callback fail without being sent",
+    )
     emu.set_defaults(func=cmd_emulator)
 
     args = parser.parse_args(argv)

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from .answers import error_for
+from .callbacks import Callbacks
 from .config import EmulatorConfig
 from .context import Emulator
 from .files import FileRoutes
@@ -37,17 +38,20 @@ async def _crash(request: Request, exc: Exception) -> JSONResponse:
 def create_app(config: EmulatorConfig) -> Starlette:
     """The emulator as an ASGI app; its state opens and closes with the app's lifespan."""
     emu = Emulator(config)
+    callbacks = Callbacks(emu)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         emu.state = EmulatorState(config.state_dir, config.credits)
+        await callbacks.start()
         try:
             yield
         finally:
+            await callbacks.stop()
             emu.state.close()
 
     app = Starlette(
-        routes=TaskRoutes(emu).routes() + FileRoutes(emu).routes(),
+        routes=TaskRoutes(emu, callbacks.wake).routes() + FileRoutes(emu).routes(),
         middleware=[Middleware(Gate, emulator=emu)],
         exception_handlers={HTTPException: _http_error, Exception: _crash},
         lifespan=lifespan,

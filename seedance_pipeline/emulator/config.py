@@ -69,6 +69,12 @@ class EmulatorConfig:
     poll_fault_rate: float = 0.0
     poll_faults: tuple[str, ...] = POLL_FAULTS
     poll_fault_polls: int = 3
+    # Accept (and deliver to) http callback URLs on loopback; the vendor takes public https only.
+    allow_loopback_callbacks: bool = False
+    # Multiplies the vendor's callback retry delays (1, 2 and 4 s).
+    callback_retry_scale: float = 1.0
+    # The first this many attempts of every callback fail without being sent.
+    callback_fail_first: int = 0
 
     def __post_init__(self) -> None:
         state_dir = self.state_dir

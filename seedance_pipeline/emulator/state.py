@@ -33,6 +33,15 @@ CREATE TABLE IF NOT EXISTS task_faults (
     polls INTEGER NOT NULL DEFAULT 0, poll_faults_served INTEGER NOT NULL DEFAULT 0,
     link_fetches INTEGER NOT NULL DEFAULT 0, link_faults_served INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS callbacks (
+    task_id TEXT PRIMARY KEY, url TEXT NOT NULL, origin TEXT NOT NULL, due_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0, state TEXT NOT NULL DEFAULT 'pending'
+);
+CREATE INDEX IF NOT EXISTS callbacks_due ON callbacks (state, due_at);
+CREATE TABLE IF NOT EXISTS callback_attempts (
+    task_id TEXT NOT NULL, n INTEGER NOT NULL, at REAL NOT NULL, outcome TEXT NOT NULL,
+    PRIMARY KEY (task_id, n)
+);
 """
 DUPLICATE_ID = "duplicate task id"
 
@@ -77,6 +86,16 @@ class Faults:
     create: str | None = None
     poll: str | None = None
     link: str | None = None
+
+
+@dataclass(frozen=True)
+class Callback:
+    """A callback still to deliver: where, the origin of its result links, attempts made."""
+
+    task_id: str
+    url: str
+    origin: str
+    attempts: int
 
 
 @dataclass(frozen=True)
@@ -131,12 +150,17 @@ class EmulatorState:
             self._db.close()
 
     def reserve_task(
-        self, task: TaskRecord, prompt: str | None = None, faults: Faults = Faults()
+        self,
+        task: TaskRecord,
+        prompt: str | None = None,
+        faults: Faults = Faults(),
+        callback: tuple[str, str] | None = None,
     ) -> str | None:
         """Store `task` if the balance covers it; else the reason it was refused.
 
         `prompt` and the `faults` injected are kept for the emulator's ledger (the prompt is
-        what a user would find on the vendor's dashboard).
+        what a user would find on the vendor's dashboard). `callback` (its URL and the origin
+        of result links) is due when the task ends.
         """
         with self._lock:
             remaining = self._balance.remaining(time.time())
@@ -162,6 +186,11 @@ class EmulatorState:
                 " VALUES (?, ?, ?, ?)",
                 (task.id, faults.create, faults.poll, faults.link),
             )
+            if callback:
+                self._db.execute(
+                    "INSERT INTO callbacks (task_id, url, origin, due_at) VALUES (?, ?, ?, ?)",
+                    (task.id, *callback, task.completed_at),
+                )
             self._db.execute("COMMIT")
             self._balance.add(task)
             return None
@@ -189,6 +218,40 @@ class EmulatorState:
                 (task_id, limit, limit),
             ).fetchone()
         return row is not None
+
+    def due_callbacks(self, now: float, busy: set[str]) -> list[Callback]:
+        """Pending callbacks due by `now`, except those of `busy` tasks."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT task_id, url, origin, attempts FROM callbacks"
+                " WHERE state = 'pending' AND due_at <= ? ORDER BY due_at",
+                (now,),
+            ).fetchall()
+        return [Callback(*r) for r in rows if r[0] not in busy]
+
+    def next_callback_due(self, busy: set[str]) -> float | None:
+        """When the next pending callback not of a `busy` task is due."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT task_id, due_at FROM callbacks WHERE state = 'pending' ORDER BY due_at"
+            )
+            return next((due for task_id, due in rows if task_id not in busy), None)
+
+    def record_attempt(
+        self, task_id: str, at: float, outcome: str, state: str, due_at: float | None = None
+    ) -> None:
+        """Log a delivery attempt; the callback becomes `state` (pending again at `due_at`)."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            (n,) = self._db.execute(
+                "UPDATE callbacks SET attempts = attempts + 1, state = ?,"
+                " due_at = coalesce(?, due_at) WHERE task_id = ? RETURNING attempts",
+                (state, due_at, task_id),
+            ).fetchone()
+            self._db.execute(
+                "INSERT INTO callback_attempts VALUES (?, ?, ?, ?)", (task_id, n, at, outcome)
+            )
+            self._db.execute("COMMIT")
 
     def task(self, task_id: str) -> TaskRecord | None:
         with self._lock:
@@ -221,6 +284,16 @@ class EmulatorState:
             cursor = self._db.execute("SELECT * FROM task_faults")
             names = [c[0] for c in cursor.description[1:]]
             injected = {r[0]: dict(zip(names, r[1:], strict=True)) for r in cursor}
+            callbacks = {
+                task_id: {"url": url, "state": state, "attempts": []}
+                for task_id, url, state in self._db.execute(
+                    "SELECT task_id, url, state FROM callbacks"
+                )
+            }
+            for task_id, n, at, outcome in self._db.execute(
+                "SELECT * FROM callback_attempts ORDER BY task_id, n"
+            ):
+                callbacks[task_id]["attempts"].append({"n": n, "at": at, "outcome": outcome})
         return {
             "tasks": [
                 {
@@ -232,6 +305,7 @@ class EmulatorState:
                     "prompt": notes.get(t.id, (None, False))[0],
                     "answer_dropped": notes.get(t.id, (None, False))[1],
                     **injected.get(t.id, _NO_FAULTS),
+                    "callback": callbacks.get(t.id),
                 }
                 for t in tasks
             ],

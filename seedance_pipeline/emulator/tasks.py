@@ -6,6 +6,7 @@ import math
 import re
 import string
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -32,11 +33,45 @@ _FAILURES = {
 }
 
 
+def task_body(task: TaskRecord, now: float, origin: str) -> dict[str, Any]:
+    """The task-query answer at `now`; result links on `origin` (`scheme://host:port`)."""
+    status, progress = task.status(now)
+    body: dict[str, Any] = {
+        "id": task.id,
+        "object": "video.generation.task",
+        "created": int(task.created),
+        "model": task.model,
+        "status": status,
+        "progress": progress,
+        "type": "video",
+        "task_info": {
+            "can_cancel": status in ("pending", "processing"),
+            "estimated_time": math.ceil(task.run_seconds),
+            "video_duration": task.duration,
+        },
+        "usage": {
+            "billing_rule": "per_second",
+            "credits_reserved": task.credits_reserved,
+            "user_group": "default",
+        },
+    }
+    if status == "completed":
+        body["results"] = [f"{origin}/results/{task.id}.mp4"]
+    elif status == "failed":
+        body["error"] = {"code": task.error_code, "message": task.error_message}
+    return body
+
+
+def _origin(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
 class TaskRoutes:
     """Creating and querying tasks, the balance, result videos and the emulator's ledger."""
 
-    def __init__(self, emulator: Emulator):
+    def __init__(self, emulator: Emulator, on_callback: Callable[[], None]):
         self.emu = emulator
+        self.on_callback = on_callback  # a task with a callback URL was made
         self.renderer = Renderer(emulator.config.state_dir / "renders")
 
     def routes(self) -> list[Route]:
@@ -44,7 +79,7 @@ class TaskRoutes:
             Route("/v1/videos/generations", self.create, methods=["POST"]),
             Route("/v1/tasks/{task_id}", self.get_task, methods=["GET"]),
             Route("/v1/credits", self.credits, methods=["GET"]),
-            Route("/results/{task_id}.mp4", self.result, methods=["GET"], name="result"),
+            Route("/results/{task_id}.mp4", self.result, methods=["GET"]),
             Route("/emulator/ledger", self.ledger, methods=["GET"]),
         ]
 
@@ -65,33 +100,6 @@ class TaskRoutes:
         suffix = "".join(self.emu.choice(_ALNUM) for _ in range(8))
         return f"task-unified-{int(time.time())}-{suffix}"
 
-    def task_json(self, request: Request, task: TaskRecord, now: float) -> dict[str, Any]:
-        status, progress = task.status(now)
-        body: dict[str, Any] = {
-            "id": task.id,
-            "object": "video.generation.task",
-            "created": int(task.created),
-            "model": task.model,
-            "status": status,
-            "progress": progress,
-            "type": "video",
-            "task_info": {
-                "can_cancel": status in ("pending", "processing"),
-                "estimated_time": math.ceil(task.run_seconds),
-                "video_duration": task.duration,
-            },
-            "usage": {
-                "billing_rule": "per_second",
-                "credits_reserved": task.credits_reserved,
-                "user_group": "default",
-            },
-        }
-        if status == "completed":
-            body["results"] = [str(request.url_for("result", task_id=task.id))]
-        elif status == "failed":
-            body["error"] = {"code": task.error_code, "message": task.error_message}
-        return body
-
     async def create(self, request: Request) -> Response:
         config, state = self.emu.config, self.emu.state
         try:
@@ -103,7 +111,9 @@ class TaskRoutes:
         if body.get("model") in config.denied_models:
             return error(403, "Token does not have access to the specified model")
         facts = self._hosted_facts(request, body)
-        violations = validate_request(body, facts)
+        violations = validate_request(
+            body, facts, allow_loopback_callbacks=config.allow_loopback_callbacks
+        )
         if violations:
             return error(400, "; ".join(str(v) for v in violations))
         video_seconds = [
@@ -129,14 +139,17 @@ class TaskRoutes:
             error_message=_FAILURES.get(code),
         )
         faults = draw(self.emu)
+        callback = (body["callback_url"], _origin(request)) if body.get("callback_url") else None
         for _ in range(5):  # a restarted emulator replays its seeded ids: draw again
-            refused = state.reserve_task(task, prompt=body.get("prompt"), faults=faults)
+            refused = state.reserve_task(task, body.get("prompt"), faults, callback)
             if refused != DUPLICATE_ID:
                 break
             task = replace(task, id=self._new_task_id())
         if refused:
             return error(402, refused)
-        answer = self.task_json(request, task, task.created)
+        if callback:
+            self.on_callback()
+        answer = task_body(task, task.created, _origin(request))
         if faults.create == "dropped":
             return _CutConnection()
         if faults.create:
@@ -152,7 +165,7 @@ class TaskRoutes:
         if task is None:
             return error(404, "Task not found or expired")
         faults = state.count(task_id, "polls")
-        answer = self.task_json(request, task, time.time())
+        answer = task_body(task, time.time(), _origin(request))
         if (
             faults.poll
             and (faults.poll != "completed_without_results" or "results" in answer)
