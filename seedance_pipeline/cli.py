@@ -388,14 +388,13 @@ def _kinds(text: str) -> tuple[str, ...]:
 def cmd_emulator(args: argparse.Namespace) -> int:
     from .emulator import DEFAULT_API_KEY, EmulatorConfig, serve
 
-    fields = {
-        "api_key": args.api_key or DEFAULT_API_KEY,
-        "price_table": PriceTable.load(args.price_table) if args.price_table else None,
-    }
-    names = {f for f in vars(args) if f not in ("func", "command", *fields)}
-    settings = {name: getattr(args, name) for name in names}
-    settings.update({k: v for k, v in fields.items() if v is not None})
+    settings = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
+    settings["api_key"] = args.api_key or DEFAULT_API_KEY
     try:
+        if args.price_table:
+            settings["price_table"] = PriceTable.load(args.price_table)
+        else:
+            del settings["price_table"]
         config = EmulatorConfig(**settings)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

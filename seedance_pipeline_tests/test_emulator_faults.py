@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -246,8 +245,7 @@ def test_price_table_flag_prices_from_the_emulators_own_table(tmp_path):
     cli = Path(sys.executable).with_name("seedance-pipeline")
     args = ["emulator", "--port", "0", "--seed", "1", "--state-dir", str(tmp_path / "state")]
     args += ["--price-table", str(custom), "--time-scale", "0.01", "--post-create-error-rate", "1"]
-    env = {k: v for k, v in os.environ.items() if k != "SEEDANCE_PRICE_TABLE"}
-    proc = subprocess.Popen([cli, *args], stdout=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen([cli, *args], stdout=subprocess.PIPE, text=True)
     try:
         url = proc.stdout.readline().split(" listening on ")[1].split()[0]
         deadline = time.monotonic() + 20
