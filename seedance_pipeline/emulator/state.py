@@ -131,7 +131,6 @@ class EmulatorState:
         self.state_dir = Path(state_dir)
         self.files_dir = self.state_dir / "files"
         self.files_dir.mkdir(parents=True, exist_ok=True)
-        self.credits = credits
         self._lock = threading.Lock()
         self._db = sqlite3.connect(
             self.state_dir / "emulator.sqlite3", check_same_thread=False, isolation_level=None
