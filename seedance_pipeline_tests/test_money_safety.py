@@ -173,3 +173,23 @@ def test_an_edited_prompt_is_flagged_beside_the_video_of_what_was_sent(day):
     table = read_table(data, "generated_videos", DAY).set_index("prompt_id")
     assert table.loc[edited, "request_changed"] and table.loc[edited, "prompt"] == sent_text
     assert not table.drop(index=edited).request_changed.fillna(False).any()
+
+
+def test_odd_poll_answers_neither_lose_a_paid_video_nor_end_a_task_early(
+    tmp_path, start_emulator, api_key
+):
+    url = start_emulator(
+        poll_fault_rate=1.0,
+        poll_faults=("queued", "completed_without_results", "transient_404"),
+        poll_fault_polls=2,
+    )
+    data = copy_sample_data(tmp_path / "data")
+    resources = make_resources(data, url, api_key)
+    assert submit(resources).success
+    wait_for_tasks(resources, timeout=120)
+    assert save_videos(resources).success
+    table = read_table(data, "generated_videos", DAY)
+    sent = table[table.status != "rejected"]
+    assert (sent.status == "completed").all(), sent[["prompt_id", "status", "error_message"]]
+    served = [t["poll_faults_served"] for t in emulator_tasks(url)]
+    assert sum(served) >= len(sent)  # every task did answer oddly first
