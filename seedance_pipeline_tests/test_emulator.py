@@ -110,10 +110,14 @@ def test_every_answer_is_json_in_its_api_envelope(emulator, api_key, evolink_sch
     for r, status in [
         (httpx.post(files, json={}, headers=auth("sk-evo-wrong")), 401),
         (httpx.get(files, headers=auth(api_key)), 405),
-        (httpx.get(f"{emulator}/api/v1/files/nope", headers=auth(api_key)), 404),
+        (httpx.get(f"{emulator}/api/v1/files/no/such/route", headers=auth(api_key)), 404),
+        (httpx.get(f"{emulator}/api/v1/files/file_0123", headers=auth(api_key)), 405),
+        (httpx.delete(f"{emulator}/api/v1/files/file_0123", headers=auth(api_key)), 404),
+        (httpx.get(f"{emulator}/api/v1/files/list?page=0", headers=auth(api_key)), 400),
+        (httpx.get(f"{emulator}/api/v1/files/list?pageSize=x", headers=auth(api_key)), 400),
     ]:
         assert r.status_code == status
-        answer = check(evolink_schema, "UploadResponse", r.json())
+        answer = check(evolink_schema, "FilesError", r.json())
         assert answer["success"] is False and answer["code"] == status and answer["msg"]
 
 
@@ -364,6 +368,77 @@ def test_uploads_round_trip(emulator, api_key, evolink_schema, tmp_path):
         headers=auth(api_key),
     ).json()
     check(evolink_schema, "UploadResponse", ok)
+
+
+def test_stream_upload_reads_snake_and_camel_case_fields(emulator, api_key, tmp_path):
+    png = image(tmp_path, 400, 300).read_bytes()
+    url = f"{emulator}/api/v1/files/upload/stream"
+    for fields in (
+        {"upload_path": "refs/day1", "file_name": "cover.png"},
+        {"uploadPath": "refs/day1", "fileName": "cover.png"},  # the vendor's own client
+    ):
+        r = httpx.post(url, files={"file": ("x.png", png)}, data=fields, headers=auth(api_key))
+        data = r.json()["data"]
+        assert (data["upload_path"], data["file_name"], data["original_name"]) == (
+            "refs/day1",
+            "cover.png",
+            "x.png",
+        )
+        assert httpx.get(data["file_url"]).content == png
+    b64 = {"base64_data": base64.b64encode(png).decode(), "fileName": "b.png", "uploadPath": "p"}
+    r = httpx.post(f"{emulator}/api/v1/files/upload/base64", json=b64, headers=auth(api_key))
+    assert (r.json()["data"]["file_name"], r.json()["data"]["upload_path"]) == ("b.png", "p")
+
+
+def test_list_quota_and_delete(emulator, api_key, evolink_schema, tmp_path):
+    files = f"{emulator}/api/v1/files"
+    png = image(tmp_path, 400, 300).read_bytes()
+    with client(emulator, api_key) as c:
+        uploaded = [c.upload_file(image(tmp_path, 300 + i, 300)) for i in range(3)]
+    assert [u.file_size for u in uploaded] != [len(png)] * 3
+    listed = httpx.get(f"{files}/list?page=1&pageSize=2", headers=auth(api_key)).json()
+    page1 = check(evolink_schema, "FilesListResponse", listed)["data"]
+    page2 = httpx.get(f"{files}/list?page=2&pageSize=2", headers=auth(api_key)).json()["data"]
+    assert page1["total"] == page2["total"] == 3
+    assert len(page1["files"]) == 2 and len(page2["files"]) == 1
+    seen = {f["file_id"]: f for f in page1["files"] + page2["files"]}
+    assert {u.file_id: u.file_size for u in uploaded} == {
+        i: f["file_size"] for i, f in seen.items()
+    }
+    quota = httpx.get(f"{files}/quota", headers=auth(api_key)).json()
+    assert check(evolink_schema, "FilesQuotaResponse", quota)["data"] == {
+        "user_group": "default",
+        "used_files": 3,
+        "max_files": 100,
+        "remain_files": 97,
+    }
+    gone = uploaded[0]
+    deleted = httpx.delete(f"{files}/{gone.file_id}", headers=auth(api_key)).json()
+    assert check(evolink_schema, "FilesDeleteResponse", deleted)["success"] is True
+    assert httpx.get(gone.file_url).status_code == 404
+    again = httpx.delete(f"{files}/{gone.file_id}", headers=auth(api_key))
+    assert again.status_code == 404 and again.json()["success"] is False
+    listed = httpx.get(f"{files}/list", headers=auth(api_key)).json()["data"]
+    assert listed["total"] == 2 and gone.file_id not in {f["file_id"] for f in listed["files"]}
+    quota = httpx.get(f"{files}/quota", headers=auth(api_key)).json()["data"]
+    assert (quota["used_files"], quota["remain_files"]) == (2, 98)
+
+
+def test_uploads_stop_at_the_file_quota(emulator, api_key, evolink_schema, tmp_path, monkeypatch):
+    monkeypatch.setattr("seedance_pipeline.emulator.files.MAX_FILES", 2)
+    png = image(tmp_path, 400, 300).read_bytes()
+    url = f"{emulator}/api/v1/files/upload/stream"
+    answers = [
+        httpx.post(url, files={"file": ("a.png", png)}, headers=auth(api_key)).json()
+        for _ in range(3)
+    ]
+    assert [a["success"] for a in answers] == [True, True, False]
+    refused = check(evolink_schema, "FilesError", answers[2])
+    assert "file quota reached (2 files)" in refused["msg"] and "DELETE" in refused["msg"]
+    first = answers[0]["data"]["file_id"]
+    httpx.delete(f"{emulator}/api/v1/files/{first}", headers=auth(api_key))
+    again = httpx.post(url, files={"file": ("a.png", png)}, headers=auth(api_key)).json()
+    assert again["success"] is True
 
 
 def test_reference_video_reserves_measured_seconds(emulator, api_key, tmp_path):
