@@ -1,7 +1,9 @@
 """The files API (/api/v1/files/*) and the links of hosted files (/files/...).
 
 Answers follow the vendor's client: optional fields in snake_case or camelCase, every answer
-`{success, code, msg, data}`.
+`{success, code, msg, data}`. Our assumptions where the vendor is silent: the list is newest
+first and skips expired files, `pageSize` is 1..100; a delete answers `data: {file_id}`; an
+upload past the 100-file quota is refused like any refused upload (HTTP 200, code 403).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import base64
 import binascii
 import ipaddress
 import re
+import shutil
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -108,7 +111,7 @@ class FileRoutes:
         record = self.emu.state.file(request.path_params["file_id"])
         if record is None or not self.emu.state.delete_file(record.file_id):
             return files_error(404, f"No file {request.path_params['file_id']!r}")
-        self.emu.state.file_path(record).unlink(missing_ok=True)
+        shutil.rmtree(self.emu.state.file_path(record).parent, ignore_errors=True)
         return _ok({"file_id": record.file_id})
 
     async def hosted(self, request: Request) -> Response:
