@@ -16,6 +16,8 @@ from seedance_pipeline.seedance import PriceTable, _pricing
 from seedance_pipeline.seedance._pricing import PRICE_TABLE_ENV
 from seedance_pipeline.tables import read_table, write_table
 
+from .pipeline_support import emulator_tasks, make_resources, submit
+
 STANDARD = {
     "text": "seedance-2.0-text-to-video",
     "image": "seedance-2.0-image-to-video",
@@ -342,3 +344,33 @@ def test_plan_reports_an_unknown_estimate_as_unknown(mini_catalog, monkeypatch, 
     assert mini_line.split()[-2:] == ["unknown", "credits"]
     assert "estimated unknown credits" in out
     assert "budget 1e+06 credits: cannot be checked" in out
+
+
+def test_unpriced_day_is_refused_under_a_budget_and_submitted_without_one(
+    mini_catalog, start_emulator, api_key
+):
+    mini_rates = {"480p": 3.0, "720p": 6.5}  # test values: Mini's prices are not published
+    bundled = PriceTable.load()
+    emulator_table = PriceTable(
+        {**bundled.credits_per_second, "mini": {"without_reference_video": mini_rates}},
+        bundled.money_per_credit,
+        bundled.unknown_reference_video_seconds,
+    )
+    url = start_emulator(price_table=emulator_table)
+    catalogs = {
+        "prompts_path": str(mini_catalog / "prompts.csv"),
+        "media_path": str(mini_catalog / "media.csv"),
+    }
+    budgeted = make_resources(mini_catalog, url, api_key, max_credits_per_partition=1e6, **catalogs)
+    refused = submit(budgeted, MINI_DAY)
+    assert not refused.success
+    failure = next(e for e in refused.all_events if e.is_step_failure)
+    assert "1 row(s) have no known price" in failure.step_failure_data.user_failure_data.description
+    assert emulator_tasks(url) == []
+
+    result = submit(make_resources(mini_catalog, url, api_key, **catalogs), MINI_DAY)
+    assert result.success
+    rows = {r.prompt_id: r for r in budgeted["pipeline"].ledger().rows(MINI_DAY)}
+    assert rows["mini"].estimated_credits is None
+    assert rows["mini"].credits_reserved == 5 * 6.5  # the vendor's (emulator's) reservation
+    assert rows["std"].estimated_credits == rows["std"].credits_reserved == 4 * 6.251
