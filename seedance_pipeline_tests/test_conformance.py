@@ -233,13 +233,12 @@ def test_insufficient_quota_and_access_denied_examples(start_emulator, api_key, 
 
 
 def test_rate_limited_example_with_retry_after(start_emulator, api_key, evolink_schema):
-    url = start_emulator(rate_limit=1.0)
+    url = start_emulator(rate_limit=0.1)  # creates: one per 10 s
     with httpx.Client(base_url=url, headers=auth(api_key)) as http:
-        answers = [http.get("/v1/credits") for _ in range(3)]
-    limited = [r for r in answers if r.status_code == 429]
-    assert limited
-    assert_error(evolink_schema, limited[0], 429)
-    assert int(limited[0].headers["Retry-After"]) >= 1
+        answers = [http.post(CREATE, json=EXAMPLES["text_to_video"]) for _ in range(2)]
+    assert answers[0].status_code == 200
+    assert_error(evolink_schema, answers[1], 429)
+    assert int(answers[1].headers["Retry-After"]) >= 1
 
 
 # ---- JSON in the right envelope on every route and status ---------------------------------
@@ -286,6 +285,7 @@ def test_injected_server_errors_answer_json_on_every_route(start_emulator, api_k
         ("GET", CREATE, 405),
         ("POST", "/v1/credits", 405),
         ("GET", f"{FILES}/no/such/route", 404),
+        ("GET", FILES, 404),
         ("GET", f"{FILES}/upload/stream", 405),
         ("GET", f"{FILES}/file_0123456789abcdef", 405),
         ("POST", f"{FILES}/quota", 405),
