@@ -387,7 +387,9 @@ def validate_request(
 
     params = body.get("model_params")
     if params is not None and spec and not spec.takes_model_params:
-        out.append(Violation("model_params", f"is not accepted by {model}; leave it out"))
+        out.append(
+            Violation("model_params", f"is not accepted by {model} (no web_search); leave it out")
+        )
     elif params is not None:
         if not isinstance(params, Mapping) or set(params) - {"web_search"}:
             out.append(Violation("model_params", "may only hold web_search"))
