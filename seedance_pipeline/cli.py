@@ -225,15 +225,26 @@ def plan_report(rows: list[PlannedRow]) -> dict:
         "rejected": [
             {"prompt_id": r.prompt.prompt_id, "errors": r.errors} for r in rows if not r.accepted
         ],
-        "estimated_credits_total": round(sum(r.estimated_credits for r in accepted), 4),
+        # None (unknown) when a row's price is unknown: a partial sum would understate the day.
+        "estimated_credits_total": _total(r.estimated_credits for r in accepted),
     }
     budget = os.environ.get("SEEDANCE_MAX_CREDITS_PER_PARTITION")
     if budget:
+        total = report["estimated_credits_total"]
         report["budget"] = {
             "max_credits_per_partition": float(budget),
-            "within_budget": report["estimated_credits_total"] <= float(budget),
+            "within_budget": total is not None and total <= float(budget),
         }
     return report
+
+
+def _total(estimates) -> float | None:
+    estimates = list(estimates)
+    return None if None in estimates else round(sum(estimates), 4)
+
+
+def _credits(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:.4f}"
 
 
 def print_plan(report: dict) -> None:
@@ -241,16 +252,18 @@ def print_plan(report: dict) -> None:
         body = row["request"]
         print(
             f"ACCEPT {row['prompt_id']:<24} {body['model']:<38} {body['quality']:>5} "
-            f"{body['duration']:>3}s  {row['estimated_credits']:>10.4f} credits"
+            f"{body['duration']:>3}s  {_credits(row['estimated_credits']):>10} credits"
         )
     for row in report["rejected"]:
         print(f"REJECT {row['prompt_id']:<24} " + "\n       ".ljust(32).join(row["errors"]))
     print(
         f"{len(report['accepted'])} accepted, {len(report['rejected'])} rejected, "
-        f"estimated {report['estimated_credits_total']:.4f} credits"
+        f"estimated {_credits(report['estimated_credits_total'])} credits"
     )
     if "budget" in report:
         verdict = "within" if report["budget"]["within_budget"] else "OVER"
+        if report["estimated_credits_total"] is None:
+            verdict = "cannot be checked: some rows have no known price"
         print(f"budget {report['budget']['max_credits_per_partition']:g} credits: {verdict}")
 
 

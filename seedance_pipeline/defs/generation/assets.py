@@ -48,7 +48,21 @@ def plan_for_partition(pipeline: PipelineResource, partition: str) -> list[Plann
 
 
 def over_budget_message(accepted: pd.DataFrame, budget: float) -> str | None:
-    """Why the partition may not be submitted, or None when it is within `budget`."""
+    """Why the partition may not be submitted, or None when it is within `budget`.
+
+    A row whose price is unknown (a tier the price table lacks) could cost anything: with a
+    budget set, the day is refused.
+    """
+    unpriced = accepted[accepted.estimated_credits.isna()]
+    if not unpriced.empty:
+        rows = ", ".join(
+            f"{r.prompt_id} ({r.model} {r.quality})" for r in unpriced.head(3).itertuples()
+        )
+        return (
+            f"{len(unpriced)} row(s) have no known price, so the day's cost cannot be checked "
+            f"against the budget of {budget:g} (SEEDANCE_MAX_CREDITS_PER_PARTITION): {rows}; "
+            f"add their rates to a price table (SEEDANCE_PRICE_TABLE) or unset the budget"
+        )
     total = credits_total(accepted.estimated_credits)
     if total <= budget:
         return None
