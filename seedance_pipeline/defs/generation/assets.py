@@ -143,7 +143,12 @@ def submitted_tasks(
     except LedgerLost as exc:
         raise Failure(str(exc), allow_retries=False) from None
     items = [
-        Planned(r.prompt_id, json.loads(r.request_json), r.estimated_credits, r.request_sha256)
+        Planned(
+            r.prompt_id,
+            json.loads(r.request_json),
+            None if pd.isna(r.estimated_credits) else r.estimated_credits,  # no known price
+            r.request_sha256,
+        )
         for r in accepted.itertuples()
     ]
     try:
