@@ -13,7 +13,6 @@ from .catalog import CatalogError, find_catalog, load_media, load_prompts
 from .costs import GROUPS, chart, rollup
 from .planning import MediaFactsCache, PlannedRow, plan_partition, plan_row
 from .seedance import PriceTable
-from .tables import read_all
 
 SAMPLE_TIME_SCALE = 0.02
 
@@ -90,7 +89,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     except CatalogError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    facts, prices = MediaFactsCache(data_dir()), PriceTable.load()
+    from dagster_aws.s3 import S3Resource
+
+    from .s3 import S3Media
+
+    facts = MediaFactsCache(data_dir(), S3Media(S3Resource().get_client))
+    prices = PriceTable.load()
     if args.partition:
         rows = plan_partition(prompts, media, args.partition, facts, prices)
     else:
@@ -207,7 +211,15 @@ def cmd_costs(args: argparse.Namespace) -> int:
         )
         return 2
     by = ["scheduled_date" if g == "day" else g for g in by]
-    videos = read_all(data_dir(), "generated_videos")
+    from .definitions import resources_from_env
+    from .s3 import S3Error
+
+    try:
+        tables = resources_from_env()["pipeline"].tables()
+        videos = tables.read_all("generated_videos")
+    except (ValueError, S3Error) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if not videos.empty:
         videos = videos[videos.scheduled_date.between(args.since or "0000", args.until or "9999")]
     table, total = rollup(videos, by), rollup(videos, [])
@@ -226,7 +238,7 @@ def cmd_costs(args: argparse.Namespace) -> int:
         )
         return 0
     if table.empty:
-        print(f"no generated_videos tables under {data_dir() / 'warehouse'} yet")
+        print(f"no generated_videos tables in {tables.location} yet")
         return 0
     columns = [
         *by,

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from pathlib import Path
 
 import pandas as pd
 
 from .ledger import SUBMITTING, WAITING, Ledger, LedgerRow
 from .media import measure_video_output
 from .planning import REQUEST_COLUMNS
-from .seedance import LinkExpiredError, SeedanceError
-from .storage import Storage
+from .seedance import Client, LinkExpiredError, SeedanceError
+from .storage import VideoStore
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def _timestamp(epoch: float | None) -> pd.Timestamp | None:
 
 
 def build_videos_table(
-    requests: pd.DataFrame, ledger: Ledger, storage: Storage, partition: str
+    requests: pd.DataFrame, ledger: Ledger, client: Client, store: VideoStore, partition: str
 ) -> pd.DataFrame:
     """One row per prompt of the partition; downloads completed videos not yet stored.
 
@@ -84,7 +85,7 @@ def build_videos_table(
                 credits_charged=0.0,
             )
         else:
-            row.update(_task_columns(by_prompt[req["prompt_id"]], ledger, storage))
+            row.update(_task_columns(by_prompt[req["prompt_id"]], ledger, client, store))
         rows.append(row)
     return pd.DataFrame(rows, columns=VIDEO_COLUMNS).astype(
         {
@@ -100,9 +101,10 @@ def build_videos_table(
     )
 
 
-def _task_columns(lr: LedgerRow, ledger: Ledger, storage: Storage) -> dict:
-    if lr.status == "completed" and storage.local_copy(lr.video_uri or "") is None:
-        lr = _save(lr, ledger, storage)
+def _task_columns(lr: LedgerRow, ledger: Ledger, client: Client, store: VideoStore) -> dict:
+    measured = None
+    if lr.status == "completed" and not (lr.video_uri and store.exists(lr.video_uri)):
+        lr, measured = _save(lr, ledger, client, store)
     out = {
         "task_id": lr.task_id,
         "status": lr.status,
@@ -116,25 +118,34 @@ def _task_columns(lr: LedgerRow, ledger: Ledger, storage: Storage) -> dict:
         "credits_charged": None
         if lr.status == "unknown"
         else (lr.credits_reserved if lr.status in ("completed", "expired") else 0.0),
-        "video_uri": lr.video_uri,
+        "video_uri": store.uri(lr.video_uri) if lr.video_uri else None,
         "video_sha256": lr.video_sha256,
         "video_bytes": lr.video_bytes,
         "attempts": lr.attempt,
     }
-    local = storage.local_copy(lr.video_uri) if lr.video_uri else None
-    if lr.status == "completed" and local is not None:
-        out.update(measure_video_output(local))
+    if lr.status == "completed" and measured is None and Path(out["video_uri"]).is_file():
+        measured = measure_video_output(out["video_uri"])  # stored earlier, on this disk
+    out.update(measured or {})
     return out
 
 
-def _save(lr: LedgerRow, ledger: Ledger, storage: Storage) -> LedgerRow:
+def _save(
+    lr: LedgerRow, ledger: Ledger, client: Client, store: VideoStore
+) -> tuple[LedgerRow, dict | None]:
+    """Download to scratch, measure, keep; the new ledger row and the measurements."""
+    scratch = store.scratch_path(lr.partition, lr.prompt_id)
+    measured = None
     try:
-        uri, download = storage.save_video(lr.result_url, lr.partition, lr.prompt_id)
+        download = client.download(lr.result_url, scratch)
+        measured = measure_video_output(scratch)
+        key = store.put(scratch, lr.partition, lr.prompt_id)
     except LinkExpiredError as exc:
         ledger.record_expired(lr.task_id, str(exc))
         log.error("%s: video lost, %s", lr.prompt_id, exc)
     except SeedanceError as exc:
         raise RuntimeError(f"{lr.prompt_id}: download failed ({exc}); rerun to try again") from None
     else:
-        ledger.record_video(lr.task_id, uri, download.sha256, download.bytes)
-    return next(r for r in ledger.rows(lr.partition) if r.prompt_id == lr.prompt_id)
+        ledger.record_video(lr.task_id, key, download.sha256, download.bytes)
+    finally:
+        scratch.unlink(missing_ok=True)
+    return next(r for r in ledger.rows(lr.partition) if r.prompt_id == lr.prompt_id), measured
