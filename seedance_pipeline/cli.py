@@ -89,11 +89,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     except CatalogError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from dagster_aws.s3 import S3Resource
+    from .s3 import S3Media, s3_client
 
-    from .s3 import S3Media
-
-    facts = MediaFactsCache(data_dir(), S3Media(S3Resource().get_client))
+    facts = MediaFactsCache(data_dir(), S3Media(s3_client))
     prices = PriceTable.load()
     if args.partition:
         rows = plan_partition(prompts, media, args.partition, facts, prices)

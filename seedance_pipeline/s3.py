@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 from boto3.exceptions import Boto3Error
 from botocore.exceptions import BotoCoreError, ClientError
+from dagster_aws.s3 import S3Resource
 
 from .catalog import file_digest
 from .media import MediaError, measure
@@ -34,6 +35,16 @@ SETTINGS_HINT = "check SEEDANCE_S3_BUCKET, the AWS_* credentials and AWS_ENDPOIN
 
 class S3Error(RuntimeError):
     """An S3 call failed; the message names the object and the settings to check."""
+
+
+def s3_client() -> Any:
+    """dagster-aws's S3 client, configured by the standard AWS_* variables, signing with SigV4
+    (most regions refuse the SigV2 presigned URLs boto3 makes for us-east-1 by default)."""
+    client = S3Resource().get_client()
+    client.meta.events.register(
+        "choose-signer.s3.*", lambda **_: "s3v4", unique_id="seedance-pipeline-sigv4"
+    )
+    return client
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:

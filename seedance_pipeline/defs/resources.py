@@ -4,14 +4,13 @@ from pathlib import Path
 
 import httpx
 from dagster import ConfigurableResource
-from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
 from ..catalog import find_catalog
 from ..ledger import Ledger
 from ..planning import MediaFactsCache
 from ..publishing import MediaPublisher, VendorUploadPublisher
-from ..s3 import S3Bucket, S3Media, S3Publisher, S3TableStore, S3VideoStore
+from ..s3 import S3Bucket, S3Media, S3Publisher, S3TableStore, S3VideoStore, s3_client
 from ..seedance import DEFAULT_BASE_URL, DEFAULT_FILES_URL, AsyncClient, Client, RetryPolicy
 from ..storage import LocalVideoStore, VideoStore
 from ..tables import LocalTableStore, TableStore
@@ -99,15 +98,8 @@ class PipelineResource(ConfigurableResource):
     def ledger(self) -> Ledger:
         return Ledger(self.root / "state" / "ledger.sqlite3")
 
-    def _s3_client(self):
-        # dagster-aws's client, configured by the standard AWS_* variables. (Not a nested
-        # resource field: those make the resource a generator in `build_sensor_context`.)
-        return S3Resource().get_client()
-
     def _bucket(self) -> S3Bucket | None:
-        return (
-            S3Bucket(self._s3_client(), self.s3_bucket, self.s3_prefix) if self.s3_bucket else None
-        )
+        return S3Bucket(s3_client(), self.s3_bucket, self.s3_prefix) if self.s3_bucket else None
 
     def videos(self) -> VideoStore:
         bucket = self._bucket()
@@ -124,4 +116,4 @@ class PipelineResource(ConfigurableResource):
 
     def media_facts(self) -> MediaFactsCache:
         """Measures catalog media: local files, and `s3://` objects through the AWS settings."""
-        return MediaFactsCache(self.root, S3Media(self._s3_client))
+        return MediaFactsCache(self.root, S3Media(s3_client))
