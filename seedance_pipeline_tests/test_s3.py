@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from dagster import DagsterInstance, materialize
 
+from seedance_pipeline.cli import main
 from seedance_pipeline.defs.costs.assets import generation_costs
 from seedance_pipeline.media import MediaError, measure_video_output
 from seedance_pipeline.publishing import PublishError
@@ -152,7 +153,7 @@ def _add_s3_media_rows(data: Path, bucket: str) -> None:
 
 
 def test_sample_day_on_s3_leaves_no_videos_or_tables_on_disk(
-    tmp_path, emulator, api_key, s3_bucket, moto_server
+    tmp_path, emulator, api_key, s3_bucket, moto_server, monkeypatch, capsys
 ):
     data = copy_sample_data(tmp_path / "data")
     _add_s3_media_rows(data, s3_bucket)
@@ -221,3 +222,13 @@ def test_sample_day_on_s3_leaves_no_videos_or_tables_on_disk(
     assert made_here == []
     scratch = Path(tempfile.gettempdir()) / "seedance-videos" / DAY
     assert not list(scratch.glob(f".*.{os.getpid()}.*"))
+
+    # The cost report reads the same tables from the bucket.
+    monkeypatch.setenv("SEEDANCE_DATA_DIR", str(data))
+    monkeypatch.setenv("SEEDANCE_S3_BUCKET", s3_bucket)
+    monkeypatch.setenv("SEEDANCE_S3_PREFIX", PREFIX)
+    capsys.readouterr()
+    assert main(["costs", "--json"]) == 0
+    total = json.loads(capsys.readouterr().out)["total"]
+    assert total["tasks"] == len(videos) and total["completed"] == len(completed)
+    assert total["credits_charged"] == pytest.approx(completed.credits_charged.sum())
