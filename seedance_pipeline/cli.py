@@ -14,7 +14,6 @@ from .costs import GROUPS, chart, rollup
 from .planning import MediaFactsCache, PlannedRow, plan_partition, plan_row
 from .seedance import PriceTable
 from .settings import SettingError, data_dir
-from .tables import read_all
 
 SAMPLE_TIME_SCALE = 0.02
 
@@ -198,7 +197,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     except CatalogError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    facts, prices = MediaFactsCache(data_dir()), PriceTable.load()
+    from .s3 import S3Media, s3_client
+
+    facts = MediaFactsCache(data_dir(), S3Media(s3_client))
+    prices = PriceTable.load()
     if args.partition:
         rows = plan_partition(prompts, media, args.partition, facts, prices)
     else:
@@ -329,7 +331,14 @@ def cmd_costs(args: argparse.Namespace) -> int:
         )
         return 2
     by = ["scheduled_date" if g == "day" else g for g in by]
-    videos = read_all(data_dir(), "generated_videos")
+    from .s3 import S3Error
+
+    try:
+        tables = _tables()
+        videos = tables.read_all("generated_videos")
+    except (ValueError, S3Error) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if not videos.empty:
         videos = videos[videos.scheduled_date.between(args.since or "0000", args.until or "9999")]
     table, total = rollup(videos, by), rollup(videos, [])
@@ -348,7 +357,7 @@ def cmd_costs(args: argparse.Namespace) -> int:
         )
         return 0
     if table.empty:
-        print(f"no generated_videos tables under {data_dir() / 'warehouse'} yet")
+        print(f"no generated_videos tables in {tables.location} yet")
         return 0
     columns = [
         *by,
@@ -391,7 +400,7 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     try:
         ledger = Ledger(ledger_url(data_dir()))
         ledger.resolve(args.date, args.prompt_id, None if args.forget else args.task_id)
-        write_record(ledger, data_dir(), args.date)  # a forgotten row is no lost one
+        write_record(ledger, _tables(), args.date)  # a forgotten row is no lost one
     except LookupError as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return 2
@@ -406,6 +415,13 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tables():
+    """The warehouse the environment names (the data directory, or S3)."""
+    from .definitions import resources_from_env
+
+    return resources_from_env()["pipeline"].tables()
+
+
 def cmd_rebuild_ledger(args: argparse.Namespace) -> int:
     from .ledger import Ledger, ledger_url, safe_url
     from .records import rebuild
@@ -414,7 +430,7 @@ def cmd_rebuild_ledger(args: argparse.Namespace) -> int:
     ledger = Ledger(url)
     for day in args.dates:
         try:
-            restored = rebuild(ledger, data_dir(), day)
+            restored = rebuild(ledger, _tables(), day)
         except FileNotFoundError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

@@ -47,6 +47,8 @@ def resources_from_env(prompts: Path | None = None, media: Path | None = None) -
             data_dir=os.environ.get("SEEDANCE_DATA_DIR", "data"),
             max_credits_per_partition=_env_number("SEEDANCE_MAX_CREDITS_PER_PARTITION"),
             max_resubmissions=_env_number("SEEDANCE_MAX_RESUBMISSIONS", int) or 0,
+            s3_bucket=os.environ.get("SEEDANCE_S3_BUCKET") or None,
+            s3_prefix=os.environ.get("SEEDANCE_S3_PREFIX", ""),
             prompts_path=str(prompts) if prompts else None,
             media_path=str(media) if media else None,
         ),

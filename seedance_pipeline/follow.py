@@ -11,6 +11,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from .ledger import Ledger, LedgerRow
 from .polling import poll_round
 from .statuses import WAITING, Status
+from .storage import VideoStore
 from .videos import DOWNLOAD_WORKERS, max_video_bytes, needs_download, store_video
 
 
@@ -18,7 +19,7 @@ def follow_day(
     partition: str,
     ledger: Ledger,
     evolink,
-    storage: Callable,
+    store: VideoStore,
     submitting: threading.Event,
     progress: Callable[[list[LedgerRow]], None] = lambda rows: None,
 ) -> None:
@@ -33,7 +34,6 @@ def follow_day(
     """
     cap = max_video_bytes()
     with evolink.client() as client, ThreadPoolExecutor(DOWNLOAD_WORKERS) as pool:
-        store = storage(client)
         downloads: dict[str, Future] = {}
         while True:
             ledger.resolve_abandoned_claims(partition)

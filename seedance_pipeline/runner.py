@@ -113,7 +113,7 @@ def _submit_while_following(assets, resources, instance, partition, ledger, evol
                 partition,
                 ledger,
                 evolink,
-                resources["pipeline"].storage,
+                resources["pipeline"].videos(),
                 submitting,
                 lambda rows: _progress(partition, rows, started, out),
             )

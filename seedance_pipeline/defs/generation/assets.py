@@ -19,12 +19,11 @@ from dagster import (
 
 from ...catalog import CatalogError, load_media, load_prompts
 from ...costs import credits_total
-from ...planning import MediaFactsCache, PlannedRow, plan_partition, publish, requests_frame
+from ...planning import PlannedRow, plan_partition, publish, requests_frame
+from ...publishing import PublishError
 from ...records import LedgerLost, check_ledger, write_record
 from ...seedance import PriceTable
-from ...storage import PublishError
 from ...submission import Planned, SubmissionStopped, submit_all
-from ...tables import read_table, write_table
 from ...videos import PartitionNotFinished, build_videos_table, store_videos
 from ..catalog.assets import media_catalog, prompt_catalog
 from ..partitions import daily_partitions
@@ -42,9 +41,7 @@ def plan_for_partition(pipeline: PipelineResource, partition: str) -> list[Plann
     """
     prompts = load_prompts(pipeline.prompts_file())
     media = load_media(pipeline.media_file(), pipeline.root)
-    return plan_partition(
-        prompts, media, partition, MediaFactsCache(pipeline.root), PriceTable.load()
-    )
+    return plan_partition(prompts, media, partition, pipeline.media_facts(), PriceTable.load())
 
 
 def over_budget_message(accepted: pd.DataFrame, budget: float) -> str | None:
@@ -95,16 +92,16 @@ def generation_requests(
         raise Failure(str(exc), allow_retries=False) from None
     with evolink.client() as client:
         try:
-            publish(rows, pipeline.storage(client).publish)
+            publish(rows, pipeline.publisher(client).publish)
         except PublishError as exc:
             raise Failure(str(exc)) from None
     frame = requests_frame(rows)
-    path = write_table(frame, pipeline.root, "generation_requests", partition)
+    path = pipeline.tables().write(frame, "generation_requests", partition)
     accepted = frame[frame.status == "accepted"]
     rejected = frame[frame.status == "rejected"].assign(errors=lambda f: f.errors.map("; ".join))
     return MaterializeResult(
         metadata={
-            "path": MetadataValue.path(str(path)),
+            "path": MetadataValue.path(path),
             "dagster/row_count": len(frame),
             "accepted": len(accepted),
             "rejected": len(rejected),
@@ -132,14 +129,14 @@ def submitted_tasks(
 ) -> MaterializeResult:
     """Accepted requests submitted to EvoLink exactly once, recorded in the task ledger."""
     partition = context.partition_key
-    requests = read_table(pipeline.root, "generation_requests", partition)
+    requests = pipeline.tables().read("generation_requests", partition)
     accepted = requests[requests.status == "accepted"]
     budget = pipeline.max_credits_per_partition
     if budget is not None and (message := over_budget_message(accepted, budget)):
         raise Failure(f"{partition}: not submitted: {message}", allow_retries=False)
     ledger = pipeline.ledger()
     try:
-        check_ledger(ledger, pipeline.root, partition)
+        check_ledger(ledger, pipeline.tables(), partition)
     except LedgerLost as exc:
         raise Failure(str(exc), allow_retries=False) from None
     items = [
@@ -157,7 +154,7 @@ def submitted_tasks(
     except SubmissionStopped as exc:
         raise Failure(str(exc), allow_retries=False) from None
     finally:
-        write_record(ledger, pipeline.root, partition)
+        write_record(ledger, pipeline.tables(), partition)
     ledger.set_submission_complete(partition, not summary.not_sent)
     for prompt_id, day in summary.sent_on_other_days.items():
         context.log.warning(
@@ -240,10 +237,10 @@ def generated_videos(
 ) -> MaterializeResult:
     """Every prompt of the day with its task's outcome and its video saved and measured."""
     partition = context.partition_key
-    requests = read_table(pipeline.root, "generation_requests", partition)
+    requests = pipeline.tables().read("generation_requests", partition)
     ledger = pipeline.ledger()
+    store = pipeline.videos()
     with evolink.client() as client:
-        store = pipeline.storage(client)
         stored = store_videos(ledger.rows(partition), client, store, ledger)
         try:
             accepted = requests.prompt_id[requests.status == "accepted"]
@@ -258,12 +255,12 @@ def generated_videos(
             raise Failure(str(exc), allow_retries=False) from None
     if stored:
         context.log.info(f"videos stored or tried: {dict(stored)}")
-    path = write_table(frame, pipeline.root, "generated_videos", partition)
+    path = pipeline.tables().write(frame, "generated_videos", partition)
     count = frame.status.value_counts()
     submitted = len(frame) - count.get("rejected", 0)
     return MaterializeResult(
         metadata={
-            "path": MetadataValue.path(str(path)),
+            "path": MetadataValue.path(path),
             "dagster/row_count": len(frame),
             **{
                 f"videos_{s}": int(count.get(s, 0))
