@@ -1,6 +1,6 @@
 """The httpx clients against `httpx.MockTransport`: errors, retries, secrets, downloads.
 
-No network and no real sleeping: `time.sleep` / `asyncio.sleep` are replaced by recorders.
+No network and no real sleeping: the client module's clock is fake (`client_support`).
 The async client is driven with `asyncio.run` (pytest-asyncio is not a dependency).
 """
 
@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
 
 import httpx
 import pytest
@@ -37,10 +36,19 @@ from seedance_pipeline.seedance import (
     _client,
 )
 
-KEY = "sk-evo-UNIT-TEST-SECRET-0123456789abcdef"
+from . import client_support
+from .client_support import KEY, Recorder
+
+# The fixtures of `client_support`, for pytest to find here.
+clock, sleeps, fresh_pacing = (
+    client_support.clock,
+    client_support.sleeps,
+    client_support.fresh_pacing,
+)
+
 BASE = "https://api.test.invalid"
 FILES = "https://files.test.invalid"
-RESULT = "https://cdn.test.invalid/results/video.mp4?X-Signature=abc123"
+RESULT = "https://cdn.results-example.com/results/video.mp4?X-Signature=abc123"
 TASK_ID = "task-unified-1774857405-abc12345"
 
 TASK = {
@@ -76,39 +84,6 @@ def error_response(status: int, code: object, message: str, kind: str | None = N
     if kind:
         error["type"] = kind
     return httpx.Response(status, json={"error": error}, headers=headers)
-
-
-class Recorder:
-    """A handler that answers from a script of responses/exceptions and keeps every request."""
-
-    def __init__(self, *script: httpx.Response | Exception | Callable[[httpx.Request], object]):
-        self.script = list(script)
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        step = self.script.pop(0) if len(self.script) > 1 else self.script[0]
-        if callable(step) and not isinstance(step, httpx.Response):
-            step = step(request)
-        if isinstance(step, Exception):
-            raise step
-        return step
-
-    def __len__(self) -> int:
-        return len(self.requests)
-
-
-@pytest.fixture
-def sleeps(monkeypatch) -> list[float]:
-    """Every sleep the clients ask for; nothing really sleeps."""
-    recorded: list[float] = []
-
-    async def fake_async_sleep(seconds: float) -> None:
-        recorded.append(seconds)
-
-    monkeypatch.setattr(_client.time, "sleep", recorded.append)
-    monkeypatch.setattr(_client.asyncio, "sleep", fake_async_sleep)
-    return recorded
 
 
 def client(handler, **retry) -> Client:
@@ -166,7 +141,7 @@ def test_status_maps_to_exception_with_vendor_code_and_message(
 def test_integer_code_is_kept_as_text(sleeps, driver, status, cls, _code, message, _kind):
     handler = Recorder(error_response(status, status, message))
     with pytest.raises(cls) as info:
-        DRIVERS[driver](handler, "create_task", BODY, max_attempts=1)
+        DRIVERS[driver](handler, "get_task", TASK_ID, max_attempts=1)
     assert info.value.code == str(status)
     assert info.value.message == message
 
@@ -207,7 +182,7 @@ def test_429_retry_after_is_honoured_then_succeeds(sleeps, driver, call):
     task = DRIVERS[driver](handler, call, *CALLS[call])
     assert isinstance(task, Task) and task.id == TASK_ID
     assert len(handler) == 2
-    assert len(sleeps) == 1 and sleeps[0] >= 7
+    assert sleeps[0] >= 7  # then, maybe, a pause of the learned pacing
 
 
 def test_429_retry_after_as_http_date(sleeps):
@@ -228,14 +203,29 @@ def test_429_retry_after_carried_on_the_exception(sleeps):
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
-@pytest.mark.parametrize("call", CALLS)
-@pytest.mark.parametrize("status", [429, 500, 502, 503])
-def test_max_attempts_is_respected(sleeps, driver, call, status):
+@pytest.mark.parametrize(
+    ("call", "status"),
+    [("create_task", 429), *(("get_task", status) for status in (429, 500, 502, 503))],
+)
+def test_max_attempts_is_respected(clock, driver, call, status):
     handler = Recorder(error_response(status, "busy", "try later"))
     with pytest.raises((RateLimitError, ServerError)):
         DRIVERS[driver](handler, call, *CALLS[call], max_attempts=3)
     assert len(handler) == 3
-    assert len(sleeps) == 2
+    assert len(clock.sleeps) >= 2
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+@pytest.mark.parametrize(("status", "code"), [(500, "internal_error"), (502, "upstream_error")])
+def test_create_answered_5xx_is_outcome_unknown_and_never_resent(sleeps, driver, status, code):
+    handler = Recorder(
+        error_response(status, code, "gateway trouble"), httpx.Response(200, json=TASK)
+    )
+    with pytest.raises(OutcomeUnknownError) as info:
+        DRIVERS[driver](handler, "create_task", BODY)
+    assert len(handler) == 1 and sleeps == []
+    assert f"HTTP {status} {code}" in str(info.value) and "not resubmitted" in str(info.value)
+    assert isinstance(info.value.__cause__, ServerError)
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
@@ -244,7 +234,7 @@ def test_max_total_wait_is_respected(sleeps, driver):
     with pytest.raises(RateLimitError):
         DRIVERS[driver](handler, "get_task", TASK_ID, max_attempts=10, max_total_wait=120)
     assert len(handler) == 3  # waits 50 + 50; a third wait would pass 120 s
-    assert sum(sleeps) <= 120 and len(sleeps) == 2
+    assert sum(sleeps) <= 120 + 2 * 2  # the retries, and the learned pacing after each 429
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
