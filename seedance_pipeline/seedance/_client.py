@@ -91,11 +91,11 @@ class _Bucket:
     at which calls were being accepted and pauses sending for its Retry-After; while calls
     succeed the rate climbs back along a cubic curve, slowly near the rate that was refused
     and faster beyond it, so it settles just under the key's limit. 429s of calls sent before
-    the last slow-down are the same overload and do not slow it down again. It holds one
-    token at most: calls are spaced `1 / rate` apart, never sent in a burst.
+    the last slow-down are the same overload and do not slow it down again. It holds a
+    quarter second's tokens at most: enough to absorb late wake-ups, too few for a burst.
     """
 
-    BETA, SCALE, MIN_RATE, WINDOW = 0.7, 0.4, 0.5, 1.0
+    BETA, SCALE, MIN_RATE, WINDOW, BURST_SECONDS = 0.7, 0.4, 0.5, 1.0, 0.25
 
     def __init__(self, cap: float | None):
         self.cap = cap
@@ -132,7 +132,8 @@ class _Bucket:
                 if self.slowed_at > -math.inf:
                     since = max(0.0, now - self.resume_at)
                     cubic = self.SCALE * (since - self.k) ** 3 + self.refused_rate
-                    self._set_rate(now, min(cubic, 2 * max(accepted_rate, self.MIN_RATE)))
+                    # Not beyond twice what is being accepted: idle calls prove nothing.
+                    self._set_rate(now, min(cubic, max(2 * accepted_rate, self.refused_rate)))
                 return
             if sent_at < self.slowed_at:
                 return
@@ -145,7 +146,8 @@ class _Bucket:
 
     def _refill(self, now: float) -> None:
         if now > self.stamp:
-            self.tokens = min(1.0, self.tokens + (now - self.stamp) * self.rate)
+            burst = max(1.0, self.rate * self.BURST_SECONDS)
+            self.tokens = min(burst, self.tokens + (now - self.stamp) * self.rate)
             self.stamp = now
 
     def _set_rate(self, now: float, rate: float) -> None:
