@@ -1,4 +1,4 @@
-"""The httpx clients against `httpx.MockTransport`: errors, retries, secrets, downloads.
+"""The httpx clients against `httpx.MockTransport`: errors, retries, answers, secrets, pacing.
 
 No network and no real sleeping: the client module's clock is fake (`client_support`).
 The async client is driven with `asyncio.run` (pytest-asyncio is not a dependency).
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import hashlib
 import json
 import logging
 import time
@@ -25,7 +24,6 @@ from seedance_pipeline.seedance import (
     Client,
     InsufficientQuotaError,
     InvalidRequestError,
-    LinkExpiredError,
     MalformedAnswerError,
     NotFoundError,
     OutcomeUnknownError,
@@ -52,7 +50,6 @@ clock, sleeps, fresh_pacing = (
 
 BASE = "https://api.test.invalid"
 FILES = "https://files.test.invalid"
-RESULT = "https://cdn.results-example.com/results/video.mp4?X-Signature=abc123"
 TASK_ID = "task-unified-1774857405-abc12345"
 
 TASK = {
@@ -427,106 +424,6 @@ def test_key_in_no_exception_and_no_log_record(sleeps, driver, caplog):
         assert KEY not in record.getMessage()
         assert KEY not in repr(record.args)
     assert KEY not in caplog.text
-
-
-# ---- downloads -----------------------------------------------------------------------------
-
-PAYLOAD = bytes(range(256)) * (3 * 4096 + 7)  # ~3 MB, several chunks
-
-
-class ChunkStream(httpx.SyncByteStream):
-    """Yields `data` in 256 KB chunks, optionally failing after `fail_after` chunks."""
-
-    def __init__(self, data: bytes, fail_after: int | None = None):
-        self.data, self.fail_after = data, fail_after
-
-    def __iter__(self):
-        size = 256 * 1024
-        for i, start in enumerate(range(0, len(self.data), size)):
-            if self.fail_after is not None and i >= self.fail_after:
-                raise httpx.ReadError("connection reset mid-body")
-            yield self.data[start : start + size]
-
-
-def ok_download(request: httpx.Request) -> httpx.Response:
-    return httpx.Response(200, stream=ChunkStream(PAYLOAD))
-
-
-def broken_download(request: httpx.Request) -> httpx.Response:
-    return httpx.Response(200, stream=ChunkStream(PAYLOAD, fail_after=3))
-
-
-def test_download_streams_to_file_with_sha256_and_size(sleeps, tmp_path):
-    handler = Recorder(ok_download)
-    dest = tmp_path / "videos" / "2026-11-20" / "p1.mp4"
-    result = call_sync(handler, "download", RESULT, dest)
-    assert dest.read_bytes() == PAYLOAD
-    assert result.sha256 == hashlib.sha256(PAYLOAD).hexdigest()
-    assert result.bytes == len(PAYLOAD)
-    assert result.path == str(dest)
-    assert sorted(p.name for p in dest.parent.iterdir()) == ["p1.mp4"]
-
-
-def test_download_does_not_send_the_key(sleeps, tmp_path):
-    handler = Recorder(ok_download)
-    call_sync(handler, "download", RESULT, tmp_path / "v.mp4")
-    (request,) = handler.requests
-    assert "authorization" not in request.headers
-    assert KEY not in str(request.headers) and KEY not in str(request.url)
-
-
-def test_download_failure_leaves_no_partial_file(sleeps, tmp_path):
-    handler = Recorder(broken_download)
-    dest = tmp_path / "v.mp4"
-    with pytest.raises(TransportError):
-        call_sync(handler, "download", RESULT, dest, max_attempts=2)
-    assert len(handler) == 2
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_download_failure_keeps_a_previous_complete_file(sleeps, tmp_path):
-    dest = tmp_path / "v.mp4"
-    dest.write_bytes(b"previous complete file")
-    with pytest.raises(TransportError):
-        call_sync(Recorder(broken_download), "download", RESULT, dest, max_attempts=1)
-    assert dest.read_bytes() == b"previous complete file"
-    assert [p.name for p in tmp_path.iterdir()] == ["v.mp4"]
-
-
-def test_download_retries_a_broken_stream_then_succeeds(sleeps, tmp_path):
-    handler = Recorder(broken_download, ok_download)
-    dest = tmp_path / "v.mp4"
-    result = call_sync(handler, "download", RESULT, dest)
-    assert len(handler) == 2 and len(sleeps) == 1
-    assert result.sha256 == hashlib.sha256(PAYLOAD).hexdigest()
-    assert [p.name for p in tmp_path.iterdir()] == ["v.mp4"]
-
-
-def test_download_retries_5xx(sleeps, tmp_path):
-    handler = Recorder(httpx.Response(503, text="busy"), ok_download)
-    result = call_sync(handler, "download", RESULT, tmp_path / "v.mp4")
-    assert result.bytes == len(PAYLOAD) and len(handler) == 2
-
-
-@pytest.mark.parametrize("status", [403, 404, 410])
-def test_expired_link_is_link_expired_error(sleeps, tmp_path, status):
-    handler = Recorder(httpx.Response(status, text="AccessDenied: Request has expired"))
-    with pytest.raises(LinkExpiredError) as info:
-        call_sync(handler, "download", RESULT, tmp_path / "v.mp4")
-    assert str(status) in str(info.value)
-    assert "X-Signature" not in str(info.value)  # the signed query is not echoed
-    assert len(handler) == 1 and sleeps == []
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_download_retry_budget_respects_max_total_wait(sleeps, tmp_path):
-    handler = Recorder(error_response(429, "rate_limit_exceeded", "x", **{"Retry-After": "50"}))
-    with pytest.raises(RateLimitError):
-        call_sync(
-            handler, "download", RESULT, tmp_path / "v.mp4", max_attempts=10, max_total_wait=120
-        )
-    assert sum(sleeps) <= 120
-    assert len(handler) == 3
 
 
 # ---- answers that prove nothing, and answers too large to read -----------------------------

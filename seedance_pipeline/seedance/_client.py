@@ -174,10 +174,11 @@ class _Sleep:
 
 @dataclass(frozen=True)
 class _Read:
-    """Feed the body of `response` to `sink` until it ends or `sink` returns False; close."""
+    """Feed the body of `response` to `sink` until it ends or `sink` returns False, then close
+    it (without a sink: close it unread)."""
 
     response: httpx.Response
-    sink: Callable[[bytes], bool]
+    sink: Callable[[bytes], bool] | None = None
 
 
 # A call: yields requests (sent back: the unread answer), reads and sleeps; returns T.
@@ -440,7 +441,7 @@ class _BaseClient:
                 response = yield request
                 if response.next_request is not None:
                     url = str(response.next_request.url)
-                    yield _Read(response, _Buffer(0))
+                    yield _Read(response)
                     continue
                 return (yield from self._save_body(request, response, tmp, max_bytes, deadline))
             except httpx.HTTPError as exc:
@@ -461,7 +462,7 @@ class _BaseClient:
             "raise that setting if such videos are expected"
         )
         if response.status_code in (403, 404, 410):
-            yield _Read(response, _Buffer(0))
+            yield _Read(response)
             raise LinkExpiredError(
                 f"{where} answered {response.status_code}: the result link has expired or is "
                 "invalid"
@@ -471,10 +472,10 @@ class _BaseClient:
             yield _Read(response, body)
             raise api_error(response, body.data)
         if response.headers.get("content-type", "").startswith("text/html"):
-            yield _Read(response, _Buffer(0))
+            yield _Read(response)
             raise DownloadError(f"{where} answered a web page (text/html), not a video")
         if int(response.headers.get("content-length") or 0) > max_bytes:
-            yield _Read(response, _Buffer(0))
+            yield _Read(response)
             raise too_large
         with tmp.open("wb") as out:
             sink = _FileSink(out, max_bytes, deadline)
@@ -534,9 +535,10 @@ class Client(_BaseClient):
                     if isinstance(step, _Sleep):
                         time.sleep(step.seconds)
                     elif isinstance(step, _Read):
-                        for chunk in step.response.iter_bytes():
-                            if not step.sink(chunk):
-                                break
+                        if step.sink:
+                            for chunk in step.response.iter_bytes():
+                                if not step.sink(chunk):
+                                    break
                         step.response.close()
                     else:
                         result = self._http.send(step, stream=True)
@@ -662,9 +664,10 @@ class AsyncClient(_BaseClient):
                     if isinstance(step, _Sleep):
                         await asyncio.sleep(step.seconds)
                     elif isinstance(step, _Read):
-                        async for chunk in step.response.aiter_bytes():
-                            if not step.sink(chunk):
-                                break
+                        if step.sink:
+                            async for chunk in step.response.aiter_bytes():
+                                if not step.sink(chunk):
+                                    break
                         await step.response.aclose()
                     else:
                         result = await self._http.send(step, stream=True)
