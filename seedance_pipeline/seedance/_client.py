@@ -132,7 +132,8 @@ class _Bucket:
                 if self.slowed_at > -math.inf:
                     since = max(0.0, now - self.resume_at)
                     cubic = self.SCALE * (since - self.k) ** 3 + self.refused_rate
-                    # Not beyond twice what is being accepted: idle calls prove nothing.
+                    # Past the refused rate, no faster than twice what is being accepted:
+                    # calls not made prove nothing.
                     self._set_rate(now, min(cubic, max(2 * accepted_rate, self.refused_rate)))
                 return
             if sent_at < self.slowed_at:
@@ -423,13 +424,15 @@ class _BaseClient:
         self, url: str, tmp: Path, max_bytes: int, deadline_seconds: float, deadline: float
     ) -> _Steps[tuple[str, int]]:
         """One try: follow up to `MAX_REDIRECTS` redirects, each hop checked, into `tmp`."""
-        late = DownloadTimeoutError(f"the download did not finish within {deadline_seconds:g} s")
         for _ in range(MAX_REDIRECTS + 1):
             if problem := url_problem(url, allow_origin=self._emulator_origin):
                 raise UnsafeLinkError(f"result link refused: {problem}")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise late
+                raise DownloadTimeoutError(
+                    f"the download did not finish within {deadline_seconds:g} s (a stalled or "
+                    "trickling host); a later try may succeed"
+                )
             # No API key: result links are pre-signed and their hosts are not the vendor's.
             request = self._http.build_request(
                 "GET",
