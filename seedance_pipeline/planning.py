@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -162,6 +164,15 @@ def publish(rows: list[PlannedRow], upload: Callable[[Path], str]) -> None:
             row.body[field_name] = new
 
 
+def request_fingerprint(prompt: Prompt) -> str:
+    """sha256 of what a catalog row asks for (not its day or campaign): a changed row after
+    submission is flagged, never resent silently."""
+    asked = dataclasses.asdict(prompt)
+    for bookkeeping in ("prompt_id", "scheduled_date", "campaign"):
+        asked.pop(bookkeeping)
+    return hashlib.sha256(json.dumps(asked, sort_keys=True).encode()).hexdigest()
+
+
 def requests_frame(rows: list[PlannedRow]) -> pd.DataFrame:
     """The `generation_requests` table from planned rows."""
     records = []
@@ -185,6 +196,7 @@ def requests_frame(rows: list[PlannedRow]) -> pd.DataFrame:
                 "estimated_credits": r.estimated_credits,
                 "expected_width": r.expected_pixels[0] if r.expected_pixels else None,
                 "expected_height": r.expected_pixels[1] if r.expected_pixels else None,
+                "request_sha256": request_fingerprint(p),
             }
         )
     columns = REQUEST_COLUMNS + [
@@ -194,6 +206,7 @@ def requests_frame(rows: list[PlannedRow]) -> pd.DataFrame:
         "estimated_credits",
         "expected_width",
         "expected_height",
+        "request_sha256",
     ]
     frame = pd.DataFrame(records, columns=columns)
     return frame.astype(

@@ -1,40 +1,154 @@
-"""When to poll each task, and polling a bounded batch of due tasks concurrently.
+"""When to poll each task, what an answer means, and polling a bounded batch concurrently.
 
 The vendor's `estimated_time` is a weak hint (165 s in every example), so the expected time
-is the smaller of it and the typical time the vendor gives for the duration and quality.
-The first poll comes at 90 % of that; later ones back off, so a task costs a few polls.
+is the smaller of it and the typical time the vendor gives for the duration and quality. The
+first poll comes at that time; later ones back off. Answers are untrusted: an unknown status
+keeps the task waiting (for a bounded time), a 404 is believed only when it repeats over
+time, `completed` without a result link is asked again, and every poll error backs that task
+off on its own, so nothing floods.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-from .ledger import Ledger, LedgerRow
-from .seedance import AsyncClient, NotFoundError, SeedanceError, Task
+from .ledger import Ledger, LedgerRow, PollUpdate
+from .seedance import (
+    AccessDeniedError,
+    AsyncClient,
+    AuthenticationError,
+    NotFoundError,
+    SeedanceError,
+    Task,
+)
+from .statuses import Status
+
+log = logging.getLogger(__name__)
 
 # Vendor's typical generation times, as seconds of waiting per second of video.
 _TYPICAL_SECONDS_PER_VIDEO_SECOND = {"480p": 7.0, "720p": 10.0, "1080p": 15.0}
-MIN_DELAY, MAX_DELAY = 1.0, 60.0
+MIN_DELAY = 1.0
+# A poll round (a sensor tick) must end well inside Dagster's 60 s: no poll starts after
+# 25 s, and polls still running at 45 s are cancelled (their tasks stay due).
+START_POLLS_WITHIN_SECONDS = 25
+ROUND_BUDGET_SECONDS = 45
+CONCURRENT_POLLS = 16
+BATCH = 400
 
 
-def expected_seconds(body: dict[str, Any], estimated_time: float | None) -> float:
+@dataclass(frozen=True)
+class PollPolicy:
+    """How long to believe odd answers before recording them."""
+
+    max_delay: float = 60.0
+    # A 404 for a task we made is believed after this many answers spread over this long.
+    not_found_answers: int = 3
+    not_found_seconds: float = 120.0
+    # `completed` without a result link: asked this many times, then `download_failed`.
+    missing_result_answers: int = 5
+    # A status the vendor does not document keeps the task waiting this long, then `unknown`.
+    odd_status_seconds: float = 24 * 3600
+
+
+def expected_seconds(body: dict, estimated_time: float | None) -> float:
     typical = body.get("duration", 5) * _TYPICAL_SECONDS_PER_VIDEO_SECOND.get(
         body.get("quality", "720p"), 10.0
     )
     return min(typical, estimated_time) if estimated_time else typical
 
 
-def first_poll_at(body: dict[str, Any], task: Task, now: float) -> float:
-    return now + max(MIN_DELAY, 0.9 * expected_seconds(body, task.estimated_time))
+def first_poll_at(body: dict, estimated_time: float | None, now: float) -> float:
+    """At the expected time, not before: an early poll is a wasted query."""
+    return now + max(MIN_DELAY, expected_seconds(body, estimated_time))
 
 
-def next_poll_delay(row: LedgerRow) -> float:
+def next_poll_delay(row: LedgerRow, policy: PollPolicy) -> float:
     """Delay after a poll that found the task still running: grows with each poll."""
     base = max(MIN_DELAY, 0.25 * expected_seconds(row.request, row.estimated_time))
-    return min(MAX_DELAY, base * 1.5 ** max(0, row.polls))
+    return min(policy.max_delay, base * 1.5 ** max(0, row.polls))
+
+
+def _backoff(row: LedgerRow, policy: PollPolicy) -> float:
+    return min(policy.max_delay, MIN_DELAY * 2**row.poll_errors)
+
+
+def interpret(row: LedgerRow, task: Task, now: float, policy: PollPolicy) -> PollUpdate:
+    """The ledger update a task answer calls for."""
+    seen = {
+        "task_id": row.task_id,
+        "vendor_status": task.status,
+        "progress": task.progress,
+        "credits_reserved": task.credits_reserved,
+    }
+    final = task.final_status
+    if final == Status.COMPLETED:
+        if task.results:
+            return PollUpdate(**seen, status=Status.COMPLETED, result_url=task.results[0])
+        answers = row.poll_errors + 1
+        if answers >= policy.missing_result_answers:
+            return PollUpdate(
+                **seen,
+                status=Status.DOWNLOAD_FAILED,
+                error_code="no_result_link",
+                error_message=f"the vendor answered `completed` without a result link "
+                f"{answers} times; the task is charged, check the EvoLink dashboard",
+            )
+        return PollUpdate(**seen, next_poll_at=now + _backoff(row, policy), poll_errors=answers)
+    if final in (Status.FAILED, Status.CANCELLED):
+        return PollUpdate(
+            **seen,
+            status=Status(final),
+            error_code=task.error_code,
+            error_message=task.error_message,
+        )
+    next_at = now + next_poll_delay(row, policy)
+    if final in (Status.PENDING, Status.PROCESSING):
+        return PollUpdate(**seen, status=Status(final), next_poll_at=next_at)
+    log.warning("task %s: undocumented status %r; still waiting", row.task_id, task.status)
+    if now - (row.submitted_at or now) > policy.odd_status_seconds:
+        return PollUpdate(
+            **seen,
+            status=Status.UNKNOWN,
+            error_code="undocumented_status",
+            error_message=f"the vendor kept answering status {task.status!r} for over "
+            f"{policy.odd_status_seconds / 3600:g} h; check the dashboard, then "
+            "`seedance-pipeline resolve`",
+        )
+    return PollUpdate(**seen, status=Status.PROCESSING, next_poll_at=next_at)
+
+
+def interpret_error(
+    row: LedgerRow, error: SeedanceError, now: float, policy: PollPolicy
+) -> PollUpdate:
+    """The ledger update a failed poll calls for: back off, or believe a repeated 404."""
+    answers = row.poll_errors + 1
+    if isinstance(error, NotFoundError):
+        since = row.not_found_since or now
+        if answers >= policy.not_found_answers and now - since >= policy.not_found_seconds:
+            return PollUpdate(
+                task_id=row.task_id,
+                status=Status.FAILED,
+                error_code="task_not_found",
+                error_message=f"the vendor answered 404 for this task {answers} times over "
+                f"{now - since:.0f} s: {error.message}",
+            )
+        return PollUpdate(
+            task_id=row.task_id,
+            next_poll_at=now + _backoff(row, policy),
+            poll_errors=answers,
+            not_found_since=since,
+        )
+    return PollUpdate(
+        task_id=row.task_id, next_poll_at=now + _backoff(row, policy), poll_errors=answers
+    )
+
+
+class PollingRefused(RuntimeError):
+    """The API refused the key while polling (401/403): nothing can be polled."""
 
 
 @dataclass
@@ -48,47 +162,89 @@ async def poll_due(
     ledger: Ledger,
     client: AsyncClient,
     *,
-    limit: int = 200,
-    concurrency: int = 16,
+    limit: int = BATCH,
+    concurrency: int = CONCURRENT_POLLS,
     start_by: float | None = None,
     finish_by: float | None = None,
+    policy: PollPolicy = PollPolicy(),
 ) -> PollSummary:
     """Poll up to `limit` due tasks, `concurrency` at a time, and record what they say.
 
     No poll starts after `start_by`, and polls still running at `finish_by` are cancelled
-    (both `time.monotonic()`); their tasks stay due for the next round. So a slow or paced API
-    shortens a round instead of overrunning it.
+    (both `time.monotonic()`); their tasks stay due for the next round. The round's answers
+    are written in one transaction once the polls are over.
+
+    Raises:
+        PollingRefused: the key was refused (401/403); the answers before it are recorded.
     """
-    rows = ledger.due_tasks(time.time(), limit)
+    rows = ledger.due_tasks(time.time(), limit, max_delay=policy.max_delay)
     summary = PollSummary()
+    updates: list[PollUpdate] = []
+    refused: list[SeedanceError] = []
     gate = asyncio.Semaphore(concurrency)
 
     async def poll(row: LedgerRow) -> None:
         async with gate:
-            if start_by is not None and time.monotonic() > start_by:
+            if refused or (start_by is not None and time.monotonic() > start_by):
                 return
             summary.polled += 1
             try:
                 task = await client.get_task(row.task_id)
-            except NotFoundError as exc:
-                ledger.record_poll_error(row.task_id, 0, "task_not_found", exc.message)
-                summary.finished += 1
+            except (AuthenticationError, AccessDeniedError) as exc:
+                refused.append(exc)
                 return
-            except SeedanceError:
+            except SeedanceError as exc:
                 summary.errors += 1
-                ledger.record_poll_error(row.task_id, time.time() + next_poll_delay(row), "", "")
+                updates.append(interpret_error(row, exc, time.time(), policy))
                 return
-        nxt = None if task.is_terminal else time.time() + next_poll_delay(row)
-        ledger.record_poll(task, nxt)
-        summary.finished += task.is_terminal
+        update = interpret(row, task, time.time(), policy)
+        summary.finished += update.status is not None and update.status not in (
+            Status.PENDING,
+            Status.PROCESSING,
+        )
+        updates.append(update)
 
-    if not rows:
-        return summary
-    polls = [asyncio.ensure_future(poll(r)) for r in rows]
-    timeout = None if finish_by is None else max(0.0, finish_by - time.monotonic())
-    _, unfinished = await asyncio.wait(polls, timeout=timeout)
-    for job in unfinished:
-        job.cancel()
-    await asyncio.gather(*unfinished, return_exceptions=True)
-    summary.errors += len(unfinished)
+    if rows:
+        polls = [asyncio.ensure_future(poll(r)) for r in rows]
+        timeout = None if finish_by is None else max(0.0, finish_by - time.monotonic())
+        _, unfinished = await asyncio.wait(polls, timeout=timeout)
+        for job in unfinished:
+            job.cancel()
+        await asyncio.gather(*unfinished, return_exceptions=True)
+        summary.errors += len(unfinished)
+    ledger.record_polls(updates)
+    if refused:
+        raise PollingRefused(
+            f"polling stopped: {refused[0]}; check EVOLINK_API_KEY (and the key's access to "
+            "the model)"
+        )
     return summary
+
+
+def poll_round(
+    ledger: Ledger,
+    client: Callable[[], AsyncClient],
+    *,
+    max_requests_per_second: float | None = None,
+    limit: int = BATCH,
+    policy: PollPolicy = PollPolicy(),
+) -> PollSummary:
+    """Poll the due tasks once: a sensor tick's work, also used by `seedance-pipeline run`."""
+    rate = max_requests_per_second
+    # Paced, a poll waits for its slot: keep no more than ~5 s of slots booked ahead.
+    concurrency = max(1, min(CONCURRENT_POLLS, int(rate * 5))) if rate else CONCURRENT_POLLS
+
+    async def go() -> PollSummary:
+        now = time.monotonic()
+        async with client() as api:
+            return await poll_due(
+                ledger,
+                api,
+                limit=limit,
+                concurrency=concurrency,
+                start_by=now + START_POLLS_WITHIN_SECONDS,
+                finish_by=now + ROUND_BUDGET_SECONDS,
+                policy=policy,
+            )
+
+    return asyncio.run(go())

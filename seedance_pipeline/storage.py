@@ -9,7 +9,7 @@ from typing import Protocol
 
 from .catalog import file_digest
 from .ledger import Ledger, pid_alive
-from .seedance import Client, Download, SeedanceError
+from .seedance import Client, SeedanceError
 
 # Vendor uploads expire after 72 hours; reuse a published URL for at most 48.
 PUBLISHED_URL_MAX_AGE = 48 * 3600
@@ -41,15 +41,15 @@ def remove_orphaned_temporaries(directory: str | os.PathLike) -> list[Path]:
     return removed
 
 
-class Storage(Protocol):
-    def publish(self, path: Path) -> str:
-        """A URL the API can fetch for the local file `path`."""
+class VideoStore(Protocol):
+    def scratch_path(self, partition: str, prompt_id: str) -> Path:
+        """Where to download a video before it is checked and kept."""
 
-    def save_video(self, url: str, partition: str, prompt_id: str) -> tuple[str, Download]:
-        """Download a result to its home; returns its URI and the local copy's facts."""
+    def put(self, local: Path, partition: str, prompt_id: str) -> str:
+        """Keep the checked file (it leaves `local`); returns its key under the root."""
 
-    def local_copy(self, uri: str) -> Path | None:
-        """The stored video as a local file (for measuring), or None if it is missing."""
+    def uri(self, key: str) -> str:
+        """The stored video's URI, for tables."""
 
 
 class LocalStorage:
@@ -76,12 +76,16 @@ class LocalStorage:
             self.ledger.record_published(digest, host, url)
         return url
 
-    def save_video(self, url: str, partition: str, prompt_id: str) -> tuple[str, Download]:
-        path = self.root / "videos" / partition / f"{prompt_id}.mp4"
-        remove_orphaned_temporaries(path.parent)
-        download = self.client.download(url, path)
-        return str(path), download
+    def scratch_path(self, partition: str, prompt_id: str) -> Path:
+        folder = self.root / "videos" / partition
+        folder.mkdir(parents=True, exist_ok=True)
+        remove_orphaned_temporaries(folder)
+        return folder / f".{prompt_id}.mp4.{os.getpid()}.tmp"
 
-    def local_copy(self, uri: str) -> Path | None:
-        path = Path(uri)
-        return path if path.is_file() else None
+    def put(self, local: Path, partition: str, prompt_id: str) -> str:
+        key = f"videos/{partition}/{prompt_id}.mp4"
+        os.replace(local, self.root / key)
+        return key
+
+    def uri(self, key: str) -> str:
+        return str((self.root / key).resolve())

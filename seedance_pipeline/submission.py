@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from .ledger import Ledger
 from .polling import first_poll_at
@@ -19,8 +19,18 @@ from .seedance import (
     OutcomeUnknownError,
     SeedanceError,
 )
+from .statuses import WAITING, Status
 
 log = logging.getLogger(__name__)
+
+
+class Planned(NamedTuple):
+    """An accepted request: the body to send, its estimate and the catalog row's fingerprint."""
+
+    prompt_id: str
+    body: dict[str, Any]
+    estimate: float | None
+    request_sha256: str | None = None
 
 
 class SubmissionStopped(RuntimeError):
@@ -35,6 +45,7 @@ class SubmitSummary:
     refused: int = 0
     unknown: int = 0
     not_sent: list[str] = field(default_factory=list)
+    sent_on_other_days: dict[str, str] = field(default_factory=dict)
     credits_reserved: float = 0.0
 
 
@@ -42,11 +53,13 @@ def submit_all(
     ledger: Ledger,
     client: Client,
     partition: str,
-    accepted: Iterable[tuple[str, dict[str, Any], float | None]],
+    accepted: Iterable[Planned],
     max_attempts: int = 1,
 ) -> SubmitSummary:
-    """Submit each (prompt_id, body, estimate) not yet in the ledger, then resubmit failed
-    tasks with a transient vendor error while they have attempts left (`max_attempts`).
+    """Submit each planned request not yet in the ledger, then resubmit failed tasks with a
+    transient vendor error while they have attempts left (`max_attempts`).
+
+    A prompt_id already sent on another day is not sent again (the summary names the day).
 
     Raises:
         SubmissionStopped: the key was refused (401) or credits ran out (402); what was
@@ -54,9 +67,17 @@ def submit_all(
     """
     summary = SubmitSummary()
     ledger.resolve_abandoned_claims(partition)
-    for prompt_id, body, estimate in accepted:
-        if ledger.claim(partition, prompt_id, body, estimate):
-            _submit_claimed(ledger, client, partition, prompt_id, body, summary)
+    accepted = list(accepted)
+    summary.sent_on_other_days = ledger.sent_on_other_days(
+        partition, [p.prompt_id for p in accepted]
+    )
+    for p in accepted:
+        if p.prompt_id in summary.sent_on_other_days:
+            continue
+        if ledger.claim(
+            partition, p.prompt_id, p.body, p.estimate, request_sha256=p.request_sha256
+        ):
+            _submit_claimed(ledger, client, partition, p.prompt_id, p.body, summary)
         else:
             summary.already_in_ledger += 1
     for row in ledger.resubmittable(partition, max_attempts):
@@ -100,12 +121,22 @@ def _submit_claimed(
             f"{exc} — submission stopped after {summary.submitted} new task(s); {hint}, "
             "then materialise the partition again to submit the rest"
         ) from None
-    except SeedanceError as exc:  # retries exhausted; the answers proved no task was made
+    except SeedanceError as exc:  # retries exhausted: refused connections or 429s, no task
         ledger.release(partition, prompt_id)
         summary.not_sent.append(prompt_id)
         log.warning("%s: not submitted (%s); a later run will try again", prompt_id, exc)
     else:
-        ledger.record_submitted(partition, prompt_id, task, first_poll_at(body, task, time.time()))
+        ledger.record_submitted(
+            partition,
+            prompt_id,
+            task.id,
+            first_poll_at(body, task.estimated_time, time.time()),
+            status=task.status if task.status in WAITING else Status.PROCESSING,
+            vendor_status=task.status,
+            credits_reserved=task.credits_reserved,
+            estimated_time=task.estimated_time,
+            progress=task.progress,
+        )
         summary.submitted += 1
         summary.credits_reserved += task.credits_reserved or 0.0
         return True

@@ -1,19 +1,39 @@
-"""Saving finished videos and building the `generated_videos` table of a partition."""
+"""Saving finished videos, and building the `generated_videos` table of a partition.
+
+A result link is untrusted: the download is checked by the client (public https host, size
+cap, deadline) and the file is measured before it is kept. A video that cannot be stored
+leaves its row `download_failed` (charged, reason kept), tried again while the link may still
+work (24 hours), then `expired`. The table is built from the ledger alone, in one pass.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 
-from .ledger import SUBMITTING, WAITING, Ledger, LedgerRow
-from .media import measure_video_output
+from .ledger import Ledger, LedgerRow
+from .media import MediaError, measure_video_output
 from .planning import REQUEST_COLUMNS
-from .seedance import LinkExpiredError, SeedanceError
-from .storage import Storage
+from .seedance import Client, LinkExpiredError, SeedanceError, output_pixels
+from .statuses import CHARGED, SETTLED, WAITING, Status
+from .storage import VideoStore
 
 log = logging.getLogger(__name__)
+
+MAX_VIDEO_BYTES_ENV = "SEEDANCE_MAX_VIDEO_BYTES"
+# 15 s of 1080p H.264 with audio is 20-60 MB; a result ten times larger is not a video.
+DEFAULT_MAX_VIDEO_BYTES = 512 * 1024 * 1024
+LINK_LIFETIME_SECONDS = 24 * 3600  # the vendor's result links live 24 hours
+DOWNLOAD_RETRY_SECONDS = 300
+DOWNLOAD_WORKERS = 4
 
 VIDEO_COLUMNS = REQUEST_COLUMNS + [
     "task_id",
@@ -35,6 +55,9 @@ VIDEO_COLUMNS = REQUEST_COLUMNS + [
     "attempts",
     "expected_width",
     "expected_height",
+    "request_json",
+    "request_changed",
+    "in_catalog",
 ]
 
 
@@ -42,24 +65,107 @@ class PartitionNotFinished(RuntimeError):
     """Some accepted prompts of the partition are unsubmitted or still generating."""
 
 
+def max_video_bytes() -> int:
+    """`SEEDANCE_MAX_VIDEO_BYTES`, else the default."""
+    value = os.environ.get(MAX_VIDEO_BYTES_ENV, "").strip()
+    if not value:
+        return DEFAULT_MAX_VIDEO_BYTES
+    if not value.isdigit() or int(value) == 0:
+        raise ValueError(f"{MAX_VIDEO_BYTES_ENV}={value!r} must be a whole number of bytes above 0")
+    return int(value)
+
+
+def link_alive(row: LedgerRow, now: float) -> bool:
+    return now - (row.completed_at or now) < LINK_LIFETIME_SECONDS
+
+
+def needs_download(row: LedgerRow, now: float) -> bool:
+    """A completed task without a stored video, or a failed download due for another try."""
+    if row.status == Status.COMPLETED:
+        return row.video_uri is None
+    return (
+        row.status == Status.DOWNLOAD_FAILED
+        and row.result_url is not None
+        and (row.next_poll_at or 0) <= now
+    )
+
+
+def store_video(
+    row: LedgerRow, client: Client, store: VideoStore, ledger: Ledger, max_bytes: int
+) -> Status:
+    """Download, check and store one task's video; record and return what became of it."""
+    scratch = store.scratch_path(row.partition, row.prompt_id)
+    try:
+        download = client.download(row.result_url, scratch)
+        measured = measure_video_output(scratch)
+        key = store.put(scratch, row.partition, row.prompt_id)
+    except LinkExpiredError as exc:
+        return _not_stored(row, ledger, Status.EXPIRED, "link_expired", str(exc))
+    except (SeedanceError, MediaError) as exc:
+        status = Status.DOWNLOAD_FAILED if link_alive(row, time.time()) else Status.EXPIRED
+        return _not_stored(row, ledger, status, "download_failed", str(exc))
+    finally:
+        scratch.unlink(missing_ok=True)
+    ledger.record_video(
+        row.partition, row.prompt_id, key, download.sha256, download.bytes, measured
+    )
+    return Status.COMPLETED
+
+
+def _not_stored(row: LedgerRow, ledger: Ledger, status: Status, code: str, why: str) -> Status:
+    later = "" if status == Status.EXPIRED else "; the next run tries again while the link lives"
+    log.error("%s/%s: video not stored: %s%s", row.partition, row.prompt_id, why, later)
+    ledger.record_download_failed(
+        row.partition,
+        row.prompt_id,
+        status,
+        code,
+        f"{why}{later}",
+        retry_at=time.time() + DOWNLOAD_RETRY_SECONDS,
+    )
+    return status
+
+
+def store_videos(
+    rows: Iterable[LedgerRow],
+    client: Client,
+    store: VideoStore,
+    ledger: Ledger,
+    *,
+    max_bytes: int | None = None,
+    workers: int = DOWNLOAD_WORKERS,
+) -> Counter[Status]:
+    """Store every video `rows` still need, `workers` at a time; counts the outcomes."""
+    now, cap = time.time(), max_bytes or max_video_bytes()
+    due = [r for r in rows if needs_download(r, now)]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="download") as pool:
+        return Counter(pool.map(lambda r: store_video(r, client, store, ledger, cap), due))
+
+
 def _timestamp(epoch: float | None) -> pd.Timestamp | None:
     return None if epoch is None else pd.Timestamp(dt.datetime.fromtimestamp(epoch, dt.UTC))
 
 
 def build_videos_table(
-    requests: pd.DataFrame, ledger: Ledger, storage: Storage, partition: str
+    requests: pd.DataFrame,
+    rows: list[LedgerRow],
+    store: VideoStore,
+    partition: str,
+    sent_on_other_days: dict[str, str],
 ) -> pd.DataFrame:
-    """One row per prompt of the partition; downloads completed videos not yet stored.
+    """One row per prompt of the partition's requests, plus any task sent for this day whose
+    prompt has since left the catalog or moved (its charge stays in this day's table).
 
     Raises:
         PartitionNotFinished: an accepted prompt has no ledger row or a running task.
     """
-    by_prompt = {r.prompt_id: r for r in ledger.rows(partition)}
+    by_prompt = {r.prompt_id: r for r in rows}
     waiting = [
         pid
         for pid, status in zip(requests.prompt_id, requests.status, strict=True)
         if status == "accepted"
-        and (pid not in by_prompt or by_prompt[pid].status in (*WAITING, SUBMITTING))
+        and pid not in sent_on_other_days
+        and (pid not in by_prompt or by_prompt[pid].status in (*WAITING, Status.SUBMITTING))
     ]
     if waiting:
         raise PartitionNotFinished(
@@ -67,26 +173,15 @@ def build_videos_table(
             f"({', '.join(waiting[:5])}{'…' if len(waiting) > 5 else ''}); the task_poller "
             "sensor materialises this partition once they are"
         )
-    rows = []
+    table = []
     for req in requests.to_dict("records"):
-        row = {c: req[c] for c in REQUEST_COLUMNS}
-        row.update(
-            credits_estimated=req["estimated_credits"],
-            expected_width=req["expected_width"],
-            expected_height=req["expected_height"],
-        )
-        if req["status"] == "rejected":
-            row.update(
-                status="rejected",
-                error_code="rejected_before_submission",
-                error_message="; ".join(req["errors"]),
-                credits_reserved=0.0,
-                credits_charged=0.0,
-            )
+        lr = by_prompt.pop(req["prompt_id"], None)
+        if lr is None:
+            table.append(_unsent_row(req, sent_on_other_days.get(req["prompt_id"])))
         else:
-            row.update(_task_columns(by_prompt[req["prompt_id"]], ledger, storage))
-        rows.append(row)
-    return pd.DataFrame(rows, columns=VIDEO_COLUMNS).astype(
+            table.append(_task_row(lr, store, req))
+    table += [_task_row(lr, store, None) for lr in by_prompt.values() if lr.status in SETTLED]
+    return pd.DataFrame(table, columns=VIDEO_COLUMNS).astype(
         {
             "duration": "int64",
             "video_bytes": "Int64",
@@ -96,45 +191,72 @@ def build_videos_table(
             "expected_width": "Int64",
             "expected_height": "Int64",
             "has_audio": "boolean",
+            "request_changed": "boolean",
+            "in_catalog": "bool",
         }
     )
 
 
-def _task_columns(lr: LedgerRow, ledger: Ledger, storage: Storage) -> dict:
-    if lr.status == "completed" and storage.local_copy(lr.video_uri or "") is None:
-        lr = _save(lr, ledger, storage)
-    out = {
+def _unsent_row(req: dict, sent_on: str | None) -> dict:
+    """A prompt not sent for this day: refused by the rules, or already sent on another day."""
+    row = {c: req[c] for c in REQUEST_COLUMNS}
+    row.update(
+        status=Status.REJECTED.value,
+        error_code="rejected_before_submission" if sent_on is None else "sent_on_other_day",
+        error_message="; ".join(req["errors"])
+        if sent_on is None
+        else f"already sent on {sent_on}; its video and charge are in {sent_on}'s tables",
+        credits_estimated=req["estimated_credits"] if sent_on is None else 0.0,
+        credits_reserved=0.0,
+        credits_charged=0.0,
+        expected_width=req["expected_width"],
+        expected_height=req["expected_height"],
+        in_catalog=True,
+    )
+    return row
+
+
+def _task_row(lr: LedgerRow, store: VideoStore, req: dict | None) -> dict:
+    """A submitted prompt as it was sent (the ledger's body), flagged if the catalog changed."""
+    body = lr.request
+    width, height = (req["expected_width"], req["expected_height"]) if req else output_pixels(body)
+    return {
+        "prompt_id": lr.prompt_id,
+        "scheduled_date": req["scheduled_date"] if req else lr.partition,
+        "campaign": req["campaign"] if req else None,
+        "model": body.get("model"),
+        "prompt": body.get("prompt"),
+        "duration": body.get("duration", 5),
+        "quality": body.get("quality"),
+        "aspect_ratio": body.get("aspect_ratio"),
+        "generate_audio": body.get("generate_audio", True),
+        "web_search": bool((body.get("model_params") or {}).get("web_search")),
         "task_id": lr.task_id,
-        "status": lr.status,
+        "status": lr.status.value,
         "error_code": lr.error_code,
         "error_message": lr.error_message,
         "submitted_at": _timestamp(lr.submitted_at),
         "completed_at": _timestamp(lr.completed_at),
+        "credits_estimated": lr.estimated_credits,
         "credits_reserved": lr.credits_reserved,
-        # The vendor charges the reservation for a completed task and nothing for a failed
+        # The vendor charges the reservation for a delivered task and nothing for a failed
         # one; an unknown submission's cost cannot be known.
         "credits_charged": None
-        if lr.status == "unknown"
-        else (lr.credits_reserved if lr.status in ("completed", "expired") else 0.0),
-        "video_uri": lr.video_uri,
+        if lr.status == Status.UNKNOWN
+        else (lr.credits_reserved if lr.status in CHARGED else 0.0),
+        "video_uri": store.uri(lr.video_uri) if lr.video_uri else None,
         "video_sha256": lr.video_sha256,
         "video_bytes": lr.video_bytes,
+        "width": lr.width,
+        "height": lr.height,
+        "duration_s": lr.duration_s,
+        "has_audio": lr.has_audio,
         "attempts": lr.attempt,
+        "expected_width": width,
+        "expected_height": height,
+        "request_json": json.dumps(body, ensure_ascii=False),
+        "request_changed": None
+        if req is None or lr.request_sha256 is None
+        else req.get("request_sha256") != lr.request_sha256,
+        "in_catalog": req is not None,
     }
-    local = storage.local_copy(lr.video_uri) if lr.video_uri else None
-    if lr.status == "completed" and local is not None:
-        out.update(measure_video_output(local))
-    return out
-
-
-def _save(lr: LedgerRow, ledger: Ledger, storage: Storage) -> LedgerRow:
-    try:
-        uri, download = storage.save_video(lr.result_url, lr.partition, lr.prompt_id)
-    except LinkExpiredError as exc:
-        ledger.record_expired(lr.task_id, str(exc))
-        log.error("%s: video lost, %s", lr.prompt_id, exc)
-    except SeedanceError as exc:
-        raise RuntimeError(f"{lr.prompt_id}: download failed ({exc}); rerun to try again") from None
-    else:
-        ledger.record_video(lr.task_id, uri, download.sha256, download.bytes)
-    return next(r for r in ledger.rows(lr.partition) if r.prompt_id == lr.prompt_id)

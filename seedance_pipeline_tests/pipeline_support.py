@@ -14,9 +14,9 @@ from seedance_pipeline.defs.generation.assets import (
     generation_requests,
     submitted_tasks,
 )
-from seedance_pipeline.defs.generation.sensors import poll_round
 from seedance_pipeline.defs.resources import EvoLinkResource, PipelineResource
-from seedance_pipeline.ledger import WAITING
+from seedance_pipeline.polling import poll_round
+from seedance_pipeline.statuses import WAITING
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data"
 DAY = "2026-11-20"
@@ -63,7 +63,7 @@ def wait_for_tasks(resources: dict, partition: str = DAY, timeout: float = 60) -
     while any(r.status in WAITING for r in ledger.rows(partition)):
         assert time.monotonic() < deadline, "tasks did not finish in time"
         time.sleep(0.2)
-        poll_round(ledger, evolink)
+        poll_round(ledger, evolink.async_client)
 
 
 def save_videos(resources: dict, partition: str = DAY, instance: DagsterInstance | None = None):

@@ -1,45 +1,49 @@
-"""Settling `unknown` rows: only they can be settled, and a task belongs to one row."""
+"""The ledger on both backends: claims, leases across hosts, settling `unknown`, migrations."""
 
 from __future__ import annotations
 
+import sqlite3
+import subprocess
+import sys
+import threading
 import time
 
 import pytest
 
-from seedance_pipeline.ledger import Ledger
-from seedance_pipeline.seedance import Task
+from seedance_pipeline.ledger import Ledger, PollUpdate
+from seedance_pipeline.ledger.database import sql
+from seedance_pipeline.ledger.migrations import MIGRATIONS
+from seedance_pipeline.statuses import Status
 
 DAY = "2026-11-20"
 REQUEST = {"model": "seedance-2.0-text-to-video", "prompt": "x", "duration": 4}
-
-
-def _task(task_id: str) -> Task:
-    return Task.from_json(
-        {
-            "id": task_id,
-            "object": "video.generation.task",
-            "created": 1774857405,
-            "model": REQUEST["model"],
-            "status": "pending",
-            "progress": 0,
-            "usage": {"credits_reserved": 10.0},
-        }
-    )
+# Another machine: its kernel differs, so only its lease tells whether it is alive.
+OTHER_HOST = "worker-b/ffffffff-0000-0000-0000-000000000000.1/4242/abcdef01"
 
 
 @pytest.fixture
-def ledger(tmp_path) -> Ledger:
+def ledger(ledger_url) -> Ledger:
     """`sent` has task-1; `lost` was sent but its answer never came (`unknown`)."""
-    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    ledger = Ledger(ledger_url)
     for prompt_id in ("sent", "lost"):
         assert ledger.claim(DAY, prompt_id, REQUEST, 10.0)
-    ledger.record_submitted(DAY, "sent", _task("task-1"), time.time())
+    ledger.record_submitted(DAY, "sent", "task-1", time.time(), credits_reserved=10.0)
     ledger.record_outcome_unknown(DAY, "lost", "the answer was lost")
     return ledger
 
 
 def _statuses(ledger: Ledger) -> dict[str, tuple[str, str | None]]:
     return {r.prompt_id: (r.status, r.task_id) for r in ledger.rows(DAY)}
+
+
+def _claim_as(ledger: Ledger, prompt_id: str, owner: str, lease_expires_at: float) -> None:
+    """A claim written by another worker (as its own `claim` would)."""
+    assert ledger.claim(DAY, prompt_id, REQUEST, 10.0)
+    with ledger.db.transaction() as db:
+        db.execute(
+            sql("UPDATE tasks SET owner = :o, lease_expires_at = :l WHERE prompt_id = :id"),
+            {"o": owner, "l": lease_expires_at, "id": prompt_id},
+        )
 
 
 @pytest.mark.parametrize(
@@ -67,3 +71,115 @@ def test_resolve_attaches_the_dashboards_task_or_forgets_the_row(ledger):
     ledger.resolve(DAY, "other", None)
     assert "other" not in _statuses(ledger)
     assert ledger.claim(DAY, "other", REQUEST, 10.0)  # the next run may submit it again
+
+
+def test_a_prompt_is_claimed_once_however_many_workers_race(ledger_url):
+    workers = [Ledger(ledger_url) for _ in range(8)]
+    won: list[str] = []
+    start = threading.Barrier(len(workers))
+
+    def race(worker: Ledger) -> None:
+        start.wait()
+        won.extend(f"p{i}" for i in range(20) if worker.claim(DAY, f"p{i}", REQUEST, 1.0))
+
+    threads = [threading.Thread(target=race, args=(w,)) for w in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(won) == sorted(f"p{i}" for i in range(20))
+
+
+def test_another_hosts_claim_waits_for_its_lease_then_becomes_unknown_never_resent(ledger):
+    _claim_as(ledger, "held", OTHER_HOST, time.time() + 60)
+    assert ledger.resolve_abandoned_claims(DAY) == 0  # its lease is live: it may answer yet
+    assert not ledger.claim(DAY, "held", REQUEST, 10.0)
+    assert _statuses(ledger)["held"] == ("submitting", None)
+    with ledger.db.transaction() as db:  # ... its owner stops renewing: the lease runs out
+        db.execute(sql("UPDATE tasks SET lease_expires_at = :t"), {"t": time.time() - 1})
+    assert not ledger.claim(DAY, "held", REQUEST, 10.0)  # settled, not claimed again
+    row = next(r for r in ledger.rows(DAY) if r.prompt_id == "held")
+    assert row.status == Status.UNKNOWN and "resolve" in row.error_message
+
+
+def test_a_dead_process_on_this_machine_is_seen_at_once_despite_its_lease(ledger):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    here = ledger.owner.rsplit("/", 2)[0]  # this host and kernel, another pid
+    _claim_as(ledger, "orphan", f"{here}/{dead}/00000000", time.time() + 60)
+    assert ledger.resolve_abandoned_claims(DAY) == 1
+    assert _statuses(ledger)["orphan"] == ("unknown", None)
+
+
+def test_a_live_owner_renews_its_lease(ledger_url):
+    ledger = Ledger(ledger_url, lease=1.5)
+    assert ledger.claim(DAY, "slow", REQUEST, 10.0)
+    time.sleep(2.5)  # longer than the lease: the keeper renewed it meanwhile
+    with ledger.db.read() as db:
+        expires = db.execute(sql("SELECT lease_expires_at FROM tasks")).scalar()
+    assert expires > time.time()
+    assert ledger.resolve_abandoned_claims(DAY) == 0
+
+
+def test_a_rounds_answers_are_written_together_and_never_undo_a_settled_row(ledger):
+    ledger.record_polls(
+        [
+            PollUpdate(
+                "task-1",
+                status=Status.COMPLETED,
+                vendor_status="completed",
+                result_url="https://cdn.example.com/v.mp4",
+            ),  # fmt: skip
+            PollUpdate("task-1", status=Status.PROCESSING, next_poll_at=time.time()),
+        ]
+    )
+    row = next(r for r in ledger.rows(DAY) if r.prompt_id == "sent")
+    assert (row.status, row.result_url, row.polls) == (
+        "completed",
+        "https://cdn.example.com/v.mp4",
+        1,
+    )
+    assert row.completed_at is not None
+
+
+def test_a_prompt_sent_on_one_day_is_found_from_another(ledger):
+    assert ledger.sent_on_other_days("2026-11-21", ["sent", "new"]) == {"sent": DAY}
+    assert ledger.sent_on_other_days(DAY, ["sent"]) == {}
+
+
+def test_a_clock_step_back_does_not_stall_polling(ledger):
+    with ledger.db.transaction() as db:  # planned an hour ahead: only a clock step does that
+        db.execute(sql("UPDATE tasks SET next_poll_at = :t"), {"t": time.time() + 3600})
+    assert [r.task_id for r in ledger.due_tasks(time.time(), 10, max_delay=60)] == ["task-1"]
+    with ledger.db.transaction() as db:
+        db.execute(sql("UPDATE tasks SET next_poll_at = :t"), {"t": time.time() + 30})
+    assert ledger.due_tasks(time.time(), 10, max_delay=60) == []
+
+
+# The SQLite ledger as it was before migrations: its schema and one row.
+_LEGACY = [
+    *MIGRATIONS[0],
+    "INSERT INTO tasks (partition, prompt_id, request_json, status, claimed_at, task_id,"
+    " credits_reserved) VALUES ('2026-11-20', 'old', '{\"prompt\": \"x\"}', 'completed', 1, "
+    "'task-unified-1-abcdefgh', 12.5)",
+]
+
+
+def test_an_old_sqlite_ledger_is_migrated_and_keeps_its_rows(tmp_path):
+    path = tmp_path / "ledger.sqlite3"
+    with sqlite3.connect(path) as db:
+        for statement in _LEGACY:
+            db.execute(statement)
+    ledger = Ledger(path)
+    (row,) = ledger.rows(DAY)
+    assert (row.prompt_id, row.status, row.task_id, row.credits_reserved) == (
+        "old",
+        "completed",
+        "task-unified-1-abcdefgh",
+        12.5,
+    )
+    assert row.poll_errors == 0 and row.download_attempts == 0
+    with sqlite3.connect(path) as db:
+        versions = [v for (v,) in db.execute("SELECT version FROM schema_migrations")]
+    assert versions == list(range(1, len(MIGRATIONS) + 1))
+    Ledger(path)  # opening again applies nothing twice

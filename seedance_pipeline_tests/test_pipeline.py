@@ -18,7 +18,7 @@ from dagster import (
 from seedance_pipeline.definitions import defs
 from seedance_pipeline.defs.generation.sensors import task_poller
 from seedance_pipeline.media import measure_video_output
-from seedance_pipeline.submission import submit_all
+from seedance_pipeline.submission import Planned, submit_all
 from seedance_pipeline.tables import read_table, table_path
 
 from .pipeline_support import (
@@ -134,36 +134,54 @@ def test_budget_guard_refuses_partition_before_any_request(tmp_path, emulator, a
     assert emulator_tasks(emulator) == []
 
 
-def test_sensor_polls_each_task_a_few_times_and_requests_partition_once(project):
+def test_sensor_polls_each_task_a_few_times_and_asks_again_only_after_a_failed_run(project):
+    from dagster import DagsterRunStatus
+    from dagster._core.storage.dagster_run import DagsterRun
+    from dagster._core.utils import make_new_run_id
+
+    from seedance_pipeline.defs.generation.sensors import STATE_TAG
+
     data, url, resources = project
     assert submit(resources).success
-    requested: list = []
+    requests: list = []
+
+    def tick(instance) -> list:
+        result = task_poller(build_sensor_context(instance=instance, resources=resources))
+        return list(result.run_requests)
+
     with instance_for_test() as instance:
         for _ in range(200):
-            context = build_sensor_context(instance=instance, resources=resources, cursor=None)
-            result = task_poller(context)
-            requested += [r.partition_key for r in result.run_requests]
-            if requested:
+            requests += tick(instance)
+            if requests:
                 break
             threading.Event().wait(0.1)
-        for _ in range(3):  # later ticks ask for nothing more
-            result = task_poller(build_sensor_context(instance=instance, resources=resources))
-            requested += [r.partition_key for r in result.run_requests]
-    assert requested == [DAY]
+        for _ in range(3):  # later ticks repeat the same run key, which Dagster drops
+            requests += tick(instance)
+        assert {(r.partition_key, r.run_key) for r in requests} == {(DAY, requests[0].run_key)}
+        tags = requests[0].tags
+
+        def add_run(status) -> None:
+            run = DagsterRun(job_name="j", run_id=make_new_run_id(), status=status, tags=tags)
+            instance.add_run(run)
+
+        add_run(DagsterRunStatus.FAILURE)  # the day's videos run failed: asked again
+        again = tick(instance)
+        assert [r.run_key for r in again] == [requests[0].run_key + ":retry1"]
+        assert again[0].tags[STATE_TAG] == tags[STATE_TAG]
+        add_run(DagsterRunStatus.STARTED)  # ... and while that one runs, nothing more
+        assert tick(instance) == []
     polls = [r.polls for r in resources["pipeline"].ledger().rows(DAY)]
     assert polls and max(polls) <= 4, polls
-    assert json.loads(result.cursor)["last_tick"] > 0
 
 
 def test_polls_past_the_rounds_deadlines_stay_due_for_the_next(project, api_key):
     """A slow or rate-limited API shortens a round; it never overruns a sensor tick."""
     import asyncio
-    import contextlib
-    import sqlite3
     import time
 
     import httpx
 
+    from seedance_pipeline.ledger.database import sql
     from seedance_pipeline.polling import poll_due
     from seedance_pipeline.seedance import AsyncClient
 
@@ -185,8 +203,8 @@ def test_polls_past_the_rounds_deadlines_stay_due_for_the_next(project, api_key)
     def polls():
         return [r.polls for r in ledger.rows(DAY) if r.task_id]
 
-    with contextlib.closing(sqlite3.connect(ledger.path)) as db, db:  # every task due now
-        db.execute("UPDATE tasks SET next_poll_at = 0")
+    with ledger.db.transaction() as db:  # every task due now
+        db.execute(sql("UPDATE tasks SET next_poll_at = 0"))
     late = asyncio.run(round_with(time.monotonic() - 1))
     assert late.polled == 0 and polls() == [0] * 6
     started = time.monotonic()
@@ -245,7 +263,7 @@ def test_two_workers_racing_on_one_partition_submit_each_prompt_once(project):
     assert plan_requests(resources).success
     requests = read_table(data, "generation_requests", DAY)
     items = [
-        (r.prompt_id, json.loads(r.request_json), r.estimated_credits)
+        Planned(r.prompt_id, json.loads(r.request_json), r.estimated_credits)
         for r in requests[requests.status == "accepted"].itertuples()
     ]
     ledger = resources["pipeline"].ledger()

@@ -7,9 +7,9 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from ..catalog import find_catalog
-from ..ledger import Ledger
+from ..ledger import Ledger, ledger_url
 from ..seedance import DEFAULT_BASE_URL, DEFAULT_FILES_URL, AsyncClient, Client, RetryPolicy
-from ..storage import LocalStorage, Storage
+from ..storage import LocalStorage
 
 # Polls from a sensor tick must stay far inside Dagster's 60 s tick limit.
 POLL_TIMEOUT = httpx.Timeout(5.0, connect=3.0)
@@ -88,7 +88,8 @@ class PipelineResource(ConfigurableResource):
         )
 
     def ledger(self) -> Ledger:
-        return Ledger(self.root / "state" / "ledger.sqlite3")
+        """`SEEDANCE_LEDGER_URL`, else the SQLite file under the data directory."""
+        return Ledger(ledger_url(self.root))
 
-    def storage(self, client: Client) -> Storage:
+    def storage(self, client: Client) -> LocalStorage:
         return LocalStorage(self.root, client, self.ledger())

@@ -20,11 +20,12 @@ from dagster import (
 from ...catalog import CatalogError, load_media, load_prompts
 from ...costs import credits_total
 from ...planning import MediaFactsCache, PlannedRow, plan_partition, publish, requests_frame
+from ...records import LedgerLost, check_ledger, write_record
 from ...seedance import PriceTable
 from ...storage import PublishError
-from ...submission import SubmissionStopped, submit_all
+from ...submission import Planned, SubmissionStopped, submit_all
 from ...tables import read_table, write_table
-from ...videos import PartitionNotFinished, build_videos_table
+from ...videos import PartitionNotFinished, build_videos_table, store_videos
 from ..catalog.assets import media_catalog, prompt_catalog
 from ..partitions import daily_partitions
 from ..resources import EvoLinkResource, PipelineResource
@@ -123,8 +124,12 @@ def submitted_tasks(
     if budget is not None and (message := over_budget_message(accepted, budget)):
         raise Failure(f"{partition}: not submitted: {message}", allow_retries=False)
     ledger = pipeline.ledger()
+    try:
+        check_ledger(ledger, pipeline.root, partition)
+    except LedgerLost as exc:
+        raise Failure(str(exc), allow_retries=False) from None
     items = [
-        (r.prompt_id, json.loads(r.request_json), r.estimated_credits)
+        Planned(r.prompt_id, json.loads(r.request_json), r.estimated_credits, r.request_sha256)
         for r in accepted.itertuples()
     ]
     try:
@@ -132,7 +137,14 @@ def submitted_tasks(
             summary = submit_all(ledger, client, partition, items, pipeline.max_attempts)
     except SubmissionStopped as exc:
         raise Failure(str(exc), allow_retries=False) from None
-    ledger.set_submission_complete(partition, not summary.not_sent, new_tasks=summary.submitted > 0)
+    finally:
+        write_record(ledger, pipeline.root, partition)
+    ledger.set_submission_complete(partition, not summary.not_sent)
+    for prompt_id, day in summary.sent_on_other_days.items():
+        context.log.warning(
+            f"{prompt_id} was already sent on {day}: not sent again for {partition} (its "
+            f"video and charge are in {day}'s tables); give it a new prompt_id to generate again"
+        )
     if summary.not_sent:
         raise Failure(
             f"{len(summary.not_sent)} prompt(s) could not be sent after retries "
@@ -143,6 +155,7 @@ def submitted_tasks(
             "submitted": summary.submitted,
             "resubmitted": summary.resubmitted,
             "already_submitted": summary.already_in_ledger,
+            "sent_on_other_days": len(summary.sent_on_other_days),
             "refused_by_api": summary.refused,
             "outcome_unknown": summary.unknown,
             "credits_reserved": round(summary.credits_reserved, 4),
@@ -164,16 +177,14 @@ def _check_videos(frame: pd.DataFrame) -> AssetCheckResult:
         | ((done.duration_s - done.duration).abs() > 0.1)
         | (done.has_audio != done.generate_audio)
     ]
-    expired = frame[frame.status == "expired"]
+    expired = frame[frame.status.isin(["expired", "download_failed"])]
     problems = [
         f"{r.prompt_id}: got {r.width}x{r.height} {r.duration_s}s audio={r.has_audio}, "
         f"asked {r.expected_width}x{r.expected_height} {r.duration}s "
         f"audio={r.generate_audio}"
         for r in wrong.itertuples()
     ]
-    problems += [
-        f"{r.prompt_id}: link expired before download, video lost" for r in expired.itertuples()
-    ]
+    problems += [f"{r.prompt_id}: {r.status}: {r.error_message}" for r in expired.itertuples()]
     return AssetCheckResult(
         check_name="videos_match_requests",
         passed=not problems,
@@ -193,6 +204,9 @@ def _check_videos(frame: pd.DataFrame) -> AssetCheckResult:
     group_name="generation",
     pool=API_POOL,
     kinds={"parquet", "mp4"},
+    retry_policy=RetryPolicy(
+        max_retries=3, delay=30, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
+    ),
     check_specs=[
         AssetCheckSpec(
             "videos_match_requests",
@@ -208,13 +222,23 @@ def generated_videos(
     """Every prompt of the day with its task's outcome and its video saved and measured."""
     partition = context.partition_key
     requests = read_table(pipeline.root, "generation_requests", partition)
+    ledger = pipeline.ledger()
     with evolink.client() as client:
+        store = pipeline.storage(client)
+        stored = store_videos(ledger.rows(partition), client, store, ledger)
         try:
+            accepted = requests.prompt_id[requests.status == "accepted"]
             frame = build_videos_table(
-                requests, pipeline.ledger(), pipeline.storage(client), partition
+                requests,
+                ledger.rows(partition),
+                store,
+                partition,
+                ledger.sent_on_other_days(partition, accepted),
             )
         except PartitionNotFinished as exc:
             raise Failure(str(exc), allow_retries=False) from None
+    if stored:
+        context.log.info(f"videos stored or tried: {dict(stored)}")
     path = write_table(frame, pipeline.root, "generated_videos", partition)
     count = frame.status.value_counts()
     submitted = len(frame) - count.get("rejected", 0)
@@ -226,6 +250,7 @@ def generated_videos(
                 f"videos_{s}": int(count.get(s, 0))
                 for s in ("completed", "failed", "rejected", "unknown", "expired")
             },
+            "videos_download_failed": int(count.get("download_failed", 0)),
             "seconds_delivered": float(frame.loc[frame.status == "completed", "duration_s"].sum()),
             "credits_estimated": credits_total(frame.credits_estimated),
             "credits_reserved": credits_total(frame.credits_reserved),

@@ -1,51 +1,64 @@
-"""The sensor that polls outstanding tasks and asks for finished days' videos."""
+"""The sensor that polls outstanding tasks and asks for a day's videos once its tasks ended."""
 
-import asyncio
 import hashlib
-import json
 import time
 
-from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, sensor
+from dagster import (
+    DagsterRunStatus,
+    DefaultSensorStatus,
+    RunRequest,
+    RunsFilter,
+    SensorEvaluationContext,
+    SensorResult,
+    sensor,
+)
 
-from ...ledger import Ledger
-from ...polling import PollSummary, poll_due
+from ...ledger import LedgerRow
+from ...polling import PollingRefused, poll_round
+from ...statuses import Status
 from ..costs.assets import generation_costs
 from ..resources import EvoLinkResource, PipelineResource
 from .assets import generated_videos, submitted_tasks
 
-BATCH = 400  # tasks per tick, at most
-# Dagster stops a tick at 60 s: no poll starts after 25 s, and polls still running at 45 s
-# are cancelled (their tasks stay due).
-START_POLLS_WITHIN_SECONDS = 25
-TICK_BUDGET_SECONDS = 45
-CONCURRENT_POLLS = 16
+# Runs of the same ledger state that failed are requested again up to this many times.
+MAX_VIDEO_RUNS = 5
+STATE_TAG = "seedance/ledger_state"
+_ENDED = (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
 
 
-def poll_round(ledger: Ledger, evolink: EvoLinkResource, limit: int = BATCH) -> PollSummary:
-    """Poll the due tasks once (the sensor's own step, also used by `seedance-pipeline run`)."""
-    rate = evolink.max_requests_per_second
-    # Paced, a poll waits for its slot: keep no more than ~5 s of slots booked ahead.
-    concurrency = max(1, min(CONCURRENT_POLLS, int(rate * 5))) if rate else CONCURRENT_POLLS
-
-    async def go() -> PollSummary:
-        now = time.monotonic()
-        async with evolink.async_client() as client:
-            return await poll_due(
-                ledger,
-                client,
-                limit=limit,
-                concurrency=concurrency,
-                start_by=now + START_POLLS_WITHIN_SECONDS,
-                finish_by=now + TICK_BUDGET_SECONDS,
-            )
-
-    return asyncio.run(go())
+def ledger_state(rows: list[LedgerRow]) -> str:
+    """A digest of what the day's rows are: a new state asks for a new run."""
+    state = sorted((r.prompt_id, r.attempt, r.task_id or "", r.status.value) for r in rows)
+    state += sorted(
+        (r.prompt_id, r.download_attempts) for r in rows if r.status == Status.DOWNLOAD_FAILED
+    )
+    return hashlib.sha256(repr(state).encode()).hexdigest()[:16]
 
 
-def videos_run_key(ledger: Ledger, partition: str) -> str:
-    """Same ledger state, same key: Dagster drops a duplicate request."""
-    state = sorted((r.prompt_id, r.task_id or "", r.status) for r in ledger.rows(partition))
-    return f"generated_videos:{partition}:{hashlib.sha256(repr(state).encode()).hexdigest()[:16]}"
+def run_key(kind: str, partition: str, state: str, tries: int = 0) -> str:
+    """`videos:` or `resubmit:` + day + ledger state (+ how many runs of it failed)."""
+    return f"{kind}:{partition}:{state}" + (f":retry{tries}" if tries else "")
+
+
+def _videos_request(context: SensorEvaluationContext, partition: str, state: str):
+    """A run for the day's videos unless one of this state ran, runs, or failed too often."""
+    tag = f"{partition}:{state}"
+    runs = context.instance.get_runs(filters=RunsFilter(tags={STATE_TAG: tag}))
+    failed = sum(r.status in _ENDED for r in runs)
+    if len(runs) > failed:
+        return None  # queued, running, or done for this state
+    if failed >= MAX_VIDEO_RUNS:
+        context.log.error(
+            f"{partition}: generated_videos failed {failed} times for the same tasks; "
+            "see those runs, fix the cause, then materialise the day by hand"
+        )
+        return None
+    return RunRequest(
+        run_key=run_key("videos", partition, state, failed),
+        partition_key=partition,
+        asset_selection=[generated_videos.key, generation_costs.key],
+        tags={STATE_TAG: tag},
+    )
 
 
 @sensor(
@@ -56,35 +69,44 @@ def videos_run_key(ledger: Ledger, partition: str) -> str:
 def task_poller(
     context: SensorEvaluationContext, pipeline: PipelineResource, evolink: EvoLinkResource
 ) -> SensorResult:
-    """Polls due EvoLink tasks; materialises `generated_videos` once a day's tasks all ended."""
+    """Polls due EvoLink tasks; materialises `generated_videos` once a day's tasks all ended,
+    and again after a failed run or a failed download, until every video is stored or lost."""
     ledger = pipeline.ledger()
-    summary = poll_round(ledger, evolink)
+    try:
+        summary = poll_round(
+            ledger, evolink.async_client, max_requests_per_second=evolink.max_requests_per_second
+        )
+        context.log.info(
+            f"polled {summary.polled} task(s), {summary.finished} finished, "
+            f"{summary.errors} poll error(s)"
+        )
+    except PollingRefused as exc:
+        context.log.error(str(exc))
     requests = []
     for partition in ledger.partitions_to_resubmit(pipeline.max_attempts):
         requests.append(
             RunRequest(
-                run_key=videos_run_key(ledger, partition).replace("generated_videos", "resubmit"),
+                run_key=run_key("resubmit", partition, ledger_state(ledger.rows(partition))),
                 partition_key=partition,
                 asset_selection=[submitted_tasks.key],
             )
         )
-    for partition in ledger.partitions_ready(pipeline.max_attempts):
-        requests.append(
-            RunRequest(
-                run_key=videos_run_key(ledger, partition),
-                partition_key=partition,
-                asset_selection=[generated_videos.key, generation_costs.key],
-            )
-        )
-        ledger.mark_videos_requested(partition)
-    context.log.info(
-        "polled %d task(s), %d finished, %d poll error(s), %d day(s) ready",
-        summary.polled,
-        summary.finished,
-        summary.errors,
-        len(requests),
-    )
-    return SensorResult(
-        run_requests=requests,
-        cursor=json.dumps({"last_tick": time.time(), "polled": summary.polled}),
-    )
+    now = time.time()
+    for partition in ledger.partitions_settled(pipeline.max_attempts):
+        rows = ledger.rows(partition)
+        if any(r.status == Status.DOWNLOAD_FAILED and r.next_poll_at > now for r in rows):
+            continue  # a failed download's next try is not due yet
+        request = _videos_request(context, partition, ledger_state(rows))
+        if request is None:
+            continue
+        requests.append(request)
+        for r in rows:
+            if r.status == Status.UNKNOWN:
+                context.log.warning(
+                    f"{partition}/{r.prompt_id} is unknown (may have cost "
+                    f"{r.estimated_credits} credits): check the EvoLink dashboard, then "
+                    f"`seedance-pipeline resolve {partition} {r.prompt_id} "
+                    "(--task-id ID | --forget)`"
+                )
+    context.log.info(f"{len(requests)} run(s) requested")
+    return SensorResult(run_requests=requests)

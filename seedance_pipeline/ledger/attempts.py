@@ -1,0 +1,127 @@
+"""Earlier attempts of resubmitted prompts, and giving a claim back."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import Connection, bindparam
+
+from ..statuses import Status
+from .database import Database, sql
+from .leases import LeaseKeeper
+from .tasks import LedgerRow
+
+# Failure codes the vendor calls transient ("retry later"); others mean "fix the input".
+RESUBMITTABLE_CODES = (
+    "service_error",
+    "generation_timeout",
+    "resource_exhausted",
+    "quota_exceeded",
+    "service_unavailable",
+)
+# A tasks row that failed transiently and has attempts left (params: max_attempts, codes).
+DUE_AGAIN = "status = 'failed' AND attempt < :max_attempts AND error_code IN :codes"
+_FIELDS = "task_id, status, error_code, error_message, credits_reserved, submitted_at, completed_at"
+_CODES = bindparam("codes", expanding=True)
+
+
+def _due_again(max_attempts: int) -> dict[str, Any]:
+    return {"max_attempts": max_attempts, "codes": list(RESUBMITTABLE_CODES)}
+
+
+class Attempts:
+    """Resubmission of transiently failed tasks, each attempt kept."""
+
+    db: Database
+    owner: str
+    leases: LeaseKeeper
+
+    def resubmittable(self, partition: str, max_attempts: int) -> list[LedgerRow]:
+        """Failed tasks with a transient vendor error and attempts left."""
+        with self.db.read() as db:
+            found = db.execute(
+                sql(
+                    f"SELECT * FROM tasks WHERE partition = :p AND {DUE_AGAIN} ORDER BY prompt_id"
+                ).bindparams(_CODES),
+                {"p": partition, **_due_again(max_attempts)},
+            ).mappings()
+            return [LedgerRow.from_db(r) for r in found]
+
+    def claim_resubmission(self, partition: str, prompt_id: str, max_attempts: int) -> bool:
+        """Archive a failed attempt and claim the next one; False if another run did."""
+        now = time.time()
+        key = {"p": partition, "id": prompt_id}
+        with self.db.transaction() as db:
+            moved = db.execute(
+                sql(
+                    f"INSERT INTO attempts SELECT partition, prompt_id, attempt, {_FIELDS}"
+                    f" FROM tasks WHERE partition = :p AND prompt_id = :id AND {DUE_AGAIN}"
+                ).bindparams(_CODES),
+                {**key, **_due_again(max_attempts)},
+            ).rowcount
+            if moved:
+                db.execute(
+                    sql(
+                        "UPDATE tasks SET status = :s, owner = :owner, claimed_at = :now,"
+                        " lease_expires_at = :lease, attempt = attempt + 1, task_id = NULL,"
+                        " submitted_at = NULL, progress = NULL, estimated_time = NULL,"
+                        " error_code = NULL, error_message = NULL, credits_reserved = NULL,"
+                        " result_url = NULL, completed_at = NULL, polls = 0, poll_errors = 0,"
+                        " vendor_status = NULL, not_found_since = NULL, next_poll_at = NULL"
+                        " WHERE partition = :p AND prompt_id = :id"
+                    ),
+                    {
+                        **key,
+                        "s": Status.SUBMITTING.value,
+                        "owner": self.owner,
+                        "now": now,
+                        "lease": now + self.leases.seconds,
+                    },
+                )
+            return bool(moved)
+
+    def release(self, partition: str, prompt_id: str) -> None:
+        """Undo a claim whose request provably made no task, so a later run may submit it.
+
+        A first attempt's row goes; a resubmission's row returns to the failed attempt.
+        """
+        key = {"p": partition, "id": prompt_id}
+        with self.db.transaction() as db:
+            row = db.execute(
+                sql(
+                    "SELECT attempt FROM tasks WHERE partition = :p AND prompt_id = :id"
+                    " AND status = :s"
+                ),
+                {**key, "s": Status.SUBMITTING.value},
+            ).first()
+            if row is None:
+                return
+            if row.attempt == 1:
+                db.execute(sql("DELETE FROM tasks WHERE partition = :p AND prompt_id = :id"), key)
+            else:
+                _restore(db, partition, prompt_id, row.attempt - 1)
+
+    def attempts(self, partition: str) -> list[dict[str, Any]]:
+        """Earlier attempts of resubmitted prompts, oldest first."""
+        with self.db.read() as db:
+            found = db.execute(
+                sql("SELECT * FROM attempts WHERE partition = :p ORDER BY prompt_id, attempt"),
+                {"p": partition},
+            ).mappings()
+            return [dict(r) for r in found]
+
+
+def _restore(db: Connection, partition: str, prompt_id: str, attempt: int) -> None:
+    key = {"p": partition, "id": prompt_id, "a": attempt}
+    db.execute(
+        sql(
+            f"UPDATE tasks SET attempt = :a, owner = NULL, lease_expires_at = NULL,"
+            f" ({_FIELDS}) = (SELECT {_FIELDS} FROM attempts WHERE partition = :p"
+            f" AND prompt_id = :id AND attempt = :a) WHERE partition = :p AND prompt_id = :id"
+        ),
+        key,
+    )
+    db.execute(
+        sql("DELETE FROM attempts WHERE partition = :p AND prompt_id = :id AND attempt = :a"), key
+    )

@@ -1,0 +1,130 @@
+"""The ledger's database: a SQLite file under the data directory, or a shared PostgreSQL.
+
+`SEEDANCE_LEDGER_URL` names it (`postgresql://user:pass@host:port/db`); unset, it is
+`<data_dir>/state/ledger.sqlite3`. One engine per database per process; the schema is brought
+up to date by the numbered migrations in `migrations.py` the first time a process opens it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+
+from .migrations import migrate
+
+LEDGER_URL_ENV = "SEEDANCE_LEDGER_URL"
+
+_ENGINES: dict[str, Engine] = {}
+_MIGRATED: set[str] = set()
+_LOCK = threading.Lock()
+
+
+def ledger_url(data_dir: str | os.PathLike) -> str:
+    """`SEEDANCE_LEDGER_URL`, else the SQLite file under `data_dir`."""
+    configured = os.environ.get(LEDGER_URL_ENV, "").strip()
+    if configured:
+        return configured
+    return f"sqlite:///{(Path(data_dir) / 'state' / 'ledger.sqlite3').resolve()}"
+
+
+def _driver_url(url: str) -> str:
+    """The SQLAlchemy URL: PostgreSQL through psycopg 3; a bare path means a SQLite file."""
+    if "://" not in url:
+        return f"sqlite:///{Path(url).resolve()}"
+    scheme, rest = url.split("://", 1)
+    if scheme in ("postgres", "postgresql"):
+        return f"postgresql+psycopg://{rest}"
+    if scheme.split("+")[0] not in ("sqlite", "postgresql"):
+        raise ValueError(
+            f"{LEDGER_URL_ENV} must be a postgresql:// URL (or unset for the SQLite file), "
+            f"not {scheme}://…"
+        )
+    return url
+
+
+def safe_url(url: str) -> str:
+    """`url` with its password hidden, for messages."""
+    return make_url(_driver_url(url)).render_as_string(hide_password=True)
+
+
+def _sqlite_file(url: str) -> Path:
+    return Path(make_url(url).database)
+
+
+def _sqlite_engine(url: str) -> Engine:
+    _sqlite_file(url).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": 60})
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None  # transactions begin where we say
+        dbapi_connection.execute("PRAGMA journal_mode=WAL")
+        dbapi_connection.execute("PRAGMA synchronous=FULL")
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        # Writers take the lock up front, so two claims never both read "free".
+        reading = connection.get_execution_options().get("read_only", False)
+        connection.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")
+
+    return engine
+
+
+def _engine(url: str) -> Engine:
+    with _LOCK:
+        engine = _ENGINES.get(url)
+        if engine is not None and url.startswith("sqlite") and not _sqlite_file(url).exists():
+            # The file was deleted or moved: pooled connections would write to a ghost.
+            engine.dispose()
+            engine = None
+            _MIGRATED.discard(url)
+        if engine is None:
+            if url.startswith("sqlite"):
+                engine = _sqlite_engine(url)
+            else:
+                engine = create_engine(url, pool_size=5, max_overflow=10, pool_pre_ping=True)
+            _ENGINES[url] = engine
+        return engine
+
+
+class Database:
+    """Transactions on the ledger's database (created and migrated on first use)."""
+
+    def __init__(self, url: str):
+        self.url = _driver_url(url)
+        self.engine = _engine(self.url)
+        self.is_postgres = self.engine.dialect.name == "postgresql"
+        with _LOCK:
+            if self.url not in _MIGRATED:
+                with self.transaction() as db:
+                    migrate(db, self.is_postgres)
+                _MIGRATED.add(self.url)
+
+    def __repr__(self) -> str:
+        return f"Database({safe_url(self.url)!r})"
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One durable write transaction (committed on exit, rolled back on error)."""
+        with self.engine.connect() as connection, connection.begin():
+            yield connection
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read-only snapshot."""
+        with (
+            self.engine.connect().execution_options(read_only=True) as connection,
+            connection.begin(),
+        ):
+            yield connection
+
+
+def sql(statement: str):
+    """A SQL statement with `:name` parameters, the same text on SQLite and PostgreSQL."""
+    return text(statement)

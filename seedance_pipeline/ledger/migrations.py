@@ -1,0 +1,118 @@
+"""Numbered schema migrations, applied once each, in order, inside one locked transaction.
+
+Version 1 is the schema the SQLite ledger had before migrations existed, so an old
+`ledger.sqlite3` is recognised and brought forward. Add a migration by appending to
+`MIGRATIONS`; never edit one that has shipped.
+"""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import Connection, text
+
+_V1 = [
+    """CREATE TABLE IF NOT EXISTS tasks (
+        partition TEXT NOT NULL,
+        prompt_id TEXT NOT NULL,
+        request_json TEXT NOT NULL,
+        estimated_credits DOUBLE PRECISION,
+        status TEXT NOT NULL,
+        owner TEXT,
+        claimed_at DOUBLE PRECISION NOT NULL,
+        task_id TEXT UNIQUE,
+        submitted_at DOUBLE PRECISION,
+        progress INTEGER,
+        estimated_time DOUBLE PRECISION,
+        error_code TEXT,
+        error_message TEXT,
+        credits_reserved DOUBLE PRECISION,
+        result_url TEXT,
+        completed_at DOUBLE PRECISION,
+        polls INTEGER NOT NULL DEFAULT 0,
+        next_poll_at DOUBLE PRECISION,
+        video_uri TEXT,
+        video_sha256 TEXT,
+        video_bytes BIGINT,
+        attempt INTEGER NOT NULL DEFAULT 1,
+        PRIMARY KEY (partition, prompt_id)
+    )""",
+    """CREATE TABLE IF NOT EXISTS attempts (
+        partition TEXT NOT NULL,
+        prompt_id TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        task_id TEXT,
+        status TEXT NOT NULL,
+        error_code TEXT,
+        error_message TEXT,
+        credits_reserved DOUBLE PRECISION,
+        submitted_at DOUBLE PRECISION,
+        completed_at DOUBLE PRECISION,
+        PRIMARY KEY (partition, prompt_id, attempt)
+    )""",
+    "CREATE INDEX IF NOT EXISTS tasks_due ON tasks (status, next_poll_at)",
+    """CREATE TABLE IF NOT EXISTS partitions (
+        partition TEXT PRIMARY KEY,
+        submission_complete INTEGER NOT NULL DEFAULT 0,
+        videos_requested_at DOUBLE PRECISION
+    )""",
+    """CREATE TABLE IF NOT EXISTS published_media (
+        sha256 TEXT NOT NULL,
+        files_url TEXT NOT NULL,
+        url TEXT NOT NULL,
+        published_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (sha256, files_url)
+    )""",
+]
+
+# Leases instead of process ids, what was sent, vendor answers beyond the happy path,
+# measured videos, callback tokens.
+_V2 = [
+    *(
+        f"ALTER TABLE tasks ADD COLUMN {column}"
+        for column in (
+            "lease_expires_at DOUBLE PRECISION",
+            "request_sha256 TEXT",
+            "vendor_status TEXT",
+            "poll_errors INTEGER NOT NULL DEFAULT 0",
+            "not_found_since DOUBLE PRECISION",
+            "width INTEGER",
+            "height INTEGER",
+            "duration_s DOUBLE PRECISION",
+            "has_audio INTEGER",
+            "download_attempts INTEGER NOT NULL DEFAULT 0",
+            "callback_token_sha256 TEXT",
+            "callback_at DOUBLE PRECISION",
+        )
+    ),
+    "CREATE INDEX tasks_prompt ON tasks (prompt_id)",
+    "CREATE UNIQUE INDEX tasks_callback_token ON tasks (callback_token_sha256)",
+    "ALTER TABLE partitions DROP COLUMN videos_requested_at",
+]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2]
+
+# Any constant: PostgreSQL serialises concurrent migrators on it.
+_ADVISORY_LOCK = 734_201_116
+
+
+def migrate(db: Connection, is_postgres: bool) -> int:
+    """Apply the migrations this database lacks; returns its version after."""
+    if is_postgres:
+        db.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK})
+    db.execute(
+        text(
+            "CREATE TABLE IF NOT EXISTS schema_migrations"
+            " (version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)"
+        )
+    )
+    current = db.execute(text("SELECT MAX(version) FROM schema_migrations")).scalar() or 0
+    for version, statements in enumerate(MIGRATIONS, start=1):
+        if version <= current:
+            continue
+        for statement in statements:
+            db.execute(text(statement))
+        db.execute(
+            text("INSERT INTO schema_migrations VALUES (:v, :t)"), {"v": version, "t": time.time()}
+        )
+    return len(MIGRATIONS)

@@ -1,0 +1,60 @@
+"""Partition progress: which days are fully submitted and which have settled."""
+
+from __future__ import annotations
+
+from sqlalchemy import bindparam
+
+from ..statuses import WAITING, Status
+from .attempts import DUE_AGAIN, RESUBMITTABLE_CODES
+from .database import Database, sql
+
+_BUSY = bindparam("busy", expanding=True)
+_CODES = bindparam("codes", expanding=True)
+
+
+class PartitionProgress:
+    """Whether every accepted prompt of a day is in the ledger, and what a day waits for."""
+
+    db: Database
+
+    def set_submission_complete(self, partition: str, complete: bool) -> None:
+        """Note whether every accepted prompt of `partition` is in the ledger."""
+        with self.db.transaction() as db:
+            db.execute(
+                sql(
+                    "INSERT INTO partitions (partition, submission_complete) VALUES (:p, :c)"
+                    " ON CONFLICT (partition) DO UPDATE SET"
+                    " submission_complete = excluded.submission_complete"
+                ),
+                {"p": partition, "c": int(complete)},
+            )
+
+    def partitions_settled(self, max_attempts: int = 1) -> list[str]:
+        """Fully submitted partitions whose every task has ended and is not due again."""
+        with self.db.read() as db:
+            found = db.execute(
+                sql(
+                    "SELECT p.partition FROM partitions p WHERE p.submission_complete = 1"
+                    " AND NOT EXISTS (SELECT 1 FROM tasks WHERE tasks.partition = p.partition"
+                    f" AND (status IN :busy OR ({DUE_AGAIN}))) ORDER BY p.partition"
+                ).bindparams(_BUSY, _CODES),
+                {
+                    "busy": [*(s.value for s in WAITING), Status.SUBMITTING.value],
+                    "max_attempts": max_attempts,
+                    "codes": list(RESUBMITTABLE_CODES),
+                },
+            )
+            return [r.partition for r in found]
+
+    def partitions_to_resubmit(self, max_attempts: int) -> list[str]:
+        """Fully submitted partitions with failed tasks due for another attempt."""
+        with self.db.read() as db:
+            found = db.execute(
+                sql(
+                    "SELECT DISTINCT tasks.partition FROM tasks JOIN partitions"
+                    " ON partitions.partition = tasks.partition WHERE submission_complete = 1"
+                    f" AND {DUE_AGAIN} ORDER BY tasks.partition"
+                ).bindparams(_CODES),
+                {"max_attempts": max_attempts, "codes": list(RESUBMITTABLE_CODES)},
+            )
+            return [r.partition for r in found]

@@ -1,0 +1,495 @@
+"""Task rows: one per (partition, prompt) ever sent, from the claim to the stored video.
+
+A row is written (`submitting`, with a lease) in its own transaction before the request
+leaves, and gets the task id the moment the answer returns. A `submitting` row whose owner is
+gone is an answer we will never see: it becomes `unknown`, never a second submission.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from sqlalchemy import Connection, bindparam
+
+from ..statuses import WAITING, Status
+from .database import Database, sql
+from .leases import LeaseKeeper, owner_is_gone
+
+UNKNOWN_CODE = "submission_outcome_unknown"
+_ABANDONED = (
+    "the process submitting this prompt stopped before the answer was recorded; check the "
+    "EvoLink dashboard, then `seedance-pipeline resolve`"
+)
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    """A task row as stored."""
+
+    partition: str
+    prompt_id: str
+    request: dict[str, Any]
+    request_sha256: str | None
+    estimated_credits: float | None
+    status: Status
+    vendor_status: str | None
+    task_id: str | None
+    submitted_at: float | None
+    error_code: str | None
+    error_message: str | None
+    credits_reserved: float | None
+    result_url: str | None
+    completed_at: float | None
+    polls: int
+    poll_errors: int
+    not_found_since: float | None
+    estimated_time: float | None
+    next_poll_at: float | None
+    video_uri: str | None
+    video_sha256: str | None
+    video_bytes: int | None
+    width: int | None
+    height: int | None
+    duration_s: float | None
+    has_audio: bool | None
+    download_attempts: int
+    attempt: int
+
+    @classmethod
+    def from_db(cls, r: Mapping[str, Any]) -> LedgerRow:
+        values = {f.name: r.get(f.name) for f in fields(cls) if f.name != "request"}
+        values["status"] = Status(values["status"])
+        if values["has_audio"] is not None:
+            values["has_audio"] = bool(values["has_audio"])
+        return cls(request=json.loads(r["request_json"]), **values)
+
+
+@dataclass(frozen=True)
+class PollUpdate:
+    """What one poll found out about a task, ready to be written."""
+
+    task_id: str
+    status: Status | None = None  # None: the row keeps its status
+    vendor_status: str | None = None
+    progress: int | None = None
+    next_poll_at: float | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    result_url: str | None = None
+    credits_reserved: float | None = None
+    poll_errors: int = 0
+    not_found_since: float | None = None
+
+
+def _waiting() -> dict:
+    return {"waiting": [s.value for s in WAITING]}
+
+
+_IN_WAITING = bindparam("waiting", expanding=True)
+
+
+class TaskRows:
+    """Claims, submissions, polls and stored videos of task rows."""
+
+    db: Database
+    owner: str
+    leases: LeaseKeeper
+
+    # --- claims ---------------------------------------------------------------------------
+
+    def claim(
+        self,
+        partition: str,
+        prompt_id: str,
+        request: dict,
+        estimate: float | None,
+        *,
+        request_sha256: str | None = None,
+        callback_token_sha256: str | None = None,
+    ) -> bool:
+        """Record the intent to submit; False when this prompt was already claimed.
+
+        A claim whose owner is gone is turned into `unknown` here (and not re-claimed).
+        """
+        now = time.time()
+        self.leases.ensure_running()
+        with self.db.transaction() as db:
+            made = db.execute(
+                sql(
+                    "INSERT INTO tasks (partition, prompt_id, request_json, request_sha256,"
+                    " estimated_credits, status, owner, claimed_at, lease_expires_at,"
+                    " callback_token_sha256) VALUES (:partition, :prompt_id, :request,"
+                    " :sha, :estimate, :status, :owner, :now, :lease, :token)"
+                    " ON CONFLICT (partition, prompt_id) DO NOTHING"
+                ),
+                {
+                    "partition": partition,
+                    "prompt_id": prompt_id,
+                    "request": json.dumps(request, ensure_ascii=False),
+                    "sha": request_sha256,
+                    "estimate": estimate,
+                    "status": Status.SUBMITTING.value,
+                    "owner": self.owner,
+                    "now": now,
+                    "lease": now + self.leases.seconds,
+                    "token": callback_token_sha256,
+                },
+            ).rowcount
+            if not made:
+                self._settle_abandoned(db, partition, prompt_id, now)
+            return bool(made)
+
+    def resolve_abandoned_claims(self, partition: str | None = None) -> int:
+        """Turn claims whose owner is gone into `unknown`; returns how many."""
+        with self.db.transaction() as db:
+            return self._settle_abandoned(db, partition, None, time.time())
+
+    def _settle_abandoned(
+        self, db: Connection, partition: str | None, prompt_id: str | None, now: float
+    ) -> int:
+        found = db.execute(
+            sql(
+                "SELECT partition, prompt_id, owner, lease_expires_at FROM tasks"
+                " WHERE status = :s AND (CAST(:p AS TEXT) IS NULL OR partition = :p)"
+                " AND (CAST(:id AS TEXT) IS NULL OR prompt_id = :id)"
+            ),
+            {"s": Status.SUBMITTING.value, "p": partition, "id": prompt_id},
+        ).mappings()
+        dead = [r for r in found if owner_is_gone(r["owner"], r["lease_expires_at"], now)]
+        for r in dead:
+            db.execute(
+                sql(
+                    "UPDATE tasks SET status = :u, error_code = :code, error_message = :msg,"
+                    " owner = NULL WHERE partition = :p AND prompt_id = :id AND status = :s"
+                    " AND owner = :owner"
+                ),
+                {
+                    "u": Status.UNKNOWN.value,
+                    "code": UNKNOWN_CODE,
+                    "msg": _ABANDONED,
+                    "p": r["partition"],
+                    "id": r["prompt_id"],
+                    "s": Status.SUBMITTING.value,
+                    "owner": r["owner"],
+                },
+            )
+        return len(dead)
+
+    def renew_leases(self, until: float) -> None:
+        """Extend this process's claims (called by the lease keeper)."""
+        with self.db.transaction() as db:
+            db.execute(
+                sql(
+                    "UPDATE tasks SET lease_expires_at = :until"
+                    " WHERE owner = :owner AND status = :s"
+                ),
+                {"until": until, "owner": self.owner, "s": Status.SUBMITTING.value},
+            )
+
+    def sent_on_other_days(self, partition: str, prompt_ids: Iterable[str]) -> dict[str, str]:
+        """Prompt ids of `partition` already sent on another day, with that day."""
+        ids = list(prompt_ids)
+        if not ids:
+            return {}
+        with self.db.read() as db:
+            found = db.execute(
+                sql(
+                    "SELECT prompt_id, partition FROM tasks WHERE partition <> :p"
+                    " AND prompt_id IN :ids"
+                ).bindparams(bindparam("ids", expanding=True)),
+                {"p": partition, "ids": ids},
+            )
+            return {r.prompt_id: r.partition for r in found}
+
+    # --- answers to creates ---------------------------------------------------------------
+
+    def record_submitted(
+        self, partition: str, prompt_id: str, task_id: str, first_poll_at: float, **answer: Any
+    ) -> None:
+        """The create answered with a task: `answer` holds status, progress, credits_reserved
+        and estimated_time as the vendor gave them."""
+        with self.db.transaction() as db:
+            db.execute(
+                sql(
+                    "UPDATE tasks SET status = :status, vendor_status = :vendor, task_id = :tid,"
+                    " submitted_at = :now, credits_reserved = :reserved, estimated_time = :eta,"
+                    " progress = :progress, next_poll_at = :next, owner = NULL,"
+                    " lease_expires_at = NULL, error_code = NULL, error_message = NULL"
+                    " WHERE partition = :p AND prompt_id = :id"
+                ),
+                {
+                    "status": answer.get("status", Status.PENDING.value),
+                    "vendor": answer.get("vendor_status"),
+                    "tid": task_id,
+                    "now": time.time(),
+                    "reserved": answer.get("credits_reserved"),
+                    "eta": answer.get("estimated_time"),
+                    "progress": answer.get("progress"),
+                    "next": first_poll_at,
+                    "p": partition,
+                    "id": prompt_id,
+                },
+            )
+
+    def record_outcome_unknown(self, partition: str, prompt_id: str, message: str) -> None:
+        self._finish_claim(partition, prompt_id, Status.UNKNOWN, UNKNOWN_CODE, message, None)
+
+    def record_refused(self, partition: str, prompt_id: str, code: str | None, message: str):
+        """The API refused the request outright (no task, no charge)."""
+        self._finish_claim(partition, prompt_id, Status.FAILED, code, message, 0.0)
+
+    def _finish_claim(
+        self,
+        partition: str,
+        prompt_id: str,
+        status: Status,
+        code: str | None,
+        message: str,
+        reserved: float | None,
+    ) -> None:
+        with self.db.transaction() as db:
+            db.execute(
+                sql(
+                    "UPDATE tasks SET status = :s, error_code = :code, error_message = :msg,"
+                    " owner = NULL, lease_expires_at = NULL, credits_reserved = :reserved,"
+                    " completed_at = CASE WHEN CAST(:reserved AS DOUBLE PRECISION) IS NULL"
+                    " THEN NULL ELSE :now END"
+                    " WHERE partition = :p AND prompt_id = :id"
+                ),
+                {
+                    "s": status.value,
+                    "code": code,
+                    "msg": message,
+                    "reserved": reserved,
+                    "now": time.time(),
+                    "p": partition,
+                    "id": prompt_id,
+                },
+            )
+
+    # --- settling by hand -----------------------------------------------------------------
+
+    def resolve(self, partition: str, prompt_id: str, task_id: str | None) -> None:
+        """Settle an `unknown` row: attach the task found on the dashboard, or forget it.
+
+        Raises:
+            LookupError: no such row, the row is not `unknown`, or the task is another row's
+                (the message says which).
+        """
+        with self.db.transaction() as db:
+            row = db.execute(
+                sql("SELECT status FROM tasks WHERE partition = :p AND prompt_id = :id"),
+                {"p": partition, "id": prompt_id},
+            ).first()
+            if row is None:
+                raise LookupError(
+                    f"{partition}/{prompt_id}: no such row in the ledger; check the day and "
+                    "the prompt_id (and SEEDANCE_DATA_DIR or SEEDANCE_LEDGER_URL)"
+                )
+            if row.status != Status.UNKNOWN:
+                raise LookupError(
+                    f"{partition}/{prompt_id} is {row.status}, not {Status.UNKNOWN}; "
+                    "only rows whose submission outcome is unknown need resolving"
+                )
+            if task_id is None:
+                db.execute(
+                    sql("DELETE FROM tasks WHERE partition = :p AND prompt_id = :id"),
+                    {"p": partition, "id": prompt_id},
+                )
+                return
+            other = db.execute(
+                sql("SELECT partition, prompt_id FROM tasks WHERE task_id = :tid"),
+                {"tid": task_id},
+            ).first()
+            if other is not None:
+                raise LookupError(
+                    f"task {task_id} is already attached to "
+                    f"{other.partition}/{other.prompt_id}; check the dashboard again"
+                )
+            self._attach(db, partition, prompt_id, task_id)
+
+    @staticmethod
+    def _attach(db: Connection, partition: str, prompt_id: str, task_id: str) -> None:
+        """Give an `unknown` row its task, due for a poll now."""
+        db.execute(
+            sql(
+                "UPDATE tasks SET status = :pending, task_id = :tid, next_poll_at = :now,"
+                " submitted_at = COALESCE(submitted_at, :now), error_code = NULL,"
+                " error_message = NULL WHERE partition = :p AND prompt_id = :id"
+            ),
+            {
+                "pending": Status.PENDING.value,
+                "tid": task_id,
+                "now": time.time(),
+                "p": partition,
+                "id": prompt_id,
+            },
+        )
+
+    def restore(self, record: dict[str, Any]) -> bool:
+        """Insert a row from the day's submissions record, unless the ledger has it; a task
+        still running is due for a poll now."""
+        now = time.time()
+        with self.db.transaction() as db:
+            return bool(
+                db.execute(
+                    sql(
+                        "INSERT INTO tasks (partition, prompt_id, attempt, status, task_id,"
+                        " request_json, request_sha256, estimated_credits, credits_reserved,"
+                        " submitted_at, error_code, error_message, claimed_at, next_poll_at)"
+                        " VALUES (:partition, :prompt_id, :attempt, :status, :task_id,"
+                        " :request_json, :request_sha256, :estimated_credits,"
+                        " :credits_reserved, :submitted_at, :error_code, :error_message,"
+                        " :now, :now) ON CONFLICT (partition, prompt_id) DO NOTHING"
+                    ),
+                    {**record, "attempt": int(record["attempt"]), "now": now},
+                ).rowcount
+            )
+
+    # --- polling --------------------------------------------------------------------------
+
+    def due_tasks(self, now: float, limit: int, *, max_delay: float = 60.0) -> list[LedgerRow]:
+        """Waiting tasks whose next poll is due, oldest first.
+
+        A poll planned more than `max_delay` ahead can only come from a clock that stepped
+        back: it is due now, so a clock step never stalls polling.
+        """
+        return self._rows(
+            "SELECT * FROM tasks WHERE status IN :waiting AND task_id IS NOT NULL"
+            " AND (next_poll_at <= :now OR next_poll_at > :far)"
+            " ORDER BY next_poll_at LIMIT :limit",
+            {**_waiting(), "now": now, "far": now + 2 * max_delay, "limit": limit},
+        )
+
+    def next_poll_at(self, partition: str | None = None) -> float | None:
+        with self.db.read() as db:
+            return db.execute(
+                sql(
+                    "SELECT MIN(next_poll_at) FROM tasks WHERE status IN :waiting"
+                    " AND (CAST(:p AS TEXT) IS NULL OR partition = :p)"
+                ).bindparams(_IN_WAITING),
+                {**_waiting(), "p": partition},
+            ).scalar()
+
+    def record_polls(self, updates: Iterable[PollUpdate]) -> None:
+        """Write a poll round's findings in one transaction.
+
+        Only rows still waiting change: an answer never undoes a settled row.
+        """
+        now = time.time()
+        params = [
+            {
+                "tid": u.task_id,
+                "status": None if u.status is None else u.status.value,
+                "vendor": u.vendor_status,
+                "progress": u.progress,
+                "next": u.next_poll_at,
+                "code": u.error_code,
+                "msg": u.error_message,
+                "url": u.result_url,
+                "reserved": u.credits_reserved,
+                "errors": u.poll_errors,
+                "nf": u.not_found_since,
+                "now": now,
+                **_waiting(),
+            }
+            for u in updates
+        ]
+        if not params:
+            return
+        statement = sql(
+            "UPDATE tasks SET status = COALESCE(:status, status),"
+            " vendor_status = COALESCE(:vendor, vendor_status),"
+            " progress = COALESCE(:progress, progress), polls = polls + 1,"
+            " next_poll_at = :next, error_code = :code, error_message = :msg,"
+            " result_url = COALESCE(:url, result_url),"
+            " credits_reserved = COALESCE(credits_reserved, :reserved),"
+            " poll_errors = :errors, not_found_since = :nf,"
+            " completed_at = CASE WHEN COALESCE(:status, status) IN :waiting"
+            " THEN completed_at ELSE :now END"
+            " WHERE task_id = :tid AND status IN :waiting"
+        ).bindparams(_IN_WAITING)
+        with self.db.transaction() as db:
+            for p in params:
+                db.execute(statement, p)
+
+    # --- results --------------------------------------------------------------------------
+
+    def record_video(
+        self, partition: str, prompt_id: str, uri: str, sha256: str, size: int, measured: dict
+    ) -> None:
+        """The video is stored at `uri` (a key under the storage root) and was measured."""
+        with self.db.transaction() as db:
+            db.execute(
+                sql(
+                    "UPDATE tasks SET status = :done, video_uri = :uri, video_sha256 = :sha,"
+                    " video_bytes = :size, width = :w, height = :h, duration_s = :d,"
+                    " has_audio = :a, download_attempts = download_attempts + 1,"
+                    " error_code = NULL, error_message = NULL"
+                    " WHERE partition = :p AND prompt_id = :id"
+                ),
+                {
+                    "done": Status.COMPLETED.value,
+                    "uri": uri,
+                    "sha": sha256,
+                    "size": size,
+                    "w": measured.get("width"),
+                    "h": measured.get("height"),
+                    "d": measured.get("duration_s"),
+                    "a": None if measured.get("has_audio") is None else int(measured["has_audio"]),
+                    "p": partition,
+                    "id": prompt_id,
+                },
+            )
+
+    def record_download_failed(
+        self,
+        partition: str,
+        prompt_id: str,
+        status: Status,
+        code: str,
+        message: str,
+        retry_at: float,
+    ) -> None:
+        """No valid video could be stored: `download_failed` (tried again from `retry_at`,
+        kept in `next_poll_at`) or `expired`."""
+        with self.db.transaction() as db:
+            db.execute(
+                sql(
+                    "UPDATE tasks SET status = :s, error_code = :code, error_message = :msg,"
+                    " download_attempts = download_attempts + 1, next_poll_at = :retry"
+                    " WHERE partition = :p AND prompt_id = :id"
+                ),
+                {
+                    "s": status.value,
+                    "code": code,
+                    "msg": message,
+                    "retry": retry_at,
+                    "p": partition,
+                    "id": prompt_id,
+                },
+            )
+
+    def rows(self, partition: str | None = None) -> list[LedgerRow]:
+        if partition is None:
+            return self._rows("SELECT * FROM tasks ORDER BY partition, prompt_id", {})
+        return self._rows(
+            "SELECT * FROM tasks WHERE partition = :p ORDER BY prompt_id", {"p": partition}
+        )
+
+    def row_for_callback(self, token_sha256: str) -> LedgerRow | None:
+        found = self._rows(
+            "SELECT * FROM tasks WHERE callback_token_sha256 = :t", {"t": token_sha256}
+        )
+        return found[0] if found else None
+
+    def _rows(self, statement: str, params: dict) -> list[LedgerRow]:
+        query = sql(statement)
+        if ":waiting" in statement:
+            query = query.bindparams(_IN_WAITING)
+        with self.db.read() as db:
+            return [LedgerRow.from_db(r) for r in db.execute(query, params).mappings()]
