@@ -53,7 +53,7 @@ DEFAULT_FILES_URL = "https://files-api.evolink.ai"
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0, pool=5.0)
 MAX_ANSWER_BYTES = 1024 * 1024  # an API answer larger than this is refused, not read
 # 15 s of 1080p is tens of MB; this leaves room for any bitrate the vendor may use.
-DEFAULT_MAX_VIDEO_BYTES = 256 * 1024 * 1024
+DEFAULT_MAX_VIDEO_BYTES = 512 * 1024 * 1024
 DEFAULT_DOWNLOAD_SECONDS = 600.0
 MAX_REDIRECTS = 5
 _DOWNLOAD_READ_SECONDS = 30.0
