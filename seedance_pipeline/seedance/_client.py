@@ -333,7 +333,8 @@ class _BaseClient:
                 delay = self.retry.next_delay(error, n, waited)
                 if delay is None or (deadline is not None and time.monotonic() + delay > deadline):
                     raise
-                log.warning("%s: %s; retry %d in %.1fs", what, error, n, delay)
+                said = str(error) if str(error).startswith(what) else f"{what}: {error}"
+                log.warning("%s; retry %d in %.1fs", said, n, delay)
                 waited += delay
                 yield _Sleep(delay)
         raise AssertionError("unreachable")
