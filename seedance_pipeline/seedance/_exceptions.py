@@ -1,22 +1,22 @@
 """Errors raised by the Seedance client.
 
-SeedanceError                   `retryable`: whether a later try of the same call could succeed
-├── TransportError              no answer came; the request did not reach the vendor
+SeedanceError                   `retryable` (marked *): a later try of the same call could succeed
+├── TransportError *            no answer came (a create raising it never left)
 ├── OutcomeUnknownError         a create may have made a task (lost, 5xx, garbled): never resent
-├── MalformedAnswerError        a 2xx answer too large, not JSON, or not the documented shape
+├── MalformedAnswerError *      a 2xx answer too large, not JSON, or not the documented shape
 ├── APIError                    the vendor answered with an HTTP error
 │   ├── InvalidRequestError     400, 413
 │   ├── AuthenticationError     401
 │   ├── InsufficientQuotaError  402
 │   ├── AccessDeniedError       403
 │   ├── NotFoundError           404
-│   ├── RateLimitError          429
-│   └── ServerError             5xx
+│   ├── RateLimitError *        429
+│   └── ServerError *           5xx
 └── DownloadError               a result file could not be saved (e.g. an HTML page came instead)
     ├── UnsafeLinkError         not https on a public host, or too many redirects: never fetched
     ├── LinkExpiredError        403, 404 or 410 from the result host
     ├── DownloadTooLargeError   more than `max_bytes`
-    └── DownloadTimeoutError    the download's deadline passed
+    └── DownloadTimeoutError *  the download's deadline passed
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class SeedanceError(Exception):
 
 
 class TransportError(SeedanceError):
-    """The request could not be sent or got no answer; it did not reach the vendor."""
+    """The request could not be sent or got no answer (a create raising it was never sent)."""
 
     retryable = True
 
