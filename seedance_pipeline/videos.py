@@ -22,15 +22,19 @@ import pandas as pd
 from .ledger import Ledger, LedgerRow
 from .media import MediaError, measure_video_output
 from .planning import REQUEST_COLUMNS
-from .seedance import Client, LinkExpiredError, SeedanceError, output_pixels
+from .seedance import (
+    DEFAULT_MAX_VIDEO_BYTES,
+    Client,
+    LinkExpiredError,
+    SeedanceError,
+    output_pixels,
+)
 from .statuses import CHARGED, SETTLED, WAITING, Status
 from .storage import VideoStore
 
 log = logging.getLogger(__name__)
 
 MAX_VIDEO_BYTES_ENV = "SEEDANCE_MAX_VIDEO_BYTES"
-# 15 s of 1080p H.264 with audio is 20-60 MB; a result ten times larger is not a video.
-DEFAULT_MAX_VIDEO_BYTES = 512 * 1024 * 1024
 LINK_LIFETIME_SECONDS = 24 * 3600  # the vendor's result links live 24 hours
 DOWNLOAD_RETRY_SECONDS = 300
 DOWNLOAD_WORKERS = 4
@@ -96,7 +100,7 @@ def store_video(
     """Download, check and store one task's video; record and return what became of it."""
     scratch = store.scratch_path(row.partition, row.prompt_id)
     try:
-        download = client.download(row.result_url, scratch)
+        download = client.download(row.result_url, scratch, max_bytes=max_bytes)
         measured = measure_video_output(scratch)
         key = store.put(scratch, row.partition, row.prompt_id)
     except LinkExpiredError as exc:

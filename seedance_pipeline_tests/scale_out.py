@@ -124,9 +124,11 @@ def run_fleet(root: Path, postgres: str, moto: str, bucket: str, prompts: int = 
         made = {t["prompt"]: t["id"] for t in emulator_tasks(emulator.url)}
         unknown = [r for r in ledger.rows(DAY) if r.status == "unknown"]
         for row in unknown:  # a person settles them, as the dashboard shows
-            how = ["--task-id", made[row.request["prompt"]]] if row.request["prompt"] in made else [
-                "--forget"
-            ]
+            how = (
+                ["--task-id", made[row.request["prompt"]]]
+                if row.request["prompt"] in made
+                else ["--forget"]
+            )
             settled = subprocess.run(
                 [*cli(), "resolve", DAY, row.prompt_id, *how],
                 env=workers["b"],
