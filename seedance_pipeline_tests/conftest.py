@@ -74,7 +74,8 @@ def ledger_url(request, tmp_path) -> str:
     return new_database(request.getfixturevalue("postgres_server"))
 
 
-def moto_server(tmp_path_factory) -> str:
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory) -> Iterator[str]:
     """moto's S3 server as a real process on loopback (`moto_server` from moto[server])."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
