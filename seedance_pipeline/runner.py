@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 from dagster import DagsterInstance, materialize
 
 from .definitions import resources_from_env
@@ -16,21 +17,31 @@ from .defs.generation.assets import generated_videos, generation_requests, submi
 from .defs.generation.sensors import poll_round
 from .defs.partitions import daily_partitions
 from .ledger import SUBMITTING, WAITING
+from .seedance import APIError, Client, RetryPolicy, TransportError
+from .settings import SettingError
+from .tables import read_table
 
-# Step logs stay in the Dagster instance; the shell shows warnings and the progress bar.
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# The default instance when DAGSTER_HOME is unset: the one the README's `dagster dev` opens.
+DEFAULT_DAGSTER_HOME = "dagster_home"
+# A refused connection is reported after this long, not after the client's full backoff.
+REACHABILITY_RETRY = RetryPolicy(max_attempts=4, base_delay=2.0, max_total_wait=20.0)
 
 
 class PipelineStopped(RuntimeError):
     """The pipeline itself could not work (bad key, no credits, unreadable catalog, ...)."""
 
 
-def _instance() -> DagsterInstance:
-    """The persistent instance when DAGSTER_HOME is set, else a throwaway one."""
-    try:
-        return DagsterInstance.get()
-    except Exception:  # DagsterHomeNotSetError and friends: no DAGSTER_HOME
-        return DagsterInstance.ephemeral()
+def instance() -> DagsterInstance:
+    """`$DAGSTER_HOME`, else `./dagster_home`: runs stay visible in the Dagster UI."""
+    home = Path(os.environ.get("DAGSTER_HOME") or DEFAULT_DAGSTER_HOME).absolute()
+    home.mkdir(parents=True, exist_ok=True)
+    return DagsterInstance.from_config(str(home))
+
+
+def _run_config(verbose: bool) -> dict:
+    """Step logs stay in the instance (the UI shows them); the shell gets them with --verbose."""
+    level = "INFO" if verbose else "CRITICAL"
+    return {"loggers": {"console": {"config": {"log_level": level}}}}
 
 
 def _failure(result) -> str:
@@ -45,23 +56,37 @@ def _failure(result) -> str:
     return "; ".join(messages) or "a step failed"
 
 
-def _materialize(assets, resources, instance, partition: str | None = None) -> None:
-    result = materialize(
-        assets,
-        resources=resources,
-        instance=instance,
-        partition_key=partition,
-        raise_on_error=False,
-        run_config=QUIET,
+def _reachable(evolink) -> None:
+    """Stop at once when the API does not answer, instead of after minutes of retries."""
+    client = Client(
+        evolink.api_key,
+        base_url=evolink.base_url,
+        files_url=evolink.files_url,
+        retry=REACHABILITY_RETRY,
     )
-    if not result.success:
-        raise PipelineStopped(_failure(result))
+    with client:
+        try:
+            client.get_credits()
+        except TransportError as exc:
+            raise PipelineStopped(
+                f"cannot reach the EvoLink API at {evolink.base_url} ({exc}): check "
+                "EVOLINK_BASE_URL, or start the emulator (`seedance-pipeline emulator`)"
+            ) from None
+        except APIError:
+            pass  # an answer, even a refusal, proves the API is there; submission reports it
 
 
 def run_partition(
-    partition: str, prompts: Path | None = None, media: Path | None = None, out=None
-) -> None:
+    partition: str,
+    prompts: Path | None = None,
+    media: Path | None = None,
+    out=None,
+    verbose: bool = False,
+) -> pd.DataFrame:
     """Requests, submission, polling until every task ended, videos and tables.
+
+    Returns:
+        The partition's `generated_videos` table.
 
     Raises:
         PipelineStopped: with the reason, when the pipeline could not do its work.
@@ -79,23 +104,38 @@ def run_partition(
         )
     try:
         resources = resources_from_env(prompts, media)
-    except ValueError as exc:  # a malformed setting, named in the message
+    except SettingError as exc:
         raise PipelineStopped(str(exc)) from None
     pipeline = resources["pipeline"]
-    instance = _instance()
-    print(f"[{partition}] planning and submitting", file=out)
-    _materialize([prompt_catalog, media_catalog], resources, instance)
-    _materialize([generation_requests, submitted_tasks], resources, instance, partition)
-    ledger = pipeline.ledger()
     evolink = resources["evolink"].process_config_and_initialize()
+    _reachable(evolink)
+    dagster = instance()
+
+    def run(assets, day: str | None = partition) -> None:
+        result = materialize(
+            assets,
+            resources=resources,
+            instance=dagster,
+            partition_key=day,
+            raise_on_error=False,
+            run_config=_run_config(verbose),
+        )
+        if not result.success:
+            raise PipelineStopped(_failure(result))
+
+    print(f"[{partition}] planning and submitting", file=out)
+    run([prompt_catalog, media_catalog], None)
+    run([generation_requests, submitted_tasks])
+    ledger = pipeline.ledger()
     _wait(partition, ledger, evolink, out)
     while ledger.resubmittable(partition, pipeline.max_attempts):
         print(f"[{partition}] resubmitting tasks that failed transiently", file=out)
-        _materialize([submitted_tasks], resources, instance, partition)
+        run([submitted_tasks])
         _wait(partition, ledger, evolink, out)
     ledger.mark_videos_requested(partition)
     print(f"[{partition}] saving videos and writing tables", file=out)
-    _materialize([generated_videos, generation_costs], resources, instance, partition)
+    run([generated_videos, generation_costs])
+    return read_table(pipeline.root, "generated_videos", partition)
 
 
 def _wait(partition: str, ledger, evolink, out) -> None:

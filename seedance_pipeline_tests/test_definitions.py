@@ -8,7 +8,9 @@ from dagster import DefaultSensorStatus
 
 def test_code_location_loads_with_placeholder_environment(monkeypatch):
     monkeypatch.setenv("EVOLINK_API_KEY", "sk-evo-placeholder")
-    from seedance_pipeline.definitions import defs
+    from seedance_pipeline.definitions import defs as load_defs
+
+    defs = load_defs()
 
     repo = defs.get_repository_def()
     keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}

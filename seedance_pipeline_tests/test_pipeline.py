@@ -234,7 +234,7 @@ def test_schedule_asks_for_the_day_it_runs_on():
     context = build_schedule_context(
         scheduled_execution_time=dt.datetime(2026, 11, 21, 6, 0, tzinfo=dt.UTC)
     )
-    schedule = defs.resolve_schedule_def("daily_generation_schedule")
+    schedule = defs().resolve_schedule_def("daily_generation_schedule")
     assert schedule.default_status == DefaultScheduleStatus.STOPPED
     requests = list(schedule.evaluate_tick(context).run_requests)
     assert [r.partition_key for r in requests] == ["2026-11-21"]
