@@ -24,7 +24,7 @@ from .tables import read_table
 # The default instance when DAGSTER_HOME is unset: the one the README's `dagster dev` opens.
 DEFAULT_DAGSTER_HOME = "dagster_home"
 # A refused connection is reported after this long, not after the client's full backoff.
-REACHABILITY_RETRY = RetryPolicy(max_attempts=4, base_delay=2.0, max_total_wait=20.0)
+REACHABILITY_RETRY = RetryPolicy(max_attempts=3, base_delay=2.0, max_total_wait=15.0)
 
 
 class PipelineStopped(RuntimeError):
@@ -35,6 +35,9 @@ def instance() -> DagsterInstance:
     """`$DAGSTER_HOME`, else `./dagster_home`: runs stay visible in the Dagster UI."""
     home = Path(os.environ.get("DAGSTER_HOME") or DEFAULT_DAGSTER_HOME).absolute()
     home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not os.environ.get("DAGSTER_HOME") and not config.exists():
+        config.write_text("# Made by seedance-pipeline: Dagster's default instance settings.\n")
     return DagsterInstance.from_config(str(home))
 
 
@@ -69,8 +72,8 @@ def _reachable(evolink) -> None:
             client.get_credits()
         except TransportError as exc:
             raise PipelineStopped(
-                f"cannot reach the EvoLink API at {evolink.base_url} ({exc}): check "
-                "EVOLINK_BASE_URL, or start the emulator (`seedance-pipeline emulator`)"
+                f"cannot reach the EvoLink API ({exc}): check EVOLINK_BASE_URL, or start "
+                "the emulator (`seedance-pipeline emulator`)"
             ) from None
         except APIError:
             pass  # an answer, even a refusal, proves the API is there; submission reports it
@@ -95,7 +98,7 @@ def run_partition(
     if not daily_partitions.has_partition_key(partition):
         raise PipelineStopped(
             f"{partition!r} is not a day of the pipeline's partitions: give a date YYYY-MM-DD "
-            f"from {daily_partitions.start:%Y-%m-%d} to today (UTC)"
+            f"from {daily_partitions.start:%Y-%m-%d} (SEEDANCE_PARTITIONS_START) to today (UTC)"
         )
     if not os.environ.get("EVOLINK_API_KEY"):
         raise PipelineStopped(
@@ -124,8 +127,8 @@ def run_partition(
             raise PipelineStopped(_failure(result))
 
     print(f"[{partition}] planning and submitting", file=out)
-    run([prompt_catalog, media_catalog], None)
-    run([generation_requests, submitted_tasks])
+    run([media_catalog], None)
+    run([prompt_catalog, generation_requests, submitted_tasks])
     ledger = pipeline.ledger()
     _wait(partition, ledger, evolink, out)
     while ledger.resubmittable(partition, pipeline.max_attempts):

@@ -208,7 +208,7 @@ def test_polls_past_the_rounds_deadlines_stay_due_for_the_next(project, api_key)
         ("SEEDANCE_MAX_RESUBMISSIONS", "1.5", "='1.5' is not a whole number"),
         ("SEEDANCE_MAX_CREDITS_PER_PARTITION", "nan", "='nan' must be a finite number"),
         ("EVOLINK_MAX_REQUESTS_PER_SECOND", "0", "='0' must be a finite number above 0"),
-        (None, "2026-13-01", "'2026-13-01' is not a day of the pipeline's partitions"),
+        (None, "2025-12-31", "'2025-12-31' is not a day of the pipeline's partitions"),
     ],
 )
 def test_run_with_a_bad_day_or_setting_says_which(

@@ -1,13 +1,12 @@
 """Cost analytics per day: the `generated_videos` table rolled up for finance."""
 
-import base64
-
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from ...costs import ROLLUP_KEYS, chart, credits_total, rollup
 from ...seedance import PriceTable
 from ...tables import read_all, read_table, write_table
 from ..generation.assets import generated_videos
+from ..metadata import frame_version, schema, table
 from ..partitions import daily_partitions
 from ..resources import PipelineResource
 
@@ -27,19 +26,18 @@ def generation_costs(
     path = write_table(day, pipeline.root, "generation_costs", partition)
     everything = read_all(pipeline.root, "generation_costs")
     png = chart(everything, pipeline.root / "warehouse" / "generation_costs_by_day.png")
-    image = base64.b64encode(png.read_bytes()).decode()
     return MaterializeResult(
+        data_version=frame_version(day),
         metadata={
             "path": MetadataValue.path(str(path)),
             "dagster/row_count": len(day),
+            "dagster/column_schema": schema(day),
             "credits_charged": credits_total(day.credits_charged),
             "credits_reserved": credits_total(day.credits_reserved),
             "credits_estimated": credits_total(day.credits_estimated),
             "seconds_delivered": float(day.seconds_delivered.sum()),
-            "table": MetadataValue.md(day.to_markdown(index=False)),
-            "chart": MetadataValue.md(
-                f"![credits per day by model](data:image/png;base64,{image})"
-            ),
-            "chart_file": MetadataValue.path(str(png)),
-        }
+            "table": table(day),
+            # A path, not the image: every materialisation's metadata stays in the event log.
+            "chart": MetadataValue.path(str(png.absolute())),
+        },
     )
