@@ -47,7 +47,7 @@ def _by(text: str) -> list[str]:
     return ["scheduled_date" if g == "day" else g for g in by]
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seedance-pipeline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     verbose = argparse.ArgumentParser(add_help=False)
@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     plan.add_argument(
         "--media",
         type=Path,
+        metavar="FILE",
         help="the media catalog (default: media.csv or .parquet beside PROMPTS)",
     )
     plan.add_argument(
@@ -98,10 +99,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     run.add_argument("date", type=_day, help="the day to run (YYYY-MM-DD)")
     run.add_argument(
-        "--prompts", type=Path, help="prompt catalog to use instead of data/catalog/prompts.*"
+        "--prompts",
+        type=Path,
+        metavar="FILE",
+        help="prompt catalog to use instead of data/catalog/prompts.*",
     )
     run.add_argument(
-        "--media", type=Path, help="media catalog to use instead of data/catalog/media.*"
+        "--media",
+        type=Path,
+        metavar="FILE",
+        help="media catalog to use instead of data/catalog/media.*",
     )
     run.set_defaults(func=cmd_run)
 
@@ -157,9 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     emu.add_argument("--state-dir", type=Path)
     emu.set_defaults(func=cmd_emulator)
 
-    args = parser.parse_args(argv)
-    if getattr(args, "since", None) and getattr(args, "until", None) and args.since > args.until:
-        costs.error(f"--since {args.since} is after --until {args.until}")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except SettingError as exc:
@@ -262,6 +271,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_costs(args: argparse.Namespace) -> int:
+    if args.since and args.until and args.since > args.until:
+        return _fail(f"--since {args.since} is after --until {args.until}: swap them")
     if args.png and not args.png.parent.is_dir():
         return _fail(f"--png {args.png}: folder {args.png.parent} does not exist; create it first")
     return _print_costs(args.by, args.since, args.until, args.png, args.json)

@@ -23,6 +23,8 @@ from .tables import read_table
 
 # The default instance when DAGSTER_HOME is unset: the one the README's `dagster dev` opens.
 DEFAULT_DAGSTER_HOME = "dagster_home"
+# Written into a new ./dagster_home, as in the project's own: no usage statistics, no banner.
+INSTANCE_SETTINGS = "telemetry:\n  enabled: false\n"
 # A refused connection is reported after this long, not after the client's full backoff.
 REACHABILITY_RETRY = RetryPolicy(max_attempts=3, base_delay=2.0, max_total_wait=15.0)
 
@@ -37,7 +39,9 @@ def instance() -> DagsterInstance:
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not os.environ.get("DAGSTER_HOME") and not config.exists():
-        config.write_text("# Made by seedance-pipeline: Dagster's default instance settings.\n")
+        config.write_text(
+            "# Made by seedance-pipeline, as the project's own dagster_home.\n" + INSTANCE_SETTINGS
+        )
     return DagsterInstance.from_config(str(home))
 
 
