@@ -12,7 +12,14 @@ from pathlib import Path
 from .catalog import CatalogError, find_catalog, load_media, load_prompts
 from .costs import GROUPS, chart, rollup
 from .planning import MediaFactsCache, plan_partition, plan_row
-from .reports import cost_report, costs_json, plan_report, print_costs, print_plan
+from .reports import (
+    cost_report,
+    costs_json,
+    plan_report,
+    print_costs,
+    print_plan,
+    print_run_summary,
+)
 from .seedance import PriceTable
 from .settings import SettingError, env_number, parse_day
 from .tables import read_all
@@ -219,7 +226,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .reports import print_run_summary
     from .runner import PipelineStopped, run_partition
 
     try:
@@ -234,8 +240,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .emulator import DEFAULT_API_KEY, EmulatorConfig, running_emulator
-    from .reports import print_run_summary
-    from .runner import PipelineStopped, run_partition
+    from .runner import PipelineStopped, dagster_home, run_partition
 
     root = data_dir()
     try:
@@ -259,7 +264,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 return _fail(exc, 1)
     print(
         f"\ndemo finished in {time.monotonic() - started:.0f} s; videos in {root / 'videos'}, "
-        f"tables in {root / 'warehouse'}, runs in the Dagster UI (see README)\n"
+        f"tables in {root / 'warehouse'}, Dagster runs in {dagster_home()} (README: the UI)\n"
     )
     for day, videos in summaries:
         print_run_summary(day, videos)
@@ -291,7 +296,8 @@ def _print_costs(
     table, total = cost_report(videos, by, _prices())
     if png:
         try:
-            chart(rollup(videos, ["scheduled_date", *by]), png, by)
+            days = ["scheduled_date", *(g for g in by if g != "scheduled_date")]
+            chart(rollup(videos, days), png, by)
         except OSError as exc:
             return _fail(f"--png {png}: cannot write the chart ({exc.strerror})")
     if as_json:

@@ -33,9 +33,14 @@ class PipelineStopped(RuntimeError):
     """The pipeline itself could not work (bad key, no credits, unreadable catalog, ...)."""
 
 
-def instance() -> DagsterInstance:
+def dagster_home() -> Path:
     """`$DAGSTER_HOME`, else `./dagster_home`: runs stay visible in the Dagster UI."""
-    home = Path(os.environ.get("DAGSTER_HOME") or DEFAULT_DAGSTER_HOME).absolute()
+    return Path(os.environ.get("DAGSTER_HOME") or DEFAULT_DAGSTER_HOME).absolute()
+
+
+def instance() -> DagsterInstance:
+    """The instance at `dagster_home()`; a new `./dagster_home` gets the project's settings."""
+    home = dagster_home()
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not os.environ.get("DAGSTER_HOME") and not config.exists():
