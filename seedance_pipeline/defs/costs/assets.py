@@ -1,6 +1,5 @@
 """Cost analytics per day: the `generated_videos` table rolled up for finance."""
 
-import base64
 import tempfile
 from pathlib import Path
 
@@ -9,6 +8,7 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 from ...costs import ROLLUP_KEYS, chart, credits_total, rollup
 from ...seedance import PriceTable
 from ..generation.assets import generated_videos
+from ..metadata import frame_version, schema, table
 from ..partitions import daily_partitions
 from ..resources import PipelineResource
 
@@ -30,19 +30,18 @@ def generation_costs(
     with tempfile.TemporaryDirectory(prefix="seedance-chart-") as tmp:
         png = chart(tables.read_all("generation_costs"), Path(tmp) / "chart.png").read_bytes()
     chart_uri = tables.write_file("generation_costs_by_day.png", png)
-    image = base64.b64encode(png).decode()
     return MaterializeResult(
+        data_version=frame_version(day),
         metadata={
             "path": MetadataValue.path(path),
             "dagster/row_count": len(day),
+            "dagster/column_schema": schema(day),
             "credits_charged": credits_total(day.credits_charged),
             "credits_reserved": credits_total(day.credits_reserved),
             "credits_estimated": credits_total(day.credits_estimated),
             "seconds_delivered": float(day.seconds_delivered.sum()),
-            "table": MetadataValue.md(day.to_markdown(index=False)),
-            "chart": MetadataValue.md(
-                f"![credits per day by model](data:image/png;base64,{image})"
-            ),
-            "chart_file": MetadataValue.path(chart_uri),
-        }
+            "table": table(day),
+            # A path, not the image: every materialisation's metadata stays in the event log.
+            "chart": MetadataValue.path(chart_uri),
+        },
     )

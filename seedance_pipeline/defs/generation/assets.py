@@ -26,11 +26,11 @@ from ...seedance import PriceTable
 from ...submission import Planned, SubmissionStopped, submit_all
 from ...videos import PartitionNotFinished, build_videos_table, store_videos
 from ..catalog.assets import media_catalog, prompt_catalog
+from ..metadata import frame_version, schema, table
 from ..partitions import daily_partitions
 from ..resources import EvoLinkResource, PipelineResource
 
 API_POOL = "evolink_api"
-PREVIEW_ROWS = 20
 
 
 def plan_for_partition(pipeline: PipelineResource, partition: str) -> list[PlannedRow]:
@@ -71,10 +71,6 @@ def over_budget_message(accepted: pd.DataFrame, budget: float) -> str | None:
     )
 
 
-def _preview(frame: pd.DataFrame, columns: list[str]) -> MetadataValue:
-    return MetadataValue.md(frame[columns].head(PREVIEW_ROWS).to_markdown(index=False))
-
-
 @asset(
     partitions_def=daily_partitions,
     deps=[prompt_catalog, media_catalog],
@@ -100,17 +96,19 @@ def generation_requests(
     accepted = frame[frame.status == "accepted"]
     rejected = frame[frame.status == "rejected"].assign(errors=lambda f: f.errors.map("; ".join))
     return MaterializeResult(
+        data_version=frame_version(frame),
         metadata={
             "path": MetadataValue.path(path),
             "dagster/row_count": len(frame),
+            "dagster/column_schema": schema(frame),
             "accepted": len(accepted),
             "rejected": len(rejected),
             "estimated_credits": credits_total(accepted.estimated_credits),
-            "preview": _preview(
+            "preview": table(
                 frame, ["prompt_id", "model", "quality", "duration", "status", "estimated_credits"]
             ),
-            "rejections": _preview(rejected, ["prompt_id", "errors"]),
-        }
+            "rejections": table(rejected, ["prompt_id", "errors"]),
+        },
     )
 
 
@@ -259,9 +257,11 @@ def generated_videos(
     count = frame.status.value_counts()
     submitted = len(frame) - count.get("rejected", 0)
     return MaterializeResult(
+        data_version=frame_version(frame),
         metadata={
             "path": MetadataValue.path(path),
             "dagster/row_count": len(frame),
+            "dagster/column_schema": schema(frame),
             **{
                 f"videos_{s}": int(count.get(s, 0))
                 for s in ("completed", "failed", "rejected", "unknown", "expired")
@@ -273,7 +273,7 @@ def generated_videos(
             "credits_charged": credits_total(frame.credits_charged),
             "credits_drift": _drift(frame),
             "failure_rate": float(count.get("failed", 0) / submitted) if submitted else 0.0,
-            "preview": _preview(
+            "preview": table(
                 frame,
                 [
                     "prompt_id",
