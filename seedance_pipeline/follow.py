@@ -8,11 +8,11 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from .ledger import Ledger, LedgerRow
+from .ledger import Ledger
 from .polling import poll_round
 from .statuses import WAITING, Status
 from .storage import VideoStore
-from .videos import DOWNLOAD_WORKERS, max_video_bytes, needs_download, store_video
+from .videos import DOWNLOAD_WORKERS, max_video_bytes, store_video
 
 
 def follow_day(
@@ -21,7 +21,7 @@ def follow_day(
     evolink,
     store: VideoStore,
     submitting: threading.Event,
-    progress: Callable[[list[LedgerRow]], None] = lambda rows: None,
+    progress: Callable[[dict[Status, int], int], None] = lambda counts, stored: None,
 ) -> None:
     """Poll the day's tasks and store their videos until submission is over (`submitting`
     cleared) and no task runs, no claim is open and no download is under way.
@@ -37,10 +37,9 @@ def follow_day(
         downloads: dict[str, Future] = {}
         while True:
             ledger.resolve_abandoned_claims(partition)
-            rows = ledger.rows(partition)
             now = time.time()
-            for row in rows:
-                if row.prompt_id not in downloads and needs_download(row, now):
+            for row in ledger.rows_to_store(partition, now):
+                if row.prompt_id not in downloads:
                     downloads[row.prompt_id] = pool.submit(
                         store_video, row, client, store, ledger, cap
                     )
@@ -48,9 +47,10 @@ def follow_day(
                 if job.done():
                     job.result()  # an unexpected error surfaces here
                     del downloads[prompt_id]
-            progress(rows)
-            claims = any(r.status == Status.SUBMITTING for r in rows)
-            running = any(r.status in WAITING for r in rows)
+            counts, stored = ledger.counts(partition)
+            progress(counts, stored)
+            claims = counts.get(Status.SUBMITTING, 0)
+            running = sum(counts.get(s, 0) for s in WAITING)
             if not (submitting.is_set() or claims or running or downloads):
                 return
             due = ledger.next_poll_at(partition) or now + 5.0

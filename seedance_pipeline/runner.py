@@ -187,26 +187,25 @@ class _Progress:
     """A tqdm bar of the day's tasks (a TTY only), and one closing line for logs."""
 
     def __init__(self, partition: str, out):
-        self.partition, self.out, self.rows = partition, out, []
+        self.partition, self.out = partition, out
+        self.total = self.ended = self.stored = 0
         self.started = time.monotonic()
         self.bar = tqdm(
             total=0, desc=f"[{partition}] tasks ended", unit="task", file=out, disable=None
         )
 
-    def __call__(self, rows) -> None:
-        self.rows = rows
-        self.bar.total = len(rows)
-        self.bar.n = sum(r.status in SETTLED for r in rows)
-        self.bar.set_postfix(videos=sum(r.video_uri is not None for r in rows), refresh=True)
+    def __call__(self, counts: dict, stored: int) -> None:
+        self.total, self.stored = sum(counts.values()), stored
+        self.ended = sum(n for status, n in counts.items() if status in SETTLED)
+        self.bar.total, self.bar.n = self.total, self.ended
+        self.bar.set_postfix(videos=stored, refresh=True)
 
     def close(self) -> None:
         self.bar.close()
-        if not self.rows:
+        if not self.total:
             return  # nothing was submitted
-        ended = sum(r.status in SETTLED for r in self.rows)
-        stored = sum(r.video_uri is not None for r in self.rows)
         print(
-            f"[{self.partition}] {ended}/{len(self.rows)} tasks ended, {stored} videos stored, "
-            f"{time.monotonic() - self.started:.0f} s",
+            f"[{self.partition}] {self.ended}/{self.total} tasks ended, {self.stored} videos "
+            f"stored, {time.monotonic() - self.started:.0f} s",
             file=self.out,
         )

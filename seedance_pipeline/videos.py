@@ -14,7 +14,6 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
@@ -83,17 +82,6 @@ def link_alive(row: LedgerRow, now: float) -> bool:
     return now - (row.completed_at or now) < LINK_LIFETIME_SECONDS
 
 
-def needs_download(row: LedgerRow, now: float) -> bool:
-    """A completed task without a stored video, or a failed download due for another try."""
-    if row.status == Status.COMPLETED:
-        return row.video_uri is None
-    return (
-        row.status == Status.DOWNLOAD_FAILED
-        and row.result_url is not None
-        and (row.next_poll_at or 0) <= now
-    )
-
-
 def store_video(
     row: LedgerRow, client: Client, store: VideoStore, ledger: Ledger, max_bytes: int
 ) -> Status:
@@ -143,17 +131,16 @@ def _not_stored(row: LedgerRow, ledger: Ledger, status: Status, code: str, why: 
 
 
 def store_videos(
-    rows: Iterable[LedgerRow],
+    ledger: Ledger,
+    partition: str,
     client: Client,
     store: VideoStore,
-    ledger: Ledger,
     *,
-    max_bytes: int | None = None,
     workers: int = DOWNLOAD_WORKERS,
 ) -> Counter[Status]:
-    """Store every video `rows` still need, `workers` at a time; counts the outcomes."""
-    now, cap = time.time(), max_bytes or max_video_bytes()
-    due = [r for r in rows if needs_download(r, now)]
+    """Store every video the day still needs, `workers` at a time; counts the outcomes."""
+    cap = max_video_bytes()
+    due = ledger.rows_to_store(partition, time.time())
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="download") as pool:
         return Counter(pool.map(lambda r: store_video(r, client, store, ledger, cap), due))
 

@@ -481,6 +481,27 @@ class TaskRows:
             "SELECT * FROM tasks WHERE partition = :p ORDER BY prompt_id", {"p": partition}
         )
 
+    def counts(self, partition: str) -> tuple[dict[Status, int], int]:
+        """Rows of `partition` by status, and how many have a stored video (one query)."""
+        with self.db.read() as db:
+            found = db.execute(
+                sql(
+                    "SELECT status, COUNT(*) AS n, COUNT(video_uri) AS stored FROM tasks"
+                    " WHERE partition = :p GROUP BY status"
+                ),
+                {"p": partition},
+            ).all()
+        return {Status(r.status): r.n for r in found}, sum(r.stored for r in found)
+
+    def rows_to_store(self, partition: str, now: float) -> list[LedgerRow]:
+        """Completed tasks without a stored video, and failed downloads due for another try."""
+        return self._rows(
+            "SELECT * FROM tasks WHERE partition = :p AND ((status = 'completed' AND video_uri"
+            " IS NULL) OR (status = 'download_failed' AND result_url IS NOT NULL"
+            " AND COALESCE(next_poll_at, 0) <= :now))",
+            {"p": partition, "now": now},
+        )
+
     def row_for_callback(self, token_sha256: str) -> LedgerRow | None:
         found = self._rows(
             "SELECT * FROM tasks WHERE callback_token_sha256 = :t", {"t": token_sha256}

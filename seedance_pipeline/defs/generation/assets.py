@@ -237,7 +237,7 @@ def generated_videos(
     ledger = pipeline.ledger()
     store = pipeline.videos()
     with evolink.client() as client:
-        stored = store_videos(ledger.rows(partition), client, store, ledger)
+        stored = store_videos(ledger, partition, client, store)
         try:
             accepted = requests.prompt_id[requests.status == "accepted"]
             frame = build_videos_table(
