@@ -196,8 +196,8 @@ def _long_cell_error(path: Path, text: str, first_line: int, header: list[str]) 
     name = header[index].strip() if index < len(header) and header[index].strip() else ""
     column = f"column {name}" if name else f"column {index + 1}"
     return CatalogError(
-        f"{path}, line {line}, {column}: the cell is longer than {limit:,} characters, the most "
-        "a CSV cell may hold here; shorten it, or use a Parquet catalog"
+        f"{path}, line {line}, {column}: the cell holds more than {limit:,} characters, the most "
+        "the CSV reader takes in one cell; shorten it, or use a Parquet catalog"
     )
 
 
