@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from .catalog import Media, Prompt
+from .catalog import Media, Prompt, collector_paused
 from .media import MediaError, measure
 from .seedance import GenerationRequest, MediaFacts, PriceTable, output_pixels, validate_request
 from .seedance._urls import url_problem
@@ -116,7 +116,8 @@ def plan_partition(
     prices: PriceTable,
 ) -> list[PlannedRow]:
     """Every prompt scheduled on `partition`, planned: accepted with a body, or rejected."""
-    return [plan_row(p, media, facts, prices) for p in prompts if p.scheduled_date == partition]
+    with collector_paused():
+        return [plan_row(p, media, facts, prices) for p in prompts if p.scheduled_date == partition]
 
 
 def plan_row(
