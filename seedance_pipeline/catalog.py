@@ -108,13 +108,16 @@ def _read_table(path: Path, raw: bytes) -> tuple[list[str], list[tuple[int, Reco
 def _read_parquet(path: Path, raw: bytes) -> tuple[list[str], list[tuple[int, Record]]]:
     """A Parquet file's rows, numbered from 1 (pandas' saved index columns left out)."""
     try:
-        table = pq.read_table(pa.BufferReader(raw))
+        table = pq.ParquetFile(pa.BufferReader(raw)).read()
         index = (table.schema.pandas_metadata or {}).get("index_columns", [])
         table = table.drop_columns([c for c in index if isinstance(c, str)])
         columns = table.column_names
-        values = [table.column(c).to_pylist() for c in columns]
+        values = [column.to_pylist() for column in table.columns]
     except Exception as exc:  # pyarrow raises many types for unreadable files
         raise CatalogError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
+    repeated = sorted({name for name in columns if columns.count(name) > 1})
+    if repeated:
+        raise CatalogError(f"{path}: column(s) {', '.join(repeated)} appear more than once")
     rows = []
     for number, cells in enumerate(zip(*values, strict=True), start=1):
         record = {c: _cell(v) for c, v in zip(columns, cells, strict=True)}
