@@ -211,3 +211,13 @@ def test_a_million_character_prompt_in_parquet_is_rejected_at_once(tmp_path):
     (row,) = plan_partition(prompts, {}, DAY, MediaFactsCache(tmp_path), PriceTable.load())
     assert time.perf_counter() - started < 0.05
     assert row.errors == ["prompt: has 1000000 characters; at most 10000"]
+
+
+def test_a_csv_cell_may_hold_exactly_the_csv_readers_limit(tmp_path):
+    path = tmp_path / "prompts.csv"
+    head = f"prompt_id,scheduled_date,model,prompt\r\np1,{DAY},{I2V},"
+    path.write_bytes(f"{head}{'q' * 131_072}\r\n".encode())
+    assert len(load_prompts(path)[0].prompt) == 131_072
+    path.write_bytes(f"{head}{'q' * 131_073}\r\n".encode())
+    with pytest.raises(catalog.CatalogError, match=r"line 2, column prompt: .* 131,072 characters"):
+        load_prompts(path)
