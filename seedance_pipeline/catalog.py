@@ -10,6 +10,7 @@ import gc
 import hashlib
 import io
 import re
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -317,6 +318,7 @@ def collector_paused() -> Iterator[None]:
 # run reads each catalog more than once (the catalog asset, then planning), and parses it once.
 _CACHE: dict[tuple, tuple[bytes, object]] = {}
 _CACHE_SIZE = 4
+_CACHE_LOCK = threading.Lock()
 
 
 def _cached(key: tuple, path: Path, parse: Callable[[bytes], object]) -> object:
@@ -333,10 +335,11 @@ def _cached(key: tuple, path: Path, parse: Callable[[bytes], object]) -> object:
         return hit[1]
     with collector_paused():
         result = parse(raw)
-    _CACHE.pop(key, None)
-    _CACHE[key] = (digest, result)
-    while len(_CACHE) > _CACHE_SIZE:
-        del _CACHE[next(iter(_CACHE))]
+    with _CACHE_LOCK:  # a run's threads may load catalogs at the same time
+        _CACHE.pop(key, None)
+        _CACHE[key] = (digest, result)
+        while len(_CACHE) > _CACHE_SIZE:
+            del _CACHE[next(iter(_CACHE))]
     return result
 
 
