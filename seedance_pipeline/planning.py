@@ -53,7 +53,8 @@ class PlannedRow:
 
 
 class MediaFactsCache:
-    """Looks each media item up once: files measured (local, or s3:// with `s3_media`), URLs checked."""
+    """Looks each media item up once: files are measured (local ones, s3:// ones with
+    `s3_media`), URLs checked."""
 
     def __init__(self, data_dir: Path, s3_media: S3Media | None = None):
         self.data_dir = Path(data_dir).resolve()
