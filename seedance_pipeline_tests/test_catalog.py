@@ -1,15 +1,32 @@
-"""Catalog reading: the CSV and Parquet forms of the sample catalogs agree.
+"""Catalog reading and the checks made while planning on what it read.
 
-Malformed catalogs and bad rows are the corpus's job (test_corpus.py).
+Malformed catalogs and bad rows of every kind are the corpus's job (test_corpus.py); here are
+the CSV and Parquet forms agreeing, media URLs, secrets, time zones, prompt size and caching.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import os
+import shutil
+import time
+from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from seedance_pipeline import catalog
+from seedance_pipeline.catalog import load_media, load_prompts
 from seedance_pipeline.cli import main
+from seedance_pipeline.planning import MediaFactsCache, plan_partition
+from seedance_pipeline.seedance import PriceTable
 
-from .pipeline_support import SAMPLE
+from .pipeline_support import DAY, SAMPLE, emulator_tasks
+
+I2V = "seedance-2.0-image-to-video"
+PASSWORD = "hunter2-Zq8"
 
 
 def test_csv_and_parquet_catalogs_plan_the_same(monkeypatch, capsys):
@@ -20,3 +37,187 @@ def test_csv_and_parquet_catalogs_plan_the_same(monkeypatch, capsys):
         reports.append(json.loads(capsys.readouterr().out))
     assert reports[0] == reports[1]
     assert len(reports[0]["accepted"]) == 16 and len(reports[0]["rejected"]) == 4
+
+
+def _write_catalogs(folder: Path, media_uri: str) -> Path:
+    """A day of two image-to-video rows: `uses-m1` (media `m1` at `media_uri`) and `control`."""
+    (folder / "catalog").mkdir(parents=True)
+    (folder / "catalog" / "media.csv").write_text(
+        "media_id,kind,uri,width,height,size_bytes\n"
+        f"m1,image,{media_uri},1280,720,100000\n"
+        "fine,image,https://cdn.example.com/fine.png,1280,720,100000\n"
+    )
+    (folder / "catalog" / "prompts.csv").write_text(
+        "prompt_id,scheduled_date,model,prompt,duration,image_ids\n"
+        f"uses-m1,{DAY},{I2V},a lighthouse,4,m1\n"
+        f"control,{DAY},{I2V},a lighthouse,4,fine\n"
+    )
+    return folder
+
+
+def _plan(folder: Path) -> dict:
+    rows = plan_partition(
+        load_prompts(folder / "catalog" / "prompts.csv"),
+        load_media(folder / "catalog" / "media.csv", folder),
+        DAY,
+        MediaFactsCache(folder),
+        PriceTable.load(),
+    )
+    return {row.prompt.prompt_id: row for row in rows}
+
+
+@pytest.mark.parametrize(
+    ("uri", "problem"),
+    [
+        ("https://169.254.169.254/latest/meta-data/a.png", "169.254.169.254 is not public"),
+        ("https://10.0.0.5/a.png", "10.0.0.5 is not public"),
+        ("https://127.0.0.1/a.png", "127.0.0.1 is not public"),
+        ("https://localhost/a.png", "localhost is not public"),
+        ("https://[::1]/a.png", "is not public"),
+        ("https://[::ffff:169.254.169.254]/a.png", "is not public"),
+        ("https://0x7f.1/a.png", "(127.0.0.1 is private"),
+        ("https://2130706433/a.png", "(127.0.0.1 is private"),
+        ("https://0177.0.0.1/a.png", "(127.0.0.1 is private"),
+        ("https://10.1/a.png", "(10.0.0.1 is private"),
+        ("https://%31%30.0.0.5/a.png", "is not public"),
+        ("https://metadata.google.internal/a.png", "a local or internal name"),
+        ("https://printer.local/a.png", "a local or internal name"),
+        ("https://fileserver/a.png", "a single-label name"),
+        ("https://alice:hunter2@cdn.example.com/a.png", "must not carry a user name or password"),
+        ("https://ghp_token@cdn.example.com/a.png", "must not carry a user name or password"),
+    ],
+)
+def test_a_media_url_that_may_not_be_sent_rejects_the_rows_using_it(tmp_path, uri, problem):
+    rows = _plan(_write_catalogs(tmp_path, uri))
+    assert rows["control"].accepted, rows["control"].errors
+    assert not rows["uses-m1"].accepted
+    error = rows["uses-m1"].errors[0]
+    assert error.startswith("image_ids: 'm1': its uri ") and problem in error, error
+    assert "in the media catalog give it a public https:// URL" in error
+    assert not any("hunter2" in e or "ghp_token" in e for e in rows["uses-m1"].errors)
+
+
+def test_a_public_media_url_is_accepted(tmp_path):
+    rows = _plan(_write_catalogs(tmp_path, "https://cdn.example.com/a.png"))
+    assert rows["uses-m1"].body["image_urls"] == ["https://cdn.example.com/a.png"]
+
+
+@pytest.fixture
+def shell(monkeypatch, emulator, api_key, tmp_path):
+    """Environment for `seedance-pipeline run` in this process, with a Dagster home to search."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    (tmp_path / "dagster_home").mkdir()
+    for name in ("EVOLINK_BASE_URL", "EVOLINK_FILES_URL"):
+        monkeypatch.setenv(name, emulator)
+    monkeypatch.setenv("EVOLINK_API_KEY", api_key)
+    return monkeypatch
+
+
+def test_a_run_parses_each_catalog_once_and_no_media_password_leaks(
+    tmp_path, shell, emulator, capsys
+):
+    data = _write_catalogs(tmp_path / "data", f"https://alice:{PASSWORD}@cdn.example.com/a.png")
+    shell.setenv("SEEDANCE_DATA_DIR", str(data))
+    catalog._CACHE.clear()
+    parsed = []
+    read_table = catalog._read_table
+    shell.setattr(
+        catalog, "_read_table", lambda path, raw: parsed.append(path) or read_table(path, raw)
+    )
+
+    assert main(["run", DAY]) == 0, capsys.readouterr().err
+    assert sorted(p.name for p in parsed) == ["media.csv", "prompts.csv"]
+    assert main(["plan", str(data / "catalog" / "prompts.csv")]) == 0
+    assert main(["plan", str(data / "catalog" / "prompts.csv"), "--json"]) == 0
+
+    shown = capsys.readouterr()
+    assert "must not carry a user name or password" in shown.out
+    assert PASSWORD not in shown.out + shown.err
+    written = [
+        p
+        for p in [*data.rglob("*"), *(tmp_path / "dagster_home").rglob("*")]
+        if p.is_file() and p != data / "catalog" / "media.csv"
+    ]
+    assert any(p.suffix == ".parquet" for p in written) and any(".db" in p.name for p in written)
+    assert [p for p in written if PASSWORD.encode() in p.read_bytes()] == []
+    assert PASSWORD not in json.dumps(emulator_tasks(emulator))
+
+
+def test_an_unchanged_catalog_is_parsed_once_and_a_changed_one_again(tmp_path, monkeypatch):
+    path = shutil.copy(SAMPLE / "catalog" / "prompts.csv", tmp_path / "prompts.csv")
+    catalog._CACHE.clear()
+    parsed = []
+    read_table = catalog._read_table
+    monkeypatch.setattr(
+        catalog, "_read_table", lambda path, raw: parsed.append(path) or read_table(path, raw)
+    )
+    first = load_prompts(path)
+    assert load_prompts(path) == first and len(parsed) == 1
+
+    # The same size and modification time, other bytes: still read afresh.
+    stat = os.stat(path)
+    text = Path(path).read_text()
+    Path(path).write_text(text.replace("2026-11-20", "2026-11-23"))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert os.stat(path).st_size == stat.st_size
+    changed = load_prompts(path)
+    assert len(parsed) == 2
+    assert {p.scheduled_date for p in changed} - {p.scheduled_date for p in first} == {"2026-11-23"}
+
+
+@pytest.mark.parametrize(
+    ("stamp", "zone", "day"),
+    [
+        ("2026-11-20T23:30:00-05:00", "America/New_York", "2026-11-21"),
+        ("2026-11-21T08:00:00+09:00", "+09:00", "2026-11-20"),
+        ("2026-11-20T00:00:00+00:00", "UTC", "2026-11-20"),
+        ("2026-11-20T23:30:00", None, "2026-11-20"),  # naive: taken as written
+    ],
+)
+@pytest.mark.parametrize("unit", ["us", "ns"])
+def test_parquet_timestamps_with_a_time_zone_are_dated_in_utc(tmp_path, stamp, zone, day, unit):
+    """Partitions are UTC days: 23:30 in New York on the 20th belongs to the 21st."""
+    path = tmp_path / "prompts.parquet"
+    when = pa.array([dt.datetime.fromisoformat(stamp)], pa.timestamp(unit, tz=zone))
+    pq.write_table(
+        pa.table(
+            {
+                "prompt_id": ["p1"],
+                "scheduled_date": when,
+                "model": ["seedance-2.0-text-to-video"],
+                "prompt": ["a lighthouse"],
+            }
+        ),
+        path,
+    )
+    assert [p.scheduled_date for p in load_prompts(path)] == [day]
+
+
+def test_a_million_character_prompt_in_parquet_is_rejected_at_once(tmp_path):
+    path = tmp_path / "prompts.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "prompt_id": ["huge"],
+                "scheduled_date": [DAY],
+                "model": ["seedance-2.0-text-to-video"],
+                "prompt": ["猫a" * 500_000],
+            }
+        ),
+        path,
+    )
+    prompts = load_prompts(path)
+    started = time.perf_counter()
+    (row,) = plan_partition(prompts, {}, DAY, MediaFactsCache(tmp_path), PriceTable.load())
+    assert time.perf_counter() - started < 0.05
+    assert row.errors == ["prompt: has 1000000 characters; at most 10000"]
+
+
+def test_a_csv_cell_may_hold_exactly_the_csv_readers_limit(tmp_path):
+    path = tmp_path / "prompts.csv"
+    head = f"prompt_id,scheduled_date,model,prompt\r\np1,{DAY},{I2V},"
+    path.write_bytes(f"{head}{'q' * 131_072}\r\n".encode())
+    assert len(load_prompts(path)[0].prompt) == 131_072
+    path.write_bytes(f"{head}{'q' * 131_073}\r\n".encode())
+    with pytest.raises(catalog.CatalogError, match=r"line 2, column prompt: .* 131,072 characters"):
+        load_prompts(path)

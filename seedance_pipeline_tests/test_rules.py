@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from seedance_pipeline.seedance import (
@@ -411,7 +413,16 @@ def test_callback_length_limit_is_exactly_2048():
 
 @pytest.mark.parametrize(
     "prompt",
-    ["a", "一只猫在钢琴上弹奏月光奏鸣曲，电影感光影，特写镜头", "word " * 1000, "猫" * 500],
+    [
+        "a",
+        "一只猫在钢琴上弹奏月光奏鸣曲，电影感光影，特写镜头",
+        "word " * 1000,
+        "猫" * 500,
+        "a" * 10_000,  # one long word, at the character cap
+        "line one\r\nline two\ttab",
+        "no-break\u00a0space",
+        "\u202eright to left\u202c",  # format characters around visible text
+    ],
 )
 def test_prompt_accepted(prompt):
     assert_ok(validate_request(body(T2V, prompt=prompt)))
@@ -426,11 +437,26 @@ def test_prompt_accepted(prompt):
         (123, "required"),
         ("word " * 1001, "at most 1000"),
         ("猫" * 501, "at most 500"),
+        ("a" * 10_001, "has 10001 characters; at most 10000"),
+        ("\u00a0\u3000\u2028\u200b", "visible text"),
+        ("\x00", "visible text"),
+        ("a\x00b", "control characters (U+0000)"),
+        ("a\x1b[31mb", "control characters (U+001B)"),
+        ("a\x7fb\x85c", "control characters (U+007F, U+0085)"),
+        ("猫\x0b", "control characters (U+000B)"),
     ],
 )
 def test_prompt_rejected(prompt, fragment):
     b = body(T2V) | {"prompt": prompt}
     assert_rejected(validate_request(b), "prompt", fragment)
+
+
+@pytest.mark.parametrize("prompt", ["a" * 1_000_000, "猫 \x00" * 333_334])
+def test_a_million_character_prompt_is_refused_without_reading_it(prompt):
+    started = time.perf_counter()
+    violations = validate_request(body(T2V, prompt=prompt))
+    assert time.perf_counter() - started < 0.05  # reading it took seconds
+    assert_rejected(violations, "prompt", f"has {len(prompt)} characters; at most 10000")
 
 
 def test_missing_prompt_is_rejected():
