@@ -9,9 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-from .catalog import CatalogError, find_catalog, load_media, load_prompts
+from .catalog import CatalogError, find_catalog, load_prompts
 from .costs import GROUPS, chart, rollup
-from .planning import MediaFactsCache, plan_partition, plan_row
+from .planning import MediaFactsCache, plan_catalog
 from .reports import (
     cost_report,
     costs_json,
@@ -308,20 +308,15 @@ def _prices() -> PriceTable:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    budget = env_number("SEEDANCE_MAX_CREDITS_PER_PARTITION")
-    try:
-        prompts = load_prompts(args.prompts)
-        media_path = args.media or find_catalog(args.prompts.parent, "media")
-        media = load_media(media_path, data_dir())
-    except CatalogError as exc:
-        return _fail(exc)
     from .s3 import S3Media, s3_client
 
+    budget = env_number("SEEDANCE_MAX_CREDITS_PER_PARTITION")
     facts, prices = MediaFactsCache(data_dir(), S3Media(s3_client)), _prices()
-    if args.partition:
-        rows = plan_partition(prompts, media, args.partition, facts, prices)
-    else:
-        rows = [plan_row(p, media, facts, prices) for p in prompts]
+    try:
+        media_path = args.media or find_catalog(args.prompts.parent, "media")
+        rows = plan_catalog(args.prompts, media_path, data_dir(), facts, prices, args.partition)
+    except CatalogError as exc:
+        return _fail(exc)
     report = plan_report(rows, budget)
     if args.json:
         print(json.dumps(report, ensure_ascii=False, indent=2))

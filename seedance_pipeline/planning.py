@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from .catalog import Media, Prompt, collector_paused
+from .catalog import Media, Prompt, collector_paused, load_media, load_prompts
+from .costs import credits_total
 from .media import MediaError, measure
 from .seedance import GenerationRequest, MediaFacts, PriceTable, output_pixels, validate_request
 from .seedance._urls import url_problem
@@ -231,4 +232,52 @@ def requests_frame(rows: list[PlannedRow]) -> pd.DataFrame:
     frame = pd.DataFrame(records, columns=columns)
     return frame.astype(
         {"expected_width": "Int64", "expected_height": "Int64", "estimated_credits": "float64"}
+    )
+
+
+def plan_catalog(
+    prompts_file: Path,
+    media_file: Path,
+    data_dir: Path,
+    facts: MediaFactsCache,
+    prices: PriceTable,
+    partition: str | None = None,
+) -> list[PlannedRow]:
+    """The catalog's prompts (of `partition`, or all) planned against the vendor's rules;
+    nothing is uploaded.
+
+    Raises:
+        CatalogError: a catalog cannot be used.
+    """
+    prompts = load_prompts(prompts_file)
+    media = load_media(media_file, data_dir)
+    if partition is not None:
+        return plan_partition(prompts, media, partition, facts, prices)
+    return [plan_row(p, media, facts, prices) for p in prompts]
+
+
+def over_budget_message(accepted: pd.DataFrame, budget: float) -> str | None:
+    """Why the partition may not be submitted, or None when it is within `budget`.
+
+    A row whose price is unknown (a tier the price table lacks) could cost anything: with a
+    budget set, the day is refused.
+    """
+    unpriced = accepted[accepted.estimated_credits.isna()]
+    if not unpriced.empty:
+        rows = ", ".join(
+            f"{r.prompt_id} ({r.model} {r.quality})" for r in unpriced.head(3).itertuples()
+        )
+        return (
+            f"{len(unpriced)} row(s) have no known price, so the day's cost cannot be checked "
+            f"against the budget of {budget:g} (SEEDANCE_MAX_CREDITS_PER_PARTITION): {rows}; "
+            f"add their rates to a price table (SEEDANCE_PRICE_TABLE) or unset the budget"
+        )
+    total = credits_total(accepted.estimated_credits)
+    if total <= budget:
+        return None
+    top = accepted.nlargest(3, "estimated_credits")
+    worst = ", ".join(f"{r.prompt_id} ({r.estimated_credits:g})" for r in top.itertuples())
+    return (
+        f"estimated {total:g} credits exceeds the budget of {budget:g} "
+        f"(SEEDANCE_MAX_CREDITS_PER_PARTITION); most expensive rows: {worst}"
     )

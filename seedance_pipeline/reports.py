@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from .costs import credits_total, rollup
-from .planning import PlannedRow
+from .planning import PlannedRow, over_budget_message, requests_frame
 from .seedance import PriceTable
 
 # Columns of the cost report that count tasks (integers in JSON and in the table).
@@ -50,9 +50,11 @@ def plan_report(rows: list[PlannedRow], budget: float | None) -> dict:
     }
     if budget is not None:
         total = report["estimated_credits_total"]
+        accepted_frame = requests_frame(accepted)
         report["budget"] = {
             "max_credits_per_partition": budget,
             "within_budget": total is not None and total <= budget,
+            "refusal": over_budget_message(accepted_frame, budget),
         }
     return report
 
@@ -81,8 +83,8 @@ def print_plan(report: dict) -> None:
     )
     if "budget" in report:
         verdict = "within" if report["budget"]["within_budget"] else "OVER"
-        if report["estimated_credits_total"] is None:
-            verdict = "cannot be checked: some rows have no known price"
+        if report["budget"]["refusal"]:
+            verdict = f"OVER: {report['budget']['refusal']}"
         print(f"budget {report['budget']['max_credits_per_partition']:g} credits: {verdict}")
 
 

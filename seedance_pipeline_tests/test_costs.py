@@ -169,4 +169,6 @@ def test_plan_shows_budget_verdict(monkeypatch, capsys):
     )
     report = json.loads(capsys.readouterr().out)
     assert report["estimated_credits_total"] == pytest.approx(235.48)
-    assert report["budget"] == {"max_credits_per_partition": 100.0, "within_budget": False}
+    budget = report["budget"]
+    assert (budget["max_credits_per_partition"], budget["within_budget"]) == (100.0, False)
+    assert "estimated 235.48 credits exceeds the budget of 100" in budget["refusal"]

@@ -10,8 +10,12 @@ import pytest
 
 from seedance_pipeline.catalog import load_media, load_prompts
 from seedance_pipeline.cli import main
-from seedance_pipeline.defs.generation.assets import over_budget_message
-from seedance_pipeline.planning import MediaFactsCache, plan_partition, requests_frame
+from seedance_pipeline.planning import (
+    MediaFactsCache,
+    over_budget_message,
+    plan_partition,
+    requests_frame,
+)
 from seedance_pipeline.seedance import PriceTable, _pricing
 from seedance_pipeline.seedance._pricing import PRICE_TABLE_ENV
 from seedance_pipeline.tables import LocalTableStore, read_table
@@ -343,7 +347,8 @@ def test_plan_reports_an_unknown_estimate_as_unknown(mini_catalog, monkeypatch, 
     mini_line = next(line for line in out.splitlines() if " mini " in line)
     assert mini_line.split()[-2:] == ["unknown", "credits"]
     assert "estimated unknown credits" in out
-    assert "budget 1e+06 credits: cannot be checked" in out
+    assert "budget 1e+06 credits: OVER: 1 row(s) have no known price" in out
+    assert "cannot be checked" in out
 
 
 def test_unpriced_day_is_refused_under_a_budget_and_submitted_without_one(

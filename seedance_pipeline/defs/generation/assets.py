@@ -17,9 +17,9 @@ from dagster import (
     asset,
 )
 
-from ...catalog import CatalogError, load_media, load_prompts
+from ...catalog import CatalogError
 from ...costs import credits_total
-from ...planning import PlannedRow, plan_partition, publish, requests_frame
+from ...planning import over_budget_message, plan_catalog, publish, requests_frame
 from ...publishing import PublishError
 from ...records import LedgerLost, check_ledger, write_record
 from ...seedance import PriceTable
@@ -31,44 +31,6 @@ from ..partitions import daily_partitions
 from ..resources import EvoLinkResource, PipelineResource
 
 API_POOL = "evolink_api"
-
-
-def plan_for_partition(pipeline: PipelineResource, partition: str) -> list[PlannedRow]:
-    """The partition's prompts planned against the vendor's rules (nothing is uploaded).
-
-    Raises:
-        CatalogError: a catalog cannot be used.
-    """
-    prompts = load_prompts(pipeline.prompts_file())
-    media = load_media(pipeline.media_file(), pipeline.root)
-    return plan_partition(prompts, media, partition, pipeline.media_facts(), PriceTable.load())
-
-
-def over_budget_message(accepted: pd.DataFrame, budget: float) -> str | None:
-    """Why the partition may not be submitted, or None when it is within `budget`.
-
-    A row whose price is unknown (a tier the price table lacks) could cost anything: with a
-    budget set, the day is refused.
-    """
-    unpriced = accepted[accepted.estimated_credits.isna()]
-    if not unpriced.empty:
-        rows = ", ".join(
-            f"{r.prompt_id} ({r.model} {r.quality})" for r in unpriced.head(3).itertuples()
-        )
-        return (
-            f"{len(unpriced)} row(s) have no known price, so the day's cost cannot be checked "
-            f"against the budget of {budget:g} (SEEDANCE_MAX_CREDITS_PER_PARTITION): {rows}; "
-            f"add their rates to a price table (SEEDANCE_PRICE_TABLE) or unset the budget"
-        )
-    total = credits_total(accepted.estimated_credits)
-    if total <= budget:
-        return None
-    top = accepted.nlargest(3, "estimated_credits")
-    worst = ", ".join(f"{r.prompt_id} ({r.estimated_credits:g})" for r in top.itertuples())
-    return (
-        f"estimated {total:g} credits exceeds the budget of {budget:g} "
-        f"(SEEDANCE_MAX_CREDITS_PER_PARTITION); most expensive rows: {worst}"
-    )
 
 
 @asset(
@@ -83,7 +45,14 @@ def generation_requests(
     """Each prompt of the day as the exact request body and its estimate, or its rejection."""
     partition = context.partition_key
     try:
-        rows = plan_for_partition(pipeline, partition)
+        rows = plan_catalog(
+            pipeline.prompts_file(),
+            pipeline.media_file(),
+            pipeline.root,
+            pipeline.media_facts(),
+            PriceTable.load(),
+            partition,
+        )
     except CatalogError as exc:
         raise Failure(str(exc), allow_retries=False) from None
     with evolink.client() as client:
