@@ -1,4 +1,5 @@
-"""`seedance-pipeline`: demo, plan, run, costs, resolve and the emulator, from a shell."""
+"""`seedance-pipeline`: demo, plan, run, costs, resolve, the callback receiver and the
+emulator, from a shell."""
 
 from __future__ import annotations
 
@@ -63,6 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     rebuild.add_argument("dates", nargs="+", help="the days to restore, YYYY-MM-DD")
     rebuild.set_defaults(func=cmd_rebuild_ledger)
+
+    receiver = sub.add_parser(
+        "callbacks", help="the callback receiver: confirms each callback and records it"
+    )
+    receiver.add_argument("--host", default="127.0.0.1")
+    receiver.add_argument("--port", type=int, default=8791)
+    receiver.set_defaults(func=cmd_callbacks)
 
     emu = sub.add_parser("emulator", help="the local EvoLink emulator")
     emu.add_argument("--host", default="127.0.0.1")
@@ -303,6 +311,28 @@ def cmd_rebuild_ledger(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         print(f"{day}: {restored} row(s) restored into {safe_url(url)}")
+    return 0
+
+
+def cmd_callbacks(args: argparse.Namespace) -> int:
+    from .callbacks import create_app, serve
+    from .definitions import resources_from_env
+
+    if not os.environ.get("EVOLINK_API_KEY"):
+        print(
+            "error: EVOLINK_API_KEY is not set: the receiver confirms each callback with the API",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        resources = resources_from_env()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    evolink = resources["evolink"].process_config_and_initialize()
+    ledger = resources["pipeline"].ledger()
+    print(f"callback receiver listening on http://{args.host}:{args.port} ({ledger!r})", flush=True)
+    serve(create_app(ledger, evolink.async_client), args.host, args.port)
     return 0
 
 

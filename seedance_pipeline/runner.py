@@ -9,6 +9,7 @@ from pathlib import Path
 
 from dagster import DagsterInstance, materialize
 
+from .callbacks import awaits_callback, callback_base
 from .definitions import resources_from_env
 from .defs.catalog.assets import media_catalog, prompt_catalog
 from .defs.costs.assets import generation_costs
@@ -79,6 +80,7 @@ def run_partition(
         )
     try:
         resources = resources_from_env(prompts, media)
+        callback_base(resources["evolink"].base_url)
     except ValueError as exc:  # a malformed setting, named in the message
         raise PipelineStopped(str(exc)) from None
     pipeline = resources["pipeline"]
@@ -101,13 +103,18 @@ def _wait(partition: str, ledger, evolink, out) -> None:
     """Poll with the sensor's own code until no task of the partition is running.
 
     A prompt another run is submitting right now counts as running: its answer comes soon,
-    or its process died and the claim becomes `unknown`.
+    or its process died and the claim becomes `unknown`. So does an `unknown` row whose
+    callback may still come (until it is overdue): the callback settles it.
     """
     started = time.monotonic()
     while True:
         ledger.resolve_abandoned_claims(partition)
         rows = ledger.rows(partition)
-        waiting = sum(r.status in WAITING or r.status == Status.SUBMITTING for r in rows)
+        now = time.time()
+        waiting = sum(
+            r.status in WAITING or r.status == Status.SUBMITTING or awaits_callback(r, now)
+            for r in rows
+        )
         done = len(rows) - waiting
         width = 30
         filled = width * done // len(rows) if rows else width
@@ -124,7 +131,9 @@ def _wait(partition: str, ledger, evolink, out) -> None:
         due = ledger.next_poll_at() or time.time()
         if any(r.status == Status.SUBMITTING for r in rows):
             due = min(due, time.time() + 0.5)
-        time.sleep(min(5.0, max(0.0, due - time.time())))
+        # Callbacks settle rows in the receiver's process: look again soon.
+        nap = 1.0 if any(r.callback_token_sha256 for r in rows) else 5.0
+        time.sleep(min(nap, max(0.0, due - time.time())))
         try:
             poll_round(
                 ledger,

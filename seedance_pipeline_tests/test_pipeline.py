@@ -157,9 +157,7 @@ def test_sensor_polls_each_task_a_few_times_and_asks_again_only_after_a_failed_r
             threading.Event().wait(0.1)
         for _ in range(3):  # later ticks repeat the same run key, which Dagster drops
             requests += tick(instance)
-        assert {(r.partition_key, r.run_key) for r in requests} == {
-            (DAY, requests[0].run_key)
-        }
+        assert {(r.partition_key, r.run_key) for r in requests} == {(DAY, requests[0].run_key)}
         tags = requests[0].tags
 
         def add_run(status) -> None:
