@@ -72,18 +72,118 @@ def main(argv: list[str] | None = None) -> int:
     receiver.add_argument("--port", type=int, default=8791)
     receiver.set_defaults(func=cmd_callbacks)
 
-    emu = sub.add_parser("emulator", help="the local EvoLink emulator")
-    emu.add_argument("--host", default="127.0.0.1")
-    emu.add_argument("--port", type=int, default=8790)
-    emu.add_argument("--api-key")
-    emu.add_argument("--credits", type=float, default=100000.0)
-    emu.add_argument("--time-scale", type=float, default=1.0)
-    emu.add_argument("--rate-limit", type=float)
-    emu.add_argument("--error-rate", type=float, default=0.0)
-    emu.add_argument("--task-failure-rate", type=float, default=0.0)
-    emu.add_argument("--drop-rate", type=float, default=0.0)
-    emu.add_argument("--link-ttl", type=float, default=86400.0)
-    emu.add_argument("--state-dir", type=Path)
+    from .emulator.config import DEFAULT_API_KEY, LINK_FAULTS, POLL_FAULTS, POLL_RATE_MULTIPLE
+
+    emu = sub.add_parser(
+        "emulator",
+        help="the local EvoLink emulator",
+        description="Serve the EvoLink API on loopback. Rates are probabilities (0-1); faults are "
+        "drawn from a seeded random source and listed per task by GET /emulator/ledger.",
+    )
+    emu.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    emu.add_argument("--port", type=int, default=8790, help="port to listen on (0: any free)")
+    emu.add_argument("--api-key", help=f"the key callers must send (default {DEFAULT_API_KEY})")
+    emu.add_argument("--credits", type=float, default=100000.0, help="starting balance")
+    emu.add_argument(
+        "--time-scale", type=float, default=1.0, help="multiplies vendor-like generation times"
+    )
+    emu.add_argument("--seed", type=int, help="seed of every random choice (default: random)")
+    emu.add_argument("--state-dir", type=Path, help="SQLite state and files (default: a temp dir)")
+    emu.add_argument("--link-ttl", type=float, default=86400.0, help="seconds result links live")
+    emu.add_argument(
+        "--price-table",
+        type=Path,
+        help="JSON price table the emulator reserves by (shape of seedance/prices.json; default "
+        "emulator/prices.json: the bundled table plus an assumed mini tier)",
+    )
+    emu.add_argument(
+        "--rate-limit",
+        type=float,
+        help="creates per second before 429 (uploads: the same, counted apart; default no limit)",
+    )
+    emu.add_argument(
+        "--poll-rate-limit",
+        type=float,
+        help=f"status queries and credit checks per second before 429 (default {POLL_RATE_MULTIPLE}"
+        " x --rate-limit)",
+    )
+    emu.add_argument(
+        "--error-rate", type=float, default=0.0, help="API requests answered 500, nothing done"
+    )
+    emu.add_argument(
+        "--task-failure-rate", type=float, default=0.0, help="tasks that end failed (unbilled)"
+    )
+    emu.add_argument(
+        "--drop-rate",
+        type=float,
+        default=0.0,
+        help="creates whose connection is cut after the task was made",
+    )
+    emu.add_argument(
+        "--post-create-error-rate",
+        type=float,
+        default=0.0,
+        help="creates answered 502/503/504 by a gateway (HTML or JSON) after the task was made",
+    )
+    emu.add_argument(
+        "--garbled-create-rate",
+        type=float,
+        default=0.0,
+        help="creates answered 200 with a non-JSON, truncated or id-less body (task made)",
+    )
+    emu.add_argument(
+        "--link-fault-rate", type=float, default=0.0, help="tasks whose result link misbehaves"
+    )
+    emu.add_argument(
+        "--link-faults",
+        type=_kinds,
+        default=LINK_FAULTS,
+        help=f"comma-separated link fault kinds (default all: {','.join(LINK_FAULTS)})",
+    )
+    emu.add_argument(
+        "--link-fault-heal-after",
+        type=int,
+        help="a link fault heals after this many fetches (foreign_host: answers); default never",
+    )
+    emu.add_argument(
+        "--link-drip-seconds",
+        type=float,
+        default=1.0,
+        help="seconds between the bytes of a slow_drip link",
+    )
+    emu.add_argument(
+        "--poll-fault-rate", type=float, default=0.0, help="tasks whose first polls misbehave"
+    )
+    emu.add_argument(
+        "--poll-faults",
+        type=_kinds,
+        default=POLL_FAULTS,
+        help=f"comma-separated poll fault kinds (default all: {','.join(POLL_FAULTS)})",
+    )
+    emu.add_argument(
+        "--poll-fault-polls",
+        type=int,
+        default=3,
+        help="how many polls of a task a poll fault alters",
+    )
+    emu.add_argument(
+        "--allow-loopback-callbacks",
+        action="store_true",
+        help="accept and deliver http callback_url on loopback (the vendor: public https only; "
+        "other callbacks are accepted but never sent, the emulator has no network)",
+    )
+    emu.add_argument(
+        "--callback-retry-scale",
+        type=float,
+        default=1.0,
+        help="multiplies the callback retry delays of 1, 2 and 4 s",
+    )
+    emu.add_argument(
+        "--callback-fail-first",
+        type=int,
+        default=0,
+        help="the first N attempts of every callback fail without being sent",
+    )
     emu.set_defaults(func=cmd_emulator)
 
     args = parser.parse_args(argv)
@@ -336,24 +436,25 @@ def cmd_callbacks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kinds(text: str) -> tuple[str, ...]:
+    return tuple(k.strip() for k in text.split(",") if k.strip())
+
+
 def cmd_emulator(args: argparse.Namespace) -> int:
     from .emulator import DEFAULT_API_KEY, EmulatorConfig, serve
 
-    serve(
-        EmulatorConfig(
-            host=args.host,
-            port=args.port,
-            api_key=args.api_key or DEFAULT_API_KEY,
-            credits=args.credits,
-            time_scale=args.time_scale,
-            rate_limit=args.rate_limit,
-            error_rate=args.error_rate,
-            task_failure_rate=args.task_failure_rate,
-            drop_rate=args.drop_rate,
-            link_ttl=args.link_ttl,
-            state_dir=args.state_dir,
-        )
-    )
+    settings = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
+    settings["api_key"] = args.api_key or DEFAULT_API_KEY
+    try:
+        if args.price_table:
+            settings["price_table"] = PriceTable.load(args.price_table)
+        else:
+            del settings["price_table"]
+        config = EmulatorConfig(**settings)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    serve(config)
     return 0
 
 

@@ -12,6 +12,7 @@ import jsonschema
 import pytest
 
 from seedance_pipeline.emulator import EmulatorConfig, EmulatorState, running_emulator
+from seedance_pipeline.emulator.state import TaskRecord
 from seedance_pipeline.media import ffmpeg, measure, measure_video_output
 from seedance_pipeline.seedance import (
     AccessDeniedError,
@@ -95,6 +96,28 @@ def test_missing_or_wrong_key_is_401(emulator, evolink_schema):
     assert (exc.value.status, exc.value.code) == (401, "unauthorized")
 
 
+def test_every_answer_is_json_in_its_api_envelope(emulator, api_key, evolink_schema):
+    unknown = httpx.get(f"{emulator}/v2/nothing-here")
+    assert unknown.status_code == 404
+    assert check(evolink_schema, "ErrorResponse", unknown.json())["error"]["code"] == (
+        "resource_not_found"
+    )
+    wrong_method = httpx.delete(f"{emulator}/v1/credits", headers=auth(api_key))
+    assert wrong_method.status_code == 405 and "GET" in wrong_method.headers["allow"]
+    assert (
+        "DELETE" in check(evolink_schema, "ErrorResponse", wrong_method.json())["error"]["message"]
+    )
+    files = f"{emulator}/api/v1/files/upload/base64"
+    for r, status in [
+        (httpx.post(files, json={}, headers=auth("sk-evo-wrong")), 401),
+        (httpx.get(files, headers=auth(api_key)), 405),
+        (httpx.get(f"{emulator}/api/v1/files/nope", headers=auth(api_key)), 404),
+    ]:
+        assert r.status_code == status
+        answer = check(evolink_schema, "UploadResponse", r.json())
+        assert answer["success"] is False and answer["code"] == status and answer["msg"]
+
+
 @pytest.mark.parametrize(
     ("fields", "field"),
     [
@@ -174,7 +197,7 @@ def test_client_maps_each_status_to_its_error(start_emulator, api_key, evolink_s
 
 
 def test_rate_limit_answers_429_and_client_retries(start_emulator, api_key, evolink_schema):
-    url = start_emulator(rate_limit=1.0)
+    url = start_emulator(rate_limit=1.0, poll_rate_limit=1.0)
     answers = [httpx.get(f"{url}/v1/credits", headers=auth(api_key)) for _ in range(3)]
     limited = [r for r in answers if r.status_code == 429]
     assert limited, [r.status_code for r in answers]
@@ -184,6 +207,31 @@ def test_rate_limit_answers_429_and_client_retries(start_emulator, api_key, evol
     )
     with client(url, api_key) as c:
         assert c.get_credits()["user"]["remaining_credits"] == 100000.0
+
+
+def test_rate_limits_are_per_route_class(start_emulator, api_key):
+    """Creates at --rate-limit; queries at 5 x that by default; uploads apart from creates."""
+    url = start_emulator(rate_limit=0.1)
+    creates = [
+        httpx.post(f"{url}/v1/videos/generations", json=body(), headers=auth(api_key))
+        for _ in range(2)
+    ]
+    assert [r.status_code for r in creates] == [200, 429]
+    assert 8 <= int(creates[1].headers["Retry-After"]) <= 10
+    task_id = creates[0].json()["id"]
+    polls = [httpx.get(f"{url}/v1/tasks/{task_id}", headers=auth(api_key)) for _ in range(2)]
+    assert [r.status_code for r in polls] == [200, 429]
+    assert int(polls[1].headers["Retry-After"]) == 2
+    credits = httpx.get(f"{url}/v1/credits", headers=auth(api_key))
+    assert credits.status_code == 429  # the credit balance shares the query bucket
+    upload = httpx.post(
+        f"{url}/api/v1/files/upload/base64", json={"base64_data": "eA=="}, headers=auth(api_key)
+    )
+    assert upload.status_code == 200 and upload.json()["success"] is False  # not a 429
+    again = httpx.post(
+        f"{url}/api/v1/files/upload/base64", json={"base64_data": "eA=="}, headers=auth(api_key)
+    )
+    assert again.status_code == 429 and again.json()["code"] == 429
 
 
 def test_error_rate_gives_500_and_never_creates_a_task(start_emulator, api_key, evolink_schema):
@@ -311,6 +359,43 @@ def test_restart_keeps_tasks_and_credits(api_key, tmp_path):
         assert [t.id for t in state.tasks()] == [task_id]
     finally:
         state.close()
+
+
+def test_balance_settles_tasks_in_end_order_as_time_passes(tmp_path):
+    """The running totals agree with summing every task, at each moment and after reopening."""
+    state = EmulatorState(tmp_path / "balance", credits=1000.0)
+    t0 = time.time()
+    ends = {"a": (5.0, None), "b": (1.0, "service_error"), "c": (3.0, None), "d": (9.0, "x")}
+    for name, (seconds, failure) in ends.items():
+        task = TaskRecord(
+            id=f"task-unified-{int(t0)}-{name * 8}",
+            created=t0,
+            model=T2V,
+            duration=4,
+            quality="480p",
+            width=864,
+            height=496,
+            audio=False,
+            run_seconds=seconds,
+            credits_reserved=10.5,
+            error_code=failure,
+        )
+        assert state.reserve_task(task) is None
+    try:
+        expected = [(0.5, 958.0, 0.0), (2, 968.5, 0.0), (4, 968.5, 10.5), (6, 968.5, 21.0)]
+        for dt, remaining, charged in expected:
+            assert (state.credits_remaining(t0 + dt), state.charged_total(t0 + dt)) == (
+                remaining,
+                charged,
+            )
+    finally:
+        state.close()
+    reopened = EmulatorState(tmp_path / "balance", credits=1000.0)
+    try:
+        assert reopened.credits_remaining(t0 + 10) == 979.0
+        assert reopened.charged_total(t0 + 10) == 21.0
+    finally:
+        reopened.close()
 
 
 def test_uploads_round_trip(emulator, api_key, evolink_schema, tmp_path):
