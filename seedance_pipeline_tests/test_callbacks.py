@@ -276,3 +276,59 @@ def test_submission_sends_a_secret_callback_url_and_polling_waits_for_it(emulato
         # Not polled before the callback is overdue.
         assert row.next_poll_at >= row.submitted_at + CALLBACK_GRACE_SECONDS
     assert ledger.due_tasks(time.time() + CALLBACK_GRACE_SECONDS / 2, 10) == []
+
+
+def test_a_day_with_lost_create_answers_ends_settled_paid_once_and_barely_polled(
+    tmp_path, monkeypatch, ledger_url
+):
+    """30 % of create answers cut after the task was made, callbacks on (each first delivery
+    fails, so the emulator's retries carry them): no `unknown` row, one task per prompt, and
+    about one query per task."""
+    from seedance_pipeline.emulator import DEFAULT_API_KEY, EmulatorConfig
+    from seedance_pipeline.runner import run_partition
+    from seedance_pipeline.tables import read_table
+
+    from .fault_support import Emulator, write_catalog
+    from .pipeline_support import emulator_tasks
+
+    data = tmp_path / "data"
+    prompts = write_catalog(data, 30)
+    config = EmulatorConfig(
+        port=0,
+        time_scale=0.002,
+        seed=11,
+        state_dir=tmp_path / "emulator",
+        drop_rate=0.3,
+        allow_loopback_callbacks=True,
+        callback_fail_first=1,
+        callback_retry_scale=0.1,
+    )
+    with Emulator(config) as emulator:
+        for name, value in {
+            "SEEDANCE_DATA_DIR": str(data),
+            "SEEDANCE_LEDGER_URL": ledger_url,
+            "EVOLINK_BASE_URL": emulator.url,
+            "EVOLINK_FILES_URL": emulator.url,
+            "EVOLINK_API_KEY": DEFAULT_API_KEY,
+        }.items():
+            monkeypatch.setenv(name, value)
+        app = create_app(
+            Ledger(ledger_url), lambda: AsyncClient(DEFAULT_API_KEY, base_url=emulator.url)
+        )
+        with running_receiver(app) as receiver:
+            monkeypatch.setenv(CALLBACK_URL_ENV, receiver)
+            with open(tmp_path / "progress.txt", "w") as progress:
+                run_partition(DAY, out=progress)
+        tasks = emulator_tasks(emulator.url)
+
+    lost = [t for t in tasks if t["answer_dropped"]]
+    assert len(lost) >= 5  # the fault really happened
+    assert all(len(t["callback"]["attempts"]) == 2 for t in tasks)  # first failed, retry landed
+    table = read_table(data, "generated_videos", DAY)
+    assert sorted(table.prompt_id) == prompts
+    assert set(table.status) <= {"completed", "failed"}  # nothing left unknown
+    assert len(tasks) == len({t["prompt"] for t in tasks}) == len(prompts)  # each sent once
+    assert table.task_id.nunique() == len(prompts)
+    charged = sum(t.get("credits_charged") or 0 for t in tasks)
+    assert table.credits_charged.sum() == pytest.approx(charged)
+    assert emulator.counts["poll"] <= len(prompts) * 1.1  # about one confirming query each
