@@ -306,3 +306,32 @@ def running_receiver(app: Starlette, host: str = "127.0.0.1") -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@contextlib.contextmanager
+def receiving(ledger: Ledger, api_key: str, api_url: str) -> Iterator[str]:
+    """A receiver in this process for the API at `api_url`, with `SEEDANCE_CALLBACK_URL`
+    pointing at it while it runs (the demo's wiring); yields its URL."""
+    app = create_app(ledger, lambda: AsyncClient(api_key, base_url=api_url))
+    with running_receiver(app) as url:
+        before = os.environ.get(CALLBACK_URL_ENV)
+        os.environ[CALLBACK_URL_ENV] = url
+        try:
+            yield url
+        finally:
+            if before is None:
+                os.environ.pop(CALLBACK_URL_ENV, None)
+            else:
+                os.environ[CALLBACK_URL_ENV] = before
+
+
+def summary(rows: list[LedgerRow]) -> str:
+    """Polls per task and how many rows callbacks settled, for people."""
+    tasks = [r for r in rows if r.task_id]
+    polls = sum(r.polls for r in tasks)
+    settled = sum(r.callback_at is not None for r in tasks)
+    per_task = polls / len(tasks) if tasks else 0.0
+    return (
+        f"{len(tasks)} task(s): {polls} status queries ({per_task:.2f} per task); "
+        f"callbacks settled {settled}"
+    )

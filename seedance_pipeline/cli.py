@@ -276,7 +276,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from .callbacks import receiving, summary
     from .emulator import DEFAULT_API_KEY, EmulatorConfig, running_emulator
+    from .ledger import Ledger, ledger_url
     from .runner import PipelineStopped, run_partition
 
     root = data_dir()
@@ -287,10 +289,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     except CatalogError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    config = EmulatorConfig(port=0, time_scale=args.time_scale, state_dir=root / "emulator", seed=7)
+    config = EmulatorConfig(
+        port=0,
+        time_scale=args.time_scale,
+        state_dir=root / "emulator",
+        seed=7,
+        allow_loopback_callbacks=True,
+    )
     started = time.monotonic()
-    with running_emulator(config) as url:
+    ledger = Ledger(ledger_url(root))
+    with running_emulator(config) as url, receiving(ledger, DEFAULT_API_KEY, url) as receiver:
         print(f"emulator listening on {url} (state in {config.state_dir})")
+        print(f"callback receiver listening on {receiver}")
         os.environ.update(
             EVOLINK_BASE_URL=url, EVOLINK_FILES_URL=url, EVOLINK_API_KEY=DEFAULT_API_KEY
         )
@@ -302,8 +312,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 return 1
     print(
         f"\ndemo finished in {time.monotonic() - started:.0f} s; videos in {root / 'videos'}, "
-        f"tables in {root / 'warehouse'}\n"
+        f"tables in {root / 'warehouse'}"
     )
+    print(summary(ledger.rows()) + "\n")
     return cmd_costs(
         argparse.Namespace(since=None, until=None, by="model,quality", png=None, json=False)
     )
