@@ -227,7 +227,8 @@ def create_app(
             row = await asyncio.to_thread(ledger.row_for_callback, token_sha256(token))
         if row is None:
             return JSONResponse({"error": "unknown callback"}, status_code=404)
-        if int(request.headers.get("content-length") or 0) > MAX_BODY_BYTES:
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > MAX_BODY_BYTES:
             return JSONResponse({"error": "body too large"}, status_code=413)
         body = b""
         async for chunk in request.stream():
@@ -238,7 +239,7 @@ def create_app(
         if task_id is None:
             return JSONResponse({"error": "not a task answer with an id"}, status_code=400)
         if not _concerns(row, task_id) and row.status != Status.SUBMITTING:
-            return JSONResponse({"status": "already recorded"})
+            return JSONResponse({"status": "nothing to change"})
         return JSONResponse(
             {"status": "accepted"},
             status_code=202,
@@ -271,29 +272,30 @@ def create_app(
 # --- serving --------------------------------------------------------------------------------
 
 
-def _server(app: Starlette, host: str, port: int, access_log: bool) -> uvicorn.Server:
+def _server(app: Starlette, host: str, port: int, log_level: str) -> uvicorn.Server:
     return uvicorn.Server(
         uvicorn.Config(
             app,
             host=host,
             port=port,
-            log_level="info" if access_log else "warning",
-            access_log=access_log,
+            log_level=log_level,
+            access_log=False,
             timeout_graceful_shutdown=1,
         )
     )
 
 
 def serve(app: Starlette, host: str, port: int) -> None:
-    """Serve until interrupted."""
+    """Serve until interrupted. No access log: request paths carry the secret tokens."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     with contextlib.suppress(KeyboardInterrupt):
-        _server(app, host, port, access_log=True).run()
+        _server(app, host, port, "info").run()
 
 
 @contextlib.contextmanager
 def running_receiver(app: Starlette, host: str = "127.0.0.1") -> Iterator[str]:
     """Run the receiver in a background thread on a free port; yields its base URL."""
-    server = _server(app, host, 0, access_log=False)
+    server = _server(app, host, 0, "warning")
     thread = threading.Thread(target=server.run, name="callback-receiver", daemon=True)
     thread.start()
     try:

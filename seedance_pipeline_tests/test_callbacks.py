@@ -332,3 +332,65 @@ def test_a_day_with_lost_create_answers_ends_settled_paid_once_and_barely_polled
     charged = sum(t.get("credits_charged") or 0 for t in tasks)
     assert table.credits_charged.sum() == pytest.approx(charged)
     assert emulator.counts["poll"] <= len(prompts) * 1.1  # about one confirming query each
+
+
+def test_run_refuses_a_callback_url_the_real_api_cannot_reach(monkeypatch, tmp_path):
+    from seedance_pipeline.runner import PipelineStopped, run_partition
+
+    monkeypatch.setenv("SEEDANCE_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("EVOLINK_API_KEY", "sk-evo-test")
+    monkeypatch.delenv("EVOLINK_BASE_URL", raising=False)  # the real API
+    monkeypatch.setenv(CALLBACK_URL_ENV, "http://127.0.0.1:8791")
+    with pytest.raises(PipelineStopped, match=CALLBACK_URL_ENV):
+        run_partition(DAY)
+    assert not (tmp_path / "warehouse").exists()  # stopped before anything was planned or sent
+
+
+def test_the_receiver_command_serves_health_and_refuses_forgeries(emulator, api_key, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from .fault_support import free_port
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "SEEDANCE_DATA_DIR": str(tmp_path),
+        "EVOLINK_API_KEY": api_key,
+        "EVOLINK_BASE_URL": emulator,
+    }
+    env.pop("SEEDANCE_LEDGER_URL", None)
+    command = [sys.executable, "-m", "seedance_pipeline.cli", "callbacks", "--port", str(port)]
+    with subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True) as receiver:
+        try:
+            url = f"http://127.0.0.1:{port}"
+
+            def up() -> bool:
+                try:
+                    return httpx.get(f"{url}/health").status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            _wait_for(up, what="the receiver to start")
+            token = secrets.token_urlsafe(32)
+            forged = httpx.post(f"{url}{PATH}{token}", json={"id": "task-unified-1-aaaaaaaa"})
+            assert forged.status_code == 404
+        finally:
+            receiver.terminate()
+            logs = receiver.communicate(timeout=30)[1]
+    assert token not in logs  # no access log: paths carry the secret tokens
+
+
+def test_a_resubmission_gets_a_new_token_and_the_old_one_stops_working(ledger):
+    from seedance_pipeline.ledger import PollUpdate
+
+    old, new = token_sha256("a" * 43), token_sha256("b" * 43)
+    ledger.claim(DAY, "p1", BODY, 1.0, callback_token_sha256=old)
+    ledger.record_submitted(DAY, "p1", "task-1", time.time())
+    failed = PollUpdate("task-1", status=Status.FAILED, error_code="service_error")
+    ledger.record_polls([failed])
+    assert ledger.claim_resubmission(DAY, "p1", 2, callback_token_sha256=new)
+
+    assert ledger.row_for_callback(old) is None  # the first attempt's callback changes nothing
+    assert ledger.row_for_callback(new).attempt == 2
