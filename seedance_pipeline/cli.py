@@ -14,6 +14,7 @@ from .catalog import CatalogError, find_catalog, load_media, load_prompts
 from .costs import GROUPS, chart, rollup
 from .planning import MediaFactsCache, PlannedRow, plan_partition, plan_row
 from .seedance import PriceTable
+from .settings import SettingError, data_dir
 from .tables import read_all
 
 SAMPLE_TIME_SCALE = 0.02
@@ -187,11 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     emu.set_defaults(func=cmd_emulator)
 
     args = parser.parse_args(argv)
-    return args.func(args)
-
-
-def data_dir() -> Path:
-    return Path(os.environ.get("SEEDANCE_DATA_DIR", "data"))
+    try:
+        return args.func(args)
+    except SettingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 # --- plan -----------------------------------------------------------------------------------
@@ -267,6 +268,7 @@ def print_plan(report: dict) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from .runner import PipelineStopped, run_partition
 
+    data_dir()  # no data directory here: stop before anything is written
     try:
         run_partition(args.date, prompts=args.prompts, media=args.media)
     except PipelineStopped as exc:
@@ -386,15 +388,16 @@ def cmd_costs(args: argparse.Namespace) -> int:
 
 def cmd_resolve(args: argparse.Namespace) -> int:
     from .ledger import LEDGER_URL_ENV, Ledger, ledger_url
+    from .records import write_record
 
     path = data_dir() / "state" / "ledger.sqlite3"
     if not os.environ.get(LEDGER_URL_ENV) and not path.is_file():
         print(f"error: no ledger at {path}; check SEEDANCE_DATA_DIR", file=sys.stderr)
         return 2
     try:
-        Ledger(ledger_url(data_dir())).resolve(
-            args.date, args.prompt_id, None if args.forget else args.task_id
-        )
+        ledger = Ledger(ledger_url(data_dir()))
+        ledger.resolve(args.date, args.prompt_id, None if args.forget else args.task_id)
+        write_record(ledger, data_dir(), args.date)  # a forgotten row is no lost one
     except LookupError as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return 2

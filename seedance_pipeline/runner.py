@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
 from dagster import DagsterInstance, materialize
 
-from .callbacks import awaits_callback, callback_base
+from .callbacks import callback_base
 from .definitions import resources_from_env
 from .defs.catalog.assets import media_catalog, prompt_catalog
 from .defs.costs.assets import generation_costs
 from .defs.generation.assets import generated_videos, generation_requests, submitted_tasks
 from .defs.partitions import daily_partitions
-from .polling import PollingRefused, poll_round
-from .statuses import WAITING, Status
+from .follow import follow_day
+from .polling import PollingRefused
+from .statuses import SETTLED
 
 # Step logs stay in the Dagster instance; the shell shows warnings and the progress bar.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -87,58 +89,62 @@ def run_partition(
     instance = _instance()
     print(f"[{partition}] planning and submitting", file=out)
     _materialize([prompt_catalog, media_catalog], resources, instance)
-    _materialize([generation_requests, submitted_tasks], resources, instance, partition)
     ledger = pipeline.ledger()
     evolink = resources["evolink"].process_config_and_initialize()
-    _wait(partition, ledger, evolink, out)
-    while ledger.resubmittable(partition, pipeline.max_attempts):
-        print(f"[{partition}] resubmitting tasks that failed transiently", file=out)
-        _materialize([submitted_tasks], resources, instance, partition)
-        _wait(partition, ledger, evolink, out)
-    print(f"[{partition}] saving videos and writing tables", file=out)
+    submission = [generation_requests, submitted_tasks]
+    while submission:
+        _submit_while_following(submission, resources, instance, partition, ledger, evolink, out)
+        submission = (
+            [submitted_tasks] if ledger.resubmittable(partition, pipeline.max_attempts) else []
+        )
+        if submission:
+            print(f"[{partition}] resubmitting tasks that failed transiently", file=out)
+    print(f"[{partition}] writing tables", file=out)
     _materialize([generated_videos, generation_costs], resources, instance, partition)
 
 
-def _wait(partition: str, ledger, evolink, out) -> None:
-    """Poll with the sensor's own code until no task of the partition is running.
-
-    A prompt another run is submitting right now counts as running: its answer comes soon,
-    or its process died and the claim becomes `unknown`. So does an `unknown` row whose
-    callback may still come (until it is overdue): the callback settles it.
-    """
+def _submit_while_following(assets, resources, instance, partition, ledger, evolink, out):
+    """Submit (a Dagster run) while a thread polls and stores videos as tasks complete."""
+    submitting, failure = threading.Event(), []
+    submitting.set()
     started = time.monotonic()
-    while True:
-        ledger.resolve_abandoned_claims(partition)
-        rows = ledger.rows(partition)
-        now = time.time()
-        waiting = sum(
-            r.status in WAITING or r.status == Status.SUBMITTING or awaits_callback(r, now)
-            for r in rows
-        )
-        done = len(rows) - waiting
-        width = 30
-        filled = width * done // len(rows) if rows else width
-        print(
-            f"\r[{partition}] [{'#' * filled}{'.' * (width - filled)}] {done}/{len(rows)} "
-            f"tasks ended, {time.monotonic() - started:.0f}s",
-            end="",
-            file=out,
-            flush=True,
-        )
-        if not waiting:
-            print(file=out)
-            return
-        due = ledger.next_poll_at() or time.time()
-        if any(r.status == Status.SUBMITTING for r in rows):
-            due = min(due, time.time() + 0.5)
-        # Callbacks settle rows in the receiver's process: look again soon.
-        nap = 1.0 if any(r.callback_token_sha256 for r in rows) else 5.0
-        time.sleep(min(nap, max(0.0, due - time.time())))
+
+    def follow() -> None:
         try:
-            poll_round(
+            follow_day(
+                partition,
                 ledger,
-                evolink.async_client,
-                max_requests_per_second=evolink.max_requests_per_second,
+                evolink,
+                resources["pipeline"].storage,
+                submitting,
+                lambda rows: _progress(partition, rows, started, out),
             )
-        except PollingRefused as exc:
-            raise PipelineStopped(str(exc)) from None
+        except BaseException as exc:  # re-raised in the caller's thread
+            failure.append(exc)
+
+    follower = threading.Thread(target=follow, name="follow-day", daemon=True)
+    follower.start()
+    try:
+        _materialize(assets, resources, instance, partition)
+    finally:
+        submitting.clear()
+        follower.join()
+    print(file=out)
+    if failure:
+        if isinstance(failure[0], PollingRefused):
+            raise PipelineStopped(str(failure[0])) from None
+        raise failure[0]
+
+
+def _progress(partition: str, rows, started: float, out) -> None:
+    ended = sum(r.status in SETTLED for r in rows)
+    stored = sum(r.video_uri is not None for r in rows)
+    width = 30
+    filled = width * ended // len(rows) if rows else 0
+    print(
+        f"\r[{partition}] [{'#' * filled}{'.' * (width - filled)}] {ended}/{len(rows)} "
+        f"tasks ended, {stored} videos stored, {time.monotonic() - started:.0f}s",
+        end="",
+        file=out,
+        flush=True,
+    )

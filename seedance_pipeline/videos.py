@@ -147,7 +147,11 @@ def _timestamp(epoch: float | None) -> pd.Timestamp | None:
 
 
 def build_videos_table(
-    requests: pd.DataFrame, rows: list[LedgerRow], store: VideoStore, partition: str
+    requests: pd.DataFrame,
+    rows: list[LedgerRow],
+    store: VideoStore,
+    partition: str,
+    sent_on_other_days: dict[str, str],
 ) -> pd.DataFrame:
     """One row per prompt of the partition's requests, plus any task sent for this day whose
     prompt has since left the catalog or moved (its charge stays in this day's table).
@@ -160,6 +164,7 @@ def build_videos_table(
         pid
         for pid, status in zip(requests.prompt_id, requests.status, strict=True)
         if status == "accepted"
+        and pid not in sent_on_other_days
         and (pid not in by_prompt or by_prompt[pid].status in (*WAITING, Status.SUBMITTING))
     ]
     if waiting:
@@ -172,7 +177,7 @@ def build_videos_table(
     for req in requests.to_dict("records"):
         lr = by_prompt.pop(req["prompt_id"], None)
         if lr is None:
-            table.append(_unsent_row(req))
+            table.append(_unsent_row(req, sent_on_other_days.get(req["prompt_id"])))
         else:
             table.append(_task_row(lr, store, req))
     table += [_task_row(lr, store, None) for lr in by_prompt.values() if lr.status in SETTLED]
@@ -192,14 +197,16 @@ def build_videos_table(
     )
 
 
-def _unsent_row(req: dict) -> dict:
-    """A prompt the vendor never saw: refused by the rules, or sent on another day."""
+def _unsent_row(req: dict, sent_on: str | None) -> dict:
+    """A prompt not sent for this day: refused by the rules, or already sent on another day."""
     row = {c: req[c] for c in REQUEST_COLUMNS}
     row.update(
         status=Status.REJECTED.value,
-        error_code="rejected_before_submission",
-        error_message="; ".join(req["errors"]),
-        credits_estimated=req["estimated_credits"],
+        error_code="rejected_before_submission" if sent_on is None else "sent_on_other_day",
+        error_message="; ".join(req["errors"])
+        if sent_on is None
+        else f"already sent on {sent_on}; its video and charge are in {sent_on}'s tables",
+        credits_estimated=req["estimated_credits"] if sent_on is None else 0.0,
         credits_reserved=0.0,
         credits_charged=0.0,
         expected_width=req["expected_width"],

@@ -9,9 +9,7 @@ the ledger is watched to kill it once task ids are recorded or every task is sub
 
 from __future__ import annotations
 
-import json
 import signal
-import sqlite3
 import subprocess
 import time
 from collections import Counter
@@ -23,6 +21,8 @@ import pandas as pd
 import pytest
 
 from seedance_pipeline.emulator import EmulatorConfig
+from seedance_pipeline.ledger import Ledger, LedgerRow
+from seedance_pipeline.ledger.database import sql
 from seedance_pipeline.media import measure_video_output
 from seedance_pipeline.tables import read_table
 
@@ -33,30 +33,13 @@ PROMPTS = 16
 RUN_TIMEOUT = 120
 
 
-def _ledger(data: Path) -> list[sqlite3.Row]:
-    path = data / "state" / "ledger.sqlite3"
-    if not path.exists():
-        return []
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-    db.row_factory = sqlite3.Row
-    try:
-        return db.execute("SELECT * FROM tasks").fetchall()
-    except sqlite3.OperationalError:  # schema not created yet
-        return []
-    finally:
-        db.close()
+def _ledger(url: str) -> list[LedgerRow]:
+    return Ledger(url).rows()
 
 
-def _submission_complete(data: Path) -> bool:
-    path = data / "state" / "ledger.sqlite3"
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-    try:
-        row = db.execute("SELECT submission_complete FROM partitions").fetchone()
-    except sqlite3.OperationalError:
-        return False
-    finally:
-        db.close()
-    return bool(row and row[0])
+def _submission_complete(url: str) -> bool:
+    with Ledger(url).db.read() as db:
+        return bool(db.execute(sql("SELECT MAX(submission_complete) FROM partitions")).scalar())
 
 
 @dataclass
@@ -64,31 +47,30 @@ class KillPoint:
     name: str
     http: tuple[str, int, str] | None = None  # (request kind, n-th in this run, action)
     rename: str | None = None  # kill on renaming a temporary whose path contains this
-    when: Callable[[Path], bool] | None = None  # kill once the data dir shows this state
+    when: Callable[[str], bool] | None = None  # kill once the ledger shows this state
     after: float | None = None  # kill after this many seconds
     more_task_ids: int | None = None  # kill once this run recorded this many task ids
-    left: Callable[[Path, list[dict]], bool] | None = None  # what the kill must leave behind
+    left: Callable[[Path, str, list[dict]], bool] | None = None  # what the kill left behind
 
 
-def _claimed(data: Path, tasks: list[dict]) -> tuple[bool, bool]:
+def _claimed(url: str, tasks: list[dict]) -> tuple[bool, bool]:
     """(a prompt is claimed without a task id, the vendor has a task for it)."""
     made = {t["prompt"] for t in tasks}
-    claims = [json.loads(r["request_json"])["prompt"] for r in _ledger(data) if not r["task_id"]]
+    claims = [r.request["prompt"] for r in _ledger(url) if not r.task_id]
     return bool(claims), any(c in made for c in claims)
 
 
-def _left_temporary(fragment: str) -> Callable[[Path, list[dict]], bool]:
-    return lambda data, tasks: any(fragment in str(p) for p in temporaries(data))
+def _left_temporary(fragment: str) -> Callable[[Path, str, list[dict]], bool]:
+    return lambda data, url, tasks: any(fragment in str(p) for p in temporaries(data))
 
 
-def _task_ids(data: Path) -> int:
-    return sum(r["task_id"] is not None for r in _ledger(data))
+def _task_ids(url: str) -> int:
+    return sum(r.task_id is not None for r in _ledger(url))
 
 
-def _all_submitted_some_running(data: Path) -> bool:
-    rows = _ledger(data)
-    running = any(r["status"] in ("pending", "processing") for r in rows)
-    return running and _submission_complete(data)
+def _all_submitted_some_running(url: str) -> bool:
+    running = any(r.status in ("pending", "processing") for r in _ledger(url))
+    return running and _submission_complete(url)
 
 
 POINTS = [
@@ -101,12 +83,12 @@ POINTS = [
     KillPoint(
         "prompt claimed, request not yet served",
         http=("create", 1, "kill_before"),
-        left=lambda data, tasks: _claimed(data, tasks) == (True, False),
+        left=lambda data, url, tasks: _claimed(url, tasks) == (True, False),
     ),
     KillPoint(
         "task made, answer not yet delivered",
         http=("create", 2, "kill_after"),
-        left=lambda data, tasks: _claimed(data, tasks) == (True, True),
+        left=lambda data, url, tasks: _claimed(url, tasks) == (True, True),
     ),
     KillPoint("4 more task ids recorded", more_task_ids=4),
     KillPoint("every prompt submitted, tasks running", when=_all_submitted_some_running),
@@ -127,13 +109,13 @@ POINTS = [
 ]
 
 
-def _run_until_killed(emulator: Emulator, env: dict, data: Path, point: KillPoint) -> str:
+def _run_until_killed(emulator: Emulator, env: dict, url: str, point: KillPoint) -> str:
     emulator.counts.clear()
     extra = {"FAULT_KILL_ON_RENAME": point.rename} if point.rename else {}
     when = point.when
     if point.more_task_ids:
-        target = _task_ids(data) + point.more_task_ids
-        when = lambda data: _task_ids(data) >= target  # noqa: E731
+        target = _task_ids(url) + point.more_task_ids
+        when = lambda url: _task_ids(url) >= target  # noqa: E731
     proc = start_run(env, **extra)
     emulator.victim = proc
     if point.http:
@@ -145,7 +127,7 @@ def _run_until_killed(emulator: Emulator, env: dict, data: Path, point: KillPoin
             elapsed = time.monotonic() - started
             assert elapsed < RUN_TIMEOUT, f"{point.name}: run did not reach its kill point"
             if (point.after is not None and elapsed >= point.after) or (
-                when is not None and when(data)
+                when is not None and when(url)
             ):
                 proc.send_signal(signal.SIGKILL)
                 break
@@ -167,11 +149,11 @@ def _run(env: dict, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def _assert_submitted_once(url: str, data: Path) -> list[dict]:
+def _assert_submitted_once(url: str, ledger_url: str) -> list[dict]:
     tasks = emulator_tasks(url)
     counts = Counter(t["prompt"] for t in tasks)
     assert all(n == 1 for n in counts.values()), counts
-    ledger_ids = {r["task_id"] for r in _ledger(data) if r["task_id"]}
+    ledger_ids = {r.task_id for r in _ledger(ledger_url) if r.task_id}
     assert ledger_ids <= {t["id"] for t in tasks}
     return tasks
 
@@ -191,34 +173,33 @@ def crash_emulator(tmp_path):
         yield emulator
 
 
+@pytest.mark.timeout(900)
 def test_sigkill_at_ten_points_then_rerun_loses_nothing_and_pays_nothing_twice(
-    tmp_path, crash_emulator
+    tmp_path, crash_emulator, ledger_url
 ):
     data = tmp_path / "data"
     ids = write_catalog(data, PROMPTS)
-    env = pipeline_env(tmp_path, crash_emulator.url, data)
+    env = pipeline_env(tmp_path, crash_emulator.url, data) | {"SEEDANCE_LEDGER_URL": ledger_url}
     stored: dict[str, str] = {}  # prompt -> sha256 of every video ever recorded as saved
     for point in POINTS:
         started = time.monotonic()
-        _run_until_killed(crash_emulator, env, data, point)
-        tasks = _assert_submitted_once(crash_emulator.url, data)
-        statuses = Counter(r["status"] for r in _ledger(data))
+        _run_until_killed(crash_emulator, env, ledger_url, point)
+        tasks = _assert_submitted_once(crash_emulator.url, ledger_url)
+        statuses = Counter(r.status.value for r in _ledger(ledger_url))
         print(
             f"killed: {point.name:<48} {time.monotonic() - started:4.1f}s  ledger {dict(statuses)}"
             f"  temporaries {[p.name for p in temporaries(data)]}"
         )
         # The kill landed where it says (a half-written file or a dangling claim is there).
         if point.left:
-            assert point.left(data, tasks), point.name
-        stored.update(
-            {r["prompt_id"]: r["video_sha256"] for r in _ledger(data) if r["video_sha256"]}
-        )
+            assert point.left(data, ledger_url, tasks), point.name
+        stored.update({r.prompt_id: r.video_sha256 for r in _ledger(ledger_url) if r.video_sha256})
     assert stored  # videos were saved between kills, and must survive every later one
 
     done = _run(env, "run", DAY)
     assert done.returncode == 0, done.stdout + done.stderr
     assert not temporaries(data)
-    tasks = _assert_submitted_once(crash_emulator.url, data)
+    tasks = _assert_submitted_once(crash_emulator.url, ledger_url)
     table = read_table(data, "generated_videos", DAY)
     assert sorted(table.prompt_id) == ids
     assert set(table.status) <= {"completed", "unknown"}, Counter(table.status)
@@ -230,11 +211,11 @@ def test_sigkill_at_ten_points_then_rerun_loses_nothing_and_pays_nothing_twice(
     unknown = list(table[table.status == "unknown"].prompt_id)
     assert len(unknown) >= 2
     # The user settles each as the dashboard shows: attach the task, or forget it.
-    prompt_of = {r["prompt_id"]: r["request_json"] for r in _ledger(data)}
+    prompt_of = {r.prompt_id: r.request["prompt"] for r in _ledger(ledger_url)}
     made = {t["prompt"]: t["id"] for t in tasks}
     forgotten = []
     for prompt_id in unknown:
-        text = json.loads(prompt_of[prompt_id])["prompt"]
+        text = prompt_of[prompt_id]
         if text in made:
             args = ["--task-id", made[text]]
         else:
@@ -252,7 +233,7 @@ def test_sigkill_at_ten_points_then_rerun_loses_nothing_and_pays_nothing_twice(
 
     again = _run(env, "run", DAY)
     assert again.returncode == 0, again.stdout + again.stderr
-    tasks = _assert_submitted_once(crash_emulator.url, data)
+    tasks = _assert_submitted_once(crash_emulator.url, ledger_url)
     assert len(tasks) == PROMPTS
     table = read_table(data, "generated_videos", DAY)
     assert sorted(table.prompt_id) == ids
@@ -261,14 +242,14 @@ def test_sigkill_at_ten_points_then_rerun_loses_nothing_and_pays_nothing_twice(
     assert not temporaries(data)
 
 
-def test_two_runs_started_at_once_submit_each_prompt_once(tmp_path, crash_emulator):
+def test_two_runs_started_at_once_submit_each_prompt_once(tmp_path, crash_emulator, ledger_url):
     data = tmp_path / "data"
     ids = write_catalog(data, PROMPTS)
-    env = pipeline_env(tmp_path, crash_emulator.url, data)
+    env = pipeline_env(tmp_path, crash_emulator.url, data) | {"SEEDANCE_LEDGER_URL": ledger_url}
     runs = [start_run(env) for _ in range(2)]
     outputs = [p.communicate(timeout=RUN_TIMEOUT)[0] for p in runs]
     assert [p.returncode for p in runs] == [0, 0], outputs
-    tasks = _assert_submitted_once(crash_emulator.url, data)
+    tasks = _assert_submitted_once(crash_emulator.url, ledger_url)
     assert len(tasks) == PROMPTS
     table = read_table(data, "generated_videos", DAY)
     assert sorted(table.prompt_id) == ids

@@ -53,8 +53,12 @@ def safe_url(url: str) -> str:
     return make_url(_driver_url(url)).render_as_string(hide_password=True)
 
 
+def _sqlite_file(url: str) -> Path:
+    return Path(make_url(url).database)
+
+
 def _sqlite_engine(url: str) -> Engine:
-    Path(make_url(url).database).parent.mkdir(parents=True, exist_ok=True)
+    _sqlite_file(url).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": 60})
 
     @event.listens_for(engine, "connect")
@@ -75,6 +79,11 @@ def _sqlite_engine(url: str) -> Engine:
 def _engine(url: str) -> Engine:
     with _LOCK:
         engine = _ENGINES.get(url)
+        if engine is not None and url.startswith("sqlite") and not _sqlite_file(url).exists():
+            # The file was deleted or moved: pooled connections would write to a ghost.
+            engine.dispose()
+            engine = None
+            _MIGRATED.discard(url)
         if engine is None:
             if url.startswith("sqlite"):
                 engine = _sqlite_engine(url)

@@ -232,7 +232,14 @@ def generated_videos(
         store = pipeline.storage(client)
         stored = store_videos(ledger.rows(partition), client, store, ledger)
         try:
-            frame = build_videos_table(requests, ledger.rows(partition), store, partition)
+            accepted = requests.prompt_id[requests.status == "accepted"]
+            frame = build_videos_table(
+                requests,
+                ledger.rows(partition),
+                store,
+                partition,
+                ledger.sent_on_other_days(partition, accepted),
+            )
         except PartitionNotFinished as exc:
             raise Failure(str(exc), allow_retries=False) from None
     if stored:

@@ -1,0 +1,175 @@
+"""Money and data safety when the world misbehaves: lost ledgers, moved or edited prompts,
+odd vendor answers. Expectations are the vendor's rules and our statuses, stated here."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from seedance_pipeline.cli import main
+from seedance_pipeline.ledger import LedgerRow
+from seedance_pipeline.polling import PollPolicy, interpret, interpret_error
+from seedance_pipeline.seedance import NotFoundError, ServerError, Task
+from seedance_pipeline.statuses import Status
+from seedance_pipeline.tables import read_table
+
+from .pipeline_support import (
+    DAY,
+    copy_sample_data,
+    emulator_tasks,
+    make_resources,
+    plan_requests,
+    save_videos,
+    submit,
+    wait_for_tasks,
+)
+
+NOW = 1_800_000_000.0
+POLICY = PollPolicy(not_found_answers=3, not_found_seconds=60, missing_result_answers=3)
+
+
+def _row(**changes) -> LedgerRow:
+    values = {f: None for f in LedgerRow.__dataclass_fields__}
+    values.update(
+        partition=DAY,
+        prompt_id="p1",
+        request={"model": "seedance-2.0-text-to-video", "duration": 4, "quality": "480p"},
+        status=Status.PENDING,
+        task_id="task-unified-1-abcdefgh",
+        submitted_at=NOW - 30,
+        polls=0,
+        poll_errors=0,
+        download_attempts=0,
+        attempt=1,
+    )
+    return LedgerRow(**{**values, **changes})
+
+
+def _task(status: str, **extra) -> Task:
+    return Task.from_json(
+        {"id": "task-unified-1-abcdefgh", "status": status, "progress": 50, **extra}
+    )
+
+
+def test_an_undocumented_status_keeps_the_task_waiting_then_becomes_unknown():
+    update = interpret(_row(), _task("queued"), NOW, POLICY)
+    assert update.status == Status.PROCESSING and update.next_poll_at > NOW
+    a_day_later = interpret(_row(submitted_at=NOW - 25 * 3600), _task("queued"), NOW, POLICY)
+    assert a_day_later.status == Status.UNKNOWN and "'queued'" in a_day_later.error_message
+
+
+def test_completed_without_a_result_link_is_asked_again_then_recorded_with_a_reason():
+    first = interpret(_row(), _task("completed"), NOW, POLICY)
+    assert first.status is None and first.poll_errors == 1 and first.next_poll_at > NOW
+    last = interpret(_row(poll_errors=2), _task("completed"), NOW, POLICY)
+    assert last.status == Status.DOWNLOAD_FAILED and "without a result link" in last.error_message
+
+
+def test_a_404_is_believed_only_when_it_repeats_over_time():
+    gone = NotFoundError(404, "resource_not_found", "Task not found or expired")
+    first = interpret_error(_row(), gone, NOW, POLICY)
+    assert first.status is None and first.not_found_since == NOW
+    quickly = interpret_error(_row(poll_errors=5, not_found_since=NOW - 5), gone, NOW, POLICY)
+    assert quickly.status is None  # many answers, but within seconds: a hiccup
+    later = interpret_error(_row(poll_errors=2, not_found_since=NOW - 90), gone, NOW, POLICY)
+    assert later.status == Status.FAILED and later.error_code == "task_not_found"
+
+
+def test_poll_errors_back_each_task_off_on_its_own():
+    error = ServerError(502, None, "Bad Gateway")
+    delays = [
+        interpret_error(_row(poll_errors=n), error, NOW, POLICY).next_poll_at - NOW
+        for n in range(8)
+    ]
+    assert delays == [1, 2, 4, 8, 16, 32, 60, 60]
+
+
+@pytest.fixture
+def day(tmp_path, emulator, api_key):
+    data = copy_sample_data(tmp_path / "data")
+    return data, emulator, make_resources(data, emulator, api_key)
+
+
+def test_a_lost_ledger_stops_the_day_until_it_is_rebuilt_and_nothing_is_paid_twice(
+    day, monkeypatch, capsys
+):
+    data, url, resources = day
+    assert submit(resources).success
+    paid = len(emulator_tasks(url))
+    (data / "state" / "ledger.sqlite3").unlink()  # the slip: the ledger is gone
+    for leftover in (data / "state").glob("ledger.sqlite3-*"):
+        leftover.unlink()
+    again = submit(resources)
+    assert not again.success and len(emulator_tasks(url)) == paid
+    failure = next(e for e in again.all_events if e.is_step_failure)
+    message = failure.step_failure_data.user_failure_data.description
+    assert "not in the ledger" in message and f"rebuild-ledger {DAY}" in message
+    monkeypatch.setenv("SEEDANCE_DATA_DIR", str(data))
+    assert main(["rebuild-ledger", DAY]) == 0
+    assert f"{DAY}: {paid} row(s) restored" in capsys.readouterr().out
+    assert submit(resources).success and len(emulator_tasks(url)) == paid
+    wait_for_tasks(resources)
+    assert save_videos(resources).success
+    table = read_table(data, "generated_videos", DAY)
+    assert (table[table.status != "rejected"].status == "completed").all()
+
+
+def test_commands_refuse_to_start_an_empty_data_directory(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SEEDANCE_DATA_DIR", raising=False)
+    monkeypatch.setenv("EVOLINK_API_KEY", "sk-evo-placeholder")
+    assert main(["run", DAY]) == 2
+    assert "set SEEDANCE_DATA_DIR" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def _move(data, prompt_id: str, to_day: str, prompt: str | None = None) -> None:
+    path = data / "catalog" / "prompts.csv"
+    catalog = pd.read_csv(path, dtype=str, keep_default_na=False)
+    catalog.loc[catalog.prompt_id == prompt_id, "scheduled_date"] = to_day
+    if prompt is not None:
+        catalog.loc[catalog.prompt_id == prompt_id, "prompt"] = prompt
+    catalog.to_csv(path, index=False)
+
+
+def test_a_prompt_moved_to_another_day_is_not_paid_again_and_keeps_its_charge(day):
+    data, url, resources = day
+    assert submit(resources).success
+    wait_for_tasks(resources)
+    assert save_videos(resources).success
+    before = read_table(data, "generated_videos", DAY).set_index("prompt_id")
+    moved = before[before.status == "completed"].index[0]
+    paid = len(emulator_tasks(url))
+    _move(data, moved, "2026-11-21")
+    result = submit(resources, "2026-11-21")
+    assert result.success
+    (submitted,) = [m.metadata for m in result.asset_materializations_for_node("submitted_tasks")]
+    assert submitted["sent_on_other_days"].value == 1
+    accepted = read_table(data, "generation_requests", "2026-11-21").status == "accepted"
+    assert paid + accepted.sum() - 1 == len(emulator_tasks(url))  # all but the moved one
+    assert plan_requests(resources).success  # the 20th again: the moved row's charge stays
+    assert save_videos(resources).success
+    after = read_table(data, "generated_videos", DAY).set_index("prompt_id")
+    assert after.loc[moved, "status"] == "completed" and not after.loc[moved, "in_catalog"]
+    assert after.credits_charged.sum() == pytest.approx(before.credits_charged.sum())
+    wait_for_tasks(resources, "2026-11-21")
+    assert save_videos(resources, "2026-11-21").success
+    new_day = read_table(data, "generated_videos", "2026-11-21").set_index("prompt_id")
+    assert new_day.loc[moved, "error_code"] == "sent_on_other_day"
+    assert new_day.loc[moved, "credits_charged"] == 0 and DAY in new_day.loc[moved, "error_message"]
+
+
+def test_an_edited_prompt_is_flagged_beside_the_video_of_what_was_sent(day):
+    data, url, resources = day
+    assert submit(resources).success
+    wait_for_tasks(resources)
+    first = read_table(data, "generation_requests", DAY)
+    edited = first[first.status == "accepted"].prompt_id.iloc[0]
+    sent_text = first.set_index("prompt_id").loc[edited, "prompt"]
+    _move(data, edited, DAY, prompt="A completely different shot of a lighthouse at night")
+    paid = len(emulator_tasks(url))
+    assert submit(resources).success and len(emulator_tasks(url)) == paid  # never resent
+    assert save_videos(resources).success
+    table = read_table(data, "generated_videos", DAY).set_index("prompt_id")
+    assert table.loc[edited, "request_changed"] and table.loc[edited, "prompt"] == sent_text
+    assert not table.drop(index=edited).request_changed.fillna(False).any()
