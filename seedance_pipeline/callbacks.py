@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import ipaddress
 import json
 import logging
 import os
@@ -34,7 +33,8 @@ from starlette.routing import Route
 from .ledger import Ledger, LedgerRow
 from .ledger.database import sql
 from .polling import PollPolicy, interpret
-from .seedance import AsyncClient, SeedanceError
+from .seedance import AsyncClient, SeedanceError, Task
+from .seedance._rules import _is_loopback_url
 from .seedance._urls import origin, url_problem
 from .statuses import WAITING, Status
 
@@ -46,23 +46,13 @@ REDACTED = "REDACTED"
 MAX_BODY_BYTES = 64 * 1024  # a task answer is well under 2 KB
 MAX_URL_CHARS = 2048  # the vendor's limit on callback_url
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")  # secrets.token_urlsafe(32)
-_TASK_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+_TASK_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")  # safe as a URL path segment
 # A callback may beat the create's answer home: wait this long for the answer to be recorded.
 SUBMITTING_WAIT_SECONDS = 30.0
 _POLICY = PollPolicy()
 
 
 # --- the setting ----------------------------------------------------------------------------
-
-
-def _is_loopback(url: str) -> bool:
-    host = (urlsplit(url).hostname or "").strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def callback_base(api_base_url: str, value: str | None = None) -> str | None:
@@ -80,7 +70,7 @@ def callback_base(api_base_url: str, value: str | None = None) -> str | None:
     if not value:
         return None
     parts = urlsplit(value)
-    local = _is_loopback(api_base_url) and _is_loopback(value) and parts.scheme in ("http", "https")
+    local = _is_loopback_url(api_base_url) and _is_loopback_url(value)
     problem = url_problem(value, allow_origin=origin(value) if local else None)
     if problem is None and (parts.query or parts.fragment):
         problem = "must not have a query or fragment"
@@ -129,7 +119,7 @@ def _task_id(body: bytes) -> str | None:
     """The task id a callback body names, or None when it is not a task answer."""
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than json allows
         return None
     task_id = data.get("id") if isinstance(data, dict) else None
     return task_id if isinstance(task_id, str) and _TASK_ID.match(task_id) else None
@@ -138,16 +128,10 @@ def _task_id(body: bytes) -> str | None:
 class Receiver:
     """Confirms callbacks with the API and records the answers in the ledger."""
 
-    def __init__(
-        self,
-        ledger: Ledger,
-        client: Callable[[], AsyncClient],
-        policy: PollPolicy = _POLICY,
-    ):
+    def __init__(self, ledger: Ledger, policy: PollPolicy):
         self.ledger = ledger
-        self.client_factory = client
         self.policy = policy
-        self.api: AsyncClient | None = None
+        self.api: AsyncClient | None = None  # open while the app runs
         self._busy: set[str] = set()  # tokens being confirmed right now
 
     async def confirm(self, sha: str, task_id: str) -> None:
@@ -180,7 +164,7 @@ class Receiver:
                 return row
             await asyncio.sleep(0.5)
 
-    def _record(self, row: LedgerRow, task) -> None:
+    def _record(self, row: LedgerRow, task: Task) -> None:
         if row.status == Status.UNKNOWN:
             if not self.ledger.attach_from_callback(row.partition, row.prompt_id, task.id):
                 return
@@ -218,7 +202,7 @@ def create_app(
     ledger: Ledger, client: Callable[[], AsyncClient], policy: PollPolicy = _POLICY
 ) -> Starlette:
     """The receiver: `POST /callbacks/{token}` and `GET /health`."""
-    receiver = Receiver(ledger, client, policy)
+    receiver = Receiver(ledger, policy)
 
     async def callback(request: Request) -> JSONResponse:
         token = request.path_params["token"]

@@ -125,6 +125,7 @@ def test_forged_and_malformed_callbacks_are_refused_and_change_nothing(vendor, l
     assert vendor.post(token, {"status": "completed"}).status_code == 400  # no task id
     assert vendor.post(token, {**answer, "id": "../v1/credits"}).status_code == 400
     assert vendor.post(token, b"[" * (MAX_BODY_BYTES + 10)).status_code == 413
+    assert vendor.post(token, b"[" * (MAX_BODY_BYTES - 10)).status_code == 400  # too deep
     # A known token naming someone else's task: nothing to confirm.
     assert vendor.post(token, {**answer, "id": "task-unified-1-aaaaaaaa"}).status_code == 200
 
