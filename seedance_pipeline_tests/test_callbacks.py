@@ -395,3 +395,18 @@ def test_a_resubmission_gets_a_new_token_and_the_old_one_stops_working(ledger):
 
     assert ledger.row_for_callback(old) is None  # the first attempt's callback changes nothing
     assert ledger.row_for_callback(new).attempt == 2
+
+
+def test_a_first_poll_planned_minutes_ahead_waits_for_its_time(ledger, emulator, api_key):
+    """A callback-deferred first poll (minutes ahead) is not mistaken for a clock step back;
+    one planned hours ahead still is."""
+    from seedance_pipeline.polling import poll_round
+
+    now = time.time()
+    for prompt_id, first_poll in (("deferred", now + 300), ("clock_step", now + 3 * 3600)):
+        ledger.claim(DAY, prompt_id, BODY, 1.0)
+        ledger.record_submitted(DAY, prompt_id, f"task-{prompt_id}", first_poll)
+
+    summary = poll_round(ledger, lambda: AsyncClient(api_key, base_url=emulator))
+    assert summary.polled == 1
+    assert _row(ledger, "deferred").polls == 0
