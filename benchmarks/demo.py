@@ -33,7 +33,7 @@ def main() -> None:
         subprocess.run(
             [sys.executable, "-m", "seedance_pipeline.cli", "demo"],
             check=True,
-            env={**os.environ, "SEEDANCE_DATA_DIR": str(data)},
+            env={**os.environ, "SEEDANCE_DATA_DIR": str(data), "DAGSTER_HOME": str(data.parent)},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -36,6 +36,7 @@ from .polling import PollPolicy, interpret
 from .seedance import AsyncClient, SeedanceError, Task
 from .seedance._rules import _is_loopback_url
 from .seedance._urls import origin, url_problem
+from .settings import SettingError
 from .statuses import WAITING, Status
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ def callback_base(api_base_url: str, value: str | None = None) -> str | None:
     accepted only when the API (`EVOLINK_BASE_URL`) is on loopback too (the emulator).
 
     Raises:
-        ValueError: the setting cannot work; the message names the variable.
+        SettingError: the setting cannot work; the message names the variable.
     """
     if value is None:
         value = os.environ.get(CALLBACK_URL_ENV, "")
@@ -81,7 +82,7 @@ def callback_base(api_base_url: str, value: str | None = None) -> str | None:
             "the public https base URL of `seedance-pipeline callbacks` (plain http on "
             "loopback only while EVOLINK_BASE_URL is loopback too)"
         )
-        raise ValueError(f"{CALLBACK_URL_ENV} {problem}; set it to {hint}")
+        raise SettingError(f"{CALLBACK_URL_ENV} {problem}; set it to {hint}")
     return value.rstrip("/")
 
 

@@ -12,46 +12,148 @@ from pathlib import Path
 
 from .catalog import CatalogError, find_catalog, load_media, load_prompts
 from .costs import GROUPS, chart, rollup
-from .planning import MediaFactsCache, PlannedRow, plan_partition, plan_row
+from .planning import MediaFactsCache, plan_partition, plan_row
+from .reports import (
+    cost_report,
+    costs_json,
+    plan_report,
+    print_costs,
+    print_plan,
+    print_run_summary,
+)
 from .seedance import PriceTable
-from .settings import SettingError, data_dir
-from .tables import read_all
+from .settings import SettingError, data_dir, env_number, parse_day
 
 SAMPLE_TIME_SCALE = 0.02
 
 
-def main(argv: list[str] | None = None) -> int:
+def _day(text: str) -> str:
+    try:
+        return parse_day(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number above 0")
+    return value
+
+
+def _by(text: str) -> list[str]:
+    by = [g.strip() for g in text.split(",") if g.strip()]
+    unknown = [g for g in by if g not in (*GROUPS, "scheduled_date", "day")]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"takes {', '.join(GROUPS)} or day, comma-separated, not {', '.join(unknown)}"
+        )
+    return ["scheduled_date" if g == "day" else g for g in by]
+
+
+def _kinds(text: str) -> tuple[str, ...]:
+    return tuple(k.strip() for k in text.split(",") if k.strip())
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seedance-pipeline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also print Dagster's step logs and stack traces (the UI always has them)",
+    )
 
-    demo = sub.add_parser("demo", help="the whole pipeline on the embedded emulator")
-    demo.add_argument("--time-scale", type=float, default=SAMPLE_TIME_SCALE)
+    demo = sub.add_parser(
+        "demo",
+        parents=[verbose],
+        help="the whole pipeline on the embedded emulator",
+        description="Start the emulator, run every day of data/catalog end to end, print costs.",
+    )
+    demo.add_argument(
+        "--time-scale",
+        type=_positive,
+        default=SAMPLE_TIME_SCALE,
+        help="emulated generation time as a fraction of the vendor's estimate "
+        f"(default {SAMPLE_TIME_SCALE}; 1 is real time)",
+    )
     demo.set_defaults(func=cmd_demo)
 
-    plan = sub.add_parser("plan", help="dry run: request bodies, estimates and rejections")
-    plan.add_argument("prompts", type=Path)
-    plan.add_argument("--media", type=Path)
-    plan.add_argument("--partition")
-    plan.add_argument("--json", action="store_true")
+    plan = sub.add_parser(
+        "plan",
+        help="dry run: request bodies, estimates and rejections",
+        description="Check a prompt catalog against the vendor's rules; nothing is sent.",
+    )
+    plan.add_argument("prompts", type=Path, help="the prompt catalog (.csv or .parquet)")
+    plan.add_argument(
+        "--media",
+        type=Path,
+        metavar="FILE",
+        help="the media catalog (default: media.csv or .parquet beside PROMPTS)",
+    )
+    plan.add_argument(
+        "--partition", type=_day, metavar="DATE", help="only the rows of this day (YYYY-MM-DD)"
+    )
+    plan.add_argument("--json", action="store_true", help="print one JSON document")
     plan.set_defaults(func=cmd_plan)
 
-    run = sub.add_parser("run", help="one partition end to end without a daemon")
-    run.add_argument("date")
-    run.add_argument("--prompts", type=Path)
-    run.add_argument("--media", type=Path)
+    run = sub.add_parser(
+        "run",
+        parents=[verbose],
+        help="one partition end to end without a daemon",
+        description="Plan, submit, poll until every task ended, save videos and tables for one "
+        "day; runs are recorded in $DAGSTER_HOME (default ./dagster_home).",
+    )
+    run.add_argument("date", type=_day, help="the day to run (YYYY-MM-DD)")
+    run.add_argument(
+        "--prompts",
+        type=Path,
+        metavar="FILE",
+        help="prompt catalog to use instead of data/catalog/prompts.*",
+    )
+    run.add_argument(
+        "--media",
+        type=Path,
+        metavar="FILE",
+        help="media catalog to use instead of data/catalog/media.*",
+    )
     run.set_defaults(func=cmd_run)
 
-    costs = sub.add_parser("costs", help="the cost report from the tables")
-    costs.add_argument("--since")
-    costs.add_argument("--until")
-    costs.add_argument("--by", default="model,quality,campaign")
-    costs.add_argument("--png", type=Path)
-    costs.add_argument("--json", action="store_true")
+    costs = sub.add_parser(
+        "costs",
+        help="the cost report from the tables",
+        description="Tasks, seconds delivered, credits and money from the generated_videos "
+        "tables under $SEEDANCE_DATA_DIR/warehouse.",
+    )
+    costs.add_argument("--since", type=_day, metavar="DATE", help="first day included")
+    costs.add_argument("--until", type=_day, metavar="DATE", help="last day included")
+    costs.add_argument(
+        "--by",
+        type=_by,
+        default=list(GROUPS),
+        help="groups, comma-separated, from model, quality, campaign, day "
+        "(default model,quality,campaign; empty for the total only)",
+    )
+    costs.add_argument(
+        "--png",
+        type=Path,
+        metavar="FILE",
+        help="also draw credits charged per day, stacked by the --by groups, into FILE",
+    )
+    costs.add_argument("--json", action="store_true", help="print one JSON document")
     costs.set_defaults(func=cmd_costs)
 
-    resolve = sub.add_parser("resolve", help="settle a row whose submission outcome is unknown")
-    resolve.add_argument("date")
-    resolve.add_argument("prompt_id")
+    resolve = sub.add_parser(
+        "resolve",
+        help="settle a row whose submission outcome is unknown",
+        description="Settle an `unknown` row after looking the prompt up on the EvoLink dashboard.",
+    )
+    resolve.add_argument("date", type=_day, help="the row's day (YYYY-MM-DD)")
+    resolve.add_argument("prompt_id", help="the row's prompt_id")
     group = resolve.add_mutually_exclusive_group(required=True)
     group.add_argument("--task-id", help="the task the dashboard shows for this prompt")
     group.add_argument(
@@ -63,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         "rebuild-ledger",
         help="restore a lost ledger from the days' submissions records (warehouse/submissions)",
     )
-    rebuild.add_argument("dates", nargs="+", help="the days to restore, YYYY-MM-DD")
+    rebuild.add_argument("dates", nargs="+", type=_day, help="the days to restore, YYYY-MM-DD")
     rebuild.set_defaults(func=cmd_rebuild_ledger)
 
     receiver = sub.add_parser(
@@ -187,79 +289,53 @@ def main(argv: list[str] | None = None) -> int:
     )
     emu.set_defaults(func=cmd_emulator)
 
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except SettingError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(exc)
+
+
+def _fail(message: object, code: int = 2) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def _prices() -> PriceTable:
+    try:
+        return PriceTable.load()
+    except ValueError as exc:  # SEEDANCE_PRICE_TABLE unreadable; the message says so
+        raise SettingError(str(exc)) from None
 
 
 # --- plan -----------------------------------------------------------------------------------
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    budget = env_number("SEEDANCE_MAX_CREDITS_PER_PARTITION")
     try:
         prompts = load_prompts(args.prompts)
         media_path = args.media or find_catalog(args.prompts.parent, "media")
         media = load_media(media_path, data_dir())
     except CatalogError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    facts, prices = MediaFactsCache(data_dir()), PriceTable.load()
+        return _fail(exc)
+    from .s3 import S3Media, s3_client
+
+    facts, prices = MediaFactsCache(data_dir(), S3Media(s3_client)), _prices()
     if args.partition:
         rows = plan_partition(prompts, media, args.partition, facts, prices)
     else:
         rows = [plan_row(p, media, facts, prices) for p in prompts]
-    report = plan_report(rows)
+    report = plan_report(rows, budget)
     if args.json:
         print(json.dumps(report, ensure_ascii=False, indent=2))
     else:
         print_plan(report)
     return 0
-
-
-def plan_report(rows: list[PlannedRow]) -> dict:
-    accepted = [r for r in rows if r.accepted]
-    report = {
-        "accepted": [
-            {
-                "prompt_id": r.prompt.prompt_id,
-                "request": r.body,
-                "estimated_credits": r.estimated_credits,
-            }
-            for r in accepted
-        ],
-        "rejected": [
-            {"prompt_id": r.prompt.prompt_id, "errors": r.errors} for r in rows if not r.accepted
-        ],
-        "estimated_credits_total": round(sum(r.estimated_credits for r in accepted), 4),
-    }
-    budget = os.environ.get("SEEDANCE_MAX_CREDITS_PER_PARTITION")
-    if budget:
-        report["budget"] = {
-            "max_credits_per_partition": float(budget),
-            "within_budget": report["estimated_credits_total"] <= float(budget),
-        }
-    return report
-
-
-def print_plan(report: dict) -> None:
-    for row in report["accepted"]:
-        body = row["request"]
-        print(
-            f"ACCEPT {row['prompt_id']:<24} {body['model']:<38} {body['quality']:>5} "
-            f"{body['duration']:>3}s  {row['estimated_credits']:>10.4f} credits"
-        )
-    for row in report["rejected"]:
-        print(f"REJECT {row['prompt_id']:<24} " + "\n       ".ljust(32).join(row["errors"]))
-    print(
-        f"{len(report['accepted'])} accepted, {len(report['rejected'])} rejected, "
-        f"estimated {report['estimated_credits_total']:.4f} credits"
-    )
-    if "budget" in report:
-        verdict = "within" if report["budget"]["within_budget"] else "OVER"
-        print(f"budget {report['budget']['max_credits_per_partition']:g} credits: {verdict}")
 
 
 # --- run ------------------------------------------------------------------------------------
@@ -270,10 +346,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     data_dir()  # no data directory here: stop before anything is written
     try:
-        run_partition(args.date, prompts=args.prompts, media=args.media)
+        videos = run_partition(
+            args.date, prompts=args.prompts, media=args.media, verbose=args.verbose
+        )
     except PipelineStopped as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return _fail(exc, 1)
+    print_run_summary(args.date, videos)
     return 0
 
 
@@ -281,7 +359,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .callbacks import receiving, summary
     from .emulator import DEFAULT_API_KEY, EmulatorConfig, running_emulator
     from .ledger import Ledger, ledger_url
-    from .runner import PipelineStopped, run_partition
+    from .runner import PipelineStopped, dagster_home, run_partition
 
     root = data_dir()
     try:
@@ -289,8 +367,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             {p.scheduled_date for p in load_prompts(find_catalog(root / "catalog", "prompts"))}
         )
     except CatalogError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(exc)
     config = EmulatorConfig(
         port=0,
         time_scale=args.time_scale,
@@ -299,6 +376,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         allow_loopback_callbacks=True,
     )
     started = time.monotonic()
+    summaries = []
     ledger = Ledger(ledger_url(root))
     with running_emulator(config) as url, receiving(ledger, DEFAULT_API_KEY, url) as receiver:
         print(f"emulator listening on {url} (state in {config.state_dir})")
@@ -308,78 +386,61 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
         for day in days:
             try:
-                run_partition(day)
+                summaries.append((day, run_partition(day, verbose=args.verbose)))
             except PipelineStopped as exc:
-                print(f"error: {exc}", file=sys.stderr)
-                return 1
+                return _fail(exc, 1)
     print(
         f"\ndemo finished in {time.monotonic() - started:.0f} s; videos in {root / 'videos'}, "
-        f"tables in {root / 'warehouse'}"
+        f"tables in {root / 'warehouse'}, Dagster runs in {dagster_home()} (README: the UI)\n"
     )
+    for day, videos in summaries:
+        print_run_summary(day, videos)
     print(summary(ledger.rows()) + "\n")
-    return cmd_costs(
-        argparse.Namespace(since=None, until=None, by="model,quality", png=None, json=False)
-    )
+    return _print_costs(["model", "quality"])
 
 
 # --- costs ----------------------------------------------------------------------------------
 
 
 def cmd_costs(args: argparse.Namespace) -> int:
-    by = [g.strip() for g in args.by.split(",") if g.strip()] if args.by else []
-    unknown = [g for g in by if g not in (*GROUPS, "scheduled_date", "day")]
-    if unknown:
-        print(
-            f"error: --by takes {', '.join(GROUPS)} or day, not {', '.join(unknown)}",
-            file=sys.stderr,
-        )
-        return 2
-    by = ["scheduled_date" if g == "day" else g for g in by]
-    videos = read_all(data_dir(), "generated_videos")
+    if args.since and args.until and args.since > args.until:
+        return _fail(f"--since {args.since} is after --until {args.until}: swap them")
+    if args.png and not args.png.parent.is_dir():
+        return _fail(f"--png {args.png}: folder {args.png.parent} does not exist; create it first")
+    return _print_costs(args.by, args.since, args.until, args.png, args.json)
+
+
+def _print_costs(
+    by: list[str],
+    since: str | None = None,
+    until: str | None = None,
+    png: Path | None = None,
+    as_json: bool = False,
+) -> int:
+    from .s3 import S3Error
+
+    try:
+        tables = _tables()
+        videos = tables.read_all("generated_videos")
+    except S3Error as exc:
+        return _fail(exc)
     if not videos.empty:
-        videos = videos[videos.scheduled_date.between(args.since or "0000", args.until or "9999")]
-    table, total = rollup(videos, by), rollup(videos, [])
-    if args.png:
-        chart(rollup(videos, ["scheduled_date", "model"]), args.png)
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "groups": table.to_dict("records"),
-                    "total": total.to_dict("records")[0] if len(total) else {},
-                },
-                default=str,
-                indent=2,
-            )
-        )
-        return 0
-    if table.empty:
-        print(f"no generated_videos tables under {data_dir() / 'warehouse'} yet")
-        return 0
-    columns = [
-        *by,
-        "tasks",
-        "completed",
-        "failed",
-        "rejected",
-        "seconds_delivered",
-        "credits_estimated",
-        "credits_reserved",
-        "credits_charged",
-        "credits_per_delivered_second",
-    ]
-    shown = table[columns].copy()
-    total_row = {c: total.iloc[0][c] if c in total else "" for c in columns}
-    total_row[by[0] if by else "tasks"] = "TOTAL" if by else total_row["tasks"]
-    print(shown.to_string(index=False))
-    print(
-        "TOTAL: "
-        + ", ".join(
-            f"{c}={total.iloc[0][c]:g}"
-            for c in columns[len(by) :]
-            if c in total and total.iloc[0][c] == total.iloc[0][c]
-        )
-    )
+        videos = videos[videos.scheduled_date.between(since or "0000", until or "9999")]
+    table, total = cost_report(videos, by, _prices())
+    if png:
+        try:
+            days = ["scheduled_date", *(g for g in by if g != "scheduled_date")]
+            chart(rollup(videos, days), png, by)
+        except OSError as exc:
+            return _fail(f"--png {png}: cannot write the chart ({exc.strerror})")
+    if as_json:
+        print(costs_json(table, total))
+    elif table.empty:
+        print(f"no generated_videos tables in {tables.location} for these days")
+    else:
+        print_costs(table, total, by)
+    if png:
+        print(f"chart: {png}", file=sys.stderr if as_json else sys.stdout)
     return 0
 
 
@@ -392,15 +453,13 @@ def cmd_resolve(args: argparse.Namespace) -> int:
 
     path = data_dir() / "state" / "ledger.sqlite3"
     if not os.environ.get(LEDGER_URL_ENV) and not path.is_file():
-        print(f"error: no ledger at {path}; check SEEDANCE_DATA_DIR", file=sys.stderr)
-        return 2
+        return _fail(f"no ledger at {path}; check SEEDANCE_DATA_DIR (or SEEDANCE_LEDGER_URL)")
     try:
         ledger = Ledger(ledger_url(data_dir()))
         ledger.resolve(args.date, args.prompt_id, None if args.forget else args.task_id)
-        write_record(ledger, data_dir(), args.date)  # a forgotten row is no lost one
+        write_record(ledger, _tables(), args.date)  # a forgotten row is no lost one
     except LookupError as exc:
-        print(f"error: {exc.args[0]}", file=sys.stderr)
-        return 2
+        return _fail(exc.args[0])
     print(
         f"{args.date}/{args.prompt_id}: "
         + (
@@ -412,6 +471,13 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tables():
+    """The warehouse the environment names (the data directory, or S3)."""
+    from .definitions import resources_from_env
+
+    return resources_from_env()["pipeline"].tables()
+
+
 def cmd_rebuild_ledger(args: argparse.Namespace) -> int:
     from .ledger import Ledger, ledger_url, safe_url
     from .records import rebuild
@@ -420,10 +486,9 @@ def cmd_rebuild_ledger(args: argparse.Namespace) -> int:
     ledger = Ledger(url)
     for day in args.dates:
         try:
-            restored = rebuild(ledger, data_dir(), day)
+            restored = rebuild(ledger, _tables(), day)
         except FileNotFoundError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+            return _fail(exc)
         print(f"{day}: {restored} row(s) restored into {safe_url(url)}")
     return 0
 
@@ -433,25 +498,13 @@ def cmd_callbacks(args: argparse.Namespace) -> int:
     from .definitions import resources_from_env
 
     if not os.environ.get("EVOLINK_API_KEY"):
-        print(
-            "error: EVOLINK_API_KEY is not set: the receiver confirms each callback with the API",
-            file=sys.stderr,
-        )
-        return 2
-    try:
-        resources = resources_from_env()
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _fail("EVOLINK_API_KEY is not set: the receiver confirms each callback with the API")
+    resources = resources_from_env()  # a malformed setting: SettingError, shown by main()
     evolink = resources["evolink"].process_config_and_initialize()
     ledger = resources["pipeline"].ledger()
     print(f"callback receiver listening on http://{args.host}:{args.port} ({ledger!r})", flush=True)
     serve(create_app(ledger, evolink.async_client), args.host, args.port)
     return 0
-
-
-def _kinds(text: str) -> tuple[str, ...]:
-    return tuple(k.strip() for k in text.split(",") if k.strip())
 
 
 def cmd_emulator(args: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -75,16 +76,18 @@ def rollup(videos: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     )
 
 
-def chart(daily: pd.DataFrame, path: str | Path) -> Path:
-    """A PNG of credits charged per day, stacked by model."""
+def chart(daily: pd.DataFrame, path: str | Path, by: Sequence[str] = ("model",)) -> Path:
+    """A PNG of credits charged per day, stacked by the groups `by` (one bar a day if none)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pivot = daily.pivot_table(
+    by = [g for g in by if g != "scheduled_date"]
+    group = daily[by].astype(str).agg(" / ".join, axis=1) if by and len(daily) else "all"
+    pivot = daily.assign(group=group).pivot_table(
         index="scheduled_date",
-        columns="model",
+        columns="group",
         values="credits_charged",
         aggfunc="sum",
         fill_value=0,
@@ -92,8 +95,8 @@ def chart(daily: pd.DataFrame, path: str | Path) -> Path:
     fig, ax = plt.subplots(figsize=(8, 4.5))
     if not pivot.empty:
         pivot.plot(kind="bar", stacked=True, ax=ax)
-        ax.legend(fontsize=7)
-    ax.set_title("Credits charged per day, by model")
+        ax.legend(fontsize=7, title=" / ".join(by) or None)
+    ax.set_title(f"Credits charged per day, by {', '.join(by) or 'day'}")
     ax.set_xlabel("day")
     ax.set_ylabel("credits")
     fig.tight_layout()

@@ -12,6 +12,7 @@ from .callbacks import awaits_callback
 from .ledger import Ledger, LedgerRow
 from .polling import poll_round
 from .statuses import WAITING, Status
+from .storage import VideoStore
 from .videos import DOWNLOAD_WORKERS, max_video_bytes, needs_download, store_video
 
 
@@ -19,7 +20,7 @@ def follow_day(
     partition: str,
     ledger: Ledger,
     evolink,
-    storage: Callable,
+    store: VideoStore,
     submitting: threading.Event,
     progress: Callable[[list[LedgerRow]], None] = lambda rows: None,
 ) -> None:
@@ -35,7 +36,6 @@ def follow_day(
     """
     cap = max_video_bytes()
     with evolink.client() as client, ThreadPoolExecutor(DOWNLOAD_WORKERS) as pool:
-        store = storage(client)
         downloads: dict[str, Future] = {}
         while True:
             ledger.resolve_abandoned_claims(partition)

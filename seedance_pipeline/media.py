@@ -88,12 +88,35 @@ def _facts(container, kind: str, size: int) -> MediaFacts:
 
 
 def measure_video_output(path: str | os.PathLike) -> dict:
-    """Pixels, duration and audio of a generated MP4, for the videos table and checks."""
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        return {
-            "width": stream.width,
-            "height": stream.height,
-            "duration_s": round(container.duration / 1_000_000, 3) if container.duration else None,
-            "has_audio": bool(container.streams.audio),
-        }
+    """Pixels, duration and audio of a generated MP4, for the videos table and checks.
+
+    Every video packet is read (not decoded), so a file cut short fails here even when its
+    header, written first, promises the full duration.
+
+    Raises:
+        MediaError: not a video, or its picture stops well before the duration it claims.
+    """
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise MediaError(f"{path}: holds no video stream")
+            stream = container.streams.video[0]
+            claimed = container.duration / 1_000_000 if container.duration else None
+            end = 0.0
+            for packet in container.demux(stream):
+                if packet.pts is not None and packet.size:
+                    end = max(end, float((packet.pts + (packet.duration or 0)) * stream.time_base))
+            facts = {
+                "width": stream.width,
+                "height": stream.height,
+                "duration_s": round(claimed, 3) if claimed else None,
+                "has_audio": bool(container.streams.audio),
+            }
+    except av.error.FFmpegError as exc:
+        raise MediaError(f"{path}: not a readable video ({exc})") from None
+    if claimed is None or end < claimed - 0.5:
+        raise MediaError(
+            f"{path}: the picture ends at {end:.2f} s of the {claimed or 0:.2f} s it claims "
+            "(a truncated or corrupt file)"
+        )
+    return facts

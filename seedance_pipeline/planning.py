@@ -8,13 +8,16 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from .catalog import Media, Prompt
 from .media import MediaError, measure
 from .seedance import GenerationRequest, MediaFacts, PriceTable, output_pixels, validate_request
+
+if TYPE_CHECKING:
+    from .s3 import S3Media
 
 # Local files get this URL until they are published; `plan` shows it as is.
 PENDING_UPLOAD = "https://upload.pending/"
@@ -52,8 +55,9 @@ class PlannedRow:
 class MediaFactsCache:
     """Measures each local file once; facts of remote media come from the catalog."""
 
-    def __init__(self, data_dir: Path):
+    def __init__(self, data_dir: Path, s3_media: S3Media | None = None):
         self.data_dir = Path(data_dir).resolve()
+        self.s3_media = s3_media  # measures and presigns `s3://` media when given
         self._cache: dict[tuple[Path, str], MediaFacts | MediaError] = {}
 
     def url_and_facts(self, media: Media) -> tuple[str, MediaFacts]:
@@ -62,6 +66,8 @@ class MediaFactsCache:
         Raises:
             MediaError: a local file is missing, unreadable, or not of its catalog kind.
         """
+        if media.path is None and self.s3_media and media.uri.startswith("s3://"):
+            return self.s3_media.url_and_facts(media.uri, media.kind)
         if media.path is None:
             facts = MediaFacts(
                 media.kind,

@@ -8,13 +8,12 @@ a run refuses to submit that day until the ledger is restored from it.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 
 from .ledger import Ledger, LedgerRow, safe_url
 from .statuses import Status
-from .tables import read_table, table_path, write_table
+from .tables import TableStore, table_key
 
 ASSET = "submissions"
 COLUMNS = [
@@ -37,11 +36,11 @@ class LedgerLost(RuntimeError):
     """Submissions are recorded for a day that the ledger knows nothing of."""
 
 
-def write_record(ledger: Ledger, root: Path, partition: str) -> None:
+def write_record(ledger: Ledger, tables: TableStore, partition: str) -> None:
     """Record the day's submissions as the ledger has them (call after every submission step)."""
     rows = [r for r in ledger.rows(partition) if r.status != Status.SUBMITTING]
     frame = pd.DataFrame([_record(r) for r in rows], columns=COLUMNS)
-    write_table(frame, root, ASSET, partition)
+    tables.write(frame, ASSET, partition)
 
 
 def _record(r: LedgerRow) -> dict:
@@ -61,19 +60,20 @@ def _record(r: LedgerRow) -> dict:
     }
 
 
-def _recorded(root: Path, partition: str) -> pd.DataFrame | None:
-    if not table_path(root, ASSET, partition).is_file():
+def _recorded(tables: TableStore, partition: str) -> pd.DataFrame | None:
+    try:
+        return tables.read(ASSET, partition)
+    except FileNotFoundError:
         return None
-    return read_table(root, ASSET, partition)
 
 
-def check_ledger(ledger: Ledger, root: Path, partition: str) -> None:
+def check_ledger(ledger: Ledger, tables: TableStore, partition: str) -> None:
     """Refuse to go on when the day's record lists submissions the ledger lacks.
 
     Raises:
         LedgerLost: naming what is missing and how to restore it.
     """
-    recorded = _recorded(root, partition)
+    recorded = _recorded(tables, partition)
     if recorded is None or recorded.empty:
         return
     known = {r.prompt_id for r in ledger.rows(partition)}
@@ -82,23 +82,24 @@ def check_ledger(ledger: Ledger, root: Path, partition: str) -> None:
         shown = ", ".join(missing[:5]) + ("…" if len(missing) > 5 else "")
         raise LedgerLost(
             f"{partition}: {len(missing)} submission(s) recorded in "
-            f"{table_path(root, ASSET, partition)} are not in the ledger "
+            f"{tables.location}/{table_key(ASSET, partition)} are not in the ledger "
             f"({safe_url(ledger.db.url)}): {shown}. Submitting now would pay for them again. "
             "The ledger was lost or SEEDANCE_DATA_DIR/SEEDANCE_LEDGER_URL points elsewhere: "
             f"restore it with `seedance-pipeline rebuild-ledger {partition}`, then run again"
         )
 
 
-def rebuild(ledger: Ledger, root: Path, partition: str) -> int:
+def rebuild(ledger: Ledger, tables: TableStore, partition: str) -> int:
     """Put the day's recorded submissions back into the ledger; returns how many were missing.
 
     Rows with a task that did not fail are polled again, so their state (and a fresh result
     link) comes from the vendor.
     """
-    recorded = _recorded(root, partition)
+    recorded = _recorded(tables, partition)
     if recorded is None:
         raise FileNotFoundError(
-            f"{table_path(root, ASSET, partition)}: no submissions recorded for {partition}"
+            f"{tables.location}/{table_key(ASSET, partition)}: no submissions recorded for "
+            f"{partition}"
         )
     restored = 0
     for rec in recorded.to_dict("records"):

@@ -8,6 +8,7 @@ import threading
 import time
 from pathlib import Path
 
+import pandas as pd
 from dagster import DagsterInstance, materialize
 
 from .callbacks import callback_base
@@ -18,22 +19,43 @@ from .defs.generation.assets import generated_videos, generation_requests, submi
 from .defs.partitions import daily_partitions
 from .follow import follow_day
 from .polling import PollingRefused
+from .seedance import APIError, Client, RetryPolicy, TransportError
+from .settings import SettingError
 from .statuses import SETTLED
 
-# Step logs stay in the Dagster instance; the shell shows warnings and the progress bar.
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# The default instance when DAGSTER_HOME is unset: the one the README's `dagster dev` opens.
+DEFAULT_DAGSTER_HOME = "dagster_home"
+# Written into a new ./dagster_home, as in the project's own: no usage statistics, no banner.
+INSTANCE_SETTINGS = "telemetry:\n  enabled: false\n"
+# A refused connection is reported after this long, not after the client's full backoff.
+REACHABILITY_RETRY = RetryPolicy(max_attempts=3, base_delay=2.0, max_total_wait=15.0)
 
 
 class PipelineStopped(RuntimeError):
     """The pipeline itself could not work (bad key, no credits, unreadable catalog, ...)."""
 
 
-def _instance() -> DagsterInstance:
-    """The persistent instance when DAGSTER_HOME is set, else a throwaway one."""
-    try:
-        return DagsterInstance.get()
-    except Exception:  # DagsterHomeNotSetError and friends: no DAGSTER_HOME
-        return DagsterInstance.ephemeral()
+def dagster_home() -> Path:
+    """`$DAGSTER_HOME`, else `./dagster_home`: runs stay visible in the Dagster UI."""
+    return Path(os.environ.get("DAGSTER_HOME") or DEFAULT_DAGSTER_HOME).absolute()
+
+
+def instance() -> DagsterInstance:
+    """The instance at `dagster_home()`; a new `./dagster_home` gets the project's settings."""
+    home = dagster_home()
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not os.environ.get("DAGSTER_HOME") and not config.exists():
+        config.write_text(
+            "# Made by seedance-pipeline, as the project's own dagster_home.\n" + INSTANCE_SETTINGS
+        )
+    return DagsterInstance.from_config(str(home))
+
+
+def _run_config(verbose: bool) -> dict:
+    """Step logs stay in the instance (the UI shows them); the shell gets them with --verbose."""
+    level = "INFO" if verbose else "CRITICAL"
+    return {"loggers": {"console": {"config": {"log_level": level}}}}
 
 
 def _failure(result) -> str:
@@ -48,23 +70,37 @@ def _failure(result) -> str:
     return "; ".join(messages) or "a step failed"
 
 
-def _materialize(assets, resources, instance, partition: str | None = None) -> None:
-    result = materialize(
-        assets,
-        resources=resources,
-        instance=instance,
-        partition_key=partition,
-        raise_on_error=False,
-        run_config=QUIET,
+def _reachable(evolink) -> None:
+    """Stop at once when the API does not answer, instead of after minutes of retries."""
+    client = Client(
+        evolink.api_key,
+        base_url=evolink.base_url,
+        files_url=evolink.files_url,
+        retry=REACHABILITY_RETRY,
     )
-    if not result.success:
-        raise PipelineStopped(_failure(result))
+    with client:
+        try:
+            client.get_credits()
+        except TransportError as exc:
+            raise PipelineStopped(
+                f"cannot reach the EvoLink API ({exc}): check EVOLINK_BASE_URL, or start "
+                "the emulator (`seedance-pipeline emulator`)"
+            ) from None
+        except APIError:
+            pass  # an answer, even a refusal, proves the API is there; submission reports it
 
 
 def run_partition(
-    partition: str, prompts: Path | None = None, media: Path | None = None, out=None
-) -> None:
+    partition: str,
+    prompts: Path | None = None,
+    media: Path | None = None,
+    out=None,
+    verbose: bool = False,
+) -> pd.DataFrame:
     """Requests, submission, polling until every task ended, videos and tables.
+
+    Returns:
+        The partition's `generated_videos` table.
 
     Raises:
         PipelineStopped: with the reason, when the pipeline could not do its work.
@@ -73,7 +109,7 @@ def run_partition(
     if not daily_partitions.has_partition_key(partition):
         raise PipelineStopped(
             f"{partition!r} is not a day of the pipeline's partitions: give a date YYYY-MM-DD "
-            f"from {daily_partitions.start:%Y-%m-%d} to today (UTC)"
+            f"from {daily_partitions.start:%Y-%m-%d} (SEEDANCE_PARTITIONS_START) to today (UTC)"
         )
     if not os.environ.get("EVOLINK_API_KEY"):
         raise PipelineStopped(
@@ -83,57 +119,68 @@ def run_partition(
     try:
         resources = resources_from_env(prompts, media)
         callback_base(resources["evolink"].base_url)
-    except ValueError as exc:  # a malformed setting, named in the message
+    except SettingError as exc:
         raise PipelineStopped(str(exc)) from None
     pipeline = resources["pipeline"]
-    instance = _instance()
-    print(f"[{partition}] planning and submitting", file=out)
-    _materialize([prompt_catalog, media_catalog], resources, instance)
-    ledger = pipeline.ledger()
     evolink = resources["evolink"].process_config_and_initialize()
-    submission = [generation_requests, submitted_tasks]
-    while submission:
-        _submit_while_following(submission, resources, instance, partition, ledger, evolink, out)
-        submission = (
-            [submitted_tasks] if ledger.resubmittable(partition, pipeline.max_attempts) else []
+    _reachable(evolink)
+    dagster = instance()
+
+    def run(assets, day: str | None = partition) -> None:
+        result = materialize(
+            assets,
+            resources=resources,
+            instance=dagster,
+            partition_key=day,
+            raise_on_error=False,
+            run_config=_run_config(verbose),
         )
-        if submission:
-            print(f"[{partition}] resubmitting tasks that failed transiently", file=out)
-    print(f"[{partition}] writing tables", file=out)
-    _materialize([generated_videos, generation_costs], resources, instance, partition)
+        if not result.success:
+            raise PipelineStopped(_failure(result))
 
+    print(f"[{partition}] planning and submitting", file=out)
+    run([media_catalog], None)
+    ledger = pipeline.ledger()
 
-def _submit_while_following(assets, resources, instance, partition, ledger, evolink, out):
-    """Submit (a Dagster run) while a thread polls and stores videos as tasks complete."""
-    submitting, failure = threading.Event(), []
-    submitting.set()
-    started = time.monotonic()
+    def submit(assets) -> None:
+        """Submit (a Dagster run) while a thread polls and stores videos as tasks complete."""
+        submitting, failure = threading.Event(), []
+        submitting.set()
+        started = time.monotonic()
 
-    def follow() -> None:
+        def follow() -> None:
+            try:
+                follow_day(
+                    partition,
+                    ledger,
+                    evolink,
+                    pipeline.videos(),
+                    submitting,
+                    lambda rows: _progress(partition, rows, started, out),
+                )
+            except BaseException as exc:  # re-raised in the caller's thread
+                failure.append(exc)
+
+        follower = threading.Thread(target=follow, name="follow-day", daemon=True)
+        follower.start()
         try:
-            follow_day(
-                partition,
-                ledger,
-                evolink,
-                resources["pipeline"].storage,
-                submitting,
-                lambda rows: _progress(partition, rows, started, out),
-            )
-        except BaseException as exc:  # re-raised in the caller's thread
-            failure.append(exc)
+            run(assets)
+        finally:
+            submitting.clear()
+            follower.join()
+            print(file=out)
+        if failure:
+            if isinstance(failure[0], PollingRefused):
+                raise PipelineStopped(str(failure[0])) from None
+            raise failure[0]
 
-    follower = threading.Thread(target=follow, name="follow-day", daemon=True)
-    follower.start()
-    try:
-        _materialize(assets, resources, instance, partition)
-    finally:
-        submitting.clear()
-        follower.join()
-    print(file=out)
-    if failure:
-        if isinstance(failure[0], PollingRefused):
-            raise PipelineStopped(str(failure[0])) from None
-        raise failure[0]
+    submit([prompt_catalog, generation_requests, submitted_tasks])
+    while ledger.resubmittable(partition, pipeline.max_attempts):
+        print(f"[{partition}] resubmitting tasks that failed transiently", file=out)
+        submit([submitted_tasks])
+    print(f"[{partition}] writing tables", file=out)
+    run([generated_videos, generation_costs])
+    return pipeline.tables().read("generated_videos", partition)
 
 
 def _progress(partition: str, rows, started: float, out) -> None:

@@ -1,16 +1,59 @@
-"""Where the data lives, checked so that a slip never starts an empty data directory."""
+"""Settings read from the environment, checked where they are used (never at import)."""
 
 from __future__ import annotations
 
+import datetime as dt
+import math
 import os
+import re
 from pathlib import Path
 
+DAY_FORMAT = re.compile(r"\d{4}-\d{2}-\d{2}")
 DATA_DIR_ENV = "SEEDANCE_DATA_DIR"
 DEFAULT_DATA_DIR = Path("data")
 
 
 class SettingError(ValueError):
-    """A setting is missing or malformed; the message names it and what to do."""
+    """An environment setting is malformed; the message names the variable and the fix."""
+
+
+def parse_day(text: str) -> str:
+    """`text` if it is a real calendar day written YYYY-MM-DD.
+
+    Raises:
+        ValueError: with a message saying what was expected.
+    """
+    try:
+        if DAY_FORMAT.fullmatch(text):
+            return dt.date.fromisoformat(text).isoformat()
+    except ValueError:
+        pass
+    raise ValueError(f"{text!r} is not a date YYYY-MM-DD")
+
+
+def env_day(name: str, default: str) -> str:
+    """The day in environment variable `name`, or `default` when unset."""
+    value = os.environ.get(name, "").strip()
+    try:
+        return parse_day(value) if value else default
+    except ValueError as exc:
+        raise SettingError(f"{name}: {exc}") from None
+
+
+def env_number(name: str, cast: type = float, *, zero: bool = True):
+    """The number in environment variable `name`, or None when unset."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    kind = "whole number" if cast is int else "number"
+    try:
+        number = cast(value)
+    except ValueError:
+        raise SettingError(f"{name}={value!r} is not a {kind}") from None
+    if not math.isfinite(number) or number < 0 or (number == 0 and not zero):
+        least = "at least 0" if zero else "above 0"
+        raise SettingError(f"{name}={value!r} must be a finite {kind} {least}")
+    return number
 
 
 def data_dir() -> Path:

@@ -1,33 +1,29 @@
-"""Where videos are kept and how local media become URLs the API can fetch."""
+"""Where finished videos are kept: under the data directory (the default) or on S3 (`s3.py`).
+
+A video is stored under a key relative to the storage root, `videos/<partition>/<id>.mp4`,
+so that moving the data directory or the bucket prefix keeps every stored video findable.
+"""
 
 from __future__ import annotations
 
 import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Protocol
 
-from .catalog import file_digest
-from .ledger import Ledger, pid_alive
-from .seedance import Client, SeedanceError
+from .ledger import pid_alive
 
-# Vendor uploads expire after 72 hours; reuse a published URL for at most 48.
-PUBLISHED_URL_MAX_AGE = 48 * 3600
-
-
-class PublishError(RuntimeError):
-    """A local media file could not be made reachable by the API."""
-
-
-# `.<name>.<pid>.part` (downloads) and `.<name>.<pid>.tmp` (tables): written, then renamed.
+# `.<name>.<pid>.part` (downloads) and `.<name>.<pid>.tmp` (scratch files, tables): written,
+# then renamed or uploaded.
 _TEMPORARY = re.compile(r"^\..+\.(\d+)\.(part|tmp)$")
 
 
 def remove_orphaned_temporaries(directory: str | os.PathLike) -> list[Path]:
     """Delete the temporary files in `directory` whose writer process is gone (killed).
 
-    A live writer's file is left alone; the data directory is assumed local to this host,
-    as the ledger's claims are.
+    A live writer's file is left alone; the directory is assumed local to this host, as the
+    ledger's claims are.
     """
     removed = []
     directory = Path(directory)
@@ -41,51 +37,56 @@ def remove_orphaned_temporaries(directory: str | os.PathLike) -> list[Path]:
     return removed
 
 
+def video_key(partition: str, prompt_id: str) -> str:
+    """A video's key under the storage root."""
+    return f"videos/{partition}/{prompt_id}.mp4"
+
+
+def scratch_file(folder: Path, prompt_id: str) -> Path:
+    """A per-process download name in `folder`, after clearing what killed writers left."""
+    folder.mkdir(parents=True, exist_ok=True)
+    remove_orphaned_temporaries(folder)
+    return folder / f".{prompt_id}.mp4.{os.getpid()}.tmp"
+
+
 class VideoStore(Protocol):
     def scratch_path(self, partition: str, prompt_id: str) -> Path:
         """Where to download a video before it is checked and kept."""
 
-    def put(self, local: Path, partition: str, prompt_id: str) -> str:
-        """Keep the checked file (it leaves `local`); returns its key under the root."""
+    def put(self, local_path: Path, partition: str, prompt_id: str) -> str:
+        """Keep the checked file (it is gone from `local_path` after); returns its key."""
 
     def uri(self, key: str) -> str:
-        """The stored video's URI, for tables."""
+        """The stored video's URI for tables: an absolute path or `s3://bucket/key`."""
+
+    def exists(self, key: str) -> bool:
+        """Whether the video under `key` is stored."""
 
 
-class LocalStorage:
-    """Videos under `<data_dir>/videos/`; media published through the files API."""
+class LocalVideoStore:
+    """Videos under `<data_dir>/videos/<partition>/<prompt_id>.mp4`."""
 
-    def __init__(self, data_dir: Path, client: Client, ledger: Ledger):
+    def __init__(self, data_dir: str | os.PathLike):
         self.root = Path(data_dir)
-        self.client = client
-        self.ledger = ledger
-
-    def publish(self, path: Path) -> str:
-        digest = file_digest(path)
-        host = self.client.files_url
-        url = self.ledger.published_url(digest, host, PUBLISHED_URL_MAX_AGE)
-        if url is None:
-            try:
-                url = self.client.upload_file(path).file_url
-            except SeedanceError as exc:
-                raise PublishError(
-                    f"{path}: could not be published through the files API at {host} ({exc}); "
-                    "check EVOLINK_API_KEY and EVOLINK_FILES_URL, or give this media an "
-                    "https:// uri in the media catalog"
-                ) from None
-            self.ledger.record_published(digest, host, url)
-        return url
 
     def scratch_path(self, partition: str, prompt_id: str) -> Path:
-        folder = self.root / "videos" / partition
-        folder.mkdir(parents=True, exist_ok=True)
-        remove_orphaned_temporaries(folder)
-        return folder / f".{prompt_id}.mp4.{os.getpid()}.tmp"
+        # Beside the final name, so that `put` is an atomic rename.
+        return scratch_file(self.root / "videos" / partition, prompt_id)
 
-    def put(self, local: Path, partition: str, prompt_id: str) -> str:
-        key = f"videos/{partition}/{prompt_id}.mp4"
-        os.replace(local, self.root / key)
+    def put(self, local_path: Path, partition: str, prompt_id: str) -> str:
+        key = video_key(partition, prompt_id)
+        (self.root / key).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(local_path, self.root / key)
         return key
 
     def uri(self, key: str) -> str:
+        # Keys recorded before they were relative are absolute paths: `root / key` is `key`.
         return str((self.root / key).resolve())
+
+    def exists(self, key: str) -> bool:
+        return (self.root / key).is_file()
+
+
+def temporary_scratch(partition: str, prompt_id: str) -> Path:
+    """A scratch name outside the data directory, for stores that keep nothing locally."""
+    return scratch_file(Path(tempfile.gettempdir()) / "seedance-videos" / partition, prompt_id)

@@ -1,44 +1,103 @@
-"""Per-partition Parquet tables under `<data_dir>/warehouse/<asset>/<partition>.parquet`."""
+"""Per-partition Parquet tables, `warehouse/<asset>/<partition>.parquet` under the storage root:
+the data directory (here) or an S3 prefix (`s3.py`)."""
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
+from typing import Protocol
 
 import pandas as pd
 
 from .storage import remove_orphaned_temporaries
 
 
+def table_key(asset: str, partition: str) -> str:
+    return f"warehouse/{asset}/{partition}.parquet"
+
+
+def not_written(where: str, asset: str, partition: str) -> FileNotFoundError:
+    return FileNotFoundError(f"{where}: not written yet; materialise {asset} for {partition}")
+
+
+def parquet_bytes(frame: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+def concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+class TableStore(Protocol):
+    location: str  # where the warehouse is, for messages
+
+    def write(self, frame: pd.DataFrame, asset: str, partition: str) -> str:
+        """Write a partition's table atomically (a reader sees the old or the new one); its URI."""
+
+    def read(self, asset: str, partition: str) -> pd.DataFrame:
+        """A partition's table. Raises FileNotFoundError (naming the asset) if not written."""
+
+    def read_all(self, asset: str) -> pd.DataFrame:
+        """Every partition of a table, concatenated (empty frame if none)."""
+
+    def write_file(self, name: str, data: bytes) -> str:
+        """Keep a file beside the tables (`warehouse/<name>`), atomically; its URI."""
+
+
+class LocalTableStore:
+    """Tables under `<data_dir>/warehouse/`."""
+
+    def __init__(self, data_dir: str | os.PathLike):
+        self.root = Path(data_dir)
+        self.location = str(self.root / "warehouse")
+
+    def path(self, asset: str, partition: str) -> Path:
+        return self.root / table_key(asset, partition)
+
+    def write(self, frame: pd.DataFrame, asset: str, partition: str) -> str:
+        return self._replace(self.path(asset, partition), parquet_bytes(frame))
+
+    def read(self, asset: str, partition: str) -> pd.DataFrame:
+        path = self.path(asset, partition)
+        if not path.is_file():
+            raise not_written(str(path), asset, partition)
+        return pd.read_parquet(path)
+
+    def read_all(self, asset: str) -> pd.DataFrame:
+        files = sorted((self.root / "warehouse" / asset).glob("*.parquet"))
+        return concat([pd.read_parquet(f) for f in files])
+
+    def write_file(self, name: str, data: bytes) -> str:
+        return self._replace(self.root / "warehouse" / name, data)
+
+    @staticmethod
+    def _replace(path: Path, data: bytes) -> str:
+        """Write to a temporary name, fsync, rename: never half a file under `path`."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_orphaned_temporaries(path.parent)  # what a killed writer left
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return str(path)
+
+
+# The local default's tables by data directory (tests and scripts).
 def table_path(data_dir: str | Path, asset: str, partition: str) -> Path:
-    return Path(data_dir) / "warehouse" / asset / f"{partition}.parquet"
-
-
-def write_table(frame: pd.DataFrame, data_dir: str | Path, asset: str, partition: str) -> Path:
-    """Write atomically: a reader sees the old table or the new one, never half of one."""
-    path = table_path(data_dir, asset, partition)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_orphaned_temporaries(path.parent)  # what a killed writer left
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        frame.to_parquet(tmp, index=False)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return LocalTableStore(data_dir).path(asset, partition)
 
 
 def read_table(data_dir: str | Path, asset: str, partition: str) -> pd.DataFrame:
-    path = table_path(data_dir, asset, partition)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not written yet; materialise {asset} for {partition}")
-    return pd.read_parquet(path)
+    return LocalTableStore(data_dir).read(asset, partition)
 
 
 def read_all(data_dir: str | Path, asset: str) -> pd.DataFrame:
-    """Every partition of a table, concatenated (empty frame if none)."""
-    files = sorted((Path(data_dir) / "warehouse" / asset).glob("*.parquet"))
-    frames = [pd.read_parquet(f) for f in files]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return LocalTableStore(data_dir).read_all(asset)

@@ -22,15 +22,19 @@ import pandas as pd
 from .ledger import Ledger, LedgerRow
 from .media import MediaError, measure_video_output
 from .planning import REQUEST_COLUMNS
-from .seedance import Client, LinkExpiredError, SeedanceError, output_pixels
+from .seedance import (
+    DEFAULT_MAX_VIDEO_BYTES,
+    Client,
+    LinkExpiredError,
+    SeedanceError,
+    output_pixels,
+)
 from .statuses import CHARGED, SETTLED, WAITING, Status
 from .storage import VideoStore
 
 log = logging.getLogger(__name__)
 
 MAX_VIDEO_BYTES_ENV = "SEEDANCE_MAX_VIDEO_BYTES"
-# 15 s of 1080p H.264 with audio is 20-60 MB; a result ten times larger is not a video.
-DEFAULT_MAX_VIDEO_BYTES = 512 * 1024 * 1024
 LINK_LIFETIME_SECONDS = 24 * 3600  # the vendor's result links live 24 hours
 DOWNLOAD_RETRY_SECONDS = 300
 DOWNLOAD_WORKERS = 4
@@ -96,7 +100,7 @@ def store_video(
     """Download, check and store one task's video; record and return what became of it."""
     scratch = store.scratch_path(row.partition, row.prompt_id)
     try:
-        download = client.download(row.result_url, scratch)
+        download = client.download(_result_url(row, client), scratch, max_bytes=max_bytes)
         measured = measure_video_output(scratch)
         key = store.put(scratch, row.partition, row.prompt_id)
     except LinkExpiredError as exc:
@@ -110,6 +114,18 @@ def store_video(
         row.partition, row.prompt_id, key, download.sha256, download.bytes, measured
     )
     return Status.COMPLETED
+
+
+def _result_url(row: LedgerRow, client: Client) -> str:
+    """The link to fetch; after a failed try, the vendor is asked for a fresh one first."""
+    if row.status == Status.DOWNLOAD_FAILED:
+        try:
+            fresh = client.get_task(row.task_id)
+        except SeedanceError as exc:
+            log.warning("%s: no fresh result link (%s); trying the last one", row.prompt_id, exc)
+        else:
+            return fresh.results[0] if fresh.results else row.result_url
+    return row.result_url
 
 
 def _not_stored(row: LedgerRow, ledger: Ledger, status: Status, code: str, why: str) -> Status:

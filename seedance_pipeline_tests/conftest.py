@@ -1,16 +1,23 @@
-"""Fixtures that run the local EvoLink emulator on loopback."""
+"""Fixtures that run the local EvoLink emulator and moto's S3 server on loopback."""
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
+import httpx
 import pytest
 
 from seedance_pipeline.emulator import DEFAULT_API_KEY, EmulatorConfig, running_emulator
 
+from .fault_support import free_port
 from .postgres import PostgresUnavailable, new_database, running_postgres
 
 
@@ -65,3 +72,54 @@ def ledger_url(request, tmp_path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'state' / 'ledger.sqlite3'}"
     return new_database(request.getfixturevalue("postgres_server"))
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory) -> Iterator[str]:
+    """moto's S3 server as a real process on loopback (`moto_server` from moto[server])."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("moto_server")),
+                "-H",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{url}/moto-api/", timeout=1)
+                break
+            except httpx.TransportError:
+                assert process.poll() is None, f"moto_server exited: {log.read_text()}"
+                assert time.monotonic() < deadline, "moto_server did not start in 30 s"
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+_buckets = itertools.count()
+
+
+@pytest.fixture
+def s3_bucket(moto_server, monkeypatch) -> str:
+    """A fresh, empty bucket on the moto server; the AWS_* variables point at it."""
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    bucket = f"seedance-test-{next(_buckets)}"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    return bucket

@@ -222,6 +222,7 @@ def pipeline_env(tmp_path: Path, url: str, data_dir: Path) -> dict[str, str]:
         EVOLINK_FILES_URL=url,
         EVOLINK_API_KEY=DEFAULT_API_KEY,
         SEEDANCE_DATA_DIR=str(data_dir),
+        DAGSTER_HOME=str(tmp_path / "dagster_home"),
         PYTHONPATH=str(hooks),
     )
     return env

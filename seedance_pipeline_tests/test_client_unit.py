@@ -1,6 +1,6 @@
-"""The httpx clients against `httpx.MockTransport`: errors, retries, secrets, downloads.
+"""The httpx clients against `httpx.MockTransport`: errors, retries, answers, secrets, pacing.
 
-No network and no real sleeping: `time.sleep` / `asyncio.sleep` are replaced by recorders.
+No network and no real sleeping: the client module's clock is fake (`client_support`).
 The async client is driven with `asyncio.run` (pytest-asyncio is not a dependency).
 """
 
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import hashlib
 import json
 import logging
 import time
@@ -25,7 +24,7 @@ from seedance_pipeline.seedance import (
     Client,
     InsufficientQuotaError,
     InvalidRequestError,
-    LinkExpiredError,
+    MalformedAnswerError,
     NotFoundError,
     OutcomeUnknownError,
     RateLimitError,
@@ -37,10 +36,20 @@ from seedance_pipeline.seedance import (
     _client,
 )
 
-KEY = "sk-evo-UNIT-TEST-SECRET-0123456789abcdef"
+from . import client_support
+from .client_support import KEY, Recorder
+
+MAX_ANSWER_BYTES = _client.MAX_ANSWER_BYTES
+
+# The fixtures of `client_support`, for pytest to find here.
+clock, sleeps, fresh_pacing = (
+    client_support.clock,
+    client_support.sleeps,
+    client_support.fresh_pacing,
+)
+
 BASE = "https://api.test.invalid"
 FILES = "https://files.test.invalid"
-RESULT = "https://cdn.test.invalid/results/video.mp4?X-Signature=abc123"
 TASK_ID = "task-unified-1774857405-abc12345"
 
 TASK = {
@@ -76,39 +85,6 @@ def error_response(status: int, code: object, message: str, kind: str | None = N
     if kind:
         error["type"] = kind
     return httpx.Response(status, json={"error": error}, headers=headers)
-
-
-class Recorder:
-    """A handler that answers from a script of responses/exceptions and keeps every request."""
-
-    def __init__(self, *script: httpx.Response | Exception | Callable[[httpx.Request], object]):
-        self.script = list(script)
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        step = self.script.pop(0) if len(self.script) > 1 else self.script[0]
-        if callable(step) and not isinstance(step, httpx.Response):
-            step = step(request)
-        if isinstance(step, Exception):
-            raise step
-        return step
-
-    def __len__(self) -> int:
-        return len(self.requests)
-
-
-@pytest.fixture
-def sleeps(monkeypatch) -> list[float]:
-    """Every sleep the clients ask for; nothing really sleeps."""
-    recorded: list[float] = []
-
-    async def fake_async_sleep(seconds: float) -> None:
-        recorded.append(seconds)
-
-    monkeypatch.setattr(_client.time, "sleep", recorded.append)
-    monkeypatch.setattr(_client.asyncio, "sleep", fake_async_sleep)
-    return recorded
 
 
 def client(handler, **retry) -> Client:
@@ -166,7 +142,7 @@ def test_status_maps_to_exception_with_vendor_code_and_message(
 def test_integer_code_is_kept_as_text(sleeps, driver, status, cls, _code, message, _kind):
     handler = Recorder(error_response(status, status, message))
     with pytest.raises(cls) as info:
-        DRIVERS[driver](handler, "create_task", BODY, max_attempts=1)
+        DRIVERS[driver](handler, "get_task", TASK_ID, max_attempts=1)
     assert info.value.code == str(status)
     assert info.value.message == message
 
@@ -207,7 +183,7 @@ def test_429_retry_after_is_honoured_then_succeeds(sleeps, driver, call):
     task = DRIVERS[driver](handler, call, *CALLS[call])
     assert isinstance(task, Task) and task.id == TASK_ID
     assert len(handler) == 2
-    assert len(sleeps) == 1 and sleeps[0] >= 7
+    assert sleeps[0] >= 7  # then, maybe, a pause of the learned pacing
 
 
 def test_429_retry_after_as_http_date(sleeps):
@@ -228,14 +204,29 @@ def test_429_retry_after_carried_on_the_exception(sleeps):
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
-@pytest.mark.parametrize("call", CALLS)
-@pytest.mark.parametrize("status", [429, 500, 502, 503])
-def test_max_attempts_is_respected(sleeps, driver, call, status):
+@pytest.mark.parametrize(
+    ("call", "status"),
+    [("create_task", 429), *(("get_task", status) for status in (429, 500, 502, 503))],
+)
+def test_max_attempts_is_respected(clock, driver, call, status):
     handler = Recorder(error_response(status, "busy", "try later"))
     with pytest.raises((RateLimitError, ServerError)):
         DRIVERS[driver](handler, call, *CALLS[call], max_attempts=3)
     assert len(handler) == 3
-    assert len(sleeps) == 2
+    assert len(clock.sleeps) >= 2
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+@pytest.mark.parametrize(("status", "code"), [(500, "internal_error"), (502, "upstream_error")])
+def test_create_answered_5xx_is_outcome_unknown_and_never_resent(sleeps, driver, status, code):
+    handler = Recorder(
+        error_response(status, code, "gateway trouble"), httpx.Response(200, json=TASK)
+    )
+    with pytest.raises(OutcomeUnknownError) as info:
+        DRIVERS[driver](handler, "create_task", BODY)
+    assert len(handler) == 1 and sleeps == []
+    assert f"HTTP {status} {code}" in str(info.value) and "not resubmitted" in str(info.value)
+    assert isinstance(info.value.__cause__, ServerError)
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
@@ -244,7 +235,7 @@ def test_max_total_wait_is_respected(sleeps, driver):
     with pytest.raises(RateLimitError):
         DRIVERS[driver](handler, "get_task", TASK_ID, max_attempts=10, max_total_wait=120)
     assert len(handler) == 3  # waits 50 + 50; a third wait would pass 120 s
-    assert sum(sleeps) <= 120 and len(sleeps) == 2
+    assert sum(sleeps) <= 120 + 2 * 2  # the retries, and the learned pacing after each 429
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
@@ -435,111 +426,208 @@ def test_key_in_no_exception_and_no_log_record(sleeps, driver, caplog):
     assert KEY not in caplog.text
 
 
-# ---- downloads -----------------------------------------------------------------------------
-
-PAYLOAD = bytes(range(256)) * (3 * 4096 + 7)  # ~3 MB, several chunks
+# ---- answers that prove nothing, and answers too large to read -----------------------------
 
 
-class ChunkStream(httpx.SyncByteStream):
-    """Yields `data` in 256 KB chunks, optionally failing after `fail_after` chunks."""
+def ok(**content) -> Callable[[httpx.Request], httpx.Response]:
+    """A fresh 200 answer for each request (a response's body can be read once)."""
+    return lambda request: httpx.Response(200, **content)
 
-    def __init__(self, data: bytes, fail_after: int | None = None):
-        self.data, self.fail_after = data, fail_after
+
+NOT_A_TASK = [  # (answer, what the error says)
+    pytest.param(ok(text="<html>gateway</html>"), "not JSON", id="html"),
+    pytest.param(ok(json=["a"]), "JSON object", id="list"),
+    pytest.param(ok(json={"id": TASK_ID}), "id and status", id="no-status"),
+    pytest.param(ok(json=TASK | {"results": "x"}), "results", id="results"),
+    pytest.param(ok(json=TASK | {"progress": "5"}), "progress", id="progress"),
+    pytest.param(ok(content=b" " * (MAX_ANSWER_BYTES + 1)), "larger than", id="huge"),
+]
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+@pytest.mark.parametrize(("answer", "why"), NOT_A_TASK)
+def test_create_answered_with_something_not_a_task_is_outcome_unknown(sleeps, driver, answer, why):
+    handler = Recorder(answer, httpx.Response(200, json=TASK))
+    with pytest.raises(OutcomeUnknownError, match=why) as info:
+        DRIVERS[driver](handler, "create_task", BODY)
+    assert len(handler) == 1 and sleeps == []
+    assert "a task may have been created" in str(info.value)
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+@pytest.mark.parametrize(("answer", "why"), NOT_A_TASK)
+def test_poll_answered_with_something_not_a_task_is_malformed(sleeps, driver, answer, why):
+    handler = Recorder(answer)
+    with pytest.raises(MalformedAnswerError, match=why) as info:
+        DRIVERS[driver](handler, "get_task", TASK_ID, max_attempts=2)
+    assert len(handler) == 2  # a gateway's glitch may pass: retried within the policy
+    assert f"/v1/tasks/{TASK_ID}" in str(info.value)
+
+
+def test_poll_answer_about_another_task_is_malformed(sleeps):
+    other = TASK | {"id": "task-unified-1774857405-zzzzzzzz"}
+    with pytest.raises(MalformedAnswerError, match="zzzzzzzz"):
+        call_sync(Recorder(httpx.Response(200, json=other)), "get_task", TASK_ID, max_attempts=1)
+
+
+class Endless(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """A 1.5 GB body made on demand, counting what was taken from it."""
+
+    def __init__(self, size: int = 1_500_000_000, chunk: int = 64 * 1024):
+        self.size, self.chunk, self.sent = size, chunk, 0
+
+    def _next(self) -> bytes:
+        self.sent += self.chunk
+        return b" " * self.chunk
 
     def __iter__(self):
-        size = 256 * 1024
-        for i, start in enumerate(range(0, len(self.data), size)):
-            if self.fail_after is not None and i >= self.fail_after:
-                raise httpx.ReadError("connection reset mid-body")
-            yield self.data[start : start + size]
+        while self.sent < self.size:
+            yield self._next()
+
+    async def __aiter__(self):
+        while self.sent < self.size:
+            yield self._next()
 
 
-def ok_download(request: httpx.Request) -> httpx.Response:
-    return httpx.Response(200, stream=ChunkStream(PAYLOAD))
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_huge_poll_answer_is_not_read(sleeps, driver):
+    body = Endless()
+    handler = Recorder(lambda request: httpx.Response(200, stream=body))
+    with pytest.raises(MalformedAnswerError, match="larger than"):
+        DRIVERS[driver](handler, "get_task", TASK_ID, max_attempts=1)
+    assert body.sent <= MAX_ANSWER_BYTES + 64 * 1024
 
 
-def broken_download(request: httpx.Request) -> httpx.Response:
-    return httpx.Response(200, stream=ChunkStream(PAYLOAD, fail_after=3))
-
-
-def test_download_streams_to_file_with_sha256_and_size(sleeps, tmp_path):
-    handler = Recorder(ok_download)
-    dest = tmp_path / "videos" / "2026-11-20" / "p1.mp4"
-    result = call_sync(handler, "download", RESULT, dest)
-    assert dest.read_bytes() == PAYLOAD
-    assert result.sha256 == hashlib.sha256(PAYLOAD).hexdigest()
-    assert result.bytes == len(PAYLOAD)
-    assert result.path == str(dest)
-    assert sorted(p.name for p in dest.parent.iterdir()) == ["p1.mp4"]
-
-
-def test_download_does_not_send_the_key(sleeps, tmp_path):
-    handler = Recorder(ok_download)
-    call_sync(handler, "download", RESULT, tmp_path / "v.mp4")
-    (request,) = handler.requests
-    assert "authorization" not in request.headers
-    assert KEY not in str(request.headers) and KEY not in str(request.url)
-
-
-def test_download_failure_leaves_no_partial_file(sleeps, tmp_path):
-    handler = Recorder(broken_download)
-    dest = tmp_path / "v.mp4"
-    with pytest.raises(TransportError):
-        call_sync(handler, "download", RESULT, dest, max_attempts=2)
-    assert len(handler) == 2
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_download_failure_keeps_a_previous_complete_file(sleeps, tmp_path):
-    dest = tmp_path / "v.mp4"
-    dest.write_bytes(b"previous complete file")
-    with pytest.raises(TransportError):
-        call_sync(Recorder(broken_download), "download", RESULT, dest, max_attempts=1)
-    assert dest.read_bytes() == b"previous complete file"
-    assert [p.name for p in tmp_path.iterdir()] == ["v.mp4"]
-
-
-def test_download_retries_a_broken_stream_then_succeeds(sleeps, tmp_path):
-    handler = Recorder(broken_download, ok_download)
-    dest = tmp_path / "v.mp4"
-    result = call_sync(handler, "download", RESULT, dest)
-    assert len(handler) == 2 and len(sleeps) == 1
-    assert result.sha256 == hashlib.sha256(PAYLOAD).hexdigest()
-    assert [p.name for p in tmp_path.iterdir()] == ["v.mp4"]
-
-
-def test_download_retries_5xx(sleeps, tmp_path):
-    handler = Recorder(httpx.Response(503, text="busy"), ok_download)
-    result = call_sync(handler, "download", RESULT, tmp_path / "v.mp4")
-    assert result.bytes == len(PAYLOAD) and len(handler) == 2
-
-
-@pytest.mark.parametrize("status", [403, 404, 410])
-def test_expired_link_is_link_expired_error(sleeps, tmp_path, status):
-    handler = Recorder(httpx.Response(status, text="AccessDenied: Request has expired"))
-    with pytest.raises(LinkExpiredError) as info:
-        call_sync(handler, "download", RESULT, tmp_path / "v.mp4")
-    assert str(status) in str(info.value)
-    assert "X-Signature" not in str(info.value)  # the signed query is not echoed
-    assert len(handler) == 1 and sleeps == []
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_download_retry_budget_respects_max_total_wait(sleeps, tmp_path):
-    handler = Recorder(error_response(429, "rate_limit_exceeded", "x", **{"Retry-After": "50"}))
-    with pytest.raises(RateLimitError):
-        call_sync(
-            handler, "download", RESULT, tmp_path / "v.mp4", max_attempts=10, max_total_wait=120
-        )
-    assert sum(sleeps) <= 120
-    assert len(handler) == 3
+def test_task_keeps_unknown_statuses_and_completed_may_have_no_results():
+    odd = Task.from_json(TASK | {"status": "queued_for_review"})
+    assert odd.status == "queued_for_review" and not odd.is_terminal
+    done = Task.from_json(TASK | {"status": "completed", "results": None})
+    assert done.is_terminal and done.results == ()
 
 
 # ---- pacing under the key's rate limit -----------------------------------------------------
 
 
-def test_paced_clients_space_every_call_even_concurrent_ones_across_clients():
-    """Real sleeps: 12 concurrent polls and then a blocking create, at 50 requests/s."""
+class Limiter:
+    """A vendor allowing `rate` calls a second (a bucket of one second's worth, like the
+    emulator's), each call taking 10 ms of the fake clock; 429 without Retry-After beyond it."""
+
+    def __init__(self, clock, rate: float):
+        self.clock, self.rate = clock, rate
+        self.tokens, self.stamp, self.accepted, self.refused = rate, clock.now, 0, 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.clock.now += 0.01
+        elapsed, self.stamp = self.clock.now - self.stamp, self.clock.now
+        self.tokens = min(self.rate, self.tokens + elapsed * self.rate)
+        if self.tokens >= 1:
+            self.tokens -= 1
+            self.accepted += 1
+            return httpx.Response(200, json=TASK)
+        self.refused += 1
+        return error_response(429, "rate_limit_exceeded", "slow down")
+
+
+def test_adaptive_pacing_holds_just_under_the_limit(clock):
+    limiter = Limiter(clock, rate=20)
+    start = clock.now
+    with client(limiter, max_attempts=10, base_delay=0.1) as c:
+        for _ in range(2000):
+            c.get_task(TASK_ID)
+    share = limiter.refused / (limiter.accepted + limiter.refused)
+    rate = limiter.accepted / (clock.now - start)
+    # The vendor's first second's burst lets the average pass 20 by a little.
+    assert share < 0.05 and 0.9 * 20 < rate < 1.05 * 20, (share, rate)
+
+
+def test_without_adaptive_pacing_the_same_load_is_refused_far_more(clock, monkeypatch):
+    """The control for the test above: what the same vendor does to an unpaced client."""
+    monkeypatch.setattr(_client._Bucket, "answered", lambda *args: None)
+    limiter = Limiter(clock, rate=20)
+    with client(limiter, max_attempts=10, base_delay=0.1) as c:
+        for _ in range(500):
+            c.get_task(TASK_ID)
+    assert limiter.refused / (limiter.accepted + limiter.refused) > 0.2
+
+
+def answered_at(bucket, clock, now: float, refused: bool = False, retry_after=None) -> None:
+    clock.now = now
+    bucket.answered(now - 0.01, refused, retry_after)
+
+
+def test_a_429_slows_to_seven_tenths_of_the_accepted_rate_and_pauses(clock):
+    bucket = _client._Bucket(None)
+    assert bucket.take() == 0.0 and bucket.rate is None  # unlimited until refused
+    for i in range(20):  # 20 calls accepted within the last second
+        answered_at(bucket, clock, 1000 + i * 0.05)
+    answered_at(bucket, clock, 1001.0, refused=True, retry_after=2)
+    assert bucket.rate == pytest.approx(14)
+    assert bucket.take() == pytest.approx(2)  # Retry-After holds every call
+    clock.now = 1003.0
+    assert bucket.take() == pytest.approx(1 / 14)  # then one call every 1/14 s
+    clock.now += 1 / 14
+    assert bucket.take() == 0.0
+
+
+def test_429s_of_calls_already_sent_slow_down_only_once(clock):
+    bucket = _client._Bucket(None)
+    for i in range(20):
+        answered_at(bucket, clock, 1000 + i * 0.05)
+    answered_at(bucket, clock, 1001.0, refused=True)
+    for late in range(10):  # calls sent before the slow-down, refused after it
+        clock.now = 1001.01 + late * 0.001
+        bucket.answered(1000.99, True, None)
+    assert bucket.rate == pytest.approx(14)
+    clock.now = 1002
+    bucket.answered(1001.5, True, None)  # sent after the slow-down: a new overload
+    assert bucket.rate < 14 * 0.7 + 1e-9
+
+
+def test_the_rate_recovers_along_a_cubic_back_to_the_refused_rate_and_beyond(clock):
+    bucket = _client._Bucket(None)
+    for i in range(20):
+        answered_at(bucket, clock, 1000 + i * 0.05)
+    answered_at(bucket, clock, 1001.0, refused=True)
+    k = (20 * 0.3 / 0.4) ** (1 / 3)  # seconds until the rate is back at 20
+    rates = []
+    for t in (0.5, k, k + 2):
+        for i in range(20):  # keep 20 calls a second accepted
+            answered_at(bucket, clock, 1001 + t - 1 + i * 0.05)
+        answered_at(bucket, clock, 1001 + t)
+        rates.append(bucket.rate)
+    assert 14 < rates[0] < 20
+    assert rates[1] == pytest.approx(20)
+    assert rates[2] == pytest.approx(20 + 0.4 * 8)
+
+
+def test_a_configured_rate_is_a_cap(clock):
+    bucket = _client._Bucket(18)
+    assert bucket.rate == 18
+    for i in range(18):
+        answered_at(bucket, clock, 1000 + i / 18)
+    answered_at(bucket, clock, 1001.0, refused=True)
+    assert bucket.rate == pytest.approx(18 * 0.7)
+    for i in range(200):  # a long run of successes
+        answered_at(bucket, clock, 1002 + i * 0.05)
+    assert bucket.rate == 18
+
+
+def test_sync_and_async_clients_of_one_api_share_what_they_learned(sleeps):
+    refused = error_response(429, "rate_limit_exceeded", "x", **{"Retry-After": "3"})
+    call_sync(Recorder(refused, httpx.Response(200, json=TASK)), "get_task", TASK_ID)
+    sleeps.clear()
+    run_async(Recorder(httpx.Response(200, json=TASK)), "get_task", TASK_ID)
+    assert sleeps and sleeps[0] > 0  # the async client waits its turn at the learned rate
+
+
+def test_max_requests_per_second_must_be_positive():
+    for bad in (0, -1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="max_requests_per_second"):
+            Client(KEY, max_requests_per_second=bad)
+
+
+def test_capped_clients_space_every_call_even_concurrent_ones_across_clients():
+    """Real sleeps: 12 concurrent polls and then a blocking create, at 10 requests/s."""
     sent: list[float] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -551,18 +639,17 @@ def test_paced_clients_space_every_call_even_concurrent_ones_across_clients():
 
     async def polls():
         async with AsyncClient(
-            KEY, base_url=base, transport=transport, max_requests_per_second=50
+            KEY, base_url=base, transport=transport, max_requests_per_second=10
         ) as c:
             await asyncio.gather(*(c.get_task(TASK_ID) for _ in range(12)))
 
-    start = time.monotonic()
     asyncio.run(polls())
-    with Client(KEY, base_url=base, transport=transport, max_requests_per_second=50) as c:
+    with Client(KEY, base_url=base, transport=transport, max_requests_per_second=10) as c:
         c.create_task(BODY)
-    # The k-th call is never sent before its slot, k / 50 s after the first could go
+    # At most a quarter second's calls (2.5) go at once; then one per 1/10 s, never sooner
     # (a busy machine may send a call late, never early).
-    early = [k for k, at in enumerate(sent) if at - start < k * 0.02 - 1e-6]
-    assert len(sent) == 13 and early == [], [round(at - start, 4) for at in sent]
+    early = [k for k, at in enumerate(sent) if at - sent[0] < (k - 2.5) / 10 - 1e-6]
+    assert len(sent) == 13 and early == [], [round(at - sent[0], 4) for at in sent]
 
 
 def test_unpaced_client_does_not_wait(sleeps):

@@ -41,9 +41,9 @@ def _files(root: Path) -> dict[str, int]:
 
 
 @pytest.fixture
-def shell(monkeypatch, emulator, api_key):
+def shell(monkeypatch, tmp_path, emulator, api_key):
     """Environment for `seedance-pipeline run` in this process, pointed at the emulator."""
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     for name in ("EVOLINK_BASE_URL", "EVOLINK_FILES_URL"):
         monkeypatch.setenv(name, emulator)
     monkeypatch.setenv("EVOLINK_API_KEY", api_key)

@@ -25,7 +25,6 @@ from seedance_pipeline.seedance import (
     OutcomeUnknownError,
     PriceTable,
     RetryPolicy,
-    ServerError,
     Task,
 )
 
@@ -111,10 +110,14 @@ def test_every_answer_is_json_in_its_api_envelope(emulator, api_key, evolink_sch
     for r, status in [
         (httpx.post(files, json={}, headers=auth("sk-evo-wrong")), 401),
         (httpx.get(files, headers=auth(api_key)), 405),
-        (httpx.get(f"{emulator}/api/v1/files/nope", headers=auth(api_key)), 404),
+        (httpx.get(f"{emulator}/api/v1/files/no/such/route", headers=auth(api_key)), 404),
+        (httpx.get(f"{emulator}/api/v1/files/file_0123", headers=auth(api_key)), 405),
+        (httpx.delete(f"{emulator}/api/v1/files/file_0123", headers=auth(api_key)), 404),
+        (httpx.get(f"{emulator}/api/v1/files/list?page=0", headers=auth(api_key)), 400),
+        (httpx.get(f"{emulator}/api/v1/files/list?pageSize=x", headers=auth(api_key)), 400),
     ]:
         assert r.status_code == status
-        answer = check(evolink_schema, "UploadResponse", r.json())
+        answer = check(evolink_schema, "FilesError", r.json())
         assert answer["success"] is False and answer["code"] == status and answer["msg"]
 
 
@@ -239,9 +242,10 @@ def test_error_rate_gives_500_and_never_creates_a_task(start_emulator, api_key, 
     r = httpx.post(f"{url}/v1/videos/generations", json=body(), headers=auth(api_key))
     assert r.status_code == 500
     assert check(evolink_schema, "ErrorResponse", r.json())["error"]["type"] == "api_error"
-    with client(url, api_key) as c, pytest.raises(ServerError) as exc:
+    # A 5xx does not prove that no task was made: the client never resends a create after one.
+    with client(url, api_key) as c, pytest.raises(OutcomeUnknownError) as exc:
         c.create_task(body())
-    assert (exc.value.status, exc.value.code) == (500, "internal_error")
+    assert (exc.value.__cause__.status, exc.value.__cause__.code) == (500, "internal_error")
     assert ledger(url)["tasks"] == []
 
 
@@ -427,6 +431,44 @@ def test_uploads_round_trip(emulator, api_key, evolink_schema, tmp_path):
         headers=auth(api_key),
     ).json()
     check(evolink_schema, "UploadResponse", ok)
+
+
+def test_list_pages_and_deleted_files_disappear(emulator, api_key, tmp_path):
+    # The documented shapes are test_conformance's; here: paging, and what a delete removes.
+    files = f"{emulator}/api/v1/files"
+    with client(emulator, api_key) as c:
+        uploaded = [c.upload_file(image(tmp_path, 300 + i, 300)) for i in range(3)]
+    pages = [
+        httpx.get(f"{files}/list?page={n}&pageSize=2", headers=auth(api_key)).json()["data"]
+        for n in (1, 2, 3)
+    ]
+    assert [p["total"] for p in pages] == [3, 3, 3]
+    assert [len(p["files"]) for p in pages] == [2, 1, 0]
+    listed = {f["file_id"]: f["file_size"] for p in pages for f in p["files"]}
+    assert listed == {u.file_id: u.file_size for u in uploaded}
+    gone = uploaded[0]
+    assert httpx.delete(f"{files}/{gone.file_id}", headers=auth(api_key)).status_code == 200
+    assert httpx.get(gone.file_url).status_code == 404
+    assert httpx.get(uploaded[1].file_url).status_code == 200
+    quota = httpx.get(f"{files}/quota", headers=auth(api_key)).json()["data"]
+    assert (quota["used_files"], quota["max_files"], quota["remain_files"]) == (2, 100, 98)
+
+
+def test_uploads_stop_at_the_file_quota(emulator, api_key, evolink_schema, tmp_path, monkeypatch):
+    monkeypatch.setattr("seedance_pipeline.emulator.files.MAX_FILES", 2)
+    png = image(tmp_path, 400, 300).read_bytes()
+    url = f"{emulator}/api/v1/files/upload/stream"
+    answers = [
+        httpx.post(url, files={"file": ("a.png", png)}, headers=auth(api_key)).json()
+        for _ in range(3)
+    ]
+    assert [a["success"] for a in answers] == [True, True, False]
+    refused = check(evolink_schema, "FilesError", answers[2])
+    assert "file quota reached (2 files)" in refused["msg"] and "DELETE" in refused["msg"]
+    first = answers[0]["data"]["file_id"]
+    httpx.delete(f"{emulator}/api/v1/files/{first}", headers=auth(api_key))
+    again = httpx.post(url, files={"file": ("a.png", png)}, headers=auth(api_key)).json()
+    assert again["success"] is True
 
 
 def test_reference_video_reserves_measured_seconds(emulator, api_key, tmp_path):

@@ -35,6 +35,8 @@ FAULTS = {
     "task_failure_30pct": {"task_failure_rate": 0.3},
     "restart_mid_run": {"restart": True},
     "drop_10pct": {"drop_rate": 0.1},
+    # A gateway answers 502/503/504 after the vendor made the task: never resent.
+    "post_create_5xx_30pct": {"post_create_error_rate": 0.3},
     "all_at_once": {
         "rate_limit": 4,
         "error_rate": 0.15,
@@ -152,11 +154,15 @@ def test_partition_survives_fault(fault, tmp_path):
     assert max(by_prompt.values()) == 1
     ledger_ids = {r.task_id for r in rows if r.task_id}
     assert ledger_ids <= {t["id"] for t in tasks}
-    # `unknown` rows are exactly the tasks the vendor made whose answer never arrived.
-    dropped = {t["prompt"] for t in tasks if t["answer_dropped"]}
-    unknown = {r.request["prompt"] for r in rows if r.status == "unknown"}
-    assert unknown == dropped
-    assert len(tasks) == len(ledger_ids) + len(unknown)
+    # `unknown` rows are the creates whose answer was lost or was a 5xx: the tasks the vendor
+    # made and never told us of, and creates refused with a 500 (no task, but a 5xx does not
+    # prove that). None was sent again.
+    lost = {t["prompt"] for t in tasks if t["answer_dropped"] or t["create_fault"]}
+    unknown = {r.request["prompt"]: r for r in rows if r.status == "unknown"}
+    assert lost <= set(unknown)
+    for prompt in set(unknown) - lost:
+        assert prompt not in by_prompt and "500" in unknown[prompt].error_message
+    assert len(tasks) == len(ledger_ids) + len(lost)
     assert table[table.status == "unknown"].task_id.isna().all()
     # Failed tasks carry the vendor's reason and cost nothing.
     failed = table[table.status == "failed"]
@@ -170,11 +176,12 @@ def test_partition_survives_fault(fault, tmp_path):
 
     if settings.get("task_failure_rate"):
         assert len(failed) > 0
-    if settings.get("drop_rate"):
+    lossy = ("drop_rate", "post_create_error_rate", "error_rate")
+    if any(settings.get(k) for k in lossy):
         assert len(unknown) > 0
     else:
         assert not unknown
-    if not settings.get("task_failure_rate") and not settings.get("drop_rate"):
+    if not any(settings.get(k) for k in ("task_failure_rate", *lossy)):
         assert len(done) == PROMPTS  # transient faults alone cost nothing but requests
     if paced:  # a client paced under the limit is never refused: one create per prompt
         assert counts.get("create", 0) == PROMPTS and counts.get("poll", 0) <= 2 * PROMPTS

@@ -8,6 +8,8 @@ import pytest
 
 from seedance_pipeline.cli import main
 from seedance_pipeline.ledger import LedgerRow
+from seedance_pipeline.ledger.database import sql
+from seedance_pipeline.media import measure_video_output
 from seedance_pipeline.polling import PollPolicy, interpret, interpret_error
 from seedance_pipeline.seedance import NotFoundError, ServerError, Task
 from seedance_pipeline.statuses import Status
@@ -173,3 +175,59 @@ def test_an_edited_prompt_is_flagged_beside_the_video_of_what_was_sent(day):
     table = read_table(data, "generated_videos", DAY).set_index("prompt_id")
     assert table.loc[edited, "request_changed"] and table.loc[edited, "prompt"] == sent_text
     assert not table.drop(index=edited).request_changed.fillna(False).any()
+
+
+def test_odd_poll_answers_neither_lose_a_paid_video_nor_end_a_task_early(
+    tmp_path, start_emulator, api_key
+):
+    url = start_emulator(
+        poll_fault_rate=1.0,
+        poll_faults=("queued", "completed_without_results", "transient_404"),
+        poll_fault_polls=2,
+    )
+    data = copy_sample_data(tmp_path / "data")
+    resources = make_resources(data, url, api_key)
+    assert submit(resources).success
+    wait_for_tasks(resources, timeout=120)
+    assert save_videos(resources).success
+    table = read_table(data, "generated_videos", DAY)
+    sent = table[table.status != "rejected"]
+    assert (sent.status == "completed").all(), sent[["prompt_id", "status", "error_message"]]
+    served = [t["poll_faults_served"] for t in emulator_tasks(url)]
+    assert sum(served) >= len(sent)  # every task did answer oddly first
+
+
+def test_bad_result_links_leave_rows_download_failed_then_a_later_run_stores_them(
+    tmp_path, start_emulator, api_key, monkeypatch
+):
+    monkeypatch.setenv("SEEDANCE_MAX_VIDEO_BYTES", str(5 * 1024 * 1024))
+    url = start_emulator(
+        link_fault_rate=1.0,
+        link_faults=("html", "truncated", "foreign_host", "private_redirect", "oversize"),
+        link_fault_heal_after=1,
+    )
+    data = copy_sample_data(tmp_path / "data")
+    resources = make_resources(data, url, api_key)
+    assert submit(resources).success
+    wait_for_tasks(resources)
+    first = save_videos(resources)
+    assert first.success  # the day's table is written whatever the links did
+    table = read_table(data, "generated_videos", DAY)
+    sent = table[table.status != "rejected"]
+    faults = {t["id"]: t["link_fault"] for t in emulator_tasks(url)}
+    assert len(set(faults.values())) >= 3
+    assert (sent.status == "download_failed").all(), sent[["status", "error_message"]]
+    assert sent.error_message.str.len().gt(20).all()
+    assert (sent.credits_charged == sent.credits_reserved).all()  # the vendor charged them
+    assert sent.video_uri.isna().all() and not list((data / "videos").rglob("*.mp4"))
+    checks = [e for e in first.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    assert [c.event_specific_data.passed for c in checks] == [False]
+    ledger = resources["pipeline"].ledger()
+    with ledger.db.transaction() as db:  # the retry delay has passed
+        db.execute(sql("UPDATE tasks SET next_poll_at = 0 WHERE status = 'download_failed'"))
+    assert save_videos(resources).success
+    table = read_table(data, "generated_videos", DAY)
+    sent = table[table.status != "rejected"]
+    assert (sent.status == "completed").all(), sent[["status", "error_message"]]
+    for row in sent.itertuples():
+        assert measure_video_output(row.video_uri)["width"] == row.expected_width

@@ -226,7 +226,7 @@ def test_polls_past_the_rounds_deadlines_stay_due_for_the_next(project, api_key)
         ("SEEDANCE_MAX_RESUBMISSIONS", "1.5", "='1.5' is not a whole number"),
         ("SEEDANCE_MAX_CREDITS_PER_PARTITION", "nan", "='nan' must be a finite number"),
         ("EVOLINK_MAX_REQUESTS_PER_SECOND", "0", "='0' must be a finite number above 0"),
-        (None, "2026-13-01", "'2026-13-01' is not a day of the pipeline's partitions"),
+        (None, "2025-12-31", "'2025-12-31' is not a day of the pipeline's partitions"),
     ],
 )
 def test_run_with_a_bad_day_or_setting_says_which(
@@ -252,7 +252,7 @@ def test_schedule_asks_for_the_day_it_runs_on():
     context = build_schedule_context(
         scheduled_execution_time=dt.datetime(2026, 11, 21, 6, 0, tzinfo=dt.UTC)
     )
-    schedule = defs.resolve_schedule_def("daily_generation_schedule")
+    schedule = defs().resolve_schedule_def("daily_generation_schedule")
     assert schedule.default_status == DefaultScheduleStatus.STOPPED
     requests = list(schedule.evaluate_tick(context).run_requests)
     assert [r.partition_key for r in requests] == ["2026-11-21"]

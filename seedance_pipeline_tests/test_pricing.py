@@ -8,8 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from seedance_pipeline.catalog import load_media, load_prompts
+from seedance_pipeline.cli import main
+from seedance_pipeline.defs.generation.assets import over_budget_message
+from seedance_pipeline.planning import MediaFactsCache, plan_partition, requests_frame
 from seedance_pipeline.seedance import PriceTable, _pricing
 from seedance_pipeline.seedance._pricing import PRICE_TABLE_ENV
+from seedance_pipeline.tables import read_table, write_table
+
+from .pipeline_support import emulator_tasks, make_resources, submit
 
 STANDARD = {
     "text": "seedance-2.0-text-to-video",
@@ -20,6 +27,11 @@ FAST = {
     "text": "seedance-2.0-fast-text-to-video",
     "image": "seedance-2.0-fast-image-to-video",
     "reference": "seedance-2.0-fast-reference-to-video",
+}
+MINI = {
+    "text": "seedance-2.0-mini-text-to-video",
+    "image": "seedance-2.0-mini-image-to-video",
+    "reference": "seedance-2.0-mini-reference-to-video",
 }
 # NOTES.md, "Credits per output second" (1080p: our assumption, 720p x 2.25).
 RATES = {
@@ -120,11 +132,34 @@ def test_defaults_are_5_seconds_720p(table):
 @pytest.mark.parametrize("model", list(FAST.values()))
 @pytest.mark.parametrize("with_ref", [False, True])
 def test_fast_1080p_has_no_rate(table, model, with_ref):
-    with pytest.raises(ValueError, match=r"no fast 1080p rate"):
-        table.rate(model, "1080p", with_ref)
+    assert table.rate(model, "1080p", with_ref) is None
     b = {"model": model, "quality": "1080p"} | ({"video_urls": [VID]} if with_ref else {})
-    with pytest.raises(ValueError, match=r"1080p"):
-        table.estimate_credits(b, [5])
+    assert table.estimate_credits(b, [5]) is None
+
+
+@pytest.mark.parametrize("model", list(MINI.values()))
+@pytest.mark.parametrize("quality", ["480p", "720p"])
+@pytest.mark.parametrize("with_ref", [False, True])
+def test_mini_is_unpriced_in_the_bundled_table(table, model, quality, with_ref):
+    # No document we have publishes Mini's prices: unknown, never 0.
+    assert "mini" not in table.credits_per_second
+    assert table.rate(model, quality, with_ref) is None
+    b = {"model": model, "quality": quality} | ({"video_urls": [VID]} if with_ref else {})
+    assert table.estimate_credits(b, [5]) is None
+
+
+def test_a_table_with_a_mini_tier_prices_mini(tmp_path):
+    path = tmp_path / "with-mini.json"
+    data = json.loads(Path(_pricing.__file__).with_name("prices.json").read_text())
+    data["credits_per_second"]["mini"] = {
+        "without_reference_video": {"480p": 2, "720p": 4},
+        "with_reference_video": {"480p": 1, "720p": 3},
+    }
+    path.write_text(json.dumps(data))
+    t = PriceTable.load(path)
+    assert t.estimate_credits({"model": MINI["text"], "duration": 6}) == 24  # 6 x 4
+    b = {"model": MINI["reference"], "quality": "480p", "duration": 4, "video_urls": [VID]}
+    assert t.estimate_credits(b, [7]) == 11  # (max(7, 4) + 4) x 1
 
 
 def test_rate_is_a_decimal_from_the_table(table):
@@ -230,7 +265,7 @@ def test_bad_override_file_gives_a_clear_error(tmp_path, monkeypatch, content, f
     assert PRICE_TABLE_ENV in message
 
 
-def test_override_missing_a_rate_names_it(tmp_path):
+def test_a_rate_the_override_lacks_is_unknown(tmp_path):
     path = tmp_path / "partial.json"
     path.write_text(
         json.dumps(
@@ -242,7 +277,100 @@ def test_override_missing_a_rate_names_it(tmp_path):
         )
     )
     t = PriceTable.load(path)
-    with pytest.raises(ValueError, match="no standard 480p rate"):
-        t.estimate_credits({"model": STANDARD["text"], "quality": "480p"})
-    with pytest.raises(ValueError, match="no fast 720p rate"):
-        t.estimate_credits({"model": FAST["text"]})
+    assert t.estimate_credits({"model": STANDARD["text"], "quality": "720p"}) == 5
+    assert t.estimate_credits({"model": STANDARD["text"], "quality": "480p"}) is None
+    assert t.estimate_credits({"model": FAST["text"]}) is None
+
+
+# ---- rows without a known price: planned, reported unknown, refused under a budget ----------
+
+MINI_DAY = "2026-11-20"
+
+
+@pytest.fixture
+def mini_catalog(tmp_path, monkeypatch):
+    """A day with one priced (standard) and one unpriced (Mini) text-to-video row."""
+    monkeypatch.delenv(PRICE_TABLE_ENV, raising=False)
+    monkeypatch.delenv("SEEDANCE_MAX_CREDITS_PER_PARTITION", raising=False)
+    monkeypatch.setenv("SEEDANCE_DATA_DIR", str(tmp_path))
+    prompts = tmp_path / "prompts.csv"
+    prompts.write_text(
+        "prompt_id,scheduled_date,model,prompt,duration,quality\n"
+        f"std,{MINI_DAY},{STANDARD['text']},a fox in snow,4,480p\n"
+        f"mini,{MINI_DAY},{MINI['text']},a fox in snow,5,720p\n"
+    )
+    (tmp_path / "media.csv").write_text("media_id,kind,uri\n")
+    return tmp_path
+
+
+def plan_mini_day(root: Path):
+    prompts, media = load_prompts(root / "prompts.csv"), load_media(root / "media.csv", root)
+    return plan_partition(prompts, media, MINI_DAY, MediaFactsCache(root), PriceTable.load())
+
+
+def test_unpriced_row_is_planned_with_an_unknown_estimate(mini_catalog):
+    rows = plan_mini_day(mini_catalog)
+    assert [(r.prompt.prompt_id, r.accepted, r.estimated_credits) for r in rows] == [
+        ("std", True, expected("6.251", Decimal(4))),
+        ("mini", True, None),
+    ]
+    write_table(requests_frame(rows), mini_catalog, "generation_requests", MINI_DAY)
+    stored = read_table(mini_catalog, "generation_requests", MINI_DAY).set_index("prompt_id")
+    assert stored.estimated_credits["std"] == expected("6.251", Decimal(4))
+    assert stored.estimated_credits.isna()["mini"]  # NaN in Parquet, not 0
+
+
+def test_budget_guard_refuses_a_day_holding_an_unpriced_row(mini_catalog):
+    frame = requests_frame(plan_mini_day(mini_catalog))
+    message = over_budget_message(frame, budget=1e9)
+    assert message is not None
+    assert "1 row(s) have no known price" in message
+    assert f"mini ({MINI['text']} 720p)" in message
+    assert "SEEDANCE_PRICE_TABLE" in message and "SEEDANCE_MAX_CREDITS_PER_PARTITION" in message
+    assert over_budget_message(frame[frame.prompt_id == "std"], budget=1e9) is None
+
+
+def test_plan_reports_an_unknown_estimate_as_unknown(mini_catalog, monkeypatch, capsys):
+    prompts = str(mini_catalog / "prompts.csv")
+    assert main(["plan", prompts, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    estimates = {r["prompt_id"]: r["estimated_credits"] for r in report["accepted"]}
+    assert estimates == {"std": expected("6.251", Decimal(4)), "mini": None}
+    assert report["estimated_credits_total"] is None
+    monkeypatch.setenv("SEEDANCE_MAX_CREDITS_PER_PARTITION", "1000000")
+    assert main(["plan", prompts]) == 0
+    out = capsys.readouterr().out
+    mini_line = next(line for line in out.splitlines() if " mini " in line)
+    assert mini_line.split()[-2:] == ["unknown", "credits"]
+    assert "estimated unknown credits" in out
+    assert "budget 1e+06 credits: cannot be checked" in out
+
+
+def test_unpriced_day_is_refused_under_a_budget_and_submitted_without_one(
+    mini_catalog, start_emulator, api_key
+):
+    mini_rates = {"480p": 3.0, "720p": 6.5}  # test values: Mini's prices are not published
+    bundled = PriceTable.load()
+    emulator_table = PriceTable(
+        {**bundled.credits_per_second, "mini": {"without_reference_video": mini_rates}},
+        bundled.money_per_credit,
+        bundled.unknown_reference_video_seconds,
+    )
+    url = start_emulator(price_table=emulator_table)
+    catalogs = {
+        "prompts_path": str(mini_catalog / "prompts.csv"),
+        "media_path": str(mini_catalog / "media.csv"),
+    }
+    budgeted = make_resources(mini_catalog, url, api_key, max_credits_per_partition=1e6, **catalogs)
+    refused = submit(budgeted, MINI_DAY)
+    assert not refused.success
+    failure = next(e for e in refused.all_events if e.is_step_failure)
+    assert "1 row(s) have no known price" in failure.step_failure_data.user_failure_data.description
+    assert emulator_tasks(url) == []
+
+    result = submit(make_resources(mini_catalog, url, api_key, **catalogs), MINI_DAY)
+    assert result.success
+    rows = {r.prompt_id: r for r in budgeted["pipeline"].ledger().rows(MINI_DAY)}
+    assert rows["mini"].estimated_credits is None
+    assert rows["mini"].credits_reserved == 5 * 6.5  # the vendor's (emulator's) reservation
+    assert rows["std"].estimated_credits == rows["std"].credits_reserved == 4 * 6.251

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from seedance_pipeline.seedance import MODELS, PIXELS, MediaFacts, output_pixels, validate_request
+from seedance_pipeline.seedance import (
+    MODELS,
+    PIXELS,
+    TASK_ID,
+    MediaFacts,
+    output_pixels,
+    validate_request,
+)
 from seedance_pipeline.seedance._rules import (
     check_callback_url,
     check_media,
@@ -22,9 +29,17 @@ FT2V, FI2V, FR2V = (
     "seedance-2.0-fast-image-to-video",
     "seedance-2.0-fast-reference-to-video",
 )
-ALL_MODELS = (T2V, I2V, R2V, FT2V, FI2V, FR2V)
+# The Mini tier: the vendor's Chinese overview (480p and 720p; its text-to-video takes no
+# model_params).
+MT2V, MI2V, MR2V = (
+    "seedance-2.0-mini-text-to-video",
+    "seedance-2.0-mini-image-to-video",
+    "seedance-2.0-mini-reference-to-video",
+)
 STANDARD_MODELS = (T2V, I2V, R2V)
 FAST_MODELS = (FT2V, FI2V, FR2V)
+MINI_MODELS = (MT2V, MI2V, MR2V)
+ALL_MODELS = STANDARD_MODELS + FAST_MODELS + MINI_MODELS
 
 IMG = [f"https://cdn.example.com/img{i}.png" for i in range(11)]
 VID = [f"https://cdn.example.com/vid{i}.mp4" for i in range(5)]
@@ -73,16 +88,25 @@ def assert_rejected(violations, field: str, *fragments: str) -> None:
 
 
 @pytest.mark.parametrize("model", ALL_MODELS)
-def test_each_of_the_six_models_is_accepted(model):
+def test_each_of_the_nine_models_is_accepted(model):
     assert_ok(validate_request(body(model)))
 
 
+def test_the_table_holds_three_tiers_of_three_modes():
+    assert len(MODELS) == 9
+    assert {(s.tier, s.mode) for s in MODELS.values()} == {
+        (tier, mode)
+        for tier in ("standard", "fast", "mini")
+        for mode in ("text-to-video", "image-to-video", "reference-to-video")
+    }
+
+
 @pytest.mark.parametrize(
-    "model", ["seedance-2.0-mini-text-to-video", "seedance-1.0-pro", "", None, 42]
+    "model", ["seedance-2.0-mini", "seedance-2.0-mini-text-to-image", "seedance-1.0-pro", "", None]
 )
 def test_unknown_model_is_rejected_with_the_known_list(model):
     violations = validate_request(body(T2V) | {"model": model})
-    assert_rejected(violations, "model", "is not one of", T2V, FR2V)
+    assert_rejected(violations, "model", "is not one of", T2V, FR2V, MR2V)
 
 
 def test_missing_model_is_rejected():
@@ -220,9 +244,12 @@ def test_1080p_on_standard_models(model):
     assert_ok(validate_request(body(model, quality="1080p")))
 
 
-@pytest.mark.parametrize("model", FAST_MODELS)
-def test_1080p_refused_on_fast_models(model):
-    assert_rejected(validate_request(body(model, quality="1080p")), "quality", "1080p", "standard")
+@pytest.mark.parametrize("model", FAST_MODELS + MINI_MODELS)
+def test_1080p_refused_on_fast_and_mini_models(model):
+    tier = MODELS[model].tier
+    assert_rejected(
+        validate_request(body(model, quality="1080p")), "quality", "1080p", tier, "480p, 720p"
+    )
 
 
 @pytest.mark.parametrize("quality", ["4k", "1080P", "360p", "", None, 720])
@@ -260,7 +287,31 @@ def test_web_search_on_text_to_video(model, value):
     assert_ok(validate_request(body(model, model_params={"web_search": value})))
 
 
-@pytest.mark.parametrize("model", [I2V, FI2V, R2V, FR2V])
+@pytest.mark.parametrize("params", [{"web_search": True}, {"web_search": False}, {}])
+def test_mini_text_to_video_takes_no_model_params(params):
+    assert_rejected(validate_request(body(MT2V, model_params=params)), "model_params", MT2V)
+
+
+def test_mini_image_to_video_takes_one_or_two_images_only():
+    assert_ok(validate_request(body(MI2V, image_urls=IMG[:2])))
+    assert_rejected(validate_request(body(MI2V, image_urls=IMG[:3])), "image_urls", "1..2")
+    assert_rejected(validate_request(body(MI2V, image_urls=[])), "image_urls", "1..2")
+    assert_rejected(validate_request(body(MI2V, video_urls=VID[:1])), "video_urls", "not accepted")
+
+
+def test_mini_reference_to_video_takes_images_videos_and_audio():
+    full = body(MR2V, image_urls=IMG[:9], video_urls=VID[:3], audio_urls=AUD[:3])
+    assert_ok(validate_request(full))
+    assert_rejected(validate_request(body(MR2V, video_urls=VID[:4])), "video_urls", "0..3")
+    no_visual = body(MR2V, image_urls=[], audio_urls=AUD[:1])
+    assert_rejected(validate_request(no_visual), "image_urls", "at least one image or video")
+
+
+def test_mini_text_to_video_takes_no_media():
+    assert_rejected(validate_request(body(MT2V, image_urls=IMG[:1])), "image_urls", "not accepted")
+
+
+@pytest.mark.parametrize("model", [I2V, FI2V, R2V, FR2V, MI2V, MR2V])
 def test_web_search_refused_elsewhere(model):
     b = body(model, model_params={"web_search": True})
     assert_rejected(validate_request(b), "model_params.web_search", "text-to-video")
@@ -652,3 +703,38 @@ def test_nearest_aspect_ratio_of_each_table_entry(ratio):
     for quality in ("480p", "720p", "1080p"):
         w, h = TABLE[ratio][quality]
         assert nearest_aspect_ratio(w / h) == ratio
+
+
+# ---- task ids ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "task_id",
+    [
+        "task-unified-1774857405-abc123",  # the vendor's own examples: 6 characters
+        "task-unified-1761313744-abcd1234",  # live answers: 8
+        "task-unified-1-a",
+        "task-unified-1774857405-0123456789abcdef",
+    ],
+)
+def test_task_id_pattern_accepts_every_suffix_length(task_id):
+    assert TASK_ID.match(task_id)
+
+
+@pytest.mark.parametrize(
+    "task_id",
+    [
+        "not-a-task",
+        "task-unified-1774857405-",
+        "task-unified--abc123",
+        "task-unified-17748a7405-abc123",
+        "task-unified-1774857405-ABC123",
+        "task-unified-1774857405-abc 123",
+        "task-unified-1774857405-abc123/x",
+        "task-unified-1774857405-abc123\n",
+        "video-unified-1774857405-abc123",
+        "",
+    ],
+)
+def test_task_id_pattern_refuses_what_cannot_be_a_task_id(task_id):
+    assert not TASK_ID.match(task_id)

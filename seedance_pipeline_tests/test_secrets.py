@@ -61,6 +61,7 @@ def test_key_not_printed_by_the_shell_commands(tmp_path, start_emulator):
     env = {
         "PATH": "/usr/bin:/bin",
         "SEEDANCE_DATA_DIR": str(data),
+        "DAGSTER_HOME": str(tmp_path / "shell_dagster_home"),
         "EVOLINK_BASE_URL": url,
         "EVOLINK_FILES_URL": url,
         "EVOLINK_API_KEY": KEY,

@@ -8,8 +8,12 @@ from pydantic import Field
 
 from ..catalog import find_catalog
 from ..ledger import Ledger, ledger_url
+from ..planning import MediaFactsCache
+from ..publishing import MediaPublisher, VendorUploadPublisher
+from ..s3 import S3Bucket, S3Media, S3Publisher, S3TableStore, S3VideoStore, s3_client
 from ..seedance import DEFAULT_BASE_URL, DEFAULT_FILES_URL, AsyncClient, Client, RetryPolicy
-from ..storage import LocalStorage
+from ..storage import LocalVideoStore, VideoStore
+from ..tables import LocalTableStore, TableStore
 
 # Polls from a sensor tick must stay far inside Dagster's 60 s tick limit.
 POLL_TIMEOUT = httpx.Timeout(5.0, connect=3.0)
@@ -56,7 +60,8 @@ class EvoLinkResource(ConfigurableResource):
 
 
 class PipelineResource(ConfigurableResource):
-    """Where catalogs, tables, videos and state live (`SEEDANCE_DATA_DIR`), and the budget."""
+    """Where catalogs, tables, videos and state live (`SEEDANCE_DATA_DIR`, `SEEDANCE_S3_*`),
+    and the budget."""
 
     data_dir: str = "data"
     prompts_path: str | None = None
@@ -64,6 +69,9 @@ class PipelineResource(ConfigurableResource):
     max_credits_per_partition: float | None = None
     # Opt-in: resubmit a task that failed with a transient vendor error up to this many times.
     max_resubmissions: int = 0
+    # With a bucket, videos, tables and published media live under s3://<bucket>/<prefix>/.
+    s3_bucket: str | None = None
+    s3_prefix: str = ""
 
     @property
     def max_attempts(self) -> int:
@@ -91,5 +99,22 @@ class PipelineResource(ConfigurableResource):
         """`SEEDANCE_LEDGER_URL`, else the SQLite file under the data directory."""
         return Ledger(ledger_url(self.root))
 
-    def storage(self, client: Client) -> LocalStorage:
-        return LocalStorage(self.root, client, self.ledger())
+    def _bucket(self) -> S3Bucket | None:
+        return S3Bucket(s3_client(), self.s3_bucket, self.s3_prefix) if self.s3_bucket else None
+
+    def videos(self) -> VideoStore:
+        bucket = self._bucket()
+        return S3VideoStore(bucket) if bucket else LocalVideoStore(self.root)
+
+    def tables(self) -> TableStore:
+        bucket = self._bucket()
+        return S3TableStore(bucket) if bucket else LocalTableStore(self.root)
+
+    def publisher(self, client: Client) -> MediaPublisher:
+        """S3 presigned URLs with a bucket, else the vendor's file upload."""
+        bucket = self._bucket()
+        return S3Publisher(bucket) if bucket else VendorUploadPublisher(client, self.ledger())
+
+    def media_facts(self) -> MediaFactsCache:
+        """Measures catalog media: local files, and `s3://` objects through the AWS settings."""
+        return MediaFactsCache(self.root, S3Media(s3_client))

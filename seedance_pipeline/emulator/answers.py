@@ -19,7 +19,7 @@ _ERRORS = {
     503: ("service_unavailable", "api_error"),
     504: ("gateway_timeout", "api_error"),
 }
-FILES_PREFIX = "/api/v1/files/"
+FILES_PREFIX = "/api/v1/files"  # and everything under it
 
 
 def error(status: int, message: str, code: str | None = None, **headers: str) -> JSONResponse:

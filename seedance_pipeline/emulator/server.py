@@ -41,11 +41,20 @@ def _server(config: EmulatorConfig, access_log: bool) -> uvicorn.Server:
 
 
 def serve(config: EmulatorConfig) -> None:
-    """Serve until interrupted (Ctrl-C ends it cleanly), printing the URL it listens on."""
+    """Serve until interrupted (Ctrl-C ends it cleanly), printing the URL it listens on
+    once it answers (a script may read that line and call at once)."""
     sock = _bind(config)
-    print(f"EvoLink emulator listening on {_url(sock)} (state in {config.state_dir})", flush=True)
+    server = _server(config, access_log=True)
+
+    def announce() -> None:
+        while not server.started:
+            time.sleep(0.01)
+        where = f"{_url(sock)} (state in {config.state_dir})"
+        print(f"EvoLink emulator listening on {where}", flush=True)
+
+    threading.Thread(target=announce, name="announce", daemon=True).start()
     with contextlib.suppress(KeyboardInterrupt):
-        _server(config, access_log=True).run(sockets=[sock])
+        server.run(sockets=[sock])
 
 
 @contextlib.contextmanager

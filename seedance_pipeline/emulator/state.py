@@ -131,7 +131,6 @@ class EmulatorState:
         self.state_dir = Path(state_dir)
         self.files_dir = self.state_dir / "files"
         self.files_dir.mkdir(parents=True, exist_ok=True)
-        self.credits = credits
         self._lock = threading.Lock()
         self._db = sqlite3.connect(
             self.state_dir / "emulator.sqlite3", check_same_thread=False, isolation_level=None
@@ -330,6 +329,20 @@ class EmulatorState:
 
     def file_path(self, record: FileRecord) -> Path:
         return self.files_dir / record.file_id / record.file_name
+
+    def files(self, now: float) -> list[FileRecord]:
+        """Files not expired at `now`, newest first."""
+        with self._lock:
+            ids = self._db.execute(
+                "SELECT file_id FROM files WHERE expires_at > ? ORDER BY upload_time DESC, file_id",
+                (now,),
+            ).fetchall()
+        return [r for r in (self.file(i) for (i,) in ids) if r is not None]
+
+    def delete_file(self, file_id: str) -> bool:
+        """Forget the file; False when there was no such file."""
+        with self._lock:
+            return self._db.execute("DELETE FROM files WHERE file_id = ?", (file_id,)).rowcount > 0
 
 
 def _task(row: tuple) -> TaskRecord:

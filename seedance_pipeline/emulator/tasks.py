@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 import string
 import time
 from collections.abc import Callable
@@ -15,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from ..seedance import MediaFacts, output_pixels, validate_request
+from ..seedance import TASK_ID, MediaFacts, output_pixels, validate_request
 from ..seedance._rules import DEFAULT_DURATION, DEFAULT_QUALITY
 from .answers import error, expired
 from .context import Emulator
@@ -25,7 +24,6 @@ from .render import Renderer
 from .state import DUPLICATE_ID, TaskRecord
 from .timing import vendor_seconds
 
-TASK_ID = re.compile(r"^task-unified-\d+-[a-z0-9]{8}$")
 _ALNUM = string.ascii_lowercase + string.digits
 _FAILURES = {
     "generation_failed_no_content": "The model produced no content for this request.",

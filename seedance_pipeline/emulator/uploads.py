@@ -12,6 +12,7 @@ from ..media import MediaError, measure
 from .state import EmulatorState, FileRecord
 
 MAX_BYTES = 100 * 1024 * 1024
+MAX_FILES = 100  # EvoLink's tools: 100 files per user (500 for VIP accounts)
 FILE_TTL = 72 * 3600
 IMAGE_FORMATS = ("jpeg", "png", "gif", "webp")
 _MIME = {

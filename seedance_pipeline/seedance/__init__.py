@@ -1,20 +1,32 @@
 """The Seedance 2.0 layer: the vendor's rules, pricing, and an httpx client for EvoLink."""
 
-from ._client import DEFAULT_BASE_URL, DEFAULT_FILES_URL, AsyncClient, Client, RetryPolicy
+from ._client import (
+    DEFAULT_BASE_URL,
+    DEFAULT_DOWNLOAD_SECONDS,
+    DEFAULT_FILES_URL,
+    DEFAULT_MAX_VIDEO_BYTES,
+    AsyncClient,
+    Client,
+    RetryPolicy,
+)
 from ._exceptions import (
     AccessDeniedError,
     APIError,
     AuthenticationError,
+    DownloadError,
+    DownloadTimeoutError,
+    DownloadTooLargeError,
     InsufficientQuotaError,
     InvalidRequestError,
     LinkExpiredError,
+    MalformedAnswerError,
     NotFoundError,
     OutcomeUnknownError,
     RateLimitError,
     SeedanceError,
     ServerError,
-    TaskFailedError,
     TransportError,
+    UnsafeLinkError,
 )
 from ._models import TERMINAL_STATUSES, Download, GenerationRequest, Task, UploadedFile
 from ._pricing import PriceTable
@@ -22,6 +34,7 @@ from ._rules import (
     MEDIA_LIMITS,
     MODELS,
     PIXELS,
+    TASK_ID,
     MediaFacts,
     Violation,
     output_pixels,
@@ -30,10 +43,13 @@ from ._rules import (
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "DEFAULT_DOWNLOAD_SECONDS",
     "DEFAULT_FILES_URL",
+    "DEFAULT_MAX_VIDEO_BYTES",
     "MEDIA_LIMITS",
     "MODELS",
     "PIXELS",
+    "TASK_ID",
     "TERMINAL_STATUSES",
     "APIError",
     "AccessDeniedError",
@@ -41,10 +57,14 @@ __all__ = [
     "AuthenticationError",
     "Client",
     "Download",
+    "DownloadError",
+    "DownloadTimeoutError",
+    "DownloadTooLargeError",
     "GenerationRequest",
     "InsufficientQuotaError",
     "InvalidRequestError",
     "LinkExpiredError",
+    "MalformedAnswerError",
     "MediaFacts",
     "NotFoundError",
     "OutcomeUnknownError",
@@ -54,8 +74,8 @@ __all__ = [
     "SeedanceError",
     "ServerError",
     "Task",
-    "TaskFailedError",
     "TransportError",
+    "UnsafeLinkError",
     "UploadedFile",
     "Violation",
     "output_pixels",

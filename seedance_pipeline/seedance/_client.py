@@ -1,43 +1,64 @@
 """Sync and async httpx clients for the EvoLink Seedance 2.0 API.
 
-Retries live in one generator (`_exchange`) that yields requests and sleeps; the sync and
-async drivers only carry them out, so both clients retry by exactly the same rules.
+Every call is a generator of steps: send a request (its answer comes back unread), read an
+answer's body into a sink, or sleep. Retries, pacing, size caps, redirects and every decision
+live in those generators; the sync and async drivers (`Client._run`, `AsyncClient._run`) only
+carry the steps out, so both clients behave exactly alike.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import email.utils
 import hashlib
+import ipaddress
+import itertools
+import json
 import logging
+import math
 import os
 import random
 import threading
 import time
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 
 from ._exceptions import (
     APIError,
+    DownloadError,
+    DownloadTimeoutError,
+    DownloadTooLargeError,
     LinkExpiredError,
+    MalformedAnswerError,
     OutcomeUnknownError,
     RateLimitError,
     SeedanceError,
     TransportError,
+    UnsafeLinkError,
     error_class_for,
 )
 from ._models import Download, GenerationRequest, Task, UploadedFile
+from ._urls import origin, url_problem
 
 log = logging.getLogger("seedance_pipeline.seedance")
 
 DEFAULT_BASE_URL = "https://api.evolink.ai"
 DEFAULT_FILES_URL = "https://files-api.evolink.ai"
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0, pool=5.0)
-_CHUNK = 1024 * 1024
+MAX_ANSWER_BYTES = 1024 * 1024  # an API answer larger than this is refused, not read
+# 15 s of 1080p is tens of MB; this leaves room for any bitrate the vendor may use.
+DEFAULT_MAX_VIDEO_BYTES = 512 * 1024 * 1024
+DEFAULT_DOWNLOAD_SECONDS = 600.0
+MAX_REDIRECTS = 5
+_DOWNLOAD_READ_SECONDS = 30.0
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -51,8 +72,7 @@ class RetryPolicy:
 
     def next_delay(self, error: SeedanceError, attempt: int, waited: float) -> float | None:
         """Seconds to wait before attempt `attempt + 1`, or None to give up with `error`."""
-        retryable = isinstance(error, TransportError) or getattr(error, "retryable", False)
-        if not retryable or attempt >= self.max_attempts:
+        if not error.retryable or attempt >= self.max_attempts:
             return None
         delay = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
         delay *= random.uniform(0.5, 1.5)
@@ -63,43 +83,143 @@ class RetryPolicy:
         return delay
 
 
+class _Bucket:
+    """A token bucket whose rate is learned from the API's answers, shared by every client of
+    one API in this process (the AWS SDKs' adaptive retry mode).
+
+    Unlimited (or at `cap`) until the first 429. A 429 sets the rate to 0.7 times the rate
+    at which calls were being accepted and pauses sending for its Retry-After; while calls
+    succeed the rate climbs back along a cubic curve, slowly near the rate that was refused
+    and faster beyond it, so it settles just under the key's limit. 429s of calls sent before
+    the last slow-down are the same overload and do not slow it down again. It holds a
+    quarter second's tokens at most: enough to absorb late wake-ups, too few for a burst.
+    """
+
+    BETA, SCALE, MIN_RATE, WINDOW, BURST_SECONDS = 0.7, 0.4, 0.5, 1.0, 0.25
+
+    def __init__(self, cap: float | None):
+        self.cap = cap
+        self.rate = cap  # None: no limit learned and none configured
+        self.tokens, self.stamp = 1.0, time.monotonic()
+        self.slowed_at, self.resume_at = -math.inf, 0.0
+        self.refused_rate, self.k = 0.0, 0.0
+        self._accepted: collections.deque[float] = collections.deque()
+        self._lock = threading.Lock()
+
+    def take(self) -> float:
+        """0 having taken a token to send now; else seconds to wait before asking again."""
+        with self._lock:
+            now = time.monotonic()
+            if now < self.resume_at:
+                return self.resume_at - now
+            if self.rate is None:
+                return 0.0
+            self._refill(now)
+            if self.tokens > 1 - 1e-9:  # not a wait too short for the clock to advance
+                self.tokens -= 1
+                return 0.0
+            return (1 - self.tokens) / self.rate
+
+    def answered(self, sent_at: float, refused: bool, retry_after: float | None = None) -> None:
+        """Learn from the answer to a call sent at `sent_at` (429: `refused`)."""
+        with self._lock:
+            now = time.monotonic()
+            while self._accepted and self._accepted[0] < now - self.WINDOW:
+                self._accepted.popleft()
+            accepted_rate = len(self._accepted) / self.WINDOW
+            if not refused:
+                self._accepted.append(now)
+                if self.slowed_at > -math.inf:
+                    since = max(0.0, now - self.resume_at)
+                    cubic = self.SCALE * (since - self.k) ** 3 + self.refused_rate
+                    # Past the refused rate, no faster than twice what is being accepted:
+                    # calls not made prove nothing.
+                    self._set_rate(now, min(cubic, max(2 * accepted_rate, self.refused_rate)))
+                return
+            if sent_at < self.slowed_at:
+                return
+            self.refused_rate = max(self.MIN_RATE, min(accepted_rate, self.rate or math.inf))
+            self.k = (self.refused_rate * (1 - self.BETA) / self.SCALE) ** (1 / 3)
+            self.slowed_at = now
+            self.resume_at = max(self.resume_at, now + (retry_after or 0.0))
+            self._set_rate(now, self.refused_rate * self.BETA)
+            self.tokens, self.stamp = 0.0, self.resume_at
+
+    def _refill(self, now: float) -> None:
+        if now > self.stamp:
+            burst = max(1.0, self.rate * self.BURST_SECONDS)
+            self.tokens = min(burst, self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
+
+    def _set_rate(self, now: float, rate: float) -> None:
+        if self.rate is not None:
+            self._refill(now)
+        self.rate = min(max(self.MIN_RATE, rate), self.cap or math.inf)
+
+
+_BUCKETS: dict[tuple[str, float | None], _Bucket] = {}
+_BUCKETS_LOCK = threading.Lock()
+
+
+def _bucket(base_url: str, cap: float | None) -> _Bucket:
+    if cap is not None and not (math.isfinite(cap) and cap > 0):
+        raise ValueError(f"max_requests_per_second must be a positive number, got {cap}")
+    with _BUCKETS_LOCK:
+        return _BUCKETS.setdefault((base_url, cap), _Bucket(cap))
+
+
 @dataclass(frozen=True)
 class _Sleep:
     seconds: float
 
 
-class _Pacer:
-    """Books send times `1 / rate` seconds apart, for every client of one API in this process.
+@dataclass(frozen=True)
+class _Read:
+    """Feed the body of `response` to `sink` until it ends or `sink` returns False, then close
+    it (without a sink: close it unread)."""
 
-    The vendor limits requests per key; pacing below the limit costs less than answering 429s
-    (concurrent polls would otherwise burst past it and all retry at once).
-    """
-
-    def __init__(self, rate: float):
-        self.interval = 1.0 / rate
-        self._next = 0.0
-        self._lock = threading.Lock()
-
-    def reserve(self) -> float:
-        """Seconds to wait before sending, having booked the next free slot."""
-        with self._lock:
-            now = time.monotonic()
-            slot = max(now, self._next)
-            self._next = slot + self.interval
-            return slot - now
+    response: httpx.Response
+    sink: Callable[[bytes], bool] | None = None
 
 
-_PACERS: dict[tuple[str, float], _Pacer] = {}
-_PACERS_LOCK = threading.Lock()
+# A call: yields requests (sent back: the unread answer), reads and sleeps; returns T.
+_Steps = Generator[httpx.Request | _Read | _Sleep, Any, T]
 
 
-def _pacer(base_url: str, rate: float | None) -> _Pacer | None:
-    if not rate:
-        return None
-    if rate < 0:
-        raise ValueError(f"max_requests_per_second must be positive, got {rate}")
-    with _PACERS_LOCK:
-        return _PACERS.setdefault((base_url, rate), _Pacer(rate))
+class _Buffer:
+    """Keeps a body of at most `limit` bytes; `overflow` when there was more."""
+
+    def __init__(self, limit: int):
+        self.limit, self.chunks, self.size, self.overflow = limit, [], 0, False
+
+    def __call__(self, chunk: bytes) -> bool:
+        self.size += len(chunk)
+        self.overflow = self.size > self.limit
+        if not self.overflow:
+            self.chunks.append(chunk)
+        return not self.overflow
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(self.chunks)
+
+
+class _FileSink:
+    """Writes a body to `out`, hashing it; stops past `max_bytes` or past `deadline`."""
+
+    def __init__(self, out: IO[bytes], max_bytes: int, deadline: float):
+        self.out, self.max_bytes, self.deadline = out, max_bytes, deadline
+        self.digest, self.size, self.overflow, self.late = hashlib.sha256(), 0, False, False
+
+    def __call__(self, chunk: bytes) -> bool:
+        self.late = time.monotonic() > self.deadline
+        self.size += len(chunk)
+        self.overflow = self.size > self.max_bytes
+        if self.late or self.overflow:
+            return False
+        self.out.write(chunk)
+        self.digest.update(chunk)
+        return True
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -115,15 +235,15 @@ def _retry_after(response: httpx.Response) -> float | None:
             return None
 
 
-def api_error(response: httpx.Response) -> APIError:
+def api_error(response: httpx.Response, body: bytes) -> APIError:
     """The exception for an HTTP error answer, carrying the vendor's code and message."""
     code, message, kind = None, None, None
     try:
-        error = response.json().get("error") or {}
+        error = json.loads(body).get("error") or {}
         code, message, kind = error.get("code"), error.get("message"), error.get("type")
     except (ValueError, AttributeError):
         pass
-    message = message or response.text[:200] or response.reason_phrase
+    message = message or body[:200].decode("utf-8", "replace") or response.reason_phrase
     cls = error_class_for(response.status_code)
     kwargs: dict[str, Any] = {}
     if cls is RateLimitError:
@@ -131,19 +251,52 @@ def api_error(response: httpx.Response) -> APIError:
     return cls(response.status_code, None if code is None else str(code), message, kind, **kwargs)
 
 
+def _where(request: httpx.Request) -> str:
+    """Method and URL without the query (result links carry their signature there)."""
+    return f"{request.method} {request.url.copy_with(query=None)}"
+
+
 def _transport_error(exc: httpx.HTTPError, request: httpx.Request, creates: bool) -> SeedanceError:
     """Translate an httpx error: was the request possibly received by the vendor?"""
-    where = f"{request.method} {request.url.copy_with(query=None)}"
     never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
     if creates and not never_sent:
         return OutcomeUnknownError(
-            f"{where}: the request was sent but its answer was lost ({type(exc).__name__}); "
-            "a task may have been created and is not resubmitted"
+            f"{_where(request)}: the request was sent but its answer was lost "
+            f"({type(exc).__name__}); a task may have been created and is not resubmitted"
         )
-    return TransportError(f"{where}: {type(exc).__name__}: {exc}")
+    return TransportError(f"{_where(request)}: {type(exc).__name__}: {exc}")
+
+
+def _loopback_origin(base_url: str) -> str | None:
+    """The origin of `base_url` when it is on loopback (an emulator), else None."""
+    host = urlsplit(base_url).hostname or ""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    return origin(base_url) if loopback else None
+
+
+def _upload_answer(payload: Any) -> UploadedFile:
+    if not isinstance(payload, Mapping):
+        raise MalformedAnswerError("an upload answer must be a JSON object")
+    if not payload.get("success", True):
+        raise error_class_for(400)(
+            400, str(payload.get("code")), payload.get("msg") or "upload failed"
+        )
+    return UploadedFile.from_json(payload.get("data"))
+
+
+def _credits_answer(payload: Any) -> dict[str, Any]:
+    data = payload.get("data") if isinstance(payload, Mapping) else None
+    if not isinstance(data, dict):
+        raise MalformedAnswerError("a credits answer needs a data object")
+    return data
 
 
 class _BaseClient:
+    """Everything both clients do; the subclasses only carry the steps out."""
+
     def __init__(
         self,
         api_key: str,
@@ -159,7 +312,8 @@ class _BaseClient:
         self.base_url = base_url.rstrip("/")
         self.files_url = files_url.rstrip("/")
         self.retry = retry or RetryPolicy()
-        self._pacer = _pacer(self.base_url, max_requests_per_second)
+        self._bucket = _bucket(self.base_url, max_requests_per_second)
+        self._emulator_origin = _loopback_origin(self.base_url)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r})"
@@ -167,57 +321,176 @@ class _BaseClient:
     def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Request:
         return self._http.build_request(method, url, headers=self._auth, **kwargs)
 
-    def _exchange(
-        self, request: httpx.Request, *, creates: bool = False
-    ) -> Generator[httpx.Request | _Sleep, httpx.Response | None, httpx.Response]:
-        """Send `request` until it succeeds or the retry policy gives up.
-
-        A create is retried only when the answer proves no task was made: the connection
-        never opened, or the vendor answered 429/5xx. A lost answer raises
-        `OutcomeUnknownError` at once.
-        """
+    def _retrying(
+        self, attempt: Callable[[], _Steps[T]], what: str, deadline: float | None = None
+    ) -> _Steps[T]:
+        """Run `attempt` until it returns, or the retry policy (or `deadline`) gives up."""
         waited = 0.0
-        for attempt in range(1, self.retry.max_attempts + 1):
-            if self._pacer and (pause := self._pacer.reserve()) > 0:
-                yield _Sleep(pause)
+        for n in itertools.count(1):
+            try:
+                return (yield from attempt())
+            except SeedanceError as error:
+                delay = self.retry.next_delay(error, n, waited)
+                if delay is None or (deadline is not None and time.monotonic() + delay > deadline):
+                    raise
+                said = str(error) if str(error).startswith(what) else f"{what}: {error}"
+                log.warning("%s; retry %d in %.1fs", said, n, delay)
+                waited += delay
+                yield _Sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _call(
+        self, request: httpx.Request, parse: Callable[[Any], T], *, creates: bool = False
+    ) -> _Steps[T]:
+        """An API call: paced, retried, its answer capped, parsed and checked by `parse`."""
+        return self._retrying(lambda: self._attempt(request, parse, creates), _where(request))
+
+    def _attempt(
+        self, request: httpx.Request, parse: Callable[[Any], T], creates: bool
+    ) -> _Steps[T]:
+        """One try of an API call.
+
+        A create must never be sent twice for one task: only a refused connection or a 429
+        proves that none was made. Any other failure after sending (5xx, a lost or garbled
+        answer) raises `OutcomeUnknownError`.
+        """
+        while (wait := self._bucket.take()) > 0:
+            yield _Sleep(wait)
+        sent_at, body = time.monotonic(), _Buffer(MAX_ANSWER_BYTES)
+        try:
+            response = yield request
+            yield _Read(response, body)
+        except httpx.HTTPError as exc:
+            raise _transport_error(exc, request, creates) from None
+        refused = response.status_code == 429
+        self._bucket.answered(sent_at, refused, _retry_after(response) if refused else None)
+        if not response.is_success:
+            error = api_error(response, body.data)
+            if creates and response.status_code >= 500:
+                raise OutcomeUnknownError(
+                    f"{_where(request)} answered {error}; the vendor may have created the task, "
+                    "so it is not resubmitted"
+                ) from error
+            raise error
+        try:
+            if body.overflow:
+                raise MalformedAnswerError(f"the answer is larger than {MAX_ANSWER_BYTES} bytes")
+            try:
+                payload = json.loads(body.data)
+            except ValueError:
+                raise MalformedAnswerError("the answer is not JSON") from None
+            return parse(payload)
+        except MalformedAnswerError as exc:
+            what = f"{_where(request)} answered {response.status_code} but {exc}"
+            if creates:
+                raise OutcomeUnknownError(
+                    f"{what}; a task may have been created and is not resubmitted"
+                ) from None
+            raise MalformedAnswerError(what) from None
+
+    def _create(self, request: GenerationRequest | Mapping[str, Any]) -> _Steps[Task]:
+        body = request.to_body() if isinstance(request, GenerationRequest) else dict(request)
+        http = self._request("POST", f"{self.base_url}/v1/videos/generations", json=body)
+        return self._call(http, Task.from_json, creates=True)
+
+    def _get_task(self, task_id: str) -> _Steps[Task]:
+        def parse(payload: Any) -> Task:
+            task = Task.from_json(payload)
+            if task.id != task_id:
+                raise MalformedAnswerError(f"it describes task {task.id!r}, not {task_id!r}")
+            return task
+
+        return self._call(self._request("GET", f"{self.base_url}/v1/tasks/{task_id}"), parse)
+
+    def _download(
+        self, url: str, dest: str | os.PathLike, max_bytes: int, deadline_seconds: float
+    ) -> _Steps[Download]:
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+        deadline = time.monotonic() + deadline_seconds
+        what = f"GET {httpx.URL(url).copy_with(query=None)}"
+        try:
+            sha256, size = yield from self._retrying(
+                lambda: self._download_attempt(url, tmp, max_bytes, deadline_seconds, deadline),
+                what,
+                deadline,
+            )
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return Download(str(dest), sha256, size)
+
+    def _download_attempt(
+        self, url: str, tmp: Path, max_bytes: int, deadline_seconds: float, deadline: float
+    ) -> _Steps[tuple[str, int]]:
+        """One try: follow up to `MAX_REDIRECTS` redirects, each hop checked, into `tmp`."""
+        for _ in range(MAX_REDIRECTS + 1):
+            if problem := url_problem(url, allow_origin=self._emulator_origin):
+                raise UnsafeLinkError(f"result link refused: {problem}")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DownloadTimeoutError(
+                    f"the download did not finish within {deadline_seconds:g} s (a stalled or "
+                    "trickling host); a later try may succeed"
+                )
+            # No API key: result links are pre-signed and their hosts are not the vendor's.
+            request = self._http.build_request(
+                "GET",
+                url,
+                headers={"Accept-Encoding": "identity"},
+                timeout=min(remaining, _DOWNLOAD_READ_SECONDS),
+            )
             try:
                 response = yield request
+                if response.next_request is not None:
+                    url = str(response.next_request.url)
+                    yield _Read(response)
+                    continue
+                return (yield from self._save_body(request, response, tmp, max_bytes, deadline))
             except httpx.HTTPError as exc:
-                error: SeedanceError = _transport_error(exc, request, creates)
-            else:
-                if response.is_success:
-                    return response
-                error = api_error(response)
-            delay = self.retry.next_delay(error, attempt, waited)
-            if delay is None:
-                raise error
-            log.warning(
-                "%s %s: %s; retry %d in %.1fs",
-                request.method,
-                request.url.path,
-                error,
-                attempt,
-                delay,
-            )
-            waited += delay
-            yield _Sleep(delay)
-        raise AssertionError("unreachable: next_delay stops at max_attempts")
+                raise _transport_error(exc, request, creates=False) from None
+        raise UnsafeLinkError(f"result link redirects more than {MAX_REDIRECTS} times")
 
-    def _create_request(self, request: GenerationRequest | Mapping[str, Any]) -> httpx.Request:
-        body = request.to_body() if isinstance(request, GenerationRequest) else dict(request)
-        return self._request("POST", f"{self.base_url}/v1/videos/generations", json=body)
-
-    def _task_request(self, task_id: str) -> httpx.Request:
-        return self._request("GET", f"{self.base_url}/v1/tasks/{task_id}")
-
-
-def _upload_answer(response: httpx.Response) -> UploadedFile:
-    payload = response.json()
-    if not payload.get("success", True):
-        raise error_class_for(400)(
-            400, str(payload.get("code")), payload.get("msg") or "upload failed"
+    def _save_body(
+        self,
+        request: httpx.Request,
+        response: httpx.Response,
+        tmp: Path,
+        max_bytes: int,
+        deadline: float,
+    ) -> _Steps[tuple[str, int]]:
+        where = _where(request)
+        too_large = DownloadTooLargeError(
+            f"{where} is larger than {max_bytes} bytes (SEEDANCE_MAX_VIDEO_BYTES); "
+            "raise that setting if such videos are expected"
         )
-    return UploadedFile.from_json(payload["data"])
+        if response.status_code in (403, 404, 410):
+            yield _Read(response)
+            raise LinkExpiredError(
+                f"{where} answered {response.status_code}: the result link has expired or is "
+                "invalid"
+            )
+        if not response.is_success:
+            body = _Buffer(MAX_ANSWER_BYTES)
+            yield _Read(response, body)
+            raise api_error(response, body.data)
+        if response.headers.get("content-type", "").startswith("text/html"):
+            yield _Read(response)
+            raise DownloadError(f"{where} answered a web page (text/html), not a video")
+        if int(response.headers.get("content-length") or 0) > max_bytes:
+            yield _Read(response)
+            raise too_large
+        with tmp.open("wb") as out:
+            sink = _FileSink(out, max_bytes, deadline)
+            yield _Read(response, sink)
+            out.flush()
+            os.fsync(out.fileno())
+        if sink.overflow:
+            raise too_large
+        if sink.late:
+            raise DownloadTimeoutError(f"{where} was still arriving at the download's deadline")
+        return sink.digest.hexdigest(), sink.size
 
 
 class Client(_BaseClient):
@@ -225,12 +498,14 @@ class Client(_BaseClient):
 
     Args:
         api_key: the EvoLink bearer token; kept out of every repr, log line and exception.
-        base_url: API host (`EVOLINK_BASE_URL`).
+        base_url: API host (`EVOLINK_BASE_URL`). On loopback (the emulator), result links
+            on exactly its origin may be plain http.
         files_url: file upload host (`EVOLINK_FILES_URL`).
         timeout: httpx timeout for each request.
         retry: retry policy for 429, 5xx and connection failures.
-        max_requests_per_second: space API calls to stay under the key's rate limit
-            (shared by every client of `base_url` in this process); None: no pacing.
+        max_requests_per_second: the most calls per second to send, whatever the adaptive
+            pacing learns (shared by every client of `base_url` in this process); None: as
+            fast as the API's 429s allow.
         transport: an httpx transport, e.g. `httpx.MockTransport` in tests.
     """
 
@@ -243,7 +518,7 @@ class Client(_BaseClient):
         **kwargs: Any,
     ):
         super().__init__(api_key, **kwargs)
-        self._http = httpx.Client(timeout=timeout, transport=transport, follow_redirects=True)
+        self._http = httpx.Client(timeout=timeout, transport=transport)
 
     def __enter__(self) -> Client:
         return self
@@ -254,39 +529,57 @@ class Client(_BaseClient):
     def close(self) -> None:
         self._http.close()
 
-    def _run(self, request: httpx.Request, creates: bool = False) -> httpx.Response:
-        steps = self._exchange(request, creates=creates)
-        step = next(steps)
+    def _run(self, steps: _Steps[T]) -> T:
+        opened: list[httpx.Response] = []
         try:
+            step = next(steps)
             while True:
-                if isinstance(step, _Sleep):
-                    time.sleep(step.seconds)
-                    step = steps.send(None)
-                    continue
+                result = None
                 try:
-                    response = self._http.send(step)
+                    if isinstance(step, _Sleep):
+                        time.sleep(step.seconds)
+                    elif isinstance(step, _Read):
+                        if step.sink:
+                            for chunk in step.response.iter_bytes():
+                                if not step.sink(chunk):
+                                    break
+                        step.response.close()
+                    else:
+                        result = self._http.send(step, stream=True)
+                        opened.append(result)
                 except httpx.HTTPError as exc:
                     step = steps.throw(exc)
                 else:
-                    step = steps.send(response)
+                    step = steps.send(result)
         except StopIteration as done:
             return done.value
+        finally:
+            steps.close()
+            for response in opened:
+                response.close()
 
     def create_task(self, request: GenerationRequest | Mapping[str, Any]) -> Task:
         """Submit a generation request.
 
         Raises:
-            OutcomeUnknownError: the answer was lost after the request went out.
+            OutcomeUnknownError: the request went out and the answer does not say whether a
+                task was made (lost, 5xx, or not a task); it is never resent.
         """
-        return Task.from_json(self._run(self._create_request(request), creates=True).json())
+        return self._run(self._create(request))
 
     def get_task(self, task_id: str) -> Task:
-        """The task's current state."""
-        return Task.from_json(self._run(self._task_request(task_id)).json())
+        """The task's current state.
+
+        Raises:
+            MalformedAnswerError: the answer is not this task's state.
+        """
+        return self._run(self._get_task(task_id))
 
     def get_credits(self) -> dict[str, Any]:
         """The account balance (`GET /v1/credits`); also the cheap way to check a key."""
-        return self._run(self._request("GET", f"{self.base_url}/v1/credits")).json()["data"]
+        return self._run(
+            self._call(self._request("GET", f"{self.base_url}/v1/credits"), _credits_answer)
+        )
 
     def upload_file(
         self, path: str | os.PathLike, *, upload_path: str | None = None
@@ -301,64 +594,42 @@ class Client(_BaseClient):
                 files={"file": (path.name, fh)},
                 data=data,
             )
-            return _upload_answer(self._run(request))
+            return self._run(self._call(request, _upload_answer))
 
     def upload_url(self, url: str) -> UploadedFile:
         """Have the files API fetch `url` and host it."""
         request = self._request(
             "POST", f"{self.files_url}/api/v1/files/upload/url", json={"file_url": url}
         )
-        return _upload_answer(self._run(request))
+        return self._run(self._call(request, _upload_answer))
 
-    def download(self, url: str, dest: str | os.PathLike) -> Download:
-        """Stream `url` to `dest` in constant memory, hashing as it goes.
+    def download(
+        self,
+        url: str,
+        dest: str | os.PathLike,
+        *,
+        max_bytes: int = DEFAULT_MAX_VIDEO_BYTES,
+        deadline_seconds: float = DEFAULT_DOWNLOAD_SECONDS,
+    ) -> Download:
+        """Stream a result link to `dest` in constant memory, hashing as it goes.
 
-        The file appears at `dest` only once complete (written to a temporary name, then
-        renamed). The API key is not sent: result links are pre-signed.
+        Result links are untrusted: the link and every redirect (at most `MAX_REDIRECTS`)
+        must be https on a public host, and the API key is never sent. The file appears at
+        `dest` only once complete; no temporary file is left behind on failure.
+
+        Args:
+            max_bytes: stop and fail past this many bytes (SEEDANCE_MAX_VIDEO_BYTES).
+            deadline_seconds: the whole download, redirects and retries included, must end
+                within this.
 
         Raises:
+            UnsafeLinkError: a link or redirect not allowed to be fetched (never retried).
             LinkExpiredError: the link answered 403, 404 or 410.
+            DownloadTooLargeError: the file is larger than `max_bytes`.
+            DownloadTimeoutError: the deadline passed.
+            DownloadError: an HTML page came instead of a video.
         """
-        dest = Path(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
-        waited = 0.0
-        for attempt in range(1, self.retry.max_attempts + 1):
-            try:
-                return self._download_once(url, dest, tmp)
-            except (TransportError, APIError) as error:
-                delay = self.retry.next_delay(error, attempt, waited)
-                if delay is None:
-                    raise
-                waited += delay
-                time.sleep(delay)
-            finally:
-                tmp.unlink(missing_ok=True)
-        raise AssertionError("unreachable: next_delay stops at max_attempts")
-
-    def _download_once(self, url: str, dest: Path, tmp: Path) -> Download:
-        digest, size = hashlib.sha256(), 0
-        try:
-            with self._http.stream("GET", url) as response:
-                if response.status_code in (403, 404, 410):
-                    raise LinkExpiredError(
-                        f"result link answered {response.status_code}: it has expired or is "
-                        f"invalid ({httpx.URL(url).copy_with(query=None)})"
-                    )
-                if not response.is_success:
-                    response.read()
-                    raise api_error(response)
-                with tmp.open("wb") as out:
-                    for chunk in response.iter_bytes(_CHUNK):
-                        out.write(chunk)
-                        digest.update(chunk)
-                        size += len(chunk)
-                    out.flush()
-                    os.fsync(out.fileno())
-        except httpx.HTTPError as exc:
-            raise TransportError(f"download failed: {type(exc).__name__}: {exc}") from None
-        os.replace(tmp, dest)
-        return Download(str(dest), digest.hexdigest(), size)
+        return self._run(self._download(url, dest, max_bytes, deadline_seconds))
 
 
 class AsyncClient(_BaseClient):
@@ -387,29 +658,39 @@ class AsyncClient(_BaseClient):
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def _run(self, request: httpx.Request, creates: bool = False) -> httpx.Response:
-        steps = self._exchange(request, creates=creates)
-        step = next(steps)
+    async def _run(self, steps: _Steps[T]) -> T:
+        opened: list[httpx.Response] = []
         try:
+            step = next(steps)
             while True:
-                if isinstance(step, _Sleep):
-                    await asyncio.sleep(step.seconds)
-                    step = steps.send(None)
-                    continue
+                result = None
                 try:
-                    response = await self._http.send(step)
+                    if isinstance(step, _Sleep):
+                        await asyncio.sleep(step.seconds)
+                    elif isinstance(step, _Read):
+                        if step.sink:
+                            async for chunk in step.response.aiter_bytes():
+                                if not step.sink(chunk):
+                                    break
+                        await step.response.aclose()
+                    else:
+                        result = await self._http.send(step, stream=True)
+                        opened.append(result)
                 except httpx.HTTPError as exc:
                     step = steps.throw(exc)
                 else:
-                    step = steps.send(response)
+                    step = steps.send(result)
         except StopIteration as done:
             return done.value
+        finally:
+            steps.close()
+            for response in opened:
+                await response.aclose()
 
     async def create_task(self, request: GenerationRequest | Mapping[str, Any]) -> Task:
         """Submit a generation request (see `Client.create_task`)."""
-        response = await self._run(self._create_request(request), creates=True)
-        return Task.from_json(response.json())
+        return await self._run(self._create(request))
 
     async def get_task(self, task_id: str) -> Task:
-        """The task's current state."""
-        return Task.from_json((await self._run(self._task_request(task_id))).json())
+        """The task's current state (see `Client.get_task`)."""
+        return await self._run(self._get_task(task_id))

@@ -1,18 +1,22 @@
 """Errors raised by the Seedance client.
 
-SeedanceError
-├── TransportError            no answer came; nothing reached the vendor, safe to retry
-├── OutcomeUnknownError       a create went out and its answer was lost: do not resubmit
-├── APIError                  the vendor answered with an HTTP error
-│   ├── InvalidRequestError   400, 413
-│   ├── AuthenticationError   401
-│   ├── InsufficientQuotaError 402
-│   ├── AccessDeniedError     403
-│   ├── NotFoundError         404
-│   ├── RateLimitError        429
-│   └── ServerError           5xx
-├── LinkExpiredError          a result or file link no longer works
-└── TaskFailedError           a task ended failed (carries the vendor's code and message)
+SeedanceError                   `retryable` (marked *): a later try of the same call could succeed
+├── TransportError *            no answer came (a create raising it never left)
+├── OutcomeUnknownError         a create may have made a task (lost, 5xx, garbled): never resent
+├── MalformedAnswerError *      a 2xx answer too large, not JSON, or not the documented shape
+├── APIError                    the vendor answered with an HTTP error
+│   ├── InvalidRequestError     400, 413
+│   ├── AuthenticationError     401
+│   ├── InsufficientQuotaError  402
+│   ├── AccessDeniedError       403
+│   ├── NotFoundError           404
+│   ├── RateLimitError *        429
+│   └── ServerError *           5xx
+└── DownloadError               a result file could not be saved (e.g. an HTML page came instead)
+    ├── UnsafeLinkError         not https on a public host, or too many redirects: never fetched
+    ├── LinkExpiredError        403, 404 or 410 from the result host
+    ├── DownloadTooLargeError   more than `max_bytes`
+    └── DownloadTimeoutError *  the download's deadline passed
 """
 
 from __future__ import annotations
@@ -21,19 +25,27 @@ from __future__ import annotations
 class SeedanceError(Exception):
     """Base class of every error the client raises."""
 
+    retryable = False
+
 
 class TransportError(SeedanceError):
-    """The request could not be sent or got no answer; it did not reach the vendor."""
+    """The request could not be sent or got no answer (a create raising it was never sent)."""
+
+    retryable = True
 
 
 class OutcomeUnknownError(SeedanceError):
-    """A create request was sent but its answer was lost; a task may or may not exist."""
+    """A create request may have made a task (its answer was lost or unusable); never resent."""
+
+
+class MalformedAnswerError(SeedanceError):
+    """A success answer that is too large, not JSON, or not the shape the API documents."""
+
+    retryable = True
 
 
 class APIError(SeedanceError):
     """An HTTP error answer, with the vendor's `code`, `message` and `type`."""
-
-    retryable = False
 
     def __init__(self, status: int, code: str | None, message: str, type: str | None = None):
         self.status, self.code, self.message, self.type = status, code, message, type
@@ -76,16 +88,26 @@ class ServerError(APIError):
     retryable = True
 
 
-class LinkExpiredError(SeedanceError):
+class DownloadError(SeedanceError):
+    """A result file could not be saved."""
+
+
+class UnsafeLinkError(DownloadError):
+    """A result link (or a redirect) leads off https on a public host; it is never fetched."""
+
+
+class LinkExpiredError(DownloadError):
     """A result link answered 403, 404 or 410: it has expired (links live 24 hours)."""
 
 
-class TaskFailedError(SeedanceError):
-    """A task ended `failed` or `cancelled`."""
+class DownloadTooLargeError(DownloadError):
+    """A result file is larger than the download's byte cap (SEEDANCE_MAX_VIDEO_BYTES)."""
 
-    def __init__(self, task_id: str, code: str | None, message: str | None):
-        self.task_id, self.code, self.message = task_id, code, message
-        super().__init__(f"task {task_id} failed: {code}: {message}")
+
+class DownloadTimeoutError(DownloadError):
+    """A download did not finish within its deadline (a stalled or trickling host)."""
+
+    retryable = True
 
 
 _BY_STATUS: dict[int, type[APIError]] = {

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._exceptions import MalformedAnswerError
 from ._rules import DEFAULT_ASPECT_RATIO, DEFAULT_DURATION, DEFAULT_QUALITY
 
 # The vendor's official statuses end in completed/failed; companion docs add `cancelled`.
@@ -76,24 +77,56 @@ class Task:
         return self.status
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Task:
-        info = data.get("task_info") or {}
-        usage = data.get("usage") or {}
-        error = data.get("error") or {}
+    def from_json(cls, data: object) -> Task:
+        """The task an answer describes.
+
+        Raises:
+            MalformedAnswerError: `data` is not a task (no id or status, or a field of the
+                wrong type). Unknown statuses are kept as they are (not terminal).
+        """
+        if not isinstance(data, Mapping):
+            raise MalformedAnswerError(f"a task answer must be a JSON object, not {_kind(data)}")
+        info = _field(data, "task_info", Mapping) or {}
+        usage = _field(data, "usage", Mapping) or {}
+        error = _field(data, "error", Mapping) or {}
+        results = _field(data, "results", list) or []
+        if not all(isinstance(url, str) for url in results):
+            raise MalformedAnswerError("task field results must be a list of URLs")
+        task_id, status = _field(data, "id", str), _field(data, "status", str)
+        if not task_id or not status:
+            raise MalformedAnswerError("a task answer needs a non-empty id and status")
+        code = _field(error, "code", (str, int))
         return cls(
-            id=data["id"],
-            status=data.get("status", "pending"),
-            progress=int(data.get("progress") or 0),
-            model=data.get("model"),
-            created=data.get("created"),
-            estimated_time=info.get("estimated_time"),
-            video_duration=info.get("video_duration"),
-            results=tuple(data.get("results") or ()),
-            error_code=None if error.get("code") is None else str(error["code"]),
-            error_message=error.get("message"),
-            credits_reserved=usage.get("credits_reserved"),
+            id=task_id,
+            status=status,
+            progress=int(_field(data, "progress", (int, float)) or 0),
+            model=_field(data, "model", str),
+            created=_field(data, "created", int),
+            estimated_time=_field(info, "estimated_time", (int, float)),
+            video_duration=_field(info, "video_duration", (int, float)),
+            results=tuple(results),
+            error_code=None if code is None else str(code),
+            error_message=_field(error, "message", str),
+            credits_reserved=_field(usage, "credits_reserved", (int, float)),
             raw=data,
         )
+
+
+def _kind(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _field(data: Mapping[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
+    """`data[name]` when it is missing, null or of `kind` (bool is never a number)."""
+    value = data.get(name)
+    if value is None or (isinstance(value, kind) and not isinstance(value, bool)):
+        return value
+    raise MalformedAnswerError(f"task field {name} is {_kind(value)}, not {_names(kind)}")
+
+
+def _names(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(k.__name__ for k in kinds)
 
 
 @dataclass(frozen=True)
@@ -108,7 +141,12 @@ class UploadedFile:
     expires_at: str | None = None
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> UploadedFile:
+    def from_json(cls, data: object) -> UploadedFile:
+        """Raises `MalformedAnswerError` when `data` has no file id and URL."""
+        if not isinstance(data, Mapping):
+            raise MalformedAnswerError(f"upload data must be a JSON object, not {_kind(data)}")
+        if not (isinstance(data.get("file_id"), str) and isinstance(data.get("file_url"), str)):
+            raise MalformedAnswerError("upload data needs a file_id and a file_url")
         return cls(**{k: data.get(k) for k in cls.__dataclass_fields__})
 
 

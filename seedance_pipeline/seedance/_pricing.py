@@ -1,8 +1,9 @@
 """Credits a Seedance 2.0 request reserves, from one price table.
 
 The default table is `prices.json` beside this file (EvoLink's per-second rates; 1080p is our
-assumption of the 720p rate x 2.25). Point `SEEDANCE_PRICE_TABLE` at a JSON file of the same
-shape to override it. The emulator reserves exactly `estimate_credits` of the same table.
+assumption of the 720p rate x 2.25). It has no Mini tier: its prices are not published, and a
+rate the table lacks is unknown (None), never 0. Point `SEEDANCE_PRICE_TABLE` at a JSON file of
+the same shape to override it. The emulator reserves `estimate_credits` of its own table.
 """
 
 from __future__ import annotations
@@ -49,19 +50,18 @@ class PriceTable:
                 f"credits_per_second, money_per_credit, unknown_reference_video_seconds: {exc}"
             ) from None
 
-    def rate(self, model: str, quality: str, with_reference_video: bool) -> Decimal:
-        """Credits per output second."""
+    def rate(self, model: str, quality: str, with_reference_video: bool) -> Decimal | None:
+        """Credits per output second, or None when the table has no such rate."""
         column = "with_reference_video" if with_reference_video else "without_reference_video"
-        tier = MODELS[model].tier
-        try:
-            return Decimal(str(self.credits_per_second[tier][column][quality]))
-        except KeyError:
-            raise ValueError(f"the price table has no {tier} {quality} rate ({column})") from None
+        rate = self.credits_per_second.get(MODELS[model].tier, {}).get(column, {}).get(quality)
+        return None if rate is None else Decimal(str(rate))
 
     def estimate_credits(
         self, body: Mapping, reference_video_seconds: Sequence[float | None] = ()
-    ) -> float:
+    ) -> float | None:
         """Credits reserved for `body`: output seconds x rate, with reference videos counted.
+
+        None when the table has no rate for the model's tier and quality (Mini, by default).
 
         With reference videos the vendor bills (max(reference seconds, output seconds) + output
         seconds) x the lower "with reference video" rate. A reference video of unknown length
@@ -70,6 +70,8 @@ class PriceTable:
         seconds = Decimal(body.get("duration", DEFAULT_DURATION))
         has_refs = bool(body.get("video_urls"))
         rate = self.rate(body["model"], body.get("quality", DEFAULT_QUALITY), has_refs)
+        if rate is None:
+            return None
         if has_refs:
             known = [
                 self.unknown_reference_video_seconds if s is None else s

@@ -1,7 +1,8 @@
 """The vendor's rules for `POST /v1/videos/generations`, stated once.
 
-Everything here comes from the Seedance 2.0 parameter guide; the emulator and the catalog
-validation both call `validate_request`, so no limit is written down anywhere else.
+Everything here comes from the Seedance 2.0 parameter guide (the Mini tier from the vendor's
+Chinese overview); the emulator and the catalog validation both call `validate_request`, so no
+limit is written down anywhere else.
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ from urllib.parse import urlsplit
 from ._urls import url_problem
 
 TEXT, IMAGE, REFERENCE = "text-to-video", "image-to-video", "reference-to-video"
-STANDARD, FAST = "standard", "fast"
+STANDARD, FAST, MINI = "standard", "fast", "mini"
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     mode: str
     tier: str
+    # Mini's text-to-video refuses `model_params` altogether (the Chinese overview).
+    takes_model_params: bool = True
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -33,7 +36,14 @@ MODELS: dict[str, ModelSpec] = {
     "seedance-2.0-fast-text-to-video": ModelSpec(TEXT, FAST),
     "seedance-2.0-fast-image-to-video": ModelSpec(IMAGE, FAST),
     "seedance-2.0-fast-reference-to-video": ModelSpec(REFERENCE, FAST),
+    "seedance-2.0-mini-text-to-video": ModelSpec(TEXT, MINI, takes_model_params=False),
+    "seedance-2.0-mini-image-to-video": ModelSpec(IMAGE, MINI),
+    "seedance-2.0-mini-reference-to-video": ModelSpec(REFERENCE, MINI),
 }
+
+# `task-unified-<unix time>-<suffix>`: 8 characters in live answers, 6 in the vendor's examples.
+# An id of this form that is not known answers 404; anything else cannot be a task id (400).
+TASK_ID = re.compile(r"\Atask-unified-[0-9]+-[a-z0-9]+\Z")
 
 # (min, max) number of media of each kind per mode; None means the field is not accepted.
 MEDIA_COUNTS: dict[str, dict[str, tuple[int, int] | None]] = {
@@ -46,7 +56,7 @@ URL_FIELDS = {"image": "image_urls", "video": "video_urls", "audio": "audio_urls
 DURATIONS = range(4, 16)
 DEFAULT_DURATION = 5
 QUALITIES = ("480p", "720p", "1080p")
-STANDARD_ONLY_QUALITIES = ("1080p",)
+TIER_QUALITIES = {STANDARD: QUALITIES, FAST: ("480p", "720p"), MINI: ("480p", "720p")}
 DEFAULT_QUALITY = "720p"
 ASPECT_RATIOS = ("16:9", "9:16", "1:1", "4:3", "3:4", "21:9", "adaptive")
 DEFAULT_ASPECT_RATIO = "16:9"
@@ -357,8 +367,14 @@ def validate_request(
     quality = body.get("quality", DEFAULT_QUALITY)
     if quality not in QUALITIES:
         out.append(Violation("quality", f"{quality!r} is not one of {', '.join(QUALITIES)}"))
-    elif spec and spec.tier == FAST and quality in STANDARD_ONLY_QUALITIES:
-        out.append(Violation("quality", f"{quality} is only available on standard models"))
+    elif spec and quality not in TIER_QUALITIES[spec.tier]:
+        out.append(
+            Violation(
+                "quality",
+                f"{quality} is not available on {spec.tier} models; they offer "
+                f"{', '.join(TIER_QUALITIES[spec.tier])} (1080p: standard models only)",
+            )
+        )
     if body.get("aspect_ratio", DEFAULT_ASPECT_RATIO) not in ASPECT_RATIOS:
         out.append(
             Violation(
@@ -370,7 +386,11 @@ def validate_request(
         out.append(Violation("generate_audio", "must be true or false"))
 
     params = body.get("model_params")
-    if params is not None:
+    if params is not None and spec and not spec.takes_model_params:
+        out.append(
+            Violation("model_params", f"is not accepted by {model} (no web_search); leave it out")
+        )
+    elif params is not None:
         if not isinstance(params, Mapping) or set(params) - {"web_search"}:
             out.append(Violation("model_params", "may only hold web_search"))
         elif not isinstance(params.get("web_search", False), bool):

@@ -1,13 +1,14 @@
 """Cost analytics per day: the `generated_videos` table rolled up for finance."""
 
-import base64
+import tempfile
+from pathlib import Path
 
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from ...costs import ROLLUP_KEYS, chart, credits_total, rollup
 from ...seedance import PriceTable
-from ...tables import read_all, read_table, write_table
 from ..generation.assets import generated_videos
+from ..metadata import frame_version, schema, table
 from ..partitions import daily_partitions
 from ..resources import PipelineResource
 
@@ -20,26 +21,27 @@ def generation_costs(
 ) -> MaterializeResult:
     """The day's tasks, outcomes, seconds and credits by model x quality x campaign."""
     partition = context.partition_key
-    day = rollup(read_table(pipeline.root, "generated_videos", partition), ROLLUP_KEYS)
+    tables = pipeline.tables()
+    day = rollup(tables.read("generated_videos", partition), ROLLUP_KEYS)
     prices = PriceTable.load()
     for currency in prices.money_per_credit:
         day[f"cost_{currency.lower()}"] = [prices.money(c, currency) for c in day.credits_charged]
-    path = write_table(day, pipeline.root, "generation_costs", partition)
-    everything = read_all(pipeline.root, "generation_costs")
-    png = chart(everything, pipeline.root / "warehouse" / "generation_costs_by_day.png")
-    image = base64.b64encode(png.read_bytes()).decode()
+    path = tables.write(day, "generation_costs", partition)
+    with tempfile.TemporaryDirectory(prefix="seedance-chart-") as tmp:
+        png = chart(tables.read_all("generation_costs"), Path(tmp) / "chart.png").read_bytes()
+    chart_uri = tables.write_file("generation_costs_by_day.png", png)
     return MaterializeResult(
+        data_version=frame_version(day),
         metadata={
-            "path": MetadataValue.path(str(path)),
+            "path": MetadataValue.path(path),
             "dagster/row_count": len(day),
+            "dagster/column_schema": schema(day),
             "credits_charged": credits_total(day.credits_charged),
             "credits_reserved": credits_total(day.credits_reserved),
             "credits_estimated": credits_total(day.credits_estimated),
             "seconds_delivered": float(day.seconds_delivered.sum()),
-            "table": MetadataValue.md(day.to_markdown(index=False)),
-            "chart": MetadataValue.md(
-                f"![credits per day by model](data:image/png;base64,{image})"
-            ),
-            "chart_file": MetadataValue.path(str(png)),
-        }
+            "table": table(day),
+            # A path, not the image: every materialisation's metadata stays in the event log.
+            "chart": MetadataValue.path(chart_uri),
+        },
     )

@@ -20,19 +20,18 @@ from dagster import (
 from ...callbacks import callback_base
 from ...catalog import CatalogError, load_media, load_prompts
 from ...costs import credits_total
-from ...planning import MediaFactsCache, PlannedRow, plan_partition, publish, requests_frame
+from ...planning import PlannedRow, plan_partition, publish, requests_frame
+from ...publishing import PublishError
 from ...records import LedgerLost, check_ledger, write_record
 from ...seedance import PriceTable
-from ...storage import PublishError
 from ...submission import Planned, SubmissionStopped, submit_all
-from ...tables import read_table, write_table
 from ...videos import PartitionNotFinished, build_videos_table, store_videos
 from ..catalog.assets import media_catalog, prompt_catalog
+from ..metadata import frame_version, schema, table
 from ..partitions import daily_partitions
 from ..resources import EvoLinkResource, PipelineResource
 
 API_POOL = "evolink_api"
-PREVIEW_ROWS = 20
 
 
 def plan_for_partition(pipeline: PipelineResource, partition: str) -> list[PlannedRow]:
@@ -43,13 +42,25 @@ def plan_for_partition(pipeline: PipelineResource, partition: str) -> list[Plann
     """
     prompts = load_prompts(pipeline.prompts_file())
     media = load_media(pipeline.media_file(), pipeline.root)
-    return plan_partition(
-        prompts, media, partition, MediaFactsCache(pipeline.root), PriceTable.load()
-    )
+    return plan_partition(prompts, media, partition, pipeline.media_facts(), PriceTable.load())
 
 
 def over_budget_message(accepted: pd.DataFrame, budget: float) -> str | None:
-    """Why the partition may not be submitted, or None when it is within `budget`."""
+    """Why the partition may not be submitted, or None when it is within `budget`.
+
+    A row whose price is unknown (a tier the price table lacks) could cost anything: with a
+    budget set, the day is refused.
+    """
+    unpriced = accepted[accepted.estimated_credits.isna()]
+    if not unpriced.empty:
+        rows = ", ".join(
+            f"{r.prompt_id} ({r.model} {r.quality})" for r in unpriced.head(3).itertuples()
+        )
+        return (
+            f"{len(unpriced)} row(s) have no known price, so the day's cost cannot be checked "
+            f"against the budget of {budget:g} (SEEDANCE_MAX_CREDITS_PER_PARTITION): {rows}; "
+            f"add their rates to a price table (SEEDANCE_PRICE_TABLE) or unset the budget"
+        )
     total = credits_total(accepted.estimated_credits)
     if total <= budget:
         return None
@@ -59,10 +70,6 @@ def over_budget_message(accepted: pd.DataFrame, budget: float) -> str | None:
         f"estimated {total:g} credits exceeds the budget of {budget:g} "
         f"(SEEDANCE_MAX_CREDITS_PER_PARTITION); most expensive rows: {worst}"
     )
-
-
-def _preview(frame: pd.DataFrame, columns: list[str]) -> MetadataValue:
-    return MetadataValue.md(frame[columns].head(PREVIEW_ROWS).to_markdown(index=False))
 
 
 @asset(
@@ -82,25 +89,27 @@ def generation_requests(
         raise Failure(str(exc), allow_retries=False) from None
     with evolink.client() as client:
         try:
-            publish(rows, pipeline.storage(client).publish)
+            publish(rows, pipeline.publisher(client).publish)
         except PublishError as exc:
             raise Failure(str(exc)) from None
     frame = requests_frame(rows)
-    path = write_table(frame, pipeline.root, "generation_requests", partition)
+    path = pipeline.tables().write(frame, "generation_requests", partition)
     accepted = frame[frame.status == "accepted"]
     rejected = frame[frame.status == "rejected"].assign(errors=lambda f: f.errors.map("; ".join))
     return MaterializeResult(
+        data_version=frame_version(frame),
         metadata={
-            "path": MetadataValue.path(str(path)),
+            "path": MetadataValue.path(path),
             "dagster/row_count": len(frame),
+            "dagster/column_schema": schema(frame),
             "accepted": len(accepted),
             "rejected": len(rejected),
             "estimated_credits": credits_total(accepted.estimated_credits),
-            "preview": _preview(
+            "preview": table(
                 frame, ["prompt_id", "model", "quality", "duration", "status", "estimated_credits"]
             ),
-            "rejections": _preview(rejected, ["prompt_id", "errors"]),
-        }
+            "rejections": table(rejected, ["prompt_id", "errors"]),
+        },
     )
 
 
@@ -119,7 +128,7 @@ def submitted_tasks(
 ) -> MaterializeResult:
     """Accepted requests submitted to EvoLink exactly once, recorded in the task ledger."""
     partition = context.partition_key
-    requests = read_table(pipeline.root, "generation_requests", partition)
+    requests = pipeline.tables().read("generation_requests", partition)
     accepted = requests[requests.status == "accepted"]
     budget = pipeline.max_credits_per_partition
     if budget is not None and (message := over_budget_message(accepted, budget)):
@@ -130,11 +139,16 @@ def submitted_tasks(
         raise Failure(str(exc), allow_retries=False) from None
     ledger = pipeline.ledger()
     try:
-        check_ledger(ledger, pipeline.root, partition)
+        check_ledger(ledger, pipeline.tables(), partition)
     except LedgerLost as exc:
         raise Failure(str(exc), allow_retries=False) from None
     items = [
-        Planned(r.prompt_id, json.loads(r.request_json), r.estimated_credits, r.request_sha256)
+        Planned(
+            r.prompt_id,
+            json.loads(r.request_json),
+            None if pd.isna(r.estimated_credits) else r.estimated_credits,  # no known price
+            r.request_sha256,
+        )
         for r in accepted.itertuples()
     ]
     try:
@@ -143,7 +157,7 @@ def submitted_tasks(
     except SubmissionStopped as exc:
         raise Failure(str(exc), allow_retries=False) from None
     finally:
-        write_record(ledger, pipeline.root, partition)
+        write_record(ledger, pipeline.tables(), partition)
     ledger.set_submission_complete(partition, not summary.not_sent)
     for prompt_id, day in summary.sent_on_other_days.items():
         context.log.warning(
@@ -226,10 +240,10 @@ def generated_videos(
 ) -> MaterializeResult:
     """Every prompt of the day with its task's outcome and its video saved and measured."""
     partition = context.partition_key
-    requests = read_table(pipeline.root, "generation_requests", partition)
+    requests = pipeline.tables().read("generation_requests", partition)
     ledger = pipeline.ledger()
+    store = pipeline.videos()
     with evolink.client() as client:
-        store = pipeline.storage(client)
         stored = store_videos(ledger.rows(partition), client, store, ledger)
         try:
             accepted = requests.prompt_id[requests.status == "accepted"]
@@ -244,13 +258,15 @@ def generated_videos(
             raise Failure(str(exc), allow_retries=False) from None
     if stored:
         context.log.info(f"videos stored or tried: {dict(stored)}")
-    path = write_table(frame, pipeline.root, "generated_videos", partition)
+    path = pipeline.tables().write(frame, "generated_videos", partition)
     count = frame.status.value_counts()
     submitted = len(frame) - count.get("rejected", 0)
     return MaterializeResult(
+        data_version=frame_version(frame),
         metadata={
-            "path": MetadataValue.path(str(path)),
+            "path": MetadataValue.path(path),
             "dagster/row_count": len(frame),
+            "dagster/column_schema": schema(frame),
             **{
                 f"videos_{s}": int(count.get(s, 0))
                 for s in ("completed", "failed", "rejected", "unknown", "expired")
@@ -262,7 +278,7 @@ def generated_videos(
             "credits_charged": credits_total(frame.credits_charged),
             "credits_drift": _drift(frame),
             "failure_rate": float(count.get("failed", 0) / submitted) if submitted else 0.0,
-            "preview": _preview(
+            "preview": table(
                 frame,
                 [
                     "prompt_id",

@@ -65,6 +65,8 @@ def _videos_request(context: SensorEvaluationContext, partition: str, state: str
     asset_selection=[submitted_tasks, generated_videos, generation_costs],
     minimum_interval_seconds=15,
     default_status=DefaultSensorStatus.RUNNING,
+    description="Every 15 s polls the EvoLink tasks that are due; when all of a day's tasks have "
+    "ended, asks once for that day's generated_videos and generation_costs.",
 )
 def task_poller(
     context: SensorEvaluationContext, pipeline: PipelineResource, evolink: EvoLinkResource

@@ -1,0 +1,158 @@
+"""What the shell commands print: the plan, the cost report and the summary of a run."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import pandas as pd
+
+from .costs import credits_total, rollup
+from .planning import PlannedRow
+from .seedance import PriceTable
+
+# Columns of the cost report that count tasks (integers in JSON and in the table).
+COUNTS = ["tasks", "completed", "failed", "rejected", "unknown", "expired", "resubmissions"]
+COST_COLUMNS = [
+    "tasks",
+    "completed",
+    "failed",
+    "rejected",
+    "unknown",
+    "seconds_delivered",
+    "credits_estimated",
+    "credits_reserved",
+    "credits_charged",
+    "credits_per_delivered_second",
+]
+
+
+# --- plan -----------------------------------------------------------------------------------
+
+
+def plan_report(rows: list[PlannedRow], budget: float | None) -> dict:
+    """The `plan --json` document (CONTRACT.md), with the budget verdict when one is set."""
+    accepted = [r for r in rows if r.accepted]
+    report = {
+        "accepted": [
+            {
+                "prompt_id": r.prompt.prompt_id,
+                "request": r.body,
+                "estimated_credits": r.estimated_credits,
+            }
+            for r in accepted
+        ],
+        "rejected": [
+            {"prompt_id": r.prompt.prompt_id, "errors": r.errors} for r in rows if not r.accepted
+        ],
+        # None (unknown) when a row's price is unknown: a partial sum would understate the day.
+        "estimated_credits_total": _total(r.estimated_credits for r in accepted),
+    }
+    if budget is not None:
+        total = report["estimated_credits_total"]
+        report["budget"] = {
+            "max_credits_per_partition": budget,
+            "within_budget": total is not None and total <= budget,
+        }
+    return report
+
+
+def _total(estimates) -> float | None:
+    estimates = list(estimates)
+    return None if None in estimates else round(sum(estimates), 4)
+
+
+def _credits(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:.4f}"
+
+
+def print_plan(report: dict) -> None:
+    for row in report["accepted"]:
+        body = row["request"]
+        print(
+            f"ACCEPT {row['prompt_id']:<24} {body['model']:<38} {body['quality']:>5} "
+            f"{body['duration']:>3}s  {_credits(row['estimated_credits']):>10} credits"
+        )
+    for row in report["rejected"]:
+        print(f"REJECT {row['prompt_id']:<24} " + "\n       ".ljust(32).join(row["errors"]))
+    print(
+        f"{len(report['accepted'])} accepted, {len(report['rejected'])} rejected, "
+        f"estimated {_credits(report['estimated_credits_total'])} credits"
+    )
+    if "budget" in report:
+        verdict = "within" if report["budget"]["within_budget"] else "OVER"
+        if report["estimated_credits_total"] is None:
+            verdict = "cannot be checked: some rows have no known price"
+        print(f"budget {report['budget']['max_credits_per_partition']:g} credits: {verdict}")
+
+
+# --- costs ----------------------------------------------------------------------------------
+
+
+def cost_report(
+    videos: pd.DataFrame, by: Sequence[str], prices: PriceTable
+) -> tuple[pd.DataFrame, dict]:
+    """The rollup by `by` with money columns, and the total row; counts are integers."""
+
+    def with_money(frame: pd.DataFrame) -> pd.DataFrame:
+        frame = frame.astype({c: "int64" for c in COUNTS if c in frame})
+        for currency in prices.money_per_credit:
+            frame[f"cost_{currency.lower()}"] = [
+                prices.money(c, currency) for c in frame.credits_charged
+            ]
+        return frame
+
+    table = with_money(rollup(videos, list(by)))
+    total = with_money(rollup(videos, []))
+    return table, (total.to_dict("records")[0] if len(total) else {})
+
+
+def costs_json(table: pd.DataFrame, total: dict) -> str:
+    def plain(record: dict) -> dict:
+        return {k: None if pd.isna(v) else v for k, v in record.items()}
+
+    return json.dumps(
+        {"groups": [plain(r) for r in table.to_dict("records")], "total": plain(total)},
+        default=lambda v: v.item() if hasattr(v, "item") else str(v),
+        indent=2,
+    )
+
+
+def print_costs(table: pd.DataFrame, total: dict, by: Sequence[str]) -> None:
+    money = [c for c in table.columns if c.startswith("cost_")]
+    columns = [*by, *COST_COLUMNS, *money]
+    print(table[columns].to_string(index=False, na_rep="-"))
+    print(
+        "TOTAL: "
+        + ", ".join(f"{c}={total[c]:g}" for c in [*COST_COLUMNS, *money] if pd.notna(total[c]))
+    )
+
+
+# --- run ------------------------------------------------------------------------------------
+
+
+def print_run_summary(partition: str, videos: pd.DataFrame) -> None:
+    """Rows by status, credits, and how to settle each `unknown` row."""
+    counts = videos.status.value_counts()
+    print(
+        f"{partition}: {len(videos)} rows: "
+        + (", ".join(f"{n} {status}" for status, n in counts.items()) or "none")
+    )
+    print(
+        f"{partition}: credits estimated {credits_total(videos.credits_estimated):g}, "
+        f"reserved {credits_total(videos.credits_reserved):g}, "
+        f"charged {credits_total(videos.credits_charged):g}"
+    )
+    unknown = videos[videos.status == "unknown"]
+    if unknown.empty:
+        return
+    print(
+        f"{partition}: {len(unknown)} submission(s) whose answer was lost; each may have cost "
+        "its estimate. Look it up on the EvoLink dashboard, then settle it:"
+    )
+    for row in unknown.itertuples():
+        estimate = "unknown" if pd.isna(row.credits_estimated) else f"{row.credits_estimated:g}"
+        print(
+            f"  {row.prompt_id} (up to {estimate} credits): seedance-pipeline resolve "
+            f"{partition} {row.prompt_id} (--task-id ID | --forget)"
+        )

@@ -1,0 +1,249 @@
+"""Videos, tables and published media on S3 (`SEEDANCE_S3_BUCKET`, `SEEDANCE_S3_PREFIX`).
+
+The boto3 client comes from dagster-aws's `S3Resource`, so the standard `AWS_*` variables
+apply (`AWS_ENDPOINT_URL` for S3-compatible stores). One PUT, single or multipart, is atomic:
+a reader sees the old object or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import tempfile
+from collections.abc import Callable, Iterator
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from boto3.exceptions import Boto3Error
+from botocore.exceptions import BotoCoreError, ClientError
+from dagster_aws.s3 import S3Resource
+
+from .catalog import file_digest
+from .media import MediaError, measure
+from .publishing import PublishError
+from .seedance import MediaFacts
+from .storage import temporary_scratch, video_key
+from .tables import concat, not_written, parquet_bytes, table_key
+
+# The API fetches media within minutes of a submission, which may come a day after planning.
+PRESIGNED_URL_SECONDS = 48 * 3600
+_MISSING = ("404", "NoSuchKey", "NotFound")
+SETTINGS_HINT = "check SEEDANCE_S3_BUCKET, the AWS_* credentials and AWS_ENDPOINT_URL"
+
+
+class S3Error(RuntimeError):
+    """An S3 call failed; the message names the object and the settings to check."""
+
+
+def s3_client() -> Any:
+    """dagster-aws's S3 client, configured by the standard AWS_* variables, signing with SigV4
+    (most regions refuse the SigV2 presigned URLs boto3 makes for us-east-1 by default)."""
+    client = S3Resource().get_client()
+    client.meta.events.register(
+        "choose-signer.s3.*", lambda **_: "s3v4", unique_id="seedance-pipeline-sigv4"
+    )
+    return client
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """(bucket, key) of `s3://bucket/key`.
+
+    Raises:
+        ValueError: `uri` is not of that form.
+    """
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    if not uri.startswith("s3://") or not bucket or not key:
+        raise ValueError(f"{uri!r} is not of the form s3://bucket/key")
+    return bucket, key
+
+
+class S3Bucket:
+    """Objects under `s3://<bucket>/<prefix>/`, addressed by keys relative to the prefix."""
+
+    def __init__(self, client: Any, bucket: str, prefix: str = ""):
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+
+    def key(self, relative: str) -> str:
+        return f"{self.prefix}/{relative}" if self.prefix else relative
+
+    def uri(self, relative: str) -> str:
+        return f"s3://{self.bucket}/{self.key(relative)}"
+
+    @contextlib.contextmanager
+    def _call(self, what: str, relative: str) -> Iterator[None]:
+        try:
+            yield
+        except (BotoCoreError, ClientError, Boto3Error) as exc:
+            raise S3Error(f"{self.uri(relative)}: {what} failed ({exc}); {SETTINGS_HINT}") from None
+
+    def exists(self, relative: str) -> bool:
+        with self._call("HEAD", relative):
+            try:
+                self.client.head_object(Bucket=self.bucket, Key=self.key(relative))
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in _MISSING:
+                    return False
+                raise
+        return True
+
+    def upload(self, local: Path, relative: str) -> None:
+        """Upload a file (multipart when large)."""
+        with self._call("upload", relative):
+            self.client.upload_file(str(local), self.bucket, self.key(relative))
+
+    def download(self, relative: str, local: Path) -> None:
+        with self._call("download", relative):
+            self.client.download_file(self.bucket, self.key(relative), str(local))
+
+    def put_bytes(self, relative: str, data: bytes) -> None:
+        with self._call("PUT", relative):
+            self.client.put_object(Bucket=self.bucket, Key=self.key(relative), Body=data)
+
+    def get_bytes(self, relative: str) -> bytes | None:
+        """The object's bytes, or None when there is no such object."""
+        with self._call("GET", relative):
+            try:
+                answer = self.client.get_object(Bucket=self.bucket, Key=self.key(relative))
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in _MISSING:
+                    return None
+                raise
+            return answer["Body"].read()
+
+    def keys(self, relative_prefix: str) -> list[str]:
+        """Keys (relative) of the objects under `relative_prefix`, sorted."""
+        start = len(self.key(""))
+        with self._call("LIST", relative_prefix):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.key(relative_prefix)
+            )
+            return sorted(obj["Key"][start:] for page in pages for obj in page.get("Contents", []))
+
+    def presign(self, relative: str) -> str:
+        """A GET URL anyone can fetch for `PRESIGNED_URL_SECONDS`."""
+        with self._call("presign", relative):
+            return self.client.generate_presigned_url(
+                "get_object",
+                Params={"Bucket": self.bucket, "Key": self.key(relative)},
+                ExpiresIn=PRESIGNED_URL_SECONDS,
+            )
+
+
+class S3VideoStore:
+    """Videos at `s3://<bucket>/<prefix>/videos/<partition>/<prompt_id>.mp4`."""
+
+    def __init__(self, bucket: S3Bucket):
+        self.bucket = bucket
+
+    def scratch_path(self, partition: str, prompt_id: str) -> Path:
+        return temporary_scratch(partition, prompt_id)
+
+    def put(self, local_path: Path, partition: str, prompt_id: str) -> str:
+        key = video_key(partition, prompt_id)
+        self.bucket.upload(local_path, key)
+        local_path.unlink()
+        return key
+
+    def uri(self, key: str) -> str:
+        return self.bucket.uri(key)
+
+    def exists(self, key: str) -> bool:
+        return self.bucket.exists(key)
+
+
+class S3TableStore:
+    """Tables at `s3://<bucket>/<prefix>/warehouse/<asset>/<partition>.parquet`."""
+
+    def __init__(self, bucket: S3Bucket):
+        self.bucket = bucket
+        self.location = bucket.uri("warehouse")
+
+    def write(self, frame: pd.DataFrame, asset: str, partition: str) -> str:
+        key = table_key(asset, partition)
+        self.bucket.put_bytes(key, parquet_bytes(frame))
+        return self.bucket.uri(key)
+
+    def read(self, asset: str, partition: str) -> pd.DataFrame:
+        key = table_key(asset, partition)
+        data = self.bucket.get_bytes(key)
+        if data is None:
+            raise not_written(self.bucket.uri(key), asset, partition)
+        return pd.read_parquet(io.BytesIO(data))
+
+    def read_all(self, asset: str) -> pd.DataFrame:
+        keys = [k for k in self.bucket.keys(f"warehouse/{asset}/") if k.endswith(".parquet")]
+        frames = []
+        for key in keys:
+            data = self.bucket.get_bytes(key)
+            if data is not None:  # deleted since listed
+                frames.append(pd.read_parquet(io.BytesIO(data)))
+        return concat(frames)
+
+    def write_file(self, name: str, data: bytes) -> str:
+        self.bucket.put_bytes(f"warehouse/{name}", data)
+        return self.bucket.uri(f"warehouse/{name}")
+
+
+class S3Publisher:
+    """Local media uploaded once to `<prefix>/media/<sha256>/<name>`, sent as presigned URLs."""
+
+    def __init__(self, bucket: S3Bucket):
+        self.bucket = bucket
+
+    def publish(self, path: Path) -> str:
+        key = f"media/{file_digest(path)}/{path.name}"
+        try:
+            if not self.bucket.exists(key):
+                self.bucket.upload(path, key)
+            return self.bucket.presign(key)
+        except S3Error as exc:
+            raise PublishError(f"{path}: could not be published: {exc}") from None
+
+
+class S3Media:
+    """`s3://bucket/key` media of the catalog: measured from the object once, sent presigned."""
+
+    def __init__(self, make_client: Callable[[], Any]):
+        self._make_client = make_client
+        self._known: dict[tuple[str, str], tuple[str, MediaFacts] | MediaError] = {}
+
+    @cached_property
+    def client(self) -> Any:
+        return self._make_client()
+
+    def url_and_facts(self, uri: str, kind: str) -> tuple[str, MediaFacts]:
+        """A presigned URL for the object and its facts, measured from its bytes.
+
+        Raises:
+            MediaError: the object cannot be read, or is not a `kind` file.
+        """
+        if (uri, kind) not in self._known:
+            try:
+                self._known[uri, kind] = self._measure(uri, kind)
+            except MediaError as exc:
+                self._known[uri, kind] = exc
+        known = self._known[uri, kind]
+        if isinstance(known, MediaError):
+            raise known
+        return known
+
+    def _measure(self, uri: str, kind: str) -> tuple[str, MediaFacts]:
+        try:
+            bucket_name, key = parse_s3_uri(uri)
+        except ValueError as exc:
+            raise MediaError(str(exc)) from None
+        bucket = S3Bucket(self.client, bucket_name)
+        with tempfile.TemporaryDirectory(prefix="seedance-media-") as tmp:
+            local = Path(tmp) / Path(key).name
+            try:
+                bucket.download(key, local)
+                facts = measure(local, kind)
+                return bucket.presign(key), facts
+            except S3Error as exc:
+                raise MediaError(str(exc)) from None
+            except MediaError as exc:
+                raise MediaError(str(exc).replace(str(local), uri)) from None

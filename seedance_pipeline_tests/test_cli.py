@@ -1,0 +1,258 @@
+"""The shell commands as a user meets them: inputs checked, short errors, summaries, help."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from dagster import AssetKey, DagsterInstance
+
+from seedance_pipeline.cli import build_parser, main
+from seedance_pipeline.settings import SettingError
+from seedance_pipeline.tables import write_table
+
+from .pipeline_support import DAY, SAMPLE, copy_sample_data
+
+PROMPTS = str(SAMPLE / "catalog" / "prompts.csv")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["plan", PROMPTS, "--partition", "20-11-2026"], "'20-11-2026' is not a date YYYY-MM-DD"),
+        (["costs", "--since", "yesterday"], "'yesterday' is not a date YYYY-MM-DD"),
+        (["costs", "--until", "2026-02-30"], "'2026-02-30' is not a date YYYY-MM-DD"),
+        (["costs", "--by", "model,colour"], "not colour"),
+        (["resolve", "20-11-2026", "p1", "--forget"], "'20-11-2026' is not a date"),
+        (["run", "2026-11-2"], "'2026-11-2' is not a date YYYY-MM-DD"),
+        (["demo", "--time-scale", "-1"], "'-1' is not a number above 0"),
+        (["demo", "--time-scale", "0"], "'0' is not a number above 0"),
+        (["demo", "--time-scale", "nan"], "'nan' is not a number above 0"),
+    ],
+)
+def test_bad_input_is_refused_in_a_few_lines(capsys, args, message):
+    with pytest.raises(SystemExit) as stopped:
+        main(args)
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2
+    assert message in err and "Traceback" not in err and len(err.splitlines()) <= 4, err
+
+
+def test_costs_refuses_a_reversed_range_and_a_chart_into_a_missing_folder(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("SEEDANCE_DATA_DIR", str(tmp_path))
+    assert main(["costs", "--since", "2026-11-22", "--until", "2026-11-20"]) == 2
+    assert "--since 2026-11-22 is after --until 2026-11-20" in capsys.readouterr().err
+    png = tmp_path / "missing" / "costs.png"
+    assert main(["costs", "--png", str(png)]) == 2
+    err = capsys.readouterr().err
+    assert f"folder {png.parent} does not exist" in err and len(err.splitlines()) == 1
+
+
+def test_every_option_of_every_command_is_described():
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert all(choice.help for choice in commands._choices_actions)
+    undescribed = [
+        f"{name} {action.option_strings or action.dest}"
+        for name, command in commands.choices.items()
+        if name != "emulator"  # the emulator's options are described with the emulator
+        for action in command._actions
+        if not action.help
+    ]
+    assert undescribed == []
+
+
+def test_importing_the_package_reads_no_setting():
+    env = {
+        "PATH": os.environ["PATH"],
+        "EVOLINK_MAX_REQUESTS_PER_SECOND": "abc",
+        "SEEDANCE_MAX_CREDITS_PER_PARTITION": "-5",
+    }
+    code = "import seedance_pipeline.cli, seedance_pipeline.runner, seedance_pipeline.definitions"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+
+def test_a_malformed_setting_is_named_when_the_definitions_are_built(monkeypatch):
+    from seedance_pipeline.definitions import defs
+
+    monkeypatch.setenv("EVOLINK_MAX_REQUESTS_PER_SECOND", "abc")
+    with pytest.raises(SettingError, match="EVOLINK_MAX_REQUESTS_PER_SECOND='abc' is not a number"):
+        defs()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "line"),
+    [
+        (
+            "SEEDANCE_MAX_CREDITS_PER_PARTITION",
+            "-5",
+            "error: SEEDANCE_MAX_CREDITS_PER_PARTITION='-5' must be a finite number at least 0",
+        ),
+        (
+            "EVOLINK_MAX_REQUESTS_PER_SECOND",
+            "abc",
+            "error: EVOLINK_MAX_REQUESTS_PER_SECOND='abc' is not a number",
+        ),
+    ],
+)
+def test_a_malformed_setting_stops_run_in_one_line(
+    tmp_path, monkeypatch, capsys, name, value, line
+):
+    monkeypatch.setenv("SEEDANCE_DATA_DIR", str(copy_sample_data(tmp_path / "data")))
+    monkeypatch.setenv("EVOLINK_API_KEY", "sk-evo-placeholder")
+    monkeypatch.setenv(name, value)
+    assert main(["run", DAY]) == 1
+    assert capsys.readouterr().err.splitlines() == [line]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_api_that_refuses_connections_is_reported_within_30_seconds(
+    tmp_path, monkeypatch, capsys
+):
+    url = f"http://127.0.0.1:{_free_port()}"
+    monkeypatch.setenv("SEEDANCE_DATA_DIR", str(copy_sample_data(tmp_path / "data")))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    for name, value in (("EVOLINK_BASE_URL", url), ("EVOLINK_FILES_URL", url)):
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("EVOLINK_API_KEY", "sk-evo-placeholder")
+    started = time.monotonic()
+    assert main(["run", DAY]) == 1
+    assert time.monotonic() - started < 30
+    err = capsys.readouterr().err
+    assert "cannot reach the EvoLink API" in err and "check EVOLINK_BASE_URL" in err
+    assert "Traceback" not in err and len(err.splitlines()) <= 4, err
+
+
+def _shell(tmp_path: Path, url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "EVOLINK_"))}
+    return env | {
+        "SEEDANCE_DATA_DIR": str(tmp_path / "data"),
+        "EVOLINK_BASE_URL": url,
+        "EVOLINK_FILES_URL": url,
+        "EVOLINK_API_KEY": "sk-evo-local-emulator",
+        **extra,
+    }
+
+
+def _cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "seedance_pipeline.cli", *args]
+    return subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=240)
+
+
+def test_a_failed_step_ends_in_its_reason_and_the_stack_trace_only_with_verbose(tmp_path, emulator):
+    copy_sample_data(tmp_path / "data")
+    env = _shell(tmp_path, emulator)
+    missing = tmp_path / "nope.csv"
+    quiet = _cli("run", DAY, "--prompts", str(missing), env=env, cwd=tmp_path)
+    assert quiet.returncode == 1
+    assert quiet.stderr.splitlines() == [
+        f"[{DAY}] planning and submitting",
+        f"error: {missing}: no such file",
+    ]
+    loud = _cli("run", DAY, "--prompts", str(missing), "--verbose", env=env, cwd=tmp_path)
+    assert loud.returncode == 1 and "STEP_FAILURE" in loud.stderr and "Stack Trace" in loud.stderr
+
+
+def test_run_without_dagster_home_records_in_the_working_directory_and_names_unknown_rows(
+    tmp_path, start_emulator, monkeypatch, capsys
+):
+    """Every answer lost: the summary says what each row may have cost and how to settle it."""
+    url = start_emulator(drop_rate=1.0)
+    copy_sample_data(tmp_path / "data")
+    done = _cli("run", DAY, env=_shell(tmp_path, url), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"{DAY}: 7 rows: 6 unknown, 1 rejected" in done.stdout
+    commands = re.findall(
+        r"(\S+) \(up to ([\d.]+) credits\): (seedance-pipeline resolve .+)", done.stdout
+    )
+    assert len(commands) == 6, done.stdout
+    prompt_id, estimate, command = commands[0]
+    assert float(estimate) > 0
+    assert command == f"seedance-pipeline resolve {DAY} {prompt_id} (--task-id ID | --forget)"
+
+    with DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
+        assert instance.get_materialized_partitions(AssetKey("generated_videos")) == {DAY}
+        assert instance.get_materialized_partitions(AssetKey("prompt_catalog")) == {DAY}
+
+    monkeypatch.setenv("SEEDANCE_DATA_DIR", str(tmp_path / "data"))
+    args = command.replace("(--task-id ID | --forget)", "--forget").split()[1:]
+    assert main(args) == 0
+    assert capsys.readouterr().out == f"{DAY}/{prompt_id}: forgotten; the next run submits it\n"
+
+
+def _videos(day: str, rows: list[tuple[str, str, str, float]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "prompt_id": f"p{i}",
+                "scheduled_date": day,
+                "task_id": f"task-{day}-{i}" if status != "rejected" else None,
+                "model": model,
+                "quality": "720p",
+                "campaign": campaign,
+                "status": status,
+                "duration_s": 5.0 if status == "completed" else None,
+                "credits_estimated": credits,
+                "credits_reserved": credits,
+                "credits_charged": credits if status == "completed" else 0.0,
+                "attempts": 1,
+            }
+            for i, (model, campaign, status, credits) in enumerate(rows)
+        ]
+    )
+
+
+def test_costs_counts_are_integers_money_is_shown_and_the_chart_follows_by(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("SEEDANCE_DATA_DIR", str(tmp_path))
+    write_table(
+        _videos("2026-11-20", [("m-a", "spring", "completed", 10.0), ("m-b", None, "failed", 4.0)]),
+        tmp_path,
+        "generated_videos",
+        "2026-11-20",
+    )
+    write_table(
+        _videos("2026-11-21", [("m-a", "fall", "completed", 20.0), ("m-b", None, "rejected", 0)]),
+        tmp_path,
+        "generated_videos",
+        "2026-11-21",
+    )
+    charts = {}
+    for by in ("campaign", "model"):
+        charts[by] = tmp_path / f"{by}.png"
+        assert main(["costs", "--by", by, "--json", "--png", str(charts[by])]) == 0
+        out, err = capsys.readouterr()
+        report = json.loads(out)
+        assert err == f"chart: {charts[by]}\n"
+        assert charts[by].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert report["total"]["tasks"] == 4 and isinstance(report["total"]["tasks"], int)
+    assert [(g["model"], g["completed"], g["failed"]) for g in report["groups"]] == [
+        ("m-a", 2, 0),
+        ("m-b", 0, 1),
+    ]
+    assert report["total"]["cost_cny"] == pytest.approx(3.0)
+    assert charts["campaign"].read_bytes() != charts["model"].read_bytes()
+
+    assert main(["costs", "--by", "day"]) == 0
+    table = capsys.readouterr().out
+    header = table.splitlines()[0].split()
+    assert header[0] == "scheduled_date" and header[-2:] == ["cost_cny", "cost_usd"]
+    assert "TOTAL: tasks=4, completed=2, failed=1, rejected=1" in table

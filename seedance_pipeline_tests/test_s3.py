@@ -1,0 +1,234 @@
+"""Videos, tables and media on S3, against moto's S3 server running as a real process."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import threading
+from pathlib import Path
+
+import boto3
+import httpx
+import pandas as pd
+import pytest
+from dagster import DagsterInstance, materialize
+
+from seedance_pipeline.cli import main
+from seedance_pipeline.defs.costs.assets import generation_costs
+from seedance_pipeline.media import MediaError, measure_video_output
+from seedance_pipeline.publishing import PublishError
+from seedance_pipeline.s3 import (
+    S3Bucket,
+    S3Media,
+    S3Publisher,
+    S3TableStore,
+    S3VideoStore,
+    s3_client,
+)
+from seedance_pipeline.seedance import Client
+
+from .pipeline_support import (
+    DAY,
+    SAMPLE,
+    copy_sample_data,
+    make_resources,
+    save_videos,
+    submit,
+    wait_for_tasks,
+)
+
+PREFIX = "team/seedance"
+MEDIA_FIELDS = ("image_urls", "video_urls", "audio_urls")
+
+
+def objects(bucket: str) -> dict[str, bytes]:
+    """Every object of the bucket, by key."""
+    s3 = boto3.client("s3")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    return {k: s3.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys}
+
+
+def test_tables_round_trip_and_a_missing_one_names_the_asset(s3_bucket):
+    tables = S3TableStore(S3Bucket(s3_client(), s3_bucket, PREFIX))
+    frame = pd.DataFrame({"prompt_id": ["a", "b"], "credits": [1.5, 2.0]})
+    uri = tables.write(frame, "generated_videos", DAY)
+    tables.write(frame.head(1), "generated_videos", "2026-11-21")
+
+    assert uri == f"s3://{s3_bucket}/{PREFIX}/warehouse/generated_videos/{DAY}.parquet"
+    pd.testing.assert_frame_equal(tables.read("generated_videos", DAY), frame)
+    assert len(tables.read_all("generated_videos")) == 3
+    assert tables.read_all("generation_costs").empty
+    with pytest.raises(FileNotFoundError, match="materialise generation_costs for 2026-11-22"):
+        tables.read("generation_costs", "2026-11-22")
+
+
+def test_a_reader_never_sees_half_a_table(s3_bucket):
+    tables = S3TableStore(S3Bucket(s3_client(), s3_bucket, PREFIX))
+    versions = [pd.DataFrame({"version": [v] * 20_000}) for v in range(8)]
+    tables.write(versions[0], "generated_videos", DAY)
+    seen: list[pd.DataFrame] = []
+    writer = threading.Thread(
+        target=lambda: [tables.write(v, "generated_videos", DAY) for v in versions[1:]]
+    )
+    writer.start()
+    while writer.is_alive():
+        seen.append(tables.read("generated_videos", DAY))
+    writer.join()
+    assert seen
+    for frame in seen:
+        assert len(frame) == 20_000 and frame.version.nunique() == 1
+
+
+def test_video_put_uploads_and_removes_the_scratch_file(s3_bucket, tmp_path):
+    store = S3VideoStore(S3Bucket(s3_client(), s3_bucket, PREFIX))
+    scratch = store.scratch_path(DAY, "p1")
+    data_dir = tmp_path / "data"
+    assert not scratch.is_relative_to(data_dir)
+    payload = b"\x00mp4" * 3_000_000  # 12 MB: a multipart upload
+    scratch.write_bytes(payload)
+
+    key = store.put(scratch, DAY, "p1")
+
+    assert key == f"videos/{DAY}/p1.mp4"
+    assert not scratch.exists()
+    assert store.exists(key) and not store.exists(f"videos/{DAY}/p2.mp4")
+    assert store.uri(key) == f"s3://{s3_bucket}/{PREFIX}/videos/{DAY}/p1.mp4"
+    assert objects(s3_bucket)[f"{PREFIX}/{key}"] == payload
+
+
+def test_published_media_are_uploaded_once_and_fetchable_by_presigned_url(s3_bucket):
+    publisher = S3Publisher(S3Bucket(s3_client(), s3_bucket, PREFIX))
+    path = SAMPLE / "media" / "aud_jingle_3s.mp3"
+
+    first, second = publisher.publish(path), publisher.publish(path)
+
+    assert len([k for k in objects(s3_bucket) if k.startswith(f"{PREFIX}/media/")]) == 1
+    for url in (first, second):
+        assert "X-Amz-Signature=" in url and "X-Amz-Expires=172800" in url
+        assert httpx.get(url).content == path.read_bytes()
+
+
+def test_publishing_to_a_missing_bucket_names_the_file_and_the_settings(s3_bucket):
+    publisher = S3Publisher(S3Bucket(s3_client(), "no-such-bucket", PREFIX))
+    path = SAMPLE / "media" / "aud_jingle_3s.mp3"
+    with pytest.raises(PublishError) as raised:
+        publisher.publish(path)
+    assert str(path) in str(raised.value) and "SEEDANCE_S3_BUCKET" in str(raised.value)
+
+
+def test_s3_catalog_media_are_measured_from_the_object(s3_bucket):
+    media = SAMPLE / "media"
+    s3 = boto3.client("s3")
+    s3.upload_file(str(media / "vid_square_640x640_24fps_3s.mp4"), s3_bucket, "in/clip.mp4")
+    s3.upload_file(str(media / "aud_jingle_3s.mp3"), s3_bucket, "in/not-a-video.mp4")
+    reader = S3Media(s3_client)
+
+    url, facts = reader.url_and_facts(f"s3://{s3_bucket}/in/clip.mp4", "video")
+
+    assert (facts.width, facts.height, facts.fps) == (640, 640, 24)
+    assert facts.duration_s == pytest.approx(3, abs=0.1)
+    assert httpx.get(url).content == (media / "vid_square_640x640_24fps_3s.mp4").read_bytes()
+    with pytest.raises(MediaError, match=f"s3://{s3_bucket}/in/not-a-video.mp4"):
+        reader.url_and_facts(f"s3://{s3_bucket}/in/not-a-video.mp4", "video")
+    with pytest.raises(MediaError, match="AWS_ENDPOINT_URL"):
+        reader.url_and_facts(f"s3://{s3_bucket}/in/missing.png", "image")
+
+
+def _add_s3_media_rows(data: Path, bucket: str) -> None:
+    """Two catalog rows whose media live in S3: one fine, one too small to be accepted."""
+    s3 = boto3.client("s3")
+    s3.upload_file(str(data / "media" / "img_wide_1280x720.webp"), bucket, "catalog/wide.webp")
+    s3.upload_file(str(data / "media" / "img_tiny_200x200.png"), bucket, "catalog/tiny.png")
+    with (data / "catalog" / "media.csv").open("a", encoding="utf-8") as fh:
+        fh.write(f"s3_wide,image,s3://{bucket}/catalog/wide.webp,,,,,\n")
+        fh.write(f"s3_tiny,image,s3://{bucket}/catalog/tiny.png,,,,,\n")
+    with (data / "catalog" / "prompts.csv").open("a", encoding="utf-8") as fh:
+        for pid, media_id in (("d1-s3-wide", "s3_wide"), ("d1-s3-tiny", "s3_tiny")):
+            fh.write(
+                f"{pid},{DAY},seedance-2.0-image-to-video,The scene comes alive,{media_id},,,"
+                "4,480p,16:9,false,false,,s3\n"
+            )
+
+
+def test_sample_day_on_s3_leaves_no_videos_or_tables_on_disk(
+    tmp_path, emulator, api_key, s3_bucket, moto_server, monkeypatch, capsys
+):
+    data = copy_sample_data(tmp_path / "data")
+    _add_s3_media_rows(data, s3_bucket)
+    resources = make_resources(data, emulator, api_key, s3_bucket=s3_bucket, s3_prefix=PREFIX)
+    tables = resources["pipeline"].tables()
+
+    assert submit(resources).success
+    wait_for_tasks(resources)
+    assert save_videos(resources).success
+    assert materialize(
+        [generation_costs],
+        partition_key=DAY,
+        resources=resources,
+        instance=DagsterInstance.ephemeral(),
+    ).success
+
+    stored = objects(s3_bucket)
+    for asset in ("generation_requests", "generated_videos", "generation_costs"):
+        assert f"{PREFIX}/warehouse/{asset}/{DAY}.parquet" in stored
+    assert f"{PREFIX}/warehouse/generation_costs_by_day.png" in stored
+
+    requests = tables.read("generation_requests", DAY).set_index("prompt_id")
+    assert "300..6000 px" in " ".join(requests.loc["d1-s3-tiny", "errors"])
+    s3_image = json.loads(requests.loc["d1-s3-wide", "request_json"])["image_urls"][0]
+    assert s3_image.startswith(f"{moto_server}/{s3_bucket}/catalog/wide.webp?")
+    # Local media went to the bucket, and the emulator fetches them by their presigned URLs.
+    bodies = [json.loads(b) for b in requests.request_json.dropna()]
+    urls = {f: {u for b in bodies for u in b.get(f, [])} for f in ("video_urls", "audio_urls")}
+    assert urls["video_urls"] and urls["audio_urls"]
+    published = {u for b in bodies for f in MEDIA_FIELDS for u in b.get(f, [])} - {s3_image}
+    assert published and all(
+        u.startswith(f"{moto_server}/{s3_bucket}/{PREFIX}/media/") for u in published
+    )
+    with Client(api_key, base_url=emulator, files_url=emulator) as client:
+        for url in published:
+            hosted = client.upload_url(url)
+            key = httpx.URL(url).path.removeprefix(f"/{s3_bucket}/")
+            assert httpx.get(hosted.file_url).content == stored[key]
+
+    videos = tables.read("generated_videos", DAY)
+    completed = videos[videos.status == "completed"]
+    assert len(completed) == (requests.status == "accepted").sum() > 0
+    for row in completed.itertuples():
+        key = f"{PREFIX}/videos/{DAY}/{row.prompt_id}.mp4"
+        assert row.video_uri == f"s3://{s3_bucket}/{key}"
+        assert hashlib.sha256(stored[key]).hexdigest() == row.video_sha256
+        assert row.video_bytes == len(stored[key])
+        local = tmp_path / f"{row.prompt_id}.mp4"
+        local.write_bytes(stored[key])
+        measured = measure_video_output(local)
+        assert (row.width, row.height, row.has_audio) == (
+            measured["width"],
+            measured["height"],
+            measured["has_audio"],
+        )
+        # The emulator learns an `adaptive` ratio only from media it hosts itself.
+        if row.aspect_ratio != "adaptive":
+            assert (row.width, row.height) == (row.expected_width, row.expected_height)
+
+    assert not (data / "videos").exists() and not (data / "warehouse").exists()
+    made_here = [
+        p
+        for p in data.rglob("*")
+        if p.is_file() and p.parts[len(data.parts)] not in ("catalog", "media", "state")
+    ]
+    assert made_here == []
+    scratch = Path(tempfile.gettempdir()) / "seedance-videos" / DAY
+    assert not list(scratch.glob(f".*.{os.getpid()}.*"))
+
+    # The cost report reads the same tables from the bucket.
+    monkeypatch.setenv("SEEDANCE_DATA_DIR", str(data))
+    monkeypatch.setenv("SEEDANCE_S3_BUCKET", s3_bucket)
+    monkeypatch.setenv("SEEDANCE_S3_PREFIX", PREFIX)
+    capsys.readouterr()
+    assert main(["costs", "--json"]) == 0
+    total = json.loads(capsys.readouterr().out)["total"]
+    assert total["tasks"] == len(videos) and total["completed"] == len(completed)
+    assert total["credits_charged"] == pytest.approx(completed.credits_charged.sum())

@@ -1,0 +1,89 @@
+"""The local stores (the embedded default) and how the pipeline resource picks its stores."""
+
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+import pytest
+
+from seedance_pipeline.defs.resources import PipelineResource
+from seedance_pipeline.publishing import VendorUploadPublisher
+from seedance_pipeline.s3 import S3Publisher, S3TableStore, S3VideoStore
+from seedance_pipeline.seedance import Client
+from seedance_pipeline.storage import LocalVideoStore
+from seedance_pipeline.tables import LocalTableStore, read_table
+
+from .pipeline_support import (
+    DAY,
+    copy_sample_data,
+    make_resources,
+    save_videos,
+    submit,
+    wait_for_tasks,
+)
+
+
+def test_local_video_put_is_a_rename_to_a_key_relative_to_the_data_dir(tmp_path):
+    store = LocalVideoStore(tmp_path / "data")
+    scratch = store.scratch_path(DAY, "p1")
+    assert scratch.parent == tmp_path / "data" / "videos" / DAY  # same disk: rename is atomic
+    scratch.write_bytes(b"video")
+
+    key = store.put(scratch, DAY, "p1")
+
+    assert key == f"videos/{DAY}/p1.mp4"
+    assert not scratch.exists() and store.exists(key)
+    assert store.uri(key) == str(tmp_path / "data" / "videos" / DAY / "p1.mp4")
+    # Rows recorded before keys were relative hold absolute paths; they still resolve.
+    assert store.exists(store.uri(key)) and store.uri(store.uri(key)) == store.uri(key)
+
+
+def test_local_tables_round_trip_and_a_missing_one_names_the_asset(tmp_path):
+    tables = LocalTableStore(tmp_path)
+    frame = pd.DataFrame({"prompt_id": ["a"], "credits": [1.5]})
+    assert tables.write(frame, "generated_videos", DAY) == str(
+        tmp_path / "warehouse" / "generated_videos" / f"{DAY}.parquet"
+    )
+    pd.testing.assert_frame_equal(tables.read("generated_videos", DAY), frame)
+    assert tables.write_file("chart.png", b"png") == str(tmp_path / "warehouse" / "chart.png")
+    assert sorted(p.name for p in (tmp_path / "warehouse").rglob("*")) == [
+        f"{DAY}.parquet",
+        "chart.png",
+        "generated_videos",
+    ]
+    with pytest.raises(FileNotFoundError, match="materialise generation_costs for 2026-11-22"):
+        tables.read("generation_costs", "2026-11-22")
+
+
+def test_the_resource_picks_local_stores_by_default_and_s3_with_a_bucket(tmp_path):
+    local = PipelineResource(data_dir=str(tmp_path))
+    s3 = PipelineResource(data_dir=str(tmp_path), s3_bucket="videos", s3_prefix="team")
+    with Client("sk-test", base_url="https://api.invalid") as client:
+        assert isinstance(local.videos(), LocalVideoStore)
+        assert isinstance(local.tables(), LocalTableStore)
+        assert isinstance(local.publisher(client), VendorUploadPublisher)
+        assert isinstance(s3.videos(), S3VideoStore)
+        assert isinstance(s3.tables(), S3TableStore)
+        assert isinstance(s3.publisher(client), S3Publisher)
+    assert s3.tables().location == "s3://videos/team/warehouse"
+
+
+def test_moving_the_data_directory_keeps_stored_videos(tmp_path, emulator, api_key):
+    data = copy_sample_data(tmp_path / "data")
+    resources = make_resources(data, emulator, api_key)
+    assert submit(resources).success
+    wait_for_tasks(resources)
+    assert save_videos(resources).success
+    moved = tmp_path / "moved"
+    shutil.move(data, moved)
+    written = {p.name: p.stat().st_mtime_ns for p in (moved / "videos" / DAY).iterdir()}
+
+    assert save_videos(make_resources(moved, emulator, api_key)).success
+
+    table = read_table(moved, "generated_videos", DAY)
+    completed = table[table.status == "completed"]
+    assert len(completed) == (table.status != "rejected").sum() > 0
+    assert all(uri.startswith(str(moved / "videos" / DAY)) for uri in completed.video_uri)
+    # Found where they now are, not downloaded again.
+    assert {p.name: p.stat().st_mtime_ns for p in (moved / "videos" / DAY).iterdir()} == written
