@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 from dagster import DagsterInstance, materialize
+from tqdm import tqdm
 
 from .callbacks import callback_base
 from .definitions import resources_from_env
@@ -146,7 +147,7 @@ def run_partition(
         """Submit (a Dagster run) while a thread polls and stores videos as tasks complete."""
         submitting, failure = threading.Event(), []
         submitting.set()
-        started = time.monotonic()
+        progress = _Progress(partition, out)
 
         def follow() -> None:
             try:
@@ -156,7 +157,7 @@ def run_partition(
                     evolink,
                     pipeline.videos(),
                     submitting,
-                    lambda rows: _progress(partition, rows, started, out),
+                    progress,
                 )
             except BaseException as exc:  # re-raised in the caller's thread
                 failure.append(exc)
@@ -168,7 +169,7 @@ def run_partition(
         finally:
             submitting.clear()
             follower.join()
-            print(file=out)
+            progress.close()
         if failure:
             if isinstance(failure[0], PollingRefused):
                 raise PipelineStopped(str(failure[0])) from None
@@ -183,15 +184,28 @@ def run_partition(
     return pipeline.tables().read("generated_videos", partition)
 
 
-def _progress(partition: str, rows, started: float, out) -> None:
-    ended = sum(r.status in SETTLED for r in rows)
-    stored = sum(r.video_uri is not None for r in rows)
-    width = 30
-    filled = width * ended // len(rows) if rows else 0
-    print(
-        f"\r[{partition}] [{'#' * filled}{'.' * (width - filled)}] {ended}/{len(rows)} "
-        f"tasks ended, {stored} videos stored, {time.monotonic() - started:.0f}s",
-        end="",
-        file=out,
-        flush=True,
-    )
+class _Progress:
+    """A tqdm bar of the day's tasks (a TTY only), and one closing line for logs."""
+
+    def __init__(self, partition: str, out):
+        self.partition, self.out, self.rows = partition, out, []
+        self.started = time.monotonic()
+        self.bar = tqdm(
+            total=0, desc=f"[{partition}] tasks ended", unit="task", file=out, disable=None
+        )
+
+    def __call__(self, rows) -> None:
+        self.rows = rows
+        self.bar.total = len(rows)
+        self.bar.n = sum(r.status in SETTLED for r in rows)
+        self.bar.set_postfix(videos=sum(r.video_uri is not None for r in rows), refresh=True)
+
+    def close(self) -> None:
+        self.bar.close()
+        ended = sum(r.status in SETTLED for r in self.rows)
+        stored = sum(r.video_uri is not None for r in self.rows)
+        print(
+            f"[{self.partition}] {ended}/{len(self.rows)} tasks ended, {stored} videos stored, "
+            f"{time.monotonic() - self.started:.0f} s",
+            file=self.out,
+        )

@@ -101,6 +101,7 @@ class Emulator:
         self.config = config
         self.url = f"http://{config.host}:{config.port}"
         self.counts: Counter[str] = Counter()
+        self.refused: Counter[str] = Counter()  # 429 answers, by request kind
         self.hook: Hook | None = None
         self.victim: subprocess.Popen | None = None
         self._server: uvicorn.Server | None = None
@@ -160,7 +161,13 @@ class Emulator:
             self.counts[kind] += 1
             action = self.hook(kind, self.counts[kind]) if self.hook else None
             if action is None:
-                return await app(scope, receive, send)
+
+                async def counted(message):
+                    if message["type"] == "http.response.start" and message["status"] == 429:
+                        self.refused[kind] += 1
+                    await send(message)
+
+                return await app(scope, receive, counted)
             if action == "kill_before":
                 self._kill_victim()
                 return None

@@ -18,7 +18,7 @@ from dagster import AssetKey, DagsterInstance
 
 from seedance_pipeline.cli import build_parser, main
 from seedance_pipeline.settings import SettingError
-from seedance_pipeline.tables import write_table
+from seedance_pipeline.tables import LocalTableStore
 
 from .pipeline_support import DAY, SAMPLE, copy_sample_data
 
@@ -223,15 +223,13 @@ def test_costs_counts_are_integers_money_is_shown_and_the_chart_follows_by(
     tmp_path, monkeypatch, capsys
 ):
     monkeypatch.setenv("SEEDANCE_DATA_DIR", str(tmp_path))
-    write_table(
+    LocalTableStore(tmp_path).write(
         _videos("2026-11-20", [("m-a", "spring", "completed", 10.0), ("m-b", None, "failed", 4.0)]),
-        tmp_path,
         "generated_videos",
         "2026-11-20",
     )
-    write_table(
+    LocalTableStore(tmp_path).write(
         _videos("2026-11-21", [("m-a", "fall", "completed", 20.0), ("m-b", None, "rejected", 0)]),
-        tmp_path,
         "generated_videos",
         "2026-11-21",
     )

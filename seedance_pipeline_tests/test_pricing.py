@@ -14,7 +14,7 @@ from seedance_pipeline.defs.generation.assets import over_budget_message
 from seedance_pipeline.planning import MediaFactsCache, plan_partition, requests_frame
 from seedance_pipeline.seedance import PriceTable, _pricing
 from seedance_pipeline.seedance._pricing import PRICE_TABLE_ENV
-from seedance_pipeline.tables import read_table, write_table
+from seedance_pipeline.tables import LocalTableStore, read_table
 
 from .pipeline_support import emulator_tasks, make_resources, submit
 
@@ -314,7 +314,7 @@ def test_unpriced_row_is_planned_with_an_unknown_estimate(mini_catalog):
         ("std", True, expected("6.251", Decimal(4))),
         ("mini", True, None),
     ]
-    write_table(requests_frame(rows), mini_catalog, "generation_requests", MINI_DAY)
+    LocalTableStore(mini_catalog).write(requests_frame(rows), "generation_requests", MINI_DAY)
     stored = read_table(mini_catalog, "generation_requests", MINI_DAY).set_index("prompt_id")
     assert stored.estimated_credits["std"] == expected("6.251", Decimal(4))
     assert stored.estimated_credits.isna()["mini"]  # NaN in Parquet, not 0

@@ -1,0 +1,84 @@
+"""A day of N prompts through `seedance-pipeline run` against a rate-limited emulator: wall
+time against the rate limit's floor, 429 share, polls per task, CPU per task, peak RSS.
+
+The floor: every create at the create limit, every query at the query limit, plus one task's
+generation time. Run: python benchmarks/day.py [--prompts 1000] [--rate 20] [--pace 18]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' fault helpers
+from seedance_pipeline.emulator import EmulatorConfig  # noqa: E402
+from seedance_pipeline.emulator.render import Renderer  # noqa: E402
+from seedance_pipeline.emulator.timing import vendor_seconds  # noqa: E402
+from seedance_pipeline.seedance import PIXELS  # noqa: E402
+from seedance_pipeline_tests.fault_support import (  # noqa: E402
+    RATIOS,
+    Emulator,
+    cli,
+    pipeline_env,
+    write_catalog,
+)
+from seedance_pipeline_tests.pipeline_support import DAY  # noqa: E402
+
+TIME_SCALE = 0.1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--prompts", type=int, default=1000)
+    parser.add_argument("--rate", type=float, default=20.0, help="the emulator's create limit")
+    parser.add_argument("--pace", type=float, help="EVOLINK_MAX_REQUESTS_PER_SECOND (a cap)")
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="day-bench-"))
+    data = root / "data"
+    write_catalog(data, args.prompts)
+    config = EmulatorConfig(
+        port=0,
+        time_scale=TIME_SCALE,
+        rate_limit=args.rate,
+        credits=1e9,
+        seed=1,
+        state_dir=root / "emulator",
+    )
+    renderer = Renderer(config.state_dir / "renders")  # rendered now, not in the CPU figures
+    for ratio in RATIOS:
+        for audio in (True, False):
+            renderer.video(*PIXELS[ratio]["480p"], 4, audio)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with Emulator(config) as emulator:
+        env = pipeline_env(root, emulator.url, data) | {"DAGSTER_HOME": str(root / "dagster")}
+        if args.pace:
+            env["EVOLINK_MAX_REQUESTS_PER_SECOND"] = str(args.pace)
+        started = time.monotonic()
+        done = subprocess.run([*cli(), "run", DAY], env=env, capture_output=True, text=True)
+        wall = time.monotonic() - started
+        if done.returncode:
+            sys.exit(done.stdout[-2000:] + done.stderr[-2000:])
+        counts, refused = dict(emulator.counts), dict(emulator.refused)
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = usage.ru_utime + usage.ru_stime - before.ru_utime - before.ru_stime
+    poll_rate = config.poll_rate_limit or 5 * args.rate
+    generation = vendor_seconds("seedance-2.0-text-to-video", 4, "480p") * TIME_SCALE
+    floor = args.prompts / args.rate + args.prompts / poll_rate + generation
+    calls = sum(n for k, n in counts.items() if k in ("create", "poll"))
+    print(
+        f"{args.prompts} prompts, create limit {args.rate}/s, pace "
+        f"{args.pace or 'adaptive (none set)'}: wall {wall:.0f} s = {wall / floor:.2f}x the "
+        f"floor ({floor:.0f} s); 429 share {sum(refused.values()) / max(1, calls):.1%} "
+        f"({refused}); polls per task {counts.get('poll', 0) / args.prompts:.2f}; "
+        f"pipeline CPU {1000 * cpu / args.prompts:.1f} ms per task; peak RSS "
+        f"{usage.ru_maxrss / 1024:.0f} MB"
+    )
+
+
+if __name__ == "__main__":
+    main()
