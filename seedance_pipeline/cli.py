@@ -171,8 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     receiver = sub.add_parser(
         "callbacks", help="the callback receiver: confirms each callback and records it"
     )
-    receiver.add_argument("--host", default="127.0.0.1")
-    receiver.add_argument("--port", type=int, default=8791)
+    receiver.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (put a TLS proxy in front)"
+    )
+    receiver.add_argument("--port", type=int, default=8791, help="port to listen on")
     receiver.set_defaults(func=cmd_callbacks)
 
     from .emulator.config import DEFAULT_API_KEY, LINK_FAULTS, POLL_FAULTS, POLL_RATE_MULTIPLE
