@@ -175,7 +175,8 @@ def run_partition(
                 raise PipelineStopped(str(failure[0])) from None
             raise failure[0]
 
-    submit([prompt_catalog, generation_requests, submitted_tasks])
+    run([prompt_catalog, generation_requests])  # a bad catalog stops here, writing nothing
+    submit([submitted_tasks])
     while ledger.resubmittable(partition, pipeline.max_attempts):
         print(f"[{partition}] resubmitting tasks that failed transiently", file=out)
         submit([submitted_tasks])
@@ -202,6 +203,8 @@ class _Progress:
 
     def close(self) -> None:
         self.bar.close()
+        if not self.rows:
+            return  # nothing was submitted
         ended = sum(r.status in SETTLED for r in self.rows)
         stored = sum(r.video_uri is not None for r in self.rows)
         print(

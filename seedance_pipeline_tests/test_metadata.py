@@ -34,7 +34,7 @@ def test_requests_preview_is_a_typed_table_without_nan(tmp_path, emulator, api_k
     assert rejected["status"] == "rejected" and rejected["estimated_credits"] is None
     assert rows["d1-t2v-city-launch"]["estimated_credits"] == 67.5
     reasons = metadata["rejections"].records[0].data
-    assert "1080p is only available on standard models" in reasons["errors"]
+    assert "1080p is not available on fast models" in reasons["errors"]
     columns = {c.name for c in metadata["dagster/column_schema"].schema.columns}
     assert {"prompt_id", "request_json", "estimated_credits"} <= columns
 

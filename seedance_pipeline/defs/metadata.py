@@ -57,3 +57,12 @@ def frame_version(frame: pd.DataFrame) -> DataVersion:
     """A data version that changes exactly when the rows change (per partition)."""
     text = frame.to_json(orient="records", date_format="iso", default_handler=str)
     return DataVersion(hashlib.sha256(text.encode()).hexdigest()[:24])
+
+
+def written(path: str, frame: pd.DataFrame) -> dict:
+    """What every table asset's materialisation says: where it went, its rows and columns."""
+    return {
+        "path": MetadataValue.path(path),
+        "dagster/row_count": len(frame),
+        "dagster/column_schema": schema(frame),
+    }

@@ -8,7 +8,7 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 from ...costs import ROLLUP_KEYS, chart, credits_total, rollup
 from ...seedance import PriceTable
 from ..generation.assets import generated_videos
-from ..metadata import frame_version, schema, table
+from ..metadata import frame_version, table, written
 from ..partitions import daily_partitions
 from ..resources import PipelineResource
 
@@ -33,9 +33,7 @@ def generation_costs(
     return MaterializeResult(
         data_version=frame_version(day),
         metadata={
-            "path": MetadataValue.path(path),
-            "dagster/row_count": len(day),
-            "dagster/column_schema": schema(day),
+            **written(path, day),
             "credits_charged": credits_total(day.credits_charged),
             "credits_reserved": credits_total(day.credits_reserved),
             "credits_estimated": credits_total(day.credits_estimated),

@@ -27,7 +27,7 @@ from ...seedance import PriceTable
 from ...submission import Planned, SubmissionStopped, submit_all
 from ...videos import PartitionNotFinished, build_videos_table, store_videos
 from ..catalog.assets import media_catalog, prompt_catalog
-from ..metadata import frame_version, schema, table
+from ..metadata import frame_version, table, written
 from ..partitions import daily_partitions
 from ..resources import EvoLinkResource, PipelineResource
 
@@ -99,9 +99,7 @@ def generation_requests(
     return MaterializeResult(
         data_version=frame_version(frame),
         metadata={
-            "path": MetadataValue.path(path),
-            "dagster/row_count": len(frame),
-            "dagster/column_schema": schema(frame),
+            **written(path, frame),
             "accepted": len(accepted),
             "rejected": len(rejected),
             "estimated_credits": credits_total(accepted.estimated_credits),
@@ -264,9 +262,7 @@ def generated_videos(
     return MaterializeResult(
         data_version=frame_version(frame),
         metadata={
-            "path": MetadataValue.path(path),
-            "dagster/row_count": len(frame),
-            "dagster/column_schema": schema(frame),
+            **written(path, frame),
             **{
                 f"videos_{s}": int(count.get(s, 0))
                 for s in ("completed", "failed", "rejected", "unknown", "expired")
