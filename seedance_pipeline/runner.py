@@ -141,6 +141,7 @@ def run_partition(
 
     print(f"[{partition}] planning and submitting", file=out)
     run([media_catalog], None)
+    run([prompt_catalog, generation_requests])  # a bad catalog stops here, writing nothing
     ledger = pipeline.ledger()
 
     def submit(assets) -> None:
@@ -175,7 +176,6 @@ def run_partition(
                 raise PipelineStopped(str(failure[0])) from None
             raise failure[0]
 
-    run([prompt_catalog, generation_requests])  # a bad catalog stops here, writing nothing
     submit([submitted_tasks])
     while ledger.resubmittable(partition, pipeline.max_attempts):
         print(f"[{partition}] resubmitting tasks that failed transiently", file=out)
