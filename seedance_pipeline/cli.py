@@ -1,4 +1,5 @@
-"""`seedance-pipeline`: demo, plan, run, costs, resolve and the emulator, from a shell."""
+"""`seedance-pipeline`: demo, plan, run, costs, resolve, the callback receiver and the
+emulator, from a shell."""
 
 from __future__ import annotations
 
@@ -166,6 +167,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rebuild.add_argument("dates", nargs="+", type=_day, help="the days to restore, YYYY-MM-DD")
     rebuild.set_defaults(func=cmd_rebuild_ledger)
+
+    receiver = sub.add_parser(
+        "callbacks", help="the callback receiver: confirms each callback and records it"
+    )
+    receiver.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (put a TLS proxy in front)"
+    )
+    receiver.add_argument("--port", type=int, default=8791, help="port to listen on")
+    receiver.set_defaults(func=cmd_callbacks)
 
     from .emulator.config import DEFAULT_API_KEY, LINK_FAULTS, POLL_FAULTS, POLL_RATE_MULTIPLE
 
@@ -343,7 +353,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from .callbacks import receiving, summary
     from .emulator import DEFAULT_API_KEY, EmulatorConfig, running_emulator
+    from .ledger import Ledger, ledger_url
     from .runner import PipelineStopped, dagster_home, run_partition
 
     root = data_dir()
@@ -353,11 +365,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
     except CatalogError as exc:
         return _fail(exc)
-    config = EmulatorConfig(port=0, time_scale=args.time_scale, state_dir=root / "emulator", seed=7)
+    config = EmulatorConfig(
+        port=0,
+        time_scale=args.time_scale,
+        state_dir=root / "emulator",
+        seed=7,
+        allow_loopback_callbacks=True,
+    )
     started = time.monotonic()
     summaries = []
-    with running_emulator(config) as url:
+    ledger = Ledger(ledger_url(root))
+    with running_emulator(config) as url, receiving(ledger, DEFAULT_API_KEY, url) as receiver:
         print(f"emulator listening on {url} (state in {config.state_dir})")
+        print(f"callback receiver listening on {receiver}")
         os.environ.update(
             EVOLINK_BASE_URL=url, EVOLINK_FILES_URL=url, EVOLINK_API_KEY=DEFAULT_API_KEY
         )
@@ -372,7 +392,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     for day, videos in summaries:
         print_run_summary(day, videos)
-    print()
+    print(summary(ledger.rows()) + "\n")
     return _print_costs(["model", "quality"])
 
 
@@ -467,6 +487,20 @@ def cmd_rebuild_ledger(args: argparse.Namespace) -> int:
         except FileNotFoundError as exc:
             return _fail(exc)
         print(f"{day}: {restored} row(s) restored into {safe_url(url)}")
+    return 0
+
+
+def cmd_callbacks(args: argparse.Namespace) -> int:
+    from .callbacks import create_app, serve
+    from .definitions import resources_from_env
+
+    if not os.environ.get("EVOLINK_API_KEY"):
+        return _fail("EVOLINK_API_KEY is not set: the receiver confirms each callback with the API")
+    resources = resources_from_env()  # a malformed setting: SettingError, shown by main()
+    evolink = resources["evolink"].process_config_and_initialize()
+    ledger = resources["pipeline"].ledger()
+    print(f"callback receiver listening on http://{args.host}:{args.port} ({ledger!r})", flush=True)
+    serve(create_app(ledger, evolink.async_client), args.host, args.port)
     return 0
 
 

@@ -24,7 +24,8 @@ def follow_day(
     progress: Callable[[dict[Status, int], int], None] = lambda counts, stored: None,
 ) -> None:
     """Poll the day's tasks and store their videos until submission is over (`submitting`
-    cleared) and no task runs, no claim is open and no download is under way.
+    cleared) and no task runs, no claim is open, no download is under way and no callback
+    that could settle an `unknown` row is still to come.
 
     A prompt another run is submitting right now counts as running: its answer comes soon, or
     its process died and the claim becomes `unknown`.
@@ -51,11 +52,15 @@ def follow_day(
             progress(counts, stored)
             claims = counts.get(Status.SUBMITTING, 0)
             running = sum(counts.get(s, 0) for s in WAITING)
-            if not (submitting.is_set() or claims or running or downloads):
+            # An `unknown` row whose callback may still come: the receiver settles it.
+            callbacks = ledger.awaiting_callbacks(partition, now)
+            if not (submitting.is_set() or claims or running or downloads or callbacks):
                 return
             due = ledger.next_poll_at(partition) or now + 5.0
             if claims or downloads or submitting.is_set():
                 due = min(due, now + 0.5)
+            elif callbacks:
+                due = min(due, now + 1.0)  # the receiver, not a poll, settles these rows
             time.sleep(min(5.0, max(0.0, due - time.time())))
             if running:
                 poll_round(

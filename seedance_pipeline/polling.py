@@ -32,6 +32,13 @@ log = logging.getLogger(__name__)
 # Vendor's typical generation times, as seconds of waiting per second of video.
 _TYPICAL_SECONDS_PER_VIDEO_SECOND = {"480p": 7.0, "720p": 10.0, "1080p": 15.0}
 MIN_DELAY = 1.0
+# A callback is overdue this long after the vendor's estimate (×slack): its delivery is
+# retried at 1, 2 and 4 s.
+CALLBACK_SLACK = 1.25
+CALLBACK_GRACE_SECONDS = 20.0
+# No first poll is planned further ahead; a poll planned beyond twice this comes from a clock
+# that stepped back and is due at once.
+MAX_FIRST_DELAY = 600.0
 # A poll round (a sensor tick) must end well inside Dagster's 60 s: no poll starts after
 # 25 s, and polls still running at 45 s are cancelled (their tasks stay due).
 START_POLLS_WITHIN_SECONDS = 25
@@ -61,9 +68,18 @@ def expected_seconds(body: dict, estimated_time: float | None) -> float:
     return min(typical, estimated_time) if estimated_time else typical
 
 
-def first_poll_at(body: dict, estimated_time: float | None, now: float) -> float:
-    """At the expected time, not before: an early poll is a wasted query."""
-    return now + max(MIN_DELAY, expected_seconds(body, estimated_time))
+def first_poll_at(
+    body: dict, estimated_time: float | None, now: float, *, callback: bool = False
+) -> float:
+    """At the expected time, not before: an early poll is a wasted query.
+
+    With a callback on its way (`callback`), only once the callback is overdue: past the
+    vendor's estimate (or the typical time) plus a margin for its delivery retries.
+    """
+    if callback:
+        wait = (estimated_time or expected_seconds(body, None)) * CALLBACK_SLACK
+        return now + min(MAX_FIRST_DELAY, wait + CALLBACK_GRACE_SECONDS)
+    return now + min(MAX_FIRST_DELAY, max(MIN_DELAY, expected_seconds(body, estimated_time)))
 
 
 def next_poll_delay(row: LedgerRow, policy: PollPolicy) -> float:
@@ -177,7 +193,7 @@ async def poll_due(
     Raises:
         PollingRefused: the key was refused (401/403); the answers before it are recorded.
     """
-    rows = ledger.due_tasks(time.time(), limit, max_delay=policy.max_delay)
+    rows = ledger.due_tasks(time.time(), limit, max_delay=max(policy.max_delay, MAX_FIRST_DELAY))
     summary = PollSummary()
     updates: list[PollUpdate] = []
     refused: list[SeedanceError] = []

@@ -12,6 +12,7 @@ import pandas as pd
 from dagster import DagsterInstance, materialize
 from tqdm import tqdm
 
+from .callbacks import callback_base
 from .definitions import resources_from_env
 from .defs.catalog.assets import media_catalog, prompt_catalog
 from .defs.costs.assets import generation_costs
@@ -118,6 +119,7 @@ def run_partition(
         )
     try:
         resources = resources_from_env(prompts, media)
+        callback_base(resources["evolink"].base_url)
     except SettingError as exc:
         raise PipelineStopped(str(exc)) from None
     pipeline = resources["pipeline"]

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from .callbacks import with_callback
 from .ledger import Ledger
 from .polling import first_poll_at
 from .seedance import (
@@ -55,9 +56,13 @@ def submit_all(
     partition: str,
     accepted: Iterable[Planned],
     max_attempts: int = 1,
+    callback_base: str | None = None,
 ) -> SubmitSummary:
     """Submit each planned request not yet in the ledger, then resubmit failed tasks with a
     transient vendor error while they have attempts left (`max_attempts`).
+
+    With `callback_base` (the receiver's URL), each attempt carries its own callback URL
+    unless the catalog row set one; the ledger stores the body with the token redacted.
 
     A prompt_id already sent on another day is not sent again (the summary names the day).
 
@@ -74,21 +79,32 @@ def submit_all(
     for p in accepted:
         if p.prompt_id in summary.sent_on_other_days:
             continue
+        sent, stored, token = with_callback(p.body, callback_base)
         if ledger.claim(
-            partition, p.prompt_id, p.body, p.estimate, request_sha256=p.request_sha256
+            partition,
+            p.prompt_id,
+            stored,
+            p.estimate,
+            request_sha256=p.request_sha256,
+            callback_token_sha256=token,
         ):
-            _submit_claimed(ledger, client, partition, p.prompt_id, p.body, summary)
+            _submit_claimed(ledger, client, partition, p.prompt_id, sent, summary, bool(token))
         else:
             summary.already_in_ledger += 1
     for row in ledger.resubmittable(partition, max_attempts):
-        if ledger.claim_resubmission(partition, row.prompt_id, max_attempts):
+        sent, _, token = with_callback(row.request, callback_base)
+        if ledger.claim_resubmission(
+            partition, row.prompt_id, max_attempts, callback_token_sha256=token
+        ):
             log.info(
                 "%s: resubmitting (attempt %d) after %s",
                 row.prompt_id,
                 row.attempt + 1,
                 row.error_code,
             )
-            if _submit_claimed(ledger, client, partition, row.prompt_id, row.request, summary):
+            if _submit_claimed(
+                ledger, client, partition, row.prompt_id, sent, summary, bool(token)
+            ):
                 summary.resubmitted += 1
     return summary
 
@@ -100,12 +116,17 @@ def _submit_claimed(
     prompt_id: str,
     body: dict,
     summary: SubmitSummary,
+    callback: bool,
 ) -> bool:
-    """Send one claimed request and record what became of it; True if a task was made."""
+    """Send one claimed request and record what became of it; True if a task was made.
+
+    `callback`: the body carries our callback URL, so polls wait for the callback.
+    """
     try:
         task = client.create_task(body)
     except OutcomeUnknownError as exc:
-        ledger.record_outcome_unknown(partition, prompt_id, str(exc))
+        due = first_poll_at(body, None, time.time(), callback=True) if callback else None
+        ledger.record_outcome_unknown(partition, prompt_id, str(exc), callback_due=due)
         summary.unknown += 1
     except (InvalidRequestError, AccessDeniedError) as exc:
         ledger.record_refused(partition, prompt_id, exc.code, exc.message)
@@ -130,7 +151,7 @@ def _submit_claimed(
             partition,
             prompt_id,
             task.id,
-            first_poll_at(body, task.estimated_time, time.time()),
+            first_poll_at(body, task.estimated_time, time.time(), callback=callback),
             status=task.status if task.status in WAITING else Status.PROCESSING,
             vendor_status=task.status,
             credits_reserved=task.credits_reserved,

@@ -48,8 +48,16 @@ class Attempts:
             ).mappings()
             return [LedgerRow.from_db(r) for r in found]
 
-    def claim_resubmission(self, partition: str, prompt_id: str, max_attempts: int) -> bool:
-        """Archive a failed attempt and claim the next one; False if another run did."""
+    def claim_resubmission(
+        self,
+        partition: str,
+        prompt_id: str,
+        max_attempts: int,
+        *,
+        callback_token_sha256: str | None = None,
+    ) -> bool:
+        """Archive a failed attempt and claim the next one, with its own callback token;
+        False if another run did."""
         now = time.time()
         key = {"p": partition, "id": prompt_id}
         with self.db.transaction() as db:
@@ -68,7 +76,8 @@ class Attempts:
                         " submitted_at = NULL, progress = NULL, estimated_time = NULL,"
                         " error_code = NULL, error_message = NULL, credits_reserved = NULL,"
                         " result_url = NULL, completed_at = NULL, polls = 0, poll_errors = 0,"
-                        " vendor_status = NULL, not_found_since = NULL, next_poll_at = NULL"
+                        " vendor_status = NULL, not_found_since = NULL, next_poll_at = NULL,"
+                        " callback_token_sha256 = :token, callback_at = NULL"
                         " WHERE partition = :p AND prompt_id = :id"
                     ),
                     {
@@ -77,6 +86,7 @@ class Attempts:
                         "owner": self.owner,
                         "now": now,
                         "lease": now + self.leases.seconds,
+                        "token": callback_token_sha256,
                     },
                 )
             return bool(moved)

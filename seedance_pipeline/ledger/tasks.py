@@ -58,6 +58,8 @@ class LedgerRow:
     has_audio: bool | None
     download_attempts: int
     attempt: int
+    callback_token_sha256: str | None = None
+    callback_at: float | None = None  # when a confirmed callback was recorded
 
     @classmethod
     def from_db(cls, r: Mapping[str, Any]) -> LedgerRow:
@@ -83,6 +85,13 @@ class PollUpdate:
     credits_reserved: float | None = None
     poll_errors: int = 0
     not_found_since: float | None = None
+
+
+def _holder(db: Connection, task_id: str):
+    """The row holding `task_id`, or None."""
+    return db.execute(
+        sql("SELECT partition, prompt_id FROM tasks WHERE task_id = :tid"), {"tid": task_id}
+    ).first()
 
 
 def _waiting() -> dict:
@@ -235,8 +244,21 @@ class TaskRows:
                 },
             )
 
-    def record_outcome_unknown(self, partition: str, prompt_id: str, message: str) -> None:
+    def record_outcome_unknown(
+        self, partition: str, prompt_id: str, message: str, callback_due: float | None = None
+    ) -> None:
+        """The create's answer was lost. `callback_due`: with a callback URL sent, when its
+        callback is overdue (kept in `next_poll_at`; an `unknown` row is never polled)."""
         self._finish_claim(partition, prompt_id, Status.UNKNOWN, UNKNOWN_CODE, message, None)
+        if callback_due is not None:
+            with self.db.transaction() as db:
+                db.execute(
+                    sql(
+                        "UPDATE tasks SET next_poll_at = :due"
+                        " WHERE partition = :p AND prompt_id = :id"
+                    ),
+                    {"due": callback_due, "p": partition, "id": prompt_id},
+                )
 
     def record_refused(self, partition: str, prompt_id: str, code: str | None, message: str):
         """The API refused the request outright (no task, no charge)."""
@@ -301,16 +323,34 @@ class TaskRows:
                     {"p": partition, "id": prompt_id},
                 )
                 return
-            other = db.execute(
-                sql("SELECT partition, prompt_id FROM tasks WHERE task_id = :tid"),
-                {"tid": task_id},
-            ).first()
+            other = _holder(db, task_id)
             if other is not None:
                 raise LookupError(
                     f"task {task_id} is already attached to "
                     f"{other.partition}/{other.prompt_id}; check the dashboard again"
                 )
             self._attach(db, partition, prompt_id, task_id)
+
+    def attach_from_callback(self, partition: str, prompt_id: str, task_id: str) -> bool:
+        """Give an `unknown` row the task a confirmed callback named; False (and no change)
+        when the row is no longer `unknown` or another row holds the task."""
+        with self.db.transaction() as db:
+            status = db.execute(
+                sql("SELECT status FROM tasks WHERE partition = :p AND prompt_id = :id"),
+                {"p": partition, "id": prompt_id},
+            ).scalar()
+            if status != Status.UNKNOWN or _holder(db, task_id) is not None:
+                return False
+            self._attach(db, partition, prompt_id, task_id)
+            return True
+
+    def record_callback(self, partition: str, prompt_id: str, at: float) -> None:
+        """A confirmed callback's answer was recorded on this row."""
+        with self.db.transaction() as db:
+            db.execute(
+                sql("UPDATE tasks SET callback_at = :at WHERE partition = :p AND prompt_id = :id"),
+                {"at": at, "p": partition, "id": prompt_id},
+            )
 
     @staticmethod
     def _attach(db: Connection, partition: str, prompt_id: str, task_id: str) -> None:
@@ -492,6 +532,18 @@ class TaskRows:
                 {"p": partition},
             ).all()
         return {Status(r.status): r.n for r in found}, sum(r.stored for r in found)
+
+    def awaiting_callbacks(self, partition: str, now: float) -> int:
+        """`unknown` rows whose callback may still come and settle them (not yet overdue)."""
+        with self.db.read() as db:
+            return db.execute(
+                sql(
+                    "SELECT COUNT(*) FROM tasks WHERE partition = :p AND status = 'unknown'"
+                    " AND task_id IS NULL AND callback_token_sha256 IS NOT NULL"
+                    " AND next_poll_at > :now"
+                ),
+                {"p": partition, "now": now},
+            ).scalar()
 
     def rows_to_store(self, partition: str, now: float) -> list[LedgerRow]:
         """Completed tasks without a stored video, and failed downloads due for another try."""

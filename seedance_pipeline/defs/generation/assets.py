@@ -17,6 +17,7 @@ from dagster import (
     asset,
 )
 
+from ...callbacks import callback_base
 from ...catalog import CatalogError
 from ...costs import credits_total
 from ...planning import over_budget_message, plan_catalog, publish, requests_frame
@@ -99,6 +100,10 @@ def submitted_tasks(
     budget = pipeline.max_credits_per_partition
     if budget is not None and (message := over_budget_message(accepted, budget)):
         raise Failure(f"{partition}: not submitted: {message}", allow_retries=False)
+    try:
+        callbacks = callback_base(evolink.base_url)
+    except ValueError as exc:
+        raise Failure(str(exc), allow_retries=False) from None
     ledger = pipeline.ledger()
     try:
         check_ledger(ledger, pipeline.tables(), partition)
@@ -115,7 +120,7 @@ def submitted_tasks(
     ]
     try:
         with evolink.client() as client:
-            summary = submit_all(ledger, client, partition, items, pipeline.max_attempts)
+            summary = submit_all(ledger, client, partition, items, pipeline.max_attempts, callbacks)
     except SubmissionStopped as exc:
         raise Failure(str(exc), allow_retries=False) from None
     finally:

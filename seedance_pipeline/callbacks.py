@@ -1,0 +1,313 @@
+"""The callback receiver: the vendor's POST for a finished task, confirmed with the API.
+
+A callback is unsigned, so it is only a hint. Its URL carries a per-attempt secret token
+(only its SHA-256 is stored) that names one ledger row; the body only names the task to ask
+about; the API's answer to that query is recorded exactly as a poll's. A callback for an
+`unknown` row (a create whose answer was lost) attaches its task, so the row carries on as if
+the answer had arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from .ledger import Ledger, LedgerRow
+from .ledger.database import sql
+from .polling import PollPolicy, interpret
+from .seedance import AsyncClient, SeedanceError, Task
+from .seedance._rules import _is_loopback_url
+from .seedance._urls import origin, url_problem
+from .settings import SettingError
+from .statuses import WAITING, Status
+
+log = logging.getLogger(__name__)
+
+CALLBACK_URL_ENV = "SEEDANCE_CALLBACK_URL"
+PATH = "/callbacks/"
+REDACTED = "REDACTED"
+MAX_BODY_BYTES = 64 * 1024  # a task answer is well under 2 KB
+MAX_URL_CHARS = 2048  # the vendor's limit on callback_url
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")  # secrets.token_urlsafe(32)
+_TASK_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")  # safe as a URL path segment
+# A callback may beat the create's answer home: wait this long for the answer to be recorded.
+SUBMITTING_WAIT_SECONDS = 30.0
+_POLICY = PollPolicy()
+
+
+# --- the setting ----------------------------------------------------------------------------
+
+
+def callback_base(api_base_url: str, value: str | None = None) -> str | None:
+    """The receiver's base URL from `SEEDANCE_CALLBACK_URL` (or `value`), checked; None if unset.
+
+    Against the real API it must be https on a public host; plain http on loopback is
+    accepted only when the API (`EVOLINK_BASE_URL`) is on loopback too (the emulator).
+
+    Raises:
+        SettingError: the setting cannot work; the message names the variable.
+    """
+    if value is None:
+        value = os.environ.get(CALLBACK_URL_ENV, "")
+    value = value.strip()
+    if not value:
+        return None
+    parts = urlsplit(value)
+    local = _is_loopback_url(api_base_url) and _is_loopback_url(value)
+    problem = url_problem(value, allow_origin=origin(value) if local else None)
+    if problem is None and (parts.query or parts.fragment):
+        problem = "must not have a query or fragment"
+    if problem is None and len(value) + len(PATH) + 43 > MAX_URL_CHARS:
+        problem = f"is too long: callback URLs may have at most {MAX_URL_CHARS} characters"
+    if problem:
+        hint = (
+            "the public https base URL of `seedance-pipeline callbacks` (plain http on "
+            "loopback only while EVOLINK_BASE_URL is loopback too)"
+        )
+        raise SettingError(f"{CALLBACK_URL_ENV} {problem}; set it to {hint}")
+    return value.rstrip("/")
+
+
+# --- tokens in request bodies ---------------------------------------------------------------
+
+
+def token_sha256(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def with_callback(body: dict, base: str | None) -> tuple[dict, dict, str | None]:
+    """The body to send, the body to store, and the new token's SHA-256 (None: no token).
+
+    A catalog row's own `callback_url` always wins. Ours carries a fresh secret token; the
+    stored body has it redacted, so the raw token exists only in the request on the wire.
+    """
+    own = body.get("callback_url")
+    if own and not own.endswith(PATH + REDACTED):
+        return body, body, None
+    plain = {k: v for k, v in body.items() if k != "callback_url"}
+    if base is None:
+        return plain, plain, None
+    token = secrets.token_urlsafe(32)
+    return (
+        {**plain, "callback_url": f"{base}{PATH}{token}"},
+        {**plain, "callback_url": f"{base}{PATH}{REDACTED}"},
+        token_sha256(token),
+    )
+
+
+# --- confirming a callback ------------------------------------------------------------------
+
+
+def _task_id(body: bytes) -> str | None:
+    """The task id a callback body names, or None when it is not a task answer."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than json allows
+        return None
+    task_id = data.get("id") if isinstance(data, dict) else None
+    return task_id if isinstance(task_id, str) and _TASK_ID.match(task_id) else None
+
+
+class Receiver:
+    """Confirms callbacks with the API and records the answers in the ledger."""
+
+    def __init__(self, ledger: Ledger, policy: PollPolicy):
+        self.ledger = ledger
+        self.policy = policy
+        self.api: AsyncClient | None = None  # open while the app runs
+        self._busy: set[str] = set()  # tokens being confirmed right now
+
+    async def confirm(self, sha: str, task_id: str) -> None:
+        """Ask the API about `task_id` and record its answer on the token's row."""
+        if sha in self._busy:
+            return  # a retry of a callback being confirmed
+        self._busy.add(sha)
+        try:
+            row = await self._answered_row(sha)
+            if row is None or not _concerns(row, task_id):
+                return
+            try:
+                task = await self.api.get_task(task_id)
+            except SeedanceError as exc:
+                log.warning("callback for %s: confirming query failed: %s", task_id, exc)
+                return  # polling stays the fallback
+            if task.id != task_id or task.model not in (None, row.request.get("model")):
+                log.warning("callback for %s: the API's task does not match the row", task_id)
+                return
+            await asyncio.to_thread(self._record, row, task)
+        finally:
+            self._busy.discard(sha)
+
+    async def _answered_row(self, sha: str) -> LedgerRow | None:
+        """The token's row once its create's answer (or its loss) is recorded."""
+        deadline = time.monotonic() + SUBMITTING_WAIT_SECONDS
+        while True:
+            row = await asyncio.to_thread(self.ledger.row_for_callback, sha)
+            if row is None or row.status != Status.SUBMITTING or time.monotonic() > deadline:
+                return row
+            await asyncio.sleep(0.5)
+
+    def _record(self, row: LedgerRow, task: Task) -> None:
+        if row.status == Status.UNKNOWN:
+            if not self.ledger.attach_from_callback(row.partition, row.prompt_id, task.id):
+                return
+            row = self.ledger.row_for_callback(row.callback_token_sha256)
+        now = time.time()
+        self.ledger.record_polls([interpret(row, task, now, self.policy)])
+        self.ledger.record_callback(row.partition, row.prompt_id, now)
+        log.info("%s/%s: callback confirmed (%s)", row.partition, row.prompt_id, task.status)
+
+
+def _concerns(row: LedgerRow, task_id: str) -> bool:
+    """Whether a callback naming `task_id` may still change `row`."""
+    if row.status == Status.UNKNOWN:
+        return row.task_id is None
+    return row.status in WAITING and row.task_id == task_id
+
+
+def _ping(ledger: Ledger) -> None:
+    with ledger.db.read() as db:
+        db.execute(sql("SELECT 1"))
+
+
+def create_app(
+    ledger: Ledger, client: Callable[[], AsyncClient], policy: PollPolicy = _POLICY
+) -> Starlette:
+    """The receiver: `POST /callbacks/{token}` and `GET /health`."""
+    receiver = Receiver(ledger, policy)
+
+    async def callback(request: Request) -> JSONResponse:
+        token = request.path_params["token"]
+        row = None
+        if _TOKEN.match(token):
+            row = await asyncio.to_thread(ledger.row_for_callback, token_sha256(token))
+        if row is None:
+            return JSONResponse({"error": "unknown callback"}, status_code=404)
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > MAX_BODY_BYTES:
+            return JSONResponse({"error": "body too large"}, status_code=413)
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY_BYTES:
+                return JSONResponse({"error": "body too large"}, status_code=413)
+        task_id = _task_id(body)
+        if task_id is None:
+            return JSONResponse({"error": "not a task answer with an id"}, status_code=400)
+        if not _concerns(row, task_id) and row.status != Status.SUBMITTING:
+            return JSONResponse({"status": "nothing to change"})
+        return JSONResponse(
+            {"status": "accepted"},
+            status_code=202,
+            background=BackgroundTask(receiver.confirm, row.callback_token_sha256, task_id),
+        )
+
+    async def health(request: Request) -> JSONResponse:
+        try:
+            await asyncio.to_thread(_ping, ledger)
+        except Exception as exc:  # any database error: this receiver cannot record
+            log.error("health: ledger unreachable: %s", type(exc).__name__)
+            return JSONResponse({"status": "ledger unreachable"}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    @asynccontextmanager
+    async def lifespan(app):
+        async with client() as api:
+            receiver.api = api
+            yield
+
+    return Starlette(
+        routes=[
+            Route(PATH + "{token}", callback, methods=["POST"]),
+            Route("/health", health, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+
+
+# --- serving --------------------------------------------------------------------------------
+
+
+def _server(app: Starlette, host: str, port: int, log_level: str) -> uvicorn.Server:
+    return uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level=log_level,
+            access_log=False,
+            timeout_graceful_shutdown=1,
+        )
+    )
+
+
+def serve(app: Starlette, host: str, port: int) -> None:
+    """Serve until interrupted. No access log: request paths carry the secret tokens."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    with contextlib.suppress(KeyboardInterrupt):
+        _server(app, host, port, "info").run()
+
+
+@contextlib.contextmanager
+def running_receiver(app: Starlette, host: str = "127.0.0.1") -> Iterator[str]:
+    """Run the receiver in a background thread on a free port; yields its base URL."""
+    server = _server(app, host, 0, "warning")
+    thread = threading.Thread(target=server.run, name="callback-receiver", daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            if not thread.is_alive():
+                raise RuntimeError("the callback receiver failed to start")
+            time.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@contextlib.contextmanager
+def receiving(ledger: Ledger, api_key: str, api_url: str) -> Iterator[str]:
+    """A receiver in this process for the API at `api_url`, with `SEEDANCE_CALLBACK_URL`
+    pointing at it while it runs (the demo's wiring); yields its URL."""
+    app = create_app(ledger, lambda: AsyncClient(api_key, base_url=api_url))
+    with running_receiver(app) as url:
+        before = os.environ.get(CALLBACK_URL_ENV)
+        os.environ[CALLBACK_URL_ENV] = url
+        try:
+            yield url
+        finally:
+            if before is None:
+                os.environ.pop(CALLBACK_URL_ENV, None)
+            else:
+                os.environ[CALLBACK_URL_ENV] = before
+
+
+def summary(rows: list[LedgerRow]) -> str:
+    """Polls per task and how many rows callbacks settled, for people."""
+    tasks = [r for r in rows if r.task_id]
+    polls = sum(r.polls for r in tasks)
+    settled = sum(r.callback_at is not None for r in tasks)
+    per_task = polls / len(tasks) if tasks else 0.0
+    return (
+        f"{len(tasks)} task(s): {polls} status queries ({per_task:.2f} per task); "
+        f"callbacks settled {settled}"
+    )

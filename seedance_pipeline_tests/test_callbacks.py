@@ -1,0 +1,412 @@
+"""Callbacks: the receiver refuses what it cannot trust, confirms the rest with the API, and
+settles lost creates; polling waits for callbacks; the setting is checked."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+
+import httpx
+import pytest
+
+from seedance_pipeline.callbacks import (
+    CALLBACK_URL_ENV,
+    MAX_BODY_BYTES,
+    PATH,
+    REDACTED,
+    callback_base,
+    create_app,
+    running_receiver,
+    token_sha256,
+    with_callback,
+)
+from seedance_pipeline.ledger import Ledger
+from seedance_pipeline.polling import CALLBACK_GRACE_SECONDS, first_poll_at
+from seedance_pipeline.seedance import AsyncClient, Client
+from seedance_pipeline.statuses import WAITING, Status
+from seedance_pipeline.submission import Planned, submit_all
+
+DAY = "2026-11-20"
+BODY = {
+    "model": "seedance-2.0-text-to-video",
+    "prompt": "a lighthouse at dusk",
+    "duration": 4,
+    "quality": "480p",
+    "aspect_ratio": "16:9",
+    "generate_audio": False,
+}
+
+
+def _wait_for(condition, timeout: float = 20.0, what: str = "the callback to be recorded"):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+class Vendor:
+    """The vendor's side of a test: makes tasks on the emulator and posts their callbacks."""
+
+    def __init__(self, emulator: str, api_key: str, ledger: Ledger, receiver: str):
+        self.emulator, self.api_key, self.ledger, self.receiver = (
+            emulator,
+            api_key,
+            ledger,
+            receiver,
+        )
+        self.client = Client(api_key, base_url=emulator)
+
+    def row(self, prompt_id: str, *, lost: bool = False) -> tuple[str, str]:
+        """A claimed row with its own token and a real task; `lost`: its answer never came.
+
+        Returns the token and the task id.
+        """
+        token = secrets.token_urlsafe(32)
+        assert self.ledger.claim(
+            DAY, prompt_id, BODY, 1.0, callback_token_sha256=token_sha256(token)
+        )
+        task = self.client.create_task(BODY)
+        if lost:
+            self.ledger.record_outcome_unknown(DAY, prompt_id, "answer lost", time.time() + 60)
+        else:
+            self.ledger.record_submitted(
+                DAY,
+                prompt_id,
+                task.id,
+                time.time() + 3600,
+                status="pending",
+                credits_reserved=task.credits_reserved,
+                estimated_time=task.estimated_time,
+            )
+        return token, task.id
+
+    def finished(self, task_id: str) -> dict:
+        """The task's answer once it has ended: what the vendor's callback carries."""
+        answer: dict = {}
+
+        def done() -> bool:
+            answer.update(self.client.get_task(task_id).raw)
+            return answer["status"] in ("completed", "failed")
+
+        _wait_for(done, what="the emulator's task to end")
+        return answer
+
+    def post(self, token: str, body: bytes | dict) -> httpx.Response:
+        content = body if isinstance(body, bytes) else json.dumps(body).encode()
+        return httpx.post(f"{self.receiver}{PATH}{token}", content=content, timeout=10)
+
+
+@pytest.fixture
+def ledger(ledger_url) -> Ledger:
+    return Ledger(ledger_url)
+
+
+@pytest.fixture
+def vendor(emulator, api_key, ledger):
+    app = create_app(ledger, lambda: AsyncClient(api_key, base_url=emulator))
+    with running_receiver(app) as url:
+        yield Vendor(emulator, api_key, ledger, url)
+
+
+def _row(ledger: Ledger, prompt_id: str):
+    return next(r for r in ledger.rows(DAY) if r.prompt_id == prompt_id)
+
+
+def test_forged_and_malformed_callbacks_are_refused_and_change_nothing(vendor, ledger):
+    token, task_id = vendor.row("p1")
+    answer = vendor.finished(task_id)
+    before = ledger.rows(DAY)
+
+    assert vendor.post(secrets.token_urlsafe(32), answer).status_code == 404  # forged token
+    assert vendor.post("not-a-token", answer).status_code == 404
+    assert vendor.post(token, b"{not json").status_code == 400
+    assert vendor.post(token, {"status": "completed"}).status_code == 400  # no task id
+    assert vendor.post(token, {**answer, "id": "../v1/credits"}).status_code == 400
+    assert vendor.post(token, b"[" * (MAX_BODY_BYTES + 10)).status_code == 413
+    assert vendor.post(token, b"[" * (MAX_BODY_BYTES - 10)).status_code == 400  # too deep
+    # A known token naming someone else's task: nothing to confirm.
+    assert vendor.post(token, {**answer, "id": "task-unified-1-aaaaaaaa"}).status_code == 200
+
+    time.sleep(0.5)  # anything wrongly scheduled would have landed by now
+    assert ledger.rows(DAY) == before
+    assert httpx.get(f"{vendor.receiver}/health").json() == {"status": "ok"}
+
+
+def test_a_callback_is_confirmed_with_the_api_and_applied_once(vendor, ledger):
+    token, task_id = vendor.row("p1")
+    answer = vendor.finished(task_id)
+    forged = {**answer, "results": ["https://evil.example.net/fake.mp4"]}
+
+    first = vendor.post(token, forged)
+    assert first.status_code == 202
+    _wait_for(lambda: _row(ledger, "p1").status not in WAITING)
+    for _ in range(3):  # the vendor's retries at 1, 2 and 4 s
+        assert vendor.post(token, answer).status_code == 200
+
+    row = _row(ledger, "p1")
+    assert row.status == Status(answer["status"])
+    assert row.polls == 1  # one confirming query, however many deliveries
+    assert row.callback_at is not None
+    if row.status == Status.COMPLETED:  # the API's link, never the callback's
+        assert row.result_url == answer["results"][0]
+
+
+def test_the_apis_answer_wins_over_the_callbacks_body(start_emulator, api_key, ledger):
+    slow = start_emulator(time_scale=1.0)  # the task runs for a minute
+    app = create_app(ledger, lambda: AsyncClient(api_key, base_url=slow))
+    with running_receiver(app) as url:
+        vendor = Vendor(slow, api_key, ledger, url)
+        token, task_id = vendor.row("p1")
+        claim = {"id": task_id, "status": "completed", "results": ["https://x.example.net/a.mp4"]}
+        assert vendor.post(token, claim).status_code == 202
+        _wait_for(lambda: _row(ledger, "p1").polls == 1)
+    row = _row(ledger, "p1")
+    assert row.status in WAITING and row.result_url is None
+
+
+def test_a_callback_settles_an_unknown_row(vendor, ledger):
+    token, task_id = vendor.row("lost", lost=True)
+    assert _row(ledger, "lost").status == Status.UNKNOWN
+    answer = vendor.finished(task_id)
+
+    assert vendor.post(token, answer).status_code == 202
+    _wait_for(lambda: _row(ledger, "lost").task_id == task_id)
+    _wait_for(lambda: _row(ledger, "lost").status not in WAITING)
+    row = _row(ledger, "lost")
+    assert row.status == Status(answer["status"])
+    assert row.credits_reserved == answer["usage"]["credits_reserved"]  # so costs are known
+    assert row.submitted_at is not None and row.error_code is None
+
+
+def test_a_callback_never_gives_an_unknown_row_another_rows_task(vendor, ledger):
+    _, task_id = vendor.row("p1")
+    token, _ = vendor.row("lost", lost=True)
+    answer = vendor.finished(task_id)
+
+    vendor.post(token, answer)  # a task another row holds
+    time.sleep(1.0)
+    row = _row(ledger, "lost")
+    assert row.status == Status.UNKNOWN and row.task_id is None
+
+
+def test_polling_defers_to_callbacks():
+    now = 1000.0
+    with_callback_at = first_poll_at(BODY, 40, now, callback=True)
+    assert with_callback_at >= now + 40 + CALLBACK_GRACE_SECONDS
+    assert first_poll_at(BODY, 40, now) <= now + 40
+
+
+@pytest.mark.parametrize(
+    ("api", "value", "accepted"),
+    [
+        ("https://api.evolink.ai", "https://hooks.acme-video.com/seedance", True),
+        ("http://127.0.0.1:8790", "http://127.0.0.1:8791", True),
+        ("https://api.evolink.ai", "http://127.0.0.1:8791", False),  # real API: https, public
+        ("https://api.evolink.ai", "https://10.0.0.7/hooks", False),
+        ("https://api.evolink.ai", "https://receiver.internal/hooks", False),
+        ("https://api.evolink.ai", "http://hooks.acme-video.com", False),
+        ("https://api.evolink.ai", "https://hooks.acme-video.com/?a=1", False),
+        ("https://api.evolink.ai", "https://user:pw@hooks.acme-video.com", False),
+        ("http://127.0.0.1:8790", "ftp://127.0.0.1:8791", False),
+    ],
+)
+def test_the_callback_setting_is_checked(api, value, accepted):
+    if accepted:
+        assert callback_base(api, value) == value.rstrip("/")
+        return
+    with pytest.raises(ValueError, match=CALLBACK_URL_ENV) as caught:
+        callback_base(api, value)
+    assert "pw" not in str(caught.value)
+
+
+def test_unset_means_no_callbacks(monkeypatch):
+    monkeypatch.delenv(CALLBACK_URL_ENV, raising=False)
+    assert callback_base("https://api.evolink.ai") is None
+
+
+def test_each_attempt_gets_its_own_token_and_the_ledger_never_holds_it():
+    sent, stored, sha = with_callback(BODY, "https://hooks.acme-video.com")
+    token = sent["callback_url"].rsplit("/", 1)[1]
+    assert token_sha256(token) == sha and token not in json.dumps(stored)
+    assert stored["callback_url"].endswith(PATH + REDACTED)
+    again, _, sha2 = with_callback(stored, "https://hooks.acme-video.com")  # a resubmission
+    assert sha2 != sha and again["callback_url"] != sent["callback_url"]
+    own = {**BODY, "callback_url": "https://mine.acme-video.com/hook"}
+    assert with_callback(own, "https://hooks.acme-video.com") == (own, own, None)
+
+
+class _VendorSide(httpx.HTTPTransport):
+    """Real HTTP to the emulator; remembers each create's callback URL, as the vendor does."""
+
+    def __init__(self):
+        super().__init__()
+        self.callback_urls: list[str] = []
+        self.lock = threading.Lock()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "POST" and request.url.path == "/v1/videos/generations":
+            body = json.loads(request.content)
+            with self.lock:
+                self.callback_urls.append(body.pop("callback_url"))
+            request = httpx.Request(
+                request.method,
+                request.url,
+                headers={k: v for k, v in request.headers.items() if k.lower() != "content-length"},
+                json=body,
+            )
+        return super().handle_request(request)
+
+
+def test_submission_sends_a_secret_callback_url_and_polling_waits_for_it(emulator, api_key, ledger):
+    vendor_side = _VendorSide()
+    base = "https://hooks.acme-video.com/seedance"
+    planned = [Planned(f"p{i}", BODY, 1.0) for i in range(3)]
+    with Client(api_key, base_url=emulator, transport=vendor_side) as client:
+        summary = submit_all(ledger, client, DAY, planned, callback_base=base)
+    assert summary.submitted == 3
+    tokens = [u.rsplit("/", 1)[1] for u in vendor_side.callback_urls]
+    assert len(set(tokens)) == 3 and all(
+        u.startswith(base + PATH) for u in vendor_side.callback_urls
+    )
+    rows = ledger.rows(DAY)
+    for row in rows:
+        assert row.callback_token_sha256 in {token_sha256(t) for t in tokens}
+        assert all(t not in json.dumps(row.request) for t in tokens)
+        # Not polled before the callback is overdue.
+        assert row.next_poll_at >= row.submitted_at + CALLBACK_GRACE_SECONDS
+    assert ledger.due_tasks(time.time() + CALLBACK_GRACE_SECONDS / 2, 10) == []
+
+
+def test_a_day_with_lost_create_answers_ends_settled_paid_once_and_barely_polled(
+    tmp_path, monkeypatch, ledger_url
+):
+    """30 % of create answers cut after the task was made, callbacks on (each first delivery
+    fails, so the emulator's retries carry them): no `unknown` row, one task per prompt, and
+    about one query per task."""
+    from seedance_pipeline.emulator import DEFAULT_API_KEY, EmulatorConfig
+    from seedance_pipeline.runner import run_partition
+    from seedance_pipeline.tables import read_table
+
+    from .fault_support import Emulator, write_catalog
+    from .pipeline_support import emulator_tasks
+
+    data = tmp_path / "data"
+    prompts = write_catalog(data, 30)
+    config = EmulatorConfig(
+        port=0,
+        time_scale=0.002,
+        seed=11,
+        state_dir=tmp_path / "emulator",
+        drop_rate=0.3,
+        allow_loopback_callbacks=True,
+        callback_fail_first=1,
+        callback_retry_scale=0.1,
+    )
+    with Emulator(config) as emulator:
+        for name, value in {
+            "SEEDANCE_DATA_DIR": str(data),
+            "SEEDANCE_LEDGER_URL": ledger_url,
+            "EVOLINK_BASE_URL": emulator.url,
+            "EVOLINK_FILES_URL": emulator.url,
+            "EVOLINK_API_KEY": DEFAULT_API_KEY,
+        }.items():
+            monkeypatch.setenv(name, value)
+        app = create_app(
+            Ledger(ledger_url), lambda: AsyncClient(DEFAULT_API_KEY, base_url=emulator.url)
+        )
+        with running_receiver(app) as receiver:
+            monkeypatch.setenv(CALLBACK_URL_ENV, receiver)
+            with open(tmp_path / "progress.txt", "w") as progress:
+                run_partition(DAY, out=progress)
+        tasks = emulator_tasks(emulator.url)
+
+    lost = [t for t in tasks if t["answer_dropped"]]
+    assert len(lost) >= 5  # the fault really happened
+    assert all(len(t["callback"]["attempts"]) == 2 for t in tasks)  # first failed, retry landed
+    table = read_table(data, "generated_videos", DAY)
+    assert sorted(table.prompt_id) == prompts
+    assert set(table.status) <= {"completed", "failed"}  # nothing left unknown
+    assert len(tasks) == len({t["prompt"] for t in tasks}) == len(prompts)  # each sent once
+    assert table.task_id.nunique() == len(prompts)
+    charged = sum(t.get("credits_charged") or 0 for t in tasks)
+    assert table.credits_charged.sum() == pytest.approx(charged)
+    assert emulator.counts["poll"] <= len(prompts) * 1.1  # about one confirming query each
+
+
+def test_run_refuses_a_callback_url_the_real_api_cannot_reach(monkeypatch, tmp_path):
+    from seedance_pipeline.runner import PipelineStopped, run_partition
+
+    monkeypatch.setenv("SEEDANCE_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("EVOLINK_API_KEY", "sk-evo-test")
+    monkeypatch.delenv("EVOLINK_BASE_URL", raising=False)  # the real API
+    monkeypatch.setenv(CALLBACK_URL_ENV, "http://127.0.0.1:8791")
+    with pytest.raises(PipelineStopped, match=CALLBACK_URL_ENV):
+        run_partition(DAY)
+    assert not (tmp_path / "warehouse").exists()  # stopped before anything was planned or sent
+
+
+def test_the_receiver_command_serves_health_and_refuses_forgeries(emulator, api_key, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from .fault_support import free_port
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "SEEDANCE_DATA_DIR": str(tmp_path),
+        "EVOLINK_API_KEY": api_key,
+        "EVOLINK_BASE_URL": emulator,
+    }
+    env.pop("SEEDANCE_LEDGER_URL", None)
+    command = [sys.executable, "-m", "seedance_pipeline.cli", "callbacks", "--port", str(port)]
+    with subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True) as receiver:
+        try:
+            url = f"http://127.0.0.1:{port}"
+
+            def up() -> bool:
+                try:
+                    return httpx.get(f"{url}/health").status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            _wait_for(up, what="the receiver to start")
+            token = secrets.token_urlsafe(32)
+            forged = httpx.post(f"{url}{PATH}{token}", json={"id": "task-unified-1-aaaaaaaa"})
+            assert forged.status_code == 404
+        finally:
+            receiver.terminate()
+            logs = receiver.communicate(timeout=30)[1]
+    assert token not in logs  # no access log: paths carry the secret tokens
+
+
+def test_a_resubmission_gets_a_new_token_and_the_old_one_stops_working(ledger):
+    from seedance_pipeline.ledger import PollUpdate
+
+    old, new = token_sha256("a" * 43), token_sha256("b" * 43)
+    ledger.claim(DAY, "p1", BODY, 1.0, callback_token_sha256=old)
+    ledger.record_submitted(DAY, "p1", "task-1", time.time())
+    failed = PollUpdate("task-1", status=Status.FAILED, error_code="service_error")
+    ledger.record_polls([failed])
+    assert ledger.claim_resubmission(DAY, "p1", 2, callback_token_sha256=new)
+
+    assert ledger.row_for_callback(old) is None  # the first attempt's callback changes nothing
+    assert ledger.row_for_callback(new).attempt == 2
+
+
+def test_a_first_poll_planned_minutes_ahead_waits_for_its_time(ledger, emulator, api_key):
+    """A callback-deferred first poll (minutes ahead) is not mistaken for a clock step back;
+    one planned hours ahead still is."""
+    from seedance_pipeline.polling import poll_round
+
+    now = time.time()
+    for prompt_id, first_poll in (("deferred", now + 300), ("clock_step", now + 3 * 3600)):
+        ledger.claim(DAY, prompt_id, BODY, 1.0)
+        ledger.record_submitted(DAY, prompt_id, f"task-{prompt_id}", first_poll)
+
+    summary = poll_round(ledger, lambda: AsyncClient(api_key, base_url=emulator))
+    assert summary.polled == 1
+    assert _row(ledger, "deferred").polls == 0
