@@ -145,6 +145,8 @@ def print_run_summary(partition: str, videos: pd.DataFrame) -> None:
         f"reserved {credits_total(videos.credits_reserved):g}, "
         f"charged {credits_total(videos.credits_charged):g}"
     )
+    for row in videos[videos.error_code == "sent_on_other_day"].itertuples():
+        print(f"{partition}: {row.prompt_id} was not sent again: {row.error_message}")
     unknown = videos[videos.status == "unknown"]
     if unknown.empty:
         return

@@ -3,6 +3,8 @@ odd vendor answers. Expectations are the vendor's rules and our statuses, stated
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -11,7 +13,7 @@ from seedance_pipeline.ledger import LedgerRow
 from seedance_pipeline.ledger.database import sql
 from seedance_pipeline.media import measure_video_output
 from seedance_pipeline.polling import PollPolicy, interpret, interpret_error
-from seedance_pipeline.seedance import NotFoundError, ServerError, Task
+from seedance_pipeline.seedance import NotFoundError, PriceTable, ServerError, Task
 from seedance_pipeline.statuses import Status
 from seedance_pipeline.tables import read_table
 
@@ -231,3 +233,32 @@ def test_bad_result_links_leave_rows_download_failed_then_a_later_run_stores_the
     assert (sent.status == "completed").all(), sent[["status", "error_message"]]
     for row in sent.itertuples():
         assert measure_video_output(row.video_uri)["width"] == row.expected_width
+
+
+def test_a_vendor_reserving_more_than_our_table_shows_as_drift_in_the_cost_tables(
+    tmp_path, start_emulator, api_key
+):
+    # The vendor's standard 720p rate without reference video is 15.0 here, ours 13.5 (NOTES.md):
+    # each such 5 s video is reserved 7.5 credits more than estimated; nothing else drifts.
+    ours = PriceTable.load()
+    theirs = json.loads(json.dumps(ours.credits_per_second))
+    theirs["standard"]["without_reference_video"]["720p"] = 15.0
+    url = start_emulator(
+        price_table=PriceTable(theirs, ours.money_per_credit, ours.unknown_reference_video_seconds)
+    )
+    data = copy_sample_data(tmp_path / "data")
+    resources = make_resources(data, url, api_key)
+    assert submit(resources).success
+    wait_for_tasks(resources)
+    result = save_videos(resources)
+    table = read_table(data, "generated_videos", DAY)
+    sent = table[table.task_id.notna()]
+    no_reference_video = sent.request_json.map(lambda body: "video_urls" not in json.loads(body))
+    standard = ~sent.model.str.contains("fast")
+    drifting = sent[standard & (sent.quality == "720p") & no_reference_video]
+    assert len(drifting) >= 1
+    drift = (sent.credits_reserved - sent.credits_estimated).round(4)
+    assert drift[drifting.index].tolist() == [1.5 * d for d in drifting.duration]
+    assert (drift.drop(drifting.index) == 0).all()
+    (videos,) = [m.metadata for m in result.asset_materializations_for_node("generated_videos")]
+    assert videos["credits_drift"].value == pytest.approx(1.5 * drifting.duration.sum())
