@@ -262,3 +262,24 @@ def test_a_vendor_reserving_more_than_our_table_shows_as_drift_in_the_cost_table
     assert (drift.drop(drifting.index) == 0).all()
     (videos,) = [m.metadata for m in result.asset_materializations_for_node("generated_videos")]
     assert videos["credits_drift"].value == pytest.approx(1.5 * drifting.duration.sum())
+
+
+def test_a_whole_video_of_the_wrong_size_is_kept_but_fails_the_videos_check(
+    tmp_path, start_emulator, api_key
+):
+    url = start_emulator(link_fault_rate=1.0, link_faults=("wrong_video",))
+    data = copy_sample_data(tmp_path / "data")
+    resources = make_resources(data, url, api_key)
+    assert submit(resources).success
+    wait_for_tasks(resources)
+    result = save_videos(resources)
+    table = read_table(data, "generated_videos", DAY)
+    done = table[table.status == "completed"]
+    assert len(done) == len(table[table.task_id.notna()])  # delivered, charged, measured
+    assert (done.has_audio != done.generate_audio).all()  # the emulator flipped the audio
+    (check,) = [
+        e.event_specific_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    ]
+    assert not check.passed and check.metadata["mismatched"].value == len(done)

@@ -23,6 +23,7 @@ LINK_FAULTS = (
     "html",
     "truncated",
     "oversize",
+    "wrong_video",
 )
 # Status queries may go this many times faster than creates unless poll_rate_limit is set.
 POLL_RATE_MULTIPLE = 5

@@ -211,6 +211,11 @@ class TaskRoutes:
         if faults.link not in (None, "foreign_host") and state.serve_fault(
             task.id, "link", config.link_fault_heal_after
         ):
+            if faults.link == "wrong_video":  # a real video, just not the one asked for
+                path = await run_in_threadpool(
+                    self.renderer.video, task.height, task.width, task.duration, not task.audio
+                )
+                return FileResponse(path, media_type="video/mp4", filename=f"{task.id}.mp4")
             return link_answer(faults.link, task.id, path, config.link_drip_seconds)
         return FileResponse(path, media_type="video/mp4", filename=f"{task.id}.mp4")
 
