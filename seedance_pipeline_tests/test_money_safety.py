@@ -173,6 +173,8 @@ def test_an_edited_prompt_is_flagged_beside_the_video_of_what_was_sent(day):
     _move(data, edited, DAY, prompt="A completely different shot of a lighthouse at night")
     paid = len(emulator_tasks(url))
     assert submit(resources).success and len(emulator_tasks(url)) == paid  # never resent
+    replanned = read_table(data, "generation_requests", DAY).set_index("prompt_id")
+    assert json.loads(replanned.loc[edited, "request_json"])["prompt"] == sent_text  # as sent
     assert save_videos(resources).success
     table = read_table(data, "generated_videos", DAY).set_index("prompt_id")
     assert table.loc[edited, "request_changed"] and table.loc[edited, "prompt"] == sent_text

@@ -62,6 +62,12 @@ def generation_requests(
         except PublishError as exc:
             raise Failure(str(exc)) from None
     frame = requests_frame(rows)
+    # A prompt already submitted shows the body that was sent, not one re-planned since.
+    sent = {r.prompt_id: r.request for r in pipeline.ledger().rows(partition)}
+    frame["request_json"] = [
+        json.dumps(sent[p], ensure_ascii=False) if body is not None and p in sent else body
+        for p, body in zip(frame.prompt_id, frame.request_json, strict=True)
+    ]
     path = pipeline.tables().write(frame, "generation_requests", partition)
     accepted = frame[frame.status == "accepted"]
     rejected = frame[frame.status == "rejected"].assign(errors=lambda f: f.errors.map("; ".join))
