@@ -59,7 +59,9 @@ def _sqlite_file(url: str) -> Path:
 
 def _sqlite_engine(url: str) -> Engine:
     _sqlite_file(url).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": 60})
+    # A run's threads (submission, follower, downloads, leases) each hold a connection at
+    # times: enough of them stay open that none is reopened per query.
+    engine = create_engine(url, connect_args={"timeout": 60}, pool_size=16, max_overflow=16)
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection, _record) -> None:

@@ -63,11 +63,14 @@ class LedgerRow:
 
     @classmethod
     def from_db(cls, r: Mapping[str, Any]) -> LedgerRow:
-        values = {f.name: r.get(f.name) for f in fields(cls) if f.name != "request"}
+        values = {name: r.get(name) for name in _COLUMNS}
         values["status"] = Status(values["status"])
         if values["has_audio"] is not None:
             values["has_audio"] = bool(values["has_audio"])
         return cls(request=json.loads(r["request_json"]), **values)
+
+
+_COLUMNS = tuple(f.name for f in fields(LedgerRow) if f.name != "request")
 
 
 @dataclass(frozen=True)
