@@ -24,6 +24,8 @@ import pyarrow.parquet as pq
 
 from seedance_pipeline.media import ffmpeg
 
+from .model_ids import FI2V, FR2V, FT2V, I2V, R2V, T2V
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "data"
 
@@ -122,16 +124,6 @@ REMOTE_MEDIA = {
     "size_bytes": 412_345,
 }
 
-T2V, I2V, R2V = (
-    "seedance-2.0-text-to-video",
-    "seedance-2.0-image-to-video",
-    "seedance-2.0-reference-to-video",
-)
-FT2V, FI2V, FR2V = (
-    "seedance-2.0-fast-text-to-video",
-    "seedance-2.0-fast-image-to-video",
-    "seedance-2.0-fast-reference-to-video",
-)
 D1, D2, D3 = "2026-11-20", "2026-11-21", "2026-11-22"
 SPRING, ALWAYS_ON = "spring-launch", "brand-always-on"
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+
+from .fault_support import free_port
 
 
 class PostgresUnavailable(RuntimeError):
@@ -28,12 +29,6 @@ def _postgres_bin() -> Path | None:
         candidates.append(Path(out.stdout.strip()))
     candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
     return next((c for c in candidates if (c / "initdb").is_file()), None)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -56,7 +51,7 @@ def running_postgres() -> Iterator[str]:
     if os.geteuid() == 0:
         shutil.chown(root, "postgres")
         as_user = ["runuser", "-u", "postgres", "--"]
-    data, port = root / "data", _free_port()
+    data, port = root / "data", free_port()
     pg_ctl = [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-w"]
     options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
     try:

@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from seedance_pipeline.cli import build_parser, main
 from seedance_pipeline.settings import SettingError
 from seedance_pipeline.tables import LocalTableStore
 
+from .fault_support import free_port
 from .pipeline_support import DAY, SAMPLE, copy_sample_data
 
 PROMPTS = str(SAMPLE / "catalog" / "prompts.csv")
@@ -117,16 +117,10 @@ def test_a_malformed_setting_stops_run_in_one_line(
     assert capsys.readouterr().err.splitlines() == [line]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_an_api_that_refuses_connections_is_reported_within_30_seconds(
     tmp_path, monkeypatch, capsys
 ):
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("SEEDANCE_DATA_DIR", str(copy_sample_data(tmp_path / "data")))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     for name, value in (("EVOLINK_BASE_URL", url), ("EVOLINK_FILES_URL", url)):

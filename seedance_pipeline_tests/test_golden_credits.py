@@ -33,18 +33,8 @@ from seedance_pipeline.media import ffmpeg
 from seedance_pipeline.planning import PENDING_UPLOAD, MediaFactsCache, plan_partition
 from seedance_pipeline.seedance import PriceTable
 
+from .model_ids import FI2V, FR2V, FT2V, I2V, R2V, T2V
 from .pipeline_support import DAY, copy_sample_data
-
-T2V, I2V, R2V = (
-    "seedance-2.0-text-to-video",
-    "seedance-2.0-image-to-video",
-    "seedance-2.0-reference-to-video",
-)
-FT2V, FI2V, FR2V = (
-    "seedance-2.0-fast-text-to-video",
-    "seedance-2.0-fast-image-to-video",
-    "seedance-2.0-fast-reference-to-video",
-)
 
 # prompt_id: (catalog row, expected credits). Sample media: vid_wide lasts 4 s, vid_square and
 # vid_hd 3 s each, clip_5s (made below) 5 s; img_* and aud_* are never billed.

@@ -20,17 +20,9 @@ from seedance_pipeline.seedance._rules import (
     nearest_aspect_ratio,
 )
 
+from .model_ids import FI2V, FR2V, FT2V, I2V, R2V, T2V
+
 MB = 1024 * 1024
-T2V, I2V, R2V = (
-    "seedance-2.0-text-to-video",
-    "seedance-2.0-image-to-video",
-    "seedance-2.0-reference-to-video",
-)
-FT2V, FI2V, FR2V = (
-    "seedance-2.0-fast-text-to-video",
-    "seedance-2.0-fast-image-to-video",
-    "seedance-2.0-fast-reference-to-video",
-)
 # The Mini tier: the vendor's Chinese overview (480p and 720p; its text-to-video takes no
 # model_params).
 MT2V, MI2V, MR2V = (

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from .fault_support import free_port
 from .pipeline_support import copy_sample_data
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -41,12 +41,6 @@ def _chromium_or_skip() -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(reason)
     pytest.skip(reason)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_until_served(url: str, server: subprocess.Popen, log: Path) -> None:
@@ -87,7 +81,7 @@ def test_after_the_demo_the_ui_shows_three_days_of_videos_and_their_check(tmp_pa
     (home / ".nux").mkdir()
     (home / ".nux" / "nux.yaml").write_text("seen: 1\n")  # no first-visit pop-up
 
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     log = tmp_path / "webserver.log"
     with log.open("w") as out:
         server = subprocess.Popen(
