@@ -25,7 +25,7 @@ from .seedance import (
     SeedanceError,
     Task,
 )
-from .statuses import Status
+from .statuses import WAITING, Status
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def interpret(row: LedgerRow, task: Task, now: float, policy: PollPolicy) -> Pol
             error_message=task.error_message,
         )
     next_at = now + next_poll_delay(row, policy)
-    if final in (Status.PENDING, Status.PROCESSING):
+    if final in WAITING:
         return PollUpdate(**seen, status=Status(final), next_poll_at=next_at)
     log.warning("task %s: undocumented status %r; still waiting", row.task_id, task.status)
     if now - (row.submitted_at or now) > policy.odd_status_seconds:
@@ -214,10 +214,7 @@ async def poll_due(
                 updates.append(interpret_error(row, exc, time.time(), policy))
                 return
         update = interpret(row, task, time.time(), policy)
-        summary.finished += update.status is not None and update.status not in (
-            Status.PENDING,
-            Status.PROCESSING,
-        )
+        summary.finished += update.status is not None and update.status not in WAITING
         updates.append(update)
 
     if rows:
