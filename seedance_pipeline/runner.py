@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sys
 import threading
@@ -42,15 +43,23 @@ def dagster_home() -> Path:
 
 
 def instance() -> DagsterInstance:
-    """The instance at `dagster_home()`; a new `./dagster_home` gets the project's settings."""
+    """The instance at `dagster_home()`; a new `./dagster_home` gets the project's settings.
+
+    Opening is serialised by a lock file: Dagster's SQLite storages stamp their schema on first
+    open, and two runs started at once on a new home would otherwise both stamp it (one fails,
+    and the home can be left with two schema heads that no later open accepts).
+    """
     home = dagster_home()
     home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    if not os.environ.get("DAGSTER_HOME") and not config.exists():
-        config.write_text(
-            "# Made by seedance-pipeline, as the project's own dagster_home.\n" + INSTANCE_SETTINGS
-        )
-    return DagsterInstance.from_config(str(home))
+    with open(home / ".seedance-open.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        config = home / "dagster.yaml"
+        if not os.environ.get("DAGSTER_HOME") and not config.exists():
+            config.write_text(
+                "# Made by seedance-pipeline, as the project's own dagster_home.\n"
+                + INSTANCE_SETTINGS
+            )
+        return DagsterInstance.from_config(str(home))
 
 
 def _run_config(verbose: bool) -> dict:

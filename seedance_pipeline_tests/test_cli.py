@@ -191,6 +191,21 @@ def test_run_without_dagster_home_records_in_the_working_directory_and_names_unk
     assert capsys.readouterr().out == f"{DAY}/{prompt_id}: forgotten; the next run submits it\n"
 
 
+def test_runs_opening_a_new_dagster_home_at_once_all_start_and_leave_it_whole(tmp_path):
+    """Without the open lock, most rounds of this broke: one stamp wins, the others fail."""
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home")}
+    opening = "from seedance_pipeline.runner import instance; print(instance().get_runs_count())"
+    opens = [
+        subprocess.Popen(
+            [sys.executable, "-c", opening], env=env, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(4)
+    ]
+    assert [p.communicate(timeout=120)[0] for p in opens] == ["0\n"] * 4
+    later = subprocess.run([sys.executable, "-c", opening], env=env, capture_output=True, text=True)
+    assert later.stdout == "0\n", later.stderr[-2000:]
+
+
 def _videos(day: str, rows: list[tuple[str, str, str, float]]) -> pd.DataFrame:
     return pd.DataFrame(
         [
