@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -23,6 +25,10 @@ from .seedance import (
 from .statuses import WAITING, Status
 
 log = logging.getLogger(__name__)
+
+# Creates in flight at once: each waits on the vendor's answer and two ledger commits, so one
+# at a time would fall short of the key's create limit; the rate itself is the client's pacing.
+SUBMIT_WORKERS = 4
 
 
 class Planned(NamedTuple):
@@ -48,6 +54,7 @@ class SubmitSummary:
     not_sent: list[str] = field(default_factory=list)
     sent_on_other_days: dict[str, str] = field(default_factory=dict)
     credits_reserved: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
 
 def submit_all(
@@ -76,9 +83,8 @@ def submit_all(
     summary.sent_on_other_days = ledger.sent_on_other_days(
         partition, [p.prompt_id for p in accepted]
     )
-    for p in accepted:
-        if p.prompt_id in summary.sent_on_other_days:
-            continue
+
+    def first(p: Planned) -> None:
         sent, stored, token = with_callback(p.body, callback_base)
         if ledger.claim(
             partition,
@@ -90,8 +96,10 @@ def submit_all(
         ):
             _submit_claimed(ledger, client, partition, p.prompt_id, sent, summary, bool(token))
         else:
-            summary.already_in_ledger += 1
-    for row in ledger.resubmittable(partition, max_attempts):
+            with summary.lock:
+                summary.already_in_ledger += 1
+
+    def again(row) -> None:
         sent, _, token = with_callback(row.request, callback_base)
         if ledger.claim_resubmission(
             partition, row.prompt_id, max_attempts, callback_token_sha256=token
@@ -105,8 +113,32 @@ def submit_all(
             if _submit_claimed(
                 ledger, client, partition, row.prompt_id, sent, summary, bool(token)
             ):
-                summary.resubmitted += 1
+                with summary.lock:
+                    summary.resubmitted += 1
+
+    new = [p for p in accepted if p.prompt_id not in summary.sent_on_other_days]
+    _in_parallel([lambda p=p: first(p) for p in new])
+    _in_parallel([lambda r=r: again(r) for r in ledger.resubmittable(partition, max_attempts)])
     return summary
+
+
+def _in_parallel(jobs: list[Callable[[], None]]) -> None:
+    """Run `jobs` on SUBMIT_WORKERS threads; after a SubmissionStopped no further job starts,
+    those under way finish, and it is raised."""
+    stopped: list[SubmissionStopped] = []
+
+    def guarded(job: Callable[[], None]) -> None:
+        if not stopped:
+            try:
+                job()
+            except SubmissionStopped as exc:
+                stopped.append(exc)
+
+    with ThreadPoolExecutor(SUBMIT_WORKERS, thread_name_prefix="submit") as pool:
+        for done in [pool.submit(guarded, job) for job in jobs]:
+            done.result()  # an unexpected error surfaces here
+    if stopped:
+        raise stopped[0]
 
 
 def _submit_claimed(
@@ -127,10 +159,12 @@ def _submit_claimed(
     except OutcomeUnknownError as exc:
         due = first_poll_at(body, None, time.time(), callback=True) if callback else None
         ledger.record_outcome_unknown(partition, prompt_id, str(exc), callback_due=due)
-        summary.unknown += 1
+        with summary.lock:
+            summary.unknown += 1
     except (InvalidRequestError, AccessDeniedError) as exc:
         ledger.record_refused(partition, prompt_id, exc.code, exc.message)
-        summary.refused += 1
+        with summary.lock:
+            summary.refused += 1
     except (AuthenticationError, InsufficientQuotaError) as exc:
         ledger.release(partition, prompt_id)
         hint = (
@@ -144,7 +178,8 @@ def _submit_claimed(
         ) from None
     except SeedanceError as exc:  # retries exhausted: refused connections or 429s, no task
         ledger.release(partition, prompt_id)
-        summary.not_sent.append(prompt_id)
+        with summary.lock:
+            summary.not_sent.append(prompt_id)
         log.warning("%s: not submitted (%s); a later run will try again", prompt_id, exc)
     else:
         ledger.record_submitted(
@@ -158,7 +193,8 @@ def _submit_claimed(
             estimated_time=task.estimated_time,
             progress=task.progress,
         )
-        summary.submitted += 1
-        summary.credits_reserved += task.credits_reserved or 0.0
+        with summary.lock:
+            summary.submitted += 1
+            summary.credits_reserved += task.credits_reserved or 0.0
         return True
     return False

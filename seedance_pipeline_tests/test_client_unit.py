@@ -620,6 +620,21 @@ def test_sync_and_async_clients_of_one_api_share_what_they_learned(sleeps):
     assert sleeps and sleeps[0] > 0  # the async client waits its turn at the learned rate
 
 
+def test_creates_refused_at_their_limit_do_not_slow_the_queries(sleeps):
+    """The vendor limits creates below status queries: each kind learns its own rate."""
+    refused = error_response(429, "rate_limit_exceeded", "x", **{"Retry-After": "3"})
+    handler = Recorder(refused, *[httpx.Response(200, json=TASK)] * 3)
+    with Client(KEY, base_url=BASE, transport=httpx.MockTransport(handler)) as c:
+        c.create_task(BODY)
+        assert sleeps and sleeps[0] >= 3  # the create waited out its Retry-After
+        sleeps.clear()
+        c.get_task(TASK_ID)
+        assert sleeps == []  # the query lane learned nothing from it
+        c.create_task(BODY)
+        assert sleeps and sleeps[0] > 0  # the create lane still paces
+    assert [r.method for r in handler.requests] == ["POST", "POST", "GET", "POST"]
+
+
 def test_max_requests_per_second_must_be_positive():
     for bad in (0, -1, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="max_requests_per_second"):
@@ -627,7 +642,7 @@ def test_max_requests_per_second_must_be_positive():
 
 
 def test_capped_clients_space_every_call_even_concurrent_ones_across_clients():
-    """Real sleeps: 12 concurrent polls and then a blocking create, at 10 requests/s."""
+    """Real sleeps: 12 concurrent polls and then a blocking one, at 10 requests/s."""
     sent: list[float] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -645,7 +660,7 @@ def test_capped_clients_space_every_call_even_concurrent_ones_across_clients():
 
     asyncio.run(polls())
     with Client(KEY, base_url=base, transport=transport, max_requests_per_second=10) as c:
-        c.create_task(BODY)
+        c.get_task(TASK_ID)
     # At most a quarter second's calls (2.5) go at once; then one per 1/10 s, never sooner
     # (a busy machine may send a call late, never early).
     early = [k for k, at in enumerate(sent) if at - sent[0] < (k - 2.5) / 10 - 1e-6]

@@ -85,7 +85,8 @@ class RetryPolicy:
 
 class _Bucket:
     """A token bucket whose rate is learned from the API's answers, shared by every client of
-    one API in this process (the AWS SDKs' adaptive retry mode).
+    one API in this process (the AWS SDKs' adaptive retry mode). Each API has two: one for
+    POSTs (creates, uploads) and one for queries, whose limit the vendor sets higher.
 
     Unlimited (or at `cap`) until the first 429. A 429 sets the rate to 0.7 times the rate
     at which calls were being accepted and pauses sending for its Retry-After; while calls
@@ -157,15 +158,17 @@ class _Bucket:
         self.rate = min(max(self.MIN_RATE, rate), self.cap or math.inf)
 
 
-_BUCKETS: dict[tuple[str, float | None], _Bucket] = {}
+_BUCKETS: dict[tuple[str, float | None, str], _Bucket] = {}
 _BUCKETS_LOCK = threading.Lock()
 
 
-def _bucket(base_url: str, cap: float | None) -> _Bucket:
+def _bucket(base_url: str, cap: float | None, method: str) -> _Bucket:
+    """The process's bucket for `method` calls to `base_url`: POSTs and queries apart."""
     if cap is not None and not (math.isfinite(cap) and cap > 0):
         raise ValueError(f"max_requests_per_second must be a positive number, got {cap}")
+    lane = "POST" if method == "POST" else "query"
     with _BUCKETS_LOCK:
-        return _BUCKETS.setdefault((base_url, cap), _Bucket(cap))
+        return _BUCKETS.setdefault((base_url, cap, lane), _Bucket(cap))
 
 
 @dataclass(frozen=True)
@@ -312,7 +315,8 @@ class _BaseClient:
         self.base_url = base_url.rstrip("/")
         self.files_url = files_url.rstrip("/")
         self.retry = retry or RetryPolicy()
-        self._bucket = _bucket(self.base_url, max_requests_per_second)
+        self._cap = max_requests_per_second
+        _bucket(self.base_url, self._cap, "POST")  # a bad cap is refused here, not at a call
         self._emulator_origin = _loopback_origin(self.base_url)
 
     def __repr__(self) -> str:
@@ -354,7 +358,8 @@ class _BaseClient:
         proves that none was made. Any other failure after sending (5xx, a lost or garbled
         answer) raises `OutcomeUnknownError`.
         """
-        while (wait := self._bucket.take()) > 0:
+        bucket = _bucket(self.base_url, self._cap, request.method)
+        while (wait := bucket.take()) > 0:
             yield _Sleep(wait)
         sent_at, body = time.monotonic(), _Buffer(MAX_ANSWER_BYTES)
         try:
@@ -363,7 +368,7 @@ class _BaseClient:
         except httpx.HTTPError as exc:
             raise _transport_error(exc, request, creates) from None
         refused = response.status_code == 429
-        self._bucket.answered(sent_at, refused, _retry_after(response) if refused else None)
+        bucket.answered(sent_at, refused, _retry_after(response) if refused else None)
         if not response.is_success:
             error = api_error(response, body.data)
             if creates and response.status_code >= 500:
@@ -503,9 +508,9 @@ class Client(_BaseClient):
         files_url: file upload host (`EVOLINK_FILES_URL`).
         timeout: httpx timeout for each request.
         retry: retry policy for 429, 5xx and connection failures.
-        max_requests_per_second: the most calls per second to send, whatever the adaptive
-            pacing learns (shared by every client of `base_url` in this process); None: as
-            fast as the API's 429s allow.
+        max_requests_per_second: the most POSTs and the most queries per second to send,
+            whatever the adaptive pacing learns (shared by every client of `base_url` in this
+            process); None: as fast as the API's 429s allow.
         transport: an httpx transport, e.g. `httpx.MockTransport` in tests.
     """
 
