@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import email.utils
+import functools
 import hashlib
 import ipaddress
 import itertools
@@ -19,6 +20,7 @@ import logging
 import math
 import os
 import random
+import ssl
 import threading
 import time
 from collections.abc import Callable, Generator, Mapping
@@ -160,6 +162,13 @@ class _Bucket:
 
 _BUCKETS: dict[tuple[str, float | None, str], _Bucket] = {}
 _BUCKETS_LOCK = threading.Lock()
+
+
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """httpx's default TLS settings, built once per process: building them (loading the CA
+    bundle) costs more CPU than a poll round, and the sensor opens a client per round."""
+    return httpx.create_ssl_context()
 
 
 def _bucket(base_url: str, cap: float | None, method: str) -> _Bucket:
@@ -523,7 +532,7 @@ class Client(_BaseClient):
         **kwargs: Any,
     ):
         super().__init__(api_key, **kwargs)
-        self._http = httpx.Client(timeout=timeout, transport=transport)
+        self._http = httpx.Client(timeout=timeout, transport=transport, verify=_tls())
 
     def __enter__(self) -> Client:
         return self
@@ -651,7 +660,10 @@ class AsyncClient(_BaseClient):
     ):
         super().__init__(api_key, **kwargs)
         self._http = httpx.AsyncClient(
-            timeout=timeout, transport=transport, limits=limits or httpx.Limits(max_connections=32)
+            timeout=timeout,
+            transport=transport,
+            limits=limits or httpx.Limits(max_connections=32),
+            verify=_tls(),
         )
 
     async def __aenter__(self) -> AsyncClient:
