@@ -9,7 +9,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from .ledger import Ledger
-from .polling import poll_round
+from .polling import PollRounds
 from .statuses import WAITING, Status
 from .storage import VideoStore
 from .videos import DOWNLOAD_WORKERS, max_video_bytes, store_video
@@ -34,7 +34,11 @@ def follow_day(
         PollingRefused: the API refused the key while polling.
     """
     cap = max_video_bytes()
-    with evolink.client() as client, ThreadPoolExecutor(DOWNLOAD_WORKERS) as pool:
+    with (
+        evolink.client() as client,
+        PollRounds(evolink.async_client, evolink.max_requests_per_second) as poll_round,
+        ThreadPoolExecutor(DOWNLOAD_WORKERS) as pool,
+    ):
         downloads: dict[str, Future] = {}
         while True:
             ledger.resolve_abandoned_claims(partition)
@@ -63,8 +67,4 @@ def follow_day(
                 due = min(due, now + 1.0)  # the receiver, not a poll, settles these rows
             time.sleep(min(5.0, max(0.0, due - time.time())))
             if running:
-                poll_round(
-                    ledger,
-                    evolink.async_client,
-                    max_requests_per_second=evolink.max_requests_per_second,
-                )
+                poll_round(ledger)

@@ -234,6 +234,49 @@ async def poll_due(
     return summary
 
 
+class PollRounds:
+    """Poll rounds on one event loop and one client, which keeps its connections: a day
+    followed by `run` polls every few seconds, and a new loop and connections per round
+    would cost more CPU than the polls themselves."""
+
+    def __init__(
+        self, client: Callable[[], AsyncClient], max_requests_per_second: float | None = None
+    ):
+        rate = max_requests_per_second
+        # Paced, a poll waits for its slot: keep no more than ~5 s of slots booked ahead.
+        self.concurrency = (
+            max(1, min(CONCURRENT_POLLS, int(rate * 5))) if rate else CONCURRENT_POLLS
+        )
+        self._loop = asyncio.Runner()
+        self._api = client()
+
+    def __enter__(self) -> PollRounds:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._loop.run(self._api.aclose())
+        finally:
+            self._loop.close()
+
+    def __call__(
+        self, ledger: Ledger, *, limit: int = BATCH, policy: PollPolicy = PollPolicy()
+    ) -> PollSummary:
+        """Poll the due tasks once."""
+        now = time.monotonic()
+        return self._loop.run(
+            poll_due(
+                ledger,
+                self._api,
+                limit=limit,
+                concurrency=self.concurrency,
+                start_by=now + START_POLLS_WITHIN_SECONDS,
+                finish_by=now + ROUND_BUDGET_SECONDS,
+                policy=policy,
+            )
+        )
+
+
 def poll_round(
     ledger: Ledger,
     client: Callable[[], AsyncClient],
@@ -242,22 +285,6 @@ def poll_round(
     limit: int = BATCH,
     policy: PollPolicy = PollPolicy(),
 ) -> PollSummary:
-    """Poll the due tasks once: a sensor tick's work, also used by `seedance-pipeline run`."""
-    rate = max_requests_per_second
-    # Paced, a poll waits for its slot: keep no more than ~5 s of slots booked ahead.
-    concurrency = max(1, min(CONCURRENT_POLLS, int(rate * 5))) if rate else CONCURRENT_POLLS
-
-    async def go() -> PollSummary:
-        now = time.monotonic()
-        async with client() as api:
-            return await poll_due(
-                ledger,
-                api,
-                limit=limit,
-                concurrency=concurrency,
-                start_by=now + START_POLLS_WITHIN_SECONDS,
-                finish_by=now + ROUND_BUDGET_SECONDS,
-                policy=policy,
-            )
-
-    return asyncio.run(go())
+    """Poll the due tasks once: a sensor tick's work."""
+    with PollRounds(client, max_requests_per_second) as rounds:
+        return rounds(ledger, limit=limit, policy=policy)

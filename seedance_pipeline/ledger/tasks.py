@@ -156,13 +156,21 @@ class TaskRows:
             return bool(made)
 
     def resolve_abandoned_claims(self, partition: str | None = None) -> int:
-        """Turn claims whose owner is gone into `unknown`; returns how many."""
+        """Turn claims whose owner is gone into `unknown`; returns how many.
+
+        Looked for in a read first: followers ask twice a second, and a write transaction
+        each time would queue behind (and delay) the claims of runs submitting.
+        """
+        with self.db.read() as db:
+            if not self._abandoned(db, partition, None, time.time()):
+                return 0
         with self.db.transaction() as db:
             return self._settle_abandoned(db, partition, None, time.time())
 
-    def _settle_abandoned(
+    def _abandoned(
         self, db: Connection, partition: str | None, prompt_id: str | None, now: float
-    ) -> int:
+    ) -> list:
+        """Claims (of `partition`, or of one prompt) whose owner is gone."""
         found = db.execute(
             sql(
                 "SELECT partition, prompt_id, owner, lease_expires_at FROM tasks"
@@ -171,7 +179,12 @@ class TaskRows:
             ),
             {"s": Status.SUBMITTING.value, "p": partition, "id": prompt_id},
         ).mappings()
-        dead = [r for r in found if owner_is_gone(r["owner"], r["lease_expires_at"], now)]
+        return [r for r in found if owner_is_gone(r["owner"], r["lease_expires_at"], now)]
+
+    def _settle_abandoned(
+        self, db: Connection, partition: str | None, prompt_id: str | None, now: float
+    ) -> int:
+        dead = self._abandoned(db, partition, prompt_id, now)
         for r in dead:
             db.execute(
                 sql(
