@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ._exceptions import MalformedAnswerError
@@ -13,21 +13,36 @@ from ._rules import DEFAULT_ASPECT_RATIO, DEFAULT_DURATION, DEFAULT_QUALITY
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
 
 
-@dataclass(frozen=True)
-class GenerationRequest:
-    """A `POST /v1/videos/generations` body."""
+@dataclass(frozen=True, kw_only=True)
+class RequestOptions:
+    """What a generation request asks for besides its media files.
+
+    A catalog row (media by id) and a `GenerationRequest` (media by URL) both build on it.
+    """
 
     model: str
     prompt: str
-    image_urls: tuple[str, ...] = ()
-    video_urls: tuple[str, ...] = ()
-    audio_urls: tuple[str, ...] = ()
     duration: int = DEFAULT_DURATION
     quality: str = DEFAULT_QUALITY
     aspect_ratio: str = DEFAULT_ASPECT_RATIO
     generate_audio: bool = True
     web_search: bool = False
     callback_url: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenerationRequest(RequestOptions):
+    """A `POST /v1/videos/generations` body."""
+
+    image_urls: tuple[str, ...] = ()
+    video_urls: tuple[str, ...] = ()
+    audio_urls: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, options: RequestOptions, **urls: tuple[str, ...]) -> GenerationRequest:
+        """The request `options` (a catalog row, say) make with these media URLs."""
+        shared = {f.name: getattr(options, f.name) for f in fields(RequestOptions)}
+        return cls(**shared, **urls)
 
     def to_body(self) -> dict[str, Any]:
         """The JSON body, omitting empty media lists and unset options."""
