@@ -16,6 +16,7 @@ from .costs import credits_total
 from .media import MediaError, measure
 from .seedance import GenerationRequest, MediaFacts, PriceTable, output_pixels, validate_request
 from .seedance._urls import url_problem
+from .statuses import RequestStatus
 
 if TYPE_CHECKING:
     from .s3 import S3Media
@@ -197,7 +198,7 @@ def requests_frame(rows: list[PlannedRow]) -> pd.DataFrame:
                 "aspect_ratio": p.aspect_ratio,
                 "generate_audio": p.generate_audio,
                 "web_search": p.web_search,
-                "status": "accepted" if r.accepted else "rejected",
+                "status": RequestStatus.ACCEPTED if r.accepted else RequestStatus.REJECTED,
                 "errors": list(r.errors),
                 "request_json": json.dumps(r.body, ensure_ascii=False) if r.accepted else None,
                 "estimated_credits": r.estimated_credits,

@@ -34,6 +34,7 @@ from ._models import (
     GenerationRequest,
     RequestOptions,
     Task,
+    TaskStatus,
     UploadedFile,
 )
 from ._pricing import PriceTable
@@ -88,6 +89,7 @@ __all__ = [
     "SeedanceError",
     "ServerError",
     "Task",
+    "TaskStatus",
     "TransportError",
     "UnsafeLinkError",
     "UploadedFile",

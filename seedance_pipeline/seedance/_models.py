@@ -4,13 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from enum import StrEnum
 from typing import Any
 
 from ._exceptions import MalformedAnswerError
 from ._rules import DEFAULT_ASPECT_RATIO, DEFAULT_DURATION, DEFAULT_QUALITY
 
-# The vendor's official statuses end in completed/failed; companion docs add `cancelled`.
-TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+
+class TaskStatus(StrEnum):
+    """A task's status as the vendor reports it (an unknown one is kept as a plain string)."""
+
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"  # not in the official docs (they end in completed/failed)
+
+
+TERMINAL_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,8 +98,8 @@ class Task:
     @property
     def final_status(self) -> str:
         """`cancelled` for either form the vendor uses for it, else the status."""
-        if self.status == "failed" and self.error_code == "request_cancelled":
-            return "cancelled"
+        if self.status == TaskStatus.FAILED and self.error_code == "request_cancelled":
+            return TaskStatus.CANCELLED
         return self.status
 
     @classmethod
