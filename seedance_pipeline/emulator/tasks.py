@@ -14,8 +14,15 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from ..seedance import TASK_ID, MediaFacts, TaskStatus, output_pixels, validate_request
-from ..seedance._rules import DEFAULT_DURATION, DEFAULT_QUALITY
+from ..seedance import (
+    DEFAULT_DURATION,
+    DEFAULT_QUALITY,
+    TASK_ID,
+    MediaFacts,
+    TaskStatus,
+    output_pixels,
+    validate_request,
+)
 from .answers import error, expired
 from .context import Emulator
 from .faults import create_answer, draw, foreign_link, link_answer, poll_answer
