@@ -21,6 +21,8 @@ MEASURES = [
     "credits_failed_reserved",
     "resubmissions",
 ]
+# The measures that count tasks (integers in the cost report's JSON and table).
+COUNTS = ["tasks", *(s.value for s in COUNTED), "resubmissions"]
 
 
 def credits_total(values: pd.Series) -> float:

@@ -7,13 +7,12 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from .costs import credits_total, rollup
+from .costs import COUNTS, credits_total, rollup
 from .planning import PlannedRow, over_budget_message, requests_frame
 from .seedance import PriceTable
 from .statuses import COUNTED, Status
 
-# Columns of the cost report that count tasks (integers in JSON and in the table).
-COUNTS = ["tasks", *(s.value for s in COUNTED), "resubmissions"]
+# The columns `costs` prints (its JSON has every measure).
 COST_COLUMNS = [
     "tasks",
     *(s.value for s in COUNTED if s != Status.EXPIRED),
