@@ -17,7 +17,6 @@ import logging
 import os
 import re
 import secrets
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import asynccontextmanager
@@ -36,6 +35,7 @@ from .polling import PollPolicy, interpret
 from .seedance import AsyncClient, SeedanceError, Task
 from .seedance._rules import _is_loopback_url
 from .seedance._urls import origin, url_problem
+from .serving import in_thread
 from .settings import SettingError
 from .statuses import WAITING, Status
 
@@ -270,18 +270,9 @@ def serve(app: Starlette, host: str, port: int) -> None:
 def running_receiver(app: Starlette, host: str = "127.0.0.1") -> Iterator[str]:
     """Run the receiver in a background thread on a free port; yields its base URL."""
     server = _server(app, host, 0, "warning")
-    thread = threading.Thread(target=server.run, name="callback-receiver", daemon=True)
-    thread.start()
-    try:
-        while not server.started:
-            if not thread.is_alive():
-                raise RuntimeError("the callback receiver failed to start")
-            time.sleep(0.01)
+    with in_thread(server, "callback receiver"):
         port = server.servers[0].sockets[0].getsockname()[1]
         yield f"http://{host}:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 @contextlib.contextmanager

@@ -18,7 +18,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .seedance._rules import DEFAULT_ASPECT_RATIO, DEFAULT_DURATION, DEFAULT_QUALITY
+from .seedance import (
+    DEFAULT_ASPECT_RATIO,
+    DEFAULT_DURATION,
+    DEFAULT_QUALITY,
+    MediaFacts,
+    RequestOptions,
+)
 
 PROMPT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 PROMPT_REQUIRED = ("prompt_id", "scheduled_date", "model", "prompt")
@@ -38,39 +44,33 @@ class CatalogError(ValueError):
     """A catalog cannot be used at all; the message names file, row and column."""
 
 
-@dataclass(frozen=True)
-class Prompt:
-    """One checked row of the prompt catalog."""
+@dataclass(frozen=True, kw_only=True)
+class Prompt(RequestOptions):
+    """One checked row of the prompt catalog: a request whose media are named by id."""
 
     prompt_id: str
     scheduled_date: str
-    model: str
-    prompt: str
     image_ids: tuple[str, ...] = ()
     video_ids: tuple[str, ...] = ()
     audio_ids: tuple[str, ...] = ()
-    duration: int = DEFAULT_DURATION
-    quality: str = DEFAULT_QUALITY
-    aspect_ratio: str = DEFAULT_ASPECT_RATIO
-    generate_audio: bool = True
-    web_search: bool = False
-    callback_url: str | None = None
     campaign: str | None = None
 
 
 @dataclass(frozen=True)
 class Media:
-    """One checked row of the media catalog; `path` is set for local files."""
+    """One checked row of the media catalog; `path` is set for local files.
+
+    `facts` are what the row itself says of the file (all a remote file is known by).
+    """
 
     media_id: str
-    kind: str
     uri: str
     path: Path | None
-    width: float | None = None
-    height: float | None = None
-    duration_s: float | None = None
-    fps: float | None = None
-    size_bytes: float | None = None
+    facts: MediaFacts
+
+    @property
+    def kind(self) -> str:
+        return self.facts.kind
 
 
 def file_digest(path: str | Path) -> str:
@@ -424,14 +424,14 @@ def _media(path: Path, raw: bytes, root: Path) -> dict[str, Media]:
         if kind not in MEDIA_KINDS:
             raise rows.error(row, "kind", f"{kind!r} is not one of {', '.join(MEDIA_KINDS)}")
         uri = _redacted(rows.text(row, rec, "uri", required=True))
-        out[media_id] = Media(
-            media_id,
-            kind,
-            uri,
-            _local_path(rows, row, uri, path.parent, root),
-            **{c: rows.number(row, rec, c) for c in MEDIA_NUMBERS},
-        )
+        width, height, seconds, fps, size = (rows.number(row, rec, c) for c in MEDIA_NUMBERS)
+        facts = MediaFacts(kind, None, _whole(width), _whole(height), seconds, fps, _whole(size))
+        out[media_id] = Media(media_id, uri, _local_path(rows, row, uri, path.parent, root), facts)
     return out
+
+
+def _whole(number: float | None) -> int | None:
+    return None if number is None else int(number)
 
 
 def _redacted(uri: str) -> str:

@@ -7,15 +7,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from .statuses import COUNTED, Status
+
 GROUPS = ("model", "quality", "campaign")
 ROLLUP_KEYS = ["scheduled_date", *GROUPS]
 MEASURES = [
     "tasks",
-    "completed",
-    "failed",
-    "rejected",
-    "unknown",
-    "expired",
+    *(s.value for s in COUNTED),
     "seconds_delivered",
     "credits_estimated",
     "credits_reserved",
@@ -23,6 +21,8 @@ MEASURES = [
     "credits_failed_reserved",
     "resubmissions",
 ]
+# The measures that count tasks (integers in the cost report's JSON and table).
+COUNTS = ["tasks", *(s.value for s in COUNTED), "resubmissions"]
 
 
 def credits_total(values: pd.Series) -> float:
@@ -46,12 +46,9 @@ def rollup(videos: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     status = frame.status
     frame = frame.assign(
         tasks=1,
-        **{
-            s: (status == s).astype(int)
-            for s in ("completed", "failed", "rejected", "unknown", "expired")
-        },
-        seconds_delivered=frame.duration_s.where(status == "completed", 0).fillna(0),
-        credits_failed_reserved=frame.credits_reserved.where(status == "failed", 0).fillna(0),
+        **{s.value: (status == s).astype(int) for s in COUNTED},
+        seconds_delivered=frame.duration_s.where(status == Status.COMPLETED, 0).fillna(0),
+        credits_failed_reserved=frame.credits_reserved.where(status == Status.FAILED, 0).fillna(0),
         resubmissions=frame.attempts.fillna(1) - 1,
     )
     for col in ("credits_estimated", "credits_reserved", "credits_charged"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +16,7 @@ from .costs import credits_total
 from .media import MediaError, measure
 from .seedance import GenerationRequest, MediaFacts, PriceTable, output_pixels, validate_request
 from .seedance._urls import url_problem
+from .statuses import RequestStatus
 
 if TYPE_CHECKING:
     from .s3 import S3Media
@@ -93,14 +94,7 @@ class MediaFactsCache:
                     f"its uri {problem}; in the media catalog give it a public https:// URL, "
                     "an s3:// URI or a path relative to the catalog"
                 )
-        facts = MediaFacts(
-            media.kind,
-            _format_from_uri(media.uri),
-            *(None if v is None else int(v) for v in (media.width, media.height)),
-            media.duration_s,
-            media.fps,
-            None if media.size_bytes is None else int(media.size_bytes),
-        )
+        facts = replace(media.facts, format=_format_from_uri(media.uri))
         return media.uri, facts
 
 
@@ -145,18 +139,11 @@ def plan_row(
             urls[kind].append(url)
             if item.path is not None:
                 row.local_files[url] = item.path
-    body = GenerationRequest(
-        model=prompt.model,
-        prompt=prompt.prompt,
+    body = GenerationRequest.of(
+        prompt,
         image_urls=tuple(urls["image"]),
         video_urls=tuple(urls["video"]),
         audio_urls=tuple(urls["audio"]),
-        duration=prompt.duration,
-        quality=prompt.quality,
-        aspect_ratio=prompt.aspect_ratio,
-        generate_audio=prompt.generate_audio,
-        web_search=prompt.web_search,
-        callback_url=prompt.callback_url,
     ).to_body()
     row.errors += [str(v) for v in validate_request(body, known)]
     if not row.errors:
@@ -211,7 +198,7 @@ def requests_frame(rows: list[PlannedRow]) -> pd.DataFrame:
                 "aspect_ratio": p.aspect_ratio,
                 "generate_audio": p.generate_audio,
                 "web_search": p.web_search,
-                "status": "accepted" if r.accepted else "rejected",
+                "status": RequestStatus.ACCEPTED if r.accepted else RequestStatus.REJECTED,
                 "errors": list(r.errors),
                 "request_json": json.dumps(r.body, ensure_ascii=False) if r.accepted else None,
                 "estimated_credits": r.estimated_credits,

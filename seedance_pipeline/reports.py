@@ -7,18 +7,15 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from .costs import credits_total, rollup
+from .costs import COUNTS, credits_total, rollup
 from .planning import PlannedRow, over_budget_message, requests_frame
 from .seedance import PriceTable
+from .statuses import COUNTED, Status
 
-# Columns of the cost report that count tasks (integers in JSON and in the table).
-COUNTS = ["tasks", "completed", "failed", "rejected", "unknown", "expired", "resubmissions"]
+# The columns `costs` prints (its JSON has every measure).
 COST_COLUMNS = [
     "tasks",
-    "completed",
-    "failed",
-    "rejected",
-    "unknown",
+    *(s.value for s in COUNTED if s != Status.EXPIRED),
     "seconds_delivered",
     "credits_estimated",
     "credits_reserved",
@@ -147,7 +144,7 @@ def print_run_summary(partition: str, videos: pd.DataFrame) -> None:
     )
     for row in videos[videos.error_code == "sent_on_other_day"].itertuples():
         print(f"{partition}: {row.prompt_id} was not sent again: {row.error_message}")
-    unknown = videos[videos.status == "unknown"]
+    unknown = videos[videos.status == Status.UNKNOWN]
     if unknown.empty:
         return
     print(

@@ -4,17 +4,26 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from .seedance import TaskStatus
+
+
+class RequestStatus(StrEnum):
+    """A planned row's verdict in the `generation_requests` table."""
+
+    ACCEPTED = "accepted"  # a request body the vendor's rules allow
+    REJECTED = "rejected"  # breaks a rule; never sent
+
 
 class Status(StrEnum):
-    """A prompt's state in the ledger and in the tables."""
+    """A prompt's state in the ledger and in the tables: the vendor's task statuses and ours."""
 
-    REJECTED = "rejected"  # refused by the vendor's rules before any request
+    REJECTED = RequestStatus.REJECTED.value  # refused by the vendor's rules before any request
     SUBMITTING = "submitting"  # claimed; the create request may be in flight
-    PENDING = "pending"
-    PROCESSING = "processing"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
+    PENDING = TaskStatus.PENDING.value
+    PROCESSING = TaskStatus.PROCESSING.value
+    COMPLETED = TaskStatus.COMPLETED.value
+    FAILED = TaskStatus.FAILED.value
+    CANCELLED = TaskStatus.CANCELLED.value
     EXPIRED = "expired"  # completed, but the result link died before the video was stored
     UNKNOWN = "unknown"  # the create answer was lost: never resubmitted silently
     DOWNLOAD_FAILED = "download_failed"  # completed and charged; no valid video stored yet
@@ -22,16 +31,11 @@ class Status(StrEnum):
 
 # The vendor is still working on these (unknown vendor statuses count as processing).
 WAITING = frozenset({Status.PENDING, Status.PROCESSING})
-# No answer from the vendor can change these any more.
-SETTLED = frozenset(
-    {
-        Status.COMPLETED,
-        Status.FAILED,
-        Status.CANCELLED,
-        Status.EXPIRED,
-        Status.UNKNOWN,
-        Status.DOWNLOAD_FAILED,
-    }
-)
+# Charged, but no valid video stored: the check of the videos table reports each.
+UNDELIVERED = frozenset({Status.EXPIRED, Status.DOWNLOAD_FAILED})
 # The vendor bills these (a completed task whose video we lost was still delivered to us).
-CHARGED = frozenset({Status.COMPLETED, Status.EXPIRED, Status.DOWNLOAD_FAILED})
+CHARGED = frozenset({Status.COMPLETED, *UNDELIVERED})
+# No answer from the vendor can change these any more.
+SETTLED = frozenset({*CHARGED, Status.FAILED, Status.CANCELLED, Status.UNKNOWN})
+# Each a column of the cost report and a count in the videos asset's metadata.
+COUNTED = (Status.COMPLETED, Status.FAILED, Status.REJECTED, Status.UNKNOWN, Status.EXPIRED)

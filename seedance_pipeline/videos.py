@@ -28,7 +28,7 @@ from .seedance import (
     SeedanceError,
     output_pixels,
 )
-from .statuses import CHARGED, SETTLED, WAITING, Status
+from .statuses import CHARGED, SETTLED, WAITING, RequestStatus, Status
 from .storage import VideoStore
 
 log = logging.getLogger(__name__)
@@ -166,7 +166,7 @@ def build_videos_table(
     waiting = [
         pid
         for pid, status in zip(requests.prompt_id, requests.status, strict=True)
-        if status == "accepted"
+        if status == RequestStatus.ACCEPTED
         and pid not in sent_on_other_days
         and (pid not in by_prompt or by_prompt[pid].status in (*WAITING, Status.SUBMITTING))
     ]

@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -22,6 +21,7 @@ import uvicorn
 
 from seedance_pipeline.emulator import DEFAULT_API_KEY, EmulatorConfig
 from seedance_pipeline.emulator.app import create_app
+from seedance_pipeline.serving import in_thread
 
 from .pipeline_support import DAY
 
@@ -104,8 +104,7 @@ class Emulator:
         self.refused: Counter[str] = Counter()  # 429 answers, by request kind
         self.hook: Hook | None = None
         self.victim: subprocess.Popen | None = None
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._running = contextlib.ExitStack()  # the server, while it runs
 
     def __enter__(self) -> Emulator:
         self.start()
@@ -126,19 +125,10 @@ class Emulator:
                 timeout_graceful_shutdown=1,
             )
         )
-        thread = threading.Thread(target=server.run, name="fault-emulator", daemon=True)
-        thread.start()
-        while not server.started:
-            if not thread.is_alive():
-                raise RuntimeError("the emulator failed to start")
-            time.sleep(0.01)
-        self._server, self._thread = server, thread
+        self._running.enter_context(in_thread(server, "fault emulator"))
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=30)
-            self._server = self._thread = None
+        self._running.close()
 
     def restart(self, pause: float = 0.5) -> None:
         self.stop()

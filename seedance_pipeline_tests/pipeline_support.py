@@ -15,7 +15,9 @@ from seedance_pipeline.defs.generation.assets import (
     submitted_tasks,
 )
 from seedance_pipeline.defs.resources import EvoLinkResource, PipelineResource
+from seedance_pipeline.planning import MediaFactsCache, PlannedRow, plan_catalog
 from seedance_pipeline.polling import poll_round
+from seedance_pipeline.seedance import PriceTable
 from seedance_pipeline.statuses import WAITING
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data"
@@ -34,6 +36,17 @@ def make_resources(data_dir: Path, url: str, api_key: str, **pipeline) -> dict:
         "evolink": EvoLinkResource(api_key=api_key, base_url=url, files_url=url),
         "pipeline": PipelineResource(data_dir=str(data_dir), **pipeline),
     }
+
+
+def plan_day(data_dir: Path, partition: str = DAY) -> dict[str, PlannedRow]:
+    """The day's catalog rows by prompt id, planned as `generation_requests` plans them
+    (nothing uploaded)."""
+    catalogs = data_dir / "catalog"
+    facts, prices = MediaFactsCache(data_dir), PriceTable.load()
+    rows = plan_catalog(
+        catalogs / "prompts.csv", catalogs / "media.csv", data_dir, facts, prices, partition
+    )
+    return {row.prompt.prompt_id: row for row in rows}
 
 
 def plan_requests(resources: dict, partition: str = DAY):

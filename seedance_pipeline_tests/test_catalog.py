@@ -18,12 +18,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from seedance_pipeline import catalog
-from seedance_pipeline.catalog import load_media, load_prompts
+from seedance_pipeline.catalog import load_prompts
 from seedance_pipeline.cli import main
 from seedance_pipeline.planning import MediaFactsCache, plan_partition
 from seedance_pipeline.seedance import PriceTable
 
-from .pipeline_support import DAY, SAMPLE, emulator_tasks
+from .pipeline_support import DAY, SAMPLE, emulator_tasks, plan_day
 
 I2V = "seedance-2.0-image-to-video"
 PASSWORD = "hunter2-Zq8"
@@ -55,17 +55,6 @@ def _write_catalogs(folder: Path, media_uri: str) -> Path:
     return folder
 
 
-def _plan(folder: Path) -> dict:
-    rows = plan_partition(
-        load_prompts(folder / "catalog" / "prompts.csv"),
-        load_media(folder / "catalog" / "media.csv", folder),
-        DAY,
-        MediaFactsCache(folder),
-        PriceTable.load(),
-    )
-    return {row.prompt.prompt_id: row for row in rows}
-
-
 @pytest.mark.parametrize(
     ("uri", "problem"),
     [
@@ -88,7 +77,7 @@ def _plan(folder: Path) -> dict:
     ],
 )
 def test_a_media_url_that_may_not_be_sent_rejects_the_rows_using_it(tmp_path, uri, problem):
-    rows = _plan(_write_catalogs(tmp_path, uri))
+    rows = plan_day(_write_catalogs(tmp_path, uri))
     assert rows["control"].accepted, rows["control"].errors
     assert not rows["uses-m1"].accepted
     error = rows["uses-m1"].errors[0]
@@ -98,7 +87,7 @@ def test_a_media_url_that_may_not_be_sent_rejects_the_rows_using_it(tmp_path, ur
 
 
 def test_a_public_media_url_is_accepted(tmp_path):
-    rows = _plan(_write_catalogs(tmp_path, "https://cdn.example.com/a.png"))
+    rows = plan_day(_write_catalogs(tmp_path, "https://cdn.example.com/a.png"))
     assert rows["uses-m1"].body["image_urls"] == ["https://cdn.example.com/a.png"]
 
 

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from seedance_pipeline.seedance import (
+    TERMINAL_STATUSES,
     AccessDeniedError,
     APIError,
     AsyncClient,
@@ -32,9 +33,11 @@ from seedance_pipeline.seedance import (
     SeedanceError,
     ServerError,
     Task,
+    TaskStatus,
     TransportError,
     _client,
 )
+from seedance_pipeline.statuses import SETTLED, WAITING, Status
 
 from . import client_support
 from .client_support import KEY, Recorder
@@ -352,6 +355,13 @@ def test_cancelled_in_either_form_is_terminal():
     assert a.is_terminal and b.is_terminal
     assert a.final_status == b.final_status == "cancelled"
     assert not Task.from_json(TASK | {"status": "queued_somewhere"}).is_terminal
+
+
+def test_every_vendor_status_has_its_place_in_the_pipeline():
+    """A status the vendor may send is one the ledger knows: still waiting, or settled."""
+    assert set(TaskStatus) <= set(Status)
+    assert set(TaskStatus) - TERMINAL_STATUSES == WAITING
+    assert TERMINAL_STATUSES <= SETTLED
 
 
 def test_upload_file_posts_multipart_and_returns_file_url(sleeps, tmp_path):

@@ -27,14 +27,12 @@ import subprocess
 import httpx
 import pytest
 
-from seedance_pipeline.catalog import load_media, load_prompts
 from seedance_pipeline.cli import main
 from seedance_pipeline.media import ffmpeg
-from seedance_pipeline.planning import PENDING_UPLOAD, MediaFactsCache, plan_partition
-from seedance_pipeline.seedance import PriceTable
+from seedance_pipeline.planning import PENDING_UPLOAD
 
 from .model_ids import FI2V, FR2V, FT2V, I2V, R2V, T2V
-from .pipeline_support import DAY, copy_sample_data
+from .pipeline_support import DAY, copy_sample_data, plan_day
 
 # prompt_id: (catalog row, expected credits). Sample media: vid_wide lasts 4 s, vid_square and
 # vid_hd 3 s each, clip_5s (made below) 5 s; img_* and aud_* are never billed.
@@ -116,15 +114,9 @@ def data_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def plan(data_dir):
     """The golden rows planned from the catalogs, as `generation_requests` plans them."""
-    rows = plan_partition(
-        load_prompts(data_dir / "catalog" / "prompts.csv"),
-        load_media(data_dir / "catalog" / "media.csv", data_dir),
-        DAY,
-        MediaFactsCache(data_dir),
-        PriceTable.load(),
-    )
-    assert all(row.accepted for row in rows), [row.errors for row in rows]
-    return {row.prompt.prompt_id: row for row in rows}
+    rows = plan_day(data_dir)
+    assert all(row.accepted for row in rows.values()), [row.errors for row in rows.values()]
+    return rows
 
 
 @pytest.mark.parametrize("prompt_id", GOLDEN)

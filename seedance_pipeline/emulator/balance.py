@@ -12,6 +12,8 @@ import heapq
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
+from ..seedance import TERMINAL_STATUSES
+
 if TYPE_CHECKING:
     from .state import TaskRecord
 
@@ -33,7 +35,7 @@ class Balance:
 
     def settle(self, now: float) -> None:
         """Settle every task that has ended by `now`."""
-        while self._pending and self._pending[0][2].status(now)[0] in ("completed", "failed"):
+        while self._pending and self._pending[0][2].status(now)[0] in TERMINAL_STATUSES:
             task = heapq.heappop(self._pending)[2]
             credits = Decimal(str(task.credits_reserved))
             if task.error_code:

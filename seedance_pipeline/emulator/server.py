@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import uvicorn
 
+from ..serving import in_thread
 from .app import create_app
 from .config import EmulatorConfig
 
@@ -62,17 +63,8 @@ def running_emulator(config: EmulatorConfig) -> Iterator[str]:
     """Run the emulator in a background thread; yields its base URL (port 0 picks one)."""
     sock = _bind(config)
     server = _server(config, access_log=False)
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name="evolink-emulator", daemon=True
-    )
-    thread.start()
     try:
-        while not server.started:
-            if not thread.is_alive():
-                raise RuntimeError("the EvoLink emulator failed to start")
-            time.sleep(0.01)
-        yield _url(sock)
+        with in_thread(server, "EvoLink emulator", sockets=[sock]):
+            yield _url(sock)
     finally:
-        server.should_exit = True
-        thread.join(timeout=30)
         sock.close()

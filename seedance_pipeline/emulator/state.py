@@ -9,7 +9,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..seedance import MediaFacts
+from ..seedance import MediaFacts, TaskStatus
 from .balance import Balance
 from .timing import progress_at
 
@@ -70,13 +70,13 @@ class TaskRecord:
     def status(self, now: float) -> tuple[str, int]:
         """The vendor status and progress at `now`."""
         stage, progress = progress_at(now - self.created, self.run_seconds)
-        if stage != "done":
+        if stage != TaskStatus.COMPLETED:
             return stage, progress
-        return ("failed", 100) if self.error_code else ("completed", 100)
+        return (TaskStatus.FAILED if self.error_code else TaskStatus.COMPLETED), 100
 
     def charged(self, now: float) -> float:
         """Credits charged at `now`: the reservation once completed, else nothing."""
-        return self.credits_reserved if self.status(now)[0] == "completed" else 0.0
+        return self.credits_reserved if self.status(now)[0] == TaskStatus.COMPLETED else 0.0
 
 
 @dataclass(frozen=True)

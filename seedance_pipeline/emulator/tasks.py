@@ -14,8 +14,15 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from ..seedance import TASK_ID, MediaFacts, output_pixels, validate_request
-from ..seedance._rules import DEFAULT_DURATION, DEFAULT_QUALITY
+from ..seedance import (
+    DEFAULT_DURATION,
+    DEFAULT_QUALITY,
+    TASK_ID,
+    MediaFacts,
+    TaskStatus,
+    output_pixels,
+    validate_request,
+)
 from .answers import error, expired
 from .context import Emulator
 from .faults import create_answer, draw, foreign_link, link_answer, poll_answer
@@ -43,7 +50,7 @@ def task_body(task: TaskRecord, now: float, origin: str) -> dict[str, Any]:
         "progress": progress,
         "type": "video",
         "task_info": {
-            "can_cancel": status in ("pending", "processing"),
+            "can_cancel": status in (TaskStatus.PENDING, TaskStatus.PROCESSING),
             "estimated_time": math.ceil(task.run_seconds),
             "video_duration": task.duration,
         },
@@ -53,9 +60,9 @@ def task_body(task: TaskRecord, now: float, origin: str) -> dict[str, Any]:
             "user_group": "default",
         },
     }
-    if status == "completed":
+    if status == TaskStatus.COMPLETED:
         body["results"] = [f"{origin}/results/{task.id}.mp4"]
-    elif status == "failed":
+    elif status == TaskStatus.FAILED:
         body["error"] = {"code": task.error_code, "message": task.error_message}
     return body
 
@@ -200,7 +207,7 @@ class TaskRoutes:
         state, config = self.emu.state, self.emu.config
         task = state.task(request.path_params["task_id"])
         now = time.time()
-        if task is None or task.status(now)[0] != "completed":
+        if task is None or task.status(now)[0] != TaskStatus.COMPLETED:
             return error(404, "No such result")
         if now > task.completed_at + config.link_ttl:
             return expired(task.completed_at + config.link_ttl)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..seedance import TaskStatus
 from ..seedance._rules import FAST, MODELS
 
 # Vendor-like seconds: a fixed start-up plus seconds per output second, by quality. Gives
@@ -18,14 +19,14 @@ def vendor_seconds(model: str, duration: int, quality: str) -> float:
     return seconds * _FAST_FACTOR if MODELS[model].tier == FAST else seconds
 
 
-def progress_at(elapsed: float, run_seconds: float) -> tuple[str, int]:
-    """Status and progress (pending, processing or done) `elapsed` seconds after creation."""
+def progress_at(elapsed: float, run_seconds: float) -> tuple[TaskStatus, int]:
+    """Status and progress `elapsed` seconds after creation (completed: done, maybe failed)."""
     if elapsed <= 0:
-        return "pending", 0
+        return TaskStatus.PENDING, 0
     if elapsed >= run_seconds:
-        return "done", 100
+        return TaskStatus.COMPLETED, 100
     share = elapsed / run_seconds if run_seconds > 0 else 1.0
     if share < PENDING_SHARE:
-        return "pending", 0
+        return TaskStatus.PENDING, 0
     progress = int(100 * (share - PENDING_SHARE) / (1 - PENDING_SHARE))
-    return "processing", min(99, max(1, progress))
+    return TaskStatus.PROCESSING, min(99, max(1, progress))

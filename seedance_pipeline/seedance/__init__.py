@@ -28,9 +28,20 @@ from ._exceptions import (
     TransportError,
     UnsafeLinkError,
 )
-from ._models import TERMINAL_STATUSES, Download, GenerationRequest, Task, UploadedFile
+from ._models import (
+    TERMINAL_STATUSES,
+    Download,
+    GenerationRequest,
+    RequestOptions,
+    Task,
+    TaskStatus,
+    UploadedFile,
+)
 from ._pricing import PriceTable
 from ._rules import (
+    DEFAULT_ASPECT_RATIO,
+    DEFAULT_DURATION,
+    DEFAULT_QUALITY,
     MEDIA_LIMITS,
     MODELS,
     PIXELS,
@@ -42,10 +53,13 @@ from ._rules import (
 )
 
 __all__ = [
+    "DEFAULT_ASPECT_RATIO",
     "DEFAULT_BASE_URL",
     "DEFAULT_DOWNLOAD_SECONDS",
+    "DEFAULT_DURATION",
     "DEFAULT_FILES_URL",
     "DEFAULT_MAX_VIDEO_BYTES",
+    "DEFAULT_QUALITY",
     "MEDIA_LIMITS",
     "MODELS",
     "PIXELS",
@@ -70,10 +84,12 @@ __all__ = [
     "OutcomeUnknownError",
     "PriceTable",
     "RateLimitError",
+    "RequestOptions",
     "RetryPolicy",
     "SeedanceError",
     "ServerError",
     "Task",
+    "TaskStatus",
     "TransportError",
     "UnsafeLinkError",
     "UploadedFile",

@@ -3,31 +3,57 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
 from typing import Any
 
 from ._exceptions import MalformedAnswerError
 from ._rules import DEFAULT_ASPECT_RATIO, DEFAULT_DURATION, DEFAULT_QUALITY
 
-# The vendor's official statuses end in completed/failed; companion docs add `cancelled`.
-TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+
+class TaskStatus(StrEnum):
+    """A task's status as the vendor reports it (an unknown one is kept as a plain string)."""
+
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"  # not in the official docs (they end in completed/failed)
 
 
-@dataclass(frozen=True)
-class GenerationRequest:
-    """A `POST /v1/videos/generations` body."""
+TERMINAL_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+
+
+@dataclass(frozen=True, kw_only=True)
+class RequestOptions:
+    """What a generation request asks for besides its media files.
+
+    A catalog row (media by id) and a `GenerationRequest` (media by URL) both build on it.
+    """
 
     model: str
     prompt: str
-    image_urls: tuple[str, ...] = ()
-    video_urls: tuple[str, ...] = ()
-    audio_urls: tuple[str, ...] = ()
     duration: int = DEFAULT_DURATION
     quality: str = DEFAULT_QUALITY
     aspect_ratio: str = DEFAULT_ASPECT_RATIO
     generate_audio: bool = True
     web_search: bool = False
     callback_url: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenerationRequest(RequestOptions):
+    """A `POST /v1/videos/generations` body."""
+
+    image_urls: tuple[str, ...] = ()
+    video_urls: tuple[str, ...] = ()
+    audio_urls: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, options: RequestOptions, **urls: tuple[str, ...]) -> GenerationRequest:
+        """The request `options` (a catalog row, say) make with these media URLs."""
+        shared = {f.name: getattr(options, f.name) for f in fields(RequestOptions)}
+        return cls(**shared, **urls)
 
     def to_body(self) -> dict[str, Any]:
         """The JSON body, omitting empty media lists and unset options."""
@@ -72,8 +98,8 @@ class Task:
     @property
     def final_status(self) -> str:
         """`cancelled` for either form the vendor uses for it, else the status."""
-        if self.status == "failed" and self.error_code == "request_cancelled":
-            return "cancelled"
+        if self.status == TaskStatus.FAILED and self.error_code == "request_cancelled":
+            return TaskStatus.CANCELLED
         return self.status
 
     @classmethod

@@ -24,6 +24,7 @@ from ...planning import over_budget_message, plan_catalog, publish, requests_fra
 from ...publishing import PublishError
 from ...records import LedgerLost, check_ledger, write_record
 from ...seedance import PriceTable
+from ...statuses import COUNTED, UNDELIVERED, RequestStatus, Status
 from ...submission import Planned, SubmissionStopped, submit_all
 from ...videos import PartitionNotFinished, build_videos_table, store_videos
 from ..catalog.assets import media_catalog, prompt_catalog
@@ -69,8 +70,10 @@ def generation_requests(
         for p, body in zip(frame.prompt_id, frame.request_json, strict=True)
     ]
     path = pipeline.tables().write(frame, "generation_requests", partition)
-    accepted = frame[frame.status == "accepted"]
-    rejected = frame[frame.status == "rejected"].assign(errors=lambda f: f.errors.map("; ".join))
+    accepted = frame[frame.status == RequestStatus.ACCEPTED]
+    rejected = frame[frame.status == RequestStatus.REJECTED].assign(
+        errors=lambda f: f.errors.map("; ".join)
+    )
     return MaterializeResult(
         data_version=frame_version(frame),
         metadata={
@@ -102,7 +105,7 @@ def submitted_tasks(
     """Accepted requests submitted to EvoLink exactly once, recorded in the task ledger."""
     partition = context.partition_key
     requests = pipeline.tables().read("generation_requests", partition)
-    accepted = requests[requests.status == "accepted"]
+    accepted = requests[requests.status == RequestStatus.ACCEPTED]
     budget = pipeline.max_credits_per_partition
     if budget is not None and (message := over_budget_message(accepted, budget)):
         raise Failure(f"{partition}: not submitted: {message}", allow_retries=False)
@@ -162,14 +165,14 @@ def _drift(frame: pd.DataFrame) -> float:
 
 
 def _check_videos(frame: pd.DataFrame) -> AssetCheckResult:
-    done = frame[frame.status == "completed"]
+    done = frame[frame.status == Status.COMPLETED]
     wrong = done[
         (done.width != done.expected_width)
         | (done.height != done.expected_height)
         | ((done.duration_s - done.duration).abs() > 0.1)
         | (done.has_audio != done.generate_audio)
     ]
-    expired = frame[frame.status.isin(["expired", "download_failed"])]
+    expired = frame[frame.status.isin(UNDELIVERED)]
     problems = [
         f"{r.prompt_id}: got {r.width}x{r.height} {r.duration_s}s audio={r.has_audio}, "
         f"asked {r.expected_width}x{r.expected_height} {r.duration}s "
@@ -219,7 +222,7 @@ def generated_videos(
     with evolink.client() as client:
         stored = store_videos(ledger, partition, client, store)
         try:
-            accepted = requests.prompt_id[requests.status == "accepted"]
+            accepted = requests.prompt_id[requests.status == RequestStatus.ACCEPTED]
             frame = build_videos_table(
                 requests,
                 ledger.rows(partition),
@@ -233,22 +236,20 @@ def generated_videos(
         context.log.info(f"videos stored or tried: {dict(stored)}")
     path = pipeline.tables().write(frame, "generated_videos", partition)
     count = frame.status.value_counts()
-    submitted = len(frame) - count.get("rejected", 0)
+    submitted = len(frame) - count.get(Status.REJECTED, 0)
     return MaterializeResult(
         data_version=frame_version(frame),
         metadata={
             **written(path, frame),
-            **{
-                f"videos_{s}": int(count.get(s, 0))
-                for s in ("completed", "failed", "rejected", "unknown", "expired")
-            },
-            "videos_download_failed": int(count.get("download_failed", 0)),
-            "seconds_delivered": float(frame.loc[frame.status == "completed", "duration_s"].sum()),
+            **{f"videos_{s}": int(count.get(s, 0)) for s in (*COUNTED, Status.DOWNLOAD_FAILED)},
+            "seconds_delivered": float(
+                frame.loc[frame.status == Status.COMPLETED, "duration_s"].sum()
+            ),
             "credits_estimated": credits_total(frame.credits_estimated),
             "credits_reserved": credits_total(frame.credits_reserved),
             "credits_charged": credits_total(frame.credits_charged),
             "credits_drift": _drift(frame),
-            "failure_rate": float(count.get("failed", 0) / submitted) if submitted else 0.0,
+            "failure_rate": float(count.get(Status.FAILED, 0) / submitted) if submitted else 0.0,
             "preview": table(
                 frame,
                 [
