@@ -105,10 +105,11 @@ def measure_video_output(path: str | os.PathLike) -> dict:
                 raise MediaError(f"{path}: holds no video stream")
             stream = container.streams.video[0]
             claimed = container.duration / 1_000_000 if container.duration else None
-            end = 0.0
+            last = 0  # in the stream's time base: one conversion, not one per packet
             for packet in container.demux(stream):
                 if packet.pts is not None and packet.size:
-                    end = max(end, float((packet.pts + (packet.duration or 0)) * stream.time_base))
+                    last = max(last, packet.pts + (packet.duration or 0))
+            end = float(last * stream.time_base)
             facts = {
                 "width": stream.width,
                 "height": stream.height,
