@@ -30,8 +30,8 @@ class EvoLinkResource(ConfigurableResource):
     # connections: first delay, and total sleep before a call gives up.
     retry_base_delay_seconds: float = 1.0
     max_retry_wait_seconds: float = 180.0
-    # The key's rate limit (`EVOLINK_MAX_REQUESTS_PER_SECOND`): calls from this process are
-    # spaced to stay under it instead of bursting into 429s. None: no pacing.
+    # A cap on this process's creates and, apart, its queries per second
+    # (`EVOLINK_MAX_REQUESTS_PER_SECOND`). None: paced by what the API's 429s teach.
     max_requests_per_second: float | None = None
 
     def client(self) -> Client:
