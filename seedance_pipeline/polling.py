@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .ledger import Ledger, LedgerRow, PollUpdate
+from .ledger import Ledger, LedgerBusy, LedgerRow, PollUpdate
 from .seedance import (
     AccessDeniedError,
     AsyncClient,
@@ -43,6 +43,7 @@ MAX_FIRST_DELAY = 600.0
 # 25 s, and polls still running at 45 s are cancelled (their tasks stay due).
 START_POLLS_WITHIN_SECONDS = 25
 ROUND_BUDGET_SECONDS = 45
+MIN_LOCK_WAIT = 2.0  # a round past its budget still waits this long to record its answers
 CONCURRENT_POLLS = 16
 BATCH = 400
 
@@ -225,7 +226,14 @@ async def poll_due(
             job.cancel()
         await asyncio.gather(*unfinished, return_exceptions=True)
         summary.errors += len(unfinished)
-    ledger.record_polls(updates)
+    # The answers wait for the ledger's lock only as long as the round has left: a sensor tick
+    # must end in time, and an answer not recorded is asked again next round.
+    lock_wait = None if finish_by is None else max(MIN_LOCK_WAIT, finish_by - time.monotonic())
+    try:
+        ledger.record_polls(updates, lock_wait=lock_wait)
+    except LedgerBusy as exc:
+        log.warning("%s: %d answers not recorded; they are asked again", exc, len(updates))
+        summary.errors += len(updates)
     if refused:
         raise PollingRefused(
             f"polling stopped: {refused[0]}; check EVOLINK_API_KEY (and the key's access to "

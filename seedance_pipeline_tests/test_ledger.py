@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
 
+import httpx
 import pytest
 
 from seedance_pipeline.ledger import Ledger, PollUpdate
 from seedance_pipeline.ledger.database import sql
 from seedance_pipeline.ledger.migrations import MIGRATIONS
+from seedance_pipeline.polling import MIN_LOCK_WAIT, poll_due
+from seedance_pipeline.seedance import AsyncClient
 from seedance_pipeline.statuses import Status
 
 DAY = "2026-11-20"
@@ -140,6 +144,57 @@ def test_a_rounds_answers_are_written_together_and_never_undo_a_settled_row(ledg
         1,
     )
     assert row.completed_at is not None
+
+
+def test_a_poll_round_keeps_its_deadline_while_another_writer_holds_the_lock(ledger):
+    """The answer waits for the lock only as long as the round has left, then is dropped:
+    the task stays due and the next round asks again and records it."""
+    task_id = "task-1"  # the fixture's `sent`, due now
+    answer = {
+        "id": task_id,
+        "object": "video.generation.task",
+        "created": 1774857405,
+        "model": REQUEST["model"],
+        "status": "completed",
+        "progress": 100,
+        "results": ["https://cdn.example.com/v.mp4"],
+    }
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=answer))
+
+    def one_round(finish_in: float):
+        async def go():
+            async with AsyncClient("k", transport=transport) as client:
+                return await poll_due(ledger, client, finish_by=time.monotonic() + finish_in)
+
+        return asyncio.run(go())
+
+    held, release = threading.Event(), threading.Event()
+
+    def hold_the_lock() -> None:  # another writer: a transaction on the same row, left open
+        with ledger.db.transaction() as db:
+            db.execute(sql("UPDATE tasks SET polls = polls WHERE task_id = :t"), {"t": task_id})
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold_the_lock)
+    holder.start()
+    try:
+        assert held.wait(10)
+        started = time.monotonic()
+        blocked = one_round(finish_in=0.5)
+        waited = time.monotonic() - started
+    finally:
+        release.set()
+        holder.join()
+    assert (blocked.polled, blocked.errors) == (1, 1)
+    assert MIN_LOCK_WAIT <= waited < MIN_LOCK_WAIT + 5, waited
+    row = next(r for r in ledger.rows(DAY) if r.prompt_id == "sent")
+    assert (row.status, row.polls) == ("pending", 0)
+
+    again = one_round(finish_in=30)
+    assert (again.polled, again.errors) == (1, 0)
+    row = next(r for r in ledger.rows(DAY) if r.prompt_id == "sent")
+    assert (row.status, row.result_url) == ("completed", "https://cdn.example.com/v.mp4")
 
 
 def test_a_prompt_sent_on_one_day_is_found_from_another(ledger):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from .attempts import RESUBMITTABLE_CODES, Attempts
-from .database import LEDGER_URL_ENV, Database, ledger_url, safe_url
+from .database import LEDGER_URL_ENV, Database, LedgerBusy, ledger_url, safe_url
 from .leases import LeaseKeeper, lease_seconds, owner_id, pid_alive
 from .media import PublishedMedia
 from .progress import PartitionProgress
@@ -21,6 +21,7 @@ __all__ = [
     "RESUBMITTABLE_CODES",
     "UNKNOWN_CODE",
     "Ledger",
+    "LedgerBusy",
     "LedgerRow",
     "PollUpdate",
     "ledger_url",

@@ -16,10 +16,14 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, TextClause, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from .migrations import migrate
 
 LEDGER_URL_ENV = "SEEDANCE_LEDGER_URL"
+
+# How long a writer waits for another's lock before SQLite gives up (its busy timeout).
+LOCK_WAIT_SECONDS = 60
 
 _ENGINES: dict[str, Engine] = {}
 _MIGRATED: set[str] = set()
@@ -62,7 +66,9 @@ def _sqlite_engine(url: str) -> Engine:
     _sqlite_file(url).parent.mkdir(parents=True, exist_ok=True)
     # A run's threads (submission, follower, downloads, leases) each hold a connection at
     # times: enough of them stay open that none is reopened per query.
-    engine = create_engine(url, connect_args={"timeout": 60}, pool_size=16, max_overflow=16)
+    engine = create_engine(
+        url, connect_args={"timeout": LOCK_WAIT_SECONDS}, pool_size=16, max_overflow=16
+    )
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection, _record) -> None:
@@ -96,6 +102,10 @@ def _engine(url: str) -> Engine:
         return engine
 
 
+class LedgerBusy(RuntimeError):
+    """Another writer held the ledger's lock longer than this transaction could wait."""
+
+
 class Database:
     """Transactions on the ledger's database (created and migrated on first use)."""
 
@@ -113,10 +123,31 @@ class Database:
         return f"Database({safe_url(self.url)!r})"
 
     @contextmanager
-    def transaction(self) -> Iterator[Connection]:
-        """One durable write transaction (committed on exit, rolled back on error)."""
-        with self.engine.connect() as connection, connection.begin():
-            yield connection
+    def transaction(self, lock_wait: float | None = None) -> Iterator[Connection]:
+        """One durable write transaction (committed on exit, rolled back on error).
+
+        Raises:
+            LedgerBusy: with `lock_wait`, another writer held the lock longer than that.
+        """
+        if lock_wait is None:
+            with self.engine.connect() as connection, connection.begin():
+                yield connection
+            return
+        wait_ms = max(1, int(lock_wait * 1000))
+        with self.engine.connect() as connection:
+            raw = connection.connection.dbapi_connection
+            try:
+                if not self.is_postgres:  # BEGIN IMMEDIATE waits this long for the lock
+                    raw.execute(f"PRAGMA busy_timeout = {wait_ms}")
+                with connection.begin():
+                    if self.is_postgres:
+                        connection.exec_driver_sql(f"SET LOCAL lock_timeout = {wait_ms}")
+                    yield connection
+            except OperationalError as exc:
+                raise LedgerBusy(f"the ledger stayed locked for {lock_wait:.1f} s") from exc
+            finally:
+                if not self.is_postgres:
+                    raw.execute(f"PRAGMA busy_timeout = {LOCK_WAIT_SECONDS * 1000}")
 
     @contextmanager
     def read(self) -> Iterator[Connection]:

@@ -431,10 +431,13 @@ class TaskRows:
                 {**_waiting(), "p": partition},
             ).scalar()
 
-    def record_polls(self, updates: Iterable[PollUpdate]) -> None:
+    def record_polls(self, updates: Iterable[PollUpdate], lock_wait: float | None = None) -> None:
         """Write a poll round's findings in one transaction.
 
         Only rows still waiting change: an answer never undoes a settled row.
+
+        Raises:
+            LedgerBusy: another writer held the lock longer than `lock_wait` seconds.
         """
         now = time.time()
         params = [
@@ -469,7 +472,7 @@ class TaskRows:
             " THEN completed_at ELSE :now END"
             " WHERE task_id = :tid AND status IN :waiting"
         ).bindparams(_IN_WAITING)
-        with self.db.transaction() as db:
+        with self.db.transaction(lock_wait) as db:
             for p in params:
                 db.execute(statement, p)
 
