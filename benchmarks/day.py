@@ -2,7 +2,8 @@
 time against the rate limit's floor, 429 share, polls per task, CPU per task, peak RSS.
 
 The floor: every create at the create limit and every query at the query limit (two separate
-limits, so they overlap: the slower of the two), plus one task's generation time. Run: python benchmarks/day.py [--prompts 1000] [--rate 20] [--pace 18]
+limits, so they overlap: the slower of the two), plus one task's generation time.
+Run: python benchmarks/day.py [--prompts 1000] [--rate 20] [--pace 18]
 """
 
 from __future__ import annotations
