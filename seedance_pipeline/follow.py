@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 
 from .ledger import Ledger
 from .polling import PollRounds
 from .statuses import WAITING, Status
 from .storage import VideoStore
 from .videos import DOWNLOAD_WORKERS, max_video_bytes, store_video
+
+# A Dagster run's tag saying its process follows the day itself (`seedance-pipeline run`).
+FOLLOWED_TAG = "seedance/followed"
 
 
 def follow_day(
@@ -22,10 +26,15 @@ def follow_day(
     store: VideoStore,
     submitting: threading.Event,
     progress: Callable[[dict[Status, int], int], None] = lambda counts, stored: None,
+    *,
+    polls: bool = True,
 ) -> None:
     """Poll the day's tasks and store their videos until submission is over (`submitting`
     cleared) and no task runs, no claim is open, no download is under way and no callback
     that could settle an `unknown` row is still to come.
+
+    Without `polls` (the sensor polls), only store the videos of tasks found completed, and
+    stop once submission is over and the downloads under way have finished.
 
     A prompt another run is submitting right now counts as running: its answer comes soon, or
     its process died and the claim becomes `unknown`.
@@ -58,7 +67,10 @@ def follow_day(
             running = sum(counts.get(s, 0) for s in WAITING)
             # An `unknown` row whose callback may still come: the receiver settles it.
             callbacks = ledger.awaiting_callbacks(partition, now)
-            if not (submitting.is_set() or claims or running or downloads or callbacks):
+            busy = submitting.is_set() or bool(downloads)
+            if polls:
+                busy = busy or bool(claims or running or callbacks)
+            if not busy:
                 return
             due = ledger.next_poll_at(partition) or now + 5.0
             if claims or downloads or submitting.is_set():
@@ -66,5 +78,40 @@ def follow_day(
             elif callbacks:
                 due = min(due, now + 1.0)  # the receiver, not a poll, settles these rows
             time.sleep(min(5.0, max(0.0, due - time.time())))
-            if running:
+            if running and polls:
                 poll_round(ledger)
+
+
+@contextmanager
+def following(
+    partition: str,
+    ledger: Ledger,
+    evolink,
+    store: VideoStore,
+    *,
+    polls: bool = True,
+    progress: Callable[[dict[Status, int], int], None] = lambda counts, stored: None,
+) -> Iterator[None]:
+    """`follow_day` on a thread while the block submits; after the block, wait for it.
+
+    Raises:
+        PollingRefused: (after a block that succeeded) the API refused the key while polling.
+    """
+    submitting, failure = threading.Event(), []
+    submitting.set()
+
+    def follow() -> None:
+        try:
+            follow_day(partition, ledger, evolink, store, submitting, progress, polls=polls)
+        except BaseException as exc:  # re-raised in the caller's thread
+            failure.append(exc)
+
+    follower = threading.Thread(target=follow, name=f"follow-{partition}", daemon=True)
+    follower.start()
+    try:
+        yield
+    finally:
+        submitting.clear()
+        follower.join()
+    if failure:
+        raise failure[0]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import fcntl
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from .defs.catalog.assets import media_catalog, prompt_catalog
 from .defs.costs.assets import generation_costs
 from .defs.generation.assets import generated_videos, generation_requests, submitted_tasks
 from .defs.partitions import daily_partitions
-from .follow import follow_day
+from .follow import FOLLOWED_TAG, following
 from .polling import PollingRefused
 from .seedance import APIError, Client, RetryPolicy, TransportError
 from .settings import SettingError
@@ -144,6 +143,7 @@ def run_partition(
             partition_key=day,
             raise_on_error=False,
             run_config=_run_config(verbose),
+            tags={FOLLOWED_TAG: "true"},  # this process polls and stores: the assets need not
         )
         if not result.success:
             raise PipelineStopped(_failure(result))
@@ -155,35 +155,14 @@ def run_partition(
 
     def submit(assets) -> None:
         """Submit (a Dagster run) while a thread polls and stores videos as tasks complete."""
-        submitting, failure = threading.Event(), []
-        submitting.set()
         progress = _Progress(partition, out)
-
-        def follow() -> None:
-            try:
-                follow_day(
-                    partition,
-                    ledger,
-                    evolink,
-                    pipeline.videos(),
-                    submitting,
-                    progress,
-                )
-            except BaseException as exc:  # re-raised in the caller's thread
-                failure.append(exc)
-
-        follower = threading.Thread(target=follow, name="follow-day", daemon=True)
-        follower.start()
         try:
-            run(assets)
+            with following(partition, ledger, evolink, pipeline.videos(), progress=progress):
+                run(assets)
+        except PollingRefused as exc:
+            raise PipelineStopped(str(exc)) from None
         finally:
-            submitting.clear()
-            follower.join()
             progress.close()
-        if failure:
-            if isinstance(failure[0], PollingRefused):
-                raise PipelineStopped(str(failure[0])) from None
-            raise failure[0]
 
     submit([submitted_tasks])
     while ledger.resubmittable(partition, pipeline.max_attempts):

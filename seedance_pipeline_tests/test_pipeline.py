@@ -18,6 +18,7 @@ from dagster import (
 from seedance_pipeline.definitions import defs
 from seedance_pipeline.defs.generation.sensors import task_poller
 from seedance_pipeline.media import measure_video_output
+from seedance_pipeline.polling import poll_round
 from seedance_pipeline.submission import Planned, submit_all
 from seedance_pipeline.tables import read_table, table_path
 
@@ -172,6 +173,38 @@ def test_sensor_polls_each_task_a_few_times_and_asks_again_only_after_a_failed_r
         assert tick(instance) == []
     polls = [r.polls for r in resources["pipeline"].ledger().rows(DAY)]
     assert polls and max(polls) <= 4, polls
+
+
+def test_videos_completing_while_the_day_is_submitted_are_stored_by_the_submitting_run(
+    tmp_path, start_emulator, api_key
+):
+    """Dagster's path overlaps too: while `submitted_tasks` is still sending (slowly, at one
+    create a second), the tasks the sensor finds completed get their videos stored by it."""
+    url = start_emulator(rate_limit=1.0)
+    data = copy_sample_data(tmp_path / "data")
+    resources = make_resources(data, url, api_key)
+    ledger, evolink = resources["pipeline"].ledger(), resources["evolink"]
+    submitting = threading.Event()
+    submitting.set()
+
+    def sensor() -> None:  # the sensor's own polling, every few tenths of a second
+        while submitting.is_set():
+            poll_round(ledger, evolink.async_client)
+            threading.Event().wait(0.3)
+
+    poller = threading.Thread(target=sensor)
+    poller.start()
+    try:
+        assert submit(resources).success
+    finally:
+        submitting.clear()
+        poller.join()
+    rows = [r for r in ledger.rows(DAY) if r.task_id]
+    stored = [r for r in rows if r.video_uri]
+    assert len(rows) == 6 and len(stored) >= 3, [(r.prompt_id, r.status) for r in rows]
+    for row in stored:
+        facts = measure_video_output(resources["pipeline"].videos().uri(row.video_uri))
+        assert (facts["width"], facts["height"]) == (row.width, row.height)
 
 
 def test_polls_past_the_rounds_deadlines_stay_due_for_the_next(project, api_key):

@@ -1,6 +1,7 @@
 """Requests, exactly-once submission, and stored videos for each day."""
 
 import json
+from contextlib import nullcontext
 
 import pandas as pd
 from dagster import (
@@ -20,6 +21,7 @@ from dagster import (
 from ...callbacks import callback_base
 from ...catalog import CatalogError
 from ...costs import credits_total
+from ...follow import FOLLOWED_TAG, following
 from ...planning import over_budget_message, plan_catalog, publish, requests_frame
 from ...publishing import PublishError
 from ...records import LedgerLost, check_ledger, write_record
@@ -128,7 +130,14 @@ def submitted_tasks(
         for r in accepted.itertuples()
     ]
     try:
-        with evolink.client() as client:
+        # The sensor polls; tasks it finds completed meanwhile have their videos stored now
+        # (unless `seedance-pipeline run` follows the day itself).
+        storing = (
+            nullcontext()
+            if context.run.tags.get(FOLLOWED_TAG)
+            else following(partition, ledger, evolink, pipeline.videos(), polls=False)
+        )
+        with evolink.client() as client, storing:
             summary = submit_all(ledger, client, partition, items, pipeline.max_attempts, callbacks)
     except SubmissionStopped as exc:
         raise Failure(str(exc), allow_retries=False) from None
