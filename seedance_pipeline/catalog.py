@@ -11,9 +11,10 @@ import hashlib
 import io
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
+from itertools import compress
 from pathlib import Path
 
 import pyarrow as pa
@@ -145,46 +146,55 @@ def _read_csv(path: Path, raw: bytes) -> tuple[list[int], Columns]:
         ) from None
     if not text.strip():
         raise CatalogError(f"{path}: the file is empty; it needs at least a header line")
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    records: list[tuple[int, list[str]]] = []  # (line the record starts on, cells)
-    next_line = 1
-    try:
-        for cells in reader:
-            records.append((next_line, cells))
-            next_line = reader.line_num + 1
-    except csv.Error as exc:
-        if "field larger than field limit" in str(exc):
-            header = records[0][1] if records else []
-            raise _long_cell_error(path, text, next_line, header) from None
-        raise CatalogError(
-            f"{path}, line {reader.line_num}: {exc}; check that every quote is closed"
-        ) from None
-    (_, header), rows = records[0], records[1:]
-    header = [name.strip() for name in header]
+    records, lines = _csv_records(path, text)
+    header, rows = [name.strip() for name in records[0]], records[1:]
     if not any(header):
         raise CatalogError(f"{path}, line 1: must be the header (the column names)")
     repeated = sorted({name for name in header if name and header.count(name) > 1})
     if repeated:
         raise CatalogError(f"{path}, row 1: column(s) {', '.join(repeated)} appear more than once")
     width, named = len(header), [i for i, name in enumerate(header) if name]
-    numbers, kept = [], []
-    for line, cells in rows:
-        if len(cells) > width:
-            raise CatalogError(
-                f"{path}, line {line}: {len(cells)} values for {width} columns; "
-                "quote values that contain commas"
-            )
-        cells += [""] * (width - len(cells))
-        if len(named) < width:
-            cells = [cells[i] for i in named]
-        if "".join(cells).strip():
-            numbers.append(line)
-            kept.append(cells)
+    lengths = list(map(len, rows))
+    if rows and max(lengths) > width:
+        i = next(i for i, n in enumerate(lengths) if n > width)
+        raise CatalogError(
+            f"{path}, line {lines[i + 1]}: {lengths[i]} values for {width} columns; "
+            "quote values that contain commas"
+        )
+    if len(named) < width:
+        rows = [[cells[i] for i in named if i < len(cells)] for cells in rows]
+    filled = list(map(bool, map(str.strip, map("".join, rows))))
+    numbers, kept = list(compress(lines[1:], filled)), list(compress(rows, filled))
+    if kept and min(map(len, kept)) < len(named):  # short lines: the missing cells are empty
+        kept = [cells + [""] * (len(named) - len(cells)) for cells in kept]
     columns = zip(*kept, strict=True) if kept else [()] * len(named)
     return numbers, {
         header[i]: [c.strip() or None for c in cells]
         for i, cells in zip(named, columns, strict=True)
     }
+
+
+def _csv_records(path: Path, text: str) -> tuple[list[list[str]], Sequence[int]]:
+    """The records of a CSV text, and the line each starts on."""
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    with contextlib.suppress(csv.Error):  # told below, with its line
+        records = list(reader)
+        if reader.line_num == len(records):  # no record spans lines: record i is on line i + 1
+            return records, range(1, len(records) + 1)
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    records, lines, next_line = [], [], 1
+    try:
+        for cells in reader:
+            records.append(cells)
+            lines.append(next_line)
+            next_line = reader.line_num + 1
+    except csv.Error as exc:
+        if "field larger than field limit" in str(exc):
+            raise _long_cell_error(path, text, next_line, records[0] if records else []) from None
+        raise CatalogError(
+            f"{path}, line {reader.line_num}: {exc}; check that every quote is closed"
+        ) from None
+    return records, lines
 
 
 # One CSV cell: quoted (a doubled quote inside stands for one) or plain up to the next comma.

@@ -202,17 +202,18 @@ _BODY_JSON = json.JSONEncoder(ensure_ascii=False)
 
 def requests_frame(rows: list[PlannedRow]) -> pd.DataFrame:
     """The `generation_requests` table from planned rows."""
-    pixels = [r.expected_pixels or (None, None) for r in rows]
-    columns = {name: [getattr(r.prompt, name) for r in rows] for name in REQUEST_COLUMNS}
-    columns |= {
-        "status": ["accepted" if r.accepted else "rejected" for r in rows],
-        "errors": [list(r.errors) for r in rows],
-        "request_json": [_BODY_JSON.encode(r.body) if r.accepted else None for r in rows],
-        "estimated_credits": [r.estimated_credits for r in rows],
-        "expected_width": [width for width, _ in pixels],
-        "expected_height": [height for _, height in pixels],
-        "request_sha256": [request_fingerprint(r.prompt) for r in rows],
-    }
+    with collector_paused():
+        pixels = [r.expected_pixels or (None, None) for r in rows]
+        columns = {name: [getattr(r.prompt, name) for r in rows] for name in REQUEST_COLUMNS}
+        columns |= {
+            "status": ["accepted" if r.accepted else "rejected" for r in rows],
+            "errors": [list(r.errors) for r in rows],
+            "request_json": [_BODY_JSON.encode(r.body) if r.accepted else None for r in rows],
+            "estimated_credits": [r.estimated_credits for r in rows],
+            "expected_width": [width for width, _ in pixels],
+            "expected_height": [height for _, height in pixels],
+            "request_sha256": [request_fingerprint(r.prompt) for r in rows],
+        }
     # No rows: columns of no type (object), as pandas gives them, not float for empty lists.
     frame = pd.DataFrame(columns) if rows else pd.DataFrame(columns=list(columns))
     return frame.astype(
