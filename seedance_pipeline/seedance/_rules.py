@@ -183,15 +183,18 @@ def _fmt(x: float) -> str:
 
 def check_media(kind: str, facts: MediaFacts, field: str) -> list[Violation]:
     """Every per-file rule the facts break (unknown facts break nothing)."""
-    lim = MEDIA_LIMITS[kind]
-    out: list[Violation] = []
+    return [Violation(field, message) for message in _media_problems(kind, facts)]
 
-    def bad(msg: str) -> None:
-        out.append(Violation(field, msg))
+
+@functools.lru_cache(maxsize=4096)  # a day's requests use the same files again and again
+def _media_problems(kind: str, facts: MediaFacts) -> tuple[str, ...]:
+    lim = MEDIA_LIMITS[kind]
+    out: list[str] = []
+    bad = out.append
 
     if facts.kind != kind:
         bad(f"is a {facts.kind} file, but {URL_FIELDS[kind]} takes {kind} files")
-        return out
+        return tuple(out)
     if facts.format is not None and facts.format not in lim.formats:
         bad(f"format {facts.format} is not accepted for {kind}; use {', '.join(lim.formats)}")
     if facts.size_bytes is not None and facts.size_bytes > lim.max_bytes:
@@ -231,7 +234,7 @@ def check_media(kind: str, facts: MediaFacts, field: str) -> list[Violation]:
             f"lasts {facts.duration_s:.2f} s; each {kind} must last "
             f"{_fmt(lim.min_seconds)}..{_fmt(lim.max_seconds)} s"
         )
-    return out
+    return tuple(out)
 
 
 def check_callback_url(url: object, *, allow_loopback: bool = False) -> list[Violation]:
