@@ -11,8 +11,10 @@ import hashlib
 import io
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
+from itertools import compress
 from pathlib import Path
 
 import pyarrow as pa
@@ -90,11 +92,11 @@ def find_catalog(directory: Path, stem: str) -> Path:
     raise CatalogError(f"{directory}: no {stem}.csv or {stem}.parquet (set the catalog path)")
 
 
-Record = dict[str, object]
+Columns = dict[str, list]
 
 
-def _read_table(path: Path, raw: bytes) -> tuple[list[str], list[tuple[int, Record]]]:
-    """Column names, and each row that is not entirely blank with its row number.
+def _read_table(path: Path, raw: bytes) -> tuple[list[int], Columns]:
+    """The number of each row that is not entirely blank, and each column's cells in them.
 
     Cells are stripped text, lists or other Python values; empty cells and NaN are None.
     """
@@ -106,28 +108,29 @@ def _read_table(path: Path, raw: bytes) -> tuple[list[str], list[tuple[int, Reco
     raise CatalogError(f"{path}: unsupported file type {path.suffix!r}; use .csv or .parquet")
 
 
-def _read_parquet(path: Path, raw: bytes) -> tuple[list[str], list[tuple[int, Record]]]:
+def _read_parquet(path: Path, raw: bytes) -> tuple[list[int], Columns]:
     """A Parquet file's rows, numbered from 1 (pandas' saved index columns left out)."""
     try:
         table = pq.ParquetFile(pa.BufferReader(raw)).read()
         index = (table.schema.pandas_metadata or {}).get("index_columns", [])
         table = table.drop_columns([c for c in index if isinstance(c, str)])
         columns = table.column_names
-        values = [column.to_pylist() for column in table.columns]
+        values = [[_cell(v) for v in column.to_pylist()] for column in table.columns]
     except Exception as exc:  # pyarrow raises many types for unreadable files
         raise CatalogError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
     repeated = sorted({name for name in columns if columns.count(name) > 1})
     if repeated:
         raise CatalogError(f"{path}: column(s) {', '.join(repeated)} appear more than once")
-    rows = []
-    for number, cells in enumerate(zip(*values, strict=True), start=1):
-        record = {c: _cell(v) for c, v in zip(columns, cells, strict=True)}
-        if any(v is not None for v in record.values()):
-            rows.append((number, record))
-    return columns, rows
+    numbers = list(range(1, table.num_rows + 1))
+    rows = enumerate(zip(*values, strict=True))
+    blank = {i for i, cells in rows if cells.count(None) == len(columns)}
+    if blank:
+        numbers = [n for i, n in enumerate(numbers) if i not in blank]
+        values = [[v for i, v in enumerate(cells) if i not in blank] for cells in values]
+    return numbers, dict(zip(columns, values, strict=True))
 
 
-def _read_csv(path: Path, raw: bytes) -> tuple[list[str], list[tuple[int, Record]]]:
+def _read_csv(path: Path, raw: bytes) -> tuple[list[int], Columns]:
     """A UTF-8 CSV as text cells, each row numbered by the line it starts on.
 
     So "row N" is line N in an editor, also after blank lines and quoted cells that span
@@ -143,40 +146,55 @@ def _read_csv(path: Path, raw: bytes) -> tuple[list[str], list[tuple[int, Record
         ) from None
     if not text.strip():
         raise CatalogError(f"{path}: the file is empty; it needs at least a header line")
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    records: list[tuple[int, list[str]]] = []  # (line the record starts on, cells)
-    next_line = 1
-    try:
-        for cells in reader:
-            records.append((next_line, cells))
-            next_line = reader.line_num + 1
-    except csv.Error as exc:
-        if "field larger than field limit" in str(exc):
-            header = records[0][1] if records else []
-            raise _long_cell_error(path, text, next_line, header) from None
-        raise CatalogError(
-            f"{path}, line {reader.line_num}: {exc}; check that every quote is closed"
-        ) from None
-    (_, header), rows = records[0], records[1:]
-    header = [name.strip() for name in header]
+    records, lines = _csv_records(path, text)
+    header, rows = [name.strip() for name in records[0]], records[1:]
     if not any(header):
         raise CatalogError(f"{path}, line 1: must be the header (the column names)")
     repeated = sorted({name for name in header if name and header.count(name) > 1})
     if repeated:
         raise CatalogError(f"{path}, row 1: column(s) {', '.join(repeated)} appear more than once")
-    width, named = len(header), [(i, name) for i, name in enumerate(header) if name]
-    out = []
-    for line, cells in rows:
-        if len(cells) > width:
-            raise CatalogError(
-                f"{path}, line {line}: {len(cells)} values for {width} columns; "
-                "quote values that contain commas"
-            )
-        cells += [""] * (width - len(cells))
-        record = {name: cells[i].strip() or None for i, name in named}
-        if any(v is not None for v in record.values()):
-            out.append((line, record))
-    return [name for _, name in named], out
+    width, named = len(header), [i for i, name in enumerate(header) if name]
+    lengths = list(map(len, rows))
+    if rows and max(lengths) > width:
+        i = next(i for i, n in enumerate(lengths) if n > width)
+        raise CatalogError(
+            f"{path}, line {lines[i + 1]}: {lengths[i]} values for {width} columns; "
+            "quote values that contain commas"
+        )
+    if len(named) < width:
+        rows = [[cells[i] for i in named if i < len(cells)] for cells in rows]
+    filled = list(map(bool, map(str.strip, map("".join, rows))))
+    numbers, kept = list(compress(lines[1:], filled)), list(compress(rows, filled))
+    if kept and min(map(len, kept)) < len(named):  # short lines: the missing cells are empty
+        kept = [cells + [""] * (len(named) - len(cells)) for cells in kept]
+    columns = zip(*kept, strict=True) if kept else [()] * len(named)
+    return numbers, {
+        header[i]: [c.strip() or None for c in cells]
+        for i, cells in zip(named, columns, strict=True)
+    }
+
+
+def _csv_records(path: Path, text: str) -> tuple[list[list[str]], Sequence[int]]:
+    """The records of a CSV text, and the line each starts on."""
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    with contextlib.suppress(csv.Error):  # told below, with its line
+        records = list(reader)
+        if reader.line_num == len(records):  # no record spans lines: record i is on line i + 1
+            return records, range(1, len(records) + 1)
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    records, lines, next_line = [], [], 1
+    try:
+        for cells in reader:
+            records.append(cells)
+            lines.append(next_line)
+            next_line = reader.line_num + 1
+    except csv.Error as exc:
+        if "field larger than field limit" in str(exc):
+            raise _long_cell_error(path, text, next_line, records[0] if records else []) from None
+        raise CatalogError(
+            f"{path}, line {reader.line_num}: {exc}; check that every quote is closed"
+        ) from None
+    return records, lines
 
 
 # One CSV cell: quoted (a doubled quote inside stands for one) or plain up to the next comma.
@@ -218,29 +236,72 @@ def _cell(value: object) -> object:
     return value
 
 
+class _CellError(CatalogError):
+    """A bad cell, with its row: of several, the first by row (then column) is reported."""
+
+    def __init__(self, message: str, row: int):
+        super().__init__(message)
+        self.row = row
+
+
 class _Rows:
-    """Walks a table with the location of each cell for error messages."""
+    """A table's cells, converted column by column, with the location of each for errors."""
 
     def __init__(self, path: Path, raw: bytes, required: tuple[str, ...]):
         self.path = path
-        columns, self.records = _read_table(path, raw)
-        missing = [c for c in required if c not in columns]
+        self.numbers, self.columns = _read_table(path, raw)
+        missing = [c for c in required if c not in self.columns]
         if missing:
             raise CatalogError(f"{path}: missing required column(s) {', '.join(missing)}")
+        self._failures: list[_CellError] = []
 
     def __iter__(self):
         """(row number, cells) of every row that is not entirely blank."""
-        return iter(self.records)
+        names = list(self.columns)
+        for row, cells in zip(self.numbers, zip(*self.columns.values(), strict=True), strict=True):
+            yield row, dict(zip(names, cells, strict=True))
+
+    def column(self, column: str, convert: Callable, distinct: bool = True) -> list:
+        """`convert(row, column, cell)` of each row's cell in `column` (None where it is
+        missing); with `distinct`, once per distinct cell. A failure is kept for `check`."""
+        values = self.columns.get(column) or [None] * len(self.numbers)
+        cells = zip(self.numbers, values, strict=True)
+        try:
+            if not distinct:
+                return [convert(row, column, value) for row, value in cells]
+            done: dict = {}
+            out = []
+            for row, value in cells:
+                key = (type(value), value)  # 1 and True are equal, but not the same cell
+                try:
+                    out.append(done[key])
+                except KeyError:
+                    out.append(done.setdefault(key, convert(row, column, value)))
+                except TypeError:  # an unhashable cell (a Parquet list)
+                    out.append(convert(row, column, value))
+            return out
+        except _CellError as exc:
+            self._failures.append(exc)
+            return []
+
+    def check(self) -> None:
+        """Raise the first failure by row, of those of the columns converted so far."""
+        if self._failures:
+            raise min(self._failures, key=lambda exc: exc.row)
 
     def error(self, row: int, column: str, message: str) -> CatalogError:
-        return CatalogError(f"{self.path}, row {row}, column {column}: {message}")
+        return _CellError(f"{self.path}, row {row}, column {column}: {message}", row)
 
     def text(self, row: int, record: dict, column: str, required: bool = False) -> str | None:
-        value = record.get(column)
+        return self.text_cell(row, column, record.get(column), required)
+
+    def text_cell(
+        self, row: int, column: str, value: object, required: bool = False, default=None
+    ) -> str | None:
         if value is None:
             if required:
                 raise self.error(row, column, "is required")
-            return None
+            return default
         if not isinstance(value, str):
             raise self.error(row, column, f"must be text, got {value!r}")
         if column != "prompt" and _CONTROL.search(value):
@@ -248,8 +309,7 @@ class _Rows:
             raise self.error(row, column, f"contains control characters ({codes}); remove them")
         return value
 
-    def integer(self, row: int, record: dict, column: str, default: int) -> int:
-        value = record.get(column)
+    def integer(self, row: int, column: str, value: object, default: int) -> int:
         if value is None:
             return default
         try:
@@ -269,8 +329,7 @@ class _Rows:
         except (TypeError, ValueError):
             raise self.error(row, column, f"{value!r} is not a number") from None
 
-    def boolean(self, row: int, record: dict, column: str, default: bool) -> bool:
-        value = record.get(column)
+    def boolean(self, row: int, column: str, value: object, default: bool) -> bool:
         if value is None:
             return default
         if isinstance(value, bool):
@@ -280,8 +339,7 @@ class _Rows:
             return text in _TRUE
         raise self.error(row, column, f"{value!r} is not true or false")
 
-    def ids(self, row: int, record: dict, column: str) -> tuple[str, ...]:
-        value = record.get(column)
+    def ids(self, row: int, column: str, value: object) -> tuple[str, ...]:
         if value is None:
             return ()
         if isinstance(value, str):
@@ -295,6 +353,19 @@ class _Rows:
             if not PROMPT_ID.fullmatch(item):
                 raise self.error(row, column, f"{item!r} is not a valid media id")
         return out
+
+    def date(self, row: int, column: str, value: object) -> str:
+        if value is None:
+            raise self.error(row, column, "is required")
+        if isinstance(value, dt.datetime):
+            # An aware timestamp (Parquet with a time zone) means the day in UTC, as partitions do.
+            value = (value if value.tzinfo is None else value.astimezone(dt.UTC)).date()
+        if isinstance(value, dt.date):
+            return value.isoformat()
+        try:
+            return dt.date.fromisoformat(str(value)).isoformat()
+        except ValueError:
+            raise self.error(row, column, f"{value!r} is not a date YYYY-MM-DD") from None
 
 
 @contextlib.contextmanager
@@ -356,48 +427,69 @@ def load_prompts(path: str | Path) -> list[Prompt]:
 def _prompts(path: Path, raw: bytes) -> tuple[Prompt, ...]:
     rows = _Rows(path, raw, PROMPT_REQUIRED)
     seen: dict[str, int] = {}
-    out = []
-    for row, rec in rows:
-        prompt_id = rows.text(row, rec, "prompt_id", required=True)
+
+    def unique_id(row: int, column: str, value: object) -> str:
+        prompt_id = rows.text_cell(row, column, value, required=True)
         if not PROMPT_ID.fullmatch(prompt_id):
-            raise rows.error(row, "prompt_id", f"{prompt_id!r} must match [A-Za-z0-9_-]{{1,64}}")
+            raise rows.error(row, column, f"{prompt_id!r} must match [A-Za-z0-9_-]{{1,64}}")
         if prompt_id in seen:
-            raise rows.error(row, "prompt_id", f"{prompt_id!r} repeats row {seen[prompt_id]}")
+            raise rows.error(row, column, f"{prompt_id!r} repeats row {seen[prompt_id]}")
         seen[prompt_id] = row
-        out.append(
-            Prompt(
-                prompt_id=prompt_id,
-                scheduled_date=_date(rows, row, rec),
-                model=rows.text(row, rec, "model", required=True),
-                prompt=rows.text(row, rec, "prompt", required=True),
-                image_ids=rows.ids(row, rec, "image_ids"),
-                video_ids=rows.ids(row, rec, "video_ids"),
-                audio_ids=rows.ids(row, rec, "audio_ids"),
-                duration=rows.integer(row, rec, "duration", DEFAULT_DURATION),
-                quality=rows.text(row, rec, "quality") or DEFAULT_QUALITY,
-                aspect_ratio=rows.text(row, rec, "aspect_ratio") or DEFAULT_ASPECT_RATIO,
-                generate_audio=rows.boolean(row, rec, "generate_audio", True),
-                web_search=rows.boolean(row, rec, "web_search", False),
-                callback_url=rows.text(row, rec, "callback_url"),
-                campaign=rows.text(row, rec, "campaign"),
-            )
+        return prompt_id
+
+    text, required = rows.text_cell, partial(rows.text_cell, required=True)
+    # In the order a row's cells are checked: of a row's bad cells, the first is reported.
+    cells = (
+        rows.column("prompt_id", unique_id, distinct=False),
+        rows.column("scheduled_date", rows.date),
+        rows.column("model", required),
+        rows.column("prompt", required, distinct=False),
+        rows.column("image_ids", rows.ids),
+        rows.column("video_ids", rows.ids),
+        rows.column("audio_ids", rows.ids),
+        rows.column("duration", partial(rows.integer, default=DEFAULT_DURATION)),
+        rows.column("quality", partial(text, default=DEFAULT_QUALITY)),
+        rows.column("aspect_ratio", partial(text, default=DEFAULT_ASPECT_RATIO)),
+        rows.column("generate_audio", partial(rows.boolean, default=True)),
+        rows.column("web_search", partial(rows.boolean, default=False)),
+        rows.column("callback_url", text),
+        rows.column("campaign", text),
+    )
+    rows.check()
+    return tuple(
+        Prompt(
+            prompt_id=prompt_id,
+            scheduled_date=scheduled_date,
+            model=model,
+            prompt=prompt,
+            image_ids=image_ids,
+            video_ids=video_ids,
+            audio_ids=audio_ids,
+            duration=duration,
+            quality=quality,
+            aspect_ratio=aspect_ratio,
+            generate_audio=generate_audio,
+            web_search=web_search,
+            callback_url=callback_url,
+            campaign=campaign,
         )
-    return tuple(out)
-
-
-def _date(rows: _Rows, row: int, rec: dict) -> str:
-    value = rec.get("scheduled_date")
-    if value is None:
-        raise rows.error(row, "scheduled_date", "is required")
-    if isinstance(value, dt.datetime):
-        # An aware timestamp (Parquet with a time zone) means the day in UTC, as partitions do.
-        value = (value if value.tzinfo is None else value.astimezone(dt.UTC)).date()
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    try:
-        return dt.date.fromisoformat(str(value)).isoformat()
-    except ValueError:
-        raise rows.error(row, "scheduled_date", f"{value!r} is not a date YYYY-MM-DD") from None
+        for (
+            prompt_id,
+            scheduled_date,
+            model,
+            prompt,
+            image_ids,
+            video_ids,
+            audio_ids,
+            duration,
+            quality,
+            aspect_ratio,
+            generate_audio,
+            web_search,
+            callback_url,
+            campaign,
+        ) in zip(*cells, strict=True)
+    )
 
 
 def load_media(path: str | Path, data_dir: str | Path) -> dict[str, Media]:

@@ -210,3 +210,30 @@ def test_a_csv_cell_may_hold_exactly_the_csv_readers_limit(tmp_path):
     path.write_bytes(f"{head}{'q' * 131_073}\r\n".encode())
     with pytest.raises(catalog.CatalogError, match=r"line 2, column prompt: .* 131,072 characters"):
         load_prompts(path)
+
+
+@pytest.mark.parametrize(("suffix", "second_row"), [(".csv", 3), (".parquet", 2)])
+def test_of_several_bad_cells_the_first_by_row_then_column_is_reported(
+    tmp_path, suffix, second_row
+):
+    rows = [
+        {"prompt_id": "p1", "scheduled_date": DAY, "model": I2V, "prompt": "ok", "duration": "5"},
+        {
+            "prompt_id": "p2",
+            "scheduled_date": "soon",
+            "model": I2V,
+            "prompt": "ok",
+            "duration": "x",
+        },
+        {"prompt_id": "p 3", "scheduled_date": DAY, "model": I2V, "prompt": "ok", "duration": "5"},
+    ]
+    path = tmp_path / f"prompts{suffix}"
+    if suffix == ".csv":
+        lines = [",".join(rows[0])] + [",".join(r.values()) for r in rows]
+        path.write_text("\n".join(lines) + "\n")
+    else:
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    with pytest.raises(
+        catalog.CatalogError, match=rf"row {second_row}, column scheduled_date: 'soon'"
+    ):
+        load_prompts(path)

@@ -41,6 +41,9 @@ class RequestOptions:
     callback_url: str | None = None
 
 
+_OPTION_NAMES = tuple(f.name for f in fields(RequestOptions))  # looked up once, not per row
+
+
 @dataclass(frozen=True, kw_only=True)
 class GenerationRequest(RequestOptions):
     """A `POST /v1/videos/generations` body."""
@@ -52,7 +55,7 @@ class GenerationRequest(RequestOptions):
     @classmethod
     def of(cls, options: RequestOptions, **urls: tuple[str, ...]) -> GenerationRequest:
         """The request `options` (a catalog row, say) make with these media URLs."""
-        shared = {f.name: getattr(options, f.name) for f in fields(RequestOptions)}
+        shared = {name: getattr(options, name) for name in _OPTION_NAMES}
         return cls(**shared, **urls)
 
     def to_body(self) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from importlib import resources
 from pathlib import Path
@@ -28,6 +28,7 @@ class PriceTable:
     money_per_credit: Mapping[str, float]
     # Seconds assumed for a reference video whose length cannot be measured or looked up.
     unknown_reference_video_seconds: float
+    _without_references: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None) -> PriceTable:
@@ -67,22 +68,33 @@ class PriceTable:
         seconds) x the lower "with reference video" rate. A reference video of unknown length
         counts as `unknown_reference_video_seconds`.
         """
-        seconds = Decimal(body.get("duration", DEFAULT_DURATION))
-        has_refs = bool(body.get("video_urls"))
-        rate = self.rate(body["model"], body.get("quality", DEFAULT_QUALITY), has_refs)
+        model, quality = body["model"], body.get("quality", DEFAULT_QUALITY)
+        duration = body.get("duration", DEFAULT_DURATION)
+        if not body.get("video_urls"):  # then these alone set the price: worked out once each
+            key = (model, quality, duration)
+            if key not in self._without_references:
+                rate = self.rate(model, quality, False)
+                price = None if rate is None else _credits(Decimal(duration) * rate)
+                self._without_references[key] = price
+            return self._without_references[key]
+        rate = self.rate(model, quality, True)
         if rate is None:
             return None
-        if has_refs:
-            known = [
-                self.unknown_reference_video_seconds if s is None else s
-                for s in reference_video_seconds
-            ]
-            known += [self.unknown_reference_video_seconds] * (len(body["video_urls"]) - len(known))
-            ref = sum((Decimal(str(s)) for s in known), Decimal(0))
-            seconds = max(ref, seconds) + seconds
-        return float((seconds * rate).quantize(_FOUR_PLACES, rounding=ROUND_HALF_UP))
+        known = [
+            self.unknown_reference_video_seconds if s is None else s
+            for s in reference_video_seconds
+        ]
+        known += [self.unknown_reference_video_seconds] * (len(body["video_urls"]) - len(known))
+        ref = sum((Decimal(str(s)) for s in known), Decimal(0))
+        seconds = Decimal(duration)
+        seconds = max(ref, seconds) + seconds
+        return _credits(seconds * rate)
 
     def money(self, credits: float, currency: str) -> float | None:
         """`credits` in `currency`, or None when the table has no rate for it."""
         rate = self.money_per_credit.get(currency)
         return None if rate is None else round(credits * rate, 4)
+
+
+def _credits(exact: Decimal) -> float:
+    return float(exact.quantize(_FOUR_PLACES, rounding=ROUND_HALF_UP))
