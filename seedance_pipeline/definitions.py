@@ -42,9 +42,11 @@ def resources_from_env(prompts: Path | None = None, media: Path | None = None) -
     }
 
 
+# Every domain's assets, sensors and schedules, without resources (which read settings).
+DOMAINS = Definitions.merge(catalog.defs, generation.defs, costs.defs)
+
+
 @definitions
 def defs() -> Definitions:
     """Built when Dagster loads the code location, so importing the package reads no setting."""
-    return Definitions.merge(
-        catalog.defs, generation.defs, costs.defs, Definitions(resources=resources_from_env())
-    )
+    return Definitions.merge(DOMAINS, Definitions(resources=resources_from_env()))

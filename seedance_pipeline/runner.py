@@ -13,11 +13,7 @@ from dagster import DagsterInstance, materialize
 from tqdm import tqdm
 
 from .callbacks import callback_base
-from .definitions import resources_from_env
-from .defs.catalog.assets import media_catalog, prompt_catalog
-from .defs.costs.assets import generation_costs
-from .defs.generation.assets import generated_videos, generation_requests, submitted_tasks
-from .defs.partitions import daily_partitions
+from .definitions import DOMAINS, resources_from_env
 from .follow import FOLLOWED_TAG, following
 from .polling import PollingRefused
 from .seedance import APIError, Client, RetryPolicy, TransportError
@@ -59,6 +55,12 @@ def instance() -> DagsterInstance:
                 + INSTANCE_SETTINGS
             )
         return DagsterInstance.from_config(str(home))
+
+
+def _assets(*names: str) -> list:
+    """The code location's assets of these names, to materialise one by one."""
+    found = {a.key.to_user_string(): a for a in DOMAINS.assets}
+    return [found[name] for name in names]
 
 
 def _run_config(verbose: bool) -> dict:
@@ -115,6 +117,7 @@ def run_partition(
         PipelineStopped: with the reason, when the pipeline could not do its work.
     """
     out = out or sys.stderr  # looked up per call: the process may have swapped stderr
+    daily_partitions = _assets("generated_videos")[0].partitions_def
     if not daily_partitions.has_partition_key(partition):
         raise PipelineStopped(
             f"{partition!r} is not a day of the pipeline's partitions: give a date YYYY-MM-DD "
@@ -149,8 +152,8 @@ def run_partition(
             raise PipelineStopped(_failure(result))
 
     print(f"[{partition}] planning and submitting", file=out)
-    run([media_catalog], None)
-    run([prompt_catalog, generation_requests])  # a bad catalog stops here, writing nothing
+    run(_assets("media_catalog"), None)
+    run(_assets("prompt_catalog", "generation_requests"))  # a bad catalog stops here
     ledger = pipeline.ledger()
 
     def submit(assets) -> None:
@@ -164,12 +167,12 @@ def run_partition(
         finally:
             progress.close()
 
-    submit([submitted_tasks])
+    submit(_assets("submitted_tasks"))
     while ledger.resubmittable(partition, pipeline.max_attempts):
         print(f"[{partition}] resubmitting tasks that failed transiently", file=out)
-        submit([submitted_tasks])
+        submit(_assets("submitted_tasks"))
     print(f"[{partition}] writing tables", file=out)
-    run([generated_videos, generation_costs])
+    run(_assets("generated_videos", "generation_costs"))
     return pipeline.tables().read("generated_videos", partition)
 
 
