@@ -295,6 +295,16 @@ class _Rows:
     def text(self, row: int, record: dict, column: str, required: bool = False) -> str | None:
         return self.text_cell(row, column, record.get(column), required)
 
+    def identifier(self, row: int, column: str, value: object, seen: dict[str, int]) -> str:
+        """A required id of the catalog's form, on no earlier row (`seen`: id -> its row)."""
+        found = self.text_cell(row, column, value, required=True)
+        if not PROMPT_ID.fullmatch(found):
+            raise self.error(row, column, f"{found!r} must match [A-Za-z0-9_-]{{1,64}}")
+        if found in seen:
+            raise self.error(row, column, f"{found!r} repeats row {seen[found]}")
+        seen[found] = row
+        return found
+
     def text_cell(
         self, row: int, column: str, value: object, required: bool = False, default=None
     ) -> str | None:
@@ -426,17 +436,7 @@ def load_prompts(path: str | Path) -> list[Prompt]:
 
 def _prompts(path: Path, raw: bytes) -> tuple[Prompt, ...]:
     rows = _Rows(path, raw, PROMPT_REQUIRED)
-    seen: dict[str, int] = {}
-
-    def unique_id(row: int, column: str, value: object) -> str:
-        prompt_id = rows.text_cell(row, column, value, required=True)
-        if not PROMPT_ID.fullmatch(prompt_id):
-            raise rows.error(row, column, f"{prompt_id!r} must match [A-Za-z0-9_-]{{1,64}}")
-        if prompt_id in seen:
-            raise rows.error(row, column, f"{prompt_id!r} repeats row {seen[prompt_id]}")
-        seen[prompt_id] = row
-        return prompt_id
-
+    unique_id = partial(rows.identifier, seen={})
     text, required = rows.text_cell, partial(rows.text_cell, required=True)
     # In the order a row's cells are checked: of a row's bad cells, the first is reported.
     cells = (
@@ -506,12 +506,9 @@ def load_media(path: str | Path, data_dir: str | Path) -> dict[str, Media]:
 def _media(path: Path, raw: bytes, root: Path) -> dict[str, Media]:
     rows = _Rows(path, raw, MEDIA_REQUIRED)
     out: dict[str, Media] = {}
+    seen: dict[str, int] = {}
     for row, rec in rows:
-        media_id = rows.text(row, rec, "media_id", required=True)
-        if not PROMPT_ID.fullmatch(media_id):
-            raise rows.error(row, "media_id", f"{media_id!r} must match [A-Za-z0-9_-]{{1,64}}")
-        if media_id in out:
-            raise rows.error(row, "media_id", f"{media_id!r} is listed twice")
+        media_id = rows.identifier(row, "media_id", rec.get("media_id"), seen)
         kind = rows.text(row, rec, "kind", required=True).lower()
         if kind not in MEDIA_KINDS:
             raise rows.error(row, "kind", f"{kind!r} is not one of {', '.join(MEDIA_KINDS)}")
