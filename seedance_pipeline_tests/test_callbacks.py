@@ -332,7 +332,10 @@ def test_a_day_with_lost_create_answers_ends_settled_paid_once_and_barely_polled
     assert table.task_id.nunique() == len(prompts)
     charged = sum(t.get("credits_charged") or 0 for t in tasks)
     assert table.credits_charged.sum() == pytest.approx(charged)
-    assert emulator.counts["poll"] <= len(prompts) * 1.1  # about one confirming query each
+    # About one query per task: the receiver's confirmation. A callback retry that a loaded
+    # machine delivers after its task's callback is overdue adds one fallback poll (34 of 30
+    # seen in CI); polling as the main path would ask each task at least twice.
+    assert emulator.counts["poll"] <= len(prompts) * 1.25
 
 
 def test_run_refuses_a_callback_url_the_real_api_cannot_reach(monkeypatch, tmp_path):
