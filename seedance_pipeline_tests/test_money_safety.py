@@ -237,6 +237,16 @@ def test_bad_result_links_leave_rows_download_failed_then_a_later_run_stores_the
         assert measure_video_output(row.video_uri)["width"] == row.expected_width
 
 
+def _sample_day_saved(tmp_path, url: str, api_key: str):
+    """The sample day submitted, its tasks waited for and its videos saved: the save's result
+    and the day's `generated_videos` table."""
+    data = copy_sample_data(tmp_path / "data")
+    resources = make_resources(data, url, api_key)
+    assert submit(resources).success
+    wait_for_tasks(resources)
+    return save_videos(resources), read_table(data, "generated_videos", DAY)
+
+
 def test_a_vendor_reserving_more_than_our_table_shows_as_drift_in_the_cost_tables(
     tmp_path, start_emulator, api_key
 ):
@@ -248,12 +258,7 @@ def test_a_vendor_reserving_more_than_our_table_shows_as_drift_in_the_cost_table
     url = start_emulator(
         price_table=PriceTable(theirs, ours.money_per_credit, ours.unknown_reference_video_seconds)
     )
-    data = copy_sample_data(tmp_path / "data")
-    resources = make_resources(data, url, api_key)
-    assert submit(resources).success
-    wait_for_tasks(resources)
-    result = save_videos(resources)
-    table = read_table(data, "generated_videos", DAY)
+    result, table = _sample_day_saved(tmp_path, url, api_key)
     sent = table[table.task_id.notna()]
     no_reference_video = sent.request_json.map(lambda body: "video_urls" not in json.loads(body))
     standard = ~sent.model.str.contains("fast")
@@ -270,12 +275,7 @@ def test_a_whole_video_of_the_wrong_size_is_kept_but_fails_the_videos_check(
     tmp_path, start_emulator, api_key
 ):
     url = start_emulator(link_fault_rate=1.0, link_faults=("wrong_video",))
-    data = copy_sample_data(tmp_path / "data")
-    resources = make_resources(data, url, api_key)
-    assert submit(resources).success
-    wait_for_tasks(resources)
-    result = save_videos(resources)
-    table = read_table(data, "generated_videos", DAY)
+    result, table = _sample_day_saved(tmp_path, url, api_key)
     done = table[table.status == "completed"]
     assert len(done) == len(table[table.task_id.notna()])  # delivered, charged, measured
     assert (done.has_audio != done.generate_audio).all()  # the emulator flipped the audio
