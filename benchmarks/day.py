@@ -66,7 +66,8 @@ def main() -> None:
             sys.exit(done.stdout[-2000:] + done.stderr[-2000:])
         counts, refused = dict(emulator.counts), dict(emulator.refused)
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = usage.ru_utime + usage.ru_stime - before.ru_utime - before.ru_stime
+    user, system = usage.ru_utime - before.ru_utime, usage.ru_stime - before.ru_stime
+    cpu = user + system
     poll_rate = config.poll_rate_limit or 5 * args.rate
     generation = vendor_seconds("seedance-2.0-text-to-video", 4, "480p") * TIME_SCALE
     floor = max(args.prompts / args.rate, args.prompts / poll_rate) + generation
@@ -76,7 +77,8 @@ def main() -> None:
         f"{args.pace or 'adaptive (none set)'}: wall {wall:.0f} s = {wall / floor:.2f}x the "
         f"floor ({floor:.0f} s); 429 share {sum(refused.values()) / max(1, calls):.1%} "
         f"({refused}); polls per task {counts.get('poll', 0) / args.prompts:.2f}; "
-        f"pipeline CPU {1000 * cpu / args.prompts:.1f} ms per task; peak RSS "
+        f"pipeline CPU {1000 * cpu / args.prompts:.1f} ms per task ({user:.1f} s user, "
+        f"{system:.1f} s system); peak RSS "
         f"{usage.ru_maxrss / 1024:.0f} MB"
     )
 

@@ -50,29 +50,32 @@ def follow_day(
     ):
         downloads: dict[str, Future] = {}
         while True:
-            ledger.resolve_abandoned_claims(partition)
             now = time.time()
-            for row in ledger.rows_to_store(partition, now):
-                if row.prompt_id not in downloads:
-                    downloads[row.prompt_id] = pool.submit(
-                        store_video, row, client, store, ledger, cap
-                    )
+            day = ledger.day_state(partition, now)
+            if day.claims_to_check:
+                ledger.resolve_abandoned_claims(partition)
+            # Rows to store beyond those downloading now: the day has new videos.
+            if day.to_store > sum(not job.done() for job in downloads.values()):
+                for row in ledger.rows_to_store(partition, now):
+                    if row.prompt_id not in downloads:
+                        downloads[row.prompt_id] = pool.submit(
+                            store_video, row, client, store, ledger, cap
+                        )
             for prompt_id, job in list(downloads.items()):
                 if job.done():
                     job.result()  # an unexpected error surfaces here
                     del downloads[prompt_id]
-            counts, stored = ledger.counts(partition)
-            progress(counts, stored)
-            claims = counts.get(Status.SUBMITTING, 0)
-            running = sum(counts.get(s, 0) for s in WAITING)
+            progress(day.counts, day.stored)
+            claims = day.counts.get(Status.SUBMITTING, 0)
+            running = sum(day.counts.get(s, 0) for s in WAITING)
             # An `unknown` row whose callback may still come: the receiver settles it.
-            callbacks = ledger.awaiting_callbacks(partition, now)
+            callbacks = day.awaiting_callbacks
             busy = submitting.is_set() or bool(downloads)
             if polls:
                 busy = busy or bool(claims or running or callbacks)
             if not busy:
                 return
-            due = ledger.next_poll_at(partition) or now + 5.0
+            due = day.next_poll_at or now + 5.0
             if claims or downloads or submitting.is_set():
                 due = min(due, now + 0.5)
             elif callbacks:

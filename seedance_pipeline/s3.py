@@ -18,7 +18,6 @@ from typing import Any
 import pandas as pd
 from boto3.exceptions import Boto3Error
 from botocore.exceptions import BotoCoreError, ClientError
-from dagster_aws.s3 import S3Resource
 
 from .catalog import file_digest
 from .media import MediaError, measure
@@ -40,6 +39,8 @@ class S3Error(RuntimeError):
 def s3_client() -> Any:
     """dagster-aws's S3 client, configured by the standard AWS_* variables, signing with SigV4
     (most regions refuse the SigV2 presigned URLs boto3 makes for us-east-1 by default)."""
+    from dagster_aws.s3 import S3Resource  # here: importing dagster-aws costs every command 1.5 s
+
     client = S3Resource().get_client()
     client.meta.events.register(
         "choose-signer.s3.*", lambda **_: "s3v4", unique_id="seedance-pipeline-sigv4"

@@ -14,6 +14,10 @@ from typing import Protocol
 
 from .ledger import pid_alive
 
+# Folders this process has cleared of what killed writers left: once per folder, not once per
+# download (a day's folder holds thousands of videos, and listing it per download is quadratic).
+_CLEARED: set[Path] = set()
+
 # `.<name>.<pid>.part` (downloads) and `.<name>.<pid>.tmp` (scratch files, tables): written,
 # then renamed or uploaded.
 _TEMPORARY = re.compile(r"^\..+\.(\d+)\.(part|tmp)$")
@@ -43,9 +47,12 @@ def video_key(partition: str, prompt_id: str) -> str:
 
 
 def scratch_file(folder: Path, prompt_id: str) -> Path:
-    """A per-process download name in `folder`, after clearing what killed writers left."""
+    """A per-process download name in `folder`, after clearing (once per process) what killed
+    writers left."""
     folder.mkdir(parents=True, exist_ok=True)
-    remove_orphaned_temporaries(folder)
+    if folder not in _CLEARED:
+        remove_orphaned_temporaries(folder)
+        _CLEARED.add(folder)
     return folder / f".{prompt_id}.mp4.{os.getpid()}.tmp"
 
 

@@ -97,11 +97,26 @@ def _holder(db: Connection, task_id: str):
     ).first()
 
 
-def _waiting() -> dict:
-    return {"waiting": [s.value for s in WAITING]}
+# The waiting statuses as a SQL list: fixed values, written into the statements (a bound list
+# would stop a poll round's updates from going to the database as one batch).
+_WAITING = "(" + ", ".join(f"'{s.value}'" for s in sorted(WAITING)) + ")"
+# Completed tasks without a stored video, and failed downloads due for another try at :now.
+_TO_STORE = (
+    "((status = 'completed' AND video_uri IS NULL) OR (status = 'download_failed'"
+    " AND result_url IS NOT NULL AND COALESCE(next_poll_at, 0) <= :now))"
+)
 
 
-_IN_WAITING = bindparam("waiting", expanding=True)
+@dataclass(frozen=True)
+class DayState:
+    """A day's rows by status, and what a follower waits for."""
+
+    counts: dict[Status, int]
+    stored: int  # rows with a stored video
+    awaiting_callbacks: int  # `unknown` rows whose callback may still come and settle them
+    to_store: int  # rows whose video is to be stored now
+    claims_to_check: int  # claims other than this process's live ones: their owner may be gone
+    next_poll_at: float | None  # the earliest planned poll of a waiting task
 
 
 class TaskRows:
@@ -415,21 +430,11 @@ class TaskRows:
         back: it is due now, so a clock step never stalls polling.
         """
         return self._rows(
-            "SELECT * FROM tasks WHERE status IN :waiting AND task_id IS NOT NULL"
+            f"SELECT * FROM tasks WHERE status IN {_WAITING} AND task_id IS NOT NULL"
             " AND (next_poll_at <= :now OR next_poll_at > :far)"
             " ORDER BY next_poll_at LIMIT :limit",
-            {**_waiting(), "now": now, "far": now + 2 * max_delay, "limit": limit},
+            {"now": now, "far": now + 2 * max_delay, "limit": limit},
         )
-
-    def next_poll_at(self, partition: str | None = None) -> float | None:
-        with self.db.read() as db:
-            return db.execute(
-                sql(
-                    "SELECT MIN(next_poll_at) FROM tasks WHERE status IN :waiting"
-                    " AND (CAST(:p AS TEXT) IS NULL OR partition = :p)"
-                ).bindparams(_IN_WAITING),
-                {**_waiting(), "p": partition},
-            ).scalar()
 
     def record_polls(self, updates: Iterable[PollUpdate], lock_wait: float | None = None) -> None:
         """Write a poll round's findings in one transaction.
@@ -454,7 +459,6 @@ class TaskRows:
                 "errors": u.poll_errors,
                 "nf": u.not_found_since,
                 "now": now,
-                **_waiting(),
             }
             for u in updates
         ]
@@ -468,13 +472,12 @@ class TaskRows:
             " result_url = COALESCE(:url, result_url),"
             " credits_reserved = COALESCE(credits_reserved, :reserved),"
             " poll_errors = :errors, not_found_since = :nf,"
-            " completed_at = CASE WHEN COALESCE(:status, status) IN :waiting"
+            f" completed_at = CASE WHEN COALESCE(:status, status) IN {_WAITING}"
             " THEN completed_at ELSE :now END"
-            " WHERE task_id = :tid AND status IN :waiting"
-        ).bindparams(_IN_WAITING)
+            f" WHERE task_id = :tid AND status IN {_WAITING}"
+        )
         with self.db.transaction(lock_wait) as db:
-            for p in params:
-                db.execute(statement, p)
+            db.execute(statement, params)
 
     # --- results --------------------------------------------------------------------------
 
@@ -540,36 +543,38 @@ class TaskRows:
             "SELECT * FROM tasks WHERE partition = :p ORDER BY prompt_id", {"p": partition}
         )
 
-    def counts(self, partition: str) -> tuple[dict[Status, int], int]:
-        """Rows of `partition` by status, and how many have a stored video (one query)."""
+    def day_state(self, partition: str, now: float) -> DayState:
+        """What a follower of `partition` needs to know, in one query."""
         with self.db.read() as db:
             found = db.execute(
                 sql(
-                    "SELECT status, COUNT(*) AS n, COUNT(video_uri) AS stored FROM tasks"
-                    " WHERE partition = :p GROUP BY status"
+                    "SELECT status, COUNT(*) AS n, COUNT(video_uri) AS stored,"
+                    " SUM(CASE WHEN status = 'unknown' AND task_id IS NULL"
+                    " AND callback_token_sha256 IS NOT NULL AND next_poll_at > :now"
+                    " THEN 1 ELSE 0 END) AS callbacks,"
+                    f" SUM(CASE WHEN {_TO_STORE} THEN 1 ELSE 0 END) AS to_store,"
+                    " SUM(CASE WHEN status = 'submitting' AND (owner IS NULL OR owner <> :me"
+                    " OR lease_expires_at IS NULL OR lease_expires_at < :now)"
+                    " THEN 1 ELSE 0 END) AS claims_to_check,"
+                    " MIN(next_poll_at) AS next_poll_at"
+                    " FROM tasks WHERE partition = :p GROUP BY status"
                 ),
-                {"p": partition},
+                {"p": partition, "now": now, "me": self.owner},
             ).all()
-        return {Status(r.status): r.n for r in found}, sum(r.stored for r in found)
-
-    def awaiting_callbacks(self, partition: str, now: float) -> int:
-        """`unknown` rows whose callback may still come and settle them (not yet overdue)."""
-        with self.db.read() as db:
-            return db.execute(
-                sql(
-                    "SELECT COUNT(*) FROM tasks WHERE partition = :p AND status = 'unknown'"
-                    " AND task_id IS NULL AND callback_token_sha256 IS NOT NULL"
-                    " AND next_poll_at > :now"
-                ),
-                {"p": partition, "now": now},
-            ).scalar()
+        planned = [r.next_poll_at for r in found if r.status in WAITING]
+        return DayState(
+            counts={Status(r.status): r.n for r in found},
+            stored=sum(r.stored for r in found),
+            awaiting_callbacks=sum(r.callbacks for r in found),
+            to_store=sum(r.to_store for r in found),
+            claims_to_check=sum(r.claims_to_check for r in found),
+            next_poll_at=min((t for t in planned if t is not None), default=None),
+        )
 
     def rows_to_store(self, partition: str, now: float) -> list[LedgerRow]:
         """Completed tasks without a stored video, and failed downloads due for another try."""
         return self._rows(
-            "SELECT * FROM tasks WHERE partition = :p AND ((status = 'completed' AND video_uri"
-            " IS NULL) OR (status = 'download_failed' AND result_url IS NOT NULL"
-            " AND COALESCE(next_poll_at, 0) <= :now))",
+            f"SELECT * FROM tasks WHERE partition = :p AND {_TO_STORE}",
             {"p": partition, "now": now},
         )
 
@@ -580,8 +585,5 @@ class TaskRows:
         return found[0] if found else None
 
     def _rows(self, statement: str, params: dict) -> list[LedgerRow]:
-        query = sql(statement)
-        if ":waiting" in statement:
-            query = query.bindparams(_IN_WAITING)
         with self.db.read() as db:
-            return [LedgerRow.from_db(r) for r in db.execute(query, params).mappings()]
+            return [LedgerRow.from_db(r) for r in db.execute(sql(statement), params).mappings()]

@@ -1,0 +1,146 @@
+"""The CPU one task costs in the parts the pipeline is built on, with no pipeline logic around
+them: what `day.py`'s CPU per task can at best come down to with this stack.
+
+A task needs a create (sync), a poll (async, 16 at a time as poll rounds send them), a
+download, a measuring of the MP4, and four ledger transactions (claim, submitted, the poll's
+answer, the stored video). Each part is timed alone in this process (CPU time, after one call
+to warm it up), N times, against the emulator in another process, through the project's own
+clients and ledger; bare httpx requests are timed beside them.
+
+Run: python benchmarks/task_floor.py [--tasks 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' helpers
+from seedance_pipeline.emulator import DEFAULT_API_KEY  # noqa: E402
+from seedance_pipeline.ledger import Ledger, PollUpdate  # noqa: E402
+from seedance_pipeline.media import measure_video_output  # noqa: E402
+from seedance_pipeline.seedance import AsyncClient, Client  # noqa: E402
+from seedance_pipeline.statuses import Status  # noqa: E402
+from seedance_pipeline_tests.fault_support import free_port  # noqa: E402
+
+BODY = {"model": "seedance-2.0-fast-text-to-video", "prompt": "a cat", "duration": 4}
+AUTH = {"Authorization": f"Bearer {DEFAULT_API_KEY}"}
+DAY = "2026-11-20"
+
+
+def cpu_ms_each(n: int, one: Callable[[int], object]) -> float:
+    """CPU milliseconds per `one(i)` for i in 1..n, after `one(0)` warmed it up."""
+    one(0)
+    started = time.process_time()
+    for i in range(1, n + 1):
+        one(i)
+    return (time.process_time() - started) * 1000 / n
+
+
+def async_ms_each(n: int, client: Callable[[], object], call: Callable) -> float:
+    """As `cpu_ms_each` for `await call(opened_client, i)`, 16 at a time on one event loop."""
+
+    async def all_of_them() -> float:
+        gate = asyncio.Semaphore(16)
+        async with client() as opened:
+
+            async def one(i: int) -> None:
+                async with gate:
+                    await call(opened, i)
+
+            await one(0)
+            started = time.process_time()
+            await asyncio.gather(*(one(i) for i in range(1, n + 1)))
+            return (time.process_time() - started) * 1000 / n
+
+    return asyncio.run(all_of_them())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tasks", type=int, default=300)
+    n = parser.parse_args().tasks
+    folder = Path(tempfile.mkdtemp(prefix="task-floor-"))
+    port = free_port()
+    emulator = subprocess.Popen(
+        [str(Path(sys.executable).with_name("seedance-pipeline")), "emulator"]
+        + ["--port", str(port), "--time-scale", "0.001", "--state-dir", str(folder / "emu")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        figures = measure(n, f"http://127.0.0.1:{port}", folder)
+    finally:
+        emulator.terminate()
+        emulator.wait()
+    width = max(map(len, figures))
+    for name, ms in figures.items():
+        print(f"{name:<{width}}  {ms:6.2f} ms CPU")
+
+
+def measure(n: int, url: str, folder: Path) -> dict[str, float]:
+    figures: dict[str, float] = {}
+    with Client(DEFAULT_API_KEY, base_url=url, files_url=url) as client:
+        for _ in range(100):  # until the emulator answers
+            try:
+                client.get_credits()
+                break
+            except Exception:
+                time.sleep(0.1)
+        tasks = [None] * (n + 1)
+
+        def create(i: int) -> None:
+            tasks[i] = client.create_task(BODY)
+
+        figures["create (Client.create_task)"] = cpu_ms_each(n, create)
+        time.sleep(1)  # every task completes
+        links = [""] * (n + 1)
+
+        async def poll(api: AsyncClient, i: int) -> None:
+            links[i] = (await api.get_task(tasks[i].id)).results[0]
+
+        figures["poll (AsyncClient.get_task, 16 at a time)"] = async_ms_each(
+            n, lambda: AsyncClient(DEFAULT_API_KEY, base_url=url), poll
+        )
+        files = [folder / f"{i}.mp4" for i in range(n + 1)]
+        figures["download (Client.download)"] = cpu_ms_each(
+            n, lambda i: client.download(links[i], files[i])
+        )
+    figures["measure (measure_video_output)"] = cpu_ms_each(
+        n, lambda i: measure_video_output(files[i])
+    )
+    ledger = Ledger(folder / "ledger.sqlite3")
+
+    def ledger_steps(i: int) -> None:
+        task_id, prompt_id = tasks[i].id, f"p{i}"
+        ledger.claim(DAY, prompt_id, BODY, 1.0)
+        ledger.record_submitted(DAY, prompt_id, task_id, time.time(), status="processing")
+        ledger.record_polls([PollUpdate(task_id, Status.COMPLETED, result_url=links[i])])
+        ledger.record_video(DAY, prompt_id, f"videos/{i}.mp4", "0" * 64, 1, {"width": 1})
+
+    figures["ledger: claim, submitted, poll answer, video"] = cpu_ms_each(n, ledger_steps)
+    figures["= one task in these parts"] = sum(figures.values())
+    with httpx.Client(headers=AUTH) as bare:
+        figures["bare httpx GET, sync (for comparison)"] = cpu_ms_each(
+            n, lambda i: bare.get(f"{url}/v1/credits").json()
+        )
+
+    async def bare_get(client: httpx.AsyncClient, i: int) -> None:
+        (await client.get(f"{url}/v1/credits")).json()
+
+    figures["bare httpx GET, async 16 at a time"] = async_ms_each(
+        n, lambda: httpx.AsyncClient(headers=AUTH), bare_get
+    )
+    return figures
+
+
+if __name__ == "__main__":
+    main()
