@@ -3,7 +3,9 @@ time against the rate limit's floor, 429 share, polls per task, CPU per task, pe
 
 The floor: every create at the create limit and every query at the query limit (two separate
 limits, so they overlap: the slower of the two), plus one task's generation time.
-Run: python benchmarks/day.py [--prompts 1000] [--rate 20] [--pace 18]
+Several sizes (`--prompts 1000 5000`) also give the CPU per task beyond start-up: the slope
+between the smallest and the largest.
+Run: python benchmarks/day.py [--prompts 1000 [5000 ...]] [--rate 20] [--pace 18]
 """
 
 from __future__ import annotations
@@ -35,17 +37,29 @@ TIME_SCALE = 0.1
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--prompts", type=int, default=1000)
+    parser.add_argument("--prompts", type=int, nargs="+", default=[1000])
     parser.add_argument("--rate", type=float, default=20.0, help="the emulator's create limit")
     parser.add_argument("--pace", type=float, help="EVOLINK_MAX_REQUESTS_PER_SECOND (a cap)")
     args = parser.parse_args()
+    cpu = {n: day(n, args.rate, args.pace) for n in args.prompts}
+    if len(cpu) > 1:
+        (small, low), (large, high) = min(cpu.items()), max(cpu.items())
+        per_task = (high - low) / (large - small)
+        print(
+            f"pipeline CPU per task beyond start-up (from {small} to {large} prompts): "
+            f"{1000 * per_task:.1f} ms; start-up and fixed work {low - per_task * small:.1f} s"
+        )
+
+
+def day(prompts: int, rate: float, pace: float | None) -> float:
+    """Run one day of `prompts` and print its figures; returns the pipeline's CPU seconds."""
     root = Path(tempfile.mkdtemp(prefix="day-bench-"))
     data = root / "data"
-    write_catalog(data, args.prompts)
+    write_catalog(data, prompts)
     config = EmulatorConfig(
         port=0,
         time_scale=TIME_SCALE,
-        rate_limit=args.rate,
+        rate_limit=rate,
         credits=1e9,
         seed=1,
         state_dir=root / "emulator",
@@ -57,8 +71,8 @@ def main() -> None:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with Emulator(config) as emulator:
         env = pipeline_env(root, emulator.url, data) | {"DAGSTER_HOME": str(root / "dagster")}
-        if args.pace:
-            env["EVOLINK_MAX_REQUESTS_PER_SECOND"] = str(args.pace)
+        if pace:
+            env["EVOLINK_MAX_REQUESTS_PER_SECOND"] = str(pace)
         started = time.monotonic()
         done = subprocess.run([*cli(), "run", DAY], env=env, capture_output=True, text=True)
         wall = time.monotonic() - started
@@ -68,19 +82,20 @@ def main() -> None:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     user, system = usage.ru_utime - before.ru_utime, usage.ru_stime - before.ru_stime
     cpu = user + system
-    poll_rate = config.poll_rate_limit or 5 * args.rate
+    poll_rate = config.poll_rate_limit or 5 * rate
     generation = vendor_seconds("seedance-2.0-text-to-video", 4, "480p") * TIME_SCALE
-    floor = max(args.prompts / args.rate, args.prompts / poll_rate) + generation
+    floor = max(prompts / rate, prompts / poll_rate) + generation
     calls = sum(n for k, n in counts.items() if k in ("create", "poll"))
     print(
-        f"{args.prompts} prompts, create limit {args.rate}/s, pace "
-        f"{args.pace or 'adaptive (none set)'}: wall {wall:.0f} s = {wall / floor:.2f}x the "
+        f"{prompts} prompts, create limit {rate}/s, pace "
+        f"{pace or 'adaptive (none set)'}: wall {wall:.0f} s = {wall / floor:.2f}x the "
         f"floor ({floor:.0f} s); 429 share {sum(refused.values()) / max(1, calls):.1%} "
-        f"({refused}); polls per task {counts.get('poll', 0) / args.prompts:.2f}; "
-        f"pipeline CPU {1000 * cpu / args.prompts:.1f} ms per task ({user:.1f} s user, "
-        f"{system:.1f} s system); peak RSS "
-        f"{usage.ru_maxrss / 1024:.0f} MB"
+        f"({refused}); polls per task {counts.get('poll', 0) / prompts:.2f}; "
+        f"pipeline CPU {1000 * cpu / prompts:.1f} ms per task ({user:.1f} s user, "
+        f"{system:.1f} s system); peak RSS {usage.ru_maxrss / 1024:.0f} MB",
+        flush=True,
     )
+    return cpu
 
 
 if __name__ == "__main__":

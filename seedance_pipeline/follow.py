@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 from .ledger import Ledger
 from .polling import PollRounds
@@ -45,7 +45,11 @@ def follow_day(
     cap = max_video_bytes()
     with (
         evolink.client() as client,
-        PollRounds(evolink.async_client, evolink.max_requests_per_second) as poll_round,
+        (
+            PollRounds(evolink.async_client, evolink.max_requests_per_second)
+            if polls
+            else nullcontext()
+        ) as poll_round,
         ThreadPoolExecutor(DOWNLOAD_WORKERS) as pool,
     ):
         downloads: dict[str, Future] = {}
