@@ -335,9 +335,15 @@ class _BaseClient:
         return self._http.build_request(method, url, headers=self._auth, **kwargs)
 
     def _retrying(
-        self, attempt: Callable[[], _Steps[T]], what: str, deadline: float | None = None
+        self,
+        attempt: Callable[[], _Steps[T]],
+        what: Callable[[], str],
+        deadline: float | None = None,
     ) -> _Steps[T]:
-        """Run `attempt` until it returns, or the retry policy (or `deadline`) gives up."""
+        """Run `attempt` until it returns, or the retry policy (or `deadline`) gives up.
+
+        `what` names the request for the log, when a retry is logged (built only then).
+        """
         waited = 0.0
         for n in itertools.count(1):
             try:
@@ -346,7 +352,8 @@ class _BaseClient:
                 delay = self.retry.next_delay(error, n, waited)
                 if delay is None or (deadline is not None and time.monotonic() + delay > deadline):
                     raise
-                said = str(error) if str(error).startswith(what) else f"{what}: {error}"
+                where = what()
+                said = str(error) if str(error).startswith(where) else f"{where}: {error}"
                 log.warning("%s; retry %d in %.1fs", said, n, delay)
                 waited += delay
                 yield _Sleep(delay)
@@ -356,7 +363,9 @@ class _BaseClient:
         self, request: httpx.Request, parse: Callable[[Any], T], *, creates: bool = False
     ) -> _Steps[T]:
         """An API call: paced, retried, its answer capped, parsed and checked by `parse`."""
-        return self._retrying(lambda: self._attempt(request, parse, creates), _where(request))
+        return self._retrying(
+            lambda: self._attempt(request, parse, creates), lambda: _where(request)
+        )
 
     def _attempt(
         self, request: httpx.Request, parse: Callable[[Any], T], creates: bool
@@ -423,11 +432,10 @@ class _BaseClient:
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
         deadline = time.monotonic() + deadline_seconds
-        what = f"GET {httpx.URL(url).copy_with(query=None)}"
         try:
             sha256, size = yield from self._retrying(
                 lambda: self._download_attempt(url, tmp, max_bytes, deadline_seconds, deadline),
-                what,
+                lambda: f"GET {httpx.URL(url).copy_with(query=None)}",
                 deadline,
             )
             os.replace(tmp, dest)
