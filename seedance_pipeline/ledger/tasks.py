@@ -101,10 +101,16 @@ def _holder(db: Connection, task_id: str):
 # would stop a poll round's updates from going to the database as one batch).
 _WAITING = "(" + ", ".join(f"'{s.value}'" for s in sorted(WAITING)) + ")"
 # Completed tasks without a stored video, and failed downloads due for another try at :now.
-_TO_STORE = (
-    "((status = 'completed' AND video_uri IS NULL) OR (status = 'download_failed'"
-    " AND result_url IS NOT NULL AND COALESCE(next_poll_at, 0) <= :now))"
+# Rows of :p whose video is to be stored: completed without one, and failed downloads due again
+# at :now. Two conditions, each looked up in the partition's index (joined by OR, SQLite would
+# read every row of the day).
+_UNSTORED = "partition = :p AND status = 'completed' AND video_uri IS NULL"
+_RETRY_DUE = (
+    "partition = :p AND status = 'download_failed' AND result_url IS NOT NULL"
+    " AND COALESCE(next_poll_at, 0) <= :now"
 )
+# Rows still in play: claimed, running, or waiting for a callback.
+_ACTIVE = "('pending', 'processing', 'submitting', 'unknown')"
 
 
 @dataclass(frozen=True)
@@ -544,37 +550,51 @@ class TaskRows:
         )
 
     def day_state(self, partition: str, now: float) -> DayState:
-        """What a follower of `partition` needs to know, in one query."""
+        """What a follower of `partition` needs to know: read from the partition's index and
+        its few rows still in play, not from every row (followers ask twice a second)."""
+        params = {"p": partition, "now": now, "me": self.owner}
         with self.db.read() as db:
-            found = db.execute(
+            counts = db.execute(
                 sql(
-                    "SELECT status, COUNT(*) AS n, COUNT(video_uri) AS stored,"
-                    " SUM(CASE WHEN status = 'unknown' AND task_id IS NULL"
+                    "SELECT status, COUNT(*) AS n, COUNT(video_uri) AS stored FROM tasks"
+                    " WHERE partition = :p GROUP BY status"
+                ),
+                params,
+            ).all()
+            active = db.execute(
+                sql(
+                    "SELECT SUM(CASE WHEN status = 'unknown' AND task_id IS NULL"
                     " AND callback_token_sha256 IS NOT NULL AND next_poll_at > :now"
                     " THEN 1 ELSE 0 END) AS callbacks,"
-                    f" SUM(CASE WHEN {_TO_STORE} THEN 1 ELSE 0 END) AS to_store,"
                     " SUM(CASE WHEN status = 'submitting' AND (owner IS NULL OR owner <> :me"
                     " OR lease_expires_at IS NULL OR lease_expires_at < :now)"
                     " THEN 1 ELSE 0 END) AS claims_to_check,"
-                    " MIN(next_poll_at) AS next_poll_at"
-                    " FROM tasks WHERE partition = :p GROUP BY status"
+                    f" MIN(CASE WHEN status IN {_WAITING} THEN next_poll_at END) AS next_poll_at"
+                    f" FROM tasks WHERE partition = :p AND status IN {_ACTIVE}"
                 ),
-                {"p": partition, "now": now, "me": self.owner},
-            ).all()
-        planned = [r.next_poll_at for r in found if r.status in WAITING]
+                params,
+            ).one()
+            to_store = db.execute(
+                sql(
+                    f"SELECT (SELECT COUNT(*) FROM tasks WHERE {_UNSTORED})"
+                    f" + (SELECT COUNT(*) FROM tasks WHERE {_RETRY_DUE})"
+                ),
+                params,
+            ).scalar()
         return DayState(
-            counts={Status(r.status): r.n for r in found},
-            stored=sum(r.stored for r in found),
-            awaiting_callbacks=sum(r.callbacks for r in found),
-            to_store=sum(r.to_store for r in found),
-            claims_to_check=sum(r.claims_to_check for r in found),
-            next_poll_at=min((t for t in planned if t is not None), default=None),
+            counts={Status(r.status): r.n for r in counts},
+            stored=sum(r.stored for r in counts),
+            awaiting_callbacks=active.callbacks or 0,
+            to_store=to_store,
+            claims_to_check=active.claims_to_check or 0,
+            next_poll_at=active.next_poll_at,
         )
 
     def rows_to_store(self, partition: str, now: float) -> list[LedgerRow]:
         """Completed tasks without a stored video, and failed downloads due for another try."""
         return self._rows(
-            f"SELECT * FROM tasks WHERE partition = :p AND {_TO_STORE}",
+            f"SELECT * FROM tasks WHERE {_UNSTORED}"
+            f" UNION ALL SELECT * FROM tasks WHERE {_RETRY_DUE}",
             {"p": partition, "now": now},
         )
 
