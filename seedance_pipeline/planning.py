@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
+from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +15,8 @@ import pandas as pd
 from .catalog import Media, Prompt, collector_paused, load_media, load_prompts
 from .costs import credits_total
 from .media import MediaError, measure
-from .seedance import GenerationRequest, MediaFacts, PriceTable, output_pixels, validate_request
+from .seedance import GenerationRequest, MediaFacts, PriceTable, RequestOptions, output_pixels
+from .seedance._rules import check_options, check_prompt
 from .seedance._urls import url_problem
 from .statuses import RequestStatus
 
@@ -111,18 +113,35 @@ def plan_partition(
     prices: PriceTable,
 ) -> list[PlannedRow]:
     """Every prompt scheduled on `partition`, planned: accepted with a body, or rejected."""
+    return plan_rows([p for p in prompts if p.scheduled_date == partition], media, facts, prices)
+
+
+def plan_rows(
+    prompts: list[Prompt], media: Mapping[str, Media], facts: MediaFactsCache, prices: PriceTable
+) -> list[PlannedRow]:
+    """`prompts` planned, in order. Rows asking for the same options and media share their
+    request but for the prompt: it is built, checked and priced once for all of them."""
+    shared: dict[tuple, _SharedRequest] = {}
     with collector_paused():
-        return [plan_row(p, media, facts, prices) for p in prompts if p.scheduled_date == partition]
+        return [_plan_row(p, media, facts, prices, shared) for p in prompts]
 
 
-def plan_row(
-    prompt: Prompt, media: Mapping[str, Media], facts: MediaFactsCache, prices: PriceTable
+# What a request takes from its catalog row besides the prompt text and the media.
+_OPTIONS = attrgetter(*(f.name for f in fields(RequestOptions) if f.name != "prompt"))
+
+
+def _plan_row(
+    prompt: Prompt,
+    media: Mapping[str, Media],
+    facts: MediaFactsCache,
+    prices: PriceTable,
+    shared: dict[tuple, _SharedRequest],
 ) -> PlannedRow:
     row = PlannedRow(prompt)
-    urls: dict[str, list[str]] = {}
+    urls: dict[str, tuple[str, ...]] = {}
     known: dict[str, MediaFacts] = {}
     for kind, column in KIND_FIELDS:
-        urls[kind] = []
+        found = []
         for media_id in getattr(prompt, column):
             item = media.get(media_id)
             if item is None:
@@ -136,22 +155,58 @@ def plan_row(
             except MediaError as exc:
                 row.errors.append(f"{column}: {media_id!r}: {exc}")
                 continue
-            urls[kind].append(url)
+            found.append(url)
             if item.path is not None:
                 row.local_files[url] = item.path
-    body = GenerationRequest.of(
-        prompt,
-        image_urls=tuple(urls["image"]),
-        video_urls=tuple(urls["video"]),
-        audio_urls=tuple(urls["audio"]),
-    ).to_body()
-    row.errors += [str(v) for v in validate_request(body, known)]
+        urls[kind] = tuple(found)
+    key = (_OPTIONS(prompt), *urls.values(), *known.items())
+    request = shared.get(key)
+    if request is None:
+        request = shared[key] = _SharedRequest.of(prompt, urls, known, prices)
+    row.errors += request.errors(prompt.prompt)
     if not row.errors:
-        row.body = body
-        seconds = [known[u].duration_s for u in urls["video"]]
-        row.estimated_credits = prices.estimate_credits(body, seconds)
-        row.expected_pixels = output_pixels(body, known)
+        row.body = request.body_for(prompt.prompt)
+        row.estimated_credits, row.expected_pixels = request.credits, request.pixels
     return row
+
+
+@dataclass(frozen=True)
+class _SharedRequest:
+    """What rows asking for the same options and media share: their body (with the first
+    row's prompt), the rules it breaks besides the prompt's, and its price and frame size."""
+
+    body: dict[str, Any]
+    before_prompt: list[str]
+    after_prompt: list[str]
+    credits: float | None = None
+    pixels: tuple[int, int] | None = None
+
+    @classmethod
+    def of(
+        cls,
+        prompt: Prompt,
+        urls: Mapping[str, tuple[str, ...]],
+        known: Mapping[str, MediaFacts],
+        prices: PriceTable,
+    ) -> _SharedRequest:
+        body = GenerationRequest.of(
+            prompt, image_urls=urls["image"], video_urls=urls["video"], audio_urls=urls["audio"]
+        ).to_body()
+        before, after = check_options(body, known)
+        if before or after:
+            return cls(body, [str(v) for v in before], [str(v) for v in after])
+        seconds = [known[u].duration_s for u in urls["video"]]
+        return cls(body, [], [], prices.estimate_credits(body, seconds), output_pixels(body, known))
+
+    def errors(self, prompt: str) -> list[str]:
+        """Every rule a request of this `prompt` breaks, as `validate_request` lists them."""
+        return [*self.before_prompt, *map(str, check_prompt(prompt)), *self.after_prompt]
+
+    def body_for(self, prompt: str) -> dict[str, Any]:
+        """The body for `prompt`, with lists of its own (`publish` replaces URLs in them)."""
+        body = {k: v.copy() if isinstance(v, list | dict) else v for k, v in self.body.items()}
+        body["prompt"] = prompt
+        return body
 
 
 def publish(rows: list[PlannedRow], upload: Callable[[Path], str]) -> None:
@@ -228,7 +283,7 @@ def plan_catalog(
     media = load_media(media_file, data_dir)
     if partition is not None:
         return plan_partition(prompts, media, partition, facts, prices)
-    return [plan_row(p, media, facts, prices) for p in prompts]
+    return plan_rows(prompts, media, facts, prices)
 
 
 def over_budget_message(accepted: pd.DataFrame, budget: float) -> str | None:
