@@ -16,7 +16,7 @@ from .catalog import Media, Prompt, collector_paused, load_media, load_prompts
 from .costs import credits_total
 from .media import MediaError, measure
 from .seedance import GenerationRequest, MediaFacts, PriceTable, RequestOptions, output_pixels
-from .seedance._rules import check_options, check_prompt
+from .seedance._rules import URL_FIELDS, check_options, check_prompt
 from .seedance._urls import url_problem
 from .statuses import RequestStatus
 
@@ -126,8 +126,11 @@ def plan_rows(
         return [_plan_row(p, media, facts, prices, shared) for p in prompts]
 
 
-# What a request takes from its catalog row besides the prompt text and the media.
-_OPTIONS = attrgetter(*(f.name for f in fields(RequestOptions) if f.name != "prompt"))
+# What a request takes from its catalog row besides the prompt text: the options and media ids.
+_SHARED = attrgetter(
+    *(f.name for f in fields(RequestOptions) if f.name != "prompt"),
+    *(column for _, column in KIND_FIELDS),
+)
 
 
 def _plan_row(
@@ -137,34 +140,13 @@ def _plan_row(
     prices: PriceTable,
     shared: dict[tuple, _SharedRequest],
 ) -> PlannedRow:
-    row = PlannedRow(prompt)
-    urls: dict[str, tuple[str, ...]] = {}
-    known: dict[str, MediaFacts] = {}
-    for kind, column in KIND_FIELDS:
-        found = []
-        for media_id in getattr(prompt, column):
-            item = media.get(media_id)
-            if item is None:
-                row.errors.append(f"{column}: unknown media_id {media_id!r}")
-                continue
-            if item.kind != kind:
-                row.errors.append(f"{column}: {media_id!r} is {item.kind}, not {kind}")
-                continue
-            try:
-                url, known[url] = facts.url_and_facts(item)
-            except MediaError as exc:
-                row.errors.append(f"{column}: {media_id!r}: {exc}")
-                continue
-            found.append(url)
-            if item.path is not None:
-                row.local_files[url] = item.path
-        urls[kind] = tuple(found)
-    key = (_OPTIONS(prompt), *urls.values(), *known.items())
+    key = _SHARED(prompt)
     request = shared.get(key)
     if request is None:
-        request = shared[key] = _SharedRequest.of(prompt, urls, known, prices)
-    row.errors += request.errors(prompt.prompt)
-    if not row.errors:
+        request = shared[key] = _SharedRequest.of(prompt, media, facts, prices)
+    errors = request.errors(prompt.prompt)
+    row = PlannedRow(prompt, errors=errors, local_files=dict(request.local_files))
+    if not errors:
         row.body = request.body_for(prompt.prompt)
         row.estimated_credits, row.expected_pixels = request.credits, request.pixels
     return row
@@ -172,40 +154,68 @@ def _plan_row(
 
 @dataclass(frozen=True)
 class _SharedRequest:
-    """What rows asking for the same options and media share: their body (with the first
-    row's prompt), the rules it breaks besides the prompt's, and its price and frame size."""
+    """What rows asking for the same options and media share (in one plan, a media id names
+    one file): their body (with the first row's prompt), the rules it breaks besides the
+    prompt's, its local files, and its price and frame size."""
 
     body: dict[str, Any]
     before_prompt: list[str]
     after_prompt: list[str]
+    local_files: dict[str, Path]
     credits: float | None = None
     pixels: tuple[int, int] | None = None
 
     @classmethod
     def of(
-        cls,
-        prompt: Prompt,
-        urls: Mapping[str, tuple[str, ...]],
-        known: Mapping[str, MediaFacts],
-        prices: PriceTable,
+        cls, prompt: Prompt, media: Mapping[str, Media], facts: MediaFactsCache, prices: PriceTable
     ) -> _SharedRequest:
+        errors: list[str] = []
+        urls: dict[str, list[str]] = {}
+        known: dict[str, MediaFacts] = {}
+        local_files: dict[str, Path] = {}
+        for kind, column in KIND_FIELDS:
+            urls[kind] = []
+            for media_id in getattr(prompt, column):
+                item = media.get(media_id)
+                if item is None:
+                    errors.append(f"{column}: unknown media_id {media_id!r}")
+                    continue
+                if item.kind != kind:
+                    errors.append(f"{column}: {media_id!r} is {item.kind}, not {kind}")
+                    continue
+                try:
+                    url, known[url] = facts.url_and_facts(item)
+                except MediaError as exc:
+                    errors.append(f"{column}: {media_id!r}: {exc}")
+                    continue
+                urls[kind].append(url)
+                if item.path is not None:
+                    local_files[url] = item.path
         body = GenerationRequest.of(
-            prompt, image_urls=urls["image"], video_urls=urls["video"], audio_urls=urls["audio"]
+            prompt,
+            image_urls=tuple(urls["image"]),
+            video_urls=tuple(urls["video"]),
+            audio_urls=tuple(urls["audio"]),
         ).to_body()
         before, after = check_options(body, known)
-        if before or after:
-            return cls(body, [str(v) for v in before], [str(v) for v in after])
+        errors += map(str, before)
+        if errors or after:
+            return cls(body, errors, [str(v) for v in after], local_files)
         seconds = [known[u].duration_s for u in urls["video"]]
-        return cls(body, [], [], prices.estimate_credits(body, seconds), output_pixels(body, known))
+        credits = prices.estimate_credits(body, seconds)
+        return cls(body, [], [], local_files, credits, output_pixels(body, known))
 
     def errors(self, prompt: str) -> list[str]:
-        """Every rule a request of this `prompt` breaks, as `validate_request` lists them."""
+        """Every problem of a row of this `prompt`: its media's, then the rules its request
+        breaks as `validate_request` lists them."""
         return [*self.before_prompt, *map(str, check_prompt(prompt)), *self.after_prompt]
 
     def body_for(self, prompt: str) -> dict[str, Any]:
-        """The body for `prompt`, with lists of its own (`publish` replaces URLs in them)."""
-        body = {k: v.copy() if isinstance(v, list | dict) else v for k, v in self.body.items()}
-        body["prompt"] = prompt
+        """The body for `prompt`, with media lists of its own (`publish` replaces their URLs)."""
+        body = self.body | {"prompt": prompt}
+        for name in URL_FIELDS.values():
+            if name in body:
+                body[name] = body[name].copy()
         return body
 
 
