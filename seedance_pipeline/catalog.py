@@ -298,7 +298,7 @@ class _Rows:
     def identifier(self, row: int, column: str, value: object, seen: dict[str, int]) -> str:
         """A required id of the catalog's form, on no earlier row (`seen`: id -> its row)."""
         if not (isinstance(value, str) and PROMPT_ID.fullmatch(value)):
-            found = self.text_cell(row, column, value, required=True)  # blank, not text, ...
+            found = self.text_cell(row, column, value, required=True)  # blank? not text?
             raise self.error(row, column, f"{found!r} must match [A-Za-z0-9_-]{{1,64}}")
         if value in seen:
             raise self.error(row, column, f"{value!r} repeats row {seen[value]}")

@@ -38,6 +38,7 @@ REQUEST_COLUMNS = [
     "generate_audio",
     "web_search",
 ]
+_PROMPT_CELLS = attrgetter(*REQUEST_COLUMNS)  # a prompt's values of those columns, in one call
 
 
 @dataclass
@@ -127,7 +128,7 @@ def plan_rows(
 
 
 # What a request takes from its catalog row besides the prompt text: the options and media ids.
-_SHARED = attrgetter(
+_OPTIONS_AND_MEDIA = attrgetter(
     *(f.name for f in fields(RequestOptions) if f.name != "prompt"),
     *(column for _, column in KIND_FIELDS),
 )
@@ -140,7 +141,7 @@ def _plan_row(
     prices: PriceTable,
     shared: dict[tuple, _SharedRequest],
 ) -> PlannedRow:
-    key = _SHARED(prompt)
+    key = _OPTIONS_AND_MEDIA(prompt)
     request = shared.get(key)
     if request is None:
         request = shared[key] = _SharedRequest.of(prompt, media, facts, prices)
@@ -155,8 +156,8 @@ def _plan_row(
 @dataclass(frozen=True)
 class _SharedRequest:
     """What rows asking for the same options and media share (in one plan, a media id names
-    one file): their body (with the first row's prompt), the rules it breaks besides the
-    prompt's, its local files, and its price and frame size."""
+    one file): their body (with the first row's prompt), their problems besides the prompt's
+    (their media's, then the rules the body breaks), local files, price and frame size."""
 
     body: dict[str, Any]
     before_prompt: list[str]
@@ -256,7 +257,9 @@ def requests_frame(rows: list[PlannedRow]) -> pd.DataFrame:
     """The `generation_requests` table from planned rows."""
     with collector_paused():
         pixels = [r.expected_pixels or (None, None) for r in rows]
-        columns = {name: [getattr(r.prompt, name) for r in rows] for name in REQUEST_COLUMNS}
+        values = [_PROMPT_CELLS(r.prompt) for r in rows]
+        cells = zip(*values, strict=True) if rows else [()] * len(REQUEST_COLUMNS)
+        columns = dict(zip(REQUEST_COLUMNS, map(list, cells), strict=True))
         columns |= {
             "status": [
                 RequestStatus.ACCEPTED if r.accepted else RequestStatus.REJECTED for r in rows
