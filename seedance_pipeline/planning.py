@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
+from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +15,8 @@ import pandas as pd
 from .catalog import Media, Prompt, collector_paused, load_media, load_prompts
 from .costs import credits_total
 from .media import MediaError, measure
-from .seedance import GenerationRequest, MediaFacts, PriceTable, output_pixels, validate_request
+from .seedance import GenerationRequest, MediaFacts, PriceTable, RequestOptions, output_pixels
+from .seedance._rules import URL_FIELDS, check_options, check_prompt
 from .seedance._urls import url_problem
 from .statuses import RequestStatus
 
@@ -36,6 +38,7 @@ REQUEST_COLUMNS = [
     "generate_audio",
     "web_search",
 ]
+_PROMPT_CELLS = attrgetter(*REQUEST_COLUMNS)  # a prompt's values of those columns, in one call
 
 
 @dataclass
@@ -111,47 +114,110 @@ def plan_partition(
     prices: PriceTable,
 ) -> list[PlannedRow]:
     """Every prompt scheduled on `partition`, planned: accepted with a body, or rejected."""
+    return plan_rows([p for p in prompts if p.scheduled_date == partition], media, facts, prices)
+
+
+def plan_rows(
+    prompts: list[Prompt], media: Mapping[str, Media], facts: MediaFactsCache, prices: PriceTable
+) -> list[PlannedRow]:
+    """`prompts` planned, in order. Rows asking for the same options and media share their
+    request but for the prompt: it is built, checked and priced once for all of them."""
+    shared: dict[tuple, _SharedRequest] = {}
     with collector_paused():
-        return [plan_row(p, media, facts, prices) for p in prompts if p.scheduled_date == partition]
+        return [_plan_row(p, media, facts, prices, shared) for p in prompts]
 
 
-def plan_row(
-    prompt: Prompt, media: Mapping[str, Media], facts: MediaFactsCache, prices: PriceTable
+# What a request takes from its catalog row besides the prompt text: the options and media ids.
+_OPTIONS_AND_MEDIA = attrgetter(
+    *(f.name for f in fields(RequestOptions) if f.name != "prompt"),
+    *(column for _, column in KIND_FIELDS),
+)
+
+
+def _plan_row(
+    prompt: Prompt,
+    media: Mapping[str, Media],
+    facts: MediaFactsCache,
+    prices: PriceTable,
+    shared: dict[tuple, _SharedRequest],
 ) -> PlannedRow:
-    row = PlannedRow(prompt)
-    urls: dict[str, list[str]] = {}
-    known: dict[str, MediaFacts] = {}
-    for kind, column in KIND_FIELDS:
-        urls[kind] = []
-        for media_id in getattr(prompt, column):
-            item = media.get(media_id)
-            if item is None:
-                row.errors.append(f"{column}: unknown media_id {media_id!r}")
-                continue
-            if item.kind != kind:
-                row.errors.append(f"{column}: {media_id!r} is {item.kind}, not {kind}")
-                continue
-            try:
-                url, known[url] = facts.url_and_facts(item)
-            except MediaError as exc:
-                row.errors.append(f"{column}: {media_id!r}: {exc}")
-                continue
-            urls[kind].append(url)
-            if item.path is not None:
-                row.local_files[url] = item.path
-    body = GenerationRequest.of(
-        prompt,
-        image_urls=tuple(urls["image"]),
-        video_urls=tuple(urls["video"]),
-        audio_urls=tuple(urls["audio"]),
-    ).to_body()
-    row.errors += [str(v) for v in validate_request(body, known)]
-    if not row.errors:
-        row.body = body
-        seconds = [known[u].duration_s for u in urls["video"]]
-        row.estimated_credits = prices.estimate_credits(body, seconds)
-        row.expected_pixels = output_pixels(body, known)
+    key = _OPTIONS_AND_MEDIA(prompt)
+    request = shared.get(key)
+    if request is None:
+        request = shared[key] = _SharedRequest.of(prompt, media, facts, prices)
+    errors = request.errors(prompt.prompt)
+    row = PlannedRow(prompt, errors=errors, local_files=dict(request.local_files))
+    if not errors:
+        row.body = request.body_for(prompt.prompt)
+        row.estimated_credits, row.expected_pixels = request.credits, request.pixels
     return row
+
+
+@dataclass(frozen=True)
+class _SharedRequest:
+    """What rows asking for the same options and media share (in one plan, a media id names
+    one file): their body (with the first row's prompt), their problems besides the prompt's
+    (their media's, then the rules the body breaks), local files, price and frame size."""
+
+    body: dict[str, Any]
+    before_prompt: list[str]
+    after_prompt: list[str]
+    local_files: dict[str, Path]
+    credits: float | None = None
+    pixels: tuple[int, int] | None = None
+
+    @classmethod
+    def of(
+        cls, prompt: Prompt, media: Mapping[str, Media], facts: MediaFactsCache, prices: PriceTable
+    ) -> _SharedRequest:
+        errors: list[str] = []
+        urls: dict[str, list[str]] = {}
+        known: dict[str, MediaFacts] = {}
+        local_files: dict[str, Path] = {}
+        for kind, column in KIND_FIELDS:
+            urls[kind] = []
+            for media_id in getattr(prompt, column):
+                item = media.get(media_id)
+                if item is None:
+                    errors.append(f"{column}: unknown media_id {media_id!r}")
+                    continue
+                if item.kind != kind:
+                    errors.append(f"{column}: {media_id!r} is {item.kind}, not {kind}")
+                    continue
+                try:
+                    url, known[url] = facts.url_and_facts(item)
+                except MediaError as exc:
+                    errors.append(f"{column}: {media_id!r}: {exc}")
+                    continue
+                urls[kind].append(url)
+                if item.path is not None:
+                    local_files[url] = item.path
+        body = GenerationRequest.of(
+            prompt,
+            image_urls=tuple(urls["image"]),
+            video_urls=tuple(urls["video"]),
+            audio_urls=tuple(urls["audio"]),
+        ).to_body()
+        before, after = check_options(body, known)
+        errors += map(str, before)
+        if errors or after:
+            return cls(body, errors, [str(v) for v in after], local_files)
+        seconds = [known[u].duration_s for u in urls["video"]]
+        credits = prices.estimate_credits(body, seconds)
+        return cls(body, [], [], local_files, credits, output_pixels(body, known))
+
+    def errors(self, prompt: str) -> list[str]:
+        """Every problem of a row of this `prompt`: its media's, then the rules its request
+        breaks as `validate_request` lists them."""
+        return [*self.before_prompt, *map(str, check_prompt(prompt)), *self.after_prompt]
+
+    def body_for(self, prompt: str) -> dict[str, Any]:
+        """The body for `prompt`, with media lists of its own (`publish` replaces their URLs)."""
+        body = self.body | {"prompt": prompt}
+        for name in URL_FIELDS.values():
+            if name in body:
+                body[name] = body[name].copy()
+        return body
 
 
 def publish(rows: list[PlannedRow], upload: Callable[[Path], str]) -> None:
@@ -191,7 +257,9 @@ def requests_frame(rows: list[PlannedRow]) -> pd.DataFrame:
     """The `generation_requests` table from planned rows."""
     with collector_paused():
         pixels = [r.expected_pixels or (None, None) for r in rows]
-        columns = {name: [getattr(r.prompt, name) for r in rows] for name in REQUEST_COLUMNS}
+        values = [_PROMPT_CELLS(r.prompt) for r in rows]
+        cells = zip(*values, strict=True) if rows else [()] * len(REQUEST_COLUMNS)
+        columns = dict(zip(REQUEST_COLUMNS, map(list, cells), strict=True))
         columns |= {
             "status": [
                 RequestStatus.ACCEPTED if r.accepted else RequestStatus.REJECTED for r in rows
@@ -228,7 +296,7 @@ def plan_catalog(
     media = load_media(media_file, data_dir)
     if partition is not None:
         return plan_partition(prompts, media, partition, facts, prices)
-    return [plan_row(p, media, facts, prices) for p in prompts]
+    return plan_rows(prompts, media, facts, prices)
 
 
 def over_budget_message(accepted: pd.DataFrame, budget: float) -> str | None:

@@ -7,6 +7,7 @@ the CSV and Parquet forms agreeing, media URLs, secrets, time zones, prompt size
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import os
 import shutil
@@ -18,14 +19,20 @@ import pyarrow.parquet as pq
 import pytest
 
 from seedance_pipeline import catalog
-from seedance_pipeline.catalog import load_prompts
+from seedance_pipeline.catalog import Media, Prompt, load_prompts
 from seedance_pipeline.cli import main
-from seedance_pipeline.planning import MediaFactsCache, plan_partition
-from seedance_pipeline.seedance import PriceTable
+from seedance_pipeline.planning import MediaFactsCache, plan_partition, plan_rows
+from seedance_pipeline.seedance import (
+    GenerationRequest,
+    MediaFacts,
+    PriceTable,
+    output_pixels,
+    validate_request,
+)
 
+from .model_ids import I2V, R2V, T2V
 from .pipeline_support import DAY, SAMPLE, emulator_tasks, plan_day
 
-I2V = "seedance-2.0-image-to-video"
 PASSWORD = "hunter2-Zq8"
 
 
@@ -237,3 +244,57 @@ def test_of_several_bad_cells_the_first_by_row_then_column_is_reported(
         catalog.CatalogError, match=rf"row {second_row}, column scheduled_date: 'soon'"
     ):
         load_prompts(path)
+
+
+def test_rows_sharing_options_and_media_are_each_judged_as_their_own_request(tmp_path):
+    """Planning checks and prices each combination of options and media once: every row still
+    gets the verdict, body and price `validate_request` and the price table give its own."""
+    facts = {
+        "img": MediaFacts("image", "jpeg", 1280, 720, size_bytes=1000),
+        "tiny": MediaFacts("image", "png", 100, 100),
+        "vid": MediaFacts("video", "mp4", 1280, 720, duration_s=5.0, fps=30),
+    }
+    media = {m: Media(m, f"https://cdn.example.com/{m}", None, f) for m, f in facts.items()}
+    prompts = [
+        Prompt(
+            prompt_id=f"p{i}",
+            scheduled_date=DAY,
+            model=model,
+            prompt=text,
+            image_ids=images,
+            video_ids=videos,
+            duration=duration,
+            quality=quality,
+            aspect_ratio="adaptive",
+        )
+        for i, (model, text, (images, videos), duration, quality) in enumerate(
+            itertools.product(
+                [T2V, I2V, R2V, "seedance-2.0-fast-reference-to-video", "no-such-model"],
+                ["A lighthouse at dawn", "猫" * 501, "bell\x07", "A lighthouse at dusk"],
+                [((), ()), (("img",), ()), (("tiny",), ()), (("img",), ("vid",)), (("x",), ())],
+                [4, 16],
+                ["480p", "1080p"],
+            )
+        )
+    ]
+    prices = PriceTable.load()
+    rows = plan_rows(prompts, media, MediaFactsCache(tmp_path), prices)
+    assert [r.prompt for r in rows] == prompts
+    for row in rows:
+        p = row.prompt
+        images = [media[m].uri for m in p.image_ids if m in media]
+        videos = [media[m].uri for m in p.video_ids]
+        body = GenerationRequest.of(p, image_urls=tuple(images), video_urls=tuple(videos))
+        body = body.to_body()
+        known = {media[m].uri: media[m].facts for m in (*p.image_ids, *p.video_ids) if m in media}
+        unknown = [f"image_ids: unknown media_id {m!r}" for m in p.image_ids if m not in media]
+        assert row.errors == unknown + [str(v) for v in validate_request(body, known)]
+        if row.accepted:
+            assert row.body == body
+            seconds = [facts["vid"].duration_s] * len(videos)
+            assert row.estimated_credits == prices.estimate_credits(body, seconds)
+            assert row.expected_pixels == output_pixels(body, known)
+    accepted = [r for r in rows if r.accepted]
+    assert 0 < len(accepted) < len(rows)
+    with_images = [r.body["image_urls"] for r in accepted if "image_urls" in r.body]
+    assert len({id(urls) for urls in with_images}) == len(with_images) > 1  # lists of their own

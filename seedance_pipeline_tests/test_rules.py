@@ -17,6 +17,8 @@ from seedance_pipeline.seedance import (
 from seedance_pipeline.seedance._rules import (
     check_callback_url,
     check_media,
+    check_options,
+    check_prompt,
     nearest_aspect_ratio,
 )
 
@@ -756,3 +758,11 @@ def test_task_id_pattern_accepts_every_suffix_length(task_id):
 )
 def test_task_id_pattern_refuses_what_cannot_be_a_task_id(task_id):
     assert not TASK_ID.match(task_id)
+
+
+def test_the_prompt_is_checked_apart_from_the_rest_in_the_order_validate_request_tells():
+    b = body(T2V, prompt="bell\x07", duration=3) | {"model": "no-such-model", "seed": 1}
+    assert [v.field for v in validate_request(b)] == ["seed", "model", "prompt", "duration"]
+    before, after = check_options(b)
+    assert (before, after) == check_options(b | {"prompt": "A lighthouse at dawn"})
+    assert validate_request(b) == before + check_prompt(b["prompt"]) + after

@@ -309,7 +309,8 @@ def _is_http_url(value: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.netloc)
 
 
-def _check_prompt(prompt: object) -> list[Violation]:
+def check_prompt(prompt: object) -> list[Violation]:
+    """The rules of the prompt text (the part of a request `check_options` leaves out)."""
     if not isinstance(prompt, str):
         return [Violation("prompt", "is required and must have visible text")]
     if len(prompt) > MAX_PROMPT_CHARS:
@@ -356,22 +357,36 @@ def validate_request(
     Returns:
         One `Violation` per broken rule; empty when the request is valid.
     """
-    media = media or {}
-    out: list[Violation] = []
     if not isinstance(body, Mapping):
         return [Violation("body", "must be a JSON object")]
-    out += [
+    before, after = check_options(body, media, allow_loopback_callbacks=allow_loopback_callbacks)
+    return before + check_prompt(body.get("prompt")) + after
+
+
+def check_options(
+    body: Mapping,
+    media: Mapping[str, MediaFacts] | None = None,
+    *,
+    allow_loopback_callbacks: bool = False,
+) -> tuple[list[Violation], list[Violation]]:
+    """The rules `validate_request` checks but the prompt's: of those `body` breaks, the ones
+    it reports before the prompt's, and the ones after.
+
+    Requests that differ only in their prompt break the same ones: a day's plan checks them
+    once per combination of options and media, and each row's prompt with `check_prompt`.
+    """
+    media = media or {}
+    before = [
         Violation(k, "is not a field of the Seedance 2.0 API")
         for k in body
         if k not in KNOWN_FIELDS
     ]
-
     model = body.get("model")
     spec = MODELS.get(model) if isinstance(model, str) else None
     if spec is None:
-        out.append(Violation("model", f"{model!r} is not one of {', '.join(MODELS)}"))
-    out += _check_prompt(body.get("prompt"))
+        before.append(Violation("model", f"{model!r} is not one of {', '.join(MODELS)}"))
 
+    out: list[Violation] = []
     duration = body.get("duration", DEFAULT_DURATION)
     if isinstance(duration, bool) or not isinstance(duration, int) or duration not in DURATIONS:
         out.append(
@@ -420,7 +435,7 @@ def validate_request(
         out += check_callback_url(body["callback_url"], allow_loopback=allow_loopback_callbacks)
 
     out += _check_media_lists(body, spec, media)
-    return out
+    return before, out
 
 
 def _check_media_lists(
