@@ -97,10 +97,13 @@ def _holder(db: Connection, task_id: str):
     ).first()
 
 
-# The waiting statuses as a SQL list: fixed values, written into the statements (a bound list
-# would stop a poll round's updates from going to the database as one batch).
-_WAITING = "(" + ", ".join(f"'{s.value}'" for s in sorted(WAITING)) + ")"
-# Completed tasks without a stored video, and failed downloads due for another try at :now.
+def _sql_list(statuses) -> str:
+    """Statuses as a SQL list, written into the statements: they are fixed values, and a bound
+    list would stop a poll round's updates from going to the database as one batch."""
+    return "(" + ", ".join(f"'{s.value}'" for s in sorted(statuses)) + ")"
+
+
+_WAITING = _sql_list(WAITING)
 # Rows of :p whose video is to be stored: completed without one, and failed downloads due again
 # at :now. Two conditions, each looked up in the partition's index (joined by OR, SQLite would
 # read every row of the day).
@@ -110,7 +113,7 @@ _RETRY_DUE = (
     " AND COALESCE(next_poll_at, 0) <= :now"
 )
 # Rows still in play: claimed, running, or waiting for a callback.
-_ACTIVE = "('pending', 'processing', 'submitting', 'unknown')"
+_ACTIVE = _sql_list({*WAITING, Status.SUBMITTING, Status.UNKNOWN})
 
 
 @dataclass(frozen=True)
