@@ -435,7 +435,7 @@ class _BaseClient:
         try:
             sha256, size = yield from self._retrying(
                 lambda: self._download_attempt(url, tmp, max_bytes, deadline_seconds, deadline),
-                lambda: f"GET {httpx.URL(url).copy_with(query=None)}",
+                lambda: _where(httpx.Request("GET", url)),
                 deadline,
             )
             os.replace(tmp, dest)
