@@ -1,22 +1,32 @@
-"""A sensor tick with many outstanding tasks, and the ledger's write cost per task, on SQLite
-and on PostgreSQL (a throwaway server started here).
+"""A sensor tick with many outstanding tasks, a tick over a long history of finished days,
+and the ledger's write cost per task, on SQLite and on PostgreSQL (a throwaway server started
+here).
 
 Run: python benchmarks/sensor_tick.py [--tasks 10000] [--rounds 3] [--backends sqlite,postgres]
+    [--history-days 365] [--history-rows 1000]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
+import json
+import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from seedance_pipeline.defs.resources import EvoLinkResource
+from dagster import DagsterRunStatus, build_sensor_context, instance_for_test
+from dagster._core.storage.dagster_run import DagsterRun
+from dagster._core.utils import make_new_run_id
+
+from seedance_pipeline.defs.generation.sensors import STATE_TAG, ledger_state, task_poller
+from seedance_pipeline.defs.resources import EvoLinkResource, PipelineResource
 from seedance_pipeline.emulator import DEFAULT_API_KEY, EmulatorConfig, running_emulator
-from seedance_pipeline.ledger import Ledger, PollUpdate
+from seedance_pipeline.ledger import LEDGER_URL_ENV, Ledger, PollUpdate
 from seedance_pipeline.ledger.database import sql
 from seedance_pipeline.polling import BATCH, poll_round
 from seedance_pipeline.seedance import Client
@@ -68,18 +78,81 @@ def tick_figures(ledger: Ledger, url: str, tasks: int, rounds: int) -> None:
     print(f"  tick with none due: {time.perf_counter() - started:.3f} s ({idle.polled} polled)")
 
 
+def history_tick(ledger_url: str, url: str, days: int, rows: int, rounds: int) -> None:
+    """A tick of the sensor once `days` finished days of `rows` tasks each are in the ledger,
+    every one with its videos run done (nothing due, nothing to ask for): its cost is reading
+    what the days are."""
+    os.environ[LEDGER_URL_ENV] = ledger_url  # the sensor's resource opens this ledger
+    ledger = Ledger(ledger_url)
+    first = datetime.date(2024, 1, 1)
+    partitions = [str(first + datetime.timedelta(days=d)) for d in range(days)]
+    request = json.dumps(BODY | {"prompt": "waves on a black sand beach at dusk " * 6})
+    with ledger.db.transaction() as db:  # written directly: the claims path would take hours
+        for partition in partitions:
+            db.execute(
+                sql("INSERT INTO partitions (partition, submission_complete) VALUES (:p, 1)"),
+                {"p": partition},
+            )
+            db.execute(
+                sql(
+                    "INSERT INTO tasks (partition, prompt_id, request_json, status, claimed_at,"
+                    " task_id, video_uri) VALUES (:p, :id, :r, 'completed', 0, :t, :v)"
+                ),
+                [
+                    {
+                        "p": partition,
+                        "id": f"p{i}",
+                        "r": request,
+                        "t": f"{partition}-{i}",
+                        "v": f"videos/{partition}/p{i}.mp4",
+                    }
+                    for i in range(rows)
+                ],
+            )
+    resources = {
+        "evolink": EvoLinkResource(api_key=DEFAULT_API_KEY, base_url=url, files_url=url),
+        "pipeline": PipelineResource(data_dir=tempfile.mkdtemp(prefix="sensor-bench-")),
+    }
+    with instance_for_test() as instance:
+        for partition in partitions:
+            state = f"{partition}:{ledger_state(ledger.state_rows(partition))}"
+            instance.add_run(
+                DagsterRun(
+                    job_name="videos",
+                    run_id=make_new_run_id(),
+                    status=DagsterRunStatus.SUCCESS,
+                    tags={STATE_TAG: state},
+                )
+            )
+        times = []
+        for _ in range(rounds):
+            started = time.perf_counter()
+            asked = task_poller(build_sensor_context(instance=instance, resources=resources))
+            times.append(time.perf_counter() - started)
+            assert not asked.run_requests, "every day's videos run is done: nothing to ask"
+    tick = statistics.median(times)
+    print(
+        f"  tick with {days} finished days of {rows} tasks: median {tick:.2f} s "
+        f"({1000 * tick / days:.1f} ms per day, {rounds} rounds)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--writes", type=int, default=2000)
     parser.add_argument("--backends", default="sqlite,postgres")
+    parser.add_argument("--history-days", type=int, default=365)
+    parser.add_argument("--history-rows", type=int, default=1000)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="sensor-bench-"))
     with contextlib.ExitStack() as stack:
         urls = {"sqlite": f"sqlite:///{tmp / 'ledger.sqlite3'}"}
+        histories = {"sqlite": f"sqlite:///{tmp / 'history.sqlite3'}"}
         if "postgres" in args.backends:
-            urls["postgres"] = new_database(stack.enter_context(running_postgres()))
+            server = stack.enter_context(running_postgres())
+            urls["postgres"], histories["postgres"] = new_database(server), new_database(server)
         # time_scale 100: no task finishes during the benchmark, every one stays outstanding.
         config = EmulatorConfig(port=0, time_scale=100, state_dir=tmp / "emu", credits=1e9)
         url = stack.enter_context(running_emulator(config))
@@ -87,6 +160,7 @@ def main() -> None:
             ledger = Ledger(urls[backend])
             print(f"{backend}: ledger writes {write_cost(ledger, args.writes):.2f} ms per task")
             tick_figures(ledger, url, args.tasks, args.rounds)
+            history_tick(histories[backend], url, args.history_days, args.history_rows, args.rounds)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,8 @@ from dagster import (
     SensorResult,
     sensor,
 )
+from sqlalchemy import Row
 
-from ...ledger import LedgerRow
 from ...polling import PollingRefused, poll_round
 from ...statuses import Status
 from ..costs.assets import generation_costs
@@ -26,11 +26,17 @@ STATE_TAG = "seedance/ledger_state"
 _ENDED = (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
 
 
-def ledger_state(rows: list[LedgerRow]) -> str:
-    """A digest of what the day's rows are: a new state asks for a new run."""
-    state = sorted((r.prompt_id, r.attempt, r.task_id or "", r.status.value) for r in rows)
+def ledger_state(rows: list[Row]) -> str:
+    """A digest of what the day's rows (`Ledger.state_rows`) are: a new state asks for a new
+    run."""
+    state = sorted(
+        (prompt_id, attempt, task_id or "", status)
+        for prompt_id, attempt, task_id, status, *_ in rows
+    )
     state += sorted(
-        (r.prompt_id, r.download_attempts) for r in rows if r.status == Status.DOWNLOAD_FAILED
+        (prompt_id, download_attempts)
+        for prompt_id, _, _, status, download_attempts, *_ in rows
+        if status == Status.DOWNLOAD_FAILED
     )
     return hashlib.sha256(repr(state).encode()).hexdigest()[:16]
 
@@ -40,10 +46,17 @@ def run_key(kind: str, partition: str, state: str, tries: int = 0) -> str:
     return f"{kind}:{partition}:{state}" + (f":retry{tries}" if tries else "")
 
 
-def _videos_request(context: SensorEvaluationContext, partition: str, state: str):
+def _runs_by_state(context: SensorEvaluationContext, tags: list[str]) -> dict[str, list]:
+    """The videos runs asked for with each of these state tags, in one query for all days."""
+    found: dict[str, list] = {tag: [] for tag in tags}
+    if tags:
+        for run in context.instance.get_runs(filters=RunsFilter(tags={STATE_TAG: tags})):
+            found[run.tags[STATE_TAG]].append(run)
+    return found
+
+
+def _videos_request(context: SensorEvaluationContext, partition: str, state: str, runs: list):
     """A run for the day's videos unless one of this state ran, runs, or failed too often."""
-    tag = f"{partition}:{state}"
-    runs = context.instance.get_runs(filters=RunsFilter(tags={STATE_TAG: tag}))
     failed = sum(r.status in _ENDED for r in runs)
     if len(runs) > failed:
         return None  # queued, running, or done for this state
@@ -57,7 +70,7 @@ def _videos_request(context: SensorEvaluationContext, partition: str, state: str
         run_key=run_key("videos", partition, state, failed),
         partition_key=partition,
         asset_selection=[generated_videos.key, generation_costs.key],
-        tags={STATE_TAG: tag},
+        tags={STATE_TAG: f"{partition}:{state}"},
     )
 
 
@@ -88,17 +101,21 @@ def task_poller(
     for partition in ledger.partitions_to_resubmit(pipeline.max_attempts):
         requests.append(
             RunRequest(
-                run_key=run_key("resubmit", partition, ledger_state(ledger.rows(partition))),
+                run_key=run_key("resubmit", partition, ledger_state(ledger.state_rows(partition))),
                 partition_key=partition,
                 asset_selection=[submitted_tasks.key],
             )
         )
     now = time.time()
+    settled = {}
     for partition in ledger.partitions_settled(pipeline.max_attempts):
-        rows = ledger.rows(partition)
+        rows = ledger.state_rows(partition)
         if any(r.status == Status.DOWNLOAD_FAILED and r.next_poll_at > now for r in rows):
             continue  # a failed download's next try is not due yet
-        request = _videos_request(context, partition, ledger_state(rows))
+        settled[partition] = rows, ledger_state(rows)
+    runs = _runs_by_state(context, [f"{p}:{state}" for p, (_, state) in settled.items()])
+    for partition, (rows, state) in settled.items():
+        request = _videos_request(context, partition, state, runs[f"{partition}:{state}"])
         if request is None:
             continue
         requests.append(request)

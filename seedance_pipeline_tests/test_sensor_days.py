@@ -1,0 +1,91 @@
+"""The sensor's reading of finished days: one videos run per day and state, the run key a
+digest of the day's rows that stays what it was before (an upgrade asks for no run again)."""
+
+import hashlib
+import time
+
+import pytest
+from dagster import DagsterRunStatus, build_sensor_context, instance_for_test
+from dagster._core.storage.dagster_run import DagsterRun
+from dagster._core.utils import make_new_run_id
+
+from seedance_pipeline.defs.generation.sensors import STATE_TAG, task_poller
+from seedance_pipeline.defs.resources import EvoLinkResource, PipelineResource
+from seedance_pipeline.ledger import PollUpdate
+from seedance_pipeline.statuses import Status
+
+DAY, NEXT_DAY = "2026-11-20", "2026-11-21"
+BODY = {"model": "seedance-2.0-fast-text-to-video", "prompt": "waves", "duration": 4}
+
+
+@pytest.fixture
+def resources(tmp_path) -> dict:
+    # Nothing is due for polling in these tests: the API is never asked.
+    unused = "http://127.0.0.1:9"
+    return {
+        "evolink": EvoLinkResource(api_key="sk-test", base_url=unused, files_url=unused),
+        "pipeline": PipelineResource(data_dir=str(tmp_path / "data")),
+    }
+
+
+def completed(ledger, day: str, prompt_id: str, task_id: str) -> None:
+    ledger.claim(day, prompt_id, BODY, 1.0)
+    ledger.record_submitted(day, prompt_id, task_id, time.time() + 3600)
+    ledger.record_polls([PollUpdate(task_id, status=Status.COMPLETED, result_url="u")])
+
+
+def requests(instance, resources) -> list:
+    return list(
+        task_poller(build_sensor_context(instance=instance, resources=resources)).run_requests
+    )
+
+
+def test_a_days_run_is_keyed_by_the_digest_of_its_rows_as_before(resources):
+    ledger = resources["pipeline"].ledger()
+    completed(ledger, DAY, "b-stored", "task-b")
+    ledger.record_video(DAY, "b-stored", "videos/b.mp4", "0" * 64, 10, {})
+    completed(ledger, DAY, "a-lost", "task-a")
+    ledger.record_download_failed(
+        DAY, "a-lost", Status.DOWNLOAD_FAILED, "link_expired", "gone", retry_at=0
+    )
+    ledger.claim(DAY, "c-unknown", BODY, 1.0)
+    ledger.record_outcome_unknown(DAY, "c-unknown", "the answer was lost")
+    ledger.set_submission_complete(DAY, True)
+    # The digest as the sensor has always written it, worked out by hand.
+    rows = [
+        ("a-lost", 1, "task-a", "download_failed"),
+        ("b-stored", 1, "task-b", "completed"),
+        ("c-unknown", 1, "", "unknown"),
+    ]
+    state = hashlib.sha256(repr([*rows, ("a-lost", 1)]).encode()).hexdigest()[:16]
+
+    with instance_for_test() as instance:
+        [request] = requests(instance, resources)
+
+    assert request.partition_key == DAY
+    assert request.run_key == f"videos:{DAY}:{state}"
+    assert request.tags == {STATE_TAG: f"{DAY}:{state}"}
+
+
+def test_only_days_without_a_run_for_their_state_are_asked_for(resources):
+    ledger = resources["pipeline"].ledger()
+    for day in (DAY, NEXT_DAY):
+        completed(ledger, day, "p1", f"task-{day}")
+        ledger.set_submission_complete(day, True)
+
+    with instance_for_test() as instance:
+        first = {r.partition_key: r for r in requests(instance, resources)}
+        assert set(first) == {DAY, NEXT_DAY}
+        served = DagsterRun(
+            job_name="videos",
+            run_id=make_new_run_id(),
+            status=DagsterRunStatus.SUCCESS,
+            tags=first[DAY].tags,
+        )
+        instance.add_run(served)
+        assert [r.partition_key for r in requests(instance, resources)] == [NEXT_DAY]
+
+        completed(ledger, DAY, "p2", "task-late")  # the day changed: its videos are asked again
+        again = {r.partition_key: r for r in requests(instance, resources)}
+    assert set(again) == {DAY, NEXT_DAY}
+    assert again[DAY].tags != first[DAY].tags
