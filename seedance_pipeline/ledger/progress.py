@@ -71,6 +71,7 @@ class PartitionProgress:
                 sql(
                     "SELECT prompt_id, attempt, task_id, status, download_attempts,"
                     " next_poll_at, estimated_credits FROM tasks WHERE partition = :p"
+                    " ORDER BY prompt_id"
                 ),
                 {"p": partition},
             ).all()
