@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import email.utils
 import functools
 import hashlib
+import heapq
 import ipaddress
 import itertools
 import json
@@ -20,6 +22,7 @@ import logging
 import math
 import os
 import random
+import socket
 import ssl
 import threading
 import time
@@ -194,8 +197,100 @@ class _Read:
     sink: Callable[[bytes], bool] | None = None
 
 
-# A call: yields requests (sent back: the unread answer), reads and sleeps; returns T.
-_Steps = Generator[httpx.Request | _Read | _Sleep, Any, T]
+@dataclass(frozen=True)
+class _Deadline:
+    """Every later step must end by `at` (`time.monotonic()`): the driver cuts off the one
+    under way then, which fails with `httpx.TimeoutException`. `seconds`: for messages."""
+
+    at: float
+    seconds: float
+
+    def late(self, where: str) -> DownloadTimeoutError:
+        return DownloadTimeoutError(
+            f"{where} did not finish within the download's {self.seconds:g} s deadline (a "
+            "stalled or trickling host); a later try may succeed"
+        )
+
+
+# A call: yields requests (sent back: the unread answer), reads, sleeps and deadlines;
+# returns T.
+_Steps = Generator[httpx.Request | _Read | _Sleep | _Deadline, Any, T]
+_CUT_OFF = "the deadline passed"
+_CONNECTED = frozenset({"connection.connect_tcp.complete", "connection.start_tls.complete"})
+
+
+class _Cutoff:
+    """One sync run's deadline: at it, the socket of its connection is shut down.
+
+    httpx's timeouts bound each socket read, not a response: a host that sends its headers a
+    byte at a time holds a blocking read as long as it likes. Shutting the socket down ends
+    the read under way. `trace` (the httpx `trace` request extension) learns the socket as
+    each connection is made, so the run's requests must not reuse pooled connections.
+    """
+
+    def __init__(self, at: float):
+        self.at, self.fired, self.done = at, False, False
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        if event in _CONNECTED:
+            with self._lock:
+                self._sock = info["return_value"].get_extra_info("socket")
+                if self.fired:
+                    self._shut()
+
+    def fire(self) -> None:
+        with self._lock:
+            if not self.done:
+                self.fired = True
+                self._shut()
+
+    def disarm(self) -> None:
+        with self._lock:
+            self.done, self._sock = True, None
+
+    def _shut(self) -> None:
+        if self._sock is not None:
+            # The plain socket's shutdown: SSLSocket.shutdown also drops the SSL object, which
+            # the reading thread is using. An error: the socket is already closed.
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
+
+
+class _Watchdog:
+    """One thread for the process that fires each `_Cutoff` at its deadline. It sleeps until
+    the earliest one; a new one is rarely earlier, so arming one rarely wakes it."""
+
+    def __init__(self):
+        self._due: list[tuple[float, int, _Cutoff]] = []
+        self._order = itertools.count()  # ties: never compare two cutoffs
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, at: float) -> _Cutoff:
+        cutoff = _Cutoff(at)
+        with self._wake:
+            if self._thread is None or not self._thread.is_alive():  # first, or forked
+                self._thread = threading.Thread(
+                    target=self._run, name="download-deadlines", daemon=True
+                )
+                self._thread.start()
+            if not self._due or at < self._due[0][0]:
+                self._wake.notify()
+            heapq.heappush(self._due, (at, next(self._order), cutoff))
+        return cutoff
+
+    def _run(self) -> None:
+        with self._wake:
+            while True:
+                now = time.monotonic()
+                while self._due and self._due[0][0] <= now:
+                    heapq.heappop(self._due)[2].fire()
+                self._wake.wait(self._due[0][0] - now if self._due else None)
+
+
+_WATCHDOG = _Watchdog()
 
 
 class _Buffer:
@@ -431,12 +526,13 @@ class _BaseClient:
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
-        deadline = time.monotonic() + deadline_seconds
+        deadline = _Deadline(time.monotonic() + deadline_seconds, deadline_seconds)
+        yield deadline
         try:
             sha256, size = yield from self._retrying(
-                lambda: self._download_attempt(url, tmp, max_bytes, deadline_seconds, deadline),
+                lambda: self._download_attempt(url, tmp, max_bytes, deadline),
                 lambda: _where(httpx.Request("GET", url)),
-                deadline,
+                deadline.at,
             )
             os.replace(tmp, dest)
         finally:
@@ -444,18 +540,15 @@ class _BaseClient:
         return Download(str(dest), sha256, size)
 
     def _download_attempt(
-        self, url: str, tmp: Path, max_bytes: int, deadline_seconds: float, deadline: float
+        self, url: str, tmp: Path, max_bytes: int, deadline: _Deadline
     ) -> _Steps[tuple[str, int]]:
         """One try: follow up to `MAX_REDIRECTS` redirects, each hop checked, into `tmp`."""
         for _ in range(MAX_REDIRECTS + 1):
             if problem := url_problem(url, allow_origin=self._emulator_origin):
                 raise UnsafeLinkError(f"result link refused: {problem}")
-            remaining = deadline - time.monotonic()
+            remaining = deadline.at - time.monotonic()
             if remaining <= 0:
-                raise DownloadTimeoutError(
-                    f"the download did not finish within {deadline_seconds:g} s (a stalled or "
-                    "trickling host); a later try may succeed"
-                )
+                raise deadline.late(_where(httpx.Request("GET", url)))
             # No API key: result links are pre-signed and their hosts are not the vendor's.
             request = self._http.build_request(
                 "GET",
@@ -471,6 +564,8 @@ class _BaseClient:
                     continue
                 return (yield from self._save_body(request, response, tmp, max_bytes, deadline))
             except httpx.HTTPError as exc:
+                if time.monotonic() >= deadline.at:
+                    raise deadline.late(_where(request)) from None
                 raise _transport_error(exc, request, creates=False) from None
         raise UnsafeLinkError(f"result link redirects more than {MAX_REDIRECTS} times")
 
@@ -480,7 +575,7 @@ class _BaseClient:
         response: httpx.Response,
         tmp: Path,
         max_bytes: int,
-        deadline: float,
+        deadline: _Deadline,
     ) -> _Steps[tuple[str, int]]:
         where = _where(request)
         too_large = DownloadTooLargeError(
@@ -504,14 +599,14 @@ class _BaseClient:
             yield _Read(response)
             raise too_large
         with tmp.open("wb") as out:
-            sink = _FileSink(out, max_bytes, deadline)
+            sink = _FileSink(out, max_bytes, deadline.at)
             yield _Read(response, sink)
             out.flush()
             os.fsync(out.fileno())
         if sink.overflow:
             raise too_large
         if sink.late:
-            raise DownloadTimeoutError(f"{where} was still arriving at the download's deadline")
+            raise deadline.late(where)
         return sink.digest.hexdigest(), sink.size
 
 
@@ -541,6 +636,14 @@ class Client(_BaseClient):
     ):
         super().__init__(api_key, **kwargs)
         self._http = httpx.Client(timeout=timeout, transport=transport, verify=_tls())
+        # Downloads keep no connection open between requests: each one's socket is then
+        # seen being made, for its `_Cutoff` (and no result host's stays in the API's pool).
+        self._downloads = httpx.Client(
+            timeout=timeout,
+            transport=transport,
+            verify=_tls(),
+            limits=httpx.Limits(max_keepalive_connections=0),
+        )
 
     def __enter__(self) -> Client:
         return self
@@ -550,15 +653,19 @@ class Client(_BaseClient):
 
     def close(self) -> None:
         self._http.close()
+        self._downloads.close()
 
     def _run(self, steps: _Steps[T]) -> T:
         opened: list[httpx.Response] = []
+        cutoff: _Cutoff | None = None
         try:
             step = next(steps)
             while True:
                 result = None
                 try:
-                    if isinstance(step, _Sleep):
+                    if isinstance(step, _Deadline):
+                        cutoff = _WATCHDOG.arm(step.at)
+                    elif isinstance(step, _Sleep):
                         time.sleep(step.seconds)
                     elif isinstance(step, _Read):
                         if step.sink:
@@ -566,16 +673,25 @@ class Client(_BaseClient):
                                 if not step.sink(chunk):
                                     break
                         step.response.close()
+                    elif cutoff is not None:
+                        step.extensions["trace"] = cutoff.trace
+                        result = self._downloads.send(step, stream=True)
+                        opened.append(result)
                     else:
                         result = self._http.send(step, stream=True)
                         opened.append(result)
+                    if cutoff is not None and cutoff.fired:  # a body cut short may seem whole
+                        raise httpx.TimeoutException(_CUT_OFF)
                 except httpx.HTTPError as exc:
-                    step = steps.throw(exc)
+                    cut = cutoff is not None and cutoff.fired
+                    step = steps.throw(httpx.TimeoutException(_CUT_OFF) if cut else exc)
                 else:
                     step = steps.send(result)
         except StopIteration as done:
             return done.value
         finally:
+            if cutoff is not None:
+                cutoff.disarm()
             steps.close()
             for response in opened:
                 response.close()
@@ -685,22 +801,21 @@ class AsyncClient(_BaseClient):
 
     async def _run(self, steps: _Steps[T]) -> T:
         opened: list[httpx.Response] = []
+        deadline: float | None = None
         try:
             step = next(steps)
             while True:
                 result = None
                 try:
-                    if isinstance(step, _Sleep):
-                        await asyncio.sleep(step.seconds)
-                    elif isinstance(step, _Read):
-                        if step.sink:
-                            async for chunk in step.response.aiter_bytes():
-                                if not step.sink(chunk):
-                                    break
-                        await step.response.aclose()
+                    if isinstance(step, _Deadline):
+                        deadline = step.at
+                    elif deadline is None:
+                        result = await self._step(step, opened)
                     else:
-                        result = await self._http.send(step, stream=True)
-                        opened.append(result)
+                        async with asyncio.timeout(deadline - time.monotonic()):
+                            result = await self._step(step, opened)
+                except TimeoutError:
+                    step = steps.throw(httpx.TimeoutException(_CUT_OFF))
                 except httpx.HTTPError as exc:
                     step = steps.throw(exc)
                 else:
@@ -712,6 +827,23 @@ class AsyncClient(_BaseClient):
             for response in opened:
                 await response.aclose()
 
+    async def _step(
+        self, step: httpx.Request | _Read | _Sleep, opened: list[httpx.Response]
+    ) -> httpx.Response | None:
+        if isinstance(step, _Sleep):
+            await asyncio.sleep(step.seconds)
+        elif isinstance(step, _Read):
+            if step.sink:
+                async for chunk in step.response.aiter_bytes():
+                    if not step.sink(chunk):
+                        break
+            await step.response.aclose()
+        else:
+            response = await self._http.send(step, stream=True)
+            opened.append(response)
+            return response
+        return None
+
     async def create_task(self, request: GenerationRequest | Mapping[str, Any]) -> Task:
         """Submit a generation request (see `Client.create_task`)."""
         return await self._run(self._create(request))
@@ -719,3 +851,15 @@ class AsyncClient(_BaseClient):
     async def get_task(self, task_id: str) -> Task:
         """The task's current state (see `Client.get_task`)."""
         return await self._run(self._get_task(task_id))
+
+    async def download(
+        self,
+        url: str,
+        dest: str | os.PathLike,
+        *,
+        max_bytes: int = DEFAULT_MAX_VIDEO_BYTES,
+        deadline_seconds: float = DEFAULT_DOWNLOAD_SECONDS,
+    ) -> Download:
+        """Stream a result link to `dest` (see `Client.download`). The file is written from
+        the event loop."""
+        return await self._run(self._download(url, dest, max_bytes, deadline_seconds))
