@@ -1,20 +1,19 @@
 """Sync and async httpx clients for the EvoLink Seedance 2.0 API.
 
 Every call is a generator of steps: send a request (its answer comes back unread), read an
-answer's body into a sink, or sleep. Retries, pacing, size caps, redirects and every decision
-live in those generators; the sync and async drivers (`Client._run`, `AsyncClient._run`) only
-carry the steps out, so both clients behave exactly alike.
+answer's body into a sink, sleep, or set a deadline for the steps after it. Retries, pacing,
+size caps, redirects and every decision live in those generators; the sync and async drivers
+(`Client._run`, `AsyncClient._run`) only carry the steps out, so both clients behave exactly
+alike.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import email.utils
 import functools
 import hashlib
-import heapq
 import ipaddress
 import itertools
 import json
@@ -22,7 +21,6 @@ import logging
 import math
 import os
 import random
-import socket
 import ssl
 import threading
 import time
@@ -32,6 +30,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 from urllib.parse import urlsplit
 
+import httpcore
 import httpx
 
 from ._exceptions import (
@@ -199,8 +198,8 @@ class _Read:
 
 @dataclass(frozen=True)
 class _Deadline:
-    """Every later step must end by `at` (`time.monotonic()`): the driver cuts off the one
-    under way then, which fails with `httpx.TimeoutException`. `seconds`: for messages."""
+    """Every later step must end by `at` (`time.monotonic()`): past it, the driver makes the
+    read or wait under way fail with an `httpx.TimeoutException`. `seconds`: for messages."""
 
     at: float
     seconds: float
@@ -215,82 +214,34 @@ class _Deadline:
 # A call: yields requests (sent back: the unread answer), reads, sleeps and deadlines;
 # returns T.
 _Steps = Generator[httpx.Request | _Read | _Sleep | _Deadline, Any, T]
-_CUT_OFF = "the deadline passed"
+_CUT_OFF = "the download's deadline passed"
 _CONNECTED = frozenset({"connection.connect_tcp.complete", "connection.start_tls.complete"})
+_DEADLINE = threading.local()  # `at`: the deadline of the sync download this thread runs
 
 
-class _Cutoff:
-    """One sync run's deadline: at it, the socket of its connection is shut down.
+def _bound_reads(event: str, info: dict[str, Any]) -> None:
+    """The `trace` extension of sync downloads' requests: every read on a connection they make
+    ends by the deadline of the download its thread is running.
 
-    httpx's timeouts bound each socket read, not a response: a host that sends its headers a
-    byte at a time holds a blocking read as long as it likes. Shutting the socket down ends
-    the read under way. `trace` (the httpx `trace` request extension) learns the socket as
-    each connection is made, so the run's requests must not reuse pooled connections.
+    httpx's timeouts bound each read, not a response: a host that sends its headers a byte at
+    a time holds a read loop as long as it likes. httpx has no public way to give its pool a
+    network backend, so each new connection's stream (the one httpcore reads from, handed
+    to `trace`) has its public `read` wrapped instead.
     """
+    if event in _CONNECTED:
+        stream = info["return_value"]
+        read = stream.read
 
-    def __init__(self, at: float):
-        self.at, self.fired, self.done = at, False, False
-        self._sock: socket.socket | None = None
-        self._lock = threading.Lock()
+        def bounded(max_bytes: int, timeout: float | None = None) -> bytes:
+            at = getattr(_DEADLINE, "at", None)
+            if at is not None:
+                left = at - time.monotonic()
+                if left <= 0:
+                    raise httpcore.ReadTimeout(_CUT_OFF)
+                timeout = left if timeout is None else min(timeout, left)
+            return read(max_bytes, timeout)
 
-    def trace(self, event: str, info: dict[str, Any]) -> None:
-        if event in _CONNECTED:
-            with self._lock:
-                self._sock = info["return_value"].get_extra_info("socket")
-                if self.fired:
-                    self._shut()
-
-    def fire(self) -> None:
-        with self._lock:
-            if not self.done:
-                self.fired = True
-                self._shut()
-
-    def disarm(self) -> None:
-        with self._lock:
-            self.done, self._sock = True, None
-
-    def _shut(self) -> None:
-        if self._sock is not None:
-            # The plain socket's shutdown: SSLSocket.shutdown also drops the SSL object, which
-            # the reading thread is using. An error: the socket is already closed.
-            with contextlib.suppress(OSError):
-                socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
-
-
-class _Watchdog:
-    """One thread for the process that fires each `_Cutoff` at its deadline. It sleeps until
-    the earliest one; a new one is rarely earlier, so arming one rarely wakes it."""
-
-    def __init__(self):
-        self._due: list[tuple[float, int, _Cutoff]] = []
-        self._order = itertools.count()  # ties: never compare two cutoffs
-        self._wake = threading.Condition()
-        self._thread: threading.Thread | None = None
-
-    def arm(self, at: float) -> _Cutoff:
-        cutoff = _Cutoff(at)
-        with self._wake:
-            if self._thread is None or not self._thread.is_alive():  # first, or forked
-                self._thread = threading.Thread(
-                    target=self._run, name="download-deadlines", daemon=True
-                )
-                self._thread.start()
-            if not self._due or at < self._due[0][0]:
-                self._wake.notify()
-            heapq.heappush(self._due, (at, next(self._order), cutoff))
-        return cutoff
-
-    def _run(self) -> None:
-        with self._wake:
-            while True:
-                now = time.monotonic()
-                while self._due and self._due[0][0] <= now:
-                    heapq.heappop(self._due)[2].fire()
-                self._wake.wait(self._due[0][0] - now if self._due else None)
-
-
-_WATCHDOG = _Watchdog()
+        stream.read = bounded
 
 
 class _Buffer:
@@ -636,14 +587,9 @@ class Client(_BaseClient):
     ):
         super().__init__(api_key, **kwargs)
         self._http = httpx.Client(timeout=timeout, transport=transport, verify=_tls())
-        # Downloads keep no connection open between requests: each one's socket is then
-        # seen being made, for its `_Cutoff` (and no result host's stays in the API's pool).
-        self._downloads = httpx.Client(
-            timeout=timeout,
-            transport=transport,
-            verify=_tls(),
-            limits=httpx.Limits(max_keepalive_connections=0),
-        )
+        # Downloads have a pool of their own: each of its connections is made by a download,
+        # so its reads are bounded (`_bound_reads`); no result host's is in the API's pool.
+        self._downloads = httpx.Client(timeout=timeout, transport=transport, verify=_tls())
 
     def __enter__(self) -> Client:
         return self
@@ -657,14 +603,14 @@ class Client(_BaseClient):
 
     def _run(self, steps: _Steps[T]) -> T:
         opened: list[httpx.Response] = []
-        cutoff: _Cutoff | None = None
+        download = False
         try:
             step = next(steps)
             while True:
                 result = None
                 try:
                     if isinstance(step, _Deadline):
-                        cutoff = _WATCHDOG.arm(step.at)
+                        _DEADLINE.at, download = step.at, True
                     elif isinstance(step, _Sleep):
                         time.sleep(step.seconds)
                     elif isinstance(step, _Read):
@@ -673,25 +619,22 @@ class Client(_BaseClient):
                                 if not step.sink(chunk):
                                     break
                         step.response.close()
-                    elif cutoff is not None:
-                        step.extensions["trace"] = cutoff.trace
+                    elif download:
+                        step.extensions["trace"] = _bound_reads
                         result = self._downloads.send(step, stream=True)
                         opened.append(result)
                     else:
                         result = self._http.send(step, stream=True)
                         opened.append(result)
-                    if cutoff is not None and cutoff.fired:  # a body cut short may seem whole
-                        raise httpx.TimeoutException(_CUT_OFF)
                 except httpx.HTTPError as exc:
-                    cut = cutoff is not None and cutoff.fired
-                    step = steps.throw(httpx.TimeoutException(_CUT_OFF) if cut else exc)
+                    step = steps.throw(exc)
                 else:
                     step = steps.send(result)
         except StopIteration as done:
             return done.value
         finally:
-            if cutoff is not None:
-                cutoff.disarm()
+            if download:
+                _DEADLINE.at = None
             steps.close()
             for response in opened:
                 response.close()
@@ -757,8 +700,8 @@ class Client(_BaseClient):
 
         Args:
             max_bytes: stop and fail past this many bytes (SEEDANCE_MAX_VIDEO_BYTES).
-            deadline_seconds: the whole download, redirects and retries included, must end
-                within this.
+            deadline_seconds: the whole download (redirects, headers, body and retries) ends
+                within this, however slowly a host sends.
 
         Raises:
             UnsafeLinkError: a link or redirect not allowed to be fetched (never retried).
@@ -812,10 +755,11 @@ class AsyncClient(_BaseClient):
                     elif deadline is None:
                         result = await self._step(step, opened)
                     else:
-                        async with asyncio.timeout(deadline - time.monotonic()):
-                            result = await self._step(step, opened)
-                except TimeoutError:
-                    step = steps.throw(httpx.TimeoutException(_CUT_OFF))
+                        try:
+                            async with asyncio.timeout(deadline - time.monotonic()):
+                                result = await self._step(step, opened)
+                        except TimeoutError:
+                            raise httpx.TimeoutException(_CUT_OFF) from None
                 except httpx.HTTPError as exc:
                     step = steps.throw(exc)
                 else:
@@ -860,6 +804,6 @@ class AsyncClient(_BaseClient):
         max_bytes: int = DEFAULT_MAX_VIDEO_BYTES,
         deadline_seconds: float = DEFAULT_DOWNLOAD_SECONDS,
     ) -> Download:
-        """Stream a result link to `dest` (see `Client.download`). The file is written from
-        the event loop."""
+        """Stream a result link to `dest` (see `Client.download`); the file is written on the
+        event loop's thread."""
         return await self._run(self._download(url, dest, max_bytes, deadline_seconds))
