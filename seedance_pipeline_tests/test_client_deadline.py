@@ -128,6 +128,7 @@ def test_a_trickling_host_is_cut_off_at_the_deadline(driver, trickled, tmp_path)
 
 
 def test_a_kept_alive_connection_that_starts_trickling_is_cut_off_too(tmp_path):
+    """Sync only: the async client times out a whole step, whatever connection it uses."""
     with (
         host((WHOLE, lambda: b""), TRICKLES["headers"]) as server,
         Client(KEY, base_url=server.url) as c,
