@@ -1,12 +1,11 @@
 """A download's deadline bounds the whole download, headers included, whatever a host does.
 
 httpx's timeouts bound each socket read: a host that sends its headers a byte at a time
-would hold a download for as long as it likes. Real sockets on loopback, both clients.
+would hold a download for as long as it likes. Real sockets on loopback.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import http.server
@@ -17,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import pytest
 
-from seedance_pipeline.seedance import AsyncClient, Client, DownloadTimeoutError
+from seedance_pipeline.seedance import Client, DownloadTimeoutError
 
 from .client_support import KEY
 
@@ -93,20 +92,9 @@ def link(url: str) -> str:
     return f"{url}/results/v.mp4{SIGNED}"
 
 
-def sync_download(url: str, dest, seconds: float):
+def download(url: str, dest, seconds: float):
     with Client(KEY, base_url=url) as client:
         return client.download(link(url), dest, deadline_seconds=seconds)
-
-
-def async_download(url: str, dest, seconds: float):
-    async def go():
-        async with AsyncClient(KEY, base_url=url) as client:
-            return await client.download(link(url), dest, deadline_seconds=seconds)
-
-    return asyncio.run(go())
-
-
-DRIVERS = {"sync": sync_download, "async": async_download}
 
 
 def assert_cut_off(info: pytest.ExceptionInfo, took: float, folder) -> None:
@@ -117,18 +105,16 @@ def assert_cut_off(info: pytest.ExceptionInfo, took: float, folder) -> None:
     assert list(folder.iterdir()) == []  # neither the video nor a partial file
 
 
-@pytest.mark.parametrize("driver", DRIVERS)
 @pytest.mark.parametrize("trickled", TRICKLES)
-def test_a_trickling_host_is_cut_off_at_the_deadline(driver, trickled, tmp_path):
+def test_a_trickling_host_is_cut_off_at_the_deadline(trickled, tmp_path):
     with host(TRICKLES[trickled]) as server:
         started = time.monotonic()
         with pytest.raises(DownloadTimeoutError) as info:
-            DRIVERS[driver](server.url, tmp_path / "v.mp4", DEADLINE)
+            download(server.url, tmp_path / "v.mp4", DEADLINE)
         assert_cut_off(info, time.monotonic() - started, tmp_path)
 
 
 def test_a_kept_alive_connection_that_starts_trickling_is_cut_off_too(tmp_path):
-    """Sync only: the async client times out a whole step, whatever connection it uses."""
     with (
         host((WHOLE, lambda: b""), TRICKLES["headers"]) as server,
         Client(KEY, base_url=server.url) as c,
@@ -142,9 +128,8 @@ def test_a_kept_alive_connection_that_starts_trickling_is_cut_off_too(tmp_path):
         assert (server.requests, server.connections) == (2, 1)
 
 
-@pytest.mark.parametrize("driver", DRIVERS)
-def test_a_slow_host_that_finishes_in_time_is_saved_whole(driver, tmp_path):
+def test_a_slow_host_that_finishes_in_time_is_saved_whole(tmp_path):
     with host((b"", lambda: WHOLE), pace=0.002) as server:
-        saved = DRIVERS[driver](server.url, tmp_path / "v.mp4", 10.0)
+        saved = download(server.url, tmp_path / "v.mp4", 10.0)
     assert (tmp_path / "v.mp4").read_bytes() == VIDEO
     assert saved.sha256 == hashlib.sha256(VIDEO).hexdigest()

@@ -1,11 +1,10 @@
 """Sync and async httpx clients for the EvoLink Seedance 2.0 API.
 
 Every call is a generator of steps: send a request (its answer comes back unread), read an
-answer's body into a sink, sleep, or set a deadline for the steps after it. Retries, pacing,
-size caps, redirects and every decision live in those generators; the sync and async drivers
-(`Client._run`, `AsyncClient._run`) only carry the steps out, so both clients behave exactly
-alike.
-"""
+answer's body into a sink, sleep, or (downloads, which only the sync client runs) set a deadline
+for the steps after it. Retries, pacing, size caps, redirects and every decision live in those
+generators; the sync and async drivers (`Client._run`, `AsyncClient._run`) only carry the steps
+out, so both clients behave exactly alike."""
 
 from __future__ import annotations
 
@@ -198,8 +197,8 @@ class _Read:
 
 @dataclass(frozen=True)
 class _Deadline:
-    """Every later step must end by `at` (`time.monotonic()`): past it, the driver makes the
-    read or wait under way fail with an `httpx.TimeoutException`. `seconds`: for messages."""
+    """Every later step must end by `at` (`time.monotonic()`): past it, the sync driver makes
+    the read under way fail with an `httpx.TimeoutException`. `seconds`: for messages."""
 
     at: float
     seconds: float
@@ -744,22 +743,22 @@ class AsyncClient(_BaseClient):
 
     async def _run(self, steps: _Steps[T]) -> T:
         opened: list[httpx.Response] = []
-        deadline: float | None = None
         try:
             step = next(steps)
             while True:
                 result = None
                 try:
-                    if isinstance(step, _Deadline):
-                        deadline = step.at
-                    elif deadline is None:
-                        result = await self._step(step, opened)
+                    if isinstance(step, _Sleep):
+                        await asyncio.sleep(step.seconds)
+                    elif isinstance(step, _Read):
+                        if step.sink:
+                            async for chunk in step.response.aiter_bytes():
+                                if not step.sink(chunk):
+                                    break
+                        await step.response.aclose()
                     else:
-                        try:
-                            async with asyncio.timeout(deadline - time.monotonic()):
-                                result = await self._step(step, opened)
-                        except TimeoutError:
-                            raise httpx.TimeoutException(_CUT_OFF) from None
+                        result = await self._http.send(step, stream=True)
+                        opened.append(result)
                 except httpx.HTTPError as exc:
                     step = steps.throw(exc)
                 else:
@@ -771,23 +770,6 @@ class AsyncClient(_BaseClient):
             for response in opened:
                 await response.aclose()
 
-    async def _step(
-        self, step: httpx.Request | _Read | _Sleep, opened: list[httpx.Response]
-    ) -> httpx.Response | None:
-        if isinstance(step, _Sleep):
-            await asyncio.sleep(step.seconds)
-        elif isinstance(step, _Read):
-            if step.sink:
-                async for chunk in step.response.aiter_bytes():
-                    if not step.sink(chunk):
-                        break
-            await step.response.aclose()
-        else:
-            response = await self._http.send(step, stream=True)
-            opened.append(response)
-            return response
-        return None
-
     async def create_task(self, request: GenerationRequest | Mapping[str, Any]) -> Task:
         """Submit a generation request (see `Client.create_task`)."""
         return await self._run(self._create(request))
@@ -795,15 +777,3 @@ class AsyncClient(_BaseClient):
     async def get_task(self, task_id: str) -> Task:
         """The task's current state (see `Client.get_task`)."""
         return await self._run(self._get_task(task_id))
-
-    async def download(
-        self,
-        url: str,
-        dest: str | os.PathLike,
-        *,
-        max_bytes: int = DEFAULT_MAX_VIDEO_BYTES,
-        deadline_seconds: float = DEFAULT_DOWNLOAD_SECONDS,
-    ) -> Download:
-        """Stream a result link to `dest` (see `Client.download`); the file is written on the
-        event loop's thread."""
-        return await self._run(self._download(url, dest, max_bytes, deadline_seconds))
