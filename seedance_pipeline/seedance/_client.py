@@ -1,10 +1,10 @@
 """Sync and async httpx clients for the EvoLink Seedance 2.0 API.
 
 Every call is a generator of steps: send a request (its answer comes back unread), read an
-answer's body into a sink, or sleep. Retries, pacing, size caps, redirects and every decision
-live in those generators; the sync and async drivers (`Client._run`, `AsyncClient._run`) only
-carry the steps out, so both clients behave exactly alike.
-"""
+answer's body into a sink, sleep, or (downloads, which only the sync client runs) set a deadline
+for the steps after it. Retries, pacing, size caps, redirects and every decision live in those
+generators; the sync and async drivers (`Client._run`, `AsyncClient._run`) only carry the steps
+out, so both clients behave exactly alike."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 from urllib.parse import urlsplit
 
+import httpcore
 import httpx
 
 from ._exceptions import (
@@ -194,8 +195,52 @@ class _Read:
     sink: Callable[[bytes], bool] | None = None
 
 
-# A call: yields requests (sent back: the unread answer), reads and sleeps; returns T.
-_Steps = Generator[httpx.Request | _Read | _Sleep, Any, T]
+@dataclass(frozen=True)
+class _Deadline:
+    """Every later step must end by `at` (`time.monotonic()`): past it, the sync driver makes
+    the read under way fail with an `httpx.TimeoutException`. `seconds`: for messages."""
+
+    at: float
+    seconds: float
+
+    def late(self, where: str) -> DownloadTimeoutError:
+        return DownloadTimeoutError(
+            f"{where} did not finish within the download's {self.seconds:g} s deadline (a "
+            "stalled or trickling host); a later try may succeed"
+        )
+
+
+# A call: yields requests (sent back: the unread answer), reads, sleeps and deadlines;
+# returns T.
+_Steps = Generator[httpx.Request | _Read | _Sleep | _Deadline, Any, T]
+_CUT_OFF = "the download's deadline passed"
+_CONNECTED = frozenset({"connection.connect_tcp.complete", "connection.start_tls.complete"})
+_DEADLINE = threading.local()  # `at`: the deadline of the sync download this thread runs
+
+
+def _bound_reads(event: str, info: dict[str, Any]) -> None:
+    """The `trace` extension of sync downloads' requests: every read on a connection they make
+    ends by the deadline of the download its thread is running.
+
+    httpx's timeouts bound each read, not a response: a host that sends its headers a byte at
+    a time holds a read loop as long as it likes. httpx has no public way to give its pool a
+    network backend, so each new connection's stream (the one httpcore reads from, handed
+    to `trace`) has its public `read` wrapped instead.
+    """
+    if event in _CONNECTED:
+        stream = info["return_value"]
+        read = stream.read
+
+        def bounded(max_bytes: int, timeout: float | None = None) -> bytes:
+            at = getattr(_DEADLINE, "at", None)
+            if at is not None:
+                left = at - time.monotonic()
+                if left <= 0:
+                    raise httpcore.ReadTimeout(_CUT_OFF)
+                timeout = left if timeout is None else min(timeout, left)
+            return read(max_bytes, timeout)
+
+        stream.read = bounded
 
 
 class _Buffer:
@@ -431,12 +476,13 @@ class _BaseClient:
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
-        deadline = time.monotonic() + deadline_seconds
+        deadline = _Deadline(time.monotonic() + deadline_seconds, deadline_seconds)
+        yield deadline
         try:
             sha256, size = yield from self._retrying(
-                lambda: self._download_attempt(url, tmp, max_bytes, deadline_seconds, deadline),
+                lambda: self._download_attempt(url, tmp, max_bytes, deadline),
                 lambda: _where(httpx.Request("GET", url)),
-                deadline,
+                deadline.at,
             )
             os.replace(tmp, dest)
         finally:
@@ -444,18 +490,15 @@ class _BaseClient:
         return Download(str(dest), sha256, size)
 
     def _download_attempt(
-        self, url: str, tmp: Path, max_bytes: int, deadline_seconds: float, deadline: float
+        self, url: str, tmp: Path, max_bytes: int, deadline: _Deadline
     ) -> _Steps[tuple[str, int]]:
         """One try: follow up to `MAX_REDIRECTS` redirects, each hop checked, into `tmp`."""
         for _ in range(MAX_REDIRECTS + 1):
             if problem := url_problem(url, allow_origin=self._emulator_origin):
                 raise UnsafeLinkError(f"result link refused: {problem}")
-            remaining = deadline - time.monotonic()
+            remaining = deadline.at - time.monotonic()
             if remaining <= 0:
-                raise DownloadTimeoutError(
-                    f"the download did not finish within {deadline_seconds:g} s (a stalled or "
-                    "trickling host); a later try may succeed"
-                )
+                raise deadline.late(_where(httpx.Request("GET", url)))
             # No API key: result links are pre-signed and their hosts are not the vendor's.
             request = self._http.build_request(
                 "GET",
@@ -471,6 +514,8 @@ class _BaseClient:
                     continue
                 return (yield from self._save_body(request, response, tmp, max_bytes, deadline))
             except httpx.HTTPError as exc:
+                if time.monotonic() >= deadline.at:
+                    raise deadline.late(_where(request)) from None
                 raise _transport_error(exc, request, creates=False) from None
         raise UnsafeLinkError(f"result link redirects more than {MAX_REDIRECTS} times")
 
@@ -480,7 +525,7 @@ class _BaseClient:
         response: httpx.Response,
         tmp: Path,
         max_bytes: int,
-        deadline: float,
+        deadline: _Deadline,
     ) -> _Steps[tuple[str, int]]:
         where = _where(request)
         too_large = DownloadTooLargeError(
@@ -504,14 +549,14 @@ class _BaseClient:
             yield _Read(response)
             raise too_large
         with tmp.open("wb") as out:
-            sink = _FileSink(out, max_bytes, deadline)
+            sink = _FileSink(out, max_bytes, deadline.at)
             yield _Read(response, sink)
             out.flush()
             os.fsync(out.fileno())
         if sink.overflow:
             raise too_large
         if sink.late:
-            raise DownloadTimeoutError(f"{where} was still arriving at the download's deadline")
+            raise deadline.late(where)
         return sink.digest.hexdigest(), sink.size
 
 
@@ -541,6 +586,9 @@ class Client(_BaseClient):
     ):
         super().__init__(api_key, **kwargs)
         self._http = httpx.Client(timeout=timeout, transport=transport, verify=_tls())
+        # Downloads have a pool of their own: each of its connections is made by a download,
+        # so its reads are bounded (`_bound_reads`); no result host's is in the API's pool.
+        self._downloads = httpx.Client(timeout=timeout, transport=transport, verify=_tls())
 
     def __enter__(self) -> Client:
         return self
@@ -550,15 +598,19 @@ class Client(_BaseClient):
 
     def close(self) -> None:
         self._http.close()
+        self._downloads.close()
 
     def _run(self, steps: _Steps[T]) -> T:
         opened: list[httpx.Response] = []
+        download = False
         try:
             step = next(steps)
             while True:
                 result = None
                 try:
-                    if isinstance(step, _Sleep):
+                    if isinstance(step, _Deadline):
+                        _DEADLINE.at, download = step.at, True
+                    elif isinstance(step, _Sleep):
                         time.sleep(step.seconds)
                     elif isinstance(step, _Read):
                         if step.sink:
@@ -566,6 +618,10 @@ class Client(_BaseClient):
                                 if not step.sink(chunk):
                                     break
                         step.response.close()
+                    elif download:
+                        step.extensions["trace"] = _bound_reads
+                        result = self._downloads.send(step, stream=True)
+                        opened.append(result)
                     else:
                         result = self._http.send(step, stream=True)
                         opened.append(result)
@@ -576,6 +632,8 @@ class Client(_BaseClient):
         except StopIteration as done:
             return done.value
         finally:
+            if download:
+                _DEADLINE.at = None
             steps.close()
             for response in opened:
                 response.close()
@@ -641,8 +699,8 @@ class Client(_BaseClient):
 
         Args:
             max_bytes: stop and fail past this many bytes (SEEDANCE_MAX_VIDEO_BYTES).
-            deadline_seconds: the whole download, redirects and retries included, must end
-                within this.
+            deadline_seconds: the whole download (redirects, headers, body and retries) ends
+                within this, however slowly a host sends.
 
         Raises:
             UnsafeLinkError: a link or redirect not allowed to be fetched (never retried).
