@@ -4,7 +4,8 @@ Every call is a generator of steps: send a request (its answer comes back unread
 answer's body into a sink, sleep, or (downloads, which only the sync client runs) set a deadline
 for the steps after it. Retries, pacing, size caps, redirects and every decision live in those
 generators; the sync and async drivers (`Client._run`, `AsyncClient._run`) only carry the steps
-out, so both clients behave exactly alike."""
+out, so both clients behave exactly alike.
+"""
 
 from __future__ import annotations
 

@@ -46,6 +46,11 @@ def run_key(kind: str, partition: str, state: str, tries: int = 0) -> str:
     return f"{kind}:{partition}:{state}" + (f":retry{tries}" if tries else "")
 
 
+def _state_tag(partition: str, state: str) -> str:
+    """The tag a day's videos runs carry: which ledger state of which day they were asked for."""
+    return f"{partition}:{state}"
+
+
 def _runs_by_state(context: SensorEvaluationContext, tags: list[str]) -> dict[str, list]:
     """The videos runs asked for with each of these state tags, in one query for all days."""
     found: dict[str, list] = {tag: [] for tag in tags}
@@ -70,7 +75,7 @@ def _videos_request(context: SensorEvaluationContext, partition: str, state: str
         run_key=run_key("videos", partition, state, failed),
         partition_key=partition,
         asset_selection=[generated_videos.key, generation_costs.key],
-        tags={STATE_TAG: f"{partition}:{state}"},
+        tags={STATE_TAG: _state_tag(partition, state)},
     )
 
 
@@ -113,9 +118,9 @@ def task_poller(
         if any(r.status == Status.DOWNLOAD_FAILED and r.next_poll_at > now for r in rows):
             continue  # a failed download's next try is not due yet
         settled[partition] = rows, ledger_state(rows)
-    runs = _runs_by_state(context, [f"{p}:{state}" for p, (_, state) in settled.items()])
+    runs = _runs_by_state(context, [_state_tag(p, state) for p, (_, state) in settled.items()])
     for partition, (rows, state) in settled.items():
-        request = _videos_request(context, partition, state, runs[f"{partition}:{state}"])
+        request = _videos_request(context, partition, state, runs[_state_tag(partition, state)])
         if request is None:
             continue
         requests.append(request)
