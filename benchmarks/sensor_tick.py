@@ -23,7 +23,12 @@ from dagster import DagsterRunStatus, build_sensor_context, instance_for_test
 from dagster._core.storage.dagster_run import DagsterRun
 from dagster._core.utils import make_new_run_id
 
-from seedance_pipeline.defs.generation.sensors import STATE_TAG, ledger_state, task_poller
+from seedance_pipeline.defs.generation.sensors import (
+    NEWEST_DAYS,
+    STATE_TAG,
+    ledger_state,
+    task_poller,
+)
 from seedance_pipeline.defs.resources import EvoLinkResource, PipelineResource
 from seedance_pipeline.emulator import DEFAULT_API_KEY, EmulatorConfig, running_emulator
 from seedance_pipeline.ledger import LEDGER_URL_ENV, Ledger, PollUpdate
@@ -124,16 +129,24 @@ def history_tick(ledger_url: str, url: str, days: int, rows: int, rounds: int) -
                     tags={STATE_TAG: state},
                 )
             )
-        times = []
+        times, cursors = [], [None]
         for _ in range(rounds):
             started = time.perf_counter()
-            asked = task_poller(build_sensor_context(instance=instance, resources=resources))
+            context = build_sensor_context(
+                instance=instance, resources=resources, cursor=cursors[-1]
+            )
+            asked = task_poller(context)
             times.append(time.perf_counter() - started)
             assert not asked.run_requests, "every day's videos run is done: nothing to ask"
+            cursors.append(asked.cursor)
+    older = partitions[:-NEWEST_DAYS]
+    per_tick = older.index(cursors[1]) + 1 if older else 1  # the first tick starts at the oldest
     tick = statistics.median(times)
     print(
-        f"  tick with {days} finished days of {rows} tasks: median {tick:.2f} s "
-        f"({1000 * tick / days:.1f} ms per day, {rounds} rounds)"
+        f"  tick with {days} settled days of {rows} tasks: median {tick:.2f} s, max "
+        f"{max(times):.2f} s ({rounds} ticks); each reads the {NEWEST_DAYS} newest days and "
+        f"{per_tick:.0f} of the {len(older)} older ones (a turn of them takes "
+        f"{-(-len(older) // per_tick):.0f} ticks)"
     )
 
 

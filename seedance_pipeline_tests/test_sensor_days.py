@@ -9,6 +9,7 @@ from dagster import DagsterRunStatus, build_sensor_context, instance_for_test
 from dagster._core.storage.dagster_run import DagsterRun
 from dagster._core.utils import make_new_run_id
 
+from seedance_pipeline.defs.generation import sensors
 from seedance_pipeline.defs.generation.sensors import STATE_TAG, task_poller
 from seedance_pipeline.defs.resources import EvoLinkResource, PipelineResource
 from seedance_pipeline.ledger import PollUpdate
@@ -89,3 +90,61 @@ def test_only_days_without_a_run_for_their_state_are_asked_for(resources):
         again = {r.partition_key: r for r in requests(instance, resources)}
     assert set(again) == {DAY, NEXT_DAY}
     assert again[DAY].tags != first[DAY].tags
+
+
+def tick(instance, resources, cursor: str | None):
+    return task_poller(build_sensor_context(instance=instance, resources=resources, cursor=cursor))
+
+
+def test_older_days_are_read_in_turn_when_a_tick_has_no_time_for_all(resources, monkeypatch):
+    monkeypatch.setattr(sensors, "NEWEST_DAYS", 2)
+    monkeypatch.setattr(sensors, "HISTORY_SECONDS", -1.0)  # no time: one older day a tick
+    ledger = resources["pipeline"].ledger()
+    days = [f"2026-10-0{d}" for d in range(1, 7)]  # two newest, four older
+    for day in days:
+        completed(ledger, day, "p1", f"task-{day}")
+        ledger.set_submission_complete(day, True)
+
+    with instance_for_test() as instance:
+        asked, cursor = [], None
+        for _ in range(6):
+            result = tick(instance, resources, cursor)
+            asked.append(sorted(r.partition_key for r in result.run_requests))
+            cursor = result.cursor
+            for request in result.run_requests:  # each run asked for is served
+                instance.add_run(
+                    DagsterRun(
+                        job_name="videos",
+                        run_id=make_new_run_id(),
+                        status=DagsterRunStatus.SUCCESS,
+                        tags=request.tags,
+                    )
+                )
+            if len(asked) == 5:
+                completed(ledger, "2026-10-02", "p2", "task-late")  # an old day changes
+        # The newest two and the oldest; then one older day a tick; the fifth tick reads the
+        # oldest again (served: nothing to ask); the sixth finds the change.
+        assert asked == [
+            ["2026-10-01", "2026-10-05", "2026-10-06"],
+            ["2026-10-02"],
+            ["2026-10-03"],
+            ["2026-10-04"],
+            [],
+            ["2026-10-02"],
+        ]
+        assert cursor == "2026-10-02"
+
+
+def test_a_tick_with_time_reads_every_settled_day(resources, monkeypatch):
+    monkeypatch.setattr(sensors, "NEWEST_DAYS", 2)
+    ledger = resources["pipeline"].ledger()
+    days = [f"2026-10-0{d}" for d in range(1, 7)]
+    for day in days:
+        completed(ledger, day, "p1", f"task-{day}")
+        ledger.set_submission_complete(day, True)
+
+    with instance_for_test() as instance:
+        result = tick(instance, resources, "2026-10-02")
+
+    assert sorted(r.partition_key for r in result.run_requests) == days
+    assert result.cursor == "2026-10-02"  # read round to the day it started after

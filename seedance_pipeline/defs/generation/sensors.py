@@ -1,5 +1,6 @@
 """The sensor that polls outstanding tasks and asks for a day's videos once its tasks ended."""
 
+import bisect
 import hashlib
 import time
 
@@ -14,6 +15,7 @@ from dagster import (
 )
 from sqlalchemy import Row
 
+from ...ledger import Ledger
 from ...polling import PollingRefused, poll_round
 from ...statuses import Status
 from ..costs.assets import generation_costs
@@ -24,6 +26,12 @@ from .assets import generated_videos, submitted_tasks
 MAX_VIDEO_RUNS = 5
 STATE_TAG = "seedance/ledger_state"
 _ENDED = (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
+# Settled days are read again on every tick: any of them can still change (a `resolve`, a late
+# callback, a videos run by hand). The newest days are read each tick; older ones in turn, for
+# as long as HISTORY_SECONDS allows (at least one a tick), so years of history cannot push a
+# tick past Dagster's timeout after its poll round.
+NEWEST_DAYS = 7
+HISTORY_SECONDS = 5.0
 
 
 def ledger_state(rows: list[Row]) -> str:
@@ -49,6 +57,40 @@ def run_key(kind: str, partition: str, state: str, tries: int = 0) -> str:
 def _state_tag(partition: str, state: str) -> str:
     """The tag a day's videos runs carry: which ledger state of which day they were asked for."""
     return f"{partition}:{state}"
+
+
+def _days_to_read(settled: list[str], cursor: str | None) -> tuple[list[str], list[str]]:
+    """The newest settled days, and the older ones in turn: from the first after `cursor` (the
+    older day the last tick read last) onwards, then from the oldest."""
+    newest, older = settled[-NEWEST_DAYS:], settled[:-NEWEST_DAYS]
+    start = bisect.bisect_right(older, cursor) if cursor else 0
+    return newest, older[start:] + older[:start]
+
+
+def _read_settled_days(
+    context: SensorEvaluationContext, ledger: Ledger, max_attempts: int
+) -> tuple[dict[str, tuple[list[Row], str]], str | None]:
+    """The settled days this tick reads (the newest, then older ones in turn while time is
+    left), each with its rows and their digest; and the next cursor: the older day read last.
+    A day whose failed download is not due for another try yet is left out."""
+    now, cursor = time.time(), context.cursor
+    newest, older = _days_to_read(ledger.partitions_settled(max_attempts), cursor)
+    until = time.monotonic() + HISTORY_SECONDS
+    settled = {}
+    for i, partition in enumerate(newest + older):
+        if i > len(newest) and time.monotonic() > until:
+            context.log.info(
+                f"read the {len(newest)} newest and {i - len(newest)} of {len(older)} older "
+                "settled days; the others in the next ticks"
+            )
+            break
+        if i >= len(newest):
+            cursor = partition
+        rows = ledger.state_rows(partition)
+        if any(r.status == Status.DOWNLOAD_FAILED and r.next_poll_at > now for r in rows):
+            continue
+        settled[partition] = rows, ledger_state(rows)
+    return settled, cursor
 
 
 def _runs_by_state(context: SensorEvaluationContext, tags: list[str]) -> dict[str, list]:
@@ -111,13 +153,7 @@ def task_poller(
                 asset_selection=[submitted_tasks.key],
             )
         )
-    now = time.time()
-    settled = {}
-    for partition in ledger.partitions_settled(pipeline.max_attempts):
-        rows = ledger.state_rows(partition)
-        if any(r.status == Status.DOWNLOAD_FAILED and r.next_poll_at > now for r in rows):
-            continue  # a failed download's next try is not due yet
-        settled[partition] = rows, ledger_state(rows)
+    settled, cursor = _read_settled_days(context, ledger, pipeline.max_attempts)
     runs = _runs_by_state(context, [_state_tag(p, state) for p, (_, state) in settled.items()])
     for partition, (rows, state) in settled.items():
         request = _videos_request(context, partition, state, runs[_state_tag(partition, state)])
@@ -133,4 +169,4 @@ def task_poller(
                     "(--task-id ID | --forget)`"
                 )
     context.log.info(f"{len(requests)} run(s) requested")
-    return SensorResult(run_requests=requests)
+    return SensorResult(run_requests=requests, cursor=cursor)
