@@ -17,6 +17,10 @@ from .videos import DOWNLOAD_WORKERS, max_video_bytes, store_video
 
 # A Dagster run's tag saying its process follows the day itself (`seedance-pipeline run`).
 FOLLOWED_TAG = "seedance/followed"
+# Tasks fall due one by one as they were submitted: a round for each would cost each task a
+# ledger transaction, two reads and an event loop's run. Rounds are this far apart at least,
+# and each polls what fell due meanwhile.
+ROUND_GAP_SECONDS = 0.5
 
 
 def follow_day(
@@ -53,6 +57,7 @@ def follow_day(
         ThreadPoolExecutor(DOWNLOAD_WORKERS) as pool,
     ):
         downloads: dict[str, Future] = {}
+        last_round = 0.0
         while True:
             now = time.time()
             day = ledger.day_state(partition, now)
@@ -84,8 +89,10 @@ def follow_day(
                 due = min(due, now + 0.5)
             elif callbacks:
                 due = min(due, now + 1.0)  # the receiver, not a poll, settles these rows
+            due = max(due, last_round + ROUND_GAP_SECONDS)
             time.sleep(min(5.0, max(0.0, due - time.time())))
             if running and polls:
+                last_round = time.time()
                 poll_round(ledger)
 
 
