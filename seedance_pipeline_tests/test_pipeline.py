@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import Counter
 
 import pandas as pd
@@ -15,10 +16,12 @@ from dagster import (
     instance_for_test,
 )
 
+from seedance_pipeline import follow
 from seedance_pipeline.definitions import defs
 from seedance_pipeline.defs.generation.sensors import task_poller
 from seedance_pipeline.media import measure_video_output
-from seedance_pipeline.polling import poll_round
+from seedance_pipeline.polling import PollRounds, poll_round
+from seedance_pipeline.statuses import Status
 from seedance_pipeline.submission import Planned, submit_all
 from seedance_pipeline.tables import read_table, table_path
 
@@ -205,6 +208,37 @@ def test_videos_completing_while_the_day_is_submitted_are_stored_by_the_submitti
     for row in stored:
         facts = measure_video_output(resources["pipeline"].videos().uri(row.video_uri))
         assert (facts["width"], facts["height"]) == (row.width, row.height)
+
+
+def test_tasks_falling_due_one_by_one_are_polled_in_a_few_rounds(
+    tmp_path, emulator, api_key, monkeypatch
+):
+    """`run`'s follower: ten tasks due 0.1 s apart are polled in rounds at least 0.5 s apart,
+    not a round (and a ledger transaction) each; every task is polled once and stored."""
+    resources = make_resources(copy_sample_data(tmp_path / "data"), emulator, api_key)
+    ledger, evolink = resources["pipeline"].ledger(), resources["evolink"]
+    body = {"model": "seedance-2.0-fast-text-to-video", "prompt": "waves", "duration": 4}
+    first_due = time.time() + 0.5  # every task has completed by then
+    with evolink.client() as client:
+        for i in range(10):
+            ledger.claim(DAY, f"p{i}", body, 1.0)
+            task = client.create_task(body)
+            ledger.record_submitted(DAY, f"p{i}", task.id, first_due + 0.1 * i)
+    rounds = []
+
+    class CountedRounds(PollRounds):
+        def __call__(self, ledger, **kwargs):
+            rounds.append(time.time())
+            return super().__call__(ledger, **kwargs)
+
+    monkeypatch.setattr(follow, "PollRounds", CountedRounds)
+    follow.follow_day(DAY, ledger, evolink, resources["pipeline"].videos(), threading.Event())
+
+    rows = ledger.rows(DAY)
+    assert [(r.status, r.polls, bool(r.video_uri)) for r in rows] == [
+        (Status.COMPLETED, 1, True)
+    ] * 10
+    assert len(rounds) <= 4, [round(t - first_due, 2) for t in rounds]  # 10 without a gap
 
 
 def test_polls_past_the_rounds_deadlines_stay_due_for_the_next(project, api_key):
