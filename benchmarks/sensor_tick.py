@@ -27,6 +27,7 @@ from seedance_pipeline.defs.generation.sensors import (
     NEWEST_DAYS,
     STATE_TAG,
     ledger_state,
+    state_tag,
     task_poller,
 )
 from seedance_pipeline.defs.resources import EvoLinkResource, PipelineResource
@@ -120,7 +121,7 @@ def history_tick(ledger_url: str, url: str, days: int, rows: int, rounds: int) -
     }
     with instance_for_test() as instance:
         for partition in partitions:
-            state = f"{partition}:{ledger_state(ledger.state_rows(partition))}"
+            state = state_tag(partition, ledger_state(ledger.state_rows(partition)))
             instance.add_run(
                 DagsterRun(
                     job_name="videos",

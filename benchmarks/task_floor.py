@@ -26,10 +26,11 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' helpers
 from seedance_pipeline.emulator import DEFAULT_API_KEY  # noqa: E402
 from seedance_pipeline.ledger import Ledger, PollUpdate  # noqa: E402
-from seedance_pipeline.media import ffmpeg, measure_video_output  # noqa: E402
+from seedance_pipeline.media import measure_video_output  # noqa: E402
 from seedance_pipeline.seedance import AsyncClient, Client  # noqa: E402
 from seedance_pipeline.statuses import Status  # noqa: E402
 from seedance_pipeline_tests.fault_support import free_port  # noqa: E402
+from seedance_pipeline_tests.pipeline_support import b_frame_video  # noqa: E402
 
 BODY = {"model": "seedance-2.0-fast-text-to-video", "prompt": "a cat", "duration": 4}
 AUTH = {"Authorization": f"Bearer {DEFAULT_API_KEY}"}
@@ -117,13 +118,7 @@ def measure(n: int, url: str, folder: Path) -> dict[str, float]:
     figures["measure (measure_video_output)"] = cpu_ms_each(
         n, lambda i: measure_video_output(files[i])
     )
-    hd = folder / "hd.mp4"  # as encoders make them by default: H.264 high profile, B-frames
-    subprocess.run(
-        [ffmpeg(), "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=1920x1080:rate=24"]
-        + ["-f", "lavfi", "-i", "sine", "-t", "5", "-c:v", "libx264", "-preset", "superfast"]
-        + ["-profile:v", "high", "-pix_fmt", "yuv420p", "-c:a", "aac", str(hd)],
-        check=True,
-    )
+    hd = b_frame_video(folder / "hd.mp4", 1920, 1080, 5)  # not as the emulator renders
     measure_hd = cpu_ms_each(n, lambda i: measure_video_output(hd))
     ledger = Ledger(folder / "ledger.sqlite3")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from seedance_pipeline.defs.generation.assets import (
     submitted_tasks,
 )
 from seedance_pipeline.defs.resources import EvoLinkResource, PipelineResource
+from seedance_pipeline.media import ffmpeg
 from seedance_pipeline.planning import MediaFactsCache, PlannedRow, plan_catalog
 from seedance_pipeline.polling import poll_round
 from seedance_pipeline.seedance import PriceTable
@@ -92,3 +94,16 @@ def save_videos(resources: dict, partition: str = DAY, instance: DagsterInstance
 def emulator_tasks(url: str) -> list[dict]:
     """Every task the emulator ever created, from its ledger."""
     return httpx.get(f"{url}/emulator/ledger").json()["tasks"]
+
+
+def b_frame_video(path: Path, width: int, height: int, seconds: int) -> Path:
+    """An MP4 as encoders make them by default (H.264 high profile with B-frames, AAC audio),
+    unlike the emulator's renders (no B-frames)."""
+    subprocess.run(
+        [ffmpeg(), "-v", "error", "-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate=24"]
+        + ["-f", "lavfi", "-i", "sine=frequency=440", "-t", str(seconds), "-c:v", "libx264"]
+        + ["-preset", "superfast", "-profile:v", "high", "-bf", "3", "-pix_fmt", "yuv420p"]
+        + ["-c:a", "aac", "-movflags", "+faststart", str(path)],
+        check=True,
+    )
+    return path

@@ -1,24 +1,18 @@
 """Measuring a downloaded video as encoders make them by default (H.264 high profile with
 B-frames), not only as the emulator renders them (no B-frames)."""
 
-import subprocess
-
 import pytest
 
-from seedance_pipeline.media import MediaError, ffmpeg, measure_video_output
+from seedance_pipeline.media import MediaError, measure_video_output
+
+from . import pipeline_support
 
 
 @pytest.fixture(scope="module")
 def b_frame_video(tmp_path_factory):
-    path = tmp_path_factory.mktemp("media") / "high.mp4"
-    subprocess.run(
-        [ffmpeg(), "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=24"]
-        + ["-f", "lavfi", "-i", "sine=frequency=440", "-t", "3", "-c:v", "libx264"]
-        + ["-preset", "superfast", "-profile:v", "high", "-bf", "3", "-pix_fmt", "yuv420p"]
-        + ["-c:a", "aac", "-movflags", "+faststart", str(path)],
-        check=True,
+    return pipeline_support.b_frame_video(
+        tmp_path_factory.mktemp("media") / "high.mp4", 1280, 720, 3
     )
-    return path
 
 
 def test_a_video_with_b_frames_is_measured_from_its_header(b_frame_video):

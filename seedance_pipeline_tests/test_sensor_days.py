@@ -35,9 +35,29 @@ def completed(ledger, day: str, prompt_id: str, task_id: str) -> None:
     ledger.record_polls([PollUpdate(task_id, status=Status.COMPLETED, result_url="u")])
 
 
+def settled_days(ledger, days: list[str]) -> None:
+    for day in days:
+        completed(ledger, day, "p1", f"task-{day}")
+        ledger.set_submission_complete(day, True)
+
+
+def tick(instance, resources, cursor: str | None = None):
+    return task_poller(build_sensor_context(instance=instance, resources=resources, cursor=cursor))
+
+
 def requests(instance, resources) -> list:
-    return list(
-        task_poller(build_sensor_context(instance=instance, resources=resources)).run_requests
+    return list(tick(instance, resources).run_requests)
+
+
+def serve(instance, request) -> None:
+    """A videos run asked for by `request` that succeeded."""
+    instance.add_run(
+        DagsterRun(
+            job_name="videos",
+            run_id=make_new_run_id(),
+            status=DagsterRunStatus.SUCCESS,
+            tags=request.tags,
+        )
     )
 
 
@@ -70,20 +90,12 @@ def test_a_days_run_is_keyed_by_the_digest_of_its_rows_as_before(resources):
 
 def test_only_days_without_a_run_for_their_state_are_asked_for(resources):
     ledger = resources["pipeline"].ledger()
-    for day in (DAY, NEXT_DAY):
-        completed(ledger, day, "p1", f"task-{day}")
-        ledger.set_submission_complete(day, True)
+    settled_days(ledger, [DAY, NEXT_DAY])
 
     with instance_for_test() as instance:
         first = {r.partition_key: r for r in requests(instance, resources)}
         assert set(first) == {DAY, NEXT_DAY}
-        served = DagsterRun(
-            job_name="videos",
-            run_id=make_new_run_id(),
-            status=DagsterRunStatus.SUCCESS,
-            tags=first[DAY].tags,
-        )
-        instance.add_run(served)
+        serve(instance, first[DAY])
         assert [r.partition_key for r in requests(instance, resources)] == [NEXT_DAY]
 
         completed(ledger, DAY, "p2", "task-late")  # the day changed: its videos are asked again
@@ -92,18 +104,12 @@ def test_only_days_without_a_run_for_their_state_are_asked_for(resources):
     assert again[DAY].tags != first[DAY].tags
 
 
-def tick(instance, resources, cursor: str | None):
-    return task_poller(build_sensor_context(instance=instance, resources=resources, cursor=cursor))
-
-
 def test_older_days_are_read_in_turn_when_a_tick_has_no_time_for_all(resources, monkeypatch):
     monkeypatch.setattr(sensors, "NEWEST_DAYS", 2)
     monkeypatch.setattr(sensors, "HISTORY_SECONDS", -1.0)  # no time: one older day a tick
     ledger = resources["pipeline"].ledger()
     days = [f"2026-10-0{d}" for d in range(1, 7)]  # two newest, four older
-    for day in days:
-        completed(ledger, day, "p1", f"task-{day}")
-        ledger.set_submission_complete(day, True)
+    settled_days(ledger, days)
 
     with instance_for_test() as instance:
         asked, cursor = [], None
@@ -112,14 +118,7 @@ def test_older_days_are_read_in_turn_when_a_tick_has_no_time_for_all(resources, 
             asked.append(sorted(r.partition_key for r in result.run_requests))
             cursor = result.cursor
             for request in result.run_requests:  # each run asked for is served
-                instance.add_run(
-                    DagsterRun(
-                        job_name="videos",
-                        run_id=make_new_run_id(),
-                        status=DagsterRunStatus.SUCCESS,
-                        tags=request.tags,
-                    )
-                )
+                serve(instance, request)
             if len(asked) == 5:
                 completed(ledger, "2026-10-02", "p2", "task-late")  # an old day changes
         # The newest two and the oldest; then one older day a tick; the fifth tick reads the
@@ -139,9 +138,7 @@ def test_a_tick_with_time_reads_every_settled_day(resources, monkeypatch):
     monkeypatch.setattr(sensors, "NEWEST_DAYS", 2)
     ledger = resources["pipeline"].ledger()
     days = [f"2026-10-0{d}" for d in range(1, 7)]
-    for day in days:
-        completed(ledger, day, "p1", f"task-{day}")
-        ledger.set_submission_complete(day, True)
+    settled_days(ledger, days)
 
     with instance_for_test() as instance:
         result = tick(instance, resources, "2026-10-02")

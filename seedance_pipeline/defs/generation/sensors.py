@@ -54,7 +54,7 @@ def run_key(kind: str, partition: str, state: str, tries: int = 0) -> str:
     return f"{kind}:{partition}:{state}" + (f":retry{tries}" if tries else "")
 
 
-def _state_tag(partition: str, state: str) -> str:
+def state_tag(partition: str, state: str) -> str:
     """The tag a day's videos runs carry: which ledger state of which day they were asked for."""
     return f"{partition}:{state}"
 
@@ -117,7 +117,7 @@ def _videos_request(context: SensorEvaluationContext, partition: str, state: str
         run_key=run_key("videos", partition, state, failed),
         partition_key=partition,
         asset_selection=[generated_videos.key, generation_costs.key],
-        tags={STATE_TAG: _state_tag(partition, state)},
+        tags={STATE_TAG: state_tag(partition, state)},
     )
 
 
@@ -154,9 +154,9 @@ def task_poller(
             )
         )
     settled, cursor = _read_settled_days(context, ledger, pipeline.max_attempts)
-    runs = _runs_by_state(context, [_state_tag(p, state) for p, (_, state) in settled.items()])
+    runs = _runs_by_state(context, [state_tag(p, state) for p, (_, state) in settled.items()])
     for partition, (rows, state) in settled.items():
-        request = _videos_request(context, partition, state, runs[_state_tag(partition, state)])
+        request = _videos_request(context, partition, state, runs[state_tag(partition, state)])
         if request is None:
             continue
         requests.append(request)
