@@ -27,6 +27,10 @@ _FORMATS = {
 # decoded: to guess an H.264 stream's frame reordering FFmpeg's probe decodes up to 7 frames
 # (12 ms of CPU for a 1080p video with B-frames, encoders' default), and no fact here needs them.
 _HEADER_ONLY = {"analyzeduration": "0", "probesize": "32", "skip_frame": "all"}
+# A downloaded file is untrusted: read as an MP4 and nothing else (FFmpeg would otherwise guess
+# the format from the content, and an `ffconcat` text naming a sibling video would be measured
+# as that video), touching no file or URL beyond itself.
+_DOWNLOADED = {**_HEADER_ONLY, "protocol_whitelist": "file"}
 _IMAGE_CODECS = {"mjpeg": "jpeg", "png": "png", "webp": "webp", "gif": "gif", "bmp": "bmp"}
 
 
@@ -93,7 +97,8 @@ def _facts(container, kind: str, size: int) -> MediaFacts:
 
 
 def measure_video_output(path: str | os.PathLike) -> dict:
-    """Pixels, duration and audio of a generated MP4, for the videos table and checks.
+    """Pixels, duration and audio of a generated MP4 (MP4 or MOV, no other format), for the
+    videos table and checks.
 
     Every video packet is read (not decoded), so a file cut short fails here even when its
     header, written first, promises the full duration.
@@ -102,7 +107,7 @@ def measure_video_output(path: str | os.PathLike) -> dict:
         MediaError: not a video, or its picture stops well before the duration it claims.
     """
     try:
-        with av.open(str(path), options=_HEADER_ONLY) as container:
+        with av.open(str(path), format="mp4", options=_DOWNLOADED) as container:
             if not container.streams.video:
                 raise MediaError(f"{path}: holds no video stream")
             stream = container.streams.video[0]

@@ -1,9 +1,11 @@
 """Measuring a downloaded video as encoders make them by default (H.264 high profile with
-B-frames), not only as the emulator renders them (no B-frames)."""
+B-frames), not only as the emulator renders them (no B-frames), and refusing what is not one."""
+
+import subprocess
 
 import pytest
 
-from seedance_pipeline.media import MediaError, measure_video_output
+from seedance_pipeline.media import MediaError, ffmpeg, measure_video_output
 
 from . import pipeline_support
 
@@ -30,3 +32,23 @@ def test_a_video_with_b_frames_cut_in_half_is_refused(b_frame_video, tmp_path):
     cut.write_bytes(data[: len(data) // 2])
     with pytest.raises(MediaError, match="picture ends at 1.* of the 3.00 s it claims"):
         measure_video_output(cut)
+
+
+def test_a_text_file_naming_another_video_is_not_measured_as_that_video(b_frame_video):
+    """FFmpeg left to guess reads an `ffconcat` list and measures the file it names: a 70-byte
+    download would be kept as a 3 s 1280x720 video."""
+    listing = b_frame_video.with_name(".p1.mp4.123.tmp")  # a download's scratch name
+    listing.write_text(f"ffconcat version 1.0\nfile '{b_frame_video.name}'\nduration 3\n")
+    with pytest.raises(MediaError, match="not a readable video"):
+        measure_video_output(listing)
+
+
+def test_a_video_in_another_container_is_refused(b_frame_video, tmp_path):
+    transport_stream = tmp_path / "video.mp4"  # MPEG-TS under an MP4 name
+    subprocess.run(
+        [ffmpeg(), "-v", "error", "-i", str(b_frame_video), "-c", "copy", "-f", "mpegts"]
+        + [str(transport_stream)],
+        check=True,
+    )
+    with pytest.raises(MediaError, match="not a readable video"):
+        measure_video_output(transport_stream)
