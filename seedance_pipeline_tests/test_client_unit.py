@@ -474,6 +474,39 @@ def test_poll_answered_with_something_not_a_task_is_malformed(sleeps, driver, an
     assert f"/v1/tasks/{TASK_ID}" in str(info.value)
 
 
+NUMBERS_THAT_CANNOT_BE = [  # (answer's field, what the task says: progress, credits, estimate)
+    pytest.param({"progress": float("nan")}, (0, 67.5, 165), id="progress-nan"),
+    pytest.param({"progress": 10**25}, (0, 67.5, 165), id="progress-25-digits"),
+    pytest.param({"usage": {"credits_reserved": -1e5}}, (0, None, 165), id="credits-negative"),
+    pytest.param({"usage": {"credits_reserved": float("inf")}}, (0, None, 165), id="credits-inf"),
+    pytest.param({"task_info": {"estimated_time": float("nan")}}, (0, 67.5, None), id="eta-nan"),
+]
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+@pytest.mark.parametrize(("odd", "says"), NUMBERS_THAT_CANNOT_BE)
+def test_a_create_answer_with_a_number_that_cannot_be_keeps_its_task(
+    sleeps, driver, odd, says, caplog
+):
+    """The task was made and is charged: its id must reach the ledger, the number must not
+    (an `inf` charge, or a progress no ledger column holds)."""
+    answer = httpx.Response(200, content=json.dumps(TASK | odd))  # NaN, Infinity as they come
+    task = DRIVERS[driver](Recorder(answer), "create_task", BODY)
+    assert task.id == TASK_ID
+    assert (task.progress, task.credits_reserved, task.estimated_time) == says
+    assert "ignored" in caplog.text
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_an_error_answer_whose_message_is_not_text_says_what_the_body_says(sleeps, driver):
+    answer = {"error": {"code": {"n": 1}, "message": {"text": "duration: 4..15"}}}
+    handler = Recorder(httpx.Response(400, json=answer))
+    with pytest.raises(InvalidRequestError) as info:
+        DRIVERS[driver](handler, "create_task", BODY)
+    assert info.value.code is None
+    assert isinstance(info.value.message, str) and "duration: 4..15" in info.value.message
+
+
 def test_poll_answer_about_another_task_is_malformed(sleeps):
     other = TASK | {"id": "task-unified-1774857405-zzzzzzzz"}
     with pytest.raises(MalformedAnswerError, match="zzzzzzzz"):

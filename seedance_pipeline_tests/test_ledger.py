@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import subprocess
 import sys
@@ -195,6 +196,32 @@ def test_a_poll_round_keeps_its_deadline_while_another_writer_holds_the_lock(led
     assert (again.polled, again.errors) == (1, 0)
     row = next(r for r in ledger.rows(DAY) if r.prompt_id == "sent")
     assert (row.status, row.result_url) == ("completed", "https://cdn.example.com/v.mp4")
+
+
+def test_a_poll_answer_with_a_25_digit_progress_does_not_stop_the_round(ledger):
+    """No ledger column holds such a number: written, it failed the whole round's transaction,
+    every round, and the day's finished tasks were never recorded."""
+    answer = {
+        "id": "task-1",
+        "status": "completed",
+        "progress": 10**25,
+        "results": ["https://cdn.example.com/v.mp4"],
+        "usage": {"credits_reserved": float("inf")},
+    }
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, content=json.dumps(answer)))
+
+    async def one_round():
+        async with AsyncClient("k", transport=transport) as client:
+            return await poll_due(ledger, client)
+
+    summary = asyncio.run(one_round())
+    assert (summary.polled, summary.finished, summary.errors) == (1, 1, 0)
+    row = next(r for r in ledger.rows(DAY) if r.prompt_id == "sent")
+    assert (row.status, row.result_url, row.credits_reserved) == (
+        "completed",
+        "https://cdn.example.com/v.mp4",
+        10.0,  # the create's answer; the poll's `inf` is not recorded
+    )
 
 
 def test_a_prompt_sent_on_one_day_is_found_from_another(ledger):

@@ -298,7 +298,7 @@ def api_error(response: httpx.Response, body: bytes) -> APIError:
     code, message, kind = None, None, None
     try:
         error = json.loads(body).get("error") or {}
-        code, message, kind = error.get("code"), error.get("message"), error.get("type")
+        code, message, kind = (_text(error.get(name)) for name in ("code", "message", "type"))
     except (ValueError, AttributeError):
         pass
     message = message or body[:200].decode("utf-8", "replace") or response.reason_phrase
@@ -306,7 +306,13 @@ def api_error(response: httpx.Response, body: bytes) -> APIError:
     kwargs: dict[str, Any] = {}
     if cls is RateLimitError:
         kwargs["retry_after"] = _retry_after(response)
-    return cls(response.status_code, None if code is None else str(code), message, kind, **kwargs)
+    return cls(response.status_code, code, message, kind, **kwargs)
+
+
+def _text(value: Any) -> str | None:
+    """A field of an error answer as text; None unless it is a string or a whole number (an
+    object there would reach the ledger's text columns)."""
+    return str(value) if isinstance(value, str | int) and not isinstance(value, bool) else None
 
 
 def _where(request: httpx.Request) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
@@ -9,6 +10,8 @@ from typing import Any
 
 from ._exceptions import MalformedAnswerError
 from ._rules import DEFAULT_ASPECT_RATIO, DEFAULT_DURATION, DEFAULT_QUALITY
+
+log = logging.getLogger(__name__)
 
 
 class TaskStatus(StrEnum):
@@ -22,6 +25,16 @@ class TaskStatus(StrEnum):
 
 
 TERMINAL_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+
+# The most each number of a task answer can mean. A number beyond it, negative, NaN or
+# infinite is ignored: recorded, it would be a charge of `inf` credits, or a 25-digit
+# progress that no ledger column holds (failing the write of a whole poll round).
+_LARGEST = {
+    "progress": 100,
+    "estimated_time": 7 * 24 * 3600,
+    "video_duration": 3600,
+    "credits_reserved": 1e9,
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -128,15 +141,15 @@ class Task:
         return cls(
             id=task_id,
             status=status,
-            progress=int(_field(data, "progress", (int, float)) or 0),
+            progress=int(_amount(data, "progress", task_id) or 0),
             model=_field(data, "model", str),
             created=_field(data, "created", int),
-            estimated_time=_field(info, "estimated_time", (int, float)),
-            video_duration=_field(info, "video_duration", (int, float)),
+            estimated_time=_amount(info, "estimated_time", task_id),
+            video_duration=_amount(info, "video_duration", task_id),
             results=tuple(results),
             error_code=None if code is None else str(code),
             error_message=_field(error, "message", str),
-            credits_reserved=_field(usage, "credits_reserved", (int, float)),
+            credits_reserved=_amount(usage, "credits_reserved", task_id),
             raw=data,
         )
 
@@ -151,6 +164,15 @@ def _field(data: Mapping[str, Any], name: str, kind: type | tuple[type, ...]) ->
     if value is None or (isinstance(value, kind) and not isinstance(value, bool)):
         return value
     raise MalformedAnswerError(f"task field {name} is {_kind(value)}, not {_names(kind)}")
+
+
+def _amount(data: Mapping[str, Any], name: str, task_id: str) -> float | None:
+    """A number field of a task answer, or None when it cannot mean what it says."""
+    value = _field(data, name, (int, float))
+    if value is None or 0 <= value <= _LARGEST[name]:  # False for NaN
+        return value
+    log.warning("task %s: %s %.30s is not 0 to %g; ignored", task_id, name, value, _LARGEST[name])
+    return None
 
 
 def _names(kind: type | tuple[type, ...]) -> str:
