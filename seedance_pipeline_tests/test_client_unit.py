@@ -288,7 +288,13 @@ def test_create_with_lost_answer_is_outcome_unknown_and_never_resent(sleeps, dri
 
 @pytest.mark.parametrize("driver", DRIVERS)
 @pytest.mark.parametrize(
-    "exc", [httpx.ConnectError("refused"), httpx.ConnectTimeout("connect timed out")]
+    "exc",
+    [
+        httpx.ConnectError("refused"),
+        httpx.ConnectTimeout("connect timed out"),
+        httpx.LocalProtocolError("Illegal header value"),  # refused before anything is written
+        httpx.UnsupportedProtocol("Request URL has an unsupported protocol"),
+    ],
 )
 def test_create_that_never_connected_is_retried(sleeps, driver, exc):
     handler = Recorder(exc, httpx.Response(200, json=TASK))
@@ -396,6 +402,34 @@ def test_upload_refused_in_the_body_is_an_error(sleeps, tmp_path):
 def test_key_is_required():
     with pytest.raises(ValueError, match="EVOLINK_API_KEY"):
         Client("")
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_key_with_a_trailing_line_break_is_sent_without_it(sleeps, driver):
+    """A Windows .env leaves "\\r\\n" after the key; h11 would refuse (and quote) it."""
+    handler = Recorder(httpx.Response(200, json=TASK))
+    transport = httpx.MockTransport(handler)
+    if driver == "sync":
+        with Client(f" {KEY}\r\n", base_url=BASE, transport=transport) as c:
+            c.create_task(BODY)
+    else:
+
+        async def go():
+            async with AsyncClient(f" {KEY}\r\n", base_url=BASE, transport=transport) as c:
+                await c.create_task(BODY)
+
+        asyncio.run(go())
+    assert handler.requests[0].headers["authorization"] == f"Bearer {KEY}"
+
+
+@pytest.mark.parametrize("odd", ["\r", "\x00", "\x1b", " ", "\u00e9", "\x7f"])
+def test_a_key_with_a_character_no_header_may_carry_is_refused_without_showing_it(odd):
+    key = f"{KEY[:10]}{odd}{KEY[10:]}"
+    for cls in (Client, AsyncClient):
+        with pytest.raises(ValueError, match="EVOLINK_API_KEY") as info:
+            cls(key, base_url=BASE)
+        assert "position 11" in str(info.value)
+        assert KEY[:10] not in str(info.value) and KEY[10:] not in str(info.value)
 
 
 def test_key_not_in_repr():

@@ -322,7 +322,16 @@ def _where(request: httpx.Request) -> str:
 
 def _transport_error(exc: httpx.HTTPError, request: httpx.Request, creates: bool) -> SeedanceError:
     """Translate an httpx error: was the request possibly received by the vendor?"""
-    never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+    # A header h11 refuses or an unknown scheme fails before a byte is written (h11 can also
+    # refuse a body longer than declared, but API calls' bodies have a known length).
+    never_sent = isinstance(
+        exc,
+        httpx.ConnectError
+        | httpx.ConnectTimeout
+        | httpx.PoolTimeout
+        | httpx.LocalProtocolError
+        | httpx.UnsupportedProtocol,
+    )
     if creates and not never_sent:
         return OutcomeUnknownError(
             f"{_where(request)}: the request was sent but its answer was lost "
@@ -358,6 +367,21 @@ def _credits_answer(payload: Any) -> dict[str, Any]:
     return data
 
 
+def _checked_key(api_key: str) -> str:
+    """The key without surrounding whitespace (a Windows .env's CR); refused, never shown,
+    if anything else in it cannot be in a header: httpx would quote it in its error."""
+    key = api_key.strip()
+    if not key:
+        raise ValueError("an EvoLink API key is required (set EVOLINK_API_KEY)")
+    bad = next((n for n, c in enumerate(key, 1) if not "!" <= c <= "~"), None)
+    if bad is not None:
+        raise ValueError(
+            f"EVOLINK_API_KEY has a space, control or non-ASCII character at position {bad}; "
+            "copy the key again"
+        )
+    return key
+
+
 class _BaseClient:
     """Everything both clients do; the subclasses only carry the steps out."""
 
@@ -370,9 +394,7 @@ class _BaseClient:
         retry: RetryPolicy | None = None,
         max_requests_per_second: float | None = None,
     ):
-        if not api_key:
-            raise ValueError("an EvoLink API key is required (set EVOLINK_API_KEY)")
-        self._auth = {"Authorization": f"Bearer {api_key}"}
+        self._auth = {"Authorization": f"Bearer {_checked_key(api_key)}"}
         self.base_url = base_url.rstrip("/")
         self.files_url = files_url.rstrip("/")
         self.retry = retry or RetryPolicy()
