@@ -224,6 +224,40 @@ def test_a_poll_answer_with_a_25_digit_progress_does_not_stop_the_round(ledger):
     )
 
 
+def test_of_two_runs_resubmitting_one_prompt_at_once_one_claims_it_the_other_is_told(
+    ledger_url,
+):
+    """The loser's archive of the failed attempt collided on PostgreSQL (IntegrityError, its
+    run failed) instead of saying another run claimed it."""
+    from contextlib import contextmanager
+
+    first, second = Ledger(ledger_url), Ledger(ledger_url)
+    assert first.claim(DAY, "p1", REQUEST, 1.0)
+    first.record_submitted(DAY, "p1", "task-1", time.time())
+    with first.db.transaction() as db:
+        db.execute(sql("UPDATE tasks SET status = 'failed', error_code = 'service_error'"))
+    committing, go_on = threading.Event(), threading.Event()
+    real = first.db.transaction
+
+    @contextmanager
+    def held_before_commit(*args, **kwargs):  # the interleaving racing runs get by chance
+        with real(*args, **kwargs) as db:
+            yield db
+            committing.set()
+            go_on.wait(10)
+
+    first.db.transaction = held_before_commit
+    won = []
+    racer = threading.Thread(target=lambda: won.append(first.claim_resubmission(DAY, "p1", 3)))
+    racer.start()
+    assert committing.wait(10)
+    threading.Timer(1.0, go_on.set).start()  # while the second waits on the first's row
+    assert second.claim_resubmission(DAY, "p1", 3) is False
+    racer.join()
+    assert won == [True]
+    assert [(r.attempt, r.status) for r in second.rows(DAY)] == [(2, "submitting")]
+
+
 def test_a_prompt_sent_on_one_day_is_found_from_another(ledger):
     assert ledger.sent_on_other_days("2026-11-21", ["sent", "new"]) == {"sent": DAY}
     assert ledger.sent_on_other_days(DAY, ["sent"]) == {}

@@ -65,6 +65,9 @@ class Attempts:
                 sql(
                     f"INSERT INTO attempts SELECT partition, prompt_id, attempt, {_FIELDS}"
                     f" FROM tasks WHERE partition = :p AND prompt_id = :id AND {DUE_AGAIN}"
+                    # PostgreSQL: a racing run read the row before this one's commit and its
+                    # archive collides; it moved nothing, so it lost the race.
+                    " ON CONFLICT DO NOTHING"
                 ).bindparams(_CODES),
                 {**key, **_due_again(max_attempts)},
             ).rowcount
