@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
+import gzip
 import json
 import logging
 import time
+import tracemalloc
 from collections.abc import Callable
 
 import httpx
@@ -342,6 +345,7 @@ def test_create_sends_the_body_with_the_bearer_key(sleeps, driver):
     assert request.method == "POST"
     assert str(request.url) == f"{BASE}/v1/videos/generations"
     assert request.headers["authorization"] == f"Bearer {KEY}"
+    assert request.headers["accept-encoding"] == "identity"  # nothing to inflate
     assert json.loads(request.content) == BODY
 
 
@@ -573,6 +577,46 @@ def test_a_huge_poll_answer_is_not_read(sleeps, driver):
     with pytest.raises(MalformedAnswerError, match="larger than"):
         DRIVERS[driver](handler, "get_task", TASK_ID, max_attempts=1)
     assert body.sent <= MAX_ANSWER_BYTES + 64 * 1024
+
+
+@functools.cache
+def gzip_bomb() -> bytes:
+    """A few hundred bytes of gzip in gzip that inflate to 64 MiB."""
+    return gzip.compress(gzip.compress(bytes(64 * 1024 * 1024)))
+
+
+class Bomb(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """`gzip_bomb()` as a body, counting the bytes taken from it."""
+
+    def __init__(self):
+        self.sent = 0
+
+    def __iter__(self):
+        self.sent += len(gzip_bomb())
+        yield gzip_bomb()
+
+    async def __aiter__(self):
+        for chunk in self:
+            yield chunk
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+@pytest.mark.parametrize(
+    ("call", "refused"), [("get_task", MalformedAnswerError), ("create_task", OutcomeUnknownError)]
+)
+def test_a_compressed_answer_is_refused_not_inflated(sleeps, driver, call, refused):
+    body, gzipped = Bomb(), {"Content-Encoding": "gzip, gzip"}
+    handler = Recorder(lambda request: httpx.Response(200, stream=body, headers=gzipped))
+    gzip_bomb()  # made before memory is measured
+    tracemalloc.start()
+    try:
+        with pytest.raises(refused, match="compressed.*gzip, gzip"):
+            DRIVERS[driver](handler, call, *CALLS[call], max_attempts=1)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 1024 * 1024  # the 64 MiB it inflates to were never made
+    assert body.sent == 0 and len(handler) == 1
 
 
 def test_task_keeps_unknown_statuses_and_completed_may_have_no_results():

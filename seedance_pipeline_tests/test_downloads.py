@@ -7,6 +7,7 @@ never leaves for a result host, size and time are capped, and nothing half-writt
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 
 import httpx
@@ -300,4 +301,18 @@ def test_a_web_page_instead_of_a_video_is_refused(sleeps, tmp_path):
     with pytest.raises(DownloadError, match="text/html") as info:
         download(Recorder(page), RESULT, tmp_path / "v.mp4")
     assert type(info.value) is DownloadError
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_compressed_body_is_refused_not_inflated(sleeps, tmp_path):
+    """A host that ignores `Accept-Encoding: identity`: its gzip would be inflated in memory,
+    a whole chunk at a time, before `max_bytes` saw it (a few KB of nested gzip are GBs)."""
+    stream = ChunkStream(gzip.compress(PAYLOAD))
+    gzipped = {"Content-Encoding": "gzip"}
+    handler = Recorder(lambda request: httpx.Response(200, stream=stream, headers=gzipped))
+    with pytest.raises(DownloadError, match="compressed body .*gzip.* none was asked") as info:
+        download(handler, RESULT, tmp_path / "v.mp4")
+    assert type(info.value) is DownloadError and not info.value.retryable
+    assert handler.requests[0].headers["accept-encoding"] == "identity"
+    assert stream.taken == 0 and len(handler) == 1
     assert list(tmp_path.iterdir()) == []
