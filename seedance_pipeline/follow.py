@@ -58,7 +58,11 @@ def follow_day(
     ):
         downloads: dict[str, Future] = {}
         last_round = 0.0
+        submitted = False
         while True:
+            if not submitted and not submitting.is_set():
+                submitted = True
+                ledger.give_up_own_claims(partition)  # left by a write that failed
             now = time.time()
             day = ledger.day_state(partition, now)
             if day.claims_to_check:

@@ -299,9 +299,13 @@ def plan_catalog(
     return plan_rows(prompts, media, facts, prices)
 
 
-def over_budget_message(accepted: pd.DataFrame, budget: float) -> str | None:
+def over_budget_message(
+    accepted: pd.DataFrame, budget: float, spent_elsewhere: float = 0.0
+) -> str | None:
     """Why the partition may not be submitted, or None when it is within `budget`.
 
+    `spent_elsewhere`: credits the day's tasks of prompts no longer among its accepted rows
+    (removed, renamed, moved or refused since they were sent) hold; they count too.
     A row whose price is unknown (a tier the price table lacks) could cost anything: with a
     budget set, the day is refused.
     """
@@ -315,12 +319,18 @@ def over_budget_message(accepted: pd.DataFrame, budget: float) -> str | None:
             f"against the budget of {budget:g} (SEEDANCE_MAX_CREDITS_PER_PARTITION): {rows}; "
             f"add their rates to a price table (SEEDANCE_PRICE_TABLE) or unset the budget"
         )
-    total = credits_total(accepted.estimated_credits)
+    total = credits_total(accepted.estimated_credits) + spent_elsewhere
     if total <= budget:
         return None
     top = accepted.nlargest(3, "estimated_credits")
     worst = ", ".join(f"{r.prompt_id} ({r.estimated_credits:g})" for r in top.itertuples())
+    elsewhere = (
+        f", {spent_elsewhere:g} of them by tasks already sent for prompts the day no longer "
+        "accepts,"
+        if spent_elsewhere
+        else ""
+    )
     return (
-        f"estimated {total:g} credits exceeds the budget of {budget:g} "
+        f"estimated {total:g} credits{elsewhere} exceeds the budget of {budget:g} "
         f"(SEEDANCE_MAX_CREDITS_PER_PARTITION); most expensive rows: {worst}"
     )

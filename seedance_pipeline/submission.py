@@ -141,6 +141,22 @@ def _in_parallel(jobs: list[Callable[[], None]]) -> None:
         raise stopped[0]
 
 
+# A ledger write after the vendor answered is tried again this long after a failure (a lock
+# held past its wait, a database failing over): the answer cannot be asked for twice.
+RECORD_RETRY_SECONDS = (1.0, 4.0)
+
+
+def _recorded(write: Callable[[], None]) -> None:
+    for delay in (*RECORD_RETRY_SECONDS, None):
+        try:
+            return write()
+        except Exception as exc:
+            if delay is None:
+                raise
+            log.warning("recording the vendor's answer failed (%s); again in %.0f s", exc, delay)
+            time.sleep(delay)
+
+
 def _submit_claimed(
     ledger: Ledger,
     client: Client,
@@ -182,17 +198,31 @@ def _submit_claimed(
             summary.not_sent.append(prompt_id)
         log.warning("%s: not submitted (%s); a later run will try again", prompt_id, exc)
     else:
-        ledger.record_submitted(
-            partition,
-            prompt_id,
-            task.id,
-            first_poll_at(body, task.estimated_time, time.time(), callback=callback),
-            status=task.status if task.status in WAITING else Status.PROCESSING,
-            vendor_status=task.status,
-            credits_reserved=task.credits_reserved,
-            estimated_time=task.estimated_time,
-            progress=task.progress,
-        )
+        try:
+            _recorded(
+                lambda: ledger.record_submitted(
+                    partition,
+                    prompt_id,
+                    task.id,
+                    first_poll_at(body, task.estimated_time, time.time(), callback=callback),
+                    status=task.status if task.status in WAITING else Status.PROCESSING,
+                    vendor_status=task.status,
+                    credits_reserved=task.credits_reserved,
+                    estimated_time=task.estimated_time,
+                    progress=task.progress,
+                )
+            )
+        except Exception:
+            attach = f"seedance-pipeline resolve {partition} {prompt_id} --task-id {task.id}"
+            log.error(
+                "%s/%s: task %s was made (and is charged) but the ledger could not record it; "
+                "once the ledger works: %s",
+                partition,
+                prompt_id,
+                task.id,
+                attach,
+            )
+            raise
         with summary.lock:
             summary.submitted += 1
             summary.credits_reserved += task.credits_reserved or 0.0

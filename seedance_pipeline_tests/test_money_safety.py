@@ -17,6 +17,7 @@ from seedance_pipeline.seedance import NotFoundError, PriceTable, ServerError, T
 from seedance_pipeline.statuses import Status
 from seedance_pipeline.tables import read_table
 
+from .fault_support import write_catalog
 from .pipeline_support import (
     DAY,
     copy_sample_data,
@@ -116,6 +117,64 @@ def test_a_lost_ledger_stops_the_day_until_it_is_rebuilt_and_nothing_is_paid_twi
     assert save_videos(resources).success
     table = read_table(data, "generated_videos", DAY)
     assert (table[table.status != "rejected"].status == "completed").all()
+
+
+@pytest.mark.parametrize("failures", [1, 3])
+def test_a_ledger_write_failing_after_a_create_neither_hangs_nor_loses_the_task(
+    day, monkeypatch, caplog, failures
+):
+    """The vendor made (and charges) the task, then the ledger refused the write (a lock held
+    past its wait, a failover). Once: written again. Every time: the row ends `unknown`, the
+    log names the task and the command that attaches it; the step ends instead of waiting
+    forever on a claim the process's own lease keeper kept alive."""
+    import threading
+
+    from seedance_pipeline import submission
+    from seedance_pipeline.ledger import Ledger
+
+    data, url, resources = day
+    monkeypatch.setattr(submission, "RECORD_RETRY_SECONDS", (0.01, 0.01))
+    real, refused = Ledger.record_submitted, []
+
+    def failing(self, partition, prompt_id, task_id, *args, **kwargs):
+        victim = refused[0][0] if refused else prompt_id
+        if prompt_id == victim and len(refused) < failures:
+            refused.append((prompt_id, task_id))
+            raise RuntimeError("database is locked")
+        return real(self, partition, prompt_id, task_id, *args, **kwargs)
+
+    monkeypatch.setattr(Ledger, "record_submitted", failing)
+    outcome = []
+    worker = threading.Thread(target=lambda: outcome.append(submit(resources)), daemon=True)
+    worker.start()
+    worker.join(120)
+    assert outcome, "the submission step never ended"
+    prompt_id, task_id = refused[0]
+    rows = {r.prompt_id: r for r in resources["pipeline"].ledger().rows(DAY)}
+    assert len(emulator_tasks(url)) == len(rows)  # each prompt paid once
+    if failures == 1:
+        assert outcome[0].success and rows[prompt_id].task_id == task_id
+    else:  # the step's retry then finds every other prompt in the ledger
+        assert (rows[prompt_id].status, rows[prompt_id].task_id) == ("unknown", None)
+        assert f"resolve {DAY} {prompt_id} --task-id {task_id}" in caplog.text
+        assert all(r.task_id for r in rows.values() if r.prompt_id != prompt_id)
+
+
+def test_a_days_budget_counts_what_it_sent_for_prompts_it_no_longer_has(
+    tmp_path, emulator, api_key
+):
+    """Four prompts sent (4 s of 480p at 6.251 credits a second: 25.004 each, 100.016 of a
+    110 budget), then two renamed: the day would hold six tasks, 150.024 credits."""
+    path = tmp_path / "data" / "catalog" / "prompts.csv"
+    write_catalog(tmp_path / "data", 4)
+    resources = make_resources(tmp_path / "data", emulator, api_key, max_credits_per_partition=110)
+    assert submit(resources).success and len(emulator_tasks(emulator)) == 4
+    path.write_text(path.read_text().replace("p000,", "p000-v2,").replace("p001,", "p001-v2,"))
+    again = submit(resources)
+    assert not again.success and len(emulator_tasks(emulator)) == 4
+    failure = next(e for e in again.all_events if e.is_step_failure)
+    message = failure.step_failure_data.user_failure_data.description
+    assert "estimated 150.024 credits, 50.008 of them by tasks already sent" in message
 
 
 def test_commands_refuse_to_start_an_empty_data_directory(tmp_path, monkeypatch, capsys):

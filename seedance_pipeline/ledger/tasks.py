@@ -228,6 +228,29 @@ class TaskRows:
             )
         return len(dead)
 
+    def give_up_own_claims(self, partition: str) -> int:
+        """Turn this process's claims of `partition` into `unknown`; returns how many.
+
+        For when its submission has ended: no thread of it will record these answers (a
+        ledger write failed after the vendor answered), and its lease keeper would keep them
+        claimed, and the day waiting, for as long as the process lives.
+        """
+        with self.db.transaction() as db:
+            return db.execute(
+                sql(
+                    "UPDATE tasks SET status = :u, error_code = :code, error_message = :msg,"
+                    " owner = NULL WHERE partition = :p AND status = :s AND owner = :me"
+                ),
+                {
+                    "u": Status.UNKNOWN.value,
+                    "code": UNKNOWN_CODE,
+                    "msg": _ABANDONED,
+                    "p": partition,
+                    "s": Status.SUBMITTING.value,
+                    "me": self.owner,
+                },
+            ).rowcount
+
     def renew_leases(self, until: float) -> None:
         """Extend this process's claims (called by the lease keeper)."""
         with self.db.transaction() as db:

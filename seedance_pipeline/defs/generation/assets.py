@@ -22,6 +22,7 @@ from ...callbacks import callback_base
 from ...catalog import CatalogError
 from ...costs import credits_total
 from ...follow import FOLLOWED_TAG, following
+from ...ledger import LedgerRow
 from ...planning import over_budget_message, plan_catalog, publish, requests_frame
 from ...publishing import PublishError
 from ...records import LedgerLost, check_ledger, write_record
@@ -108,14 +109,16 @@ def submitted_tasks(
     partition = context.partition_key
     requests = pipeline.tables().read("generation_requests", partition)
     accepted = requests[requests.status == RequestStatus.ACCEPTED]
+    ledger = pipeline.ledger()
     budget = pipeline.max_credits_per_partition
-    if budget is not None and (message := over_budget_message(accepted, budget)):
-        raise Failure(f"{partition}: not submitted: {message}", allow_retries=False)
+    if budget is not None:
+        spent = _spent_elsewhere(ledger.rows(partition), set(accepted.prompt_id))
+        if message := over_budget_message(accepted, budget, spent):
+            raise Failure(f"{partition}: not submitted: {message}", allow_retries=False)
     try:
         callbacks = callback_base(evolink.base_url)
     except ValueError as exc:
         raise Failure(str(exc), allow_retries=False) from None
-    ledger = pipeline.ledger()
     try:
         check_ledger(ledger, pipeline.tables(), partition)
     except LedgerLost as exc:
@@ -164,6 +167,17 @@ def submitted_tasks(
             "outcome_unknown": summary.unknown,
             "credits_reserved": round(summary.credits_reserved, 4),
         }
+    )
+
+
+def _spent_elsewhere(rows: list[LedgerRow], accepted: set[str]) -> float:
+    """Credits the day's tasks outside its accepted rows hold or may hold: their reservation,
+    else their estimate (a claim in flight, an unknown outcome). Failed and cancelled tasks
+    cost nothing."""
+    return sum(
+        (r.credits_reserved if r.credits_reserved is not None else r.estimated_credits) or 0.0
+        for r in rows
+        if r.prompt_id not in accepted and r.status not in (Status.FAILED, Status.CANCELLED)
     )
 
 
