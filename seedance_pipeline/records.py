@@ -68,29 +68,70 @@ def _recorded(tables: TableStore, partition: str) -> pd.DataFrame | None:
 
 
 def check_ledger(ledger: Ledger, tables: TableStore, partition: str) -> None:
-    """Refuse to go on when the day's record lists submissions the ledger lacks.
+    """Refuse to go on when a record lists submissions the ledger lacks: rows of this day it
+    does not have or has at an older attempt (a ledger restored from an old copy), or any
+    other recorded day it knows nothing of (a prompt moved from there would be sent again).
 
     Raises:
         LedgerLost: naming what is missing and how to restore it.
     """
     recorded = _recorded(tables, partition)
-    if recorded is None or recorded.empty:
-        return
-    known = {r.prompt_id for r in ledger.rows(partition)}
-    missing = sorted(set(recorded.prompt_id) - known)
-    if missing:
-        shown = ", ".join(missing[:5]) + ("…" if len(missing) > 5 else "")
-        raise LedgerLost(
-            f"{partition}: {len(missing)} submission(s) recorded in "
-            f"{tables.location}/{table_key(ASSET, partition)} are not in the ledger "
-            f"({safe_url(ledger.db.url)}): {shown}. Submitting now would pay for them again. "
-            "The ledger was lost or SEEDANCE_DATA_DIR/SEEDANCE_LEDGER_URL points elsewhere: "
-            f"restore it with `seedance-pipeline rebuild-ledger {partition}`, then run again"
+    if recorded is not None and not recorded.empty:
+        known = {r.prompt_id: (r.attempt, r.task_id) for r in ledger.rows(partition)}
+        missing = sorted(
+            rec.prompt_id
+            for rec in recorded.itertuples()
+            if _behind(known.get(rec.prompt_id), int(rec.attempt), rec.task_id)
+        )
+        if missing:
+            shown = ", ".join(missing[:5]) + ("…" if len(missing) > 5 else "")
+            raise _lost(
+                ledger,
+                [partition],
+                f"{partition}: {len(missing)} submission(s) recorded in "
+                f"{tables.location}/{table_key(ASSET, partition)} are not in the ledger, or "
+                f"only at an earlier attempt: {shown}. Submitting now would pay for them again",
+            )
+    known_days = ledger.partitions_known()
+    unknown_days = [
+        day
+        for day in tables.partitions(ASSET)
+        if day != partition and day not in known_days and _any_recorded(tables, day)
+    ]
+    if unknown_days:
+        raise _lost(
+            ledger,
+            unknown_days,
+            f"{len(unknown_days)} day(s) with recorded submissions ({', '.join(unknown_days[:5])}"
+            f"{'…' if len(unknown_days) > 5 else ''}) are not in the ledger at all; a prompt "
+            f"moved from one of them to {partition} would be paid again",
         )
 
 
+def _any_recorded(tables: TableStore, day: str) -> bool:
+    recorded = _recorded(tables, day)
+    return recorded is not None and not recorded.empty
+
+
+def _behind(known: tuple[int, str | None] | None, attempt: int, task_id: object) -> bool:
+    """Whether the ledger's (attempt, task id) of a prompt lags its recorded submission."""
+    if known is None:
+        return True
+    had_task = isinstance(task_id, str) and bool(task_id)
+    return known[0] < attempt or (known[0] == attempt and had_task and known[1] != task_id)
+
+
+def _lost(ledger: Ledger, days: list[str], what: str) -> LedgerLost:
+    return LedgerLost(
+        f"{what}. The ledger ({safe_url(ledger.db.url)}) was lost or restored from an older "
+        "copy, or SEEDANCE_DATA_DIR/SEEDANCE_LEDGER_URL points elsewhere: restore it with "
+        f"`seedance-pipeline rebuild-ledger {' '.join(days)}`, then run again"
+    )
+
+
 def rebuild(ledger: Ledger, tables: TableStore, partition: str) -> int:
-    """Put the day's recorded submissions back into the ledger; returns how many were missing.
+    """Put the day's recorded submissions back into the ledger; returns how many were missing
+    (or there only at an earlier attempt).
 
     Rows with a task that did not fail are polled again, so their state (and a fresh result
     link) comes from the vendor.

@@ -175,11 +175,14 @@ class S3TableStore:
             raise not_written(self.bucket.uri(key), asset, partition)
         return pd.read_parquet(io.BytesIO(data))
 
+    def partitions(self, asset: str) -> list[str]:
+        names = (key.rsplit("/", 1)[1] for key in self.bucket.keys(f"warehouse/{asset}/"))
+        return [name.removesuffix(".parquet") for name in names if name.endswith(".parquet")]
+
     def read_all(self, asset: str) -> pd.DataFrame:
-        keys = [k for k in self.bucket.keys(f"warehouse/{asset}/") if k.endswith(".parquet")]
         frames = []
-        for key in keys:
-            data = self.bucket.get_bytes(key)
+        for partition in self.partitions(asset):
+            data = self.bucket.get_bytes(table_key(asset, partition))
             if data is not None:  # deleted since listed
                 frames.append(pd.read_parquet(io.BytesIO(data)))
         return concat(frames)

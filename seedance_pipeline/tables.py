@@ -43,6 +43,9 @@ class TableStore(Protocol):
     def read_all(self, asset: str) -> pd.DataFrame:
         """Every partition of a table, concatenated (empty frame if none)."""
 
+    def partitions(self, asset: str) -> list[str]:
+        """The partitions a table has been written for, sorted."""
+
     def write_file(self, name: str, data: bytes) -> str:
         """Keep a file beside the tables (`warehouse/<name>`), atomically; its URI."""
 
@@ -67,8 +70,10 @@ class LocalTableStore:
         return pd.read_parquet(path)
 
     def read_all(self, asset: str) -> pd.DataFrame:
-        files = sorted((self.root / "warehouse" / asset).glob("*.parquet"))
-        return concat([pd.read_parquet(f) for f in files])
+        return concat([pd.read_parquet(self.path(asset, p)) for p in self.partitions(asset)])
+
+    def partitions(self, asset: str) -> list[str]:
+        return sorted(f.stem for f in (self.root / "warehouse" / asset).glob("*.parquet"))
 
     def write_file(self, name: str, data: bytes) -> str:
         return self._replace(self.root / "warehouse" / name, data)

@@ -177,6 +177,78 @@ def test_a_days_budget_counts_what_it_sent_for_prompts_it_no_longer_has(
     assert "estimated 150.024 credits, 50.008 of them by tasks already sent" in message
 
 
+def _step_failure(result) -> str:
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    return failure.step_failure_data.user_failure_data.description
+
+
+def test_a_lost_ledger_stops_another_day_a_prompt_moved_to(day, monkeypatch, capsys):
+    """The 20th's record lists what was paid; the new ledger knows no day: submitting the
+    21st, to which one of those prompts moved, would pay for it a second time."""
+    data, url, resources = day
+    assert submit(resources).success
+    paid = len(emulator_tasks(url))
+    moved = resources["pipeline"].ledger().rows(DAY)[0].prompt_id
+    for ledger_file in (data / "state").glob("ledger.sqlite3*"):
+        ledger_file.unlink()
+    _move(data, moved, "2026-11-21")
+    refused = submit(resources, "2026-11-21")
+    assert not refused.success and len(emulator_tasks(url)) == paid
+    message = _step_failure(refused)
+    assert f"day(s) with recorded submissions ({DAY})" in message
+    assert f"rebuild-ledger {DAY}`" in message
+    monkeypatch.setenv("SEEDANCE_DATA_DIR", str(data))
+    assert main(["rebuild-ledger", DAY]) == 0
+    result = submit(resources, "2026-11-21")
+    assert result.success
+    (submitted,) = [m.metadata for m in result.asset_materializations_for_node("submitted_tasks")]
+    assert submitted["sent_on_other_days"].value == 1
+    accepted = read_table(data, "generation_requests", "2026-11-21").status == "accepted"
+    assert len(emulator_tasks(url)) == paid + accepted.sum() - 1  # all but the moved one
+
+
+def test_a_ledger_restored_from_an_older_copy_is_refused_then_brought_up_to_date(
+    tmp_path, start_emulator, api_key, monkeypatch
+):
+    """The copy was taken before the transient failures were resubmitted: it has every
+    prompt, but at attempt 1, failed. Trusted, it would resubmit (and pay for) them again."""
+    import sqlite3
+
+    from seedance_pipeline.ledger import RESUBMITTABLE_CODES
+
+    url = start_emulator(task_failure_rate=0.6, seed=11)
+    data = tmp_path / "data"
+    write_catalog(data, 6)
+    resources = make_resources(data, url, api_key, max_resubmissions=1)
+    ledger_file = data / "state" / "ledger.sqlite3"
+    assert submit(resources).success
+    wait_for_tasks(resources)
+    ledger = resources["pipeline"].ledger()
+    transient = {r.prompt_id for r in ledger.rows(DAY) if r.error_code in RESUBMITTABLE_CODES}
+    assert transient, "the seeded emulator fails some tasks with service_error"
+    with sqlite3.connect(ledger_file) as live, sqlite3.connect(tmp_path / "copy") as copy:
+        live.backup(copy)  # the nightly copy
+    assert submit(resources).success  # attempt 2 of each transient failure
+    wait_for_tasks(resources)
+    paid = len(emulator_tasks(url))
+    latest = {r.prompt_id: r.task_id for r in ledger.rows(DAY) if r.prompt_id in transient}
+    with sqlite3.connect(tmp_path / "copy") as copy, sqlite3.connect(ledger_file) as live:
+        copy.backup(live)  # the disk died; the copy is put back
+
+    refused = submit(resources)
+    assert not refused.success and len(emulator_tasks(url)) == paid
+    message = _step_failure(refused)
+    assert f"{len(transient)} submission(s) recorded" in message
+    assert "only at an earlier attempt" in message and f"rebuild-ledger {DAY}`" in message
+    monkeypatch.setenv("SEEDANCE_DATA_DIR", str(data))
+    assert main(["rebuild-ledger", DAY]) == 0
+    assert submit(resources).success and len(emulator_tasks(url)) == paid
+    rows = {r.prompt_id: r for r in ledger.rows(DAY) if r.prompt_id in transient}
+    assert {p: (r.attempt, r.task_id) for p, r in rows.items()} == {
+        p: (2, task_id) for p, task_id in latest.items()
+    }
+
+
 def test_commands_refuse_to_start_an_empty_data_directory(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("SEEDANCE_DATA_DIR", raising=False)

@@ -29,6 +29,11 @@ class PartitionProgress:
                 {"p": partition, "c": int(complete)},
             )
 
+    def partitions_known(self) -> set[str]:
+        """Every partition the ledger has a row of."""
+        with self.db.read() as db:
+            return set(db.execute(sql("SELECT DISTINCT partition FROM tasks")).scalars())
+
     def partitions_settled(self, max_attempts: int = 1) -> list[str]:
         """Fully submitted partitions whose every task has ended and is not due again."""
         with self.db.read() as db:

@@ -434,8 +434,9 @@ class TaskRows:
         )
 
     def restore(self, record: dict[str, Any]) -> bool:
-        """Insert a row from the day's submissions record, unless the ledger has it; a task
-        still running is due for a poll now."""
+        """Insert a row from the day's submissions record, or bring the ledger's row up to it
+        when the ledger has only an earlier attempt of it or lacks its task (a ledger restored
+        from an old copy); a task still running is due for a poll now."""
         now = time.time()
         with self.db.transaction() as db:
             return bool(
@@ -447,7 +448,20 @@ class TaskRows:
                         " VALUES (:partition, :prompt_id, :attempt, :status, :task_id,"
                         " :request_json, :request_sha256, :estimated_credits,"
                         " :credits_reserved, :submitted_at, :error_code, :error_message,"
-                        " :now, :now) ON CONFLICT (partition, prompt_id) DO NOTHING"
+                        " :now, :now) ON CONFLICT (partition, prompt_id) DO UPDATE SET"
+                        " attempt = excluded.attempt, status = excluded.status,"
+                        " task_id = excluded.task_id, request_json = excluded.request_json,"
+                        " request_sha256 = excluded.request_sha256,"
+                        " estimated_credits = excluded.estimated_credits,"
+                        " credits_reserved = excluded.credits_reserved,"
+                        " submitted_at = excluded.submitted_at, error_code = excluded.error_code,"
+                        " error_message = excluded.error_message,"
+                        " next_poll_at = excluded.next_poll_at, owner = NULL,"
+                        " lease_expires_at = NULL, vendor_status = NULL, progress = NULL,"
+                        " result_url = NULL, completed_at = NULL, polls = 0, poll_errors = 0"
+                        " WHERE tasks.attempt < excluded.attempt OR (tasks.attempt ="
+                        " excluded.attempt AND excluded.task_id IS NOT NULL"
+                        " AND (tasks.task_id IS NULL OR tasks.task_id <> excluded.task_id))"
                     ),
                     {**record, "attempt": int(record["attempt"]), "now": now},
                 ).rowcount
