@@ -1,11 +1,13 @@
-"""A download's deadline bounds the whole download, headers included, whatever a host does.
+"""A download's deadline bounds the whole download, and an API answer's the whole answer,
+headers included, whatever a host does.
 
 httpx's timeouts bound each socket read: a host that sends its headers a byte at a time
-would hold a download for as long as it likes. Real sockets on loopback.
+would hold a download or an API call for as long as it likes. Real sockets on loopback.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import http.server
@@ -16,7 +18,15 @@ from collections.abc import Callable, Iterable, Iterator
 
 import pytest
 
-from seedance_pipeline.seedance import Client, DownloadTimeoutError
+from seedance_pipeline.seedance import (
+    AsyncClient,
+    Client,
+    DownloadTimeoutError,
+    OutcomeUnknownError,
+    RetryPolicy,
+    TransportError,
+    _client,
+)
 
 from .client_support import KEY
 
@@ -31,7 +41,7 @@ Answer = tuple[bytes, Callable[[], Iterable[int]]]
 
 
 class _Trickler(http.server.BaseHTTPRequestHandler):
-    """Gives the n-th GET the server's n-th answer (the last one from then on), until the
+    """Gives the n-th GET or POST the server's n-th answer (the last one from then on), until the
     answer ends, the client hangs up, or `GIVE_UP` seconds pass; keeps connections alive."""
 
     protocol_version = "HTTP/1.1"
@@ -54,6 +64,10 @@ class _Trickler(http.server.BaseHTTPRequestHandler):
                 self.wfile.write(bytes([byte]))
                 self.wfile.flush()
                 time.sleep(self.server.pace)
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.do_GET()
 
     def log_message(self, *args):
         pass
@@ -133,3 +147,48 @@ def test_a_slow_host_that_finishes_in_time_is_saved_whole(tmp_path):
         saved = download(server.url, tmp_path / "v.mp4", 10.0)
     assert (tmp_path / "v.mp4").read_bytes() == VIDEO
     assert saved.sha256 == hashlib.sha256(VIDEO).hexdigest()
+
+
+# ---- API answers ---------------------------------------------------------------------------
+
+API_CALLS = {
+    "get_task": ("task-unified-1774857405-abc12345",),
+    "create_task": ({"model": "seedance-2.0-text-to-video", "prompt": "a cat"},),
+}
+
+
+def call_api(driver: str, url: str, call: str):
+    """`call` with the sync or async client, tried once."""
+    options = {"base_url": url, "retry": RetryPolicy(max_attempts=1)}
+    if driver == "sync":
+        with Client(KEY, **options) as c:
+            return getattr(c, call)(*API_CALLS[call])
+
+    async def go():
+        async with AsyncClient(KEY, **options) as c:
+            return await getattr(c, call)(*API_CALLS[call])
+
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("driver", ["sync", "async"])
+@pytest.mark.parametrize("trickled", TRICKLES)
+@pytest.mark.parametrize(
+    ("call", "raised", "says"),
+    [
+        ("get_task", TransportError, f"did not come whole within {DEADLINE:g} s"),
+        ("create_task", OutcomeUnknownError, "a task may have been created"),
+    ],
+)
+def test_a_trickled_api_answer_is_cut_off_at_its_deadline(
+    monkeypatch, driver, trickled, call, raised, says
+):
+    monkeypatch.setattr(_client, "ANSWER_SECONDS", DEADLINE)
+    with host(TRICKLES[trickled]) as server:
+        started = time.monotonic()
+        with pytest.raises(raised, match=says) as info:
+            call_api(driver, server.url, call)
+        took = time.monotonic() - started
+        assert server.requests == 1  # a create is never resent
+    assert took < DEADLINE + MARGIN
+    assert info.value.retryable == (call == "get_task")

@@ -1,16 +1,18 @@
 """Sync and async httpx clients for the EvoLink Seedance 2.0 API.
 
 Every call is a generator of steps: send a request (its answer comes back unread), read an
-answer's body into a sink, sleep, or (downloads, which only the sync client runs) set a deadline
-for the steps after it. Retries, pacing, size caps, redirects and every decision live in those
-generators; the sync and async drivers (`Client._run`, `AsyncClient._run`) only carry the steps
-out, so both clients behave exactly alike.
+answer's body into a sink, sleep, or set a deadline for the sends and reads after it (each API
+attempt's, or a whole download's; only the sync client downloads). Retries, pacing, size
+caps, redirects and every decision live in those generators; the sync and async drivers
+(`Client._run`, `AsyncClient._run`) only carry the steps out, so both clients behave exactly
+alike.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import email.utils
 import functools
 import hashlib
@@ -56,6 +58,9 @@ DEFAULT_BASE_URL = "https://api.evolink.ai"
 DEFAULT_FILES_URL = "https://files-api.evolink.ai"
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0, pool=5.0)
 MAX_ANSWER_BYTES = 1024 * 1024  # an API answer larger than this is refused, not read
+# An API answer, headers and body, must come whole within this of its attempt's start (connect
+# and send included): httpx's timeouts bound each read, so a trickle could last for ever.
+ANSWER_SECONDS = 60.0
 # 15 s of 1080p is tens of MB; this leaves room for any bitrate the vendor may use.
 DEFAULT_MAX_VIDEO_BYTES = 512 * 1024 * 1024
 DEFAULT_DOWNLOAD_SECONDS = 600.0
@@ -201,11 +206,17 @@ class _Read:
 
 @dataclass(frozen=True)
 class _Deadline:
-    """Every later step must end by `at` (`time.monotonic()`): past it, the sync driver makes
-    the read under way fail with an `httpx.TimeoutException`. `seconds`: for messages."""
+    """Every later send and read must end by `at` (`time.monotonic()`): past it, the one under
+    way fails with an `httpx.ReadTimeout`. `seconds`: for messages; `download`: the requests
+    after it fetch result links (the sync client has a pool for them)."""
 
     at: float
     seconds: float
+    download: bool
+
+    @property
+    def cut_off(self) -> str:
+        return f"the answer did not come whole within {self.seconds:g} s (a trickling host)"
 
     def late(self, where: str) -> DownloadTimeoutError:
         return DownloadTimeoutError(
@@ -217,14 +228,13 @@ class _Deadline:
 # A call: yields requests (sent back: the unread answer), reads, sleeps and deadlines;
 # returns T.
 _Steps = Generator[httpx.Request | _Read | _Sleep | _Deadline, Any, T]
-_CUT_OFF = "the download's deadline passed"
 _CONNECTED = frozenset({"connection.connect_tcp.complete", "connection.start_tls.complete"})
-_DEADLINE = threading.local()  # `at`: the deadline of the sync download this thread runs
+_DEADLINE = threading.local()  # `step`: the `_Deadline` of the sync call this thread runs
 
 
 def _bound_reads(event: str, info: dict[str, Any]) -> None:
-    """The `trace` extension of sync downloads' requests: every read on a connection they make
-    ends by the deadline of the download its thread is running.
+    """The `trace` extension of the sync client's requests: every read on a connection they
+    make ends by the deadline of the call its thread is running.
 
     httpx's timeouts bound each read, not a response: a host that sends its headers a byte at
     a time holds a read loop as long as it likes. httpx has no public way to give its pool a
@@ -236,13 +246,14 @@ def _bound_reads(event: str, info: dict[str, Any]) -> None:
         read = stream.read
 
         def bounded(max_bytes: int, timeout: float | None = None) -> bytes:
-            at = getattr(_DEADLINE, "at", None)
-            if at is not None:
-                left = at - time.monotonic()
-                if left <= 0:
-                    raise httpcore.ReadTimeout(_CUT_OFF)
-                timeout = left if timeout is None else min(timeout, left)
-            return read(max_bytes, timeout)
+            deadline = getattr(_DEADLINE, "step", None)
+            left = None if deadline is None else deadline.at - time.monotonic()
+            if left is None or (timeout is not None and timeout < left):
+                return read(max_bytes, timeout)  # the read's own timeout comes first
+            with contextlib.suppress(httpcore.ReadTimeout):
+                if left > 0:
+                    return read(max_bytes, left)
+            raise httpcore.ReadTimeout(deadline.cut_off)
 
         stream.read = bounded
 
@@ -472,6 +483,7 @@ class _BaseClient:
         while (wait := bucket.take()) > 0:
             yield _Sleep(wait)
         sent_at = time.monotonic()
+        yield _Deadline(sent_at + ANSWER_SECONDS, ANSWER_SECONDS, download=False)
         try:
             response = yield request
             body = yield from _read_answer(response)
@@ -528,7 +540,7 @@ class _BaseClient:
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
-        deadline = _Deadline(time.monotonic() + deadline_seconds, deadline_seconds)
+        deadline = _Deadline(time.monotonic() + deadline_seconds, deadline_seconds, download=True)
         yield deadline
         try:
             sha256, size = yield from self._retrying(
@@ -643,8 +655,7 @@ class Client(_BaseClient):
     ):
         super().__init__(api_key, **kwargs)
         self._http = httpx.Client(timeout=timeout, transport=transport, verify=_tls())
-        # Downloads have a pool of their own: each of its connections is made by a download,
-        # so its reads are bounded (`_bound_reads`); no result host's is in the API's pool.
+        # Downloads have a pool of their own: no result host's connection is in the API's.
         self._downloads = httpx.Client(timeout=timeout, transport=transport, verify=_tls())
 
     def __enter__(self) -> Client:
@@ -659,14 +670,15 @@ class Client(_BaseClient):
 
     def _run(self, steps: _Steps[T]) -> T:
         opened: list[httpx.Response] = []
-        download = False
+        pool = self._http
         try:
             step = next(steps)
             while True:
                 result = None
                 try:
                     if isinstance(step, _Deadline):
-                        _DEADLINE.at, download = step.at, True
+                        _DEADLINE.step = step
+                        pool = self._downloads if step.download else self._http
                     elif isinstance(step, _Sleep):
                         time.sleep(step.seconds)
                     elif isinstance(step, _Read):
@@ -677,12 +689,9 @@ class Client(_BaseClient):
                                 if not step.sink(chunk):
                                     break
                         step.response.close()
-                    elif download:
-                        step.extensions["trace"] = _bound_reads
-                        result = self._downloads.send(step, stream=True)
-                        opened.append(result)
                     else:
-                        result = self._http.send(step, stream=True)
+                        step.extensions["trace"] = _bound_reads
+                        result = pool.send(step, stream=True)
                         opened.append(result)
                 except httpx.HTTPError as exc:
                     step = steps.throw(exc)
@@ -691,8 +700,7 @@ class Client(_BaseClient):
         except StopIteration as done:
             return done.value
         finally:
-            if download:
-                _DEADLINE.at = None
+            _DEADLINE.step = None
             steps.close()
             for response in opened:
                 response.close()
@@ -802,24 +810,29 @@ class AsyncClient(_BaseClient):
 
     async def _run(self, steps: _Steps[T]) -> T:
         opened: list[httpx.Response] = []
+        deadline: _Deadline | None = None
         try:
             step = next(steps)
             while True:
                 result = None
                 try:
-                    if isinstance(step, _Sleep):
+                    if isinstance(step, _Deadline):
+                        deadline = step
+                    elif isinstance(step, _Sleep):
                         await asyncio.sleep(step.seconds)
-                    elif isinstance(step, _Read):
-                        if step.sink and step.response.is_stream_consumed:
-                            step.sink(step.response.content)  # made read: a test's Response
-                        elif step.sink:
-                            async for chunk in step.response.aiter_raw():
-                                if not step.sink(chunk):
-                                    break
-                        await step.response.aclose()
                     else:
-                        result = await self._http.send(step, stream=True)
-                        opened.append(result)
+                        left = None if deadline is None else deadline.at - time.monotonic()
+                        try:
+                            async with asyncio.timeout(left):
+                                if isinstance(step, _Read):
+                                    await self._read(step)
+                                else:
+                                    result = await self._http.send(step, stream=True)
+                                    opened.append(result)
+                        except TimeoutError:
+                            if deadline is None:
+                                raise
+                            raise httpx.ReadTimeout(deadline.cut_off) from None
                 except httpx.HTTPError as exc:
                     step = steps.throw(exc)
                 else:
@@ -830,6 +843,16 @@ class AsyncClient(_BaseClient):
             steps.close()
             for response in opened:
                 await response.aclose()
+
+    @staticmethod
+    async def _read(step: _Read) -> None:
+        if step.sink and step.response.is_stream_consumed:
+            step.sink(step.response.content)  # made read: a test's Response
+        elif step.sink:
+            async for chunk in step.response.aiter_raw():
+                if not step.sink(chunk):
+                    break
+        await step.response.aclose()
 
     async def create_task(self, request: GenerationRequest | Mapping[str, Any]) -> Task:
         """Submit a generation request (see `Client.create_task`)."""
