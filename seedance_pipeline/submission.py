@@ -66,7 +66,8 @@ def submit_all(
     callback_base: str | None = None,
 ) -> SubmitSummary:
     """Submit each planned request not yet in the ledger, then resubmit failed tasks with a
-    transient vendor error while they have attempts left (`max_attempts`).
+    transient vendor error while they have attempts left (`max_attempts`), unless their
+    prompt is no longer among `accepted` (those are never resubmitted).
 
     With `callback_base` (the receiver's URL), each attempt carries its own callback URL
     unless the catalog row set one; the ledger stores the body with the token redacted.
@@ -118,7 +119,12 @@ def submit_all(
 
     new = [p for p in accepted if p.prompt_id not in summary.sent_on_other_days]
     _in_parallel([lambda p=p: first(p) for p in new])
-    _in_parallel([lambda r=r: again(r) for r in ledger.resubmittable(partition, max_attempts)])
+    due = ledger.resubmittable(partition, max_attempts)
+    wanted = {p.prompt_id for p in new}
+    if gone := [r.prompt_id for r in due if r.prompt_id not in wanted]:
+        log.warning("%s: not resubmitted, no longer accepted for the day: %s", partition, gone)
+        ledger.stop_resubmission(partition, gone)
+    _in_parallel([lambda r=r: again(r) for r in due if r.prompt_id in wanted])
     return summary
 
 

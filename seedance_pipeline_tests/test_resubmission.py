@@ -11,6 +11,7 @@ from seedance_pipeline.defs.generation.sensors import task_poller
 from seedance_pipeline.ledger import RESUBMITTABLE_CODES
 from seedance_pipeline.tables import read_table
 
+from .fault_support import write_catalog
 from .pipeline_support import (
     DAY,
     copy_sample_data,
@@ -60,3 +61,29 @@ def test_transient_failures_are_resubmitted_up_to_the_limit(tmp_path, start_emul
     for prompt_id, row in rows.items():
         assert table.loc[prompt_id, "attempts"] == row.attempt
         assert table.loc[prompt_id, "status"] == row.status
+
+
+def test_a_failed_prompt_removed_from_the_catalog_is_not_resubmitted(
+    tmp_path, start_emulator, api_key
+):
+    """Removed after its task failed transiently: resubmitting it would pay for a video the
+    user no longer wants. Its row says so, and the day is settled (its videos run is due)."""
+    url = start_emulator(task_failure_rate=0.6, seed=11)
+    data = tmp_path / "data"
+    write_catalog(data, 6)
+    resources = make_resources(data, url, api_key, max_resubmissions=1)
+    ledger = resources["pipeline"].ledger()
+    assert submit(resources).success
+    wait_for_tasks(resources)
+    removed = {r.prompt_id for r in ledger.rows(DAY) if r.error_code in RESUBMITTABLE_CODES}
+    assert removed, "the seeded emulator fails some tasks with service_error"
+    catalog = data / "catalog" / "prompts.csv"
+    lines = catalog.read_text().splitlines(keepends=True)
+    catalog.write_text("".join(x for x in lines if x.split(",")[0] not in removed))
+    paid = len(emulator_tasks(url))
+    assert submit(resources).success and len(emulator_tasks(url)) == paid
+    for row in ledger.rows(DAY):
+        if row.prompt_id in removed:
+            assert (row.status, row.attempt) == ("failed", 1)
+            assert "not resubmitted: the prompt is no longer among" in row.error_message
+    assert ledger.partitions_to_resubmit(2) == [] and ledger.partitions_settled(2) == [DAY]

@@ -21,9 +21,15 @@ RESUBMITTABLE_CODES = (
     "service_unavailable",
 )
 # A tasks row that failed transiently and has attempts left (params: max_attempts, codes).
-DUE_AGAIN = "status = 'failed' AND attempt < :max_attempts AND error_code IN :codes"
+DUE_AGAIN = (
+    "status = 'failed' AND attempt < :max_attempts AND error_code IN :codes"
+    " AND resubmission_stopped = 0"
+)
 _FIELDS = "task_id, status, error_code, error_message, credits_reserved, submitted_at, completed_at"
 _CODES = bindparam("codes", expanding=True)
+
+
+_STOPPED = "; not resubmitted: the prompt is no longer among the day's accepted requests"
 
 
 def _due_again(max_attempts: int) -> dict[str, Any]:
@@ -47,6 +53,18 @@ class Attempts:
                 {"p": partition, **_due_again(max_attempts)},
             ).mappings()
             return [LedgerRow.from_db(r) for r in found]
+
+    def stop_resubmission(self, partition: str, prompt_ids: list[str]) -> None:
+        """Resubmit these failed tasks no more: their prompts left the day's accepted rows."""
+        with self.db.transaction() as db:
+            db.execute(
+                sql(
+                    "UPDATE tasks SET resubmission_stopped = 1,"
+                    " error_message = COALESCE(error_message, '') || :why"
+                    " WHERE partition = :p AND prompt_id IN :ids AND status = 'failed'"
+                ).bindparams(bindparam("ids", expanding=True)),
+                {"p": partition, "ids": prompt_ids, "why": _STOPPED},
+            )
 
     def claim_resubmission(
         self,

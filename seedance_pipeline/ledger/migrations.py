@@ -94,7 +94,10 @@ _V2 = [
 # followers count them twice a second.
 _V3 = ["CREATE INDEX tasks_partition_status ON tasks (partition, status, video_uri)"]
 
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3]
+# A failed task whose prompt has left the day's accepted rows is not resubmitted.
+_V4 = ["ALTER TABLE tasks ADD COLUMN resubmission_stopped INTEGER NOT NULL DEFAULT 0"]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4]
 
 # Any constant: PostgreSQL serialises concurrent migrators on it.
 _ADVISORY_LOCK = 734_201_116
