@@ -191,6 +191,7 @@ UNSAFE = [
     "https://169.254.169.254/latest/meta-data/",  # cloud metadata
     "https://10.0.0.7/v.mp4",
     "https://[::ffff:127.0.0.1]/v.mp4",
+    "https://[64:ff9b:1::a9fe:a9fe]/v.mp4",  # local-use NAT64 of the metadata address
     "https://0x7f.1/v.mp4",
     "https://storage.internal/v.mp4",
     "https://user:pw@cdn.results-example.com/v.mp4",

@@ -34,6 +34,9 @@ _INTERNAL_SUFFIXES = (
 _IPV4_PART = re.compile(r"^(0[xX][0-9a-fA-F]*|0[0-7]*|[1-9][0-9]*)$")
 _LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?"
 _HOST_NAME = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
+# The local-use NAT64 prefix (RFC 8215): it reaches IPv4 hosts of the operator's choosing, in
+# any of RFC 6052's layouts, and Python counts it as global.
+_LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")
 
 
 def _ipv4(host: str) -> ipaddress.IPv4Address | None:
@@ -88,7 +91,7 @@ def host_problem(host: str) -> str | None:
             ip6 = ipaddress.IPv6Address(name.strip("[]").split("%")[0])
         except ValueError:
             return f"host {host} is not a valid IPv6 address"
-        if not ip6.is_global:
+        if not ip6.is_global or ip6 in _LOCAL_NAT64:
             return f"host {host} is not public (a private, loopback or reserved address)"
         inner = _embedded(ip6)
         if inner is not None and not inner.is_global:
