@@ -126,6 +126,29 @@ def test_a_live_owner_renews_its_lease(ledger_url):
     assert ledger.resolve_abandoned_claims(DAY) == 0
 
 
+def test_a_run_that_only_resubmits_renews_its_claims_lease(ledger_url):
+    """Its claim would otherwise turn `unknown` (and its task's answer be lost to the row)
+    while a create waits out a long Retry-After."""
+    first = Ledger(ledger_url)
+    assert first.claim(DAY, "p1", REQUEST, 1.0)
+    first.record_submitted(DAY, "p1", "task-1", time.time())
+    with first.db.transaction() as db:
+        db.execute(sql("UPDATE tasks SET status = 'failed', error_code = 'service_error'"))
+    resubmitting = Ledger(ledger_url, lease=1.5)  # a new process: no claim() before
+    assert resubmitting.claim_resubmission(DAY, "p1", 3)
+    time.sleep(2.5)  # longer than the lease
+    assert first.resolve_abandoned_claims(DAY) == 0
+    assert _statuses(first)["p1"] == ("submitting", None)
+
+
+def test_a_failed_try_never_undoes_a_video_another_process_stored(ledger):
+    ledger.record_polls([PollUpdate("task-1", status=Status.COMPLETED, result_url="https://x/v")])
+    ledger.record_video(DAY, "sent", "videos/2026-11-20/sent.mp4", "0" * 64, 10, {"width": 1})
+    ledger.record_download_failed(DAY, "sent", Status.DOWNLOAD_FAILED, "download_failed", "x", 0)
+    row = next(r for r in ledger.rows(DAY) if r.prompt_id == "sent")
+    assert (row.status, row.video_uri) == ("completed", "videos/2026-11-20/sent.mp4")
+
+
 def test_a_rounds_answers_are_written_together_and_never_undo_a_settled_row(ledger):
     ledger.record_polls(
         [

@@ -78,6 +78,7 @@ class Attempts:
         False if another run did."""
         now = time.time()
         key = {"p": partition, "id": prompt_id}
+        self.leases.ensure_running()  # a run that only resubmits claims nothing else
         with self.db.transaction() as db:
             moved = db.execute(
                 sql(

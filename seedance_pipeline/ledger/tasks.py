@@ -564,13 +564,13 @@ class TaskRows:
         retry_at: float,
     ) -> None:
         """No valid video could be stored: `download_failed` (tried again from `retry_at`,
-        kept in `next_poll_at`) or `expired`."""
+        kept in `next_poll_at`) or `expired`. A video another process stored meanwhile stays."""
         with self.db.transaction() as db:
             db.execute(
                 sql(
                     "UPDATE tasks SET status = :s, error_code = :code, error_message = :msg,"
                     " download_attempts = download_attempts + 1, next_poll_at = :retry"
-                    " WHERE partition = :p AND prompt_id = :id"
+                    " WHERE partition = :p AND prompt_id = :id AND video_uri IS NULL"
                 ),
                 {
                     "s": status.value,
