@@ -50,7 +50,7 @@ from ._exceptions import (
     error_class_for,
 )
 from ._models import Download, GenerationRequest, Task, UploadedFile
-from ._urls import origin, url_problem
+from ._urls import address_problem, origin, url_problem
 
 log = logging.getLogger("seedance_pipeline.seedance")
 
@@ -256,6 +256,43 @@ def _bound_reads(event: str, info: dict[str, Any]) -> None:
             raise httpcore.ReadTimeout(deadline.cut_off)
 
         stream.read = bounded
+
+
+class _PublicPeer:
+    """The `trace` of a request for a result link on `host`: `_bound_reads`, and a connection
+    it opens must reach a public address.
+
+    `url_problem` reads how a link spells its host, not where the name leads: a public-looking
+    name can resolve (or rebind between two lookups) to 127.0.0.1, 10.x or the metadata
+    address. httpx has no public way to choose the address it connects to, so the address a
+    new connection reached is checked as soon as the TCP handshake is done, before TLS starts
+    or a byte is sent, and refused with `UnsafeLinkError` (never retried).
+    """
+
+    def __init__(self, host: str):
+        self.host, self.proxied = host, False
+
+    def __call__(self, event: str, info: dict[str, Any]) -> None:
+        if event == "connection.connect_tcp.started":
+            # Through a proxy (httpx takes one from the environment) the connection is to the
+            # proxy, which resolves the link's name itself: its address, often a private one,
+            # says nothing about the link's, so it is not checked. (A SOCKS proxy's connection
+            # is traced as "socks.connect_tcp", never checked either.)
+            self.proxied = info["host"] != self.host
+        elif event == "connection.connect_tcp.complete" and not self.proxied:
+            stream = info["return_value"]
+            try:
+                address = ipaddress.ip_address(stream.get_extra_info("server_addr")[0])
+            except OSError as exc:  # the peer hung up at once: a failed connection, retried
+                stream.close()
+                raise httpcore.ConnectError(str(exc)) from None
+            if problem := address_problem(address):
+                stream.close()
+                raise UnsafeLinkError(
+                    f"result link refused: host {self.host} resolved to an address that is "
+                    f"not public ({problem})"
+                )
+        _bound_reads(event, info)
 
 
 class _Buffer:
@@ -690,10 +727,10 @@ class Client(_BaseClient):
                                     break
                         step.response.close()
                     else:
-                        step.extensions["trace"] = _bound_reads
+                        step.extensions["trace"] = self._trace(step, pool)
                         result = pool.send(step, stream=True)
                         opened.append(result)
-                except httpx.HTTPError as exc:
+                except (httpx.HTTPError, UnsafeLinkError) as exc:  # UnsafeLinkError: _PublicPeer
                     step = steps.throw(exc)
                 else:
                     step = steps.send(result)
@@ -704,6 +741,16 @@ class Client(_BaseClient):
             steps.close()
             for response in opened:
                 response.close()
+
+    def _trace(
+        self, request: httpx.Request, pool: httpx.Client
+    ) -> Callable[[str, dict[str, Any]], None]:
+        """The `trace` extension of `request`: every read bounded, and a result link's
+        connection checked to reach a public address, unless it is on the emulator's own
+        origin (on loopback, as `url_problem(allow_origin=...)` allows)."""
+        if pool is self._downloads and origin(str(request.url)) != self._emulator_origin:
+            return _PublicPeer(request.url.raw_host.decode("ascii"))
+        return _bound_reads
 
     def create_task(self, request: GenerationRequest | Mapping[str, Any]) -> Task:
         """Submit a generation request.
@@ -761,8 +808,9 @@ class Client(_BaseClient):
         """Stream a result link to `dest` in constant memory, hashing as it goes.
 
         Result links are untrusted: the link and every redirect (at most `MAX_REDIRECTS`)
-        must be https on a public host, and the API key is never sent. The file appears at
-        `dest` only once complete; no temporary file is left behind on failure.
+        must be https on a public host, each connection must reach a public address (unless
+        through a proxy), and the API key is never sent. The file appears at `dest` only once
+        complete; no temporary file is left behind on failure.
 
         Args:
             max_bytes: stop and fail past this many bytes (SEEDANCE_MAX_VIDEO_BYTES).

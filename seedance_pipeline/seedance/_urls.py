@@ -4,6 +4,8 @@ A URL is sent to the vendor (callbacks, media) or fetched by us (result links) o
 host is public. Hosts are read the way resolvers and browsers read them, so that no spelling
 of a private address slips through: IPv4 in octal, hex, shortened or integer form, percent
 escapes, IPv6 forms that embed an IPv4 address, and names that only resolve inside a network.
+A public name may still resolve to a private address: the client checks the address each
+download connection reaches against the same rules (`address_problem`).
 """
 
 from __future__ import annotations
@@ -77,34 +79,43 @@ def _embedded(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     return None
 
 
+def address_problem(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """Why `address` is not a public address, or None when it is.
+
+    Refuses loopback, private, link-local (cloud metadata), reserved and shared addresses, the
+    local-use NAT64 prefix, and IPv6 addresses that embed a non-public IPv4 address.
+    """
+    if not address.is_global or address in _LOCAL_NAT64:
+        return f"{address} is private, loopback or reserved"
+    inner = _embedded(address) if isinstance(address, ipaddress.IPv6Address) else None
+    if inner is not None and not inner.is_global:
+        return f"{address} embeds {inner}"
+    return None
+
+
 def host_problem(host: str) -> str | None:
     """Why `host` is not a public host, or None when it is.
 
-    Refuses loopback, private, link-local (cloud metadata), reserved and shared addresses in
-    every spelling, names that exist only inside a network, and single-label names.
+    Refuses addresses `address_problem` refuses in every spelling, names that exist only
+    inside a network, and single-label names.
     """
     name = unquote(host).strip().rstrip(".").lower()
     if not name:
         return "has no host"
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address | None
     if name.startswith("[") or ":" in name:
         try:
-            ip6 = ipaddress.IPv6Address(name.strip("[]").split("%")[0])
+            address = ipaddress.IPv6Address(name.strip("[]").split("%")[0])
         except ValueError:
             return f"host {host} is not a valid IPv6 address"
-        if not ip6.is_global or ip6 in _LOCAL_NAT64:
-            return f"host {host} is not public (a private, loopback or reserved address)"
-        inner = _embedded(ip6)
-        if inner is not None and not inner.is_global:
-            return f"host {host} is not public (it embeds {inner})"
-        return None
-    try:
-        ip4 = _ipv4(name)
-    except ValueError as exc:
-        return str(exc)
-    if ip4 is not None:
-        if not ip4.is_global:
-            return f"host {host} is not public ({ip4} is private, loopback or reserved)"
-        return None
+    else:
+        try:
+            address = _ipv4(name)
+        except ValueError as exc:
+            return str(exc)
+    if address is not None:
+        problem = address_problem(address)
+        return f"host {host} is not public ({problem})" if problem else None
     if not _HOST_NAME.match(name):
         return f"host {host} is not a valid host name"
     if name == "localhost" or name.endswith(_INTERNAL_SUFFIXES):
