@@ -224,7 +224,7 @@ def test_rate_limits_are_per_route_class(start_emulator, api_key):
     task_id = creates[0].json()["id"]
     polls = [httpx.get(f"{url}/v1/tasks/{task_id}", headers=auth(api_key)) for _ in range(2)]
     assert [r.status_code for r in polls] == [200, 429]
-    assert int(polls[1].headers["Retry-After"]) == 2
+    assert 1 <= int(polls[1].headers["Retry-After"]) <= 2  # 2 s a query, less time passed
     credits = httpx.get(f"{url}/v1/credits", headers=auth(api_key))
     assert credits.status_code == 429  # the credit balance shares the query bucket
     upload = httpx.post(
