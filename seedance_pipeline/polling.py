@@ -159,8 +159,15 @@ def interpret_error(
             poll_errors=answers,
             not_found_since=since,
         )
+    return _backed_off(row, now, policy)
+
+
+def _backed_off(row: LedgerRow, now: float, policy: PollPolicy) -> PollUpdate:
+    """Ask again later, each failure in a row waiting twice as long."""
     return PollUpdate(
-        task_id=row.task_id, next_poll_at=now + _backoff(row, policy), poll_errors=answers
+        task_id=row.task_id,
+        next_poll_at=now + _backoff(row, policy),
+        poll_errors=row.poll_errors + 1,
     )
 
 
@@ -206,7 +213,7 @@ async def poll_due(
                 return
             summary.polled += 1
             try:
-                task = await client.get_task(row.task_id)
+                update = interpret(row, await client.get_task(row.task_id), time.time(), policy)
             except (AuthenticationError, AccessDeniedError) as exc:
                 refused.append(exc)
                 return
@@ -214,7 +221,13 @@ async def poll_due(
                 summary.errors += 1
                 updates.append(interpret_error(row, exc, time.time(), policy))
                 return
-        update = interpret(row, task, time.time(), policy)
+            except Exception:  # a bug, not an answer: this task backs off, the round goes on
+                log.exception(
+                    "task %s: polling it failed unexpectedly; asked again later", row.task_id
+                )
+                summary.errors += 1
+                updates.append(_backed_off(row, time.time(), policy))
+                return
         summary.finished += update.status is not None and update.status not in WAITING
         updates.append(update)
 

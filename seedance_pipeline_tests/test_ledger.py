@@ -281,6 +281,41 @@ def test_of_two_runs_resubmitting_one_prompt_at_once_one_claims_it_the_other_is_
     assert [(r.attempt, r.status) for r in second.rows(DAY)] == [(2, "submitting")]
 
 
+def test_a_poll_failing_unexpectedly_backs_its_task_off_and_says_why(ledger, monkeypatch, caplog):
+    """Such an exception was never retrieved from its coroutine: the round reported no error,
+    nothing was logged but asyncio's "never retrieved", and the task was asked every round."""
+    from seedance_pipeline import polling
+
+    assert ledger.claim(DAY, "other", REQUEST, 10.0)
+    ledger.record_submitted(DAY, "other", "task-2", time.time())
+
+    def answer(request):
+        task_id = request.url.path.rsplit("/", 1)[1]
+        return httpx.Response(200, json={"id": task_id, "status": "failed"})
+
+    real = polling.interpret
+
+    def interpret(row, task, now, policy):
+        if row.task_id == "task-1":
+            raise ZeroDivisionError("a bug in interpreting task-1's answer")
+        return real(row, task, now, policy)
+
+    monkeypatch.setattr(polling, "interpret", interpret)
+
+    async def one_round():
+        async with AsyncClient("k", transport=httpx.MockTransport(answer)) as client:
+            return await poll_due(ledger, client)
+
+    summary = asyncio.run(one_round())
+    assert (summary.polled, summary.finished, summary.errors) == (2, 1, 1)
+    rows = {r.prompt_id: r for r in ledger.rows(DAY)}
+    assert rows["other"].status == "failed"
+    assert (rows["sent"].status, rows["sent"].poll_errors) == ("pending", 1)
+    assert rows["sent"].next_poll_at > time.time()
+    assert "task task-1: polling it failed unexpectedly" in caplog.text
+    assert "ZeroDivisionError: a bug in interpreting" in caplog.text  # with its traceback
+
+
 def test_a_prompt_sent_on_one_day_is_found_from_another(ledger):
     assert ledger.sent_on_other_days("2026-11-21", ["sent", "new"]) == {"sent": DAY}
     assert ledger.sent_on_other_days(DAY, ["sent"]) == {}
