@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -72,3 +75,22 @@ def sleeps(clock) -> list[float]:
 def fresh_pacing(monkeypatch):
     """Each test starts with no learned rate (the buckets are shared per process)."""
     monkeypatch.setattr(_client, "_BUCKETS", {})
+
+
+@contextlib.contextmanager
+def loopback_server(
+    handler: type[http.server.BaseHTTPRequestHandler], **state: object
+) -> Iterator[http.server.ThreadingHTTPServer]:
+    """A threaded HTTP server on 127.0.0.1 with `handler`; `state` becomes its attributes
+    (what the handler answers, what it saw)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    for name, value in state.items():
+        setattr(server, name, value)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import http.server
 import itertools
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 
@@ -28,7 +27,7 @@ from seedance_pipeline.seedance import (
     _client,
 )
 
-from .client_support import KEY
+from .client_support import KEY, loopback_server
 
 PACE = 0.2  # seconds between two bytes of a trickle
 GIVE_UP = 8.0  # a host stops trickling after this: a regression fails instead of hanging
@@ -76,17 +75,10 @@ class _Trickler(http.server.BaseHTTPRequestHandler):
 @contextlib.contextmanager
 def host(*answers: Answer, pace: float = PACE) -> Iterator[http.server.ThreadingHTTPServer]:
     """A threaded HTTP host on loopback that answers GETs so (see `_Trickler`)."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Trickler)
-    server.daemon_threads = True
-    server.answers, server.pace, server.requests, server.connections = answers, pace, 0, 0
-    server.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    state = {"answers": answers, "pace": pace, "requests": 0, "connections": 0}
+    with loopback_server(_Trickler, **state) as server:
+        server.url = f"http://127.0.0.1:{server.server_address[1]}"
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 VIDEO = bytes(range(256)) * 2

@@ -15,7 +15,6 @@ import http.server
 import os
 import socket
 import ssl
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -27,7 +26,7 @@ from cryptography.x509.oid import NameOID
 from seedance_pipeline.seedance import Client, RetryPolicy, TransportError, UnsafeLinkError, _client
 from seedance_pipeline.seedance._urls import url_problem
 
-from .client_support import KEY
+from .client_support import KEY, loopback_server
 
 NAME = "cdn.rebound-example.com"  # public-looking; resolves to 127.0.0.1 here
 VIDEO = b"INTERNAL-SERVICE-SECRET " * 8
@@ -69,18 +68,11 @@ class _Host(http.server.BaseHTTPRequestHandler):
 @contextlib.contextmanager
 def host(tls: ssl.SSLContext | None = None, redirect: str = "") -> Iterator:
     """A threaded host on 127.0.0.1 (see `_Host`); `tls`: it speaks https."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Host)
-    server.daemon_threads = True
-    server.handle_error = lambda *args: None  # a connection cut before TLS: expected here
-    server.tls, server.redirect, server.first_bytes, server.requests = tls, redirect, [], []
-    server.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    state = {"tls": tls, "redirect": redirect, "first_bytes": [], "requests": []}
+    quiet = {"handle_error": lambda *args: None}  # a connection cut before TLS: expected here
+    with loopback_server(_Host, **state, **quiet) as server:
+        server.port = server.server_address[1]
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture
