@@ -22,15 +22,20 @@ _FORMATS = {
     "bmp_pipe": "bmp",
     "tiff_pipe": "tiff",
 }
-# An MP4's header holds every stream's size and duration: probing frames beyond it (FFmpeg's
-# default) would more than double the CPU of measuring each generated video. Nor is a frame
-# decoded: to guess an H.264 stream's frame reordering FFmpeg's probe decodes up to 7 frames
-# (12 ms of CPU for a 1080p video with B-frames, encoders' default), and no fact here needs them.
-_HEADER_ONLY = {"analyzeduration": "0", "probesize": "32", "skip_frame": "all"}
-# A downloaded file is untrusted: read as an MP4 and nothing else (FFmpeg would otherwise guess
-# the format from the content, and an `ffconcat` text naming a sibling video would be measured
-# as that video), touching no file or URL beyond itself.
-_DOWNLOADED = {**_HEADER_ONLY, "protocol_whitelist": "file"}
+# How a downloaded video is opened. An MP4's header holds every stream's size and duration:
+# probing frames beyond it (FFmpeg's default) would more than double the CPU of measuring each
+# generated video. Nor is a frame decoded: to guess an H.264 stream's frame reordering FFmpeg's
+# probe decodes up to 7 frames (12 ms of CPU for a 1080p video with B-frames, encoders'
+# default), and no fact here needs them. The file is untrusted: it is read as an MP4 and
+# nothing else (FFmpeg would otherwise guess the format from the content, and an `ffconcat`
+# text naming a sibling video would be measured as that video), touching no file or URL
+# beyond itself.
+_DOWNLOADED = {
+    "analyzeduration": "0",
+    "probesize": "32",
+    "skip_frame": "all",
+    "protocol_whitelist": "file",
+}
 _IMAGE_CODECS = {"mjpeg": "jpeg", "png": "png", "webp": "webp", "gif": "gif", "bmp": "bmp"}
 
 

@@ -128,6 +128,28 @@ class DayState:
     next_poll_at: float | None  # the earliest planned poll of a waiting task
 
 
+def _claims_to_unknown(
+    db: Connection, partition: str, owner: str, prompt_id: str | None = None
+) -> int:
+    """Turn `owner`'s claims of `partition` (or of one prompt) into `unknown`; how many."""
+    return db.execute(
+        sql(
+            "UPDATE tasks SET status = :u, error_code = :code, error_message = :msg,"
+            " owner = NULL WHERE partition = :p AND status = :s AND owner = :owner"
+            " AND (CAST(:id AS TEXT) IS NULL OR prompt_id = :id)"
+        ),
+        {
+            "u": Status.UNKNOWN.value,
+            "code": UNKNOWN_CODE,
+            "msg": _ABANDONED,
+            "p": partition,
+            "id": prompt_id,
+            "s": Status.SUBMITTING.value,
+            "owner": owner,
+        },
+    ).rowcount
+
+
 class TaskRows:
     """Claims, submissions, polls and stored videos of task rows."""
 
@@ -210,22 +232,7 @@ class TaskRows:
     ) -> int:
         dead = self._abandoned(db, partition, prompt_id, now)
         for r in dead:
-            db.execute(
-                sql(
-                    "UPDATE tasks SET status = :u, error_code = :code, error_message = :msg,"
-                    " owner = NULL WHERE partition = :p AND prompt_id = :id AND status = :s"
-                    " AND owner = :owner"
-                ),
-                {
-                    "u": Status.UNKNOWN.value,
-                    "code": UNKNOWN_CODE,
-                    "msg": _ABANDONED,
-                    "p": r["partition"],
-                    "id": r["prompt_id"],
-                    "s": Status.SUBMITTING.value,
-                    "owner": r["owner"],
-                },
-            )
+            _claims_to_unknown(db, r["partition"], r["owner"], r["prompt_id"])
         return len(dead)
 
     def give_up_own_claims(self, partition: str) -> int:
@@ -236,20 +243,7 @@ class TaskRows:
         claimed, and the day waiting, for as long as the process lives.
         """
         with self.db.transaction() as db:
-            return db.execute(
-                sql(
-                    "UPDATE tasks SET status = :u, error_code = :code, error_message = :msg,"
-                    " owner = NULL WHERE partition = :p AND status = :s AND owner = :me"
-                ),
-                {
-                    "u": Status.UNKNOWN.value,
-                    "code": UNKNOWN_CODE,
-                    "msg": _ABANDONED,
-                    "p": partition,
-                    "s": Status.SUBMITTING.value,
-                    "me": self.owner,
-                },
-            ).rowcount
+            return _claims_to_unknown(db, partition, self.owner)
 
     def renew_leases(self, until: float) -> None:
         """Extend this process's claims (called by the lease keeper)."""
