@@ -63,7 +63,7 @@ class MediaFactsCache:
 
     def __init__(self, data_dir: Path, s3_media: S3Media | None = None):
         self.data_dir = Path(data_dir).resolve()
-        self.s3_media = s3_media  # measures and presigns `s3://` media when given
+        self.s3_media = s3_media  # measures `s3://` media when given
         self._cache: dict[object, tuple[str, MediaFacts] | MediaError] = {}
 
     def url_and_facts(self, media: Media) -> tuple[str, MediaFacts]:
@@ -89,7 +89,7 @@ class MediaFactsCache:
             facts = measure(media.path, media.kind)
             return PENDING_UPLOAD + media.path.relative_to(self.data_dir).as_posix(), facts
         if self.s3_media and media.uri.startswith("s3://"):
-            return self.s3_media.url_and_facts(media.uri, media.kind)
+            return media.uri, self.s3_media.facts(media.uri, media.kind)
         if not media.uri.lower().startswith("s3:"):
             problem = url_problem(media.uri, schemes=("https", "http"))
             if problem:
@@ -99,6 +99,19 @@ class MediaFactsCache:
                 )
         facts = replace(media.facts, format=_format_from_uri(media.uri))
         return media.uri, facts
+
+
+def _as_sent(
+    body: dict[str, Any], known: dict[str, MediaFacts]
+) -> tuple[dict[str, Any], dict[str, MediaFacts]]:
+    """The body and its media facts as the vendor's rules see them: `s3://` URIs stay in every
+    stored body and go out as presigned https URLs (`publishing.sendable`)."""
+    if not any(url.startswith("s3://") for url in known):
+        return body, known
+    https = {url: "https://" + url.removeprefix("s3://") for url in known}
+    return body | {
+        name: [https[url] for url in body[name]] for name in URL_FIELDS.values() if name in body
+    }, {https[url]: facts for url, facts in known.items()}
 
 
 def _format_from_uri(uri: str) -> str | None:
@@ -198,7 +211,7 @@ class _SharedRequest:
             video_urls=tuple(urls["video"]),
             audio_urls=tuple(urls["audio"]),
         ).to_body()
-        before, after = check_options(body, known)
+        before, after = check_options(*_as_sent(body, known))
         errors += map(str, before)
         if errors or after:
             return cls(body, errors, [str(v) for v in after], local_files)

@@ -1,17 +1,20 @@
 """Making local media files reachable by the API: a URL it can fetch for each file.
 
 Without S3, through the vendor's file upload service (images only at the real vendor; the
-emulator takes all three kinds); with S3, as presigned GET URLs (`s3.py`).
+emulator takes all three kinds); with S3, as `s3://` URIs that are presigned GET URLs only in
+the request on the wire (`s3.py`): a presigned URL carries the AWS key's id (and, with
+temporary credentials, the session token), and expires.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from .catalog import file_digest
 from .ledger import Ledger
 from .seedance import Client, SeedanceError
+from .seedance._rules import URL_FIELDS
 
 # Vendor uploads expire after 72 hours; reuse a published URL for at most 48.
 PUBLISHED_URL_MAX_AGE = 48 * 3600
@@ -53,3 +56,23 @@ class VendorUploadPublisher:
                 ) from None
             self.ledger.record_published(digest, host, url)
         return url
+
+
+def sendable(body: dict[str, Any]) -> dict[str, Any]:
+    """`body` as the API is sent it: each `s3://` media URI presigned now.
+
+    Raises:
+        PublishError: a URI could not be presigned (the AWS settings).
+    """
+    s3 = [
+        name
+        for name in URL_FIELDS.values()
+        if any(u.startswith("s3://") for u in body.get(name, ()))
+    ]
+    if not s3:
+        return body
+    from .s3 import presign_uri  # here: boto3 only when media live in S3
+
+    return body | {
+        name: [presign_uri(u) if u.startswith("s3://") else u for u in body[name]] for name in s3
+    }

@@ -8,7 +8,9 @@ a reader sees the old object or the new one, never half of one.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
+import os
 import tempfile
 from collections.abc import Callable, Iterator
 from functools import cached_property
@@ -26,7 +28,8 @@ from .seedance import MediaFacts
 from .storage import temporary_scratch, video_key
 from .tables import concat, not_written, parquet_bytes, table_key
 
-# The API fetches media within minutes of a submission, which may come a day after planning.
+# Media are presigned as each request is sent; the API fetches them within minutes, or when
+# the task leaves the vendor's queue.
 PRESIGNED_URL_SECONDS = 48 * 3600
 _MISSING = ("404", "NoSuchKey", "NotFound")
 SETTINGS_HINT = "check SEEDANCE_S3_BUCKET, the AWS_* credentials and AWS_ENDPOINT_URL"
@@ -193,7 +196,8 @@ class S3TableStore:
 
 
 class S3Publisher:
-    """Local media uploaded once to `<prefix>/media/<sha256>/<name>`, sent as presigned URLs."""
+    """Local media uploaded once to `<prefix>/media/<sha256>/<name>`, named by `s3://` URI
+    (presigned when a request is sent: `publishing.sendable`)."""
 
     def __init__(self, bucket: S3Bucket):
         self.bucket = bucket
@@ -203,24 +207,47 @@ class S3Publisher:
         try:
             if not self.bucket.exists(key):
                 self.bucket.upload(path, key)
-            return self.bucket.presign(key)
         except S3Error as exc:
             raise PublishError(f"{path}: could not be published: {exc}") from None
+        return self.bucket.uri(key)
+
+
+@functools.lru_cache(maxsize=1)
+def _client_for(aws_settings: frozenset[tuple[str, str]]) -> Any:
+    return s3_client()
+
+
+def _presigning_client() -> Any:
+    """One client for as long as the AWS_* variables stay as they are."""
+    return _client_for(frozenset((k, v) for k, v in os.environ.items() if k.startswith("AWS_")))
+
+
+def presign_uri(uri: str) -> str:
+    """A GET URL anyone can fetch for `s3://bucket/key`, signed now by the AWS settings.
+
+    Raises:
+        PublishError: naming the URI and the settings to check.
+    """
+    try:
+        bucket, key = parse_s3_uri(uri)
+        return S3Bucket(_presigning_client(), bucket).presign(key)
+    except (ValueError, S3Error) as exc:
+        raise PublishError(f"{uri}: could not be presigned: {exc}") from None
 
 
 class S3Media:
-    """`s3://bucket/key` media of the catalog: measured from the object once, sent presigned."""
+    """`s3://bucket/key` media of the catalog, measured from the object once."""
 
     def __init__(self, make_client: Callable[[], Any]):
         self._make_client = make_client
-        self._known: dict[tuple[str, str], tuple[str, MediaFacts] | MediaError] = {}
+        self._known: dict[tuple[str, str], MediaFacts | MediaError] = {}
 
     @cached_property
     def client(self) -> Any:
         return self._make_client()
 
-    def url_and_facts(self, uri: str, kind: str) -> tuple[str, MediaFacts]:
-        """A presigned URL for the object and its facts, measured from its bytes.
+    def facts(self, uri: str, kind: str) -> MediaFacts:
+        """What the object is, measured from its bytes.
 
         Raises:
             MediaError: the object cannot be read, or is not a `kind` file.
@@ -235,7 +262,7 @@ class S3Media:
             raise known
         return known
 
-    def _measure(self, uri: str, kind: str) -> tuple[str, MediaFacts]:
+    def _measure(self, uri: str, kind: str) -> MediaFacts:
         try:
             bucket_name, key = parse_s3_uri(uri)
         except ValueError as exc:
@@ -245,8 +272,7 @@ class S3Media:
             local = Path(tmp) / Path(key).name
             try:
                 bucket.download(key, local)
-                facts = measure(local, kind)
-                return bucket.presign(key), facts
+                return measure(local, kind)
             except S3Error as exc:
                 raise MediaError(str(exc)) from None
             except MediaError as exc:

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 from .callbacks import with_callback
 from .ledger import Ledger
 from .polling import first_poll_at
+from .publishing import PublishError, sendable
 from .seedance import (
     AccessDeniedError,
     AuthenticationError,
@@ -70,13 +71,15 @@ def submit_all(
     prompt is no longer among `accepted` (those are never resubmitted).
 
     With `callback_base` (the receiver's URL), each attempt carries its own callback URL
-    unless the catalog row set one; the ledger stores the body with the token redacted.
+    unless the catalog row set one; the ledger stores the body with the token redacted. Media
+    in S3 are presigned for each attempt; the ledger stores their `s3://` URIs.
 
     A prompt_id already sent on another day is not sent again (the summary names the day).
 
     Raises:
-        SubmissionStopped: the key was refused (401) or credits ran out (402); what was
-            submitted before stays recorded and the rest can be submitted by a later run.
+        SubmissionStopped: the key was refused (401), credits ran out (402) or media in S3
+            could not be presigned; what was submitted before stays recorded and the rest can
+            be submitted by a later run.
     """
     summary = SubmitSummary()
     ledger.resolve_abandoned_claims(partition)
@@ -87,6 +90,7 @@ def submit_all(
 
     def first(p: Planned) -> None:
         sent, stored, token = with_callback(p.body, callback_base)
+        sent = _presigned(sent)
         if ledger.claim(
             partition,
             p.prompt_id,
@@ -102,6 +106,7 @@ def submit_all(
 
     def again(row) -> None:
         sent, _, token = with_callback(row.request, callback_base)
+        sent = _presigned(sent)
         if ledger.claim_resubmission(
             partition, row.prompt_id, max_attempts, callback_token_sha256=token
         ):
@@ -126,6 +131,17 @@ def submit_all(
         ledger.stop_resubmission(partition, gone)
     _in_parallel([lambda r=r: again(r) for r in due if r.prompt_id in wanted])
     return summary
+
+
+def _presigned(body: dict) -> dict:
+    """`sendable(body)`, signed before its claim: a request that cannot go out is not claimed."""
+    try:
+        return sendable(body)
+    except PublishError as exc:
+        raise SubmissionStopped(
+            f"{exc} — submission stopped; fix the AWS settings, then materialise the partition "
+            "again to submit the rest"
+        ) from None
 
 
 def _in_parallel(jobs: list[Callable[[], None]]) -> None:

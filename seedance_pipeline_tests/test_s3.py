@@ -15,10 +15,12 @@ import pandas as pd
 import pytest
 from dagster import DagsterInstance, materialize
 
+from seedance_pipeline.catalog import file_digest
 from seedance_pipeline.cli import main
 from seedance_pipeline.defs.costs.assets import generation_costs
+from seedance_pipeline.ledger import Ledger, PollUpdate
 from seedance_pipeline.media import MediaError, measure_video_output
-from seedance_pipeline.publishing import PublishError
+from seedance_pipeline.publishing import PublishError, sendable
 from seedance_pipeline.s3 import (
     S3Bucket,
     S3Media,
@@ -28,6 +30,8 @@ from seedance_pipeline.s3 import (
     s3_client,
 )
 from seedance_pipeline.seedance import Client
+from seedance_pipeline.statuses import Status
+from seedance_pipeline.submission import Planned, SubmissionStopped, submit_all
 
 from .pipeline_support import (
     DAY,
@@ -40,6 +44,7 @@ from .pipeline_support import (
 )
 
 PREFIX = "team/seedance"
+SESSION_TOKEN = "FwoGZXIvYXdzEXAMPLE-session-token"
 MEDIA_FIELDS = ("image_urls", "video_urls", "audio_urls")
 
 
@@ -98,16 +103,21 @@ def test_video_put_uploads_and_removes_the_scratch_file(s3_bucket, tmp_path):
     assert objects(s3_bucket)[f"{PREFIX}/{key}"] == payload
 
 
-def test_published_media_are_uploaded_once_and_fetchable_by_presigned_url(s3_bucket):
+def test_published_media_are_uploaded_once_and_sent_presigned(s3_bucket):
     publisher = S3Publisher(S3Bucket(s3_client(), s3_bucket, PREFIX))
     path = SAMPLE / "media" / "aud_jingle_3s.mp3"
 
     first, second = publisher.publish(path), publisher.publish(path)
 
     assert len([k for k in objects(s3_bucket) if k.startswith(f"{PREFIX}/media/")]) == 1
-    for url in (first, second):
-        assert "X-Amz-Signature=" in url and "X-Amz-Expires=172800" in url
-        assert httpx.get(url).content == path.read_bytes()
+    assert first == second == f"s3://{s3_bucket}/{PREFIX}/media/{file_digest(path)}/{path.name}"
+    body = {"prompt": "a jingle", "audio_urls": [first, "https://example.com/a.mp3"]}
+    sent = sendable(body)
+    assert body["audio_urls"][0] == first  # the stored body keeps the URI
+    url, other = sent["audio_urls"]
+    assert other == "https://example.com/a.mp3"
+    assert "X-Amz-Signature=" in url and "X-Amz-Expires=172800" in url
+    assert httpx.get(url).content == path.read_bytes()
 
 
 def test_publishing_to_a_missing_bucket_names_the_file_and_the_settings(s3_bucket):
@@ -125,15 +135,14 @@ def test_s3_catalog_media_are_measured_from_the_object(s3_bucket):
     s3.upload_file(str(media / "aud_jingle_3s.mp3"), s3_bucket, "in/not-a-video.mp4")
     reader = S3Media(s3_client)
 
-    url, facts = reader.url_and_facts(f"s3://{s3_bucket}/in/clip.mp4", "video")
+    facts = reader.facts(f"s3://{s3_bucket}/in/clip.mp4", "video")
 
     assert (facts.width, facts.height, facts.fps) == (640, 640, 24)
     assert facts.duration_s == pytest.approx(3, abs=0.1)
-    assert httpx.get(url).content == (media / "vid_square_640x640_24fps_3s.mp4").read_bytes()
     with pytest.raises(MediaError, match=f"s3://{s3_bucket}/in/not-a-video.mp4"):
-        reader.url_and_facts(f"s3://{s3_bucket}/in/not-a-video.mp4", "video")
+        reader.facts(f"s3://{s3_bucket}/in/not-a-video.mp4", "video")
     with pytest.raises(MediaError, match="AWS_ENDPOINT_URL"):
-        reader.url_and_facts(f"s3://{s3_bucket}/in/missing.png", "image")
+        reader.facts(f"s3://{s3_bucket}/in/missing.png", "image")
 
 
 def _add_s3_media_rows(data: Path, bucket: str) -> None:
@@ -155,6 +164,7 @@ def _add_s3_media_rows(data: Path, bucket: str) -> None:
 def test_sample_day_on_s3_leaves_no_videos_or_tables_on_disk(
     tmp_path, emulator, api_key, s3_bucket, moto_server, monkeypatch, capsys
 ):
+    monkeypatch.setenv("AWS_SESSION_TOKEN", SESSION_TOKEN)  # temporary credentials
     data = copy_sample_data(tmp_path / "data")
     _add_s3_media_rows(data, s3_bucket)
     resources = make_resources(data, emulator, api_key, s3_bucket=s3_bucket, s3_prefix=PREFIX)
@@ -178,20 +188,26 @@ def test_sample_day_on_s3_leaves_no_videos_or_tables_on_disk(
     requests = tables.read("generation_requests", DAY).set_index("prompt_id")
     assert "300..6000 px" in " ".join(requests.loc["d1-s3-tiny", "errors"])
     s3_image = json.loads(requests.loc["d1-s3-wide", "request_json"])["image_urls"][0]
-    assert s3_image.startswith(f"{moto_server}/{s3_bucket}/catalog/wide.webp?")
-    # Local media went to the bucket, and the emulator fetches them by their presigned URLs.
+    assert s3_image == f"s3://{s3_bucket}/catalog/wide.webp"
+    # Local media went to the bucket; requests name them by URI, and the API gets presigned
+    # URLs the emulator can fetch.
     bodies = [json.loads(b) for b in requests.request_json.dropna()]
     urls = {f: {u for b in bodies for u in b.get(f, [])} for f in ("video_urls", "audio_urls")}
     assert urls["video_urls"] and urls["audio_urls"]
     published = {u for b in bodies for f in MEDIA_FIELDS for u in b.get(f, [])} - {s3_image}
-    assert published and all(
-        u.startswith(f"{moto_server}/{s3_bucket}/{PREFIX}/media/") for u in published
-    )
+    assert published and all(u.startswith(f"s3://{s3_bucket}/{PREFIX}/media/") for u in published)
     with Client(api_key, base_url=emulator, files_url=emulator) as client:
-        for url in published:
-            hosted = client.upload_url(url)
-            key = httpx.URL(url).path.removeprefix(f"/{s3_bucket}/")
-            assert httpx.get(hosted.file_url).content == stored[key]
+        for uri in published:
+            hosted = client.upload_url(sendable({"image_urls": [uri]})["image_urls"][0])
+            assert httpx.get(hosted.file_url).content == stored[uri.split("/", 3)[3]]
+    # The session token that signed them is in no table, report, ledger or other file.
+    in_ledger = resources["pipeline"].ledger().rows(DAY)
+    assert {u for r in in_ledger for f in MEDIA_FIELDS for u in r.request.get(f, [])} == {
+        s3_image,
+        *published,
+    }
+    kept = [*stored.values(), *(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())]
+    assert not [b for b in kept if SESSION_TOKEN.encode() in b or b"X-Amz-" in b]
 
     videos = tables.read("generated_videos", DAY)
     completed = videos[videos.status == "completed"]
@@ -232,3 +248,41 @@ def test_sample_day_on_s3_leaves_no_videos_or_tables_on_disk(
     total = json.loads(capsys.readouterr().out)["total"]
     assert total["tasks"] == len(videos) and total["completed"] == len(completed)
     assert total["credits_charged"] == pytest.approx(completed.credits_charged.sum())
+
+
+def test_each_attempt_is_sent_presigned_and_the_ledger_keeps_the_uri(
+    s3_bucket, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("AWS_SESSION_TOKEN", SESSION_TOKEN)
+    boto3.client("s3").put_object(Bucket=s3_bucket, Key="in/cat.png", Body=b"a png")
+    uri = f"s3://{s3_bucket}/in/cat.png"
+    body = {"model": "seedance-2.0-image-to-video", "prompt": "the cat", "image_urls": [uri]}
+    sent: list[dict] = []
+
+    def vendor(request: httpx.Request) -> httpx.Response:
+        sent.append(json.loads(request.content))
+        task_id = f"task-unified-1774857405-{len(sent):08d}"
+        return httpx.Response(200, json={"id": task_id, "status": "pending", "model": "m"})
+
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    with Client(
+        "k", base_url="https://api.test.invalid", transport=httpx.MockTransport(vendor)
+    ) as c:
+        assert submit_all(ledger, c, DAY, [Planned("p1", body, 10.0)]).submitted == 1
+        first = ledger.rows(DAY)[0]
+        ledger.record_polls([PollUpdate(first.task_id, Status.FAILED, error_code="service_error")])
+        assert submit_all(ledger, c, DAY, [Planned("p1", body, 10.0)], 2).resubmitted == 1
+
+        assert len(sent) == 2
+        for request in sent:  # each attempt a URL signed with the session token, fetchable
+            url = request["image_urls"][0]
+            assert url.startswith(f"{os.environ['AWS_ENDPOINT_URL']}/{s3_bucket}/in/cat.png?")
+            assert "X-Amz-Security-Token=" in url and httpx.get(url).content == b"a png"
+        (row,) = ledger.rows(DAY)
+        assert row.attempt == 2 and row.request["image_urls"] == [uri]
+
+        # A URI that cannot be signed stops submission before anything is claimed or sent.
+        bad = body | {"image_urls": [f"s3://{s3_bucket}"]}
+        with pytest.raises(SubmissionStopped, match=f"s3://{s3_bucket}.*AWS settings"):
+            submit_all(ledger, c, DAY, [Planned("p2", bad, 10.0)])
+        assert len(sent) == 2 and [r.prompt_id for r in ledger.rows(DAY)] == ["p1"]
