@@ -12,7 +12,7 @@ from .defs.costs import definitions as costs
 from .defs.generation import definitions as generation
 from .defs.resources import EvoLinkResource, PipelineResource
 from .seedance import DEFAULT_BASE_URL, DEFAULT_FILES_URL
-from .settings import env_number
+from .settings import env_api_url, env_number
 
 
 def resources_from_env(prompts: Path | None = None, media: Path | None = None) -> dict:
@@ -26,8 +26,8 @@ def resources_from_env(prompts: Path | None = None, media: Path | None = None) -
     return {
         "evolink": EvoLinkResource(
             api_key=EnvVar("EVOLINK_API_KEY"),
-            base_url=os.environ.get("EVOLINK_BASE_URL", DEFAULT_BASE_URL),
-            files_url=os.environ.get("EVOLINK_FILES_URL", DEFAULT_FILES_URL),
+            base_url=env_api_url("EVOLINK_BASE_URL", DEFAULT_BASE_URL),
+            files_url=env_api_url("EVOLINK_FILES_URL", DEFAULT_FILES_URL),
             max_requests_per_second=env_number("EVOLINK_MAX_REQUESTS_PER_SECOND", zero=False),
         ),
         "pipeline": PipelineResource(

@@ -8,6 +8,8 @@ import os
 import re
 from pathlib import Path
 
+from .seedance._urls import api_root_problem
+
 DAY_FORMAT = re.compile(r"\d{4}-\d{2}-\d{2}")
 DATA_DIR_ENV = "SEEDANCE_DATA_DIR"
 DEFAULT_DATA_DIR = Path("data")
@@ -38,6 +40,14 @@ def env_day(name: str, default: str) -> str:
         return parse_day(value) if value else default
     except ValueError as exc:
         raise SettingError(f"{name}: {exc}") from None
+
+
+def env_api_url(name: str, default: str) -> str:
+    """The EvoLink URL in environment variable `name`, or `default` when unset."""
+    value = os.environ.get(name, "").strip() or default
+    if problem := api_root_problem(value):
+        raise SettingError(f"{name} {problem}")  # not the value: it may hold a password
+    return value
 
 
 def env_number(name: str, cast: type = float, *, zero: bool = True):

@@ -436,6 +436,27 @@ def test_a_key_with_a_character_no_header_may_carry_is_refused_without_showing_i
         assert KEY[:10] not in str(info.value) and KEY[10:] not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://user:SECRET@api.test.invalid",
+        "https://api.test.invalid/?api_key=SECRET",
+        "https://api.test.invalid/#SECRET",
+        "ftp://api.test.invalid/SECRET",
+        "SECRET",
+    ],
+)
+def test_an_api_url_with_a_password_query_or_odd_scheme_is_refused_without_showing_it(url):
+    for cls in (Client, AsyncClient):
+        for setting, given in (
+            ("EVOLINK_BASE_URL", {"base_url": url}),
+            ("EVOLINK_FILES_URL", {"files_url": url}),
+        ):
+            with pytest.raises(ValueError, match=f"{setting} must be an http") as info:
+                cls(KEY, **given)
+            assert "SECRET" not in str(info.value)
+
+
 def test_key_not_in_repr():
     c = client(Recorder(httpx.Response(200, json=TASK)))
     a = aclient(Recorder(httpx.Response(200, json=TASK)))

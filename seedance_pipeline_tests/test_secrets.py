@@ -18,6 +18,7 @@ from .pipeline_support import (
 )
 
 KEY = "sk-evo-SECRET-c0ffee-4242-do-not-leak"
+PASSWORD = "pw-SECRET-in-the-url"
 
 
 def _everything_written(root) -> bytes:
@@ -84,3 +85,33 @@ def test_key_not_printed_by_the_shell_commands(tmp_path, start_emulator):
     assert bad.returncode != 0 and "401" in bad.stderr
     for out in (run.stdout, run.stderr, bad.stdout, bad.stderr):
         assert KEY not in out
+
+
+def test_a_password_in_the_api_url_is_refused_without_being_shown(tmp_path, start_emulator):
+    """httpx would send it as Basic auth in place of the key, and quote it in every error."""
+    url = start_emulator(api_key=KEY)
+    data = copy_sample_data(tmp_path / "data")
+    host = url.removeprefix("http://")
+    for name, value in (
+        ("EVOLINK_BASE_URL", f"http://user:{PASSWORD}@{host}"),
+        ("EVOLINK_FILES_URL", f"http://{host}/?key={PASSWORD}"),
+    ):
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "SEEDANCE_DATA_DIR": str(data),
+            "DAGSTER_HOME": str(tmp_path / "shell_dagster_home"),
+            "EVOLINK_BASE_URL": url,
+            "EVOLINK_FILES_URL": url,
+            "EVOLINK_API_KEY": KEY,
+            name: value,
+        }
+        run = subprocess.run(
+            [sys.executable, "-m", "seedance_pipeline.cli", "run", DAY],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert run.returncode != 0 and f"{name} must be an http(s):// URL with no" in run.stderr
+        assert PASSWORD not in run.stdout + run.stderr
+    assert not (data / "state").exists()  # stopped before the ledger: nothing was sent

@@ -50,7 +50,7 @@ from ._exceptions import (
     error_class_for,
 )
 from ._models import Download, GenerationRequest, Task, UploadedFile
-from ._urls import address_problem, origin, url_problem
+from ._urls import address_problem, api_root_problem, origin, url_problem
 
 log = logging.getLogger("seedance_pipeline.seedance")
 
@@ -448,6 +448,14 @@ def _checked_key(api_key: str) -> str:
     return key
 
 
+def _api_root(url: str, setting: str) -> str:
+    """`url` without its trailing slash; refused, never shown (it may hold a password), when it
+    is not an API root (`api_root_problem`)."""
+    if problem := api_root_problem(url):
+        raise ValueError(f"{setting} {problem}")
+    return url.rstrip("/")
+
+
 class _BaseClient:
     """Everything both clients do; the subclasses only carry the steps out."""
 
@@ -461,8 +469,8 @@ class _BaseClient:
         max_requests_per_second: float | None = None,
     ):
         self._headers = {"Authorization": f"Bearer {_checked_key(api_key)}", **_IDENTITY}
-        self.base_url = base_url.rstrip("/")
-        self.files_url = files_url.rstrip("/")
+        self.base_url = _api_root(base_url, "EVOLINK_BASE_URL")
+        self.files_url = _api_root(files_url, "EVOLINK_FILES_URL")
         self.retry = retry or RetryPolicy()
         self._cap = max_requests_per_second
         _bucket(self.base_url, self._cap, "POST")  # a bad cap is refused here, not at a call

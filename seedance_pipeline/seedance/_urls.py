@@ -163,3 +163,18 @@ def origin(url: str) -> str:
 def _origin(scheme: str, host: str | None, port: int | None) -> str:
     default = {"http": 80, "https": 443}.get(scheme)
     return f"{scheme}://{(host or '').lower()}:{port or default}"
+
+
+def api_root_problem(url: str) -> str | None:
+    """Why `url` cannot be where the API is (`EVOLINK_BASE_URL`, `EVOLINK_FILES_URL`), or None.
+
+    httpx would send a user name and password as Basic auth in place of the key, and a query
+    would end up before each call's path.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c in url for c in "@?#"):
+        return (
+            "must be an http(s):// URL with no user name, password, query or fragment "
+            "(the key goes in EVOLINK_API_KEY)"
+        )
+    return None
