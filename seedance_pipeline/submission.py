@@ -88,6 +88,8 @@ def submit_all(
         partition, [p.prompt_id for p in accepted]
     )
 
+    not_claimed: list[str] = []
+
     def first(p: Planned) -> None:
         sent, stored, token = with_callback(p.body, callback_base)
         sent = _presigned(sent)
@@ -102,7 +104,7 @@ def submit_all(
             _submit_claimed(ledger, client, partition, p.prompt_id, sent, summary, bool(token))
         else:
             with summary.lock:
-                summary.already_in_ledger += 1
+                not_claimed.append(p.prompt_id)
 
     def again(row) -> None:
         sent, _, token = with_callback(row.request, callback_base)
@@ -124,6 +126,10 @@ def submit_all(
 
     new = [p for p in accepted if p.prompt_id not in summary.sent_on_other_days]
     _in_parallel([lambda p=p: first(p) for p in new])
+    # A run for another day may have claimed some since the look above.
+    claimed_elsewhere = ledger.sent_on_other_days(partition, not_claimed)
+    summary.sent_on_other_days |= claimed_elsewhere
+    summary.already_in_ledger = len(not_claimed) - len(claimed_elsewhere)
     due = ledger.resubmittable(partition, max_attempts)
     wanted = {p.prompt_id for p in new}
     if gone := [r.prompt_id for r in due if r.prompt_id not in wanted]:

@@ -95,6 +95,30 @@ def test_a_prompt_is_claimed_once_however_many_workers_race(ledger_url):
     assert sorted(won) == sorted(f"p{i}" for i in range(20))
 
 
+def test_a_prompt_moved_between_days_is_claimed_on_one_day_however_many_runs_race(ledger_url):
+    days = [DAY, "2026-11-21"]
+    workers = [Ledger(ledger_url) for _ in range(8)]
+    won: list[tuple[str, str]] = []
+    start = threading.Barrier(len(workers))
+
+    def race(n: int, worker: Ledger) -> None:
+        start.wait()
+        day = days[n % 2]  # half the runs think the prompts are due on each day
+        won.extend((f"p{i}", day) for i in range(20) if worker.claim(day, f"p{i}", REQUEST, 1.0))
+
+    threads = [threading.Thread(target=race, args=(n, w)) for n, w in enumerate(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(p for p, _ in won) == sorted(f"p{i}" for i in range(20))
+    for day in days:
+        other = days[1 - days.index(day)]
+        assert workers[0].sent_on_other_days(other, [f"p{i}" for i in range(20)]) == {
+            p: d for p, d in won if d == day
+        }
+
+
 def test_another_hosts_claim_waits_for_its_lease_then_becomes_unknown_never_resent(ledger):
     _claim_as(ledger, "held", OTHER_HOST, time.time() + 60)
     assert ledger.resolve_abandoned_claims(DAY) == 0  # its lease is live: it may answer yet

@@ -169,19 +169,24 @@ class TaskRows:
         request_sha256: str | None = None,
         callback_token_sha256: str | None = None,
     ) -> bool:
-        """Record the intent to submit; False when this prompt was already claimed.
+        """Record the intent to submit; False when this prompt was already claimed, on this
+        day or on another (`sent_on_other_days` tells which).
 
         A claim whose owner is gone is turned into `unknown` here (and not re-claimed).
         """
         now = time.time()
         self.leases.ensure_running()
         with self.db.transaction() as db:
+            if self.db.is_postgres:  # claims of one prompt for two days wait for each other
+                db.execute(sql("SELECT pg_advisory_xact_lock(hashtext(:id))"), {"id": prompt_id})
             made = db.execute(
                 sql(
                     "INSERT INTO tasks (partition, prompt_id, request_json, request_sha256,"
                     " estimated_credits, status, owner, claimed_at, lease_expires_at,"
-                    " callback_token_sha256) VALUES (:partition, :prompt_id, :request,"
-                    " :sha, :estimate, :status, :owner, :now, :lease, :token)"
+                    " callback_token_sha256) SELECT :partition, :prompt_id, :request,"
+                    " :sha, :estimate, :status, :owner, :now, :lease, :token"
+                    " WHERE NOT EXISTS (SELECT 1 FROM tasks"
+                    " WHERE prompt_id = :prompt_id AND partition <> :partition)"
                     " ON CONFLICT (partition, prompt_id) DO NOTHING"
                 ),
                 {
