@@ -454,7 +454,7 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     try:
         ledger = Ledger(ledger_url(data_dir()))
         ledger.resolve(args.date, args.prompt_id, None if args.forget else args.task_id)
-        write_record(ledger, _tables(), args.date)  # a forgotten row is no lost one
+        write_record(ledger.rows(args.date), _tables(), args.date)  # forgotten, not lost
     except LookupError as exc:
         return _fail(exc.args[0])
     print(

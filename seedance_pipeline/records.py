@@ -13,7 +13,7 @@ import pandas as pd
 
 from .ledger import Ledger, LedgerRow, safe_url
 from .statuses import Status
-from .tables import TableStore, table_key
+from .tables import TableStore
 
 ASSET = "submissions"
 COLUMNS = [
@@ -36,10 +36,11 @@ class LedgerLost(RuntimeError):
     """Submissions are recorded for a day that the ledger knows nothing of."""
 
 
-def write_record(ledger: Ledger, tables: TableStore, partition: str) -> None:
-    """Record the day's submissions as the ledger has them (call after every submission step)."""
-    rows = [r for r in ledger.rows(partition) if r.status != Status.SUBMITTING]
-    frame = pd.DataFrame([_record(r) for r in rows], columns=COLUMNS)
+def write_record(rows: list[LedgerRow], tables: TableStore, partition: str) -> None:
+    """Record the day's submissions from its ledger `rows`: after every submission step, and
+    once the day has ended, when claims a crashed run left are settled as well."""
+    kept = [r for r in rows if r.status != Status.SUBMITTING]
+    frame = pd.DataFrame([_record(r) for r in kept], columns=COLUMNS)
     tables.write(frame, ASSET, partition)
 
 
@@ -58,6 +59,11 @@ def _record(r: LedgerRow) -> dict:
         "error_code": r.error_code,
         "error_message": r.error_message,
     }
+
+
+def _where(tables: TableStore, partition: str) -> str:
+    """The day's record, for messages (`location` is the warehouse itself)."""
+    return f"{tables.location}/{ASSET}/{partition}.parquet"
 
 
 def _recorded(tables: TableStore, partition: str) -> pd.DataFrame | None:
@@ -89,7 +95,7 @@ def check_ledger(ledger: Ledger, tables: TableStore, partition: str) -> None:
                 ledger,
                 [partition],
                 f"{partition}: {len(missing)} submission(s) recorded in "
-                f"{tables.location}/{table_key(ASSET, partition)} are not in the ledger, or "
+                f"{_where(tables, partition)} are not in the ledger, or "
                 f"only at an earlier attempt: {shown}. Submitting now would pay for them again",
             )
     known_days = ledger.partitions_known()
@@ -139,18 +145,13 @@ def rebuild(ledger: Ledger, tables: TableStore, partition: str) -> int:
     recorded = _recorded(tables, partition)
     if recorded is None:
         raise FileNotFoundError(
-            f"{tables.location}/{table_key(ASSET, partition)}: no submissions recorded for "
-            f"{partition}"
+            f"{_where(tables, partition)}: no submissions recorded for {partition}"
         )
     restored = 0
     for rec in recorded.to_dict("records"):
+        rec = {k: (None if pd.isna(v) else v) for k, v in rec.items()}  # NaN is truthy
         status = Status(rec["status"])
         if rec["task_id"] and status not in (Status.FAILED, Status.CANCELLED):
             status = Status.PENDING
-        restored += ledger.restore(
-            {
-                **{k: (None if pd.isna(v) else v) for k, v in rec.items()},
-                "status": status.value,
-            }
-        )
+        restored += ledger.restore({**rec, "status": status.value})
     return restored

@@ -4,11 +4,14 @@ odd vendor answers. Expectations are the vendor's rules and our statuses, stated
 from __future__ import annotations
 
 import json
+import time
 
 import pandas as pd
 import pytest
+from dagster import DagsterInstance, build_sensor_context
 
 from seedance_pipeline.cli import main
+from seedance_pipeline.defs.generation.sensors import task_poller
 from seedance_pipeline.ledger import LedgerRow
 from seedance_pipeline.ledger.database import sql
 from seedance_pipeline.media import measure_video_output
@@ -205,6 +208,45 @@ def test_a_lost_ledger_stops_another_day_a_prompt_moved_to(day, monkeypatch, cap
     assert submitted["sent_on_other_days"].value == 1
     accepted = read_table(data, "generation_requests", "2026-11-21").status == "accepted"
     assert len(emulator_tasks(url)) == paid + accepted.sum() - 1  # all but the moved one
+
+
+def test_a_claim_a_crashed_run_left_is_settled_recorded_and_never_paid_again(
+    day, monkeypatch, capsys
+):
+    """A run on another host died after its create was sent; its claim outlived the rerun's
+    submission. The sensor settles it once its lease is out, the day's record lists it, and a
+    ledger lost after that does not pay for it again."""
+    data, url, resources = day
+    assert plan_requests(resources).success
+    requests = read_table(data, "generation_requests", DAY)
+    crashed = requests[requests.status == "accepted"].iloc[0]
+    body = json.loads(crashed.request_json)
+    ledger = resources["pipeline"].ledger()
+    with resources["evolink"].client() as client:
+        client.create_task(body)  # sent (and paid) by the run that died before the answer
+    assert ledger.claim(DAY, crashed.prompt_id, body, crashed.estimated_credits)
+    with ledger.db.transaction() as db:
+        db.execute(
+            sql("UPDATE tasks SET owner = :o, lease_expires_at = :l WHERE prompt_id = :id"),
+            {"o": "worker-b/0/4242/abcdef01", "l": time.time() + 2, "id": crashed.prompt_id},
+        )
+    assert submit(resources).success  # the rerun: the claim's lease is still live
+    paid = len(emulator_tasks(url))
+    wait_for_tasks(resources)
+    time.sleep(2)
+    task_poller(build_sensor_context(instance=DagsterInstance.ephemeral(), resources=resources))
+    assert save_videos(resources).success
+    record = read_table(data, "submissions", DAY).set_index("prompt_id")
+    assert record.loc[crashed.prompt_id, "status"] == "unknown"
+
+    for ledger_file in (data / "state").glob("ledger.sqlite3*"):
+        ledger_file.unlink()
+    assert not submit(resources).success
+    monkeypatch.setenv("SEEDANCE_DATA_DIR", str(data))
+    assert main(["rebuild-ledger", DAY]) == 0
+    assert submit(resources).success and len(emulator_tasks(url)) == paid
+    (row,) = [r for r in ledger.rows(DAY) if r.prompt_id == crashed.prompt_id]
+    assert row.status == Status.UNKNOWN and row.task_id is None
 
 
 def test_a_ledger_restored_from_an_older_copy_is_refused_then_brought_up_to_date(

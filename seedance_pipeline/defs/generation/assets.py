@@ -145,7 +145,7 @@ def submitted_tasks(
     except SubmissionStopped as exc:
         raise Failure(str(exc), allow_retries=False) from None
     finally:
-        write_record(ledger, pipeline.tables(), partition)
+        write_record(ledger.rows(partition), pipeline.tables(), partition)
     ledger.set_submission_complete(partition, not summary.not_sent)
     for prompt_id, day in summary.sent_on_other_days.items():
         context.log.warning(
@@ -244,17 +244,15 @@ def generated_videos(
     store = pipeline.videos()
     with evolink.client() as client:
         stored = store_videos(ledger, partition, client, store)
+        rows = ledger.rows(partition)
         try:
             accepted = requests.prompt_id[requests.status == RequestStatus.ACCEPTED]
             frame = build_videos_table(
-                requests,
-                ledger.rows(partition),
-                store,
-                partition,
-                ledger.sent_on_other_days(partition, accepted),
+                requests, rows, store, partition, ledger.sent_on_other_days(partition, accepted)
             )
         except PartitionNotFinished as exc:
             raise Failure(str(exc), allow_retries=False) from None
+    write_record(rows, pipeline.tables(), partition)  # with the claims a crashed run left
     if stored:
         context.log.info(f"videos stored or tried: {dict(stored)}")
     path = pipeline.tables().write(frame, "generated_videos", partition)

@@ -144,6 +144,8 @@ def task_poller(
         )
     except PollingRefused as exc:
         context.log.error(str(exc))
+    if abandoned := ledger.resolve_abandoned_claims():  # a crashed run's; its day can settle
+        context.log.warning(f"{abandoned} claim(s) of runs that are gone are now unknown")
     requests = []
     for partition in ledger.partitions_to_resubmit(pipeline.max_attempts):
         requests.append(
