@@ -48,8 +48,10 @@ MAX_BODY_BYTES = 64 * 1024  # a task answer is well under 2 KB
 MAX_URL_CHARS = 2048  # the vendor's limit on callback_url
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")  # secrets.token_urlsafe(32)
 _TASK_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")  # safe as a URL path segment
-# A callback may beat the create's answer home: wait this long for the answer to be recorded.
-SUBMITTING_WAIT_SECONDS = 30.0
+# A callback may beat the create's answer home: wait this long for the answer (or its loss) to
+# be recorded. A create's answer may take ANSWER_SECONDS per try, tries on a refused connection
+# or a 429 go on for the client's retry budget, and a claim whose owner died lasts its lease.
+SUBMITTING_WAIT_SECONDS = 300.0
 _POLICY = PollPolicy()
 
 
@@ -141,7 +143,7 @@ class Receiver:
             return  # a retry of a callback being confirmed
         self._busy.add(sha)
         try:
-            row = await self._answered_row(sha)
+            row = await self._answered_row(sha, task_id)
             if row is None or not _concerns(row, task_id):
                 return
             try:
@@ -156,13 +158,28 @@ class Receiver:
         finally:
             self._busy.discard(sha)
 
-    async def _answered_row(self, sha: str) -> LedgerRow | None:
-        """The token's row once its create's answer (or its loss) is recorded."""
+    async def _answered_row(self, sha: str, task_id: str) -> LedgerRow | None:
+        """The token's row once its create's answer (or its loss) is recorded; a claim whose
+        owner is gone is turned `unknown` here, so the callback can attach its task."""
         deadline = time.monotonic() + SUBMITTING_WAIT_SECONDS
         while True:
             row = await asyncio.to_thread(self.ledger.row_for_callback, sha)
-            if row is None or row.status != Status.SUBMITTING or time.monotonic() > deadline:
+            if row is None or row.status != Status.SUBMITTING:
                 return row
+            if time.monotonic() > deadline:
+                attach = f"seedance-pipeline resolve {row.partition} {row.prompt_id} --task-id"
+                log.warning(
+                    "callback for %s: %s/%s is still being submitted after %.0f s; if its "
+                    "answer is lost: %s %s",
+                    task_id,
+                    row.partition,
+                    row.prompt_id,
+                    SUBMITTING_WAIT_SECONDS,
+                    attach,
+                    task_id,
+                )
+                return row
+            await asyncio.to_thread(self.ledger.resolve_abandoned_claims, row.partition)
             await asyncio.sleep(0.5)
 
     def _record(self, row: LedgerRow, task: Task) -> None:

@@ -23,6 +23,7 @@ from seedance_pipeline.callbacks import (
     with_callback,
 )
 from seedance_pipeline.ledger import Ledger
+from seedance_pipeline.ledger.database import sql
 from seedance_pipeline.polling import CALLBACK_GRACE_SECONDS, first_poll_at
 from seedance_pipeline.seedance import AsyncClient, Client
 from seedance_pipeline.statuses import WAITING, Status
@@ -178,6 +179,26 @@ def test_a_callback_settles_an_unknown_row(vendor, ledger):
     assert row.status == Status(answer["status"])
     assert row.credits_reserved == answer["usage"]["credits_reserved"]  # so costs are known
     assert row.submitted_at is not None and row.error_code is None
+
+
+def test_a_callback_for_a_claim_whose_run_died_attaches_its_task(vendor, ledger):
+    """The run that sent the create died before its answer came. Once the claim's lease is
+    out, the receiver turns it `unknown` and attaches the task the callback confirmed (it used
+    to give up after 30 s, and the row stayed unknown with no task: paid, never stored)."""
+    token = secrets.token_urlsafe(32)
+    assert ledger.claim(DAY, "p1", BODY, 1.0, callback_token_sha256=token_sha256(token))
+    with ledger.db.transaction() as db:
+        db.execute(
+            sql("UPDATE tasks SET owner = :o, lease_expires_at = :l"),
+            {"o": "worker-b/ffffffff-0000.1/4242/abcdef01", "l": time.time() + 1},
+        )
+    task_id = vendor.client.create_task(BODY).id
+    answer = vendor.finished(task_id)
+    assert vendor.post(token, answer).status_code == 202
+    _wait_for(lambda: _row(ledger, "p1").task_id == task_id)
+    _wait_for(lambda: _row(ledger, "p1").status not in WAITING)
+    row = _row(ledger, "p1")
+    assert row.status.value == answer["status"] and row.callback_at is not None
 
 
 def test_a_callback_never_gives_an_unknown_row_another_rows_task(vendor, ledger):
