@@ -105,34 +105,41 @@ def measure_video_output(path: str | os.PathLike) -> dict:
     """Pixels, duration and audio of a generated MP4 (MP4 or MOV, no other format), for the
     videos table and checks.
 
-    Every video packet is read (not decoded), so a file cut short fails here even when its
-    header, written first, promises the full duration.
+    Every video and audio packet is read (not decoded), so a file cut short fails here even
+    when its header, written first, promises the full duration; so does a sound track that
+    stops early.
 
     Raises:
-        MediaError: not a video, or its picture stops well before the duration it claims.
+        MediaError: not a video, or its picture or sound stops well before the duration it
+            claims.
     """
     try:
         with av.open(str(path), format="mp4", options=_DOWNLOADED) as container:
             if not container.streams.video:
                 raise MediaError(f"{path}: holds no video stream")
-            stream = container.streams.video[0]
+            streams = {"picture": container.streams.video[0]}
+            if container.streams.audio:
+                streams["sound"] = container.streams.audio[0]
             claimed = container.duration / 1_000_000 if container.duration else None
-            last = 0  # in the stream's time base: one conversion, not one per packet
-            for packet in container.demux(stream):
+            last = dict.fromkeys(streams.values(), 0)  # in each stream's time base
+            for packet in container.demux(*streams.values()):
                 if packet.pts is not None and packet.size:
-                    last = max(last, packet.pts + (packet.duration or 0))
-            end = float(last * stream.time_base)
+                    end = packet.pts + (packet.duration or 0)
+                    if end > last[packet.stream]:
+                        last[packet.stream] = end
             facts = {
-                "width": stream.width,
-                "height": stream.height,
+                "width": streams["picture"].width,
+                "height": streams["picture"].height,
                 "duration_s": round(claimed, 3) if claimed else None,
-                "has_audio": bool(container.streams.audio),
+                "has_audio": "sound" in streams,
             }
     except av.error.FFmpegError as exc:
         raise MediaError(f"{path}: not a readable video ({exc})") from None
-    if claimed is None or end < claimed - 0.5:
-        raise MediaError(
-            f"{path}: the picture ends at {end:.2f} s of the {claimed or 0:.2f} s it claims "
-            "(a truncated or corrupt file)"
-        )
+    for name, stream in streams.items():
+        end = float(last[stream] * stream.time_base)
+        if claimed is None or end < claimed - 0.5:
+            raise MediaError(
+                f"{path}: the {name} ends at {end:.2f} s of the {claimed or 0:.2f} s it claims "
+                "(a truncated or corrupt file)"
+            )
     return facts

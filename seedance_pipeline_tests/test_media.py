@@ -52,3 +52,15 @@ def test_a_video_in_another_container_is_refused(b_frame_video, tmp_path):
     )
     with pytest.raises(MediaError, match="not a readable video"):
         measure_video_output(transport_stream)
+
+
+def test_a_video_whose_sound_stops_early_is_refused(b_frame_video, tmp_path):
+    """A 3 s picture over 0.3 s of sound: `has_audio` would have said True."""
+    short_sound = tmp_path / "short_sound.mp4"
+    subprocess.run(
+        [ffmpeg(), "-v", "error", "-i", str(b_frame_video), "-map", "0", "-c:v", "copy"]
+        + ["-af", "atrim=0:0.3", "-c:a", "aac", str(short_sound)],
+        check=True,
+    )
+    with pytest.raises(MediaError, match="sound ends at 0.3.* of the 3.00 s it claims"):
+        measure_video_output(short_sound)
