@@ -56,32 +56,34 @@ def test_key_appears_nowhere(tmp_path, start_emulator, caplog):
     assert KEY.encode() not in _everything_written(tmp_path / "dagster_home")
 
 
-def test_key_not_printed_by_the_shell_commands(tmp_path, start_emulator):
-    url = start_emulator(api_key=KEY)
-    data = copy_sample_data(tmp_path / "data")
-    env = {
+def _shell_env(tmp_path, data, url: str, **changes: str) -> dict[str, str]:
+    return {
         "PATH": "/usr/bin:/bin",
         "SEEDANCE_DATA_DIR": str(data),
         "DAGSTER_HOME": str(tmp_path / "shell_dagster_home"),
         "EVOLINK_BASE_URL": url,
         "EVOLINK_FILES_URL": url,
         "EVOLINK_API_KEY": KEY,
+        **changes,
     }
-    run = subprocess.run(
-        [sys.executable, "-m", "seedance_pipeline.cli", "run", DAY],
+
+
+def _run(env: dict[str, str], day: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "seedance_pipeline.cli", "run", day],
         env=env,
         capture_output=True,
         text=True,
         timeout=180,
     )
+
+
+def test_key_not_printed_by_the_shell_commands(tmp_path, start_emulator):
+    url = start_emulator(api_key=KEY)
+    data = copy_sample_data(tmp_path / "data")
+    run = _run(_shell_env(tmp_path, data, url), DAY)
     assert run.returncode == 0, run.stderr[-3000:]
-    bad = subprocess.run(
-        [sys.executable, "-m", "seedance_pipeline.cli", "run", "2026-11-21"],
-        env={**env, "EVOLINK_API_KEY": KEY + "x"},
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    bad = _run(_shell_env(tmp_path, data, url, EVOLINK_API_KEY=KEY + "x"), "2026-11-21")
     assert bad.returncode != 0 and "401" in bad.stderr
     for out in (run.stdout, run.stderr, bad.stdout, bad.stderr):
         assert KEY not in out
@@ -96,22 +98,7 @@ def test_a_password_in_the_api_url_is_refused_without_being_shown(tmp_path, star
         ("EVOLINK_BASE_URL", f"http://user:{PASSWORD}@{host}"),
         ("EVOLINK_FILES_URL", f"http://{host}/?key={PASSWORD}"),
     ):
-        env = {
-            "PATH": "/usr/bin:/bin",
-            "SEEDANCE_DATA_DIR": str(data),
-            "DAGSTER_HOME": str(tmp_path / "shell_dagster_home"),
-            "EVOLINK_BASE_URL": url,
-            "EVOLINK_FILES_URL": url,
-            "EVOLINK_API_KEY": KEY,
-            name: value,
-        }
-        run = subprocess.run(
-            [sys.executable, "-m", "seedance_pipeline.cli", "run", DAY],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
+        run = _run(_shell_env(tmp_path, data, url, **{name: value}), DAY)
         assert run.returncode != 0 and f"{name} must be an http(s):// URL with no" in run.stderr
         assert PASSWORD not in run.stdout + run.stderr
     assert not (data / "state").exists()  # stopped before the ledger: nothing was sent
