@@ -10,19 +10,24 @@ import pandas as pd
 from .statuses import COUNTED, Status
 
 GROUPS = ("model", "quality", "campaign")
+# Tasks the vendor made and did not bill: their reservation was released.
+_UNBILLED = (Status.FAILED, Status.CANCELLED)
 ROLLUP_KEYS = ["scheduled_date", *GROUPS]
 MEASURES = [
     "tasks",
     *(s.value for s in COUNTED),
+    "refused",
     "seconds_delivered",
     "credits_estimated",
     "credits_reserved",
     "credits_charged",
     "credits_failed_reserved",
+    "credits_at_risk",
     "resubmissions",
+    "credits_drift",
 ]
 # The measures that count tasks (integers in the cost report's JSON and table).
-COUNTS = ["tasks", *(s.value for s in COUNTED), "resubmissions"]
+COUNTS = ["tasks", *(s.value for s in COUNTED), "refused", "resubmissions"]
 
 
 def credits_total(values: pd.Series) -> float:
@@ -31,7 +36,12 @@ def credits_total(values: pd.Series) -> float:
 
 
 def rollup(videos: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """Totals per group of the videos table; one row per task id (duplicates dropped)."""
+    """Totals per group of the videos table; one row per task id (duplicates dropped).
+
+    Each row counts once, by its final status (`refused`: failed with no task, the vendor
+    refused the request); `resubmissions` counts earlier attempts, each a failed task whose
+    reservation adds to `credits_reserved` and `credits_failed_reserved`.
+    """
     if videos.empty:
         return pd.DataFrame(columns=[*by, *MEASURES, "credits_per_delivered_second"])
     frame = videos.copy()
@@ -42,24 +52,33 @@ def rollup(videos: pd.DataFrame, by: list[str]) -> pd.DataFrame:
             frame[~has_task].drop_duplicates(["scheduled_date", "prompt_id"]),
         ]
     )
+    has_task = frame.task_id.notna()
     frame["campaign"] = frame.campaign.fillna("(none)")
-    status = frame.status
+    status = frame.status.where(has_task | (frame.status != Status.FAILED), "refused")
+    reserved = frame.credits_reserved.fillna(0).astype(float)
+    estimated = frame.credits_estimated.fillna(0).astype(float)
+    # Tables written before earlier attempts were kept lack the column.
+    earlier = frame.get("credits_reserved_earlier", pd.Series(0.0, frame.index)).fillna(0)
     frame = frame.assign(
         tasks=1,
         **{s.value: (status == s).astype(int) for s in COUNTED},
+        refused=(status == "refused").astype(int),
         seconds_delivered=frame.duration_s.where(status == Status.COMPLETED, 0).fillna(0),
-        credits_failed_reserved=frame.credits_reserved.where(status == Status.FAILED, 0).fillna(0),
+        credits_estimated=estimated,
+        credits_reserved=reserved + earlier,
+        credits_charged=frame.credits_charged.fillna(0).astype(float),
+        credits_failed_reserved=reserved.where(status.isin(_UNBILLED), 0) + earlier,
+        credits_at_risk=estimated.where(status == Status.UNKNOWN, 0),
         resubmissions=frame.attempts.fillna(1) - 1,
+        # Where the vendor made a task and said what it reserved: a non-zero sum means the
+        # price table is stale (a row with no task reserved nothing, and proves nothing).
+        credits_drift=(frame.credits_reserved - estimated).where(has_task, 0).fillna(0),
     )
-    for col in ("credits_estimated", "credits_reserved", "credits_charged"):
-        frame[col] = frame[col].fillna(0).astype(float)
     out = (
         frame.groupby(by, dropna=False)[MEASURES].sum().reset_index()
         if by
         else (frame[MEASURES].sum().to_frame().T)
     )
-    # The vendor's reservation is the truth; a non-zero drift means the price table is stale.
-    out["credits_drift"] = (out.credits_reserved - out.credits_estimated).round(4)
     out["credits_per_delivered_second"] = (
         out.credits_charged / out.seconds_delivered.where(out.seconds_delivered > 0)
     ).round(4)
@@ -68,6 +87,9 @@ def rollup(videos: pd.DataFrame, by: list[str]) -> pd.DataFrame:
             "credits_estimated": 4,
             "credits_reserved": 4,
             "credits_charged": 4,
+            "credits_failed_reserved": 4,
+            "credits_at_risk": 4,
+            "credits_drift": 4,
             "seconds_delivered": 3,
         }
     )

@@ -15,7 +15,8 @@ from .statuses import COUNTED, Status
 # The columns `costs` prints (its JSON has every measure).
 COST_COLUMNS = [
     "tasks",
-    *(s.value for s in COUNTED if s != Status.EXPIRED),
+    *(s.value for s in COUNTED),
+    "refused",
     "seconds_delivered",
     "credits_estimated",
     "credits_reserved",

@@ -168,7 +168,7 @@ class S3TableStore:
 
     def write(self, frame: pd.DataFrame, asset: str, partition: str) -> str:
         key = table_key(asset, partition)
-        self.bucket.put_bytes(key, parquet_bytes(frame))
+        self.bucket.put_bytes(key, parquet_bytes(frame, asset))
         return self.bucket.uri(key)
 
     def read(self, asset: str, partition: str) -> pd.DataFrame:

@@ -38,4 +38,12 @@ CHARGED = frozenset({Status.COMPLETED, *UNDELIVERED})
 # No answer from the vendor can change these any more.
 SETTLED = frozenset({*CHARGED, Status.FAILED, Status.CANCELLED, Status.UNKNOWN})
 # Each a column of the cost report and a count in the videos asset's metadata.
-COUNTED = (Status.COMPLETED, Status.FAILED, Status.REJECTED, Status.UNKNOWN, Status.EXPIRED)
+COUNTED = (
+    Status.COMPLETED,
+    Status.FAILED,
+    Status.CANCELLED,
+    Status.REJECTED,
+    Status.UNKNOWN,
+    Status.EXPIRED,
+    Status.DOWNLOAD_FAILED,
+)

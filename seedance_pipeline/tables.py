@@ -9,7 +9,10 @@ from pathlib import Path
 from typing import Protocol
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
+from .statuses import Status
 from .storage import remove_orphaned_temporaries
 
 
@@ -21,9 +24,53 @@ def not_written(where: str, asset: str, partition: str) -> FileNotFoundError:
     return FileNotFoundError(f"{where}: not written yet; materialise {asset} for {partition}")
 
 
-def parquet_bytes(frame: pd.DataFrame) -> bytes:
+_TEXT, _NUMBER, _COUNT, _FLAG = pa.large_string(), pa.float64(), pa.int64(), pa.bool_()
+_TIME = pa.timestamp("us", tz="UTC")
+# Every column's type in every table, so that each day's file has the same schema and a year of
+# them reads as one dataset: left to pandas, a day where a column is empty (every row rejected,
+# no campaign) writes it as null or float, and no reader can combine that with the other days.
+COLUMN_TYPES: dict[str, pa.DataType] = {
+    **dict.fromkeys(
+        ["prompt_id", "scheduled_date", "campaign", "model", "prompt", "quality", "aspect_ratio"]
+        + ["status", "task_id", "error_code", "error_message", "video_uri", "video_sha256"]
+        + ["request_json", "request_sha256", "partition"],
+        _TEXT,
+    ),
+    **dict.fromkeys(
+        ["generate_audio", "web_search", "has_audio", "request_changed", "in_catalog"], _FLAG
+    ),
+    **dict.fromkeys(
+        ["duration", "video_bytes", "width", "height", "expected_width", "expected_height"]
+        + ["attempts", "attempt", "tasks", "refused", "resubmissions"]
+        + [s.value for s in Status],
+        _COUNT,
+    ),
+    **dict.fromkeys(
+        ["estimated_credits", "credits_estimated", "credits_reserved", "credits_charged"]
+        + ["credits_reserved_earlier", "credits_failed_reserved", "credits_at_risk"]
+        + ["credits_drift", "credits_per_delivered_second"]
+        + ["duration_s", "seconds_delivered", "cost_cny", "cost_usd"],
+        _NUMBER,
+    ),
+    "submitted_at": _TIME,
+    "completed_at": _TIME,
+    "errors": pa.list_(pa.string()),
+}
+# Where a table's column differs from the rest: the ledger's own epoch seconds.
+_TABLE_TYPES = {"submissions": {"submitted_at": _NUMBER}}
+
+
+def parquet_bytes(frame: pd.DataFrame, asset: str) -> bytes:
+    """`frame` as Parquet with the warehouse's types for `asset` (`COLUMN_TYPES`; a column not
+    there is typed from its values)."""
+    types = COLUMN_TYPES | _TABLE_TYPES.get(asset, {})
+    inferred = pa.Schema.from_pandas(frame, preserve_index=False)
+    schema = pa.schema([(c, types.get(c) or inferred.field(c).type) for c in frame.columns])
+    empty_times = [c for c in frame.columns if types.get(c) == _TIME and frame[c].dtype.kind == "f"]
+    if empty_times:  # all empty, so pandas made them NaN floats
+        frame = frame.assign(**{c: pd.NaT for c in empty_times})
     buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
+    pq.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False), buffer)
     return buffer.getvalue()
 
 
@@ -61,7 +108,7 @@ class LocalTableStore:
         return self.root / table_key(asset, partition)
 
     def write(self, frame: pd.DataFrame, asset: str, partition: str) -> str:
-        return self._replace(self.path(asset, partition), parquet_bytes(frame))
+        return self._replace(self.path(asset, partition), parquet_bytes(frame, asset))
 
     def read(self, asset: str, partition: str) -> pd.DataFrame:
         path = self.path(asset, partition)

@@ -14,6 +14,7 @@ import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
@@ -48,6 +49,7 @@ VIDEO_COLUMNS = REQUEST_COLUMNS + [
     "credits_estimated",
     "credits_reserved",
     "credits_charged",
+    "credits_reserved_earlier",
     "video_uri",
     "video_sha256",
     "video_bytes",
@@ -155,9 +157,13 @@ def build_videos_table(
     store: VideoStore,
     partition: str,
     sent_on_other_days: dict[str, str],
+    attempts: Iterable[Mapping] = (),
 ) -> pd.DataFrame:
     """One row per prompt of the partition's requests, plus any task sent for this day whose
     prompt has since left the catalog or moved (its charge stays in this day's table).
+
+    `attempts` (`Ledger.attempts`): the earlier attempts of resubmitted prompts, each a task
+    that failed; what the vendor reserved for them is kept in `credits_reserved_earlier`.
 
     Raises:
         PartitionNotFinished: an accepted prompt has no ledger row or a running task.
@@ -176,14 +182,19 @@ def build_videos_table(
             f"({', '.join(waiting[:5])}{'…' if len(waiting) > 5 else ''}); the task_poller "
             "sensor materialises this partition once they are"
         )
+    earlier: dict[str, float] = {}
+    for a in attempts:
+        earlier[a["prompt_id"]] = earlier.get(a["prompt_id"], 0.0) + (a["credits_reserved"] or 0)
     table = []
     for req in requests.to_dict("records"):
         lr = by_prompt.pop(req["prompt_id"], None)
         if lr is None:
             table.append(_unsent_row(req, sent_on_other_days.get(req["prompt_id"])))
         else:
-            table.append(_task_row(lr, store, req))
-    table += [_task_row(lr, store, None) for lr in by_prompt.values() if lr.status in SETTLED]
+            table.append(_task_row(lr, store, req, earlier))
+    table += [
+        _task_row(lr, store, None, earlier) for lr in by_prompt.values() if lr.status in SETTLED
+    ]
     return pd.DataFrame(table, columns=VIDEO_COLUMNS).astype(
         {
             "duration": "int64",
@@ -212,6 +223,7 @@ def _unsent_row(req: dict, sent_on: str | None) -> dict:
         credits_estimated=req["estimated_credits"] if sent_on is None else 0.0,
         credits_reserved=0.0,
         credits_charged=0.0,
+        credits_reserved_earlier=0.0,
         expected_width=req["expected_width"],
         expected_height=req["expected_height"],
         in_catalog=True,
@@ -219,7 +231,9 @@ def _unsent_row(req: dict, sent_on: str | None) -> dict:
     return row
 
 
-def _task_row(lr: LedgerRow, store: VideoStore, req: dict | None) -> dict:
+def _task_row(
+    lr: LedgerRow, store: VideoStore, req: dict | None, earlier: dict[str, float]
+) -> dict:
     """A submitted prompt as it was sent (the ledger's body), flagged if the catalog changed."""
     body = lr.request
     width, height = (req["expected_width"], req["expected_height"]) if req else output_pixels(body)
@@ -247,6 +261,7 @@ def _task_row(lr: LedgerRow, store: VideoStore, req: dict | None) -> dict:
         "credits_charged": None
         if lr.status == Status.UNKNOWN
         else (lr.credits_reserved if lr.status in CHARGED else 0.0),
+        "credits_reserved_earlier": earlier.get(lr.prompt_id, 0.0),
         "video_uri": store.uri(lr.video_uri) if lr.video_uri else None,
         "video_sha256": lr.video_sha256,
         "video_bytes": lr.video_bytes,

@@ -263,4 +263,4 @@ def test_costs_counts_are_integers_money_is_shown_and_the_chart_follows_by(
     table = capsys.readouterr().out
     header = table.splitlines()[0].split()
     assert header[0] == "scheduled_date" and header[-2:] == ["cost_cny", "cost_usd"]
-    assert "TOTAL: tasks=4, completed=2, failed=1, rejected=1" in table
+    assert "TOTAL: tasks=4, completed=2, failed=1, cancelled=0, rejected=1, unknown=0" in table

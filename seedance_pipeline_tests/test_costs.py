@@ -5,16 +5,20 @@ from __future__ import annotations
 import json
 
 import httpx
+import pandas as pd
+import pyarrow.dataset
 import pytest
 from dagster import DagsterInstance, materialize
 
 from seedance_pipeline.cli import main
+from seedance_pipeline.costs import COUNTS, rollup
 from seedance_pipeline.defs.costs.assets import generation_costs
 from seedance_pipeline.media import measure
 from seedance_pipeline.seedance import MODELS, Client, PriceTable
 from seedance_pipeline.seedance._rules import DURATIONS, FAST, IMAGE, MINI, QUALITIES, REFERENCE
 from seedance_pipeline.tables import read_all, read_table
 
+from .fault_support import write_catalog
 from .pipeline_support import (
     SAMPLE,
     copy_sample_data,
@@ -25,6 +29,7 @@ from .pipeline_support import (
 )
 
 DAYS = ("2026-11-20", "2026-11-21", "2026-11-22")
+EMPTY_DAY = "2026-11-23"
 
 
 def test_estimate_equals_emulator_reservation_for_every_model_quality_duration(
@@ -172,3 +177,90 @@ def test_plan_shows_budget_verdict(monkeypatch, capsys):
     budget = report["budget"]
     assert (budget["max_credits_per_partition"], budget["within_budget"]) == (100.0, False)
     assert "estimated 235.48 credits exceeds the budget of 100" in budget["refusal"]
+
+
+def _costs(resources: dict, day: str) -> None:
+    assert materialize(
+        [generation_costs],
+        partition_key=day,
+        resources=resources,
+        instance=DagsterInstance.ephemeral(),
+    ).success
+
+
+def test_every_days_tables_read_as_one_dataset(three_days, api_key):
+    """A day where every row was rejected and none has a campaign leaves columns empty; its
+    files must still have the other days' types, or no reader can take the warehouse whole."""
+    data, url, _ = three_days
+    with (data / "catalog" / "prompts.csv").open("a", encoding="utf-8") as fh:
+        fh.write(
+            f"r1,{EMPTY_DAY},seedance-2.0-fast-text-to-video,A bus,,,,5,1080p,16:9,true,false,,\n"
+        )
+    resources = make_resources(data, url, api_key)
+    assert submit(resources, EMPTY_DAY).success
+    assert save_videos(resources, EMPTY_DAY).success
+    _costs(resources, EMPTY_DAY)
+    assert read_table(data, "generated_videos", EMPTY_DAY).task_id.isna().all()
+    for asset in ("generation_requests", "submissions", "generated_videos", "generation_costs"):
+        whole = pyarrow.dataset.dataset(data / "warehouse" / asset, format="parquet").to_table()
+        days = [read_table(data, asset, d) for d in (*DAYS, EMPTY_DAY)]
+        assert whole.num_rows == sum(map(len, days)) > 0, asset
+        assert len(pd.read_parquet(data / "warehouse" / asset)) == whole.num_rows
+
+
+def test_rollup_counts_every_outcome_as_computed_by_hand():
+    """One row of each outcome; the expected figures are worked out by hand below."""
+    rows = [  # status, task, estimated, reserved, charged, attempts, earlier attempts' reserve
+        ("completed", "t1", 25.004, 25.004, 25.004, 1, 0.0),
+        ("failed", "t2", 43.74, 43.74, 0.0, 2, 43.74),  # failed twice: resubmitted once
+        ("failed", None, 20.252, None, 0.0, 1, 0.0),  # refused (403): no task was made
+        ("unknown", None, 67.5, None, None, 1, 0.0),  # the answer was lost
+        ("cancelled", "t3", 10.0, 10.0, 0.0, 1, 0.0),
+        ("download_failed", "t4", 20.252, 20.252, 20.252, 1, 0.0),
+        ("rejected", None, 5.0, 0.0, 0.0, None, 0.0),
+    ]
+    videos = pd.DataFrame(
+        [
+            {"scheduled_date": DAYS[0], "prompt_id": f"p{i}", "campaign": None, "status": s}
+            | {"task_id": t, "credits_estimated": e, "credits_reserved": r}
+            | {
+                "credits_charged": c,
+                "attempts": a,
+                "credits_reserved_earlier": x,
+                "duration_s": 4.0,
+            }
+            for i, (s, t, e, r, c, a, x) in enumerate(rows)
+        ]
+    )
+    (total,) = rollup(videos, []).to_dict("records")
+    assert {k: total[k] for k in COUNTS} == {
+        "tasks": 7,
+        **dict.fromkeys(["completed", "failed", "cancelled", "rejected", "unknown"], 1),
+        **{"expired": 0, "download_failed": 1, "refused": 1, "resubmissions": 1},
+    }
+    assert total["credits_reserved"] == pytest.approx(25.004 + 43.74 * 2 + 10.0 + 20.252)
+    assert total["credits_failed_reserved"] == pytest.approx(43.74 * 2 + 10.0)
+    assert total["credits_charged"] == pytest.approx(25.004 + 20.252)
+    assert total["credits_at_risk"] == pytest.approx(67.5)
+    assert total["credits_drift"] == 0  # every task reserved its estimate
+    assert total["seconds_delivered"] == 4.0
+
+
+def test_a_resubmitted_prompt_keeps_what_each_attempt_reserved(tmp_path, start_emulator, api_key):
+    """Every task fails, half of them with `service_error`, which is resubmitted once. Each
+    task the vendor made reserved 25.004 (4 s of 480p at 6.251 a second), and each failed."""
+    url = start_emulator(task_failure_rate=1.0, seed=3)
+    data = tmp_path / "data"
+    write_catalog(data, 6, DAYS[0])
+    resources = make_resources(data, url, api_key, max_resubmissions=1)
+    for _ in range(2):
+        assert submit(resources, DAYS[0]).success
+        wait_for_tasks(resources, DAYS[0])
+    assert save_videos(resources, DAYS[0]).success
+    _costs(resources, DAYS[0])
+    (day,) = read_table(data, "generation_costs", DAYS[0]).to_dict("records")
+    made = len(httpx.get(f"{url}/emulator/ledger").json()["tasks"])
+    assert made > 6, "some first attempts failed with service_error and were sent again"
+    assert (day["tasks"], day["failed"], day["resubmissions"]) == (6, 6, made - 6)
+    assert day["credits_reserved"] == day["credits_failed_reserved"] == round(made * 25.004, 4)
+    assert day["credits_charged"] == 0 and day["credits_drift"] == 0

@@ -248,7 +248,12 @@ def generated_videos(
         try:
             accepted = requests.prompt_id[requests.status == RequestStatus.ACCEPTED]
             frame = build_videos_table(
-                requests, rows, store, partition, ledger.sent_on_other_days(partition, accepted)
+                requests,
+                rows,
+                store,
+                partition,
+                ledger.sent_on_other_days(partition, accepted),
+                ledger.attempts(partition),
             )
         except PartitionNotFinished as exc:
             raise Failure(str(exc), allow_retries=False) from None
@@ -262,7 +267,7 @@ def generated_videos(
         data_version=frame_version(frame),
         metadata={
             **written(path, frame),
-            **{f"videos_{s}": int(count.get(s, 0)) for s in (*COUNTED, Status.DOWNLOAD_FAILED)},
+            **{f"videos_{s}": int(count.get(s, 0)) for s in COUNTED},
             "seconds_delivered": float(
                 frame.loc[frame.status == Status.COMPLETED, "duration_s"].sum()
             ),
