@@ -152,7 +152,8 @@ def _presigned(body: dict) -> dict:
 
 def _in_parallel(jobs: list[Callable[[], None]]) -> None:
     """Run `jobs` on SUBMIT_WORKERS threads; after a SubmissionStopped no further job starts,
-    those under way finish, and it is raised."""
+    those under way finish, and it is raised. So after an interrupt (the run terminated,
+    Ctrl-C) or an unexpected error: no job waiting for a thread is sent."""
     stopped: list[SubmissionStopped] = []
 
     def guarded(job: Callable[[], None]) -> None:
@@ -163,8 +164,13 @@ def _in_parallel(jobs: list[Callable[[], None]]) -> None:
                 stopped.append(exc)
 
     with ThreadPoolExecutor(SUBMIT_WORKERS, thread_name_prefix="submit") as pool:
-        for done in [pool.submit(guarded, job) for job in jobs]:
-            done.result()  # an unexpected error surfaces here
+        futures = [pool.submit(guarded, job) for job in jobs]
+        try:
+            for done in futures:
+                done.result()  # an unexpected error surfaces here
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     if stopped:
         raise stopped[0]
 

@@ -236,7 +236,18 @@ def _task_row(
 ) -> dict:
     """A submitted prompt as it was sent (the ledger's body), flagged if the catalog changed."""
     body = lr.request
-    width, height = (req["expected_width"], req["expected_height"]) if req else output_pixels(body)
+    changed = (
+        None
+        if req is None or lr.request_sha256 is None
+        else (req.get("request_sha256") != lr.request_sha256)
+    )
+    # The frame the sent request makes: the plan's (which knew the media) unless the catalog
+    # row was edited after submission.
+    width, height = (
+        (req["expected_width"], req["expected_height"])
+        if req and not changed
+        else output_pixels(body)
+    )
     return {
         "prompt_id": lr.prompt_id,
         "scheduled_date": req["scheduled_date"] if req else lr.partition,
@@ -273,8 +284,6 @@ def _task_row(
         "expected_width": width,
         "expected_height": height,
         "request_json": json.dumps(body, ensure_ascii=False),
-        "request_changed": None
-        if req is None or lr.request_sha256 is None
-        else req.get("request_sha256") != lr.request_sha256,
+        "request_changed": changed,
         "in_catalog": req is not None,
     }

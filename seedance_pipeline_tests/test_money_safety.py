@@ -4,20 +4,25 @@ odd vendor answers. Expectations are the vendor's rules and our statuses, stated
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
 import time
 
+import httpx
 import pandas as pd
 import pytest
 from dagster import DagsterInstance, build_sensor_context
 
 from seedance_pipeline.cli import main
 from seedance_pipeline.defs.generation.sensors import task_poller
-from seedance_pipeline.ledger import LedgerRow
+from seedance_pipeline.ledger import Ledger, LedgerRow
 from seedance_pipeline.ledger.database import sql
 from seedance_pipeline.media import measure_video_output
 from seedance_pipeline.polling import PollPolicy, interpret, interpret_error
-from seedance_pipeline.seedance import NotFoundError, PriceTable, ServerError, Task
+from seedance_pipeline.seedance import Client, NotFoundError, PriceTable, ServerError, Task
 from seedance_pipeline.statuses import Status
+from seedance_pipeline.submission import SUBMIT_WORKERS, Planned, submit_all
 from seedance_pipeline.tables import read_table
 
 from .fault_support import write_catalog
@@ -300,12 +305,11 @@ def test_commands_refuse_to_start_an_empty_data_directory(tmp_path, monkeypatch,
     assert list(tmp_path.iterdir()) == []
 
 
-def _move(data, prompt_id: str, to_day: str, prompt: str | None = None) -> None:
+def _move(data, prompt_id: str, to_day: str, **edits: str) -> None:
     path = data / "catalog" / "prompts.csv"
     catalog = pd.read_csv(path, dtype=str, keep_default_na=False)
-    catalog.loc[catalog.prompt_id == prompt_id, "scheduled_date"] = to_day
-    if prompt is not None:
-        catalog.loc[catalog.prompt_id == prompt_id, "prompt"] = prompt
+    for column, value in {"scheduled_date": to_day, **edits}.items():
+        catalog.loc[catalog.prompt_id == prompt_id, column] = value
     catalog.to_csv(path, index=False)
 
 
@@ -352,6 +356,25 @@ def test_an_edited_prompt_is_flagged_beside_the_video_of_what_was_sent(day):
     table = read_table(data, "generated_videos", DAY).set_index("prompt_id")
     assert table.loc[edited, "request_changed"] and table.loc[edited, "prompt"] == sent_text
     assert not table.drop(index=edited).request_changed.fillna(False).any()
+
+
+def test_a_prompt_edited_to_another_quality_is_checked_against_what_was_sent(day):
+    """The video is of the request sent; the edited row's new frame size must not fail it."""
+    data, url, resources = day
+    assert submit(resources).success
+    wait_for_tasks(resources)
+    first = read_table(data, "generation_requests", DAY).set_index("prompt_id")
+    edited = first[first.status == "accepted"].index[0]
+    sent = tuple(first.loc[edited, ["expected_width", "expected_height"]])
+    _move(data, edited, DAY, quality="720p" if first.loc[edited, "quality"] == "480p" else "480p")
+    assert submit(resources).success
+    result = save_videos(resources)
+    assert result.success
+    (check,) = result.get_asset_check_evaluations()
+    assert check.passed, check.metadata["problems"]
+    row = read_table(data, "generated_videos", DAY).set_index("prompt_id").loc[edited]
+    assert row.request_changed and (row.expected_width, row.expected_height) == sent
+    assert (row.width, row.height) == sent
 
 
 def test_odd_poll_answers_neither_lose_a_paid_video_nor_end_a_task_early(
@@ -458,3 +481,33 @@ def test_a_whole_video_of_the_wrong_size_is_kept_but_fails_the_videos_check(
         if e.event_type_value == "ASSET_CHECK_EVALUATION"
     ]
     assert not check.passed and check.metadata["mismatched"].value == len(done)
+
+
+def test_an_interrupted_submission_sends_no_more_and_records_what_it_sent(tmp_path):
+    """Terminate in the UI, or Ctrl-C on `run`, arrives as an interrupt in the main thread.
+    The prompts still waiting for a submit thread used to be sent anyway: all of them."""
+    sent: list[int] = []
+    lock = threading.Lock()
+
+    def vendor(request: httpx.Request) -> httpx.Response:
+        with lock:
+            sent.append(1)
+            n = len(sent)
+        if n == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        task = {"id": f"task-unified-1774857405-{n:08d}", "status": "pending", "model": "m"}
+        return httpx.Response(200, json=task)
+
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    body = {"model": "seedance-2.0-text-to-video", "prompt": "a cat", "duration": 4}
+    planned = [Planned(f"p{i:02d}", body, 25.004) for i in range(40)]
+    transport = httpx.MockTransport(vendor)
+    with (
+        Client("k", base_url="https://api.test.invalid", transport=transport) as client,
+        pytest.raises(KeyboardInterrupt),
+    ):
+        submit_all(ledger, client, DAY, planned)
+    assert 5 <= len(sent) <= 5 + SUBMIT_WORKERS  # those under way when it came, no more
+    rows = ledger.rows(DAY)
+    assert len(rows) == len(sent) and all(r.task_id and r.status == "pending" for r in rows)

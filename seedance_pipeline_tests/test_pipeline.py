@@ -10,14 +10,21 @@ from collections import Counter
 import pandas as pd
 import pytest
 from dagster import (
+    DagsterInstance,
     DefaultScheduleStatus,
     build_schedule_context,
     build_sensor_context,
     instance_for_test,
+    materialize,
 )
 
 from seedance_pipeline import follow
 from seedance_pipeline.definitions import defs
+from seedance_pipeline.defs.generation.assets import (
+    generated_videos,
+    generation_requests,
+    submitted_tasks,
+)
 from seedance_pipeline.defs.generation.sensors import task_poller
 from seedance_pipeline.media import measure_video_output
 from seedance_pipeline.polling import PollRounds, poll_round
@@ -392,3 +399,25 @@ def test_a_day_without_rows_gives_empty_tables(project):
     assert save_videos(resources, day).success
     assert read_table(data, "generated_videos", day).empty
     assert emulator_tasks(url) == []
+
+
+def test_a_step_whose_requests_were_never_planned_fails_at_once_naming_them(
+    tmp_path, emulator, api_key
+):
+    """No retry can make the missing table appear: the steps used to wait out 3 retries."""
+    data = copy_sample_data(tmp_path / "data")
+    resources = make_resources(data, emulator, api_key)
+    for step in (submitted_tasks, generated_videos):
+        result = materialize(
+            [generation_requests, step],
+            selection=[step],
+            partition_key=DAY,
+            resources=resources,
+            instance=DagsterInstance.ephemeral(),
+            raise_on_error=False,
+        )
+        assert not result.success
+        assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+        (failure,) = [e for e in result.all_events if e.is_step_failure]
+        message = failure.step_failure_data.user_failure_data.description
+        assert f"materialise generation_requests for {DAY}" in message

@@ -10,6 +10,7 @@ from dagster._core.storage.dagster_run import DagsterRun
 from dagster._core.utils import make_new_run_id
 
 from seedance_pipeline.defs.generation import sensors
+from seedance_pipeline.defs.generation.assets import submitted_tasks
 from seedance_pipeline.defs.generation.sensors import STATE_TAG, task_poller
 from seedance_pipeline.defs.resources import EvoLinkResource, PipelineResource
 from seedance_pipeline.ledger import PollUpdate
@@ -145,3 +146,56 @@ def test_a_tick_with_time_reads_every_settled_day(resources, monkeypatch):
 
     assert sorted(r.partition_key for r in result.run_requests) == days
     assert result.cursor == "2026-10-02"  # read round to the day it started after
+
+
+def fail(instance, request) -> None:
+    """A run asked for by `request` that failed."""
+    instance.add_run(
+        DagsterRun(
+            job_name="submit",
+            run_id=make_new_run_id(),
+            status=DagsterRunStatus.FAILURE,
+            tags=request.tags,
+        )
+    )
+
+
+@pytest.mark.parametrize("kind", ["submit", "resubmit"])
+def test_a_days_submission_that_failed_is_asked_for_again_a_bounded_number_of_times(
+    resources, kind, capfd
+):
+    """`submit`: the last submission step could not send every prompt (the API was down) and
+    ran out of retries; `resubmit`: a failed task is due for another attempt. Either way the
+    completed tasks' videos are stored only once the day is complete, so a failed run must not
+    end the matter (a failed run's key used to be asked for again, and Dagster skipped it)."""
+    ledger = resources["pipeline"].ledger()
+    completed(ledger, DAY, "p1", "task-1")
+    if kind == "submit":
+        ledger.set_submission_complete(DAY, False)
+    else:
+        ledger.claim(DAY, "p2", BODY, 1.0)
+        ledger.record_submitted(DAY, "p2", "task-2", time.time() + 3600)
+        ledger.record_polls([PollUpdate("task-2", Status.FAILED, error_code="service_error")])
+        ledger.set_submission_complete(DAY, True)
+    pipeline = resources["pipeline"]
+    resources = {
+        **resources,
+        "pipeline": PipelineResource(
+            data_dir=pipeline.data_dir, max_resubmissions=int(kind == "resubmit")
+        ),
+    }
+
+    keys = []
+    with instance_for_test() as instance:
+        for _ in range(sensors.MAX_VIDEO_RUNS + 1):
+            asked = requests(instance, resources)
+            if not asked:
+                break
+            [request] = asked
+            assert request.partition_key == DAY
+            assert request.asset_selection == [submitted_tasks.key]
+            keys.append(request.run_key)
+            fail(instance, request)
+    assert len(keys) == sensors.MAX_VIDEO_RUNS == len(set(keys))
+    assert keys[0].startswith(f"{kind}:{DAY}:") and keys[1] == f"{keys[0]}:retry1"
+    assert "submitted_tasks failed 5 times" in capfd.readouterr().err

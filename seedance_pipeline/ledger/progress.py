@@ -51,6 +51,17 @@ class PartitionProgress:
             )
             return [r.partition for r in found]
 
+    def partitions_incomplete(self) -> list[str]:
+        """Partitions whose last submission step could not send every accepted prompt."""
+        with self.db.read() as db:
+            found = db.execute(
+                sql(
+                    "SELECT partition FROM partitions WHERE submission_complete = 0"
+                    " ORDER BY partition"
+                )
+            )
+            return [r.partition for r in found]
+
     def partitions_to_resubmit(self, max_attempts: int) -> list[str]:
         """Fully submitted partitions with failed tasks due for another attempt."""
         with self.db.read() as db:

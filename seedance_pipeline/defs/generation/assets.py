@@ -10,6 +10,7 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     Backoff,
+    DagsterExecutionInterruptedError,
     Failure,
     Jitter,
     MaterializeResult,
@@ -107,7 +108,7 @@ def submitted_tasks(
 ) -> MaterializeResult:
     """Accepted requests submitted to EvoLink exactly once, recorded in the task ledger."""
     partition = context.partition_key
-    requests = pipeline.tables().read("generation_requests", partition)
+    requests = _requests(pipeline, partition)
     accepted = requests[requests.status == RequestStatus.ACCEPTED]
     ledger = pipeline.ledger()
     budget = pipeline.max_credits_per_partition
@@ -144,9 +145,19 @@ def submitted_tasks(
             summary = submit_all(ledger, client, partition, items, pipeline.max_attempts, callbacks)
     except SubmissionStopped as exc:
         raise Failure(str(exc), allow_retries=False) from None
+    except (KeyboardInterrupt, DagsterExecutionInterruptedError):  # Terminate, or Ctrl-C
+        raise Failure(
+            f"{partition}: submission stopped when the run was interrupted; what was sent is "
+            "in the ledger; materialise submitted_tasks for the day again to send the rest",
+            allow_retries=False,
+        ) from None
     finally:
-        write_record(ledger.rows(partition), pipeline.tables(), partition)
-    ledger.set_submission_complete(partition, not summary.not_sent)
+        rows = ledger.rows(partition)
+        write_record(rows, pipeline.tables(), partition)
+    # Complete once every accepted prompt has a row (a resubmission not sent keeps its last
+    # attempt's row, and the sensor asks for it again as for any failed task due again).
+    unsent = set(accepted.prompt_id) - {r.prompt_id for r in rows}
+    ledger.set_submission_complete(partition, not unsent - summary.sent_on_other_days.keys())
     for prompt_id, day in summary.sent_on_other_days.items():
         context.log.warning(
             f"{prompt_id} was already sent on {day}: not sent again for {partition} (its "
@@ -155,7 +166,8 @@ def submitted_tasks(
     if summary.not_sent:
         raise Failure(
             f"{len(summary.not_sent)} prompt(s) could not be sent after retries "
-            f"({', '.join(summary.not_sent[:5])}); they will be tried again"
+            f"({', '.join(summary.not_sent[:5])}); the step is retried, then the task_poller "
+            "sensor asks for submitted_tasks of the day again (or materialise it yourself)"
         )
     return MaterializeResult(
         metadata={
@@ -168,6 +180,14 @@ def submitted_tasks(
             "credits_reserved": round(summary.credits_reserved, 4),
         }
     )
+
+
+def _requests(pipeline: PipelineResource, partition: str) -> pd.DataFrame:
+    """The day's `generation_requests`; a step without them fails at once (no retry helps)."""
+    try:
+        return pipeline.tables().read("generation_requests", partition)
+    except FileNotFoundError as exc:  # its message names the asset and the day to materialise
+        raise Failure(str(exc), allow_retries=False) from None
 
 
 def _spent_elsewhere(rows: list[LedgerRow], accepted: set[str]) -> float:
@@ -239,7 +259,7 @@ def generated_videos(
 ) -> MaterializeResult:
     """Every prompt of the day with its task's outcome and its video saved and measured."""
     partition = context.partition_key
-    requests = pipeline.tables().read("generation_requests", partition)
+    requests = _requests(pipeline, partition)
     ledger = pipeline.ledger()
     store = pipeline.videos()
     with evolink.client() as client:

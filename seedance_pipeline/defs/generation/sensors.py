@@ -50,13 +50,15 @@ def ledger_state(rows: list[Row]) -> str:
 
 
 def run_key(kind: str, partition: str, state: str, tries: int = 0) -> str:
-    """`videos:` or `resubmit:` + day + ledger state (+ how many runs of it failed)."""
+    """`videos:`, `submit:` or `resubmit:` + day + ledger state (+ how many runs of it
+    failed)."""
     return f"{kind}:{partition}:{state}" + (f":retry{tries}" if tries else "")
 
 
-def state_tag(partition: str, state: str) -> str:
-    """The tag a day's videos runs carry: which ledger state of which day they were asked for."""
-    return f"{partition}:{state}"
+def state_tag(partition: str, state: str, kind: str = "videos") -> str:
+    """The tag a day's runs carry: what they were asked for, for which ledger state of which
+    day (videos runs: day and state alone, as before the other kinds were tagged)."""
+    return f"{partition}:{state}" if kind == "videos" else f"{kind}:{partition}:{state}"
 
 
 def _days_to_read(settled: list[str], cursor: str | None) -> tuple[list[str], list[str]]:
@@ -102,22 +104,34 @@ def _runs_by_state(context: SensorEvaluationContext, tags: list[str]) -> dict[st
     return found
 
 
-def _videos_request(context: SensorEvaluationContext, partition: str, state: str, runs: list):
-    """A run for the day's videos unless one of this state ran, runs, or failed too often."""
+# What each kind of run the sensor asks for materialises.
+_ASSETS = {
+    "videos": [generated_videos.key, generation_costs.key],
+    "submit": [submitted_tasks.key],  # a day whose last submission could not send everything
+    "resubmit": [submitted_tasks.key],  # a day with failed tasks due for another attempt
+}
+
+
+def _request(
+    context: SensorEvaluationContext, kind: str, partition: str, state: str, runs: list
+) -> RunRequest | None:
+    """A run of `kind` for the day unless one for this ledger state ran, runs, or failed
+    MAX_VIDEO_RUNS times (each failed run's key differs, so the next one is not skipped)."""
     failed = sum(r.status in _ENDED for r in runs)
     if len(runs) > failed:
         return None  # queued, running, or done for this state
     if failed >= MAX_VIDEO_RUNS:
+        assets = ", ".join(k.to_user_string() for k in _ASSETS[kind])
         context.log.error(
-            f"{partition}: generated_videos failed {failed} times for the same tasks; "
+            f"{partition}: {assets} failed {failed} times for the same tasks; "
             "see those runs, fix the cause, then materialise the day by hand"
         )
         return None
     return RunRequest(
-        run_key=run_key("videos", partition, state, failed),
+        run_key=run_key(kind, partition, state, failed),
         partition_key=partition,
-        asset_selection=[generated_videos.key, generation_costs.key],
-        tags={STATE_TAG: state_tag(partition, state)},
+        asset_selection=_ASSETS[kind],
+        tags={STATE_TAG: state_tag(partition, state, kind)},
     )
 
 
@@ -146,23 +160,24 @@ def task_poller(
         context.log.error(str(exc))
     if abandoned := ledger.resolve_abandoned_claims():  # a crashed run's; its day can settle
         context.log.warning(f"{abandoned} claim(s) of runs that are gone are now unknown")
-    requests = []
-    for partition in ledger.partitions_to_resubmit(pipeline.max_attempts):
-        requests.append(
-            RunRequest(
-                run_key=run_key("resubmit", partition, ledger_state(ledger.state_rows(partition))),
-                partition_key=partition,
-                asset_selection=[submitted_tasks.key],
-            )
+    wanted = [
+        (kind, partition, ledger_state(ledger.state_rows(partition)))
+        for kind, days in (
+            ("submit", ledger.partitions_incomplete()),
+            ("resubmit", ledger.partitions_to_resubmit(pipeline.max_attempts)),
         )
+        for partition in days
+    ]
     settled, cursor = _read_settled_days(context, ledger, pipeline.max_attempts)
-    runs = _runs_by_state(context, [state_tag(p, state) for p, (_, state) in settled.items()])
-    for partition, (rows, state) in settled.items():
-        request = _videos_request(context, partition, state, runs[state_tag(partition, state)])
+    wanted += [("videos", partition, state) for partition, (_, state) in settled.items()]
+    runs = _runs_by_state(context, [state_tag(p, state, kind) for kind, p, state in wanted])
+    requests = []
+    for kind, partition, state in wanted:
+        request = _request(context, kind, partition, state, runs[state_tag(partition, state, kind)])
         if request is None:
             continue
         requests.append(request)
-        for r in rows:
+        for r in settled[partition][0] if kind == "videos" else ():
             if r.status == Status.UNKNOWN:
                 context.log.warning(
                     f"{partition}/{r.prompt_id} is unknown (may have cost "
