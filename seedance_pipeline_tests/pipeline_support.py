@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 from dagster import DagsterInstance, materialize
 
+from seedance_pipeline.defs.costs.assets import generation_costs
 from seedance_pipeline.defs.generation.assets import (
     generated_videos,
     generation_requests,
@@ -51,24 +52,22 @@ def plan_day(data_dir: Path, partition: str = DAY) -> dict[str, PlannedRow]:
     return {row.prompt.prompt_id: row for row in rows}
 
 
-def plan_requests(resources: dict, partition: str = DAY):
+def _materialize(assets: list, resources: dict, partition: str, instance=None):
     return materialize(
-        [generation_requests],
-        partition_key=partition,
-        resources=resources,
-        instance=DagsterInstance.ephemeral(),
-        raise_on_error=False,
-    )
-
-
-def submit(resources: dict, partition: str = DAY, instance: DagsterInstance | None = None):
-    return materialize(
-        [generation_requests, submitted_tasks],
+        assets,
         partition_key=partition,
         resources=resources,
         instance=instance or DagsterInstance.ephemeral(),
         raise_on_error=False,
     )
+
+
+def plan_requests(resources: dict, partition: str = DAY):
+    return _materialize([generation_requests], resources, partition)
+
+
+def submit(resources: dict, partition: str = DAY, instance: DagsterInstance | None = None):
+    return _materialize([generation_requests, submitted_tasks], resources, partition, instance)
 
 
 def wait_for_tasks(resources: dict, partition: str = DAY, timeout: float = 60) -> None:
@@ -82,13 +81,11 @@ def wait_for_tasks(resources: dict, partition: str = DAY, timeout: float = 60) -
 
 
 def save_videos(resources: dict, partition: str = DAY, instance: DagsterInstance | None = None):
-    return materialize(
-        [generated_videos],
-        partition_key=partition,
-        resources=resources,
-        instance=instance or DagsterInstance.ephemeral(),
-        raise_on_error=False,
-    )
+    return _materialize([generated_videos], resources, partition, instance)
+
+
+def save_costs(resources: dict, partition: str = DAY):
+    return _materialize([generation_costs], resources, partition)
 
 
 def emulator_tasks(url: str) -> list[dict]:

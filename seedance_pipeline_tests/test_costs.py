@@ -8,11 +8,9 @@ import httpx
 import pandas as pd
 import pyarrow.dataset
 import pytest
-from dagster import DagsterInstance, materialize
 
 from seedance_pipeline.cli import main
 from seedance_pipeline.costs import COUNTS, rollup
-from seedance_pipeline.defs.costs.assets import generation_costs
 from seedance_pipeline.media import measure
 from seedance_pipeline.seedance import MODELS, Client, PriceTable
 from seedance_pipeline.seedance._rules import DURATIONS, FAST, IMAGE, MINI, QUALITIES, REFERENCE
@@ -23,6 +21,7 @@ from .pipeline_support import (
     SAMPLE,
     copy_sample_data,
     make_resources,
+    save_costs,
     save_videos,
     submit,
     wait_for_tasks,
@@ -78,12 +77,7 @@ def three_days(tmp_path, emulator, api_key, monkeypatch):
         assert submit(resources, day).success
         wait_for_tasks(resources, day)
         videos = save_videos(resources, day)
-        costs = materialize(
-            [generation_costs],
-            partition_key=day,
-            resources=resources,
-            instance=DagsterInstance.ephemeral(),
-        )
+        costs = save_costs(resources, day)
         assert videos.success and costs.success
         metadata[day] = {
             asset: result.asset_materializations_for_node(asset)[0].metadata
@@ -127,12 +121,7 @@ def test_rebuilding_costs_never_counts_a_task_twice(three_days, api_key):
     before = read_table(data, "generation_costs", DAYS[0]).credits_charged.sum()
     for _ in range(2):
         assert save_videos(resources, DAYS[0]).success
-        assert materialize(
-            [generation_costs],
-            partition_key=DAYS[0],
-            resources=resources,
-            instance=DagsterInstance.ephemeral(),
-        ).success
+        assert save_costs(resources, DAYS[0]).success
     assert read_table(data, "generation_costs", DAYS[0]).credits_charged.sum() == before
 
 
@@ -179,15 +168,6 @@ def test_plan_shows_budget_verdict(monkeypatch, capsys):
     assert "estimated 235.48 credits exceeds the budget of 100" in budget["refusal"]
 
 
-def _costs(resources: dict, day: str) -> None:
-    assert materialize(
-        [generation_costs],
-        partition_key=day,
-        resources=resources,
-        instance=DagsterInstance.ephemeral(),
-    ).success
-
-
 def test_every_days_tables_read_as_one_dataset(three_days, api_key):
     """A day where every row was rejected and none has a campaign leaves columns empty; its
     files must still have the other days' types, or no reader can take the warehouse whole."""
@@ -199,7 +179,7 @@ def test_every_days_tables_read_as_one_dataset(three_days, api_key):
     resources = make_resources(data, url, api_key)
     assert submit(resources, EMPTY_DAY).success
     assert save_videos(resources, EMPTY_DAY).success
-    _costs(resources, EMPTY_DAY)
+    assert save_costs(resources, EMPTY_DAY).success
     assert read_table(data, "generated_videos", EMPTY_DAY).task_id.isna().all()
     for asset in ("generation_requests", "submissions", "generated_videos", "generation_costs"):
         whole = pyarrow.dataset.dataset(data / "warehouse" / asset, format="parquet").to_table()
@@ -257,7 +237,7 @@ def test_a_resubmitted_prompt_keeps_what_each_attempt_reserved(tmp_path, start_e
         assert submit(resources, DAYS[0]).success
         wait_for_tasks(resources, DAYS[0])
     assert save_videos(resources, DAYS[0]).success
-    _costs(resources, DAYS[0])
+    assert save_costs(resources, DAYS[0]).success
     (day,) = read_table(data, "generation_costs", DAYS[0]).to_dict("records")
     made = len(httpx.get(f"{url}/emulator/ledger").json()["tasks"])
     assert made > 6, "some first attempts failed with service_error and were sent again"

@@ -50,15 +50,10 @@ def requests(instance, resources) -> list:
     return list(tick(instance, resources).run_requests)
 
 
-def serve(instance, request) -> None:
-    """A videos run asked for by `request` that succeeded."""
+def serve(instance, request, status: DagsterRunStatus = DagsterRunStatus.SUCCESS) -> None:
+    """A run asked for by `request` that ended with `status`."""
     instance.add_run(
-        DagsterRun(
-            job_name="videos",
-            run_id=make_new_run_id(),
-            status=DagsterRunStatus.SUCCESS,
-            tags=request.tags,
-        )
+        DagsterRun(job_name="run", run_id=make_new_run_id(), status=status, tags=request.tags)
     )
 
 
@@ -148,18 +143,6 @@ def test_a_tick_with_time_reads_every_settled_day(resources, monkeypatch):
     assert result.cursor == "2026-10-02"  # read round to the day it started after
 
 
-def fail(instance, request) -> None:
-    """A run asked for by `request` that failed."""
-    instance.add_run(
-        DagsterRun(
-            job_name="submit",
-            run_id=make_new_run_id(),
-            status=DagsterRunStatus.FAILURE,
-            tags=request.tags,
-        )
-    )
-
-
 @pytest.mark.parametrize("kind", ["submit", "resubmit"])
 def test_a_days_submission_that_failed_is_asked_for_again_a_bounded_number_of_times(
     resources, kind, capfd
@@ -195,7 +178,7 @@ def test_a_days_submission_that_failed_is_asked_for_again_a_bounded_number_of_ti
             assert request.partition_key == DAY
             assert request.asset_selection == [submitted_tasks.key]
             keys.append(request.run_key)
-            fail(instance, request)
+            serve(instance, request, DagsterRunStatus.FAILURE)
     assert len(keys) == sensors.MAX_VIDEO_RUNS == len(set(keys))
     assert keys[0].startswith(f"{kind}:{DAY}:") and keys[1] == f"{keys[0]}:retry1"
     assert "submitted_tasks failed 5 times" in capfd.readouterr().err
