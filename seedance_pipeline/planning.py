@@ -108,7 +108,7 @@ def _as_sent(
     stored body and go out as presigned https URLs (`publishing.sendable`)."""
     if not any(url.startswith("s3://") for url in known):
         return body, known
-    https = {url: "https://" + url.removeprefix("s3://") for url in known}
+    https = {url: "https://" + url[5:] if url.startswith("s3://") else url for url in known}
     return body | {
         name: [https[url] for url in body[name]] for name in URL_FIELDS.values() if name in body
     }, {https[url]: facts for url, facts in known.items()}
