@@ -158,12 +158,14 @@ def build_videos_table(
     partition: str,
     sent_on_other_days: dict[str, str],
     attempts: Iterable[Mapping] = (),
+    campaigns: Mapping[str, str | None] | None = None,
 ) -> pd.DataFrame:
     """One row per prompt of the partition's requests, plus any task sent for this day whose
     prompt has since left the catalog or moved (its charge stays in this day's table).
 
     `attempts` (`Ledger.attempts`): the earlier attempts of resubmitted prompts, each a task
     that failed; what the vendor reserved for them is kept in `credits_reserved_earlier`.
+    `campaigns`: the catalog's campaign of prompts no longer among the day's requests.
 
     Raises:
         PartitionNotFinished: an accepted prompt has no ledger row or a running task.
@@ -192,9 +194,11 @@ def build_videos_table(
             table.append(_unsent_row(req, sent_on_other_days.get(req["prompt_id"])))
         else:
             table.append(_task_row(lr, store, req, earlier))
-    table += [
-        _task_row(lr, store, None, earlier) for lr in by_prompt.values() if lr.status in SETTLED
-    ]
+    gone = [lr for lr in by_prompt.values() if lr.status in SETTLED]
+    for lr in gone:
+        row = _task_row(lr, store, None, earlier)
+        row["campaign"] = (campaigns or {}).get(lr.prompt_id)
+        table.append(row)
     return pd.DataFrame(table, columns=VIDEO_COLUMNS).astype(
         {
             "duration": "int64",

@@ -319,7 +319,7 @@ def test_a_prompt_moved_to_another_day_is_not_paid_again_and_keeps_its_charge(da
     wait_for_tasks(resources)
     assert save_videos(resources).success
     before = read_table(data, "generated_videos", DAY).set_index("prompt_id")
-    moved = before[before.status == "completed"].index[0]
+    moved = before[(before.status == "completed") & before.campaign.notna()].index[0]
     paid = len(emulator_tasks(url))
     _move(data, moved, "2026-11-21")
     result = submit(resources, "2026-11-21")
@@ -332,6 +332,7 @@ def test_a_prompt_moved_to_another_day_is_not_paid_again_and_keeps_its_charge(da
     assert save_videos(resources).success
     after = read_table(data, "generated_videos", DAY).set_index("prompt_id")
     assert after.loc[moved, "status"] == "completed" and not after.loc[moved, "in_catalog"]
+    assert after.loc[moved, "campaign"] == before.loc[moved, "campaign"]  # its spend's owner
     assert after.credits_charged.sum() == pytest.approx(before.credits_charged.sum())
     wait_for_tasks(resources, "2026-11-21")
     assert save_videos(resources, "2026-11-21").success

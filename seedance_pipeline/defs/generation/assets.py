@@ -20,7 +20,7 @@ from dagster import (
 )
 
 from ...callbacks import callback_base
-from ...catalog import CatalogError
+from ...catalog import CatalogError, load_prompts
 from ...costs import credits_total
 from ...follow import FOLLOWED_TAG, following
 from ...ledger import LedgerRow
@@ -190,6 +190,18 @@ def _requests(pipeline: PipelineResource, partition: str) -> pd.DataFrame:
         raise Failure(str(exc), allow_retries=False) from None
 
 
+def _campaigns(pipeline: PipelineResource, prompt_ids: set[str]) -> dict[str, str | None]:
+    """The catalog's campaign of prompts sent for a day they have since left (moved to another
+    day, most often): their charge stays on the day it was sent, under their campaign."""
+    if not prompt_ids:
+        return {}
+    return {
+        p.prompt_id: p.campaign
+        for p in load_prompts(pipeline.prompts_file())
+        if p.prompt_id in prompt_ids
+    }
+
+
 def _spent_elsewhere(rows: list[LedgerRow], accepted: set[str]) -> float:
     """Credits the day's tasks outside its accepted rows hold or may hold: their reservation,
     else their estimate (a claim in flight, an unknown outcome). Failed and cancelled tasks
@@ -274,6 +286,7 @@ def generated_videos(
                 partition,
                 ledger.sent_on_other_days(partition, accepted),
                 ledger.attempts(partition),
+                _campaigns(pipeline, {r.prompt_id for r in rows} - set(requests.prompt_id)),
             )
         except PartitionNotFinished as exc:
             raise Failure(str(exc), allow_retries=False) from None
