@@ -69,8 +69,12 @@ def test_resolve_refuses_what_it_cannot_settle_and_changes_nothing(
 
 
 def test_resolve_attaches_the_dashboards_task_or_forgets_the_row(ledger):
+    claimed = time.time()
+    time.sleep(0.2)
     ledger.resolve(DAY, "lost", "task-2")
     assert _statuses(ledger)["lost"] == ("pending", "task-2")
+    (lost,) = [r for r in ledger.rows(DAY) if r.prompt_id == "lost"]
+    assert lost.submitted_at < claimed  # when it was sent, not when it was found
     assert ledger.claim(DAY, "other", REQUEST, 10.0)
     ledger.record_outcome_unknown(DAY, "other", "lost too")
     ledger.resolve(DAY, "other", None)

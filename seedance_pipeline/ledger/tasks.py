@@ -416,11 +416,12 @@ class TaskRows:
 
     @staticmethod
     def _attach(db: Connection, partition: str, prompt_id: str, task_id: str) -> None:
-        """Give an `unknown` row its task, due for a poll now."""
+        """Give an `unknown` row its task, due for a poll now; submitted when it was claimed
+        (its create went out right after), not when the task was found."""
         db.execute(
             sql(
                 "UPDATE tasks SET status = :pending, task_id = :tid, next_poll_at = :now,"
-                " submitted_at = COALESCE(submitted_at, :now), error_code = NULL,"
+                " submitted_at = COALESCE(submitted_at, claimed_at, :now), error_code = NULL,"
                 " error_message = NULL WHERE partition = :p AND prompt_id = :id"
             ),
             {
