@@ -185,6 +185,24 @@ def test_a_days_budget_counts_what_it_sent_for_prompts_it_no_longer_has(
     assert "estimated 150.024 credits, 50.008 of them by tasks already sent" in message
 
 
+def test_a_days_budget_leaves_out_prompts_already_paid_on_another_day(tmp_path, emulator, api_key):
+    """Four prompts of the 20th sent (25.004 each); two of them then move to the 21st, which
+    has four prompts of its own: it will send 4 (100.016 credits), within a budget of 110.
+    Counting the two moved ones (150.024) refused the day."""
+    data = tmp_path / "data"
+    write_catalog(data, 4)
+    resources = make_resources(data, emulator, api_key, max_credits_per_partition=110)
+    assert submit(resources).success
+    path = data / "catalog" / "prompts.csv"
+    rows = path.read_text().splitlines()
+    new_day = [r.replace(DAY, "2026-11-21").replace("p00", "q00") for r in rows[1:]]
+    moved = [r.replace(DAY, "2026-11-21") for r in rows[1:3]]
+    path.write_text("\n".join([rows[0], *moved, *rows[3:], *new_day]) + "\n")
+    result = submit(resources, "2026-11-21")
+    assert result.success, _step_failure(result)
+    assert len(emulator_tasks(emulator)) == 8
+
+
 def _step_failure(result) -> str:
     failure = next(e for e in result.all_events if e.is_step_failure)
     return failure.step_failure_data.user_failure_data.description

@@ -114,7 +114,9 @@ def submitted_tasks(
     budget = pipeline.max_credits_per_partition
     if budget is not None:
         spent = _spent_elsewhere(ledger.rows(partition), set(accepted.prompt_id))
-        if message := over_budget_message(accepted, budget, spent):
+        paid_elsewhere = ledger.sent_on_other_days(partition, accepted.prompt_id)
+        to_send = accepted[~accepted.prompt_id.isin(paid_elsewhere)]
+        if message := over_budget_message(to_send, budget, spent):
             raise Failure(f"{partition}: not submitted: {message}", allow_retries=False)
     try:
         callbacks = callback_base(evolink.base_url)
