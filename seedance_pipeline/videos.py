@@ -246,10 +246,11 @@ def _task_row(
         else (req.get("request_sha256") != lr.request_sha256)
     )
     # The frame the sent request makes: the plan's (which knew the media) unless the catalog
-    # row was edited after submission.
+    # row was edited after submission and the sent body alone says it (an `adaptive` ratio
+    # takes its media's, which only the plan measured).
     width, height = (
         (req["expected_width"], req["expected_height"])
-        if req and not changed
+        if req and (not changed or body.get("aspect_ratio") == "adaptive")
         else output_pixels(body)
     )
     return {

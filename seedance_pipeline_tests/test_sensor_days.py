@@ -182,3 +182,32 @@ def test_a_days_submission_that_failed_is_asked_for_again_a_bounded_number_of_ti
     assert len(keys) == sensors.MAX_VIDEO_RUNS == len(set(keys))
     assert keys[0].startswith(f"{kind}:{DAY}:") and keys[1] == f"{keys[0]}:retry1"
     assert "submitted_tasks failed 5 times" in capfd.readouterr().err
+
+
+def test_a_days_submission_waits_while_one_runs_and_after_one_was_terminated(resources):
+    """A run submitting the day (started by hand, untagged) may still send its prompts; a run
+    terminated from the UI was its user stopping the spending: only they start it again."""
+    ledger = resources["pipeline"].ledger()
+    completed(ledger, DAY, "p1", "task-1")
+    ledger.set_submission_complete(DAY, False)
+
+    def day_run(instance, status: DagsterRunStatus) -> None:
+        instance.add_run(
+            DagsterRun(
+                job_name="run",
+                run_id=make_new_run_id(),
+                status=status,
+                tags={sensors.PARTITION_TAG: DAY},
+                asset_selection=frozenset({submitted_tasks.key}),
+            )
+        )
+
+    with instance_for_test() as instance:
+        day_run(instance, DagsterRunStatus.STARTED)
+        assert requests(instance, resources) == []
+    with instance_for_test() as instance:
+        day_run(instance, DagsterRunStatus.CANCELED)
+        assert requests(instance, resources) == []
+        day_run(instance, DagsterRunStatus.FAILURE)  # materialised again by hand, and failed
+        [request] = requests(instance, resources)
+        assert request.run_key.startswith(f"submit:{DAY}:")

@@ -1,6 +1,7 @@
 """Requests, exactly-once submission, and stored videos for each day."""
 
 import json
+import logging
 from contextlib import nullcontext
 
 import pandas as pd
@@ -37,6 +38,7 @@ from ..partitions import daily_partitions
 from ..resources import EvoLinkResource, PipelineResource
 
 API_POOL = "evolink_api"
+log = logging.getLogger(__name__)
 
 
 @asset(
@@ -197,11 +199,12 @@ def _campaigns(pipeline: PipelineResource, prompt_ids: set[str]) -> dict[str, st
     day, most often): their charge stays on the day it was sent, under their campaign."""
     if not prompt_ids:
         return {}
-    return {
-        p.prompt_id: p.campaign
-        for p in load_prompts(pipeline.prompts_file())
-        if p.prompt_id in prompt_ids
-    }
+    try:
+        prompts = load_prompts(pipeline.prompts_file())
+    except (CatalogError, FileNotFoundError) as exc:  # the day's table is still written
+        log.warning("campaigns of %s not read from the catalog: %s", sorted(prompt_ids), exc)
+        return {}
+    return {p.prompt_id: p.campaign for p in prompts if p.prompt_id in prompt_ids}
 
 
 def _spent_elsewhere(rows: list[LedgerRow], accepted: set[str]) -> float:

@@ -25,6 +25,7 @@ from .assets import generated_videos, submitted_tasks
 # Runs of the same ledger state that failed are requested again up to this many times.
 MAX_VIDEO_RUNS = 5
 STATE_TAG = "seedance/ledger_state"
+PARTITION_TAG = "dagster/partition"  # the tag Dagster gives every run of a partition
 _ENDED = (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
 # Settled days are read again on every tick: any of them can still change (a `resolve`, a late
 # callback, a videos run by hand). The newest days are read each tick; older ones in turn, for
@@ -112,11 +113,29 @@ _ASSETS = {
 }
 
 
+def _submission_held(context: SensorEvaluationContext, partition: str) -> bool:
+    """Whether a run submitting the day is under way (whoever started it), or the last one was
+    terminated: its user stopped the spending, and only they start it again."""
+    runs = [
+        r
+        for r in context.instance.get_runs(
+            filters=RunsFilter(tags={PARTITION_TAG: partition}), limit=50
+        )
+        if r.asset_selection is None or submitted_tasks.key in r.asset_selection
+    ]
+    return any(not r.is_finished for r in runs) or (
+        bool(runs) and runs[0].status == DagsterRunStatus.CANCELED
+    )
+
+
 def _request(
     context: SensorEvaluationContext, kind: str, partition: str, state: str, runs: list
 ) -> RunRequest | None:
     """A run of `kind` for the day unless one for this ledger state ran, runs, or failed
-    MAX_VIDEO_RUNS times (each failed run's key differs, so the next one is not skipped)."""
+    MAX_VIDEO_RUNS times (each failed run's key differs, so the next one is not skipped); a
+    submission also waits while `_submission_held`."""
+    if kind != "videos" and _submission_held(context, partition):
+        return None
     failed = sum(r.status in _ENDED for r in runs)
     if len(runs) > failed:
         return None  # queued, running, or done for this state
