@@ -22,8 +22,10 @@ from seedance_pipeline.media import measure_video_output
 from seedance_pipeline.polling import PollPolicy, interpret, interpret_error
 from seedance_pipeline.seedance import Client, NotFoundError, PriceTable, ServerError, Task
 from seedance_pipeline.statuses import Status
+from seedance_pipeline.storage import LocalVideoStore
 from seedance_pipeline.submission import SUBMIT_WORKERS, Planned, submit_all
 from seedance_pipeline.tables import read_table
+from seedance_pipeline.videos import build_videos_table
 
 from .fault_support import write_catalog
 from .pipeline_support import (
@@ -530,3 +532,46 @@ def test_an_interrupted_submission_sends_no_more_and_records_what_it_sent(tmp_pa
     assert 5 <= len(sent) <= 5 + SUBMIT_WORKERS  # those under way when it came, no more
     rows = ledger.rows(DAY)
     assert len(rows) == len(sent) and all(r.task_id and r.status == "pending" for r in rows)
+
+
+@pytest.mark.parametrize(
+    ("sent", "expected"),
+    [
+        # A fixed ratio: the sent body says the frame (480p 16:9), whatever the row now asks.
+        ({"quality": "480p", "aspect_ratio": "16:9"}, (864, 496)),
+        # `adaptive` follows its image, which only the plan measured (portrait: 720x1280).
+        ({"quality": "720p", "aspect_ratio": "adaptive", "image_urls": ["https://x/a.png"]}, None),
+    ],
+)
+def test_an_edited_rows_videos_are_checked_against_the_frame_that_was_sent(
+    tmp_path, sent, expected
+):
+    planned = (720, 1280)  # the edited row's plan: 720p of a portrait image
+    request = {
+        "prompt_id": "p1",
+        "scheduled_date": DAY,
+        "campaign": None,
+        "model": "seedance-2.0-image-to-video",
+        "prompt": "edited after it was sent",
+        "duration": 4,
+        "quality": "720p",
+        "aspect_ratio": "adaptive",
+        "generate_audio": True,
+        "web_search": False,
+        "status": "accepted",
+        "errors": [],
+        "estimated_credits": 1.0,
+        "expected_width": planned[0],
+        "expected_height": planned[1],
+        "request_sha256": "new",
+    }
+    row = _row(
+        request={"model": "seedance-2.0-image-to-video", "duration": 4, **sent},
+        request_sha256="old",
+        status=Status.COMPLETED,
+    )
+    videos = build_videos_table(
+        pd.DataFrame([request]), [row], LocalVideoStore(tmp_path), DAY, {}
+    ).iloc[0]
+    assert videos.request_changed
+    assert (videos.expected_width, videos.expected_height) == (expected or planned)
