@@ -84,10 +84,6 @@ def submit_all(
     summary = SubmitSummary()
     ledger.resolve_abandoned_claims(partition)
     accepted = list(accepted)
-    summary.sent_on_other_days = ledger.sent_on_other_days(
-        partition, [p.prompt_id for p in accepted]
-    )
-
     not_claimed: list[str] = []
 
     def first(p: Planned) -> None:
@@ -124,14 +120,12 @@ def submit_all(
                 with summary.lock:
                     summary.resubmitted += 1
 
-    new = [p for p in accepted if p.prompt_id not in summary.sent_on_other_days]
-    _in_parallel([lambda p=p: first(p) for p in new])
-    # A run for another day may have claimed some since the look above.
-    claimed_elsewhere = ledger.sent_on_other_days(partition, not_claimed)
-    summary.sent_on_other_days |= claimed_elsewhere
-    summary.already_in_ledger = len(not_claimed) - len(claimed_elsewhere)
+    _in_parallel([lambda p=p: first(p) for p in accepted])
+    # The claim refuses a prompt another day has (in its own transaction): which were those.
+    summary.sent_on_other_days = ledger.sent_on_other_days(partition, not_claimed)
+    summary.already_in_ledger = len(not_claimed) - len(summary.sent_on_other_days)
     due = ledger.resubmittable(partition, max_attempts)
-    wanted = {p.prompt_id for p in new}
+    wanted = {p.prompt_id for p in accepted} - summary.sent_on_other_days.keys()
     if gone := [r.prompt_id for r in due if r.prompt_id not in wanted]:
         log.warning("%s: not resubmitted, no longer accepted for the day: %s", partition, gone)
         ledger.stop_resubmission(partition, gone)

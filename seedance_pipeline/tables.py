@@ -64,9 +64,11 @@ def parquet_bytes(frame: pd.DataFrame, asset: str) -> bytes:
     """`frame` as Parquet with the warehouse's types for `asset` (`COLUMN_TYPES`; a column not
     there is typed from its values)."""
     types = COLUMN_TYPES | _TABLE_TYPES.get(asset, {})
-    inferred = pa.Schema.from_pandas(frame, preserve_index=False)
-    schema = pa.schema([(c, types.get(c) or inferred.field(c).type) for c in frame.columns])
-    empty_times = [c for c in frame.columns if types.get(c) == _TIME and frame[c].dtype.kind == "f"]
+    if others := [c for c in frame.columns if c not in types]:  # typed from their values
+        inferred = pa.Schema.from_pandas(frame[others], preserve_index=False)
+        types |= dict(zip(inferred.names, inferred.types, strict=True))
+    schema = pa.schema([(c, types[c]) for c in frame.columns])
+    empty_times = [c for c in frame.columns if types[c] == _TIME and frame[c].dtype.kind == "f"]
     if empty_times:  # all empty, so pandas made them NaN floats
         frame = frame.assign(**{c: pd.NaT for c in empty_times})
     buffer = io.BytesIO()

@@ -194,11 +194,12 @@ def build_videos_table(
             table.append(_unsent_row(req, sent_on_other_days.get(req["prompt_id"])))
         else:
             table.append(_task_row(lr, store, req, earlier))
-    gone = [lr for lr in by_prompt.values() if lr.status in SETTLED]
-    for lr in gone:
-        row = _task_row(lr, store, None, earlier)
-        row["campaign"] = (campaigns or {}).get(lr.prompt_id)
-        table.append(row)
+    campaigns = campaigns or {}
+    table += [
+        _task_row(lr, store, None, earlier, campaigns.get(lr.prompt_id))
+        for lr in by_prompt.values()
+        if lr.status in SETTLED
+    ]
     return pd.DataFrame(table, columns=VIDEO_COLUMNS).astype(
         {
             "duration": "int64",
@@ -236,9 +237,14 @@ def _unsent_row(req: dict, sent_on: str | None) -> dict:
 
 
 def _task_row(
-    lr: LedgerRow, store: VideoStore, req: dict | None, earlier: dict[str, float]
+    lr: LedgerRow,
+    store: VideoStore,
+    req: dict | None,
+    earlier: dict[str, float],
+    campaign: str | None = None,
 ) -> dict:
-    """A submitted prompt as it was sent (the ledger's body), flagged if the catalog changed."""
+    """A submitted prompt as it was sent (the ledger's body), flagged if the catalog changed;
+    `campaign`: the catalog's, for a prompt no longer among the day's requests (`req` None)."""
     body = lr.request
     changed = (
         None
@@ -256,7 +262,7 @@ def _task_row(
     return {
         "prompt_id": lr.prompt_id,
         "scheduled_date": req["scheduled_date"] if req else lr.partition,
-        "campaign": req["campaign"] if req else None,
+        "campaign": req["campaign"] if req else campaign,
         "model": body.get("model"),
         "prompt": body.get("prompt"),
         "duration": body.get("duration", 5),
