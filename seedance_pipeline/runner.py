@@ -76,9 +76,17 @@ def _failure(result) -> str:
             data = event.step_failure_data
             messages.append(
                 (data.user_failure_data and data.user_failure_data.description)
-                or data.error.message.strip()
+                or _innermost(data.error).message.strip()
             )
     return "; ".join(messages) or "a step failed"
+
+
+def _innermost(error):
+    """The exception that started it: Dagster wraps it (`Error occurred while executing op`,
+    `Exceeded max_retries of 3`), and only the cause says what to fix."""
+    while error.cause is not None:
+        error = error.cause
+    return error
 
 
 def _reachable(evolink) -> None:

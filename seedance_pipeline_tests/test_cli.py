@@ -19,7 +19,7 @@ from seedance_pipeline.cli import build_parser, main
 from seedance_pipeline.settings import SettingError
 from seedance_pipeline.tables import LocalTableStore
 
-from .fault_support import free_port
+from .fault_support import free_port, write_catalog
 from .pipeline_support import DAY, SAMPLE, copy_sample_data
 
 PROMPTS = str(SAMPLE / "catalog" / "prompts.csv")
@@ -165,6 +165,20 @@ def test_a_failed_step_ends_in_its_reason_and_the_stack_trace_only_with_verbose(
     # The failed step and its trace: in Dagster's STEP_FAILURE line, or in its RUN_FAILURE line
     # (twice in CI under load the STEP_FAILURE line was missing; the cause is not known).
     assert "prompt_catalog" in loud.stderr and "Stack Trace" in loud.stderr, loud.stderr[:3000]
+
+
+def test_a_step_failing_on_an_exception_names_its_cause_not_dagsters_wrapper(
+    tmp_path, emulator, s3_bucket
+):
+    """No AWS credentials: boto3's error, wrapped by Dagster, is what the user must see."""
+    write_catalog(tmp_path / "data", 2)  # no media to publish: the first table write fails
+    env = _shell(tmp_path, emulator, SEEDANCE_S3_BUCKET=s3_bucket, AWS_EC2_METADATA_DISABLED="true")
+    del env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]
+    failed = _cli("run", DAY, env=env, cwd=tmp_path)
+    assert failed.returncode == 1
+    reason = failed.stderr.splitlines()[-1]
+    assert reason.startswith("error: ") and "Unable to locate credentials" in reason, reason
+    assert "check SEEDANCE_S3_BUCKET" in reason and "Dagster" not in reason, reason
 
 
 def test_run_without_dagster_home_records_in_the_working_directory_and_names_unknown_rows(
