@@ -82,6 +82,22 @@ def test_resolve_attaches_the_dashboards_task_or_forgets_the_row(ledger):
     assert ledger.claim(DAY, "other", REQUEST, 10.0)  # the next run may submit it again
 
 
+def test_resolve_settles_a_crashed_runs_claim_and_says_what_to_do_for_other_rows(ledger):
+    # The crashed run's message said: once the ledger works, resolve with the task it made.
+    _claim_as(ledger, "crashed", OTHER_HOST, time.time() - 1)
+    ledger.resolve(DAY, "crashed", "task-9")
+    assert _statuses(ledger)["crashed"] == ("pending", "task-9")
+
+    _claim_as(ledger, "sending", OTHER_HOST, time.time() + 60)
+    with pytest.raises(LookupError, match="is submitting, not unknown: a live run is sending it"):
+        ledger.resolve(DAY, "sending", "task-10")
+    # A callback found the lost task after `run` ended: the video is what is left to do.
+    ledger.record_polls([PollUpdate("task-1", Status.COMPLETED, result_url="https://x/v.mp4")])
+    with pytest.raises(LookupError, match=f"not stored yet; `seedance-pipeline run {DAY}`"):
+        ledger.resolve(DAY, "sent", None)
+    assert _statuses(ledger)["sent"] == ("completed", "task-1")
+
+
 def test_a_prompt_is_claimed_once_however_many_workers_race(ledger_url):
     workers = [Ledger(ledger_url) for _ in range(8)]
     won: list[str] = []

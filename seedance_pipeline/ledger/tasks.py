@@ -365,8 +365,10 @@ class TaskRows:
                 (the message says which).
         """
         with self.db.transaction() as db:
+            # A claim its crashed run left is `unknown` (what the crash message told the user).
+            self._settle_abandoned(db, partition, prompt_id, time.time())
             row = db.execute(
-                sql("SELECT status FROM tasks WHERE partition = :p AND prompt_id = :id"),
+                sql("SELECT status, video_uri FROM tasks WHERE partition = :p AND prompt_id = :id"),
                 {"p": partition, "id": prompt_id},
             ).first()
             if row is None:
@@ -375,10 +377,7 @@ class TaskRows:
                     "the prompt_id (and SEEDANCE_DATA_DIR or SEEDANCE_LEDGER_URL)"
                 )
             if row.status != Status.UNKNOWN:
-                raise LookupError(
-                    f"{partition}/{prompt_id} is {row.status}, not {Status.UNKNOWN}; "
-                    "only rows whose submission outcome is unknown need resolving"
-                )
+                raise LookupError(_not_unknown(partition, prompt_id, row.status, row.video_uri))
             if task_id is None:
                 db.execute(
                     sql("DELETE FROM tasks WHERE partition = :p AND prompt_id = :id"),
@@ -647,3 +646,16 @@ class TaskRows:
     def _rows(self, statement: str, params: dict) -> list[LedgerRow]:
         with self.db.read() as db:
             return [LedgerRow.from_db(r) for r in db.execute(sql(statement), params).mappings()]
+
+
+def _not_unknown(partition: str, prompt_id: str, status: str, video_uri: str | None) -> str:
+    """Why a row cannot be resolved, and what, if anything, the user should do instead."""
+    said = f"{partition}/{prompt_id} is {status}, not {Status.UNKNOWN}"
+    if status == Status.SUBMITTING:
+        return f"{said}: a live run is sending it and will record the answer; wait for it"
+    if status == Status.COMPLETED and not video_uri:
+        return (
+            f"{said}: its task was found and its video is not stored yet; "
+            f"`seedance-pipeline run {partition}` (or the sensor) stores it"
+        )
+    return f"{said}; only rows whose submission outcome is unknown need resolving"
