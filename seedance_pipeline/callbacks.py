@@ -23,6 +23,7 @@ from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 
 import uvicorn
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import Request
@@ -52,6 +53,11 @@ _TASK_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")  # safe as a URL path segment
 # be recorded. A create's answer may take ANSWER_SECONDS per try, tries on a refused connection
 # or a 429 go on for the client's retry budget, and a claim whose owner died lasts its lease.
 SUBMITTING_WAIT_SECONDS = 300.0
+# A callback is acknowledged once its task is noted in the ledger; confirming it is tried
+# again this often (the API or the ledger may be down, the receiver may restart) for as long
+# as the result link lives.
+RETRY_SECONDS = 15.0
+KEPT_SECONDS = 24 * 3600.0
 _POLICY = PollPolicy()
 
 
@@ -138,7 +144,8 @@ class Receiver:
         self._busy: set[str] = set()  # tokens being confirmed right now
 
     async def confirm(self, sha: str, task_id: str) -> None:
-        """Ask the API about `task_id` and record its answer on the token's row."""
+        """Ask the API about `task_id` and record its answer on the token's row; on failure
+        the callback stays noted, and `retry_unconfirmed` comes back to it."""
         if sha in self._busy:
             return  # a retry of a callback being confirmed
         self._busy.add(sha)
@@ -146,17 +153,45 @@ class Receiver:
             row = await self._answered_row(sha, task_id)
             if row is None or not _concerns(row, task_id):
                 return
-            try:
-                task = await self.api.get_task(task_id)
-            except SeedanceError as exc:
-                log.warning("callback for %s: confirming query failed: %s", task_id, exc)
-                return  # polling stays the fallback
+            task = await self.api.get_task(task_id)
             if task.id != task_id or task.model not in (None, row.request.get("model")):
                 log.warning("callback for %s: the API's task does not match the row", task_id)
+                await asyncio.to_thread(self.ledger.note_callback, sha, None, None)
                 return
             await asyncio.to_thread(self._record, row, task)
+        except (SeedanceError, SQLAlchemyError) as exc:
+            log.warning(
+                "callback for %s: not confirmed yet (%s); trying again in %.0f s",
+                task_id,
+                exc if isinstance(exc, SeedanceError) else f"ledger: {type(exc).__name__}",
+                RETRY_SECONDS,
+            )
         finally:
             self._busy.discard(sha)
+
+    async def retry_unconfirmed(self) -> None:
+        """Confirm, every RETRY_SECONDS, the callbacks noted but not confirmed (runs while the
+        receiver does: a confirmation failed, or the receiver stopped before it ended)."""
+        running: set[asyncio.Task] = set()
+        try:
+            while True:
+                try:
+                    since = time.time() - KEPT_SECONDS
+                    rows = await asyncio.to_thread(self.ledger.unconfirmed_callbacks, since)
+                except SQLAlchemyError as exc:
+                    log.warning("callbacks: the ledger cannot be read (%s)", type(exc).__name__)
+                    rows = []
+                for row in rows:
+                    if row.callback_token_sha256 not in self._busy:
+                        job = asyncio.create_task(
+                            self.confirm(row.callback_token_sha256, row.callback_task_id)
+                        )
+                        running.add(job)
+                        job.add_done_callback(running.discard)
+                await asyncio.sleep(RETRY_SECONDS)
+        finally:
+            for job in running:
+                job.cancel()
 
     async def _answered_row(self, sha: str, task_id: str) -> LedgerRow | None:
         """The token's row once its create's answer (or its loss) is recorded; a claim whose
@@ -231,6 +266,10 @@ def create_app(
             return JSONResponse({"error": "not a task answer with an id"}, status_code=400)
         if not _concerns(row, task_id) and row.status != Status.SUBMITTING:
             return JSONResponse({"status": "nothing to change"})
+        # Kept before the 2xx that ends the vendor's retries (a failure here answers 500).
+        await asyncio.to_thread(
+            ledger.note_callback, row.callback_token_sha256, task_id, time.time()
+        )
         return JSONResponse(
             {"status": "accepted"},
             status_code=202,
@@ -249,7 +288,11 @@ def create_app(
     async def lifespan(app):
         async with client() as api:
             receiver.api = api
-            yield
+            retrying = asyncio.create_task(receiver.retry_unconfirmed())
+            try:
+                yield
+            finally:
+                retrying.cancel()
 
     return Starlette(
         routes=[

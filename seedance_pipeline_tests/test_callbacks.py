@@ -29,6 +29,8 @@ from seedance_pipeline.seedance import AsyncClient, Client
 from seedance_pipeline.statuses import WAITING, Status
 from seedance_pipeline.submission import Planned, submit_all
 
+from .fault_support import free_port
+
 DAY = "2026-11-20"
 BODY = {
     "model": "seedance-2.0-text-to-video",
@@ -199,6 +201,26 @@ def test_a_callback_for_a_claim_whose_run_died_attaches_its_task(vendor, ledger)
     _wait_for(lambda: _row(ledger, "p1").status not in WAITING)
     row = _row(ledger, "p1")
     assert row.status.value == answer["status"] and row.callback_at is not None
+
+
+def test_a_callback_accepted_while_the_api_was_down_is_confirmed_after_a_restart(
+    emulator, api_key, ledger
+):
+    """The vendor sends a callback once it gets a 2xx: the receiver must not lose one it
+    acknowledged when its confirming query fails (it did, and a lost create stayed unknown:
+    paid for, its video never stored), even if it stops before the API answers again."""
+    down = f"http://127.0.0.1:{free_port()}"  # nothing listens: the API is unreachable
+    with running_receiver(create_app(ledger, lambda: AsyncClient(api_key, base_url=down))) as url:
+        vendor = Vendor(emulator, api_key, ledger, url)
+        token, task_id = vendor.row("lost", lost=True)
+        assert vendor.post(token, vendor.finished(task_id)).status_code == 202
+    assert _row(ledger, "lost").status == Status.UNKNOWN and _row(ledger, "lost").task_id is None
+
+    with running_receiver(create_app(ledger, lambda: AsyncClient(api_key, base_url=emulator))):
+        _wait_for(lambda: _row(ledger, "lost").status not in (Status.UNKNOWN, *WAITING))
+    row = _row(ledger, "lost")
+    assert row.task_id == task_id and row.status == Status.COMPLETED and row.callback_at
+    assert row.polls == 1  # confirmed once, by the receiver that restarted
 
 
 def test_a_callback_never_gives_an_unknown_row_another_rows_task(vendor, ledger):
@@ -375,8 +397,6 @@ def test_the_receiver_command_serves_health_and_refuses_forgeries(emulator, api_
     import os
     import subprocess
     import sys
-
-    from .fault_support import free_port
 
     port = free_port()
     env = {

@@ -97,7 +97,14 @@ _V3 = ["CREATE INDEX tasks_partition_status ON tasks (partition, status, video_u
 # A failed task whose prompt has left the day's accepted rows is not resubmitted.
 _V4 = ["ALTER TABLE tasks ADD COLUMN resubmission_stopped INTEGER NOT NULL DEFAULT 0"]
 
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4]
+# The task a callback named, kept before the receiver answers 2xx (the vendor never sends it
+# again), until a query confirms it.
+_V5 = [
+    "ALTER TABLE tasks ADD COLUMN callback_task_id TEXT",
+    "ALTER TABLE tasks ADD COLUMN callback_received_at DOUBLE PRECISION",
+]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5]
 
 # Any constant: PostgreSQL serialises concurrent migrators on it.
 _ADVISORY_LOCK = 734_201_116

@@ -60,6 +60,8 @@ class LedgerRow:
     attempt: int
     callback_token_sha256: str | None = None
     callback_at: float | None = None  # when a confirmed callback was recorded
+    callback_task_id: str | None = None  # the task a callback named, confirmed or not
+    callback_received_at: float | None = None
 
     @classmethod
     def from_db(cls, r: Mapping[str, Any]) -> LedgerRow:
@@ -404,6 +406,29 @@ class TaskRows:
                 return False
             self._attach(db, partition, prompt_id, task_id)
             return True
+
+    def note_callback(self, token_sha256: str, task_id: str | None, at: float | None) -> None:
+        """Keep the task a callback named on its token's row, before the callback is
+        acknowledged: if confirming it fails, the receiver tries again from here (None: drop
+        it, the API's task did not match)."""
+        with self.db.transaction() as db:
+            db.execute(
+                sql(
+                    "UPDATE tasks SET callback_task_id = :tid, callback_received_at = :at"
+                    " WHERE callback_token_sha256 = :t"
+                ),
+                {"tid": task_id, "at": at, "t": token_sha256},
+            )
+
+    def unconfirmed_callbacks(self, since: float) -> list[LedgerRow]:
+        """Rows a callback received after `since` named a task for, not confirmed yet and
+        still waiting for an answer (submitting, unknown, pending or processing)."""
+        waiting = _sql_list([Status.SUBMITTING, Status.UNKNOWN, *WAITING])
+        return self._rows(
+            "SELECT * FROM tasks WHERE callback_task_id IS NOT NULL AND callback_at IS NULL"
+            f" AND callback_received_at > :since AND status IN {waiting}",
+            {"since": since},
+        )
 
     def record_callback(self, partition: str, prompt_id: str, at: float) -> None:
         """A confirmed callback's answer was recorded on this row."""
