@@ -3,13 +3,16 @@ completes, so downloads hide under the rate-limited waiting instead of adding to
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 
-from .ledger import Ledger
+from sqlalchemy.exc import SQLAlchemyError
+
+from .ledger import Ledger, LedgerUnreachable, safe_url
 from .polling import PollRounds
 from .statuses import WAITING, Status
 from .storage import VideoStore
@@ -21,6 +24,11 @@ FOLLOWED_TAG = "seedance/followed"
 # ledger transaction, two reads and an event loop's run. Rounds are this far apart at least,
 # and each polls what fell due meanwhile.
 ROUND_GAP_SECONDS = 0.5
+# A ledger database that stops answering (a restart, a failover) is waited for this long,
+# trying again every LEDGER_RETRY_SECONDS, before the follower gives up.
+LEDGER_OUTAGE_SECONDS = 120.0
+LEDGER_RETRY_SECONDS = 5.0
+log = logging.getLogger(__name__)
 
 
 def follow_day(
@@ -112,15 +120,23 @@ def following(
 ) -> Iterator[None]:
     """`follow_day` on a thread while the block submits; after the block, wait for it.
 
+    A ledger that stops answering for a while is waited for (`_outlasting_outages`).
+
     Raises:
         PollingRefused: (after a block that succeeded) the API refused the key while polling.
+        LedgerUnreachable: (after the block) the ledger did not answer for too long.
     """
     submitting, failure = threading.Event(), []
     submitting.set()
 
     def follow() -> None:
         try:
-            follow_day(partition, ledger, evolink, store, submitting, progress, polls=polls)
+            _outlasting_outages(
+                ledger,
+                lambda: follow_day(
+                    partition, ledger, evolink, store, submitting, progress, polls=polls
+                ),
+            )
         except BaseException as exc:  # re-raised in the caller's thread
             failure.append(exc)
 
@@ -133,3 +149,33 @@ def following(
         follower.join()
     if failure:
         raise failure[0]
+
+
+def _outlasting_outages(ledger: Ledger, follow: Callable[[], None]) -> None:
+    """`follow()`, started again while the ledger's database fails to answer (its state is
+    all in the ledger), for up to LEDGER_OUTAGE_SECONDS in a row.
+
+    Raises:
+        LedgerUnreachable: the outage lasted longer, naming the ledger and what to do.
+    """
+    outage_since = None
+    while True:
+        started = time.monotonic()
+        try:
+            return follow()
+        except SQLAlchemyError as exc:
+            now = time.monotonic()
+            if outage_since is None or now - started > 2 * LEDGER_RETRY_SECONDS:
+                outage_since = now  # it had worked since the last failure: a new outage
+            if now - outage_since > LEDGER_OUTAGE_SECONDS:
+                raise LedgerUnreachable(
+                    f"the ledger ({safe_url(ledger.db.url)}) has not answered for "
+                    f"{LEDGER_OUTAGE_SECONDS:.0f} s ({type(exc).__name__}); once it answers, "
+                    "run the day again: what was sent is recorded, and nothing is sent twice"
+                ) from None
+            log.warning(
+                "the ledger did not answer (%s); following the day again in %.0f s",
+                type(exc).__name__,
+                LEDGER_RETRY_SECONDS,
+            )
+            time.sleep(LEDGER_RETRY_SECONDS)

@@ -15,6 +15,7 @@ from tqdm import tqdm
 from .callbacks import callback_base
 from .definitions import DOMAINS, resources_from_env
 from .follow import FOLLOWED_TAG, following
+from .ledger import LedgerUnreachable
 from .polling import PollingRefused
 from .seedance import APIError, Client, RetryPolicy, TransportError
 from .settings import SettingError
@@ -170,7 +171,7 @@ def run_partition(
         try:
             with following(partition, ledger, evolink, pipeline.videos(), progress=progress):
                 run(assets)
-        except PollingRefused as exc:
+        except (PollingRefused, LedgerUnreachable) as exc:
             raise PipelineStopped(str(exc)) from None
         finally:
             progress.close()

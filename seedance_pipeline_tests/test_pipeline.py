@@ -17,6 +17,7 @@ from dagster import (
     instance_for_test,
     materialize,
 )
+from sqlalchemy.exc import OperationalError
 
 from seedance_pipeline import follow
 from seedance_pipeline.definitions import defs
@@ -26,6 +27,7 @@ from seedance_pipeline.defs.generation.assets import (
     submitted_tasks,
 )
 from seedance_pipeline.defs.generation.sensors import task_poller
+from seedance_pipeline.ledger import LedgerUnreachable
 from seedance_pipeline.media import measure_video_output
 from seedance_pipeline.polling import PollRounds, poll_round
 from seedance_pipeline.statuses import Status
@@ -246,6 +248,47 @@ def test_tasks_falling_due_one_by_one_are_polled_in_a_few_rounds(
         (Status.COMPLETED, 1, True)
     ] * 10
     assert len(rounds) <= 4, [round(t - first_due, 2) for t in rounds]  # 10 without a gap
+
+
+def test_the_follower_outlasts_a_ledger_outage_and_names_the_ledger_when_it_lasts(
+    tmp_path, emulator, api_key, monkeypatch
+):
+    """A PostgreSQL restart under `run` killed its follower with a raw traceback, leaving every
+    paid task pending; now the follower waits the outage out and stores every video."""
+    resources = make_resources(copy_sample_data(tmp_path / "data"), emulator, api_key)
+    ledger, evolink, store = (
+        resources["pipeline"].ledger(),
+        resources["evolink"],
+        resources["pipeline"].videos(),
+    )
+    body = {"model": "seedance-2.0-fast-text-to-video", "prompt": "rain", "duration": 4}
+    with evolink.client() as client:
+        for i in range(3):
+            ledger.claim(DAY, f"p{i}", body, 1.0)
+            ledger.record_submitted(DAY, f"p{i}", client.create_task(body).id, time.time())
+    day_state, down = ledger.day_state, iter([True, True])  # two reads fail, then it is back
+
+    def restarting(*args, **kwargs):
+        if next(down, False):
+            raise OperationalError("SELECT", {}, Exception("the database system is starting up"))
+        return day_state(*args, **kwargs)
+
+    monkeypatch.setattr(follow, "LEDGER_RETRY_SECONDS", 0.1)
+    monkeypatch.setattr(ledger, "day_state", restarting)
+    with follow.following(DAY, ledger, evolink, store):
+        pass
+    assert [(r.status, bool(r.video_uri)) for r in ledger.rows(DAY)] == [
+        (Status.COMPLETED, True)
+    ] * 3
+
+    monkeypatch.setattr(follow, "LEDGER_OUTAGE_SECONDS", 0.5)
+    down = iter(lambda: True, None)  # it never comes back
+    with (
+        pytest.raises(LedgerUnreachable, match="once it answers, run the day again") as raised,
+        follow.following(DAY, ledger, evolink, store),
+    ):
+        pass
+    assert ledger.db.url.split("://")[0] in str(raised.value)
 
 
 def test_polls_past_the_rounds_deadlines_stay_due_for_the_next(project, api_key):

@@ -10,7 +10,14 @@ from __future__ import annotations
 import os
 
 from .attempts import RESUBMITTABLE_CODES, Attempts
-from .database import LEDGER_URL_ENV, Database, LedgerBusy, ledger_url, safe_url
+from .database import (
+    LEDGER_URL_ENV,
+    Database,
+    LedgerBusy,
+    LedgerUnreachable,
+    ledger_url,
+    safe_url,
+)
 from .leases import LeaseKeeper, lease_seconds, owner_id, pid_alive
 from .media import PublishedMedia
 from .progress import PartitionProgress
@@ -23,6 +30,7 @@ __all__ = [
     "Ledger",
     "LedgerBusy",
     "LedgerRow",
+    "LedgerUnreachable",
     "PollUpdate",
     "ledger_url",
     "pid_alive",

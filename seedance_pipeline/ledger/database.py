@@ -106,6 +106,10 @@ class LedgerBusy(RuntimeError):
     """Another writer held the ledger's lock longer than this transaction could wait."""
 
 
+class LedgerUnreachable(RuntimeError):
+    """The ledger's database did not answer for longer than a caller could wait."""
+
+
 class Database:
     """Transactions on the ledger's database (created and migrated on first use)."""
 
