@@ -140,10 +140,25 @@ def store_videos(
     *,
     workers: int = DOWNLOAD_WORKERS,
 ) -> Counter[Status]:
-    """Store every video the day still needs, `workers` at a time; counts the outcomes."""
+    """Store every video the day still needs, `workers` at a time; counts the outcomes.
+
+    A video recorded as stored but gone from the store (deleted, a bucket emptied) is stored
+    again from its link while the link lives.
+    """
     cap = max_video_bytes()
-    due = ledger.rows_to_store(partition, time.time())
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="download") as pool:
+        stored = [r for r in ledger.rows(partition) if r.video_uri]
+        present = list(pool.map(lambda r: store.exists(r.video_uri), stored))
+        for row, here in zip(stored, present, strict=True):
+            if not here:
+                log.warning(
+                    "%s/%s: its stored video %s is gone; storing it again from its link",
+                    partition,
+                    row.prompt_id,
+                    store.uri(row.video_uri),
+                )
+                ledger.forget_video(partition, row.prompt_id, row.video_uri)
+        due = ledger.rows_to_store(partition, time.time())
         return Counter(pool.map(lambda r: store_video(r, client, store, ledger, cap), due))
 
 

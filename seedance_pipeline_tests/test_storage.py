@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -67,6 +69,29 @@ def test_the_resource_picks_local_stores_by_default_and_s3_with_a_bucket(tmp_pat
         assert isinstance(s3.tables(), S3TableStore)
         assert isinstance(s3.publisher(client), S3Publisher)
     assert s3.tables().location == "s3://videos/team/warehouse"
+
+
+def test_a_video_gone_from_the_store_is_stored_again_while_its_link_lives(
+    tmp_path, emulator, api_key
+):
+    """It stayed listed as stored, and the day's check passed, with its file gone."""
+    data = copy_sample_data(tmp_path / "data")
+    resources = make_resources(data, emulator, api_key)
+    assert submit(resources).success
+    wait_for_tasks(resources)
+    assert save_videos(resources).success
+    completed = read_table(data, "generated_videos", DAY).query("status == 'completed'")
+    gone = completed.iloc[0]
+    others = {Path(u): Path(u).stat().st_mtime_ns for u in completed.video_uri[1:]}
+    Path(gone.video_uri).unlink()
+
+    assert save_videos(resources).success
+
+    assert hashlib.sha256(Path(gone.video_uri).read_bytes()).hexdigest() == gone.video_sha256
+    again = read_table(data, "generated_videos", DAY).set_index("prompt_id")
+    assert again.loc[gone.prompt_id, "status"] == "completed"
+    assert again.loc[gone.prompt_id, "video_sha256"] == gone.video_sha256
+    assert {p: p.stat().st_mtime_ns for p in others} == others  # the rest not fetched again
 
 
 def test_moving_the_data_directory_keeps_stored_videos(tmp_path, emulator, api_key):

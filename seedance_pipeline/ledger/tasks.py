@@ -578,6 +578,18 @@ class TaskRows:
                 },
             )
 
+    def forget_video(self, partition: str, prompt_id: str, uri: str) -> None:
+        """The video recorded at `uri` is gone from the store: the row needs storing again."""
+        with self.db.transaction() as db:
+            db.execute(
+                sql(
+                    "UPDATE tasks SET video_uri = NULL, video_sha256 = NULL, video_bytes = NULL,"
+                    " width = NULL, height = NULL, duration_s = NULL, has_audio = NULL"
+                    " WHERE partition = :p AND prompt_id = :id AND video_uri = :uri"
+                ),
+                {"p": partition, "id": prompt_id, "uri": uri},
+            )
+
     def record_download_failed(
         self,
         partition: str,
