@@ -339,6 +339,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .callbacks import CALLBACK_URL_ENV
     from .runner import PipelineStopped, run_partition
 
     data_dir()  # no data directory here: stop before anything is written
@@ -348,7 +349,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     except PipelineStopped as exc:
         return _fail(exc, 1)
-    print_run_summary(args.date, videos)
+    print_run_summary(args.date, videos, callbacks=bool(os.environ.get(CALLBACK_URL_ENV)))
     return 0
 
 

@@ -131,8 +131,9 @@ def print_costs(table: pd.DataFrame, total: dict, by: Sequence[str]) -> None:
 # --- run ------------------------------------------------------------------------------------
 
 
-def print_run_summary(partition: str, videos: pd.DataFrame) -> None:
-    """Rows by status, credits, and how to settle each `unknown` row."""
+def print_run_summary(partition: str, videos: pd.DataFrame, callbacks: bool = False) -> None:
+    """Rows by status, credits, and how to settle each `unknown` row (`callbacks`: the
+    receiver may still settle them after `run` has stopped waiting)."""
     counts = videos.status.value_counts()
     print(
         f"{partition}: {len(videos)} rows: "
@@ -157,4 +158,10 @@ def print_run_summary(partition: str, videos: pd.DataFrame) -> None:
         print(
             f"  {row.prompt_id} (up to {estimate} credits): seedance-pipeline resolve "
             f"{partition} {row.prompt_id} (--task-id ID | --forget)"
+        )
+    if callbacks:
+        print(
+            f"{partition}: their callbacks may still come: the receiver then attaches their "
+            f"tasks, and `seedance-pipeline run {partition}` stores their videos (under Dagster "
+            "the sensor does)"
         )

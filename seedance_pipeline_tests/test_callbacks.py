@@ -9,6 +9,7 @@ import threading
 import time
 
 import httpx
+import pandas as pd
 import pytest
 
 from seedance_pipeline.callbacks import (
@@ -25,6 +26,7 @@ from seedance_pipeline.callbacks import (
 from seedance_pipeline.ledger import Ledger
 from seedance_pipeline.ledger.database import sql
 from seedance_pipeline.polling import CALLBACK_GRACE_SECONDS, first_poll_at
+from seedance_pipeline.reports import print_run_summary
 from seedance_pipeline.seedance import AsyncClient, Client
 from seedance_pipeline.statuses import WAITING, Status
 from seedance_pipeline.submission import Planned, submit_all
@@ -454,3 +456,23 @@ def test_a_first_poll_planned_minutes_ahead_waits_for_its_time(ledger, emulator,
     summary = poll_round(ledger, lambda: AsyncClient(api_key, base_url=emulator))
     assert summary.polled == 1
     assert _row(ledger, "deferred").polls == 0
+
+
+@pytest.mark.parametrize("callbacks", [False, True])
+def test_runs_summary_says_a_late_callback_still_needs_run_to_store_its_video(callbacks, capsys):
+    """With callbacks, `run` stops waiting for them after a while; one that comes later gets
+    its task attached, but only another `run` (or the sensor) stores the video."""
+    videos = pd.DataFrame(
+        {
+            "prompt_id": ["lost"],
+            "status": [Status.UNKNOWN.value],
+            "error_code": [None],
+            "credits_estimated": [43.74],
+            "credits_reserved": [None],
+            "credits_charged": [None],
+        }
+    )
+    print_run_summary(DAY, videos, callbacks=callbacks)
+    said = capsys.readouterr().out
+    assert f"seedance-pipeline resolve {DAY} lost (--task-id ID | --forget)" in said
+    assert (f"`seedance-pipeline run {DAY}` stores their videos" in said) == callbacks
