@@ -222,9 +222,8 @@ class Receiver:
             if not self.ledger.attach_from_callback(row.partition, row.prompt_id, task.id):
                 return
             row = self.ledger.row_for_callback(row.callback_token_sha256)
-        now = time.time()
-        self.ledger.record_polls([interpret(row, task, now, self.policy)])
-        self.ledger.record_callback(row.partition, row.prompt_id, now)
+        update = interpret(row, task, time.time(), self.policy)
+        self.ledger.record_callback(row.partition, row.prompt_id, update)
         log.info("%s/%s: callback confirmed (%s)", row.partition, row.prompt_id, task.status)
 
 

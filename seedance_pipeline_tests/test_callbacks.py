@@ -419,7 +419,7 @@ def test_the_receiver_command_serves_health_and_refuses_forgeries(emulator, api_
                 except httpx.TransportError:
                     return False
 
-            _wait_for(up, what="the receiver to start")
+            _wait_for(up, timeout=60, what="the receiver to start")
             token = secrets.token_urlsafe(32)
             forged = httpx.post(f"{url}{PATH}{token}", json={"id": "task-unified-1-aaaaaaaa"})
             assert forged.status_code == 404

@@ -116,6 +116,36 @@ _RETRY_DUE = (
 )
 # Rows still in play: claimed, running, or waiting for a callback.
 _ACTIVE = _sql_list({*WAITING, Status.SUBMITTING, Status.UNKNOWN})
+# A poll's answer, on the task's row while it still waits (an answer never undoes a settled row).
+_POLL_UPDATE = sql(
+    "UPDATE tasks SET status = COALESCE(:status, status),"
+    " vendor_status = COALESCE(:vendor, vendor_status),"
+    " progress = COALESCE(:progress, progress), polls = polls + 1,"
+    " next_poll_at = :next, error_code = :code, error_message = :msg,"
+    " result_url = COALESCE(:url, result_url),"
+    " credits_reserved = COALESCE(credits_reserved, :reserved),"
+    " poll_errors = :errors, not_found_since = :nf,"
+    f" completed_at = CASE WHEN COALESCE(:status, status) IN {_WAITING}"
+    " THEN completed_at ELSE :now END"
+    f" WHERE task_id = :tid AND status IN {_WAITING}"
+)
+
+
+def _poll_params(u: PollUpdate, now: float) -> dict:
+    return {
+        "tid": u.task_id,
+        "status": None if u.status is None else u.status.value,
+        "vendor": u.vendor_status,
+        "progress": u.progress,
+        "next": u.next_poll_at,
+        "code": u.error_code,
+        "msg": u.error_message,
+        "url": u.result_url,
+        "reserved": u.credits_reserved,
+        "errors": u.poll_errors,
+        "nf": u.not_found_since,
+        "now": now,
+    }
 
 
 @dataclass(frozen=True)
@@ -430,12 +460,15 @@ class TaskRows:
             {"since": since},
         )
 
-    def record_callback(self, partition: str, prompt_id: str, at: float) -> None:
-        """A confirmed callback's answer was recorded on this row."""
+    def record_callback(self, partition: str, prompt_id: str, update: PollUpdate) -> None:
+        """A confirmed callback: the API's answer, written as a poll's, and the time it came
+        (`callback_at`), in one transaction (a row never shows one without the other)."""
+        now = time.time()
         with self.db.transaction() as db:
+            db.execute(_POLL_UPDATE, [_poll_params(update, now)])
             db.execute(
                 sql("UPDATE tasks SET callback_at = :at WHERE partition = :p AND prompt_id = :id"),
-                {"at": at, "p": partition, "id": prompt_id},
+                {"at": now, "p": partition, "id": prompt_id},
             )
 
     @staticmethod
@@ -515,39 +548,11 @@ class TaskRows:
             LedgerBusy: another writer held the lock longer than `lock_wait` seconds.
         """
         now = time.time()
-        params = [
-            {
-                "tid": u.task_id,
-                "status": None if u.status is None else u.status.value,
-                "vendor": u.vendor_status,
-                "progress": u.progress,
-                "next": u.next_poll_at,
-                "code": u.error_code,
-                "msg": u.error_message,
-                "url": u.result_url,
-                "reserved": u.credits_reserved,
-                "errors": u.poll_errors,
-                "nf": u.not_found_since,
-                "now": now,
-            }
-            for u in updates
-        ]
+        params = [_poll_params(u, now) for u in updates]
         if not params:
             return
-        statement = sql(
-            "UPDATE tasks SET status = COALESCE(:status, status),"
-            " vendor_status = COALESCE(:vendor, vendor_status),"
-            " progress = COALESCE(:progress, progress), polls = polls + 1,"
-            " next_poll_at = :next, error_code = :code, error_message = :msg,"
-            " result_url = COALESCE(:url, result_url),"
-            " credits_reserved = COALESCE(credits_reserved, :reserved),"
-            " poll_errors = :errors, not_found_since = :nf,"
-            f" completed_at = CASE WHEN COALESCE(:status, status) IN {_WAITING}"
-            " THEN completed_at ELSE :now END"
-            f" WHERE task_id = :tid AND status IN {_WAITING}"
-        )
         with self.db.transaction(lock_wait) as db:
-            db.execute(statement, params)
+            db.execute(_POLL_UPDATE, params)
 
     # --- results --------------------------------------------------------------------------
 
