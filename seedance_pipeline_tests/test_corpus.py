@@ -65,6 +65,7 @@ def test_odd_but_valid_catalog_loads(name):
     assert len(_load(name)) == CATALOG_CASES[name]["rows"]
 
 
+@pytest.mark.timeout(900)  # a run per malformed catalog: 80 s on 4 workers, 300+ under load
 def test_runs_on_malformed_catalogs_stop_before_any_request_and_write_nothing(
     tmp_path, shell, emulator, capsys
 ):
