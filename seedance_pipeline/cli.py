@@ -473,6 +473,8 @@ def _tables():
     """The warehouse the environment names (the data directory, or S3)."""
     from .definitions import resources_from_env
 
+    if not os.environ.get("SEEDANCE_S3_BUCKET"):
+        data_dir()  # from another folder, refused: "no tables" would be a wrong answer
     return resources_from_env()["pipeline"].tables()
 
 
@@ -497,8 +499,14 @@ def cmd_callbacks(args: argparse.Namespace) -> int:
 
     if not os.environ.get("EVOLINK_API_KEY"):
         return _fail("EVOLINK_API_KEY is not set: the receiver confirms each callback with the API")
+    if not os.environ.get("SEEDANCE_LEDGER_URL", "").strip():
+        data_dir()  # from another folder, refused: a new, empty ledger there knows no token
     resources = resources_from_env()  # a malformed setting: SettingError, shown by main()
     evolink = resources["evolink"].process_config_and_initialize()
+    try:
+        evolink.client().close()  # the key is checked as a client is made
+    except ValueError as exc:
+        return _fail(exc)
     ledger = resources["pipeline"].ledger()
     print(f"callback receiver listening on http://{args.host}:{args.port} ({ledger!r})", flush=True)
     serve(create_app(ledger, evolink.async_client), args.host, args.port)

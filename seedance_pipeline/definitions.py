@@ -11,8 +11,11 @@ from .defs.catalog import definitions as catalog
 from .defs.costs import definitions as costs
 from .defs.generation import definitions as generation
 from .defs.resources import EvoLinkResource, PipelineResource
+from .ledger import ledger_url, safe_url
+from .ledger.leases import lease_seconds
 from .seedance import DEFAULT_BASE_URL, DEFAULT_FILES_URL
 from .settings import env_api_url, env_number
+from .videos import max_video_bytes
 
 
 def resources_from_env(prompts: Path | None = None, media: Path | None = None) -> dict:
@@ -23,6 +26,11 @@ def resources_from_env(prompts: Path | None = None, media: Path | None = None) -
     Raises:
         SettingError: a setting is malformed.
     """
+    data = os.environ.get("SEEDANCE_DATA_DIR", "data")
+    # Read deep in a run, after tasks were paid for: checked here, before anything is sent.
+    max_video_bytes()
+    lease_seconds()
+    safe_url(ledger_url(data))  # a ledger URL of another kind of database
     return {
         "evolink": EvoLinkResource(
             api_key=EnvVar("EVOLINK_API_KEY"),
@@ -31,7 +39,7 @@ def resources_from_env(prompts: Path | None = None, media: Path | None = None) -
             max_requests_per_second=env_number("EVOLINK_MAX_REQUESTS_PER_SECOND", zero=False),
         ),
         "pipeline": PipelineResource(
-            data_dir=os.environ.get("SEEDANCE_DATA_DIR", "data"),
+            data_dir=data,
             max_credits_per_partition=env_number("SEEDANCE_MAX_CREDITS_PER_PARTITION"),
             max_resubmissions=env_number("SEEDANCE_MAX_RESUBMISSIONS", int) or 0,
             s3_bucket=os.environ.get("SEEDANCE_S3_BUCKET") or None,

@@ -92,12 +92,15 @@ def _innermost(error):
 
 def _reachable(evolink) -> None:
     """Stop at once when the API does not answer, instead of after minutes of retries."""
-    client = Client(
-        evolink.api_key,
-        base_url=evolink.base_url,
-        files_url=evolink.files_url,
-        retry=REACHABILITY_RETRY,
-    )
+    try:
+        client = Client(
+            evolink.api_key,
+            base_url=evolink.base_url,
+            files_url=evolink.files_url,
+            retry=REACHABILITY_RETRY,
+        )
+    except ValueError as exc:  # the key or a URL cannot be used; the message says which
+        raise PipelineStopped(str(exc)) from None
     with client:
         try:
             client.get_credits()

@@ -29,6 +29,7 @@ from .seedance import (
     SeedanceError,
     output_pixels,
 )
+from .settings import SettingError
 from .statuses import CHARGED, SETTLED, WAITING, RequestStatus, Status
 from .storage import VideoStore
 
@@ -76,7 +77,9 @@ def max_video_bytes() -> int:
     if not value:
         return DEFAULT_MAX_VIDEO_BYTES
     if not value.isdigit() or int(value) == 0:
-        raise ValueError(f"{MAX_VIDEO_BYTES_ENV}={value!r} must be a whole number of bytes above 0")
+        raise SettingError(
+            f"{MAX_VIDEO_BYTES_ENV}={value!r} must be a whole number of bytes above 0"
+        )
     return int(value)
 
 

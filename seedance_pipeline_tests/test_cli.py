@@ -105,6 +105,29 @@ def test_a_malformed_setting_is_named_when_the_definitions_are_built(monkeypatch
             "abc",
             "error: EVOLINK_MAX_REQUESTS_PER_SECOND='abc' is not a number",
         ),
+        # Read deep in a run: the size cap only after the day's tasks were made and paid.
+        (
+            "SEEDANCE_MAX_VIDEO_BYTES",
+            "512MiB",
+            "error: SEEDANCE_MAX_VIDEO_BYTES='512MiB' must be a whole number of bytes above 0",
+        ),
+        (
+            "SEEDANCE_CLAIM_LEASE_SECONDS",
+            "x",
+            "error: SEEDANCE_CLAIM_LEASE_SECONDS='x' is not a number of seconds",
+        ),
+        (
+            "SEEDANCE_LEDGER_URL",
+            "mysql://u:secret@db/ledger",
+            "error: SEEDANCE_LEDGER_URL must be a postgresql:// URL (or unset for the SQLite "
+            "file), not mysql://…",
+        ),
+        (
+            "EVOLINK_API_KEY",
+            "sk-evo-local emulator",
+            "error: EVOLINK_API_KEY has a space, control or non-ASCII character at position 13; "
+            "copy the key again",
+        ),
     ],
 )
 def test_a_malformed_setting_stops_run_in_one_line(
@@ -112,9 +135,48 @@ def test_a_malformed_setting_stops_run_in_one_line(
 ):
     monkeypatch.setenv("SEEDANCE_DATA_DIR", str(copy_sample_data(tmp_path / "data")))
     monkeypatch.setenv("EVOLINK_API_KEY", "sk-evo-placeholder")
+    for api in ("EVOLINK_BASE_URL", "EVOLINK_FILES_URL"):  # were it not refused: loopback
+        monkeypatch.setenv(api, f"http://127.0.0.1:{free_port()}")
     monkeypatch.setenv(name, value)
     assert main(["run", DAY]) == 1
     assert capsys.readouterr().err.splitlines() == [line]
+
+
+@pytest.mark.parametrize(
+    ("command", "name", "value", "said"),
+    [
+        (["callbacks"], "SEEDANCE_CLAIM_LEASE_SECONDS", "x", "'x' is not a number of seconds"),
+        (["callbacks"], "EVOLINK_API_KEY", "sk-evo-local emulator", "has a space"),
+        (["rebuild-ledger", DAY], "SEEDANCE_LEDGER_URL", "mysql://db/l", "postgresql:// URL"),
+        (["resolve", DAY, "p1", "--forget"], "SEEDANCE_CLAIM_LEASE_SECONDS", "0", "between 1"),
+    ],
+)
+def test_other_commands_name_a_malformed_setting_in_one_line(
+    tmp_path, monkeypatch, capsys, command, name, value, said
+):
+    monkeypatch.setenv("SEEDANCE_DATA_DIR", str(copy_sample_data(tmp_path / "data")))
+    monkeypatch.setenv("EVOLINK_API_KEY", "sk-evo-placeholder")
+    for api in ("EVOLINK_BASE_URL", "EVOLINK_FILES_URL"):  # were it not refused: loopback
+        monkeypatch.setenv(api, f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv(name, value)
+    (tmp_path / "data" / "state").mkdir()
+    (tmp_path / "data" / "state" / "ledger.sqlite3").touch()  # resolve looks for it first
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err and len(err.splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("command", [["callbacks"], ["costs"]])
+def test_commands_run_from_another_folder_refuse_to_start(tmp_path, monkeypatch, capsys, command):
+    """`callbacks` created a new, empty ledger there, and `costs` said there were no tables."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SEEDANCE_DATA_DIR", raising=False)
+    monkeypatch.delenv("SEEDANCE_LEDGER_URL", raising=False)
+    monkeypatch.delenv("SEEDANCE_S3_BUCKET", raising=False)
+    monkeypatch.setenv("EVOLINK_API_KEY", "sk-evo-placeholder")
+    assert main(command) == 2
+    assert "data/catalog" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()
 
 
 def test_an_api_that_refuses_connections_is_reported_within_30_seconds(

@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Engine, TextClause, create_engine, event, tex
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
+from ..settings import SettingError
 from .migrations import migrate
 
 LEDGER_URL_ENV = "SEEDANCE_LEDGER_URL"
@@ -46,7 +47,7 @@ def _driver_url(url: str) -> str:
     if scheme in ("postgres", "postgresql"):
         return f"postgresql+psycopg://{rest}"
     if scheme.split("+")[0] not in ("sqlite", "postgresql"):
-        raise ValueError(
+        raise SettingError(
             f"{LEDGER_URL_ENV} must be a postgresql:// URL (or unset for the SQLite file), "
             f"not {scheme}://…"
         )

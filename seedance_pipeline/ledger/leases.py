@@ -15,6 +15,8 @@ import uuid
 from functools import cache
 from pathlib import Path
 
+from ..settings import SettingError
+
 LEASE_ENV = "SEEDANCE_CLAIM_LEASE_SECONDS"
 DEFAULT_LEASE_SECONDS = 60.0
 
@@ -27,9 +29,9 @@ def lease_seconds() -> float:
     try:
         seconds = float(value)
     except ValueError:
-        raise ValueError(f"{LEASE_ENV}={value!r} is not a number of seconds") from None
+        raise SettingError(f"{LEASE_ENV}={value!r} is not a number of seconds") from None
     if not 1 <= seconds <= 3600:
-        raise ValueError(f"{LEASE_ENV}={value!r} must be between 1 and 3600 seconds")
+        raise SettingError(f"{LEASE_ENV}={value!r} must be between 1 and 3600 seconds")
     return seconds
 
 
