@@ -6,6 +6,7 @@ import codecs
 import contextlib
 import csv
 import datetime as dt
+import difflib
 import gc
 import hashlib
 import io
@@ -34,6 +35,20 @@ MEDIA_REQUIRED = ("media_id", "kind", "uri")
 LIST_COLUMNS = ("image_ids", "video_ids", "audio_ids")
 MEDIA_KINDS = ("image", "video", "audio")
 MEDIA_NUMBERS = ("width", "height", "duration_s", "fps", "size_bytes")
+# Every column read; other columns are left alone, unless one looks like a misspelt one of
+# these (a missing `generate_audio` would silently mean audio, and its price).
+PROMPT_COLUMNS = (
+    *PROMPT_REQUIRED,
+    *LIST_COLUMNS,
+    "duration",
+    "quality",
+    "aspect_ratio",
+    "generate_audio",
+    "web_search",
+    "callback_url",
+    "campaign",
+)
+MEDIA_COLUMNS = (*MEDIA_REQUIRED, *MEDIA_NUMBERS)
 # Unicode category Cc. The prompt's own rules (tab and newlines allowed) are the vendor's, and
 # break only its row (seedance/_rules.py); in any other text field they are a malformed cell.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -244,15 +259,33 @@ class _CellError(CatalogError):
         self.row = row
 
 
+def _misspelt(name: str, absent: list[str]) -> str | None:
+    """The column of `absent` that `name` looks like a misspelling of: nearly the same
+    letters, or the same first word (`generate_sound` for `generate_audio`)."""
+    plain = name.strip().lower().replace(" ", "_").replace("-", "_")
+    close = difflib.get_close_matches(plain, absent, n=1, cutoff=0.8)
+    if close:
+        return close[0]
+    first = plain.split("_")[0]
+    return next((c for c in absent if len(first) >= 5 and c.split("_")[0] == first), None)
+
+
 class _Rows:
     """A table's cells, converted column by column, with the location of each for errors."""
 
-    def __init__(self, path: Path, raw: bytes, required: tuple[str, ...]):
+    def __init__(self, path: Path, raw: bytes, required: tuple[str, ...], known: tuple[str, ...]):
         self.path = path
         self.numbers, self.columns = _read_table(path, raw)
         missing = [c for c in required if c not in self.columns]
         if missing:
             raise CatalogError(f"{path}: missing required column(s) {', '.join(missing)}")
+        absent = [c for c in known if c not in self.columns]
+        for name in self.columns:
+            if name not in known and (meant := _misspelt(str(name), absent)):
+                raise CatalogError(
+                    f"{path}: column {name!r} is not read; if it means {meant!r}, name it so "
+                    f"(as it is, {meant!r} takes its default); otherwise rename it"
+                )
         self._failures: list[_CellError] = []
 
     def __iter__(self):
@@ -440,7 +473,7 @@ def load_prompts(path: str | Path) -> list[Prompt]:
 
 
 def _prompts(path: Path, raw: bytes) -> tuple[Prompt, ...]:
-    rows = _Rows(path, raw, PROMPT_REQUIRED)
+    rows = _Rows(path, raw, PROMPT_REQUIRED, PROMPT_COLUMNS)
     unique_id = partial(rows.identifier, seen={})
     text, required = rows.text_cell, partial(rows.text_cell, required=True)
     # In the order a row's cells are checked: of a row's bad cells, the first is reported.
@@ -509,7 +542,7 @@ def load_media(path: str | Path, data_dir: str | Path) -> dict[str, Media]:
 
 
 def _media(path: Path, raw: bytes, root: Path) -> dict[str, Media]:
-    rows = _Rows(path, raw, MEDIA_REQUIRED)
+    rows = _Rows(path, raw, MEDIA_REQUIRED, MEDIA_COLUMNS)
     out: dict[str, Media] = {}
     seen: dict[str, int] = {}
     for row, rec in rows:

@@ -19,7 +19,7 @@ from .videos import max_video_bytes
 
 
 def resources_from_env(prompts: Path | None = None, media: Path | None = None) -> dict:
-    """Resources as the environment configures them (CONTRACT.md, "Settings").
+    """Resources as the environment configures them (README, "Settings").
 
     `prompts` and `media` replace the catalogs under the data directory (`run --prompts`).
 

@@ -29,7 +29,7 @@ COST_COLUMNS = [
 
 
 def plan_report(rows: list[PlannedRow], budget: float | None) -> dict:
-    """The `plan --json` document (CONTRACT.md), with the budget verdict when one is set."""
+    """The `plan --json` document, with the budget verdict when one is set."""
     accepted = [r for r in rows if r.accepted]
     report = {
         "accepted": [

@@ -298,3 +298,28 @@ def test_rows_sharing_options_and_media_are_each_judged_as_their_own_request(tmp
     assert 0 < len(accepted) < len(rows)
     with_images = [r.body["image_urls"] for r in accepted if "image_urls" in r.body]
     assert len({id(urls) for urls in with_images}) == len(with_images) > 1  # lists of their own
+
+
+@pytest.mark.parametrize(
+    ("header", "refused"),
+    [
+        ("generate_sound", "column 'generate_sound' is not read; if it means 'generate_audio'"),
+        ("Generate Audio", "column 'Generate Audio' is not read; if it means 'generate_audio'"),
+        ("image_id", "column 'image_id' is not read; if it means 'image_ids'"),
+        ("notes", None),  # a column of the user's own: left alone
+        ("prompt_text", None),  # like `prompt`, which is there: not a misspelling of it
+    ],
+)
+def test_a_misspelt_optional_column_is_refused_not_left_to_its_default(tmp_path, header, refused):
+    """`generate_sound: false` was ignored, and every row was sent with audio (the default),
+    at audio's price."""
+    path = tmp_path / "prompts.csv"
+    path.write_text(
+        f"prompt_id,scheduled_date,model,prompt,{header}\n"
+        f"p1,{DAY},{T2V},a quiet harbour at dawn,false\n"
+    )
+    if refused is None:
+        assert [p.prompt_id for p in load_prompts(path)] == ["p1"]
+    else:
+        with pytest.raises(catalog.CatalogError, match=refused.replace("(", r"\(")):
+            load_prompts(path)
