@@ -322,6 +322,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     budget = env_number("SEEDANCE_MAX_CREDITS_PER_PARTITION")
     facts, prices = MediaFactsCache(data_dir(), S3Media(s3_client)), _prices()
+    if args.prompts.is_dir():
+        return _fail(f"{args.prompts} is a folder: give the prompts catalog file in it")
+    if not args.prompts.is_file():
+        return _fail(f"{args.prompts}: no such file (the prompts catalog, .csv or .parquet)")
     try:
         media_path = args.media or find_catalog(args.prompts.parent, "media")
         rows = plan_catalog(args.prompts, media_path, data_dir(), facts, prices, args.partition)

@@ -46,13 +46,22 @@ def plan_report(rows: list[PlannedRow], budget: float | None) -> dict:
         # None (unknown) when a row's price is unknown: a partial sum would understate the day.
         "estimated_credits_total": _total(r.estimated_credits for r in accepted),
     }
-    if budget is not None:
-        total = report["estimated_credits_total"]
-        accepted_frame = requests_frame(accepted)
+    if budget is not None:  # a budget per day: a catalog of several days is judged day by day
+        days: dict[str, list[PlannedRow]] = {}
+        for r in accepted:
+            days.setdefault(str(r.prompt.scheduled_date), []).append(r)
+        refusals = {
+            day: refusal
+            for day, day_rows in sorted(days.items())
+            if (refusal := over_budget_message(requests_frame(day_rows), budget))
+        }
+        said = [
+            f"{day}: {refusal}" if len(days) > 1 else refusal for day, refusal in refusals.items()
+        ]
         report["budget"] = {
             "max_credits_per_partition": budget,
-            "within_budget": total is not None and total <= budget,
-            "refusal": over_budget_message(accepted_frame, budget),
+            "within_budget": not refusals,
+            "refusal": "; ".join(said) or None,
         }
     return report
 

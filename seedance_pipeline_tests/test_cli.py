@@ -47,6 +47,21 @@ def test_bad_input_is_refused_in_a_few_lines(capsys, args, message):
     assert message in err and "Traceback" not in err and len(err.splitlines()) <= 4, err
 
 
+def test_plan_names_its_prompts_argument_when_it_is_a_folder_or_missing(
+    tmp_path, monkeypatch, capsys
+):
+    """It said `data: no media.csv or media.parquet (set the catalog path)`."""
+    monkeypatch.setenv("SEEDANCE_DATA_DIR", str(SAMPLE))
+    folder, missing = SAMPLE / "catalog", tmp_path / "nope.csv"
+    assert main(["plan", str(folder)]) == 2
+    assert (
+        capsys.readouterr().err
+        == f"error: {folder} is a folder: give the prompts catalog file in it\n"
+    )
+    assert main(["plan", str(missing)]) == 2
+    assert f"error: {missing}: no such file" in capsys.readouterr().err
+
+
 def test_costs_refuses_a_reversed_range_and_a_chart_into_a_missing_folder(
     tmp_path, monkeypatch, capsys
 ):

@@ -168,6 +168,22 @@ def test_plan_shows_budget_verdict(monkeypatch, capsys):
     assert "estimated 235.48 credits exceeds the budget of 100" in budget["refusal"]
 
 
+@pytest.mark.parametrize(("budget", "within"), [("300", True), ("240", False)])
+def test_plan_of_several_days_judges_each_day_by_the_budget(monkeypatch, capsys, budget, within):
+    """The budget is per day: the three sample days (726.1 credits, each under 300) were
+    judged as one day and refused."""
+    monkeypatch.setenv("SEEDANCE_DATA_DIR", str(SAMPLE))
+    monkeypatch.setenv("SEEDANCE_MAX_CREDITS_PER_PARTITION", budget)
+    assert main(["plan", str(SAMPLE / "catalog" / "prompts.csv"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["estimated_credits_total"] > 700
+    assert report["budget"]["within_budget"] is within
+    if not within:  # only the second day (294.383; the others 235.48 and 196.246) is over
+        refusal = report["budget"]["refusal"]
+        assert refusal.startswith(f"{DAYS[1]}: estimated 294.383 credits exceeds the budget")
+        assert DAYS[0] not in refusal and DAYS[2] not in refusal
+
+
 def test_every_days_tables_read_as_one_dataset(three_days, api_key):
     """A day where every row was rejected and none has a campaign leaves columns empty; its
     files must still have the other days' types, or no reader can take the warehouse whole."""
