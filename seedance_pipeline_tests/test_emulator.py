@@ -11,6 +11,7 @@ import httpx
 import jsonschema
 import pytest
 
+from seedance_pipeline.cli import main
 from seedance_pipeline.emulator import EmulatorConfig, EmulatorState, running_emulator
 from seedance_pipeline.emulator.state import TaskRecord
 from seedance_pipeline.media import ffmpeg, measure, measure_video_output
@@ -484,3 +485,18 @@ def test_reference_video_reserves_measured_seconds(emulator, api_key, tmp_path):
     assert task.credits_reserved == table.estimate_credits(request, [seconds])
     assert task.credits_reserved == pytest.approx((5 + 5) * 8.222)
     assert outside.credits_reserved == table.estimate_credits(request, [None])
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--error-rate", "15"], "error_rate (--error-rate) is a probability: from 0 to 1"),
+        (["--drop-rate", "-0.1"], "drop_rate (--drop-rate) is a probability: from 0 to 1"),
+        (["--credits", "-5"], "credits (--credits) must be at least 0"),
+        (["--time-scale", "nan"], "time_scale (--time-scale) must be at least 0"),
+    ],
+)
+def test_the_emulator_refuses_a_flag_out_of_range_in_one_line(capsys, flags, said):
+    """`--error-rate 15` was taken, and every request got HTTP 500."""
+    assert main(["emulator", "--port", "0", *flags]) == 2
+    assert capsys.readouterr().err == f"error: {said}\n"

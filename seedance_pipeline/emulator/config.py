@@ -8,7 +8,7 @@ rates are OUR ASSUMPTION: 0.7 x the fast tier's rates (480p and 720p, as mini of
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from ..seedance import PriceTable
@@ -78,6 +78,19 @@ class EmulatorConfig:
     callback_fail_first: int = 0
 
     def __post_init__(self) -> None:
+        for name in (
+            "credits",
+            "time_scale",
+            "link_ttl",
+            "link_drip_seconds",
+            "callback_retry_scale",
+        ):
+            if not getattr(self, name) >= 0:  # NaN too
+                raise ValueError(f"{name} (--{name.replace('_', '-')}) must be at least 0")
+        for f in fields(self):
+            if f.name.endswith("_rate") and not 0 <= getattr(self, f.name) <= 1:
+                flag = f.name.replace("_", "-")
+                raise ValueError(f"{f.name} (--{flag}) is a probability: from 0 to 1")
         state_dir = self.state_dir
         if state_dir is None:
             state_dir = tempfile.mkdtemp(prefix="seedance-emulator-")
