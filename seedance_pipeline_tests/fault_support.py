@@ -19,28 +19,13 @@ from pathlib import Path
 
 import uvicorn
 
+from seedance_pipeline.catalog import PROMPT_COLUMNS
 from seedance_pipeline.emulator import DEFAULT_API_KEY, EmulatorConfig
 from seedance_pipeline.emulator.app import create_app
 from seedance_pipeline.serving import in_thread
 
 from .pipeline_support import DAY
 
-PROMPT_COLUMNS = [
-    "prompt_id",
-    "scheduled_date",
-    "model",
-    "prompt",
-    "image_ids",
-    "video_ids",
-    "audio_ids",
-    "duration",
-    "quality",
-    "aspect_ratio",
-    "generate_audio",
-    "web_search",
-    "callback_url",
-    "campaign",
-]
 RATIOS = ("16:9", "16:9", "9:16", "1:1")
 SUBJECTS = ("a red fox", "a paper boat", "a lighthouse", "a tea kettle", "a city tram")
 
