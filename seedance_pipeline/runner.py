@@ -77,7 +77,7 @@ def _failure(result) -> str:
             data = event.step_failure_data
             messages.append(
                 (data.user_failure_data and data.user_failure_data.description)
-                or _innermost(data.error).message.strip()
+                or _said(_innermost(data.error))
             )
     return "; ".join(messages) or "a step failed"
 
@@ -88,6 +88,13 @@ def _innermost(error):
     while error.cause is not None:
         error = error.cause
     return error
+
+
+def _said(error) -> str:
+    """An error's message without its class's module path (`seedance_pipeline.s3.S3Error: `)."""
+    message = error.message.strip()
+    named, _, rest = message.partition(": ")
+    return rest if rest and named.split(".")[-1] == error.cls_name else message
 
 
 def _reachable(evolink) -> None:

@@ -254,7 +254,7 @@ def test_a_step_failing_on_an_exception_names_its_cause_not_dagsters_wrapper(
     failed = _cli("run", DAY, env=env, cwd=tmp_path)
     assert failed.returncode == 1
     reason = failed.stderr.splitlines()[-1]
-    assert reason.startswith("error: ") and "Unable to locate credentials" in reason, reason
+    assert reason.startswith("error: s3://") and "Unable to locate credentials" in reason, reason
     assert "check SEEDANCE_S3_BUCKET" in reason and "Dagster" not in reason, reason
 
 
