@@ -31,7 +31,6 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from .ledger import Ledger, LedgerRow
-from .ledger.database import sql
 from .polling import PollPolicy, interpret
 from .seedance import AsyncClient, SeedanceError, Task
 from .seedance._rules import _is_loopback_url
@@ -151,7 +150,11 @@ class Receiver:
         self._busy.add(sha)
         try:
             row = await self._answered_row(sha, task_id)
-            if row is None or not _concerns(row, task_id):
+            if row is None:
+                return
+            if not _concerns(row, task_id):
+                if row.status != Status.SUBMITTING:  # it never will: not asked about again
+                    await asyncio.to_thread(self.ledger.note_callback, sha, None, None)
                 return
             task = await self.api.get_task(task_id)
             if task.id != task_id or task.model not in (None, row.request.get("model")):
@@ -178,7 +181,7 @@ class Receiver:
                 try:
                     since = time.time() - KEPT_SECONDS
                     rows = await asyncio.to_thread(self.ledger.unconfirmed_callbacks, since)
-                except SQLAlchemyError as exc:
+                except Exception as exc:  # the ledger down, or anything: the loop must go on
                     log.warning("callbacks: the ledger cannot be read (%s)", type(exc).__name__)
                     rows = []
                 for row in rows:
@@ -220,6 +223,8 @@ class Receiver:
     def _record(self, row: LedgerRow, task: Task) -> None:
         if row.status == Status.UNKNOWN:
             if not self.ledger.attach_from_callback(row.partition, row.prompt_id, task.id):
+                log.warning("callback for %s: another row holds that task; ignored", task.id)
+                self.ledger.note_callback(row.callback_token_sha256, None, None)
                 return
             row = self.ledger.row_for_callback(row.callback_token_sha256)
         update = interpret(row, task, time.time(), self.policy)
@@ -232,11 +237,6 @@ def _concerns(row: LedgerRow, task_id: str) -> bool:
     if row.status == Status.UNKNOWN:
         return row.task_id is None
     return row.status in WAITING and row.task_id == task_id
-
-
-def _ping(ledger: Ledger) -> None:
-    with ledger.db.read() as db:
-        db.execute(sql("SELECT 1"))
 
 
 def create_app(
@@ -277,7 +277,7 @@ def create_app(
 
     async def health(request: Request) -> JSONResponse:
         try:
-            await asyncio.to_thread(_ping, ledger)
+            await asyncio.to_thread(ledger.db.ping)
         except Exception as exc:  # any database error: this receiver cannot record
             log.error("health: ledger unreachable: %s", type(exc).__name__)
             return JSONResponse({"status": "ledger unreachable"}, status_code=503)

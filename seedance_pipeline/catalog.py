@@ -49,6 +49,7 @@ PROMPT_COLUMNS = (
     "campaign",
 )
 MEDIA_COLUMNS = (*MEDIA_REQUIRED, *MEDIA_NUMBERS)
+_PRICED = ("generate_audio", "aspect_ratio")  # absent, their defaults cost or change most
 # Unicode category Cc. The prompt's own rules (tab and newlines allowed) are the vendor's, and
 # break only its row (seedance/_rules.py); in any other text field they are a malformed cell.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -261,13 +262,15 @@ class _CellError(CatalogError):
 
 def _misspelt(name: str, absent: list[str]) -> str | None:
     """The column of `absent` that `name` looks like a misspelling of: nearly the same
-    letters, or the same first word (`generate_sound` for `generate_audio`)."""
+    letters (`image_id`), or, for the columns whose default sets the price, the same first
+    word (`generate_sound`). A name extending a column's (`campaign_id`) is the user's own."""
     plain = name.strip().lower().replace(" ", "_").replace("-", "_")
-    close = difflib.get_close_matches(plain, absent, n=1, cutoff=0.8)
+    candidates = [c for c in absent if not plain.startswith(f"{c}_")]
+    close = difflib.get_close_matches(plain, candidates, n=1, cutoff=0.8)
     if close:
         return close[0]
     first = plain.split("_")[0]
-    return next((c for c in absent if len(first) >= 5 and c.split("_")[0] == first), None)
+    return next((c for c in _PRICED if c in candidates and c.split("_")[0] == first), None)
 
 
 class _Rows:

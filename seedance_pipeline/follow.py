@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from .ledger import Ledger, LedgerUnreachable, safe_url
 from .polling import PollRounds
@@ -152,30 +152,31 @@ def following(
 
 
 def _outlasting_outages(ledger: Ledger, follow: Callable[[], None]) -> None:
-    """`follow()`, started again while the ledger's database fails to answer (its state is
-    all in the ledger), for up to LEDGER_OUTAGE_SECONDS in a row.
+    """`follow()`, started again once the ledger's database answers again after failing (its
+    state is all in the ledger); an outage is timed from its first failure until the database
+    answers a ping.
 
     Raises:
-        LedgerUnreachable: the outage lasted longer, naming the ledger and what to do.
+        LedgerUnreachable: the database did not answer for LEDGER_OUTAGE_SECONDS.
     """
-    outage_since = None
     while True:
-        started = time.monotonic()
         try:
             return follow()
-        except SQLAlchemyError as exc:
-            now = time.monotonic()
-            if outage_since is None or now - started > 2 * LEDGER_RETRY_SECONDS:
-                outage_since = now  # it had worked since the last failure: a new outage
-            if now - outage_since > LEDGER_OUTAGE_SECONDS:
+        except (OperationalError, InterfaceError) as exc:  # the connection, not a statement
+            failed, why = time.monotonic(), type(exc).__name__
+        while True:
+            if time.monotonic() - failed > LEDGER_OUTAGE_SECONDS:
                 raise LedgerUnreachable(
                     f"the ledger ({safe_url(ledger.db.url)}) has not answered for "
-                    f"{LEDGER_OUTAGE_SECONDS:.0f} s ({type(exc).__name__}); once it answers, "
-                    "run the day again: what was sent is recorded, and nothing is sent twice"
-                ) from None
+                    f"{LEDGER_OUTAGE_SECONDS:.0f} s ({why}); once it answers, run the day "
+                    "again: what was sent is recorded, and nothing is sent twice"
+                )
             log.warning(
-                "the ledger did not answer (%s); following the day again in %.0f s",
-                type(exc).__name__,
-                LEDGER_RETRY_SECONDS,
+                "the ledger did not answer (%s); trying again in %.0f s", why, LEDGER_RETRY_SECONDS
             )
             time.sleep(LEDGER_RETRY_SECONDS)
+            try:
+                ledger.db.ping()
+                break
+            except (OperationalError, InterfaceError) as exc:
+                why = type(exc).__name__

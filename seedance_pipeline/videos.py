@@ -150,17 +150,18 @@ def store_videos(
     """
     cap = max_video_bytes()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="download") as pool:
+        now = time.time()
         stored = [r for r in ledger.rows(partition) if r.video_uri]
         present = list(pool.map(lambda r: store.exists(r.video_uri), stored))
         for row, here in zip(stored, present, strict=True):
-            if not here:
-                log.warning(
-                    "%s/%s: its stored video %s is gone; storing it again from its link",
-                    partition,
-                    row.prompt_id,
-                    store.uri(row.video_uri),
-                )
-                ledger.forget_video(partition, row.prompt_id, row.video_uri)
+            if here:
+                continue
+            where = f"{partition}/{row.prompt_id}: its stored video {store.uri(row.video_uri)}"
+            if not link_alive(row, now):  # its record stays: the file may come back
+                log.error("%s is gone, and its link has expired: restore the file", where)
+                continue
+            log.warning("%s is gone; storing it again from its link", where)
+            ledger.forget_video(partition, row.prompt_id, row.video_sha256)
         due = ledger.rows_to_store(partition, time.time())
         return Counter(pool.map(lambda r: store_video(r, client, store, ledger, cap), due))
 

@@ -231,9 +231,11 @@ def test_a_callback_never_gives_an_unknown_row_another_rows_task(vendor, ledger)
     answer = vendor.finished(task_id)
 
     vendor.post(token, answer)  # a task another row holds
-    time.sleep(1.0)
+    _wait_for(lambda: not ledger.unconfirmed_callbacks(since=0), what="the note to be dropped")
     row = _row(ledger, "lost")
     assert row.status == Status.UNKNOWN and row.task_id is None
+    # The note is dropped, not asked about every 15 s for a day.
+    assert (row.callback_task_id, row.callback_at) == (None, None)
 
 
 def test_polling_defers_to_callbacks():
@@ -435,12 +437,15 @@ def test_a_resubmission_gets_a_new_token_and_the_old_one_stops_working(ledger):
     old, new = token_sha256("a" * 43), token_sha256("b" * 43)
     ledger.claim(DAY, "p1", BODY, 1.0, callback_token_sha256=old)
     ledger.record_submitted(DAY, "p1", "task-1", time.time())
+    ledger.note_callback(old, "task-1", time.time())  # came while the row waited; unconfirmed
     failed = PollUpdate("task-1", status=Status.FAILED, error_code="service_error")
     ledger.record_polls([failed])
     assert ledger.claim_resubmission(DAY, "p1", 2, callback_token_sha256=new)
 
     assert ledger.row_for_callback(old) is None  # the first attempt's callback changes nothing
     assert ledger.row_for_callback(new).attempt == 2
+    # Nor does its note: retried, it would give the new attempt the old, failed task.
+    assert ledger.unconfirmed_callbacks(since=0) == []
 
 
 def test_a_first_poll_planned_minutes_ahead_waits_for_its_time(ledger, emulator, api_key):

@@ -308,6 +308,10 @@ def test_rows_sharing_options_and_media_are_each_judged_as_their_own_request(tmp
         ("image_id", "column 'image_id' is not read; if it means 'image_ids'"),
         ("notes", None),  # a column of the user's own: left alone
         ("prompt_text", None),  # like `prompt`, which is there: not a misspelling of it
+        ("campaign_id", None),  # extends `campaign`'s name
+        ("quality_notes", None),
+        ("video_title", None),
+        ("image_caption", None),
     ],
 )
 def test_a_misspelt_optional_column_is_refused_not_left_to_its_default(tmp_path, header, refused):

@@ -282,7 +282,8 @@ def test_the_follower_outlasts_a_ledger_outage_and_names_the_ledger_when_it_last
     ] * 3
 
     monkeypatch.setattr(follow, "LEDGER_OUTAGE_SECONDS", 0.5)
-    down = iter(lambda: True, None)  # it never comes back
+    down = iter(lambda: True, None)  # it never comes back: reads and pings fail
+    monkeypatch.setattr(ledger.db, "ping", lambda: restarting())
     with (
         pytest.raises(LedgerUnreachable, match="once it answers, run the day again") as raised,
         follow.following(DAY, ledger, evolink, store),

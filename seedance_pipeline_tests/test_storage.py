@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from seedance_pipeline.defs.resources import PipelineResource
+from seedance_pipeline.ledger.database import sql
 from seedance_pipeline.publishing import VendorUploadPublisher
 from seedance_pipeline.s3 import S3Publisher, S3TableStore, S3VideoStore
 from seedance_pipeline.seedance import Client
@@ -92,6 +94,18 @@ def test_a_video_gone_from_the_store_is_stored_again_while_its_link_lives(
     assert again.loc[gone.prompt_id, "status"] == "completed"
     assert again.loc[gone.prompt_id, "video_sha256"] == gone.video_sha256
     assert {p: p.stat().st_mtime_ns for p in others} == others  # the rest not fetched again
+
+    # Past its link's lifetime it cannot be fetched again: its record stays, for a restore.
+    with resources["pipeline"].ledger().db.transaction() as db:
+        db.execute(
+            sql("UPDATE tasks SET completed_at = :t WHERE prompt_id = :id"),
+            {"t": time.time() - 2 * 86400, "id": gone.prompt_id},
+        )
+    Path(gone.video_uri).unlink()
+    assert save_videos(resources).success
+    assert not Path(gone.video_uri).exists()
+    kept = read_table(data, "generated_videos", DAY).set_index("prompt_id").loc[gone.prompt_id]
+    assert (kept.status, kept.video_sha256) == ("completed", gone.video_sha256)
 
 
 def test_moving_the_data_directory_keeps_stored_videos(tmp_path, emulator, api_key):

@@ -99,7 +99,9 @@ class Attempts:
                         " error_code = NULL, error_message = NULL, credits_reserved = NULL,"
                         " result_url = NULL, completed_at = NULL, polls = 0, poll_errors = 0,"
                         " vendor_status = NULL, not_found_since = NULL, next_poll_at = NULL,"
-                        " callback_token_sha256 = :token, callback_at = NULL"
+                        " callback_token_sha256 = :token, callback_at = NULL,"
+                        # An earlier attempt's callback names its own (failed) task.
+                        " callback_task_id = NULL, callback_received_at = NULL"
                         " WHERE partition = :p AND prompt_id = :id"
                     ),
                     {

@@ -154,6 +154,11 @@ class Database:
                 if not self.is_postgres:
                     raw.execute(f"PRAGMA busy_timeout = {LOCK_WAIT_SECONDS * 1000}")
 
+    def ping(self) -> None:
+        """Raises what the database raises when it does not answer."""
+        with self.read() as db:
+            db.execute(sql("SELECT 1"))
+
     @contextmanager
     def read(self) -> Iterator[Connection]:
         """A read-only snapshot."""

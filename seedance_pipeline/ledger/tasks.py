@@ -583,16 +583,17 @@ class TaskRows:
                 },
             )
 
-    def forget_video(self, partition: str, prompt_id: str, uri: str) -> None:
-        """The video recorded at `uri` is gone from the store: the row needs storing again."""
+    def forget_video(self, partition: str, prompt_id: str, sha256: str) -> None:
+        """The video recorded (with `sha256`) is gone from the store: the row needs storing
+        again. A video another process stored meanwhile (another hash) stays."""
         with self.db.transaction() as db:
             db.execute(
                 sql(
                     "UPDATE tasks SET video_uri = NULL, video_sha256 = NULL, video_bytes = NULL,"
                     " width = NULL, height = NULL, duration_s = NULL, has_audio = NULL"
-                    " WHERE partition = :p AND prompt_id = :id AND video_uri = :uri"
+                    " WHERE partition = :p AND prompt_id = :id AND video_sha256 = :sha"
                 ),
-                {"p": partition, "id": prompt_id, "uri": uri},
+                {"p": partition, "id": prompt_id, "sha": sha256},
             )
 
     def record_download_failed(
