@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from seedance_pipeline.ledger import Ledger, PollUpdate
-from seedance_pipeline.ledger.database import sql
+from seedance_pipeline.ledger.database import safe_url, sql
 from seedance_pipeline.ledger.migrations import MIGRATIONS
 from seedance_pipeline.polling import MIN_LOCK_WAIT, poll_due
 from seedance_pipeline.seedance import AsyncClient
@@ -401,3 +401,16 @@ def test_an_old_sqlite_ledger_is_migrated_and_keeps_its_rows(tmp_path):
         versions = [v for (v,) in db.execute("SELECT version FROM schema_migrations")]
     assert versions == list(range(1, len(MIGRATIONS) + 1))
     Ledger(path)  # opening again applies nothing twice
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://ledger:s3cret@db.internal:5432/seedance",
+        "postgresql://ledger@db.internal:5432/seedance?password=s3cret&sslmode=require",
+    ],
+)
+def test_a_ledger_password_is_hidden_in_messages_wherever_the_url_holds_it(url):
+    """libpq takes the password as a query parameter too; it was shown as given."""
+    shown = safe_url(url)
+    assert "s3cret" not in shown and "db.internal:5432/seedance" in shown, shown

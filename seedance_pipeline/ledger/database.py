@@ -55,8 +55,10 @@ def _driver_url(url: str) -> str:
 
 
 def safe_url(url: str) -> str:
-    """`url` with its password hidden, for messages."""
-    return make_url(_driver_url(url)).render_as_string(hide_password=True)
+    """`url` with its password hidden, for messages; query values too (`?password=…`)."""
+    parsed = make_url(_driver_url(url))
+    shown = parsed.set(query={}).render_as_string(hide_password=True)
+    return shown + "".join(f"{'&' if n else '?'}{k}=***" for n, k in enumerate(parsed.query))
 
 
 def _sqlite_file(url: str) -> Path:
