@@ -531,7 +531,11 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    serve(config)
+    try:
+        serve(config)
+    except OSError as exc:  # the port is taken, or the state directory cannot be made
+        where = exc.filename or f"--host {args.host} --port {args.port}"
+        return _fail(f"the emulator cannot start: {exc.strerror or exc} ({where})")
     return 0
 
 

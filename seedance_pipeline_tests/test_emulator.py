@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -500,3 +501,15 @@ def test_the_emulator_refuses_a_flag_out_of_range_in_one_line(capsys, flags, sai
     """`--error-rate 15` was taken, and every request got HTTP 500."""
     assert main(["emulator", "--port", "0", *flags]) == 2
     assert capsys.readouterr().err == f"error: {said}\n"
+
+
+def test_the_emulator_on_a_port_in_use_says_so_in_one_line(capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["emulator", "--port", str(port)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: the emulator cannot start: Address already in use "
+        f"(--host 127.0.0.1 --port {port})\n"
+    )
