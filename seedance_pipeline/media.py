@@ -133,10 +133,11 @@ def measure_video_output(path: str | os.PathLike) -> dict:
                 "duration_s": round(claimed, 3) if claimed else None,
                 "has_audio": "sound" in streams,
             }
+            # Read while the file is open: a closed container's streams may have no time base.
+            ends = {n: float(last[s] * (s.time_base or 0)) for n, s in streams.items()}
     except av.error.FFmpegError as exc:
         raise MediaError(f"{path}: not a readable video ({exc})") from None
-    for name, stream in streams.items():
-        end = float(last[stream] * stream.time_base)
+    for name, end in ends.items():
         if claimed is None or end < claimed - 0.5:
             raise MediaError(
                 f"{path}: the {name} ends at {end:.2f} s of the {claimed or 0:.2f} s it claims "
