@@ -28,6 +28,7 @@ ROUND_GAP_SECONDS = 0.5
 # trying again every LEDGER_RETRY_SECONDS, before the follower gives up.
 LEDGER_OUTAGE_SECONDS = 120.0
 LEDGER_RETRY_SECONDS = 5.0
+_DOWN = (OperationalError, InterfaceError)  # the connection failed, not a statement
 log = logging.getLogger(__name__)
 
 
@@ -162,7 +163,7 @@ def _outlasting_outages(ledger: Ledger, follow: Callable[[], None]) -> None:
     while True:
         try:
             return follow()
-        except (OperationalError, InterfaceError) as exc:  # the connection, not a statement
+        except _DOWN as exc:
             failed, why = time.monotonic(), type(exc).__name__
         while True:
             if time.monotonic() - failed > LEDGER_OUTAGE_SECONDS:
@@ -178,5 +179,5 @@ def _outlasting_outages(ledger: Ledger, follow: Callable[[], None]) -> None:
             try:
                 ledger.db.ping()
                 break
-            except (OperationalError, InterfaceError) as exc:
+            except _DOWN as exc:
                 why = type(exc).__name__

@@ -162,7 +162,7 @@ def store_videos(
                 continue
             log.warning("%s is gone; storing it again from its link", where)
             ledger.forget_video(partition, row.prompt_id, row.video_sha256)
-        due = ledger.rows_to_store(partition, time.time())
+        due = ledger.rows_to_store(partition, now)
         return Counter(pool.map(lambda r: store_video(r, client, store, ledger, cap), due))
 
 

@@ -453,10 +453,9 @@ class TaskRows:
     def unconfirmed_callbacks(self, since: float) -> list[LedgerRow]:
         """Rows a callback received after `since` named a task for, not confirmed yet and
         still waiting for an answer (submitting, unknown, pending or processing)."""
-        waiting = _sql_list([Status.SUBMITTING, Status.UNKNOWN, *WAITING])
         return self._rows(
             "SELECT * FROM tasks WHERE callback_task_id IS NOT NULL AND callback_at IS NULL"
-            f" AND callback_received_at > :since AND status IN {waiting}",
+            f" AND callback_received_at > :since AND status IN {_ACTIVE}",
             {"since": since},
         )
 
