@@ -88,7 +88,7 @@ def submit_all(
 
     def first(p: Planned) -> None:
         sent, stored, token = with_callback(p.body, callback_base)
-        sent = _presigned(sent)
+        sent = _presigned(sent, partition)
         if ledger.claim(
             partition,
             p.prompt_id,
@@ -104,7 +104,7 @@ def submit_all(
 
     def again(row) -> None:
         sent, _, token = with_callback(row.request, callback_base)
-        sent = _presigned(sent)
+        sent = _presigned(sent, partition)
         if ledger.claim_resubmission(
             partition, row.prompt_id, max_attempts, callback_token_sha256=token
         ):
@@ -133,14 +133,21 @@ def submit_all(
     return summary
 
 
-def _presigned(body: dict) -> dict:
+def send_the_rest(partition: str) -> str:
+    """How to submit a day's remaining prompts, for shell and Dagster users alike."""
+    return (
+        f"run the day again to send the rest: `seedance-pipeline run {partition}`, or "
+        f"materialise submitted_tasks for {partition} in Dagster"
+    )
+
+
+def _presigned(body: dict, partition: str) -> dict:
     """`sendable(body)`, signed before its claim: a request that cannot go out is not claimed."""
     try:
         return sendable(body)
     except PublishError as exc:
         raise SubmissionStopped(
-            f"{exc} — submission stopped; fix the AWS settings, then materialise the partition "
-            "again to submit the rest"
+            f"{exc} — submission stopped; fix the AWS settings, then {send_the_rest(partition)}"
         ) from None
 
 
@@ -218,7 +225,7 @@ def _submit_claimed(
         )
         raise SubmissionStopped(
             f"{exc} — submission stopped after {summary.submitted} new task(s); {hint}, "
-            "then materialise the partition again to submit the rest"
+            f"then {send_the_rest(partition)}"
         ) from None
     except SeedanceError as exc:  # retries exhausted: refused connections or 429s, no task
         ledger.release(partition, prompt_id)

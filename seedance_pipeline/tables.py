@@ -21,7 +21,10 @@ def table_key(asset: str, partition: str) -> str:
 
 
 def not_written(where: str, asset: str, partition: str) -> FileNotFoundError:
-    return FileNotFoundError(f"{where}: not written yet; materialise {asset} for {partition}")
+    return FileNotFoundError(
+        f"{where}: not written yet; materialise {asset} for {partition} "
+        f"(`seedance-pipeline run {partition}` writes every table of the day)"
+    )
 
 
 _TEXT, _NUMBER, _COUNT, _FLAG = pa.large_string(), pa.float64(), pa.int64(), pa.bool_()

@@ -428,7 +428,9 @@ def test_quota_exhaustion_stops_cleanly_leaving_the_rest_for_later(
     result = submit(resources)
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
-    assert "top up" in failure.step_failure_data.user_failure_data.description
+    said = failure.step_failure_data.user_failure_data.description
+    # Said to shell and UI users alike: it said "materialise the partition" to both.
+    assert "top up" in said and f"`seedance-pipeline run {DAY}`" in said, said
     rows = resources["pipeline"].ledger().rows(DAY)
     made = emulator_tasks(url)
     assert 0 < len(rows) == len(made) < 6

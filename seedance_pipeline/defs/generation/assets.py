@@ -30,7 +30,7 @@ from ...publishing import PublishError
 from ...records import LedgerLost, check_ledger, write_record
 from ...seedance import PriceTable
 from ...statuses import COUNTED, UNDELIVERED, RequestStatus, Status
-from ...submission import Planned, SubmissionStopped, submit_all
+from ...submission import Planned, SubmissionStopped, send_the_rest, submit_all
 from ...videos import PartitionNotFinished, build_videos_table, store_videos
 from ..catalog.assets import media_catalog, prompt_catalog
 from ..metadata import frame_version, table, written
@@ -152,7 +152,7 @@ def submitted_tasks(
     except (KeyboardInterrupt, DagsterExecutionInterruptedError):  # Terminate, or Ctrl-C
         raise Failure(
             f"{partition}: submission stopped when the run was interrupted; what was sent is "
-            "in the ledger; materialise submitted_tasks for the day again to send the rest",
+            f"in the ledger; {send_the_rest(partition)}",
             allow_retries=False,
         ) from None
     finally:
@@ -171,7 +171,7 @@ def submitted_tasks(
         raise Failure(
             f"{len(summary.not_sent)} prompt(s) could not be sent after retries "
             f"({', '.join(summary.not_sent[:5])}); the step is retried, then the task_poller "
-            "sensor asks for submitted_tasks of the day again (or materialise it yourself)"
+            f"sensor asks for submitted_tasks of the day again (or {send_the_rest(partition)})"
         )
     return MaterializeResult(
         metadata={
