@@ -352,7 +352,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             args.date, prompts=args.prompts, media=args.media, verbose=args.verbose
         )
     except PipelineStopped as exc:
-        return _fail(exc, 1)
+        return _fail(exc, exc.exit_code)
     print_run_summary(args.date, videos, callbacks=bool(os.environ.get(CALLBACK_URL_ENV)))
     return 0
 
@@ -390,7 +390,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             try:
                 summaries.append((day, run_partition(day, verbose=args.verbose)))
             except PipelineStopped as exc:
-                return _fail(exc, 1)
+                return _fail(exc, exc.exit_code)
     print(
         f"\ndemo finished in {time.monotonic() - started:.0f} s; videos in {root / 'videos'}, "
         f"tables in {root / 'warehouse'}, Dagster runs in {dagster_home()} (README: the UI)\n"

@@ -32,6 +32,14 @@ REACHABILITY_RETRY = RetryPolicy(max_attempts=3, base_delay=2.0, max_total_wait=
 class PipelineStopped(RuntimeError):
     """The pipeline itself could not work (bad key, no credits, unreadable catalog, ...)."""
 
+    exit_code = 1
+
+
+class PipelineRefused(PipelineStopped):
+    """A day or a setting to fix, found before anything ran: a script should not just retry."""
+
+    exit_code = 2
+
 
 def dagster_home() -> Path:
     """`$DAGSTER_HOME`, else `./dagster_home`: runs stay visible in the Dagster UI."""
@@ -107,7 +115,7 @@ def _reachable(evolink) -> None:
             retry=REACHABILITY_RETRY,
         )
     except ValueError as exc:  # the key or a URL cannot be used; the message says which
-        raise PipelineStopped(str(exc)) from None
+        raise PipelineRefused(str(exc)) from None
     with client:
         try:
             client.get_credits()
@@ -133,17 +141,18 @@ def run_partition(
         The partition's `generated_videos` table.
 
     Raises:
-        PipelineStopped: with the reason, when the pipeline could not do its work.
+        PipelineStopped: with the reason, when the pipeline could not do its work
+            (`PipelineRefused` when it found a day or setting to fix before anything ran).
     """
     out = out or sys.stderr  # looked up per call: the process may have swapped stderr
     daily_partitions = _assets("generated_videos")[0].partitions_def
     if not daily_partitions.has_partition_key(partition):
-        raise PipelineStopped(
+        raise PipelineRefused(
             f"{partition!r} is not a day of the pipeline's partitions: give a date YYYY-MM-DD "
             f"from {daily_partitions.start:%Y-%m-%d} (SEEDANCE_PARTITIONS_START) to today (UTC)"
         )
     if not os.environ.get("EVOLINK_API_KEY"):
-        raise PipelineStopped(
+        raise PipelineRefused(
             "EVOLINK_API_KEY is not set: export your EvoLink API key "
             "(or try `seedance-pipeline demo`, which runs on the local emulator)"
         )
@@ -151,7 +160,7 @@ def run_partition(
         resources = resources_from_env(prompts, media)
         callback_base(resources["evolink"].base_url)
     except SettingError as exc:
-        raise PipelineStopped(str(exc)) from None
+        raise PipelineRefused(str(exc)) from None
     pipeline = resources["pipeline"]
     evolink = resources["evolink"].process_config_and_initialize()
     _reachable(evolink)
