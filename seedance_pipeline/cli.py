@@ -300,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except SettingError as exc:
         return _fail(exc)
+    except BrokenPipeError:  # the reader left (`plan --json | head`): stop quietly, as cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 141  # 128 + SIGPIPE, what a shell reports for a command the pipe ended
 
 
 def _fail(message: object, code: int = 2) -> int:

@@ -357,3 +357,19 @@ def test_costs_counts_are_integers_money_is_shown_and_the_chart_follows_by(
     header = table.splitlines()[0].split()
     assert header[0] == "scheduled_date" and header[-2:] == ["cost_cny", "cost_usd"]
     assert "TOTAL: tasks=4, completed=2, failed=1, cancelled=0, rejected=1, unknown=0" in table
+
+
+def test_plan_read_by_a_pager_that_stops_early_ends_quietly(tmp_path):
+    """`plan --json | head` ended in a BrokenPipeError traceback."""
+    write_catalog(tmp_path / "data", 500)  # more output than a pipe holds
+    command = [sys.executable, "-m", "seedance_pipeline.cli", "plan", "--json"]
+    plan = subprocess.Popen(
+        [*command, str(tmp_path / "data" / "catalog" / "prompts.csv")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=os.environ | {"SEEDANCE_DATA_DIR": str(tmp_path / "data")},
+    )
+    assert plan.stdout.readline() == b"{\n"
+    plan.stdout.close()  # as head does after its lines
+    assert plan.wait(timeout=120) == 141
+    assert plan.stderr.read() == b""
