@@ -185,16 +185,33 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve the EvoLink API on loopback. Rates are probabilities (0-1); faults are "
         "drawn from a seeded random source and listed per task by GET /emulator/ledger.",
     )
-    emu.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    emu.add_argument("--port", type=int, default=8790, help="port to listen on (0: any free)")
-    emu.add_argument("--api-key", help=f"the key callers must send (default {DEFAULT_API_KEY})")
-    emu.add_argument("--credits", type=float, default=100000.0, help="starting balance")
     emu.add_argument(
-        "--time-scale", type=float, default=1.0, help="multiplies vendor-like generation times"
+        "--host", default="127.0.0.1", help="address to listen on (default %(default)s)"
+    )
+    emu.add_argument(
+        "--port",
+        type=int,
+        default=8790,
+        help="port to listen on (0: any free; default %(default)s)",
+    )
+    emu.add_argument("--api-key", help=f"the key callers must send (default {DEFAULT_API_KEY})")
+    emu.add_argument(
+        "--credits", type=float, default=100000.0, help="starting balance (default %(default).0f)"
+    )
+    emu.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="multiplies vendor-like generation times (default %(default)s)",
     )
     emu.add_argument("--seed", type=int, help="seed of every random choice (default: random)")
     emu.add_argument("--state-dir", type=Path, help="SQLite state and files (default: a temp dir)")
-    emu.add_argument("--link-ttl", type=float, default=86400.0, help="seconds result links live")
+    emu.add_argument(
+        "--link-ttl",
+        type=float,
+        default=86400.0,
+        help="seconds result links live (default %(default).0f)",
+    )
     emu.add_argument(
         "--price-table",
         type=Path,
@@ -213,31 +230,42 @@ def build_parser() -> argparse.ArgumentParser:
         " x --rate-limit)",
     )
     emu.add_argument(
-        "--error-rate", type=float, default=0.0, help="API requests answered 500, nothing done"
+        "--error-rate",
+        type=float,
+        default=0.0,
+        help="API requests answered 500, nothing done (default 0)",
     )
     emu.add_argument(
-        "--task-failure-rate", type=float, default=0.0, help="tasks that end failed (unbilled)"
+        "--task-failure-rate",
+        type=float,
+        default=0.0,
+        help="tasks that end failed, unbilled (default 0)",
     )
     emu.add_argument(
         "--drop-rate",
         type=float,
         default=0.0,
-        help="creates whose connection is cut after the task was made",
+        help="creates whose connection is cut after the task was made (default 0)",
     )
     emu.add_argument(
         "--post-create-error-rate",
         type=float,
         default=0.0,
-        help="creates answered 502/503/504 by a gateway (HTML or JSON) after the task was made",
+        help="creates answered 502/503/504 by a gateway (HTML or JSON) after the task was made "
+        "(default 0)",
     )
     emu.add_argument(
         "--garbled-create-rate",
         type=float,
         default=0.0,
-        help="creates answered 200 with a non-JSON, truncated or id-less body (task made)",
+        help="creates answered 200 with a non-JSON, truncated or id-less body, task made "
+        "(default 0)",
     )
     emu.add_argument(
-        "--link-fault-rate", type=float, default=0.0, help="tasks whose result link misbehaves"
+        "--link-fault-rate",
+        type=float,
+        default=0.0,
+        help="tasks whose result link misbehaves (default 0)",
     )
     emu.add_argument(
         "--link-faults",
@@ -254,10 +282,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--link-drip-seconds",
         type=float,
         default=1.0,
-        help="seconds between the bytes of a slow_drip link",
+        help="seconds between the bytes of a slow_drip link (default %(default)s)",
     )
     emu.add_argument(
-        "--poll-fault-rate", type=float, default=0.0, help="tasks whose first polls misbehave"
+        "--poll-fault-rate",
+        type=float,
+        default=0.0,
+        help="tasks whose first polls misbehave (default 0)",
     )
     emu.add_argument(
         "--poll-faults",
@@ -269,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--poll-fault-polls",
         type=int,
         default=3,
-        help="how many polls of a task a poll fault alters",
+        help="how many polls of a task a poll fault alters (default %(default)s)",
     )
     emu.add_argument(
         "--allow-loopback-callbacks",
@@ -281,13 +312,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--callback-retry-scale",
         type=float,
         default=1.0,
-        help="multiplies the callback retry delays of 1, 2 and 4 s",
+        help="multiplies the callback retry delays of 1, 2 and 4 s (default %(default)s)",
     )
     emu.add_argument(
         "--callback-fail-first",
         type=int,
         default=0,
-        help="the first N attempts of every callback fail without being sent",
+        help="the first N attempts of every callback fail without being sent (default 0)",
     )
     emu.set_defaults(func=cmd_emulator)
 
@@ -527,7 +558,7 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     settings["api_key"] = args.api_key or DEFAULT_API_KEY
     try:
         if args.price_table:
-            settings["price_table"] = PriceTable.load(args.price_table)
+            settings["price_table"] = PriceTable.load(args.price_table, given_by="--price-table")
         else:
             del settings["price_table"]
         config = EmulatorConfig(**settings)

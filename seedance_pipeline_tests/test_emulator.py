@@ -495,12 +495,18 @@ def test_reference_video_reserves_measured_seconds(emulator, api_key, tmp_path):
         (["--drop-rate", "-0.1"], "drop_rate (--drop-rate) is a probability: from 0 to 1"),
         (["--credits", "-5"], "credits (--credits) must be at least 0"),
         (["--time-scale", "nan"], "time_scale (--time-scale) must be at least 0"),
+        # A negative or infinite limit was taken: -3 limited nothing, inf refused every call.
+        (["--rate-limit", "-3"], "rate_limit (--rate-limit) is requests per second: a number"),
+        (["--poll-rate-limit", "inf"], "poll_rate_limit (--poll-rate-limit) is requests per"),
+        # It blamed SEEDANCE_PRICE_TABLE, which was not set.
+        (["--price-table", "/no/prices.json"], "cannot read price table /no/prices.json (--pr"),
     ],
 )
 def test_the_emulator_refuses_a_flag_out_of_range_in_one_line(capsys, flags, said):
     """`--error-rate 15` was taken, and every request got HTTP 500."""
     assert main(["emulator", "--port", "0", *flags]) == 2
-    assert capsys.readouterr().err == f"error: {said}\n"
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {said}") and len(err.splitlines()) == 1, err
 
 
 def test_the_emulator_on_a_port_in_use_says_so_in_one_line(capsys):

@@ -7,6 +7,7 @@ rates are OUR ASSUMPTION: 0.7 x the fast tier's rates (480p and 720p, as mini of
 
 from __future__ import annotations
 
+import math
 import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -87,6 +88,14 @@ class EmulatorConfig:
         ):
             if not getattr(self, name) >= 0:  # NaN too
                 raise ValueError(f"{name} (--{name.replace('_', '-')}) must be at least 0")
+        for name in ("rate_limit", "poll_rate_limit"):
+            rate = getattr(self, name)
+            if rate is not None and not 0 < rate < math.inf:  # NaN too
+                flag = name.replace("_", "-")
+                raise ValueError(
+                    f"{name} (--{flag}) is requests per second: a number above 0 (leave it "
+                    "out for no limit)"
+                )
         for f in fields(self):
             if f.name.endswith("_rate") and not 0 <= getattr(self, f.name) <= 1:
                 flag = f.name.replace("_", "-")

@@ -31,23 +31,24 @@ class PriceTable:
     _without_references: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
-    def load(cls, path: str | os.PathLike | None = None) -> PriceTable:
-        """The table at `path`, else at `$SEEDANCE_PRICE_TABLE`, else the packaged default."""
+    def load(
+        cls, path: str | os.PathLike | None = None, *, given_by: str = PRICE_TABLE_ENV
+    ) -> PriceTable:
+        """The table at `path`, else at `$SEEDANCE_PRICE_TABLE`, else the packaged default;
+        errors name `given_by`, the setting or flag that gave the path."""
         path = path or os.environ.get(PRICE_TABLE_ENV)
         if path:
             try:
                 data = json.loads(Path(path).read_text())
             except (OSError, ValueError) as exc:
-                raise ValueError(
-                    f"cannot read price table {path} ({PRICE_TABLE_ENV}): {exc}"
-                ) from None
+                raise ValueError(f"cannot read price table {path} ({given_by}): {exc}") from None
         else:
             data = json.loads(resources.files(__package__).joinpath("prices.json").read_text())
         try:
             return cls(**data)
         except TypeError as exc:  # valid JSON of the wrong shape (not an object, missing keys)
             raise ValueError(
-                f"price table {path or 'prices.json'} ({PRICE_TABLE_ENV}) needs exactly the keys "
+                f"price table {path or 'prices.json'} ({given_by}) needs exactly the keys "
                 f"credits_per_second, money_per_credit, unknown_reference_video_seconds: {exc}"
             ) from None
 
