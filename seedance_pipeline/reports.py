@@ -155,6 +155,7 @@ def print_run_summary(partition: str, videos: pd.DataFrame, callbacks: bool = Fa
     )
     for row in videos[videos.error_code == "sent_on_other_day"].itertuples():
         print(f"{partition}: {row.prompt_id} was not sent again: {row.error_message}")
+    _print_reasons(partition, videos)
     unknown = videos[videos.status == Status.UNKNOWN]
     if unknown.empty:
         return
@@ -173,4 +174,28 @@ def print_run_summary(partition: str, videos: pd.DataFrame, callbacks: bool = Fa
             f"{partition}: their callbacks may still come: the receiver then attaches their "
             f"tasks, and `seedance-pipeline run {partition}` stores their videos (under Dagster "
             "the sensor does)"
+        )
+
+
+# Rows whose reasons a run's summary prints; the table has them all.
+REASONS_SHOWN = 10
+
+
+def _print_reasons(partition: str, videos: pd.DataFrame) -> None:
+    """Why rows were not delivered (rejected, failed, expired, ...): the shell user sees what
+    to fix without opening the table. `unknown` rows have their own advice."""
+    undelivered = videos[
+        ~videos.status.isin([Status.COMPLETED, Status.UNKNOWN])
+        & (videos.error_code != "sent_on_other_day")
+    ]
+    if undelivered.empty:
+        return
+    print(f"{partition}: not delivered:")
+    for row in undelivered.head(REASONS_SHOWN).itertuples():
+        said = [r for r in (row.error_message, row.error_code) if isinstance(r, str) and r]
+        print(f"  {row.prompt_id} ({row.status}): {(said or ['no reason recorded'])[0]}")
+    if len(undelivered) > REASONS_SHOWN:
+        print(
+            f"  … and {len(undelivered) - REASONS_SHOWN} more; the generated_videos table of "
+            f"{partition} gives every row's reason"
         )

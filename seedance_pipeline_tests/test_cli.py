@@ -373,3 +373,31 @@ def test_plan_read_by_a_pager_that_stops_early_ends_quietly(tmp_path):
     plan.stdout.close()  # as head does after its lines
     assert plan.wait(timeout=120) == 141
     assert plan.stderr.read() == b""
+
+
+def test_runs_summary_says_why_each_row_was_not_delivered(capsys):
+    """The shell user had counts only ("1 rejected") and had to open the table for reasons."""
+    from seedance_pipeline.reports import REASONS_SHOWN, print_run_summary
+
+    rows = [
+        ("ok", "completed", None, None),
+        ("tiny", "rejected", "rejected_before_submission", "image_urls[0]: is 200x200 px"),
+        ("nsfw", "failed", "content_policy_violation", "The prompt was flagged"),
+        ("late", "expired", "link_expired", None),
+        ("lost", "unknown", None, None),  # has its own advice: resolve
+        ("dup", "rejected", "sent_on_other_day", "already sent on 2026-11-19"),
+    ] + [(f"f{i:02d}", "failed", "internal_error", "vendor error") for i in range(REASONS_SHOWN)]
+    videos = pd.DataFrame(rows, columns=["prompt_id", "status", "error_code", "error_message"])
+    videos["credits_estimated"] = videos["credits_reserved"] = videos["credits_charged"] = 1.0
+    print_run_summary(DAY, videos)
+    said = capsys.readouterr().out.splitlines()
+    start = said.index(f"{DAY}: not delivered:")
+    assert said[start + 1 : start + 4] == [
+        "  tiny (rejected): image_urls[0]: is 200x200 px",
+        "  nsfw (failed): The prompt was flagged",
+        "  late (expired): link_expired",
+    ]
+    assert said[start + REASONS_SHOWN + 1] == (
+        f"  … and 3 more; the generated_videos table of {DAY} gives every row's reason"
+    )
+    assert not any(line.startswith(("  ok (", "  lost (unknown)", "  dup (")) for line in said)
