@@ -211,3 +211,18 @@ def test_a_days_submission_waits_while_one_runs_and_after_one_was_terminated(res
         day_run(instance, DagsterRunStatus.FAILURE)  # materialised again by hand, and failed
         [request] = requests(instance, resources)
         assert request.run_key.startswith(f"submit:{DAY}:")
+
+
+def test_a_task_completed_without_a_result_link_does_not_stop_the_sensor(resources):
+    """Such a row ends download_failed with no retry time; each tick compared that None with
+    the clock and failed, so no videos run was asked for any day."""
+    ledger = resources["pipeline"].ledger()
+    ledger.claim(DAY, "no-link", BODY, 1.0)
+    ledger.record_submitted(DAY, "no-link", "task-no-link", time.time() + 3600)
+    ledger.record_polls(
+        [PollUpdate("task-no-link", status=Status.DOWNLOAD_FAILED, error_code="no_result_link")]
+    )
+    settled_days(ledger, [NEXT_DAY])
+    ledger.set_submission_complete(DAY, True)
+    with instance_for_test() as instance:
+        assert sorted(r.partition_key for r in requests(instance, resources)) == [DAY, NEXT_DAY]

@@ -90,7 +90,7 @@ def _read_settled_days(
         if i >= len(newest):
             cursor = partition
         rows = ledger.state_rows(partition)
-        if any(r.status == Status.DOWNLOAD_FAILED and r.next_poll_at > now for r in rows):
+        if any(r.status == Status.DOWNLOAD_FAILED and (r.next_poll_at or 0) > now for r in rows):
             continue
         settled[partition] = rows, ledger_state(rows)
     return settled, cursor
