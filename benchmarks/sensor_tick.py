@@ -19,24 +19,28 @@ import tempfile
 import time
 from pathlib import Path
 
-from dagster import DagsterRunStatus, build_sensor_context, instance_for_test
-from dagster._core.storage.dagster_run import DagsterRun
-from dagster._core.utils import make_new_run_id
+# The history's days (from 2024-01-01) are partitions only from here; read as the assets are
+# defined, so before they are imported.
+os.environ.setdefault("SEEDANCE_PARTITIONS_START", "2024-01-01")
 
-from seedance_pipeline.defs.generation.sensors import (
+from dagster import DagsterRunStatus, build_sensor_context, instance_for_test  # noqa: E402
+from dagster._core.storage.dagster_run import DagsterRun  # noqa: E402
+from dagster._core.utils import make_new_run_id  # noqa: E402
+
+from seedance_pipeline.defs.generation.sensors import (  # noqa: E402
     NEWEST_DAYS,
     STATE_TAG,
     ledger_state,
     state_tag,
     task_poller,
 )
-from seedance_pipeline.defs.resources import EvoLinkResource, PipelineResource
-from seedance_pipeline.emulator import DEFAULT_API_KEY, EmulatorConfig, running_emulator
-from seedance_pipeline.ledger import LEDGER_URL_ENV, Ledger, PollUpdate
-from seedance_pipeline.ledger.database import sql
-from seedance_pipeline.polling import BATCH, poll_round
-from seedance_pipeline.seedance import Client
-from seedance_pipeline.statuses import Status
+from seedance_pipeline.defs.resources import EvoLinkResource, PipelineResource  # noqa: E402
+from seedance_pipeline.emulator import DEFAULT_API_KEY, EmulatorConfig, running_emulator  # noqa: E402
+from seedance_pipeline.ledger import LEDGER_URL_ENV, Ledger, PollUpdate  # noqa: E402
+from seedance_pipeline.ledger.database import sql  # noqa: E402
+from seedance_pipeline.polling import BATCH, poll_round  # noqa: E402
+from seedance_pipeline.seedance import Client  # noqa: E402
+from seedance_pipeline.statuses import Status  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' PostgreSQL helper
 from seedance_pipeline_tests.postgres import new_database, running_postgres  # noqa: E402

@@ -104,7 +104,7 @@ def test_older_days_are_read_in_turn_when_a_tick_has_no_time_for_all(resources, 
     monkeypatch.setattr(sensors, "NEWEST_DAYS", 2)
     monkeypatch.setattr(sensors, "HISTORY_SECONDS", -1.0)  # no time: one older day a tick
     ledger = resources["pipeline"].ledger()
-    days = [f"2026-10-0{d}" for d in range(1, 7)]  # two newest, four older
+    days = [f"2026-11-0{d}" for d in range(1, 7)]  # two newest, four older
     settled_days(ledger, days)
 
     with instance_for_test() as instance:
@@ -116,31 +116,31 @@ def test_older_days_are_read_in_turn_when_a_tick_has_no_time_for_all(resources, 
             for request in result.run_requests:  # each run asked for is served
                 serve(instance, request)
             if len(asked) == 5:
-                completed(ledger, "2026-10-02", "p2", "task-late")  # an old day changes
+                completed(ledger, "2026-11-02", "p2", "task-late")  # an old day changes
         # The newest two and the oldest; then one older day a tick; the fifth tick reads the
         # oldest again (served: nothing to ask); the sixth finds the change.
         assert asked == [
-            ["2026-10-01", "2026-10-05", "2026-10-06"],
-            ["2026-10-02"],
-            ["2026-10-03"],
-            ["2026-10-04"],
+            ["2026-11-01", "2026-11-05", "2026-11-06"],
+            ["2026-11-02"],
+            ["2026-11-03"],
+            ["2026-11-04"],
             [],
-            ["2026-10-02"],
+            ["2026-11-02"],
         ]
-        assert cursor == "2026-10-02"
+        assert cursor == "2026-11-02"
 
 
 def test_a_tick_with_time_reads_every_settled_day(resources, monkeypatch):
     monkeypatch.setattr(sensors, "NEWEST_DAYS", 2)
     ledger = resources["pipeline"].ledger()
-    days = [f"2026-10-0{d}" for d in range(1, 7)]
+    days = [f"2026-11-0{d}" for d in range(1, 7)]
     settled_days(ledger, days)
 
     with instance_for_test() as instance:
-        result = tick(instance, resources, "2026-10-02")
+        result = tick(instance, resources, "2026-11-02")
 
     assert sorted(r.partition_key for r in result.run_requests) == days
-    assert result.cursor == "2026-10-02"  # read round to the day it started after
+    assert result.cursor == "2026-11-02"  # read round to the day it started after
 
 
 @pytest.mark.parametrize("kind", ["submit", "resubmit"])
@@ -226,3 +226,15 @@ def test_a_task_completed_without_a_result_link_does_not_stop_the_sensor(resourc
     ledger.set_submission_complete(DAY, True)
     with instance_for_test() as instance:
         assert sorted(r.partition_key for r in requests(instance, resources)) == [DAY, NEXT_DAY]
+
+
+def test_a_ledger_day_before_the_partitions_start_is_named_not_fatal(resources, caplog):
+    """SEEDANCE_PARTITIONS_START moved past a day the ledger holds: asking for its run raised
+    DagsterUnknownPartitionError, and no day got its videos run."""
+    settled_days(resources["pipeline"].ledger(), ["2026-10-20", DAY])
+    with instance_for_test() as instance:
+        context = build_sensor_context(instance=instance, resources=resources)
+        context.log.addHandler(caplog.handler)  # the sensor's log: not under the root logger
+        assert [r.partition_key for r in task_poller(context).run_requests] == [DAY]
+    assert "outside the partitions, whose runs cannot be asked for: 2026-10-20" in caplog.text
+    assert "SEEDANCE_PARTITIONS_START is 2026-11-01: set it to 2026-10-20 or before" in caplog.text

@@ -19,6 +19,7 @@ from ...ledger import Ledger
 from ...polling import PollingRefused, poll_round
 from ...statuses import Status
 from ..costs.assets import generation_costs
+from ..partitions import FIRST_DAY, daily_partitions
 from ..resources import EvoLinkResource, PipelineResource
 from .assets import generated_videos, submitted_tasks
 
@@ -189,6 +190,13 @@ def task_poller(
     ]
     settled, cursor = _read_settled_days(context, ledger, pipeline.max_attempts)
     wanted += [("videos", partition, state) for partition, (_, state) in settled.items()]
+    if outside := sorted({p for _, p, _ in wanted if not daily_partitions.has_partition_key(p)}):
+        context.log.error(
+            f"the ledger has days outside the partitions, whose runs cannot be asked for: "
+            f"{', '.join(outside[:5])}; SEEDANCE_PARTITIONS_START is {FIRST_DAY}: set it to "
+            f"{outside[0]} or before"
+        )
+        wanted = [w for w in wanted if w[1] not in outside]
     runs = _runs_by_state(context, [state_tag(p, state, kind) for kind, p, state in wanted])
     requests = []
     for kind, partition, state in wanted:
