@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -34,6 +35,7 @@ _LARGEST = {
     "estimated_time": 7 * 24 * 3600,
     "video_duration": 3600,
     "credits_reserved": 1e9,
+    "created": 1e11,  # seconds since 1970: year 5138
 }
 
 
@@ -128,27 +130,29 @@ class Task:
         """
         if not isinstance(data, Mapping):
             raise MalformedAnswerError(f"a task answer must be a JSON object, not {_kind(data)}")
-        info = _field(data, "task_info", Mapping) or {}
-        usage = _field(data, "usage", Mapping) or {}
-        error = _field(data, "error", Mapping) or {}
+        task_id = _field(data, "id", str)
+        info = _optional(data, "task_info", Mapping, task_id) or {}
+        usage = _optional(data, "usage", Mapping, task_id) or {}
+        error = _optional(data, "error", Mapping, task_id) or {}
         results = _field(data, "results", list) or []
         if not all(isinstance(url, str) for url in results):
             raise MalformedAnswerError("task field results must be a list of URLs")
-        task_id, status = _field(data, "id", str), _field(data, "status", str)
+        status = _field(data, "status", str)
         if not task_id or not status:
             raise MalformedAnswerError("a task answer needs a non-empty id and status")
-        code = _field(error, "code", (str, int))
+        code = _optional(error, "code", (str, int), task_id)
+        created = _amount(data, "created", task_id)
         return cls(
             id=task_id,
             status=status,
             progress=int(_amount(data, "progress", task_id) or 0),
-            model=_field(data, "model", str),
-            created=_field(data, "created", int),
+            model=_optional(data, "model", str, task_id),
+            created=None if created is None else int(created),
             estimated_time=_amount(info, "estimated_time", task_id),
             video_duration=_amount(info, "video_duration", task_id),
             results=tuple(results),
             error_code=None if code is None else str(code),
-            error_message=_field(error, "message", str),
+            error_message=_optional(error, "message", str, task_id),
             credits_reserved=_amount(usage, "credits_reserved", task_id),
             raw=data,
         )
@@ -166,9 +170,26 @@ def _field(data: Mapping[str, Any], name: str, kind: type | tuple[type, ...]) ->
     raise MalformedAnswerError(f"task field {name} is {_kind(value)}, not {_names(kind)}")
 
 
+def _optional(
+    data: Mapping[str, Any], name: str, kind: type | tuple[type, ...], task_id: str
+) -> Any:
+    """A field the pipeline can do without: of the wrong type, it is ignored, not a reason to
+    throw away an answer (a create's answer lost is a task paid for and never stored)."""
+    try:
+        return _field(data, name, kind)
+    except MalformedAnswerError as exc:
+        log.warning("task %s: %s; ignored", task_id, exc)
+        return None
+
+
 def _amount(data: Mapping[str, Any], name: str, task_id: str) -> float | None:
-    """A number field of a task answer, or None when it cannot mean what it says."""
-    value = _field(data, name, (int, float))
+    """A number field of a task answer (a number written as a string too), or None when it
+    cannot mean what it says."""
+    value = data.get(name)
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = float(value)
+    value = _optional({name: value}, name, (int, float), task_id)
     if value is None or 0 <= value <= _LARGEST[name]:  # False for NaN
         return value
     log.warning("task %s: %s %.30s is not 0 to %g; ignored", task_id, name, value, _LARGEST[name])
