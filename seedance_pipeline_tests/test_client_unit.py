@@ -252,6 +252,28 @@ def test_retry_after_beyond_the_budget_gives_up_at_once(sleeps, driver):
     assert len(handler) == 1 and sleeps == []
 
 
+@pytest.mark.parametrize("driver", DRIVERS)
+@pytest.mark.parametrize("pause", ["3600", "Wed, 21 Oct 2099 07:28:00 GMT"])
+def test_a_pause_beyond_the_budget_fails_later_calls_at_once_unsent(sleeps, driver, pause):
+    """One 429 asking for an hour (a quota, a server clock ahead) parked every later call of
+    the process for the hour, with no word."""
+    refused = error_response(429, "rate_limit_exceeded", "x", **{"Retry-After": pause})
+    handler = Recorder(refused, httpx.Response(200, json=TASK))
+    for _ in range(2):
+        with pytest.raises(RateLimitError):
+            DRIVERS[driver](handler, "get_task", TASK_ID)
+    assert len(handler) == 1 and sleeps == []  # the second was not sent, nor waited for
+
+
+@pytest.mark.parametrize("pause", ["inf", "nan", "-inf"])
+def test_a_retry_after_that_is_no_number_of_seconds_is_ignored(sleeps, pause):
+    """`Retry-After: inf` ended in OverflowError, not an error of the API's."""
+    refused = error_response(429, "rate_limit_exceeded", "x", **{"Retry-After": pause})
+    handler = Recorder(refused, httpx.Response(200, json=TASK))
+    assert call_sync(handler, "get_task", TASK_ID).id == TASK_ID
+    assert len(handler) == 2 and sum(sleeps) < 5  # the usual backoff
+
+
 def test_backoff_grows_and_is_capped(sleeps, monkeypatch):
     monkeypatch.setattr(_client.random, "uniform", lambda a, b: 1.0)
     handler = Recorder(error_response(503, "service_unavailable", "x"))

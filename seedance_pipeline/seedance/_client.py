@@ -351,12 +351,13 @@ def _retry_after(response: httpx.Response) -> float | None:
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         try:
-            return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError, OverflowError):
             return None
+    return max(0.0, seconds) if math.isfinite(seconds) else None  # `inf` is no pause
 
 
 def api_error(response: httpx.Response, body: bytes) -> APIError:
@@ -526,6 +527,14 @@ class _BaseClient:
         """
         bucket = _bucket(self.base_url, self._cap, request.method)
         while (wait := bucket.take()) > 0:
+            if wait > self.retry.max_total_wait:  # a Retry-After of an hour: not sent, no stall
+                raise RateLimitError(
+                    429,
+                    "rate_limit_exceeded",
+                    f"the API asked for a pause of {wait:.0f} s more (Retry-After), beyond the "
+                    f"{self.retry.max_total_wait:.0f} s this call may wait; not sent",
+                    retry_after=wait,
+                )
             yield _Sleep(wait)
         sent_at = time.monotonic()
         yield _Deadline(sent_at + ANSWER_SECONDS, ANSWER_SECONDS, download=False)
