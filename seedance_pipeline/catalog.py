@@ -28,6 +28,7 @@ from .seedance import (
     MediaFacts,
     RequestOptions,
 )
+from .settings import parse_day
 
 PROMPT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 PROMPT_REQUIRED = ("prompt_id", "scheduled_date", "model", "prompt")
@@ -404,14 +405,15 @@ class _Rows:
         if value is None:
             raise self.error(row, column, "is required")
         if isinstance(value, dt.datetime):
-            # An aware timestamp (Parquet with a time zone) means the day in UTC, as partitions do.
-            value = (value if value.tzinfo is None else value.astimezone(dt.UTC)).date()
+            # The day as written, in its own time zone: midnight of 20 November in Tokyo is
+            # 20 November, not the 19th it is in UTC.
+            value = value.date()
         if isinstance(value, dt.date):
             return value.isoformat()
         try:
-            return dt.date.fromisoformat(str(value)).isoformat()
-        except ValueError:
-            raise self.error(row, column, f"{value!r} is not a date YYYY-MM-DD") from None
+            return parse_day(str(value))  # strictly YYYY-MM-DD: not 20261120 nor 2026-W47-5
+        except ValueError as exc:
+            raise self.error(row, column, str(exc)) from None
 
 
 @contextlib.contextmanager

@@ -164,15 +164,17 @@ def test_an_unchanged_catalog_is_parsed_once_and_a_changed_one_again(tmp_path, m
 @pytest.mark.parametrize(
     ("stamp", "zone", "day"),
     [
-        ("2026-11-20T23:30:00-05:00", "America/New_York", "2026-11-21"),
-        ("2026-11-21T08:00:00+09:00", "+09:00", "2026-11-20"),
+        ("2026-11-20T23:30:00-05:00", "America/New_York", "2026-11-20"),
+        ("2026-11-20T00:00:00+09:00", "Asia/Tokyo", "2026-11-20"),
+        ("2026-11-21T08:00:00+09:00", "+09:00", "2026-11-21"),
         ("2026-11-20T00:00:00+00:00", "UTC", "2026-11-20"),
         ("2026-11-20T23:30:00", None, "2026-11-20"),  # naive: taken as written
     ],
 )
 @pytest.mark.parametrize("unit", ["us", "ns"])
-def test_parquet_timestamps_with_a_time_zone_are_dated_in_utc(tmp_path, stamp, zone, day, unit):
-    """Partitions are UTC days: 23:30 in New York on the 20th belongs to the 21st."""
+def test_parquet_timestamps_are_dated_as_written(tmp_path, stamp, zone, day, unit):
+    """The day as written in the timestamp's own zone: a date saved as midnight in Tokyo was
+    moved to the day before (the UTC day), silently, where the same text in a CSV is refused."""
     path = tmp_path / "prompts.parquet"
     when = pa.array([dt.datetime.fromisoformat(stamp)], pa.timestamp(unit, tz=zone))
     pq.write_table(
@@ -216,6 +218,15 @@ def test_a_csv_cell_may_hold_exactly_the_csv_readers_limit(tmp_path):
     assert len(load_prompts(path)[0].prompt) == 131_072
     path.write_bytes(f"{head}{'q' * 131_073}\r\n".encode())
     with pytest.raises(catalog.CatalogError, match=r"line 2, column prompt: .* 131,072 characters"):
+        load_prompts(path)
+
+
+@pytest.mark.parametrize("written", ["20261120", "2026-W47-5", "2026W475", "2026-11-20T00:00"])
+def test_a_date_not_written_yyyy_mm_dd_is_refused_as_the_readme_says(tmp_path, written):
+    """Python's fromisoformat took week dates and 20261120 as the 20th of November."""
+    path = tmp_path / "prompts.csv"
+    path.write_text(f"prompt_id,scheduled_date,model,prompt\np1,{written},{I2V},a lighthouse\n")
+    with pytest.raises(catalog.CatalogError, match=r"scheduled_date: .* is not a date YYYY-MM-DD"):
         load_prompts(path)
 
 
