@@ -507,13 +507,18 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _tables():
-    """The warehouse the environment names (the data directory, or S3)."""
+def _pipeline():
+    """The stores the environment names (the data directory, or S3)."""
     from .definitions import resources_from_env
 
     if not os.environ.get("SEEDANCE_S3_BUCKET"):
         data_dir()  # from another folder, refused: "no tables" would be a wrong answer
-    return resources_from_env()["pipeline"].tables()
+    return resources_from_env()["pipeline"]
+
+
+def _tables():
+    """The warehouse the environment names."""
+    return _pipeline().tables()
 
 
 def cmd_rebuild_ledger(args: argparse.Namespace) -> int:
@@ -521,10 +526,10 @@ def cmd_rebuild_ledger(args: argparse.Namespace) -> int:
     from .records import rebuild
 
     url = ledger_url(data_dir())
-    ledger = Ledger(url)
+    ledger, pipeline = Ledger(url), _pipeline()
     for day in args.dates:
         try:
-            restored = rebuild(ledger, _tables(), day)
+            restored = rebuild(ledger, pipeline.tables(), day, pipeline.videos())
         except FileNotFoundError as exc:
             return _fail(exc)
         print(f"{day}: {restored} row(s) restored into {safe_url(url)}")

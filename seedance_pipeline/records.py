@@ -13,6 +13,7 @@ import pandas as pd
 
 from .ledger import Ledger, LedgerRow, safe_url
 from .statuses import Status
+from .storage import VideoStore, video_key
 from .tables import TableStore
 
 ASSET = "submissions"
@@ -135,23 +136,58 @@ def _lost(ledger: Ledger, days: list[str], what: str) -> LedgerLost:
     )
 
 
-def rebuild(ledger: Ledger, tables: TableStore, partition: str) -> int:
+def rebuild(ledger: Ledger, tables: TableStore, partition: str, videos: VideoStore) -> int:
     """Put the day's recorded submissions back into the ledger; returns how many were missing
     (or there only at an earlier attempt).
 
     Rows with a task that did not fail are polled again, so their state (and a fresh result
-    link) comes from the vendor.
+    link) comes from the vendor, unless the day's videos table lists the task's video as
+    stored and it is still in the store: its record comes back from the table, since after
+    24 hours its link is dead and a download would end the row `expired`.
     """
     recorded = _recorded(tables, partition)
     if recorded is None:
         raise FileNotFoundError(
             f"{_where(tables, partition)}: no submissions recorded for {partition}"
         )
+    stored = _stored_videos(tables, videos, partition)
     restored = 0
     for rec in recorded.to_dict("records"):
         rec = {k: (None if pd.isna(v) else v) for k, v in rec.items()}  # NaN is truthy
         status = Status(rec["status"])
         if rec["task_id"] and status not in (Status.FAILED, Status.CANCELLED):
             status = Status.PENDING
-        restored += ledger.restore({**rec, "status": status.value})
+        if not ledger.restore({**rec, "status": status.value}):
+            continue
+        restored += 1
+        if video := stored.get((rec["prompt_id"], rec["task_id"])):
+            ledger.record_video(partition, rec["prompt_id"], **video)
     return restored
+
+
+def _stored_videos(tables: TableStore, videos: VideoStore, partition: str) -> dict:
+    """`record_video`'s arguments for each (prompt, task) whose video the day's table lists
+    as stored where it still is."""
+    try:
+        table = tables.read("generated_videos", partition)
+    except FileNotFoundError:
+        return {}
+    found = {}
+    for row in table[table.status == Status.COMPLETED.value].to_dict("records"):
+        key = video_key(partition, row["prompt_id"])
+        if row["video_uri"] != videos.uri(key) or not videos.exists(key):
+            continue
+        known = {k: (None if pd.isna(v) else v) for k, v in row.items()}
+        found[(row["prompt_id"], row["task_id"])] = {
+            "uri": key,
+            "sha256": known["video_sha256"],
+            "size": int(known["video_bytes"]),
+            "measured": {
+                "width": known["width"] and int(known["width"]),
+                "height": known["height"] and int(known["height"]),
+                "duration_s": known["duration_s"] and float(known["duration_s"]),
+                "has_audio": None if known["has_audio"] is None else bool(known["has_audio"]),
+            },
+            "completed_at": known["completed_at"] and known["completed_at"].timestamp(),
+        }
+    return found

@@ -129,6 +129,34 @@ def test_a_lost_ledger_stops_the_day_until_it_is_rebuilt_and_nothing_is_paid_twi
     assert (table[table.status != "rejected"].status == "completed").all()
 
 
+def test_a_ledger_rebuilt_after_the_links_died_keeps_the_videos_still_stored(
+    tmp_path, start_emulator, api_key, monkeypatch
+):
+    """Rebuilt once the vendor's links had expired, each row was polled again, its dead link
+    fetched, and the row ended `expired` without a video while the file was still stored."""
+    url = start_emulator(link_ttl=6)
+    data = copy_sample_data(tmp_path / "data")
+    resources = make_resources(data, url, api_key)
+    assert submit(resources).success
+    wait_for_tasks(resources)
+    assert save_videos(resources).success
+    before = read_table(data, "generated_videos", DAY).set_index("prompt_id")
+    stored = before[before.status == "completed"]
+    assert len(stored) == 6
+    for lost in (data / "state").glob("ledger.sqlite3*"):
+        lost.unlink()
+    time.sleep(6.5)  # every result link is dead now
+    monkeypatch.setenv("SEEDANCE_DATA_DIR", str(data))
+    assert main(["rebuild-ledger", DAY]) == 0
+    assert submit(resources).success
+    wait_for_tasks(resources)
+    assert save_videos(resources).success
+    after = read_table(data, "generated_videos", DAY).set_index("prompt_id").loc[stored.index]
+    assert (after.status == "completed").all(), after.error_message
+    columns = ["video_uri", "video_sha256", "width", "height", "has_audio", "completed_at"]
+    pd.testing.assert_frame_equal(after[columns], stored[columns])
+
+
 @pytest.mark.parametrize("failures", [1, 3])
 def test_a_ledger_write_failing_after_a_create_neither_hangs_nor_loses_the_task(
     day, monkeypatch, caplog, failures

@@ -556,19 +556,29 @@ class TaskRows:
     # --- results --------------------------------------------------------------------------
 
     def record_video(
-        self, partition: str, prompt_id: str, uri: str, sha256: str, size: int, measured: dict
+        self,
+        partition: str,
+        prompt_id: str,
+        uri: str,
+        sha256: str,
+        size: int,
+        measured: dict,
+        completed_at: float | None = None,
     ) -> None:
-        """The video is stored at `uri` (a key under the storage root) and was measured."""
+        """The video is stored at `uri` (a key under the storage root) and was measured;
+        `completed_at` when the row has no completion time (a ledger being rebuilt)."""
         with self.db.transaction() as db:
             db.execute(
                 sql(
                     "UPDATE tasks SET status = :done, video_uri = :uri, video_sha256 = :sha,"
                     " video_bytes = :size, width = :w, height = :h, duration_s = :d,"
                     " has_audio = :a, download_attempts = download_attempts + 1,"
-                    " error_code = NULL, error_message = NULL"
+                    " error_code = NULL, error_message = NULL,"
+                    " completed_at = COALESCE(completed_at, :completed)"
                     " WHERE partition = :p AND prompt_id = :id"
                 ),
                 {
+                    "completed": completed_at,
                     "done": Status.COMPLETED.value,
                     "uri": uri,
                     "sha": sha256,
