@@ -87,6 +87,12 @@ def link_alive(row: LedgerRow, now: float) -> bool:
     return now - (row.completed_at or now) < LINK_LIFETIME_SECONDS
 
 
+def link_surely_alive(row: LedgerRow, now: float) -> bool:
+    """`link_alive` counted from the submission: `completed_at` is when the pipeline learned
+    of the completion, hours after it for a row settled late (`resolve`, an outage)."""
+    return now - (row.submitted_at or row.completed_at or now) < LINK_LIFETIME_SECONDS
+
+
 def store_video(
     row: LedgerRow, client: Client, store: VideoStore, ledger: Ledger, max_bytes: int
 ) -> Status:
@@ -157,7 +163,7 @@ def store_videos(
             if here:
                 continue
             where = f"{partition}/{row.prompt_id}: its stored video {store.uri(row.video_uri)}"
-            if not link_alive(row, now):  # its record stays: the file may come back
+            if not link_surely_alive(row, now):  # its record stays: the file may come back
                 log.error("%s is gone, and its link has expired: restore the file", where)
                 continue
             log.warning("%s is gone; storing it again from its link", where)

@@ -96,9 +96,12 @@ def test_a_video_gone_from_the_store_is_stored_again_while_its_link_lives(
     assert {p: p.stat().st_mtime_ns for p in others} == others  # the rest not fetched again
 
     # Past its link's lifetime it cannot be fetched again: its record stays, for a restore.
+    # Counted from the submission: completed_at is when the pipeline learned of it, which for a
+    # row settled late (`resolve` after an outage) is now; the record was forgotten, and the
+    # download of its dead link failed.
     with resources["pipeline"].ledger().db.transaction() as db:
         db.execute(
-            sql("UPDATE tasks SET completed_at = :t WHERE prompt_id = :id"),
+            sql("UPDATE tasks SET submitted_at = :t WHERE prompt_id = :id"),
             {"t": time.time() - 2 * 86400, "id": gone.prompt_id},
         )
     Path(gone.video_uri).unlink()
