@@ -374,6 +374,16 @@ def test_a_clock_step_back_does_not_stall_polling(ledger):
     assert ledger.due_tasks(time.time(), 10, max_delay=60) == []
 
 
+def test_a_download_retry_planned_before_a_clock_step_back_is_due_now(ledger):
+    ledger.record_polls([PollUpdate("task-1", status=Status.COMPLETED, result_url="https://x/v")])
+    for ahead, due in ((86400, ["sent"]), (300, [])):  # a day: only a clock step does that
+        ledger.record_download_failed(
+            DAY, "sent", Status.DOWNLOAD_FAILED, "http_error", "503", retry_at=time.time() + ahead
+        )
+        assert [r.prompt_id for r in ledger.rows_to_store(DAY, time.time())] == due
+        assert ledger.day_state(DAY, time.time()).to_store == len(due)
+
+
 # The SQLite ledger as it was before migrations: its schema and one row.
 _LEGACY = [
     *MIGRATIONS[0],

@@ -238,3 +238,18 @@ def test_a_ledger_day_before_the_partitions_start_is_named_not_fatal(resources, 
         assert [r.partition_key for r in task_poller(context).run_requests] == [DAY]
     assert "outside the partitions, whose runs cannot be asked for: 2026-10-20" in caplog.text
     assert "SEEDANCE_PARTITIONS_START is 2026-11-01: set it to 2026-10-20 or before" in caplog.text
+
+
+def test_a_download_retry_planned_by_a_clock_a_day_fast_is_due_now(resources):
+    """Planned while the clock was a day fast, the retry waited a day once the clock was put
+    right: past the video's link."""
+    ledger = resources["pipeline"].ledger()
+    completed(ledger, DAY, "p1", "task-1")
+    ledger.record_download_failed(
+        DAY, "p1", Status.DOWNLOAD_FAILED, "http_error", "HTTP 503", retry_at=time.time() + 86400
+    )
+    ledger.set_submission_complete(DAY, True)
+    assert [r.prompt_id for r in ledger.rows_to_store(DAY, time.time())] == ["p1"]
+    assert ledger.day_state(DAY, time.time()).to_store == 1
+    with instance_for_test() as instance:
+        assert [r.partition_key for r in requests(instance, resources)] == [DAY]

@@ -21,11 +21,12 @@ from .database import (
 from .leases import LeaseKeeper, lease_seconds, owner_id, pid_alive
 from .media import PublishedMedia
 from .progress import PartitionProgress
-from .tasks import UNKNOWN_CODE, LedgerRow, PollUpdate, TaskRows
+from .tasks import RETRY_AHEAD_LIMIT, UNKNOWN_CODE, LedgerRow, PollUpdate, TaskRows
 
 __all__ = [
     "LEDGER_URL_ENV",
     "RESUBMITTABLE_CODES",
+    "RETRY_AHEAD_LIMIT",
     "UNKNOWN_CODE",
     "Ledger",
     "LedgerBusy",

@@ -110,9 +110,12 @@ _WAITING = _sql_list(WAITING)
 # at :now. Two conditions, each looked up in the partition's index (joined by OR, SQLite would
 # read every row of the day).
 _UNSTORED = "partition = :p AND status = 'completed' AND video_uri IS NULL"
+# A download retry planned further ahead than any retry delay can only come from a clock that
+# stepped back after it was planned: it is due now, or the video's link dies first.
+RETRY_AHEAD_LIMIT = 3600.0
 _RETRY_DUE = (
     "partition = :p AND status = 'download_failed' AND result_url IS NOT NULL"
-    " AND COALESCE(next_poll_at, 0) <= :now"
+    " AND (COALESCE(next_poll_at, 0) <= :now OR next_poll_at > :now + :retry_ahead)"
 )
 # Rows still in play: claimed, running, or waiting for a callback.
 _ACTIVE = _sql_list({*WAITING, Status.SUBMITTING, Status.UNKNOWN})
@@ -643,7 +646,7 @@ class TaskRows:
     def day_state(self, partition: str, now: float) -> DayState:
         """What a follower of `partition` needs to know: read from the partition's index and
         its few rows still in play, not from every row (followers ask twice a second)."""
-        params = {"p": partition, "now": now, "me": self.owner}
+        params = {"p": partition, "now": now, "me": self.owner, "retry_ahead": RETRY_AHEAD_LIMIT}
         with self.db.read() as db:
             counts = db.execute(
                 sql(
@@ -686,7 +689,7 @@ class TaskRows:
         return self._rows(
             f"SELECT * FROM tasks WHERE {_UNSTORED}"
             f" UNION ALL SELECT * FROM tasks WHERE {_RETRY_DUE}",
-            {"p": partition, "now": now},
+            {"p": partition, "now": now, "retry_ahead": RETRY_AHEAD_LIMIT},
         )
 
     def row_for_callback(self, token_sha256: str) -> LedgerRow | None:

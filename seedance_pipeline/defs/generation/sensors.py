@@ -15,7 +15,7 @@ from dagster import (
 )
 from sqlalchemy import Row
 
-from ...ledger import Ledger
+from ...ledger import RETRY_AHEAD_LIMIT, Ledger
 from ...polling import PollingRefused, poll_round
 from ...statuses import Status
 from ..costs.assets import generation_costs
@@ -91,10 +91,16 @@ def _read_settled_days(
         if i >= len(newest):
             cursor = partition
         rows = ledger.state_rows(partition)
-        if any(r.status == Status.DOWNLOAD_FAILED and (r.next_poll_at or 0) > now for r in rows):
+        if any(r.status == Status.DOWNLOAD_FAILED and _retry_ahead(r, now) for r in rows):
             continue
         settled[partition] = rows, ledger_state(rows)
     return settled, cursor
+
+
+def _retry_ahead(row: Row, now: float) -> bool:
+    """A failed download planned for later; not one planned beyond `RETRY_AHEAD_LIMIT` (a
+    clock that stepped back since), which is due now as the ledger sees it."""
+    return now < (row.next_poll_at or 0) <= now + RETRY_AHEAD_LIMIT
 
 
 def _runs_by_state(context: SensorEvaluationContext, tags: list[str]) -> dict[str, list]:
