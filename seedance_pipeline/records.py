@@ -167,7 +167,8 @@ def rebuild(ledger: Ledger, tables: TableStore, partition: str, videos: VideoSto
 
 def _stored_videos(tables: TableStore, videos: VideoStore, partition: str) -> dict:
     """`record_video`'s arguments for each (prompt, task) whose video the day's table lists
-    as stored where it still is."""
+    as stored and whose key is still in the store (the table's `video_uri` may name a data
+    directory since moved)."""
     try:
         table = tables.read("generated_videos", partition)
     except FileNotFoundError:
@@ -175,7 +176,7 @@ def _stored_videos(tables: TableStore, videos: VideoStore, partition: str) -> di
     found = {}
     for row in table[table.status == Status.COMPLETED.value].to_dict("records"):
         key = video_key(partition, row["prompt_id"])
-        if row["video_uri"] != videos.uri(key) or not videos.exists(key):
+        if not isinstance(row["video_uri"], str) or not videos.exists(key):
             continue
         known = {k: (None if pd.isna(v) else v) for k, v in row.items()}
         found[(row["prompt_id"], row["task_id"])] = {

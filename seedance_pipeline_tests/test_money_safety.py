@@ -145,15 +145,18 @@ def test_a_ledger_rebuilt_after_the_links_died_keeps_the_videos_still_stored(
     assert len(stored) == 6
     for lost in (data / "state").glob("ledger.sqlite3*"):
         lost.unlink()
+    moved = data.rename(tmp_path / "moved")  # and the data directory moved meanwhile
+    resources = make_resources(moved, url, api_key)
     time.sleep(6.5)  # every result link is dead now
-    monkeypatch.setenv("SEEDANCE_DATA_DIR", str(data))
+    monkeypatch.setenv("SEEDANCE_DATA_DIR", str(moved))
     assert main(["rebuild-ledger", DAY]) == 0
     assert submit(resources).success
     wait_for_tasks(resources)
     assert save_videos(resources).success
-    after = read_table(data, "generated_videos", DAY).set_index("prompt_id").loc[stored.index]
+    after = read_table(moved, "generated_videos", DAY).set_index("prompt_id").loc[stored.index]
     assert (after.status == "completed").all(), after.error_message
-    columns = ["video_uri", "video_sha256", "width", "height", "has_audio", "completed_at"]
+    assert after.video_uri.str.startswith(str(moved / "videos")).all()
+    columns = ["video_sha256", "width", "height", "has_audio", "completed_at"]
     pd.testing.assert_frame_equal(after[columns], stored[columns])
 
 
