@@ -176,7 +176,7 @@ def _stored_videos(tables: TableStore, videos: VideoStore, partition: str) -> di
     found = {}
     for row in table[table.status == Status.COMPLETED.value].to_dict("records"):
         key = video_key(partition, row["prompt_id"])
-        if not isinstance(row["video_uri"], str) or not videos.exists(key):
+        if pd.isna(row["video_sha256"]) or pd.isna(row["video_bytes"]) or not videos.exists(key):
             continue
         known = {k: (None if pd.isna(v) else v) for k, v in row.items()}
         found[(row["prompt_id"], row["task_id"])] = {
