@@ -179,13 +179,15 @@ class Receiver:
         try:
             while True:
                 try:
-                    since = time.time() - KEPT_SECONDS
-                    rows = await asyncio.to_thread(self.ledger.unconfirmed_callbacks, since)
+                    rows = await asyncio.to_thread(self.ledger.unconfirmed_callbacks)
                 except Exception as exc:  # the ledger down, or anything: the loop must go on
                     log.warning("callbacks: the ledger cannot be read (%s)", type(exc).__name__)
                     rows = []
+                since = time.time() - KEPT_SECONDS
                 for row in rows:
-                    if row.callback_token_sha256 not in self._busy:
+                    if row.callback_received_at <= since:
+                        await self._give_up(row)
+                    elif row.callback_token_sha256 not in self._busy:
                         job = asyncio.create_task(
                             self.confirm(row.callback_token_sha256, row.callback_task_id)
                         )
@@ -195,6 +197,25 @@ class Receiver:
         finally:
             for job in running:
                 job.cancel()
+
+    async def _give_up(self, row: LedgerRow) -> None:
+        """A callback not confirmed in KEPT_SECONDS (its link is dead by now) is no longer
+        asked about; for an `unknown` row the task it named is said, for `resolve` (a callback
+        is unsigned: the dashboard confirms it)."""
+        if row.status == Status.UNKNOWN:
+            log.warning(
+                "callback for %s: not confirmed in %.0f h, no longer asked about; check the "
+                "task on the EvoLink dashboard, then: seedance-pipeline resolve %s %s --task-id %s",
+                row.callback_task_id,
+                KEPT_SECONDS / 3600,
+                row.partition,
+                row.prompt_id,
+                row.callback_task_id,
+            )
+        with contextlib.suppress(Exception):  # the ledger down: said again next round
+            await asyncio.to_thread(
+                self.ledger.note_callback, row.callback_token_sha256, None, None
+            )
 
     async def _answered_row(self, sha: str, task_id: str) -> LedgerRow | None:
         """The token's row once its create's answer (or its loss) is recorded; a claim whose

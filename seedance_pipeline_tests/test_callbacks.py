@@ -225,13 +225,31 @@ def test_a_callback_accepted_while_the_api_was_down_is_confirmed_after_a_restart
     assert row.polls == 1  # confirmed once, by the receiver that restarted
 
 
+def test_a_callback_not_confirmed_in_a_day_is_dropped_naming_its_task_for_resolve(
+    emulator, api_key, ledger, caplog
+):
+    """It was dropped without a word: the only trace of the task a lost create made."""
+    down = f"http://127.0.0.1:{free_port()}"  # nothing listens: the API is unreachable
+    with running_receiver(create_app(ledger, lambda: AsyncClient(api_key, base_url=down))) as url:
+        vendor = Vendor(emulator, api_key, ledger, url)
+        token, task_id = vendor.row("lost", lost=True)
+        assert vendor.post(token, vendor.finished(task_id)).status_code == 202
+    with ledger.db.transaction() as db:  # a day and an hour later
+        db.execute(sql("UPDATE tasks SET callback_received_at = :t"), {"t": time.time() - 90000})
+
+    with running_receiver(create_app(ledger, lambda: AsyncClient(api_key, base_url=down))):
+        _wait_for(lambda: not ledger.unconfirmed_callbacks(), what="the note to be dropped")
+    assert _row(ledger, "lost").status == Status.UNKNOWN
+    assert f"seedance-pipeline resolve {DAY} lost --task-id {task_id}" in caplog.text
+
+
 def test_a_callback_never_gives_an_unknown_row_another_rows_task(vendor, ledger):
     _, task_id = vendor.row("p1")
     token, _ = vendor.row("lost", lost=True)
     answer = vendor.finished(task_id)
 
     vendor.post(token, answer)  # a task another row holds
-    _wait_for(lambda: not ledger.unconfirmed_callbacks(since=0), what="the note to be dropped")
+    _wait_for(lambda: not ledger.unconfirmed_callbacks(), what="the note to be dropped")
     row = _row(ledger, "lost")
     assert row.status == Status.UNKNOWN and row.task_id is None
     # The note is dropped, not asked about every 15 s for a day.
@@ -445,7 +463,7 @@ def test_a_resubmission_gets_a_new_token_and_the_old_one_stops_working(ledger):
     assert ledger.row_for_callback(old) is None  # the first attempt's callback changes nothing
     assert ledger.row_for_callback(new).attempt == 2
     # Nor does its note: retried, it would give the new attempt the old, failed task.
-    assert ledger.unconfirmed_callbacks(since=0) == []
+    assert ledger.unconfirmed_callbacks() == []
 
 
 def test_a_first_poll_planned_minutes_ahead_waits_for_its_time(ledger, emulator, api_key):

@@ -453,13 +453,13 @@ class TaskRows:
                 {"tid": task_id, "at": at, "t": token_sha256},
             )
 
-    def unconfirmed_callbacks(self, since: float) -> list[LedgerRow]:
-        """Rows a callback received after `since` named a task for, not confirmed yet and
-        still waiting for an answer (submitting, unknown, pending or processing)."""
+    def unconfirmed_callbacks(self) -> list[LedgerRow]:
+        """Rows a callback named a task for, not confirmed yet and still waiting for an
+        answer (submitting, unknown, pending or processing)."""
         return self._rows(
             "SELECT * FROM tasks WHERE callback_task_id IS NOT NULL AND callback_at IS NULL"
-            f" AND callback_received_at > :since AND status IN {_ACTIVE}",
-            {"since": since},
+            f" AND status IN {_ACTIVE}",
+            {},
         )
 
     def record_callback(self, partition: str, prompt_id: str, update: PollUpdate) -> None:
