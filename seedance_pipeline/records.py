@@ -74,10 +74,14 @@ def _recorded(tables: TableStore, partition: str) -> pd.DataFrame | None:
         return None
 
 
-def check_ledger(ledger: Ledger, tables: TableStore, partition: str) -> None:
+def check_ledger(
+    ledger: Ledger, tables: TableStore, partition: str, earlier: TableStore | None = None
+) -> None:
     """Refuse to go on when a record lists submissions the ledger lacks: rows of this day it
     does not have or has at an older attempt (a ledger restored from an old copy), or any
     other recorded day it knows nothing of (a prompt moved from there would be sent again).
+    `earlier`: a warehouse the records were kept in before (the data directory's, before S3
+    was set), whose days the ledger must know too.
 
     Raises:
         LedgerLost: naming what is missing and how to restore it.
@@ -113,6 +117,23 @@ def check_ledger(ledger: Ledger, tables: TableStore, partition: str) -> None:
             f"{'…' if len(unknown_days) > 5 else ''}) are not in the ledger at all; a prompt "
             f"moved from one of them to {partition} would be paid again",
         )
+    if earlier is not None:
+        left = [
+            d
+            for d in earlier.partitions(ASSET)
+            if d not in known_days and _any_recorded(earlier, d)
+        ]
+        if left:
+            days = " ".join(left)
+            raise LedgerLost(
+                f"submissions are recorded in {earlier.location}/{ASSET} (the warehouse before "
+                f"SEEDANCE_S3_BUCKET was set) for {len(left)} day(s) the ledger "
+                f"({safe_url(ledger.db.url)}) does not know: {', '.join(left[:5])}"
+                f"{'…' if len(left) > 5 else ''}. Submitting now would pay for them again: "
+                f"copy that warehouse to {tables.location} (for example `aws s3 sync "
+                f"{earlier.location} {tables.location}`), then `seedance-pipeline "
+                f"rebuild-ledger {days}`; or go back to the earlier settings"
+            )
 
 
 def _any_recorded(tables: TableStore, day: str) -> bool:

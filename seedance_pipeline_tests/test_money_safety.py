@@ -129,6 +129,24 @@ def test_a_lost_ledger_stops_the_day_until_it_is_rebuilt_and_nothing_is_paid_twi
     assert (table[table.status != "rejected"].status == "completed").all()
 
 
+def test_moving_the_ledger_and_the_tables_at_once_is_refused_not_paid_again(
+    day, s3_bucket, monkeypatch
+):
+    """The README's production settings (a new ledger, S3), set together on a day already
+    sent: both new homes were empty, so nothing looked lost, and every task was paid again."""
+    data, url, resources = day
+    assert submit(resources).success
+    paid = len(emulator_tasks(url))
+    monkeypatch.setenv("SEEDANCE_LEDGER_URL", f"sqlite:///{data.parent / 'new' / 'l.sqlite3'}")
+    moved = make_resources(data, url, resources["evolink"].api_key, s3_bucket=s3_bucket)
+    again = submit(moved)
+    assert not again.success and len(emulator_tasks(url)) == paid
+    failure = next(e for e in again.all_events if e.is_step_failure)
+    message = failure.step_failure_data.user_failure_data.description
+    assert f"recorded in {data / 'warehouse'}/submissions" in message, message
+    assert "aws s3 sync" in message and f"rebuild-ledger {DAY}`" in message
+
+
 def test_a_ledger_rebuilt_after_the_links_died_keeps_the_videos_still_stored(
     tmp_path, start_emulator, api_key, monkeypatch
 ):

@@ -110,6 +110,10 @@ class PipelineResource(ConfigurableResource):
         bucket = self._bucket()
         return S3TableStore(bucket) if bucket else LocalTableStore(self.root)
 
+    def earlier_tables(self) -> TableStore | None:
+        """With S3, the data directory's warehouse: where tables went before S3 was set."""
+        return LocalTableStore(self.root) if self.s3_bucket else None
+
     def publisher(self, client: Client) -> MediaPublisher:
         """S3 presigned URLs with a bucket, else the vendor's file upload."""
         bucket = self._bucket()

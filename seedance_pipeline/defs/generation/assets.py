@@ -125,7 +125,7 @@ def submitted_tasks(
     except ValueError as exc:
         raise Failure(str(exc), allow_retries=False) from None
     try:
-        check_ledger(ledger, pipeline.tables(), partition)
+        check_ledger(ledger, pipeline.tables(), partition, pipeline.earlier_tables())
     except LedgerLost as exc:
         raise Failure(str(exc), allow_retries=False) from None
     items = [
