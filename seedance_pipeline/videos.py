@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import pandas as pd
 
@@ -141,6 +142,14 @@ def _not_stored(row: LedgerRow, ledger: Ledger, status: Status, code: str, why: 
     return status
 
 
+class StoredVideos(NamedTuple):
+    """What `store_videos` did: each download's outcome, and the prompts whose stored video
+    is gone past its link's life."""
+
+    outcomes: Counter[Status]
+    missing: list[str]
+
+
 def store_videos(
     ledger: Ledger,
     partition: str,
@@ -148,13 +157,15 @@ def store_videos(
     store: VideoStore,
     *,
     workers: int = DOWNLOAD_WORKERS,
-) -> Counter[Status]:
-    """Store every video the day still needs, `workers` at a time; counts the outcomes.
+) -> StoredVideos:
+    """Store every video the day still needs, `workers` at a time.
 
-    A video recorded as stored but gone from the store (deleted, a bucket emptied) is stored
-    again from its link while the link lives.
+    A video recorded as stored but gone from the store (deleted, a bucket emptied, another
+    store configured) is stored again from its link while the link lives; past that its record
+    stays (the file may be restored) and it is listed as missing.
     """
     cap = max_video_bytes()
+    missing = []
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="download") as pool:
         now = time.time()
         stored = [r for r in ledger.rows(partition) if r.video_uri]
@@ -163,13 +174,15 @@ def store_videos(
             if here:
                 continue
             where = f"{partition}/{row.prompt_id}: its stored video {store.uri(row.video_uri)}"
-            if not link_surely_alive(row, now):  # its record stays: the file may come back
+            if not link_surely_alive(row, now):
                 log.error("%s is gone, and its link has expired: restore the file", where)
+                missing.append(row.prompt_id)
                 continue
             log.warning("%s is gone; storing it again from its link", where)
             ledger.forget_video(partition, row.prompt_id, row.video_sha256)
         due = ledger.rows_to_store(partition, now)
-        return Counter(pool.map(lambda r: store_video(r, client, store, ledger, cap), due))
+        outcomes = Counter(pool.map(lambda r: store_video(r, client, store, ledger, cap), due))
+    return StoredVideos(outcomes, missing)
 
 
 def _timestamp(epoch: float | None) -> pd.Timestamp | None:

@@ -105,10 +105,38 @@ def test_a_video_gone_from_the_store_is_stored_again_while_its_link_lives(
             {"t": time.time() - 2 * 86400, "id": gone.prompt_id},
         )
     Path(gone.video_uri).unlink()
-    assert save_videos(resources).success
+    result = save_videos(resources)
+    assert result.success
     assert not Path(gone.video_uri).exists()
     kept = read_table(data, "generated_videos", DAY).set_index("prompt_id").loc[gone.prompt_id]
     assert (kept.status, kept.video_sha256) == ("completed", gone.video_sha256)
+    # ... and the day's check says so (it passed, with the video nowhere).
+    [check] = [e for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    assert not check.event_specific_data.passed
+    problems = check.event_specific_data.metadata["problems"].value
+    assert f"{gone.prompt_id}: its stored video is gone from the store: restore it" in problems
+
+
+def test_a_completed_video_without_its_measurements_fails_the_days_check(
+    tmp_path, emulator, api_key
+):
+    """A ledger from before measurements were recorded has NULLs there: compared with NA,
+    a mismatch was never seen, and the check passed."""
+    data = copy_sample_data(tmp_path / "data")
+    resources = make_resources(data, emulator, api_key)
+    assert submit(resources).success
+    wait_for_tasks(resources)
+    assert save_videos(resources).success
+    unmeasured = read_table(data, "generated_videos", DAY).query("status == 'completed'").iloc[0]
+    with resources["pipeline"].ledger().db.transaction() as db:
+        db.execute(
+            sql("UPDATE tasks SET width = NULL, height = NULL WHERE prompt_id = :id"),
+            {"id": unmeasured.prompt_id},
+        )
+    result = save_videos(resources)
+    [check] = [e for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    assert not check.event_specific_data.passed
+    assert check.event_specific_data.metadata["mismatched"].value == 1
 
 
 def test_moving_the_data_directory_keeps_stored_videos(tmp_path, emulator, api_key):

@@ -224,13 +224,16 @@ def _drift(frame: pd.DataFrame) -> float:
     return credits_total(made.credits_reserved - made.credits_estimated)
 
 
-def _check_videos(frame: pd.DataFrame) -> AssetCheckResult:
+def _check_videos(frame: pd.DataFrame, missing: list[str]) -> AssetCheckResult:
+    """`missing`: prompts whose stored video is gone from the store past its link's life."""
     done = frame[frame.status == Status.COMPLETED]
+    measured = ["width", "height", "duration_s", "has_audio"]
     wrong = done[
         (done.width != done.expected_width)
         | (done.height != done.expected_height)
         | ((done.duration_s - done.duration).abs() > 0.1)
         | (done.has_audio != done.generate_audio)
+        | done[measured].isna().any(axis=1)  # compared with NA, a mismatch was never seen
     ]
     expired = frame[frame.status.isin(UNDELIVERED)]
     problems = [
@@ -240,6 +243,7 @@ def _check_videos(frame: pd.DataFrame) -> AssetCheckResult:
         for r in wrong.itertuples()
     ]
     problems += [f"{r.prompt_id}: {r.status}: {r.error_message}" for r in expired.itertuples()]
+    problems += [f"{p}: its stored video is gone from the store: restore it" for p in missing]
     return AssetCheckResult(
         check_name="videos_match_requests",
         passed=not problems,
@@ -248,6 +252,7 @@ def _check_videos(frame: pd.DataFrame) -> AssetCheckResult:
             "checked": len(done),
             "mismatched": len(wrong),
             "expired": len(expired),
+            "missing": len(missing),
             "problems": MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none"),
         },
     )
@@ -296,8 +301,8 @@ def generated_videos(
         except PartitionNotFinished as exc:
             raise Failure(str(exc), allow_retries=False) from None
     write_record(rows, pipeline.tables(), partition)  # with the claims a crashed run left
-    if stored:
-        context.log.info(f"videos stored or tried: {dict(stored)}")
+    if stored.outcomes:
+        context.log.info(f"videos stored or tried: {dict(stored.outcomes)}")
     path = pipeline.tables().write(frame, "generated_videos", partition)
     count = frame.status.value_counts()
     submitted = len(frame) - count.get(Status.REJECTED, 0)
@@ -328,5 +333,5 @@ def generated_videos(
                 ],
             ),
         },
-        check_results=[_check_videos(frame)],
+        check_results=[_check_videos(frame, stored.missing)],
     )
