@@ -8,12 +8,14 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pandas as pd
 import pytest
 from dagster import DagsterInstance, build_sensor_context
 
+from seedance_pipeline import seedance
 from seedance_pipeline.cli import main
 from seedance_pipeline.defs.generation.sensors import task_poller
 from seedance_pipeline.ledger import Ledger, LedgerRow
@@ -234,6 +236,25 @@ def test_a_days_budget_counts_what_it_sent_for_prompts_it_no_longer_has(
     failure = next(e for e in again.all_events if e.is_step_failure)
     message = failure.step_failure_data.user_failure_data.description
     assert "estimated 150.024 credits, 50.008 of them by tasks already sent" in message
+
+
+def test_a_days_budget_counts_prompts_already_sent_at_what_they_hold_not_todays_price(
+    tmp_path, emulator, api_key, monkeypatch
+):
+    """Four prompts sent (100.016 credits of a 110 budget), then the price table doubled:
+    the day, with nothing left to send, was refused at 200.032 credits."""
+    write_catalog(tmp_path / "data", 4)
+    resources = make_resources(tmp_path / "data", emulator, api_key, max_credits_per_partition=110)
+    assert submit(resources).success and len(emulator_tasks(emulator)) == 4
+    prices = json.loads((Path(seedance.__file__).parent / "prices.json").read_text())
+    for tier in prices["credits_per_second"].values():
+        for column in tier.values():
+            column.update({quality: 2 * rate for quality, rate in column.items()})
+    (tmp_path / "prices.json").write_text(json.dumps(prices))
+    monkeypatch.setenv("SEEDANCE_PRICE_TABLE", str(tmp_path / "prices.json"))
+    again = submit(resources)
+    assert again.success, _step_failure(again)
+    assert len(emulator_tasks(emulator)) == 4
 
 
 def test_a_days_budget_leaves_out_prompts_already_paid_on_another_day(tmp_path, emulator, api_key):

@@ -115,9 +115,14 @@ def submitted_tasks(
     ledger = pipeline.ledger()
     budget = pipeline.max_credits_per_partition
     if budget is not None:
-        spent = _spent_elsewhere(ledger.rows(partition), set(accepted.prompt_id))
+        held = _held(ledger.rows(partition))
+        spent = sum(credits for p, credits in held.items() if p not in set(accepted.prompt_id))
         paid_elsewhere = ledger.sent_on_other_days(partition, accepted.prompt_id)
         to_send = accepted[~accepted.prompt_id.isin(paid_elsewhere)]
+        # A prompt already sent counts at what its task holds, not at today's estimate (the
+        # price table may have changed since).
+        sent = to_send.prompt_id.map(held)
+        to_send = to_send.assign(estimated_credits=sent.fillna(to_send.estimated_credits))
         if message := over_budget_message(to_send, budget, spent):
             raise Failure(f"{partition}: not submitted: {message}", allow_retries=False)
     try:
@@ -207,15 +212,16 @@ def _campaigns(pipeline: PipelineResource, prompt_ids: set[str]) -> dict[str, st
     return {p.prompt_id: p.campaign for p in prompts if p.prompt_id in prompt_ids}
 
 
-def _spent_elsewhere(rows: list[LedgerRow], accepted: set[str]) -> float:
-    """Credits the day's tasks outside its accepted rows hold or may hold: their reservation,
-    else their estimate (a claim in flight, an unknown outcome). Failed and cancelled tasks
-    cost nothing."""
-    return sum(
-        (r.credits_reserved if r.credits_reserved is not None else r.estimated_credits) or 0.0
+def _held(rows: list[LedgerRow]) -> dict[str, float]:
+    """Credits each of the day's tasks holds or may hold, by prompt: its reservation, else its
+    estimate (a claim in flight, an unknown outcome). Failed and cancelled tasks cost nothing
+    (a resubmission is counted at its new estimate)."""
+    return {
+        r.prompt_id: (r.credits_reserved if r.credits_reserved is not None else r.estimated_credits)
+        or 0.0
         for r in rows
-        if r.prompt_id not in accepted and r.status not in (Status.FAILED, Status.CANCELLED)
-    )
+        if r.status not in (Status.FAILED, Status.CANCELLED)
+    }
 
 
 def _drift(frame: pd.DataFrame) -> float:
