@@ -28,6 +28,9 @@ ROUND_GAP_SECONDS = 0.5
 # trying again every LEDGER_RETRY_SECONDS, before the follower gives up.
 LEDGER_OUTAGE_SECONDS = 120.0
 LEDGER_RETRY_SECONDS = 5.0
+# A follower that worked this long since the ledger last failed had recovered: a failure after
+# that starts a new outage.
+LEDGER_RECOVERED_SECONDS = 30.0
 _DOWN = (OperationalError, InterfaceError)  # the connection failed, not a statement
 log = logging.getLogger(__name__)
 
@@ -160,16 +163,22 @@ def _outlasting_outages(ledger: Ledger, follow: Callable[[], None]) -> None:
     Raises:
         LedgerUnreachable: the database did not answer for LEDGER_OUTAGE_SECONDS.
     """
+    failed = None
     while True:
+        started = time.monotonic()
         try:
             return follow()
         except _DOWN as exc:
-            failed, why = time.monotonic(), type(exc).__name__
+            why = _reason(exc)
+            # Failing again soon after a ping answered (a full disk: reads work, writes do
+            # not) is the same outage; only a follower that worked a while had recovered.
+            if failed is None or time.monotonic() - started > LEDGER_RECOVERED_SECONDS:
+                failed = time.monotonic()
         while True:
             if time.monotonic() - failed > LEDGER_OUTAGE_SECONDS:
                 raise LedgerUnreachable(
-                    f"the ledger ({safe_url(ledger.db.url)}) has not answered for "
-                    f"{LEDGER_OUTAGE_SECONDS:.0f} s ({why}); once it answers, run the day "
+                    f"the ledger ({safe_url(ledger.db.url)}) has failed for "
+                    f"{LEDGER_OUTAGE_SECONDS:.0f} s ({why}); once it works, run the day "
                     "again: what was sent is recorded, and nothing is sent twice"
                 )
             log.warning(
@@ -180,4 +189,10 @@ def _outlasting_outages(ledger: Ledger, follow: Callable[[], None]) -> None:
                 ledger.db.ping()
                 break
             except _DOWN as exc:
-                why = type(exc).__name__
+                why = _reason(exc)
+
+
+def _reason(exc: Exception) -> str:
+    """The driver's own words (`database or disk is full`), without SQLAlchemy's SQL and link."""
+    said = str(getattr(exc, "orig", None) or type(exc).__name__).strip().splitlines()
+    return said[0][:200] if said else type(exc).__name__

@@ -285,11 +285,21 @@ def test_the_follower_outlasts_a_ledger_outage_and_names_the_ledger_when_it_last
     down = iter(lambda: True, None)  # it never comes back: reads and pings fail
     monkeypatch.setattr(ledger.db, "ping", lambda: restarting())
     with (
-        pytest.raises(LedgerUnreachable, match="once it answers, run the day again") as raised,
+        pytest.raises(LedgerUnreachable, match="once it works, run the day again") as raised,
         follow.following(DAY, ledger, evolink, store),
     ):
         pass
     assert ledger.db.url.split("://")[0] in str(raised.value)
+    assert "(the database system is starting up)" in str(raised.value)
+
+    # A full disk: pings (reads) answer, the follower's work fails each time. Each answered
+    # ping restarted the outage's clock, and `run` waited for ever.
+    monkeypatch.setattr(ledger.db, "ping", lambda: None)
+    with (
+        pytest.raises(LedgerUnreachable, match="has failed for 0 s"),
+        follow.following(DAY, ledger, evolink, store),
+    ):
+        pass
 
 
 def test_polls_past_the_rounds_deadlines_stay_due_for_the_next(project, api_key):
