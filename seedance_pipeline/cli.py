@@ -334,6 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader left (`plan --json | head`): stop quietly, as cat does
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
         return 141  # 128 + SIGPIPE, what a shell reports for a command the pipe ended
+    except OSError as exc:  # a full disk, a read-only folder, a file where a folder belongs
+        where = f": {exc.filename}" if exc.filename else ""
+        return _fail(f"{exc.strerror or exc}{where}", 1)
 
 
 def _fail(message: object, code: int = 2) -> int:

@@ -8,6 +8,7 @@ work (24 hours), then `expired`. The table is built from the ledger alone, in on
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -98,18 +99,22 @@ def store_video(
     row: LedgerRow, client: Client, store: VideoStore, ledger: Ledger, max_bytes: int
 ) -> Status:
     """Download, check and store one task's video; record and return what became of it."""
-    scratch = store.scratch_path(row.partition, row.prompt_id)
+    scratch = None
     try:
+        scratch = store.scratch_path(row.partition, row.prompt_id)
         download = client.download(_result_url(row, client), scratch, max_bytes=max_bytes)
         measured = measure_video_output(scratch)
         key = store.put(scratch, row.partition, row.prompt_id)
     except LinkExpiredError as exc:
         return _not_stored(row, ledger, Status.EXPIRED, "link_expired", str(exc))
-    except (SeedanceError, MediaError) as exc:
+    except (SeedanceError, MediaError, OSError) as exc:
+        why = str(exc) if not isinstance(exc, OSError) else f"cannot write the video ({exc})"
         status = Status.DOWNLOAD_FAILED if link_alive(row, time.time()) else Status.EXPIRED
-        return _not_stored(row, ledger, status, "download_failed", str(exc))
+        return _not_stored(row, ledger, status, "download_failed", why)
     finally:
-        scratch.unlink(missing_ok=True)
+        if scratch is not None:
+            with contextlib.suppress(OSError):  # a read-only or vanished folder
+                scratch.unlink(missing_ok=True)
     ledger.record_video(
         row.partition, row.prompt_id, key, download.sha256, download.bytes, measured
     )

@@ -401,3 +401,13 @@ def test_runs_summary_says_why_each_row_was_not_delivered(capsys):
         f"  … and 3 more; the generated_videos table of {DAY} gives every row's reason"
     )
     assert not any(line.startswith(("  ok (", "  lost (unknown)", "  dup (")) for line in said)
+
+
+def test_a_local_file_error_ends_run_in_one_line_naming_the_path(tmp_path, emulator):
+    """DAGSTER_HOME a file (or a full, read-only disk): a raw OSError traceback."""
+    copy_sample_data(tmp_path / "data")
+    home = tmp_path / "dagster_home"
+    home.write_text("not a folder")
+    failed = _cli("run", DAY, env=_shell(tmp_path, emulator, DAGSTER_HOME=str(home)), cwd=tmp_path)
+    assert failed.returncode == 1
+    assert failed.stderr.splitlines()[-1] == f"error: File exists: {home}", failed.stderr[-2000:]

@@ -157,3 +157,20 @@ def test_moving_the_data_directory_keeps_stored_videos(tmp_path, emulator, api_k
     assert all(uri.startswith(str(moved / "videos" / DAY)) for uri in completed.video_uri)
     # Found where they now are, not downloaded again.
     assert {p.name: p.stat().st_mtime_ns for p in (moved / "videos" / DAY).iterdir()} == written
+
+
+def test_a_video_store_that_cannot_be_written_fails_each_download_with_the_reason(
+    tmp_path, emulator, api_key
+):
+    """`data/videos` a file (or a full or read-only disk): the OSError escaped the download
+    thread and `run` ended in a raw traceback."""
+    data = copy_sample_data(tmp_path / "data")
+    resources = make_resources(data, emulator, api_key)
+    assert submit(resources).success
+    wait_for_tasks(resources)
+    (data / "videos").write_text("not a folder")
+    assert save_videos(resources).success
+    table = read_table(data, "generated_videos", DAY)
+    sent = table[table.status != "rejected"]
+    assert (sent.status == "download_failed").all() and len(sent) == 6
+    assert sent.error_message.str.contains("cannot write the video .*Not a directory").all()
