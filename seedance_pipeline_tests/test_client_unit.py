@@ -860,3 +860,24 @@ def test_unpaced_client_does_not_wait(sleeps):
     for _ in range(5):
         call_sync(handler, "get_task", TASK_ID)
     assert len(handler) == 5 and sleeps == []
+
+
+HOSTILE = (
+    "\x1b[2J\x1b[H\x1b[1;32mall videos delivered\x1b[0m\n2026-11-20: charged 0\u202e\u200b"
+    + "x" * 900
+)
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_vendors_text_is_kept_on_one_printable_line(sleeps, driver):
+    """Terminal escapes and line breaks in an error message reached `run`'s summary as sent:
+    they could repaint the screen and forge a line of the summary."""
+    failed = TASK | {"status": "failed", "error": {"code": "x\x1bq", "message": HOSTILE}}
+    task = DRIVERS[driver](Recorder(ok(json=failed)), "get_task", TASK_ID)
+    refused = error_response(400, "invalid_request", HOSTILE)
+    with pytest.raises(InvalidRequestError) as info:
+        DRIVERS[driver](Recorder(refused), "get_task", TASK_ID)
+    for text in (task.error_message, info.value.message, str(info.value)):
+        assert text.isprintable() and len(text) <= 540, repr(text[:80])
+        assert "[2J[H[1;32mall videos delivered[0m 2026-11-20: charged 0xxx" in text
+    assert task.error_code == "xq"

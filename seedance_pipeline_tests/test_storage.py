@@ -113,8 +113,9 @@ def test_a_video_gone_from_the_store_is_stored_again_while_its_link_lives(
     # ... and the day's check says so (it passed, with the video nowhere).
     [check] = [e for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
     assert not check.event_specific_data.passed
-    problems = check.event_specific_data.metadata["problems"].value
-    assert f"{gone.prompt_id}: its stored video is gone from the store: restore it" in problems
+    problems = check.event_specific_data.metadata["problems"].value.records
+    said = {r.data["prompt_id"]: r.data["problem"] for r in problems}
+    assert said == {gone.prompt_id: "its stored video is gone from the store: restore it"}
 
 
 def test_a_completed_video_without_its_measurements_fails_the_days_check(

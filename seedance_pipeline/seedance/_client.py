@@ -50,6 +50,7 @@ from ._exceptions import (
     error_class_for,
 )
 from ._models import Download, GenerationRequest, Task, UploadedFile
+from ._untrusted import plain
 from ._urls import address_problem, api_root_problem, origin, url_problem
 
 log = logging.getLogger("seedance_pipeline.seedance")
@@ -368,7 +369,8 @@ def api_error(response: httpx.Response, body: bytes) -> APIError:
         code, message, kind = (_text(error.get(name)) for name in ("code", "message", "type"))
     except (ValueError, AttributeError):
         pass
-    message = message or body[:200].decode("utf-8", "replace") or response.reason_phrase
+    message = plain(message or body[:200].decode("utf-8", "replace") or response.reason_phrase)
+    code, kind = (None if t is None else plain(t, 100) for t in (code, kind))
     cls = error_class_for(response.status_code)
     kwargs: dict[str, Any] = {}
     if cls is RateLimitError:

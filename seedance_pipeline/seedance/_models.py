@@ -11,6 +11,7 @@ from typing import Any
 
 from ._exceptions import MalformedAnswerError
 from ._rules import DEFAULT_ASPECT_RATIO, DEFAULT_DURATION, DEFAULT_QUALITY
+from ._untrusted import plain
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,7 @@ class Task:
         if not task_id or not status:
             raise MalformedAnswerError("a task answer needs a non-empty id and status")
         code = _optional(error, "code", (str, int), task_id)
+        message = _optional(error, "message", str, task_id)
         created = _amount(data, "created", task_id)
         return cls(
             id=task_id,
@@ -151,8 +153,8 @@ class Task:
             estimated_time=_amount(info, "estimated_time", task_id),
             video_duration=_amount(info, "video_duration", task_id),
             results=tuple(results),
-            error_code=None if code is None else str(code),
-            error_message=_optional(error, "message", str, task_id),
+            error_code=None if code is None else plain(str(code), 100),
+            error_message=None if message is None else plain(message),
             credits_reserved=_amount(usage, "credits_reserved", task_id),
             raw=data,
         )
