@@ -10,7 +10,7 @@ import pyarrow.dataset
 import pytest
 
 from seedance_pipeline.cli import main
-from seedance_pipeline.costs import COUNTS, rollup
+from seedance_pipeline.costs import COUNTS, chart, rollup
 from seedance_pipeline.media import measure
 from seedance_pipeline.seedance import MODELS, Client, PriceTable
 from seedance_pipeline.seedance._rules import DURATIONS, FAST, IMAGE, MINI, QUALITIES, REFERENCE
@@ -260,3 +260,17 @@ def test_a_resubmitted_prompt_keeps_what_each_attempt_reserved(tmp_path, start_e
     assert (day["tasks"], day["failed"], day["resubmissions"]) == (6, 6, made - 6)
     assert day["credits_reserved"] == day["credits_failed_reserved"] == round(made * 25.004, 4)
     assert day["credits_charged"] == 0 and day["credits_drift"] == 0
+
+
+def test_the_chart_draws_campaigns_with_dollar_signs_as_written(tmp_path):
+    """`50% off $x^$` ended `costs --png` in a mathtext ParseSyntaxException, and `$5 or $10`
+    was drawn as TeX math."""
+    daily = pd.DataFrame(
+        {
+            "scheduled_date": ["2026-11-20", "2026-11-20"],
+            "campaign": ["50% off $x^$", "Save $5 or $10 today"],
+            "credits_charged": [10.0, 20.0],
+        }
+    )
+    png = chart(daily, tmp_path / "costs.png", by=["campaign"])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
