@@ -84,6 +84,13 @@ def save_videos(resources: dict, partition: str = DAY, instance: DagsterInstance
     return _materialize([generated_videos], resources, partition, instance)
 
 
+def run_day(resources: dict, partition: str = DAY) -> None:
+    """The day end to end: submitted, every task ended, its videos stored and tabled."""
+    assert submit(resources, partition).success
+    wait_for_tasks(resources, partition)
+    assert save_videos(resources, partition).success
+
+
 def save_costs(resources: dict, partition: str = DAY):
     return _materialize([generation_costs], resources, partition)
 

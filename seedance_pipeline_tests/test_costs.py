@@ -21,6 +21,7 @@ from .pipeline_support import (
     SAMPLE,
     copy_sample_data,
     make_resources,
+    run_day,
     save_costs,
     save_videos,
     submit,
@@ -143,9 +144,7 @@ def test_failed_tasks_cost_nothing(tmp_path, start_emulator, api_key):
     url = start_emulator(task_failure_rate=1.0)
     data = copy_sample_data(tmp_path / "data")
     resources = make_resources(data, url, api_key)
-    assert submit(resources).success
-    wait_for_tasks(resources)
-    assert save_videos(resources).success
+    run_day(resources)
     table = read_table(data, "generated_videos", DAYS[0])
     failed = table[table.status == "failed"]
     assert len(failed) == 6

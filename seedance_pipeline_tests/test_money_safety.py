@@ -36,6 +36,7 @@ from .pipeline_support import (
     emulator_tasks,
     make_resources,
     plan_requests,
+    run_day,
     save_videos,
     submit,
     wait_for_tasks,
@@ -157,9 +158,7 @@ def test_a_ledger_rebuilt_after_the_links_died_keeps_the_videos_still_stored(
     url = start_emulator(link_ttl=6)
     data = copy_sample_data(tmp_path / "data")
     resources = make_resources(data, url, api_key)
-    assert submit(resources).success
-    wait_for_tasks(resources)
-    assert save_videos(resources).success
+    run_day(resources)
     before = read_table(data, "generated_videos", DAY).set_index("prompt_id")
     stored = before[before.status == "completed"]
     assert len(stored) == 6
@@ -170,9 +169,7 @@ def test_a_ledger_rebuilt_after_the_links_died_keeps_the_videos_still_stored(
     time.sleep(6.5)  # every result link is dead now
     monkeypatch.setenv("SEEDANCE_DATA_DIR", str(moved))
     assert main(["rebuild-ledger", DAY]) == 0
-    assert submit(resources).success
-    wait_for_tasks(resources)
-    assert save_videos(resources).success
+    run_day(resources)
     after = read_table(moved, "generated_videos", DAY).set_index("prompt_id").loc[stored.index]
     assert (after.status == "completed").all(), after.error_message
     assert after.video_uri.str.startswith(str(moved / "videos")).all()
@@ -405,9 +402,7 @@ def _move(data, prompt_id: str, to_day: str, **edits: str) -> None:
 
 def test_a_prompt_moved_to_another_day_is_not_paid_again_and_keeps_its_charge(day):
     data, url, resources = day
-    assert submit(resources).success
-    wait_for_tasks(resources)
-    assert save_videos(resources).success
+    run_day(resources)
     before = read_table(data, "generated_videos", DAY).set_index("prompt_id")
     moved = before[(before.status == "completed") & before.campaign.notna()].index[0]
     paid = len(emulator_tasks(url))

@@ -36,10 +36,8 @@ from .pipeline_support import (
     SAMPLE,
     copy_sample_data,
     make_resources,
+    run_day,
     save_costs,
-    save_videos,
-    submit,
-    wait_for_tasks,
 )
 
 PREFIX = "team/seedance"
@@ -169,9 +167,7 @@ def test_sample_day_on_s3_leaves_no_videos_or_tables_on_disk(
     resources = make_resources(data, emulator, api_key, s3_bucket=s3_bucket, s3_prefix=PREFIX)
     tables = resources["pipeline"].tables()
 
-    assert submit(resources).success
-    wait_for_tasks(resources)
-    assert save_videos(resources).success
+    run_day(resources)
     assert save_costs(resources).success
 
     stored = objects(s3_bucket)

@@ -22,6 +22,7 @@ from .pipeline_support import (
     DAY,
     copy_sample_data,
     make_resources,
+    run_day,
     save_videos,
     submit,
     wait_for_tasks,
@@ -79,9 +80,7 @@ def test_a_video_gone_from_the_store_is_stored_again_while_its_link_lives(
     """It stayed listed as stored, and the day's check passed, with its file gone."""
     data = copy_sample_data(tmp_path / "data")
     resources = make_resources(data, emulator, api_key)
-    assert submit(resources).success
-    wait_for_tasks(resources)
-    assert save_videos(resources).success
+    run_day(resources)
     completed = read_table(data, "generated_videos", DAY).query("status == 'completed'")
     gone = completed.iloc[0]
     others = {Path(u): Path(u).stat().st_mtime_ns for u in completed.video_uri[1:]}
@@ -125,9 +124,7 @@ def test_a_completed_video_without_its_measurements_fails_the_days_check(
     a mismatch was never seen, and the check passed."""
     data = copy_sample_data(tmp_path / "data")
     resources = make_resources(data, emulator, api_key)
-    assert submit(resources).success
-    wait_for_tasks(resources)
-    assert save_videos(resources).success
+    run_day(resources)
     unmeasured = read_table(data, "generated_videos", DAY).query("status == 'completed'").iloc[0]
     with resources["pipeline"].ledger().db.transaction() as db:
         db.execute(
@@ -143,9 +140,7 @@ def test_a_completed_video_without_its_measurements_fails_the_days_check(
 def test_moving_the_data_directory_keeps_stored_videos(tmp_path, emulator, api_key):
     data = copy_sample_data(tmp_path / "data")
     resources = make_resources(data, emulator, api_key)
-    assert submit(resources).success
-    wait_for_tasks(resources)
-    assert save_videos(resources).success
+    run_day(resources)
     moved = tmp_path / "moved"
     shutil.move(data, moved)
     written = {p.name: p.stat().st_mtime_ns for p in (moved / "videos" / DAY).iterdir()}
