@@ -12,6 +12,8 @@ import time
 
 import httpx
 import pytest
+from sqlalchemy import event
+from sqlalchemy.exc import OperationalError
 
 from seedance_pipeline.ledger import Ledger, PollUpdate
 from seedance_pipeline.ledger.database import safe_url, sql
@@ -424,3 +426,17 @@ def test_a_ledger_password_is_hidden_in_messages_wherever_the_url_holds_it(url):
     """libpq takes the password as a query parameter too; it was shown as given."""
     shown = safe_url(url)
     assert "s3cret" not in shown and "db.internal:5432/seedance" in shown, shown
+
+
+def test_a_write_failing_for_another_reason_than_a_lock_is_not_called_a_lock(tmp_path):
+    """A full disk was reported as `the ledger stayed locked for 45.0 s`, 118 times in a run,
+    without any wait: every error of a timed transaction was taken for a lock."""
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    ledger.claim(DAY, "p1", REQUEST, 1.0)
+    ledger.db.engine.dispose()  # connections from now on refuse every write
+    event.listen(ledger.db.engine, "connect", lambda dbapi, _: dbapi.execute("PRAGMA query_only=1"))
+    with (
+        pytest.raises(OperationalError, match="readonly database"),
+        ledger.db.transaction(lock_wait=5) as db,
+    ):
+        db.execute(sql("UPDATE tasks SET polls = 1"))

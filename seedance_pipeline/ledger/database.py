@@ -113,6 +113,11 @@ class LedgerUnreachable(RuntimeError):
     """The ledger's database did not answer for longer than a caller could wait."""
 
 
+def _lock_timed_out(exc: OperationalError) -> bool:
+    """SQLite's `database is locked`, or PostgreSQL's lock_timeout (SQLSTATE 55P03)."""
+    return getattr(exc.orig, "sqlstate", None) == "55P03" or "locked" in str(exc.orig)
+
+
 class Database:
     """Transactions on the ledger's database (created and migrated on first use)."""
 
@@ -151,6 +156,8 @@ class Database:
                         connection.exec_driver_sql(f"SET LOCAL lock_timeout = {wait_ms}")
                     yield connection
             except OperationalError as exc:
+                if not _lock_timed_out(exc):  # a full disk, a read-only file: not a lock
+                    raise
                 raise LedgerBusy(f"the ledger stayed locked for {lock_wait:.1f} s") from exc
             finally:
                 if not self.is_postgres:
