@@ -200,8 +200,8 @@ class Receiver:
 
     async def _give_up(self, row: LedgerRow) -> None:
         """A callback not confirmed in KEPT_SECONDS (its link is dead by now) is no longer
-        asked about; for an `unknown` row the task it named is said, for `resolve` (a callback
-        is unsigned: the dashboard confirms it)."""
+        asked about (the task it named stays on the row); for an `unknown` row that task is
+        said, for `resolve` (a callback is unsigned: the dashboard confirms it)."""
         if row.status == Status.UNKNOWN:
             log.warning(
                 "callback for %s: not confirmed in %.0f h, no longer asked about; check the "
@@ -214,7 +214,7 @@ class Receiver:
             )
         with contextlib.suppress(Exception):  # the ledger down: said again next round
             await asyncio.to_thread(
-                self.ledger.note_callback, row.callback_token_sha256, None, None
+                self.ledger.note_callback, row.callback_token_sha256, row.callback_task_id, None
             )
 
     async def _answered_row(self, sha: str, task_id: str) -> LedgerRow | None:

@@ -28,9 +28,6 @@ ROUND_GAP_SECONDS = 0.5
 # trying again every LEDGER_RETRY_SECONDS, before the follower gives up.
 LEDGER_OUTAGE_SECONDS = 120.0
 LEDGER_RETRY_SECONDS = 5.0
-# A follower that worked this long since the ledger last failed had recovered: a failure after
-# that starts a new outage.
-LEDGER_RECOVERED_SECONDS = 30.0
 _DOWN = (OperationalError, InterfaceError)  # the connection failed, not a statement
 log = logging.getLogger(__name__)
 
@@ -170,9 +167,10 @@ def _outlasting_outages(ledger: Ledger, follow: Callable[[], None]) -> None:
             return follow()
         except _DOWN as exc:
             why = _reason(exc)
-            # Failing again soon after a ping answered (a full disk: reads work, writes do
-            # not) is the same outage; only a follower that worked a while had recovered.
-            if failed is None or time.monotonic() - started > LEDGER_RECOVERED_SECONDS:
+            # The same outage unless the follower had worked as long as an outage may last:
+            # a ping only reads (a full disk answers reads), and a poll round works up to 45 s
+            # before its one write.
+            if failed is None or time.monotonic() - started > LEDGER_OUTAGE_SECONDS:
                 failed = time.monotonic()
         while True:
             if time.monotonic() - failed > LEDGER_OUTAGE_SECONDS:

@@ -130,9 +130,10 @@ def check_ledger(
                 f"SEEDANCE_S3_BUCKET was set) for {len(left)} day(s) the ledger "
                 f"({safe_url(ledger.db.url)}) does not know: {', '.join(left[:5])}"
                 f"{'…' if len(left) > 5 else ''}. Submitting now would pay for them again: "
-                f"copy that warehouse to {tables.location} (for example `aws s3 sync "
-                f"{earlier.location} {tables.location}`), then `seedance-pipeline "
-                f"rebuild-ledger {days}`; or go back to the earlier settings"
+                f"copy that warehouse and the videos beside it to the bucket (for example `aws "
+                f"s3 sync {earlier.location} {tables.location}`, the same for videos), then "
+                f"`seedance-pipeline rebuild-ledger {days}`; or go back to the earlier settings "
+                f"(records of a demo or a test there: move that folder away)"
             )
 
 

@@ -85,14 +85,12 @@ def max_video_bytes() -> int:
     return int(value)
 
 
-def link_alive(row: LedgerRow, now: float) -> bool:
-    return now - (row.completed_at or now) < LINK_LIFETIME_SECONDS
-
-
-def link_surely_alive(row: LedgerRow, now: float) -> bool:
-    """`link_alive` counted from the submission: `completed_at` is when the pipeline learned
-    of the completion, hours after it for a row settled late (`resolve`, an outage)."""
-    return now - (row.submitted_at or row.completed_at or now) < LINK_LIFETIME_SECONDS
+def link_alive(row: LedgerRow, now: float, *, surely: bool = False) -> bool:
+    """Whether the row's result link lives, counted from `completed_at`; `surely`: from the
+    submission, since `completed_at` is when the pipeline learned of the completion, hours
+    after it for a row settled late (`resolve`, an outage)."""
+    since = row.submitted_at if surely else row.completed_at
+    return now - (since or row.completed_at or now) < LINK_LIFETIME_SECONDS
 
 
 def store_video(
@@ -179,7 +177,7 @@ def store_videos(
             if here:
                 continue
             where = f"{partition}/{row.prompt_id}: its stored video {store.uri(row.video_uri)}"
-            if not link_surely_alive(row, now):
+            if not link_alive(row, now, surely=True):
                 log.error("%s is gone, and its link has expired: restore the file", where)
                 missing.append(row.prompt_id)
                 continue

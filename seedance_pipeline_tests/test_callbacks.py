@@ -239,7 +239,8 @@ def test_a_callback_not_confirmed_in_a_day_is_dropped_naming_its_task_for_resolv
 
     with running_receiver(create_app(ledger, lambda: AsyncClient(api_key, base_url=down))):
         _wait_for(lambda: not ledger.unconfirmed_callbacks(), what="the note to be dropped")
-    assert _row(ledger, "lost").status == Status.UNKNOWN
+    row = _row(ledger, "lost")
+    assert (row.status, row.callback_task_id) == (Status.UNKNOWN, task_id)  # kept on the row
     assert f"seedance-pipeline resolve {DAY} lost --task-id {task_id}" in caplog.text
 
 

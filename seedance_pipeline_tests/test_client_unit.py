@@ -265,6 +265,18 @@ def test_a_pause_beyond_the_budget_fails_later_calls_at_once_unsent(sleeps, driv
     assert len(handler) == 1 and sleeps == []  # the second was not sent, nor waited for
 
 
+def test_a_pacing_wait_longer_than_the_budget_is_waited_not_refused():
+    """Only a pause a 429 asked for fails a call unsent: at a cap of 2 calls a second with a
+    0.2 s retry budget (as a poll's 3 s at a cap under 0.33), paced calls were refused."""
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=TASK))
+    policy = RetryPolicy(max_attempts=1, max_total_wait=0.2)
+    base = "https://slow-cap.test.invalid"  # a bucket of its own
+    with Client(
+        KEY, base_url=base, transport=transport, retry=policy, max_requests_per_second=2
+    ) as c:
+        assert [c.get_task(TASK_ID).id for _ in range(3)] == [TASK_ID] * 3
+
+
 @pytest.mark.parametrize("pause", ["inf", "nan", "-inf"])
 def test_a_retry_after_that_is_no_number_of_seconds_is_ignored(sleeps, pause):
     """`Retry-After: inf` ended in OverflowError, not an error of the API's."""
@@ -864,7 +876,7 @@ def test_unpaced_client_does_not_wait(sleeps):
 
 HOSTILE = (
     "\x1b[2J\x1b[H\x1b[1;32mall videos delivered\x1b[0m\n2026-11-20: charged 0\u202e\u200b"
-    + "x" * 900
+    "\ud800\ue000" + "x" * 900  # a lone surrogate (no database stores it), a private-use character
 )
 
 
@@ -873,8 +885,10 @@ def test_a_vendors_text_is_kept_on_one_printable_line(sleeps, driver):
     """Terminal escapes and line breaks in an error message reached `run`'s summary as sent:
     they could repaint the screen and forge a line of the summary."""
     failed = TASK | {"status": "failed", "error": {"code": "x\x1bq", "message": HOSTILE}}
-    task = DRIVERS[driver](Recorder(ok(json=failed)), "get_task", TASK_ID)
-    refused = error_response(400, "invalid_request", HOSTILE)
+    as_sent = {"content": json.dumps(failed).encode()}  # \ud800 escaped, as JSON allows
+    task = DRIVERS[driver](Recorder(ok(**as_sent)), "get_task", TASK_ID)
+    error = {"code": "invalid_request", "message": HOSTILE}
+    refused = httpx.Response(400, content=json.dumps({"error": error}).encode())
     with pytest.raises(InvalidRequestError) as info:
         DRIVERS[driver](Recorder(refused), "get_task", TASK_ID)
     for text in (task.error_message, info.value.message, str(info.value)):

@@ -147,7 +147,8 @@ def test_moving_the_ledger_and_the_tables_at_once_is_refused_not_paid_again(
     failure = next(e for e in again.all_events if e.is_step_failure)
     message = failure.step_failure_data.user_failure_data.description
     assert f"recorded in {data / 'warehouse'}/submissions" in message, message
-    assert "aws s3 sync" in message and f"rebuild-ledger {DAY}`" in message
+    assert "aws s3 sync" in message and "the same for videos" in message
+    assert f"rebuild-ledger {DAY}`" in message
 
 
 def test_a_ledger_rebuilt_after_the_links_died_keeps_the_videos_still_stored(

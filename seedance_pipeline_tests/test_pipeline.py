@@ -292,11 +292,17 @@ def test_the_follower_outlasts_a_ledger_outage_and_names_the_ledger_when_it_last
     assert ledger.db.url.split("://")[0] in str(raised.value)
     assert "(the database system is starting up)" in str(raised.value)
 
-    # A full disk: pings (reads) answer, the follower's work fails each time. Each answered
-    # ping restarted the outage's clock, and `run` waited for ever.
+    # A full disk: pings (reads) answer, the follower's work fails each time, however long
+    # it worked first (a poll round is up to 45 s before its one write). Each answered ping
+    # restarted the outage's clock, and `run` waited for ever.
+    def slow_then_failing(*args, **kwargs):
+        time.sleep(0.3)  # longer than the outage limit's share: work, then the write fails
+        raise OperationalError("UPDATE", {}, Exception("database or disk is full"))
+
     monkeypatch.setattr(ledger.db, "ping", lambda: None)
+    monkeypatch.setattr(ledger, "day_state", slow_then_failing)
     with (
-        pytest.raises(LedgerUnreachable, match="has failed for 0 s"),
+        pytest.raises(LedgerUnreachable, match=r"has failed for 0 s \(database or disk is full"),
         follow.following(DAY, ledger, evolink, store),
     ):
         pass

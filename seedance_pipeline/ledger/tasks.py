@@ -443,7 +443,8 @@ class TaskRows:
     def note_callback(self, token_sha256: str, task_id: str | None, at: float | None) -> None:
         """Keep the task a callback named on its token's row, before the callback is
         acknowledged: if confirming it fails, the receiver tries again from here (None: drop
-        it, the API's task did not match)."""
+        it, the API's task did not match; a task without `at`: no longer asked about, kept
+        for the record)."""
         with self.db.transaction() as db:
             db.execute(
                 sql(
@@ -458,7 +459,7 @@ class TaskRows:
         answer (submitting, unknown, pending or processing)."""
         return self._rows(
             "SELECT * FROM tasks WHERE callback_task_id IS NOT NULL AND callback_at IS NULL"
-            f" AND status IN {_ACTIVE}",
+            f" AND callback_received_at IS NOT NULL AND status IN {_ACTIVE}",
             {},
         )
 

@@ -134,6 +134,10 @@ class _Bucket:
                 return 0.0
             return (1 - self.tokens) / self.rate
 
+    def pausing(self) -> bool:
+        """Within a pause a 429's Retry-After asked for (not the pacing's own waits)."""
+        return time.monotonic() < self.resume_at
+
     def answered(self, sent_at: float, refused: bool, retry_after: float | None = None) -> None:
         """Learn from the answer to a call sent at `sent_at` (429: `refused`)."""
         with self._lock:
@@ -529,7 +533,7 @@ class _BaseClient:
         """
         bucket = _bucket(self.base_url, self._cap, request.method)
         while (wait := bucket.take()) > 0:
-            if wait > self.retry.max_total_wait:  # a Retry-After of an hour: not sent, no stall
+            if wait > self.retry.max_total_wait and bucket.pausing():  # Retry-After: an hour
                 raise RateLimitError(
                     429,
                     "rate_limit_exceeded",

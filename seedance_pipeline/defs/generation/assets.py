@@ -114,8 +114,8 @@ def submitted_tasks(
     ledger = pipeline.ledger()
     budget = pipeline.max_credits_per_partition
     if budget is not None:
-        held = _held(ledger.rows(partition))
-        spent = sum(credits for p, credits in held.items() if p not in set(accepted.prompt_id))
+        held, ids = _held(ledger.rows(partition)), set(accepted.prompt_id)
+        spent = sum(credits for p, credits in held.items() if p not in ids)
         paid_elsewhere = ledger.sent_on_other_days(partition, accepted.prompt_id)
         to_send = accepted[~accepted.prompt_id.isin(paid_elsewhere)]
         # A prompt already sent counts at what its task holds, not at today's estimate (the
@@ -235,13 +235,12 @@ MAX_PROBLEMS_SHOWN = 200  # rows of the check's problems table; the videos table
 def _check_videos(frame: pd.DataFrame, missing: list[str]) -> AssetCheckResult:
     """`missing`: prompts whose stored video is gone from the store past its link's life."""
     done = frame[frame.status == Status.COMPLETED]
-    measured = ["width", "height", "duration_s", "has_audio"]
     wrong = done[
         (done.width != done.expected_width)
         | (done.height != done.expected_height)
         | ((done.duration_s - done.duration).abs() > 0.1)
         | (done.has_audio != done.generate_audio)
-        | done[measured].isna().any(axis=1)  # compared with NA, a mismatch was never seen
+        | done[["width", "height"]].isna().any(axis=1)  # not measured (a ledger from before)
     ]
     expired = frame[frame.status.isin(UNDELIVERED)]
     problems = [

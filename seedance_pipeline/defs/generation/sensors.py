@@ -197,10 +197,14 @@ def task_poller(
     settled, cursor = _read_settled_days(context, ledger, pipeline.max_attempts)
     wanted += [("videos", partition, state) for partition, (_, state) in settled.items()]
     if outside := sorted({p for _, p, _ in wanted if not daily_partitions.has_partition_key(p)}):
+        fix = (
+            f"SEEDANCE_PARTITIONS_START is {FIRST_DAY}: set it to {outside[0]} or before"
+            if outside[0] < FIRST_DAY
+            else "they are after today (UTC): check this machine's clock"
+        )
         context.log.error(
             f"the ledger has days outside the partitions, whose runs cannot be asked for: "
-            f"{', '.join(outside[:5])}; SEEDANCE_PARTITIONS_START is {FIRST_DAY}: set it to "
-            f"{outside[0]} or before"
+            f"{', '.join(outside[:5])}; {fix}"
         )
         wanted = [w for w in wanted if w[1] not in outside]
     runs = _runs_by_state(context, [state_tag(p, state, kind) for kind, p, state in wanted])
