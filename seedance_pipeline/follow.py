@@ -153,12 +153,12 @@ def following(
 
 
 def _outlasting_outages(ledger: Ledger, follow: Callable[[], None]) -> None:
-    """`follow()`, started again once the ledger's database answers again after failing (its
-    state is all in the ledger); an outage is timed from its first failure until the database
-    answers a ping.
+    """`follow()`, started again once the ledger's database answers a ping after failing (its
+    state is all in the ledger); an outage is timed from its first failure, across restarts
+    that fail again, until a restart works for LEDGER_OUTAGE_SECONDS.
 
     Raises:
-        LedgerUnreachable: the database did not answer for LEDGER_OUTAGE_SECONDS.
+        LedgerUnreachable: the database kept failing for LEDGER_OUTAGE_SECONDS.
     """
     failed = None
     while True:
