@@ -175,7 +175,7 @@ def rebuild(ledger: Ledger, tables: TableStore, partition: str, videos: VideoSto
     stored = _stored_videos(tables, videos, partition)
     restored = 0
     for rec in recorded.to_dict("records"):
-        rec = {k: (None if pd.isna(v) else v) for k, v in rec.items()}  # NaN is truthy
+        rec = _known(rec)
         status = Status(rec["status"])
         if rec["task_id"] and status not in (Status.FAILED, Status.CANCELLED):
             status = Status.PENDING
@@ -197,11 +197,12 @@ def _stored_videos(tables: TableStore, videos: VideoStore, partition: str) -> di
         return {}
     found = {}
     for row in table[table.status == Status.COMPLETED.value].to_dict("records"):
-        key = video_key(partition, row["prompt_id"])
-        if pd.isna(row["video_sha256"]) or pd.isna(row["video_bytes"]) or not videos.exists(key):
+        known = _known(row)
+        key = video_key(partition, known["prompt_id"])
+        recorded = known["video_sha256"] is not None and known["video_bytes"] is not None
+        if not recorded or not videos.exists(key):
             continue
-        known = {k: (None if pd.isna(v) else v) for k, v in row.items()}
-        found[(row["prompt_id"], row["task_id"])] = {
+        found[(known["prompt_id"], known["task_id"])] = {
             "uri": key,
             "sha256": known["video_sha256"],
             "size": int(known["video_bytes"]),
@@ -214,3 +215,8 @@ def _stored_videos(tables: TableStore, videos: VideoStore, partition: str) -> di
             "completed_at": known["completed_at"] and known["completed_at"].timestamp(),
         }
     return found
+
+
+def _known(record: dict) -> dict:
+    """A table row's values with NaN and NaT as None (NaN is truthy)."""
+    return {k: (None if pd.isna(v) else v) for k, v in record.items()}
