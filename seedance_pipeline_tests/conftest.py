@@ -18,7 +18,7 @@ import pytest
 from seedance_pipeline.emulator import DEFAULT_API_KEY, EmulatorConfig, running_emulator
 
 from .fault_support import free_port
-from .postgres import PostgresUnavailable, new_database, running_postgres
+from .postgres import PostgresUnavailable, drop_database, new_database, running_postgres
 
 
 @pytest.fixture
@@ -67,11 +67,14 @@ def postgres_server() -> Iterator[str]:
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def ledger_url(request, tmp_path) -> str:
-    """A new, empty ledger database on each backend in turn."""
+def ledger_url(request, tmp_path) -> Iterator[str]:
+    """A new, empty ledger database on each backend in turn (dropped after the test)."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'state' / 'ledger.sqlite3'}"
-    return new_database(request.getfixturevalue("postgres_server"))
+        yield f"sqlite:///{tmp_path / 'state' / 'ledger.sqlite3'}"
+        return
+    url = new_database(request.getfixturevalue("postgres_server"))
+    yield url
+    drop_database(url)
 
 
 @pytest.fixture(scope="session")

@@ -53,10 +53,16 @@ def running_postgres() -> Iterator[str]:
         as_user = ["runuser", "-u", "postgres", "--"]
     data, port = root / "data", free_port()
     pg_ctl = [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-w"]
-    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+    # 1 MB WAL segments and little WAL kept: each CREATE DATABASE logs a copy of its template
+    # (about 8 MB), and a clean CI machine's disk may be small (16 MB segments halve the headroom).
+    initdb = [str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"]
+    options = (
+        f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        " -c min_wal_size=2MB -c max_wal_size=16MB"
+    )
     try:
         for step in (
-            [*as_user, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+            [*as_user, *initdb, "--wal-segsize=1"],
             [*pg_ctl, "-o", options, "-l", str(root / "log"), "start"],
         ):
             done = subprocess.run(step, capture_output=True, text=True)
@@ -76,3 +82,12 @@ def new_database(server: str) -> str:
     with psycopg.connect(f"{server}/postgres", autocommit=True) as db:
         db.execute(f"CREATE DATABASE {name}")
     return f"{server}/{name}"
+
+
+def drop_database(url: str) -> None:
+    """Drop the database `new_database` made, closing what still holds it."""
+    import psycopg
+
+    server, name = url.rsplit("/", 1)
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as db:
+        db.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
