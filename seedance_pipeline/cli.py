@@ -337,6 +337,21 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # a full disk, a read-only folder, a file where a folder belongs
         where = f": {exc.filename}" if exc.filename else ""
         return _fail(f"{exc.strerror or exc}{where}", 1)
+    except Exception as exc:
+        failure = _database_failure(exc)
+        if failure is None:
+            raise
+        return _fail(failure, 1)
+
+
+def _database_failure(exc: Exception) -> str | None:
+    """One line for a database that failed (a read-only or full disk, a server gone), naming
+    which; SQLAlchemy's own message carries the SQL and the row's values."""
+    errors = sys.modules.get("sqlalchemy.exc")  # loaded by whatever used a database
+    if errors is None or not isinstance(exc, errors.DBAPIError):
+        return None
+    where = "; ".join(getattr(exc, "__notes__", ())) or "Dagster's instance, in DAGSTER_HOME"
+    return f"{' '.join(str(exc.orig).split())} ({where})"  # PostgreSQL's DETAIL lines too
 
 
 def _fail(message: object, code: int = 2) -> int:

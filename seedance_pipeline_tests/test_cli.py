@@ -411,3 +411,18 @@ def test_a_local_file_error_ends_run_in_one_line_naming_the_path(tmp_path, emula
     failed = _cli("run", DAY, env=_shell(tmp_path, emulator, DAGSTER_HOME=str(home)), cwd=tmp_path)
     assert failed.returncode == 1
     assert failed.stderr.splitlines()[-1] == f"error: File exists: {home}", failed.stderr[-2000:]
+
+
+def test_a_ledger_that_cannot_be_opened_ends_a_command_in_one_line_naming_it(
+    tmp_path, monkeypatch, capsys
+):
+    """A read-only or full disk under the ledger, or a folder where its file belongs: SQLAlchemy's
+    traceback, with the SQL, and no word of which database."""
+    copy_sample_data(tmp_path / "data")
+    ledger = tmp_path / "data" / "state" / "ledger.sqlite3"
+    ledger.mkdir(parents=True)
+    monkeypatch.setenv("SEEDANCE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("SEEDANCE_LEDGER_URL", raising=False)
+    assert main(["rebuild-ledger", DAY]) == 1
+    err = capsys.readouterr().err
+    assert err == f"error: unable to open database file (the ledger, sqlite:///{ledger})\n"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, TextClause, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from ..settings import SettingError
 from .migrations import migrate
@@ -135,6 +135,15 @@ class Database:
         return f"Database({safe_url(self.url)!r})"
 
     @contextmanager
+    def _named(self) -> Iterator[None]:
+        """A database error leaves with a note naming the ledger (what the CLI prints)."""
+        try:
+            yield
+        except DBAPIError as exc:
+            exc.add_note(f"the ledger, {safe_url(self.url)}")
+            raise
+
+    @contextmanager
     def transaction(self, lock_wait: float | None = None) -> Iterator[Connection]:
         """One durable write transaction (committed on exit, rolled back on error).
 
@@ -142,11 +151,11 @@ class Database:
             LedgerBusy: with `lock_wait`, another writer held the lock longer than that.
         """
         if lock_wait is None:
-            with self.engine.connect() as connection, connection.begin():
+            with self._named(), self.engine.connect() as connection, connection.begin():
                 yield connection
             return
         wait_ms = max(1, int(lock_wait * 1000))
-        with self.engine.connect() as connection:
+        with self._named(), self.engine.connect() as connection:
             raw = connection.connection.dbapi_connection
             try:
                 if not self.is_postgres:  # BEGIN IMMEDIATE waits this long for the lock
@@ -172,6 +181,7 @@ class Database:
     def read(self) -> Iterator[Connection]:
         """A read-only snapshot."""
         with (
+            self._named(),
             self.engine.connect().execution_options(read_only=True) as connection,
             connection.begin(),
         ):
