@@ -53,16 +53,25 @@ def running_postgres() -> Iterator[str]:
         as_user = ["runuser", "-u", "postgres", "--"]
     data, port = root / "data", free_port()
     pg_ctl = [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-w"]
-    # 1 MB WAL segments and little WAL kept: each CREATE DATABASE logs a copy of its template
-    # (about 8 MB), and a clean CI machine's disk may be small (16 MB segments halve the headroom).
-    initdb = [str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"]
+    # 1 MB WAL segments (16 by default) and little WAL kept: each CREATE DATABASE logs a copy of
+    # its template (about 8 MB), and a clean CI machine's disk may be small.
+    initdb = [
+        str(bindir / "initdb"),
+        "-D",
+        str(data),
+        "-A",
+        "trust",
+        "-U",
+        "postgres",
+        "--wal-segsize=1",
+    ]
     options = (
         f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
         " -c min_wal_size=2MB -c max_wal_size=16MB"
     )
     try:
         for step in (
-            [*as_user, *initdb, "--wal-segsize=1"],
+            [*as_user, *initdb],
             [*pg_ctl, "-o", options, "-l", str(root / "log"), "start"],
         ):
             done = subprocess.run(step, capture_output=True, text=True)
