@@ -172,9 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
         "callbacks", help="the callback receiver: confirms each callback and records it"
     )
     receiver.add_argument(
-        "--host", default="127.0.0.1", help="address to listen on (put a TLS proxy in front)"
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (put a TLS proxy in front; default %(default)s)",
     )
-    receiver.add_argument("--port", type=int, default=8791, help="port to listen on")
+    receiver.add_argument(
+        "--port", type=int, default=8791, help="port to listen on (default %(default)s)"
+    )
     receiver.set_defaults(func=cmd_callbacks)
 
     from .emulator.config import DEFAULT_API_KEY, LINK_FAULTS, POLL_FAULTS, POLL_RATE_MULTIPLE

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from dagster import DagsterInstance, materialize
+from dagster import DagsterInstance, ExecuteInProcessResult, materialize
 from tqdm import tqdm
 
 from .callbacks import callback_base
@@ -166,7 +166,7 @@ def run_partition(
     _reachable(evolink)
     dagster = instance()
 
-    def run(assets, day: str | None = partition) -> None:
+    def run(assets, day: str | None = partition) -> ExecuteInProcessResult:
         result = materialize(
             assets,
             resources=resources,
@@ -178,6 +178,7 @@ def run_partition(
         )
         if not result.success:
             raise PipelineStopped(_failure(result))
+        return result
 
     print(f"[{partition}] planning and submitting", file=out)
     run(_assets("media_catalog"), None)
@@ -189,7 +190,7 @@ def run_partition(
         progress = _Progress(partition, out)
         try:
             with following(partition, ledger, evolink, pipeline.videos(), progress=progress):
-                run(assets)
+                print(_sent(partition, run(assets)), file=out)
         except (PollingRefused, LedgerUnreachable) as exc:
             raise PipelineStopped(str(exc)) from None
         finally:
@@ -202,6 +203,18 @@ def run_partition(
     print(f"[{partition}] writing tables", file=out)
     run(_assets("generated_videos", "generation_costs"))
     return pipeline.tables().read("generated_videos", partition)
+
+
+def _sent(partition: str, result: ExecuteInProcessResult) -> str:
+    """What this run's submission sent: the day's progress counts every task the ledger holds,
+    so a run that sent nothing would read like the first."""
+    (done,) = result.asset_materializations_for_node("submitted_tasks")
+    sent, resent, held = (
+        done.metadata[key].value for key in ("submitted", "resubmitted", "already_submitted")
+    )
+    again = f" ({resent} of them resubmissions)" if resent else ""
+    kept = f"; {held} already in the ledger, not sent again" if held else ""
+    return f"[{partition}] {sent} task(s) sent{again}{kept}"
 
 
 class _Progress:

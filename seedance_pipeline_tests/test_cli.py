@@ -86,6 +86,15 @@ def test_every_option_of_every_command_is_described():
         if not action.help
     ]
     assert undescribed == []
+    defaults_unsaid = [
+        f"{name} {action.option_strings}"
+        for name, command in commands.choices.items()
+        for action in command._actions
+        if action.option_strings
+        and action.default not in (None, False, argparse.SUPPRESS)
+        and "default" not in action.help
+    ]
+    assert defaults_unsaid == []
 
 
 def test_importing_the_package_reads_no_setting():
@@ -426,3 +435,14 @@ def test_a_ledger_that_cannot_be_opened_ends_a_command_in_one_line_naming_it(
     assert main(["rebuild-ledger", DAY]) == 1
     err = capsys.readouterr().err
     assert err == f"error: unable to open database file (the ledger, sqlite:///{ledger})\n"
+
+
+def test_run_says_what_it_sent_and_what_the_ledger_already_held(tmp_path, emulator):
+    """The day's progress counts every task in the ledger: a second run read like the first."""
+    copy_sample_data(tmp_path / "data")
+    env = _shell(tmp_path, emulator)
+    first, again = (_cli("run", DAY, env=env, cwd=tmp_path) for _ in range(2))
+    assert first.returncode == again.returncode == 0, first.stderr[-2000:] + again.stderr[-2000:]
+    assert f"[{DAY}] 6 task(s) sent\n" in first.stderr, first.stderr[-2000:]
+    sent_again = f"[{DAY}] 0 task(s) sent; 6 already in the ledger, not sent again\n"
+    assert sent_again in again.stderr, again.stderr[-2000:]
