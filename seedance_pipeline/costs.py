@@ -113,14 +113,15 @@ def chart(daily: pd.DataFrame, path: str | Path, by: Sequence[str] = ("model",))
     )
     # Labels are the catalog's text: `$5 or $10` is drawn as written, not parsed as TeX math.
     with matplotlib.rc_context({"text.parse_math": False}):
-        fig, ax = plt.subplots(figsize=(8, 4.5))
+        fig, ax = plt.subplots(figsize=(10, 4.5))
         if not pivot.empty:
-            pivot.plot(kind="bar", stacked=True, ax=ax)
-            ax.legend(fontsize=7, title=" / ".join(by) or None)
+            pivot.plot(kind="bar", stacked=True, ax=ax, rot=0)
+            # beside the bars, not over them
+            ax.legend(fontsize=7, title=" / ".join(by) or None, loc="upper left")
+            ax.get_legend().set_bbox_to_anchor((1.01, 1))
         ax.set_title(f"Credits charged per day, by {', '.join(by) or 'day'}")
         ax.set_xlabel("day")
         ax.set_ylabel("credits")
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
+        fig.savefig(path, dpi=100, bbox_inches="tight")
         plt.close(fig)
     return Path(path)
