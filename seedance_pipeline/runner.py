@@ -190,7 +190,7 @@ def run_partition(
         progress = _Progress(partition, out)
         try:
             with following(partition, ledger, evolink, pipeline.videos(), progress=progress):
-                print(_sent(partition, run(assets)), file=out)
+                tqdm.write(_sent(partition, run(assets)), file=out)  # above the bar
         except (PollingRefused, LedgerUnreachable) as exc:
             raise PipelineStopped(str(exc)) from None
         finally:
@@ -213,6 +213,7 @@ def _sent(partition: str, result: ExecuteInProcessResult) -> str:
         done.metadata[key].value for key in ("submitted", "resubmitted", "already_submitted")
     )
     again = f" ({resent} of them resubmissions)" if resent else ""
+    held -= resent  # a resubmitted prompt was in the ledger too
     kept = f"; {held} already in the ledger, not sent again" if held else ""
     return f"[{partition}] {sent} task(s) sent{again}{kept}"
 

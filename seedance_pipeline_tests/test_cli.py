@@ -20,7 +20,7 @@ from seedance_pipeline.settings import SettingError
 from seedance_pipeline.tables import LocalTableStore
 
 from .fault_support import free_port, write_catalog
-from .pipeline_support import DAY, SAMPLE, copy_sample_data
+from .pipeline_support import DAY, SAMPLE, copy_sample_data, emulator_tasks
 
 PROMPTS = str(SAMPLE / "catalog" / "prompts.csv")
 
@@ -446,3 +446,18 @@ def test_run_says_what_it_sent_and_what_the_ledger_already_held(tmp_path, emulat
     assert f"[{DAY}] 6 task(s) sent\n" in first.stderr, first.stderr[-2000:]
     sent_again = f"[{DAY}] 0 task(s) sent; 6 already in the ledger, not sent again\n"
     assert sent_again in again.stderr, again.stderr[-2000:]
+
+
+def test_runs_resubmission_rounds_say_what_they_resent(tmp_path, start_emulator):
+    url = start_emulator(task_failure_rate=0.6, seed=11)
+    copy_sample_data(tmp_path / "data")
+    done = _cli("run", DAY, env=_shell(tmp_path, url, SEEDANCE_MAX_RESUBMISSIONS="2"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    sent = re.findall(
+        r"\] (\d+) task\(s\) sent(?: \((\d+) of them resubmissions\))?(?:; (\d+))?", done.stderr
+    )
+    assert sent[0] == ("6", "", ""), done.stderr[-2000:]
+    rounds = [(int(n), int(again or 0), int(kept or 0)) for n, again, kept in sent[1:]]
+    assert rounds, "the seeded emulator should fail some tasks transiently"
+    assert all(n == again and n + kept == 6 for n, again, kept in rounds), rounds
+    assert 6 + sum(n for n, _, _ in rounds) == len(emulator_tasks(url))
