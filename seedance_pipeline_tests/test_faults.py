@@ -33,7 +33,9 @@ FAULTS = {
     "rate_limit_4rps_paced": {"rate_limit": 4, "paced": 4},
     "http_500_15pct": {"error_rate": 0.15},
     "task_failure_30pct": {"task_failure_rate": 0.3},
-    "restart_mid_run": {"restart": True},
+    # Paced so that the vendor goes away mid-submission: unpaced, the 50 creates took 0.5 s, and
+    # once in CI all were sent while the emulator was stopping.
+    "restart_mid_run": {"restart": True, "paced": 25},
     "drop_10pct": {"drop_rate": 0.1},
     # A gateway answers 502/503/504 after the vendor made the task: never resent.
     "post_create_5xx_30pct": {"post_create_error_rate": 0.3},
