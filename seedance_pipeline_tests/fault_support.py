@@ -215,13 +215,23 @@ def cli() -> list[str]:
 
 
 def start_run(env: dict[str, str], day: str = DAY, **extra_env: str) -> subprocess.Popen:
+    """`run` in a process group of its own (see `kill_group`)."""
     return subprocess.Popen(
         [*cli(), "run", day],
         env={**env, **extra_env},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,
     )
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """Kill what a killed `run` left: Dagster's log capture runs `tail -F` into its output with a
+    watcher that ends it once `run` dies, but a kill between starting the two orphans the tail,
+    which keeps the output pipe open (CI once waited 30 s for its end)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def temporaries(data_dir: Path) -> list[Path]:

@@ -26,7 +26,15 @@ from seedance_pipeline.ledger.database import sql
 from seedance_pipeline.media import measure_video_output
 from seedance_pipeline.tables import read_table
 
-from .fault_support import Emulator, cli, pipeline_env, start_run, temporaries, write_catalog
+from .fault_support import (
+    Emulator,
+    cli,
+    kill_group,
+    pipeline_env,
+    start_run,
+    temporaries,
+    write_catalog,
+)
 from .pipeline_support import DAY, emulator_tasks
 
 PROMPTS = 16
@@ -142,6 +150,8 @@ def _run_until_killed(emulator: Emulator, env: dict, url: str, point: KillPoint)
                 proc.send_signal(signal.SIGKILL)
                 break
             time.sleep(0.005)
+        proc.wait(timeout=30)
+        kill_group(proc)
         output = proc.communicate(timeout=30)[0]
     finally:
         emulator.hook = None
