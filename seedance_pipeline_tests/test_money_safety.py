@@ -507,8 +507,7 @@ def test_bad_result_links_leave_rows_download_failed_then_a_later_run_stores_the
     assert sent.error_message.str.len().gt(20).all()
     assert (sent.credits_charged == sent.credits_reserved).all()  # the vendor charged them
     assert sent.video_uri.isna().all() and not list((data / "videos").rglob("*.mp4"))
-    checks = [e for e in first.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
-    assert [c.event_specific_data.passed for c in checks] == [False]
+    assert [c.passed for c in first.get_asset_check_evaluations()] == [False]
     ledger = resources["pipeline"].ledger()
     with ledger.db.transaction() as db:  # the retry delay has passed
         db.execute(sql("UPDATE tasks SET next_poll_at = 0 WHERE status = 'download_failed'"))
@@ -562,11 +561,7 @@ def test_a_whole_video_of_the_wrong_size_is_kept_but_fails_the_videos_check(
     done = table[table.status == "completed"]
     assert len(done) == len(table[table.task_id.notna()])  # delivered, charged, measured
     assert (done.has_audio != done.generate_audio).all()  # the emulator flipped the audio
-    (check,) = [
-        e.event_specific_data
-        for e in result.all_events
-        if e.event_type_value == "ASSET_CHECK_EVALUATION"
-    ]
+    (check,) = result.get_asset_check_evaluations()
     assert not check.passed and check.metadata["mismatched"].value == len(done)
 
 

@@ -104,8 +104,7 @@ def test_partition_end_to_end_lands_table_and_real_videos(project):
     assert not table_path(data, "generated_videos", "2026-11-21").exists()
     assert not (data / "videos" / "2026-11-21").exists()
     # The asset check passed.
-    checks = [e for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
-    assert [c.event_specific_data.passed for c in checks] == [True]
+    assert [c.passed for c in result.get_asset_check_evaluations()] == [True]
 
 
 def test_rejected_rows_are_never_sent_and_recorded_with_reason(project):
@@ -431,8 +430,7 @@ def test_expired_link_is_recorded_and_fails_the_check(tmp_path, start_emulator, 
     accepted = table[table.status != "rejected"]
     assert (accepted.status == "expired").all() and len(accepted) == 6
     assert accepted.error_message.str.contains("expired").all()
-    checks = [e for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
-    assert [c.event_specific_data.passed for c in checks] == [False]
+    assert [c.passed for c in result.get_asset_check_evaluations()] == [False]
 
 
 def test_quota_exhaustion_stops_cleanly_leaving_the_rest_for_later(

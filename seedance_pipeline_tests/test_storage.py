@@ -110,9 +110,9 @@ def test_a_video_gone_from_the_store_is_stored_again_while_its_link_lives(
     kept = read_table(data, "generated_videos", DAY).set_index("prompt_id").loc[gone.prompt_id]
     assert (kept.status, kept.video_sha256) == ("completed", gone.video_sha256)
     # ... and the day's check says so (it passed, with the video nowhere).
-    [check] = [e for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
-    assert not check.event_specific_data.passed
-    problems = check.event_specific_data.metadata["problems"].value.records
+    [check] = result.get_asset_check_evaluations()
+    assert not check.passed
+    problems = check.metadata["problems"].value.records
     said = {r.data["prompt_id"]: r.data["problem"] for r in problems}
     assert said == {gone.prompt_id: "its stored video is gone from the store: restore it"}
 
@@ -132,9 +132,9 @@ def test_a_completed_video_without_its_measurements_fails_the_days_check(
             {"id": unmeasured.prompt_id},
         )
     result = save_videos(resources)
-    [check] = [e for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
-    assert not check.event_specific_data.passed
-    assert check.event_specific_data.metadata["mismatched"].value == 1
+    [check] = result.get_asset_check_evaluations()
+    assert not check.passed
+    assert check.metadata["mismatched"].value == 1
 
 
 def test_moving_the_data_directory_keeps_stored_videos(tmp_path, emulator, api_key):
