@@ -36,6 +36,8 @@ _DOWNLOADED = {
     "skip_frame": "all",
     "protocol_whitelist": "file",
 }
+# How far short of its claimed duration a stream may end (encoders pad and trim).
+_TAIL_MICROSECONDS = 500_000
 _IMAGE_CODECS = {"mjpeg": "jpeg", "png": "png", "webp": "webp", "gif": "gif", "bmp": "bmp"}
 
 
@@ -105,9 +107,10 @@ def measure_video_output(path: str | os.PathLike) -> dict:
     """Pixels, duration and audio of a generated MP4 (MP4 or MOV, no other format), for the
     videos table and checks.
 
-    Every video and audio packet is read (not decoded), so a file cut short fails here even
-    when its header, written first, promises the full duration; so does a sound track that
-    stops early.
+    The last half second of every video and audio stream is read (not decoded), so a file cut
+    short fails here even when its header, written first, promises the full duration; so does
+    a sound track that stops early. Only that tail is read: the header's index finds it, and
+    reading every packet would double the CPU of measuring a generated video.
 
     Raises:
         MediaError: not a video, or its picture or sound stops well before the duration it
@@ -121,6 +124,9 @@ def measure_video_output(path: str | os.PathLike) -> dict:
             if container.streams.audio:
                 streams["sound"] = container.streams.audio[0]
             claimed = container.duration / 1_000_000 if container.duration else None
+            if claimed:  # each stream from its sample nearest the tail, keyframe or not
+                tail = max(0, container.duration - _TAIL_MICROSECONDS)
+                container.seek(tail, any_frame=True, backward=True)
             last = dict.fromkeys(streams.values(), 0)  # in each stream's time base
             for packet in container.demux(*streams.values()):
                 if packet.pts is not None and packet.size:
@@ -138,9 +144,9 @@ def measure_video_output(path: str | os.PathLike) -> dict:
     except av.error.FFmpegError as exc:
         raise MediaError(f"{path}: not a readable video ({exc})") from None
     for name, end in ends.items():
-        if claimed is None or end < claimed - 0.5:
+        if claimed is None or end < claimed - _TAIL_MICROSECONDS / 1_000_000:
             raise MediaError(
-                f"{path}: the {name} ends at {end:.2f} s of the {claimed or 0:.2f} s it claims "
-                "(a truncated or corrupt file)"
+                f"{path}: the {name} {f'ends at {end:.2f} s of' if end else 'stops short of'} "
+                f"the {claimed or 0:.2f} s it claims (a truncated or corrupt file)"
             )
     return facts
