@@ -32,6 +32,18 @@ from .tables import concat, not_written, parquet_bytes, table_key
 # the task leaves the vendor's queue.
 PRESIGNED_URL_SECONDS = 48 * 3600
 _MISSING = ("404", "NoSuchKey", "NotFound")
+_DENIED = ("403", "AccessDenied", "Forbidden")
+# What each call needs of the credentials. Without s3:ListBucket, S3 answers a read of a key
+# that does not exist with 403, not 404: a video deleted from the bucket looks refused.
+_READS = "s3:GetObject, and s3:ListBucket so that S3 can say an object does not exist"
+_NEEDS = {
+    "HEAD": _READS,
+    "GET": _READS,
+    "download": _READS,
+    "upload": "s3:PutObject",
+    "PUT": "s3:PutObject",
+    "LIST": "s3:ListBucket",
+}
 SETTINGS_HINT = "check SEEDANCE_S3_BUCKET, the AWS_* credentials and AWS_ENDPOINT_URL"
 
 
@@ -82,6 +94,12 @@ class S3Bucket:
         try:
             yield
         except (BotoCoreError, ClientError, Boto3Error) as exc:
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+            if code in _DENIED and what in _NEEDS:
+                raise S3Error(
+                    f"{self.uri(relative)}: {what} refused ({exc}); the credentials need "
+                    f"{_NEEDS[what]} on bucket {self.bucket}"
+                ) from None
             raise S3Error(f"{self.uri(relative)}: {what} failed ({exc}); {SETTINGS_HINT}") from None
 
     def exists(self, relative: str) -> bool:

@@ -5,20 +5,16 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
-import httpx
 import pytest
 
 from seedance_pipeline.emulator import DEFAULT_API_KEY, EmulatorConfig, running_emulator
 
-from .fault_support import free_port
 from .postgres import PostgresUnavailable, drop_database, new_database, running_postgres
+from .s3_server import running_moto
 
 
 @pytest.fixture
@@ -79,36 +75,8 @@ def ledger_url(request, tmp_path) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def moto_server(tmp_path_factory) -> Iterator[str]:
-    """moto's S3 server as a real process on loopback (`moto_server` from moto[server])."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                str(Path(sys.executable).with_name("moto_server")),
-                "-H",
-                "127.0.0.1",
-                "-p",
-                str(port),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{url}/moto-api/", timeout=1)
-                break
-            except httpx.TransportError:
-                assert process.poll() is None, f"moto_server exited: {log.read_text()}"
-                assert time.monotonic() < deadline, "moto_server did not start in 30 s"
-                time.sleep(0.1)
+    with running_moto(tmp_path_factory.mktemp("moto") / "moto.log") as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 _buckets = itertools.count()

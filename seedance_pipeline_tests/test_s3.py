@@ -21,6 +21,7 @@ from seedance_pipeline.media import MediaError, measure_video_output
 from seedance_pipeline.publishing import PublishError, sendable
 from seedance_pipeline.s3 import (
     S3Bucket,
+    S3Error,
     S3Media,
     S3Publisher,
     S3TableStore,
@@ -39,6 +40,7 @@ from .pipeline_support import (
     run_day,
     save_costs,
 )
+from .s3_server import running_moto
 
 PREFIX = "team/seedance"
 SESSION_TOKEN = "FwoGZXIvYXdzEXAMPLE-session-token"
@@ -98,6 +100,53 @@ def test_video_put_uploads_and_removes_the_scratch_file(s3_bucket, tmp_path):
     assert store.exists(key) and not store.exists(f"videos/{DAY}/p2.mp4")
     assert store.uri(key) == f"s3://{s3_bucket}/{PREFIX}/videos/{DAY}/p1.mp4"
     assert objects(s3_bucket)[f"{PREFIX}/{key}"] == payload
+
+
+def test_credentials_short_of_a_permission_are_told_which(tmp_path, monkeypatch):
+    """moto enforcing IAM (after its first four calls, the admin's set-up), for a key that may
+    only put objects: a video is stored; checking it, reading a table and listing the tables
+    each name the permission the key lacks, not only 'Forbidden'."""
+    bucket = "seedance-put-only"
+    with running_moto(tmp_path / "moto.log", INITIAL_NO_AUTH_ACTION_COUNT="4") as url:
+        admin = {"endpoint_url": url, "region_name": "us-east-1"}
+        admin |= {"aws_access_key_id": "admin", "aws_secret_access_key": "admin"}
+        boto3.client("s3", **admin).create_bucket(Bucket=bucket)
+        iam = boto3.client("iam", **admin)
+        iam.create_user(UserName="writer")
+        allowed = {
+            "Effect": "Allow",
+            "Action": "s3:PutObject",
+            "Resource": f"arn:aws:s3:::{bucket}/*",
+        }
+        iam.put_user_policy(
+            UserName="writer",
+            PolicyName="put-only",
+            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [allowed]}),
+        )
+        key = iam.create_access_key(UserName="writer")["AccessKey"]
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        objects = S3Bucket(s3_client(), bucket, PREFIX)
+        videos, tables = S3VideoStore(objects), S3TableStore(objects)
+        scratch = videos.scratch_path(DAY, "p1")
+        scratch.write_bytes(b"\x00mp4")
+
+        stored = videos.put(scratch, DAY, "p1")
+
+        where = f"s3://{bucket}/{PREFIX}/videos/{DAY}/p1.mp4: HEAD refused"
+        with pytest.raises(S3Error) as checked:
+            videos.exists(stored)
+        with pytest.raises(S3Error, match="GET refused .*need s3:GetObject, and s3:List"):
+            tables.read("generated_videos", DAY)
+        with pytest.raises(S3Error, match=f"LIST refused .*need s3:ListBucket on bucket {bucket}"):
+            tables.partitions("generated_videos")
+    assert str(checked.value).startswith(where)
+    assert "the credentials need s3:GetObject, and s3:ListBucket" in str(checked.value)
+    assert key["SecretAccessKey"] not in str(checked.value)
 
 
 def test_published_media_are_uploaded_once_and_sent_presigned(s3_bucket):
