@@ -33,12 +33,14 @@ SUBMIT_WORKERS = 4
 
 
 class Planned(NamedTuple):
-    """An accepted request: the body to send, its estimate and the catalog row's fingerprint."""
+    """An accepted request: the body to send, its estimate, the catalog row's fingerprint and
+    the (width, height) the plan expects of its video."""
 
     prompt_id: str
     body: dict[str, Any]
     estimate: float | None
     request_sha256: str | None = None
+    frame: tuple[int, int] | None = None
 
 
 class SubmissionStopped(RuntimeError):
@@ -96,6 +98,7 @@ def submit_all(
             p.estimate,
             request_sha256=p.request_sha256,
             callback_token_sha256=token,
+            expected_frame=p.frame,
         ):
             _submit_claimed(ledger, client, partition, p.prompt_id, sent, summary, bool(token))
         else:

@@ -292,11 +292,14 @@ def _task_row(
         if req is None or lr.request_sha256 is None
         else (req.get("request_sha256") != lr.request_sha256)
     )
-    # The frame the sent request makes: the plan's (which knew the media) unless the catalog
-    # row was edited after submission and the sent body alone says it (an `adaptive` ratio
-    # takes its media's, which only the plan measured).
+    # The frame the sent request makes: the plan's when it was sent (recorded since ledger
+    # version 6). Older rows: today's plan (which knows the media) unless the catalog row was
+    # edited after submission and the sent body alone says it (an `adaptive` ratio takes its
+    # media's, which only the plan measured).
     width, height = (
-        (req["expected_width"], req["expected_height"])
+        (lr.expected_width, lr.expected_height)
+        if lr.expected_width
+        else (req["expected_width"], req["expected_height"])
         if req and (not changed or body.get("aspect_ratio") == "adaptive")
         else output_pixels(body)
     )

@@ -14,6 +14,7 @@ import httpx
 import pandas as pd
 import pytest
 from dagster import DagsterInstance, build_sensor_context
+from PIL import Image
 
 from seedance_pipeline import seedance
 from seedance_pipeline.cli import main
@@ -462,6 +463,31 @@ def test_a_prompt_edited_to_another_quality_is_checked_against_what_was_sent(day
     row = read_table(data, "generated_videos", DAY).set_index("prompt_id").loc[edited]
     assert row.request_changed and (row.expected_width, row.expected_height) == sent
     assert (row.width, row.height) == sent
+
+
+def test_an_image_replaced_under_its_name_does_not_fail_the_adaptive_video_sent_before(day):
+    """An `adaptive` frame follows its image: once the 4:3 image is replaced by a 3:4 one of
+    the same name, today's plan expects a portrait video. The video made from the image sent
+    is landscape, and is checked against the frame expected when it was sent (the ledger's)."""
+    data, url, resources = day
+    assert submit(resources).success
+    wait_for_tasks(resources)
+    prompt_id = "d1-i2v-product-spin"
+    sent = read_table(data, "generation_requests", DAY).set_index("prompt_id").loc[prompt_id]
+    assert sent.aspect_ratio == "adaptive" and sent.expected_width > sent.expected_height
+    Image.new("RGB", (600, 800), "orange").save(data / "media" / "img_product_800x600.png")
+    assert plan_requests(resources).success
+    now = read_table(data, "generation_requests", DAY).set_index("prompt_id").loc[prompt_id]
+    assert now.expected_width < now.expected_height  # today's plan: portrait
+
+    result = save_videos(resources)
+
+    assert result.success
+    (check,) = result.get_asset_check_evaluations()
+    assert check.passed, check.metadata["problems"]
+    row = read_table(data, "generated_videos", DAY).set_index("prompt_id").loc[prompt_id]
+    expected = (sent.expected_width, sent.expected_height)
+    assert (row.expected_width, row.expected_height) == (row.width, row.height) == expected
 
 
 def test_odd_poll_answers_neither_lose_a_paid_video_nor_end_a_task_early(

@@ -104,7 +104,14 @@ _V5 = [
     "ALTER TABLE tasks ADD COLUMN callback_received_at DOUBLE PRECISION",
 ]
 
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5]
+# The frame the plan expected of the request as sent: an `adaptive` ratio follows its media,
+# which may be replaced under the same name after the task was sent.
+_V6 = [
+    "ALTER TABLE tasks ADD COLUMN expected_width INTEGER",
+    "ALTER TABLE tasks ADD COLUMN expected_height INTEGER",
+]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6]
 
 # Any constant: PostgreSQL serialises concurrent migrators on it.
 _ADVISORY_LOCK = 734_201_116

@@ -62,6 +62,8 @@ class LedgerRow:
     callback_at: float | None = None  # when a confirmed callback was recorded
     callback_task_id: str | None = None  # the task a callback named, confirmed or not
     callback_received_at: float | None = None
+    expected_width: int | None = None  # the plan's frame for the request as sent
+    expected_height: int | None = None
 
     @classmethod
     def from_db(cls, r: Mapping[str, Any]) -> LedgerRow:
@@ -203,9 +205,11 @@ class TaskRows:
         *,
         request_sha256: str | None = None,
         callback_token_sha256: str | None = None,
+        expected_frame: tuple[int, int] | None = None,
     ) -> bool:
         """Record the intent to submit; False when this prompt was already claimed, on this
-        day or on another (`sent_on_other_days` tells which).
+        day or on another (`sent_on_other_days` tells which). `expected_frame`: the plan's
+        (width, height) for `request`.
 
         A claim whose owner is gone is turned into `unknown` here (and not re-claimed).
         """
@@ -218,8 +222,9 @@ class TaskRows:
                 sql(
                     "INSERT INTO tasks (partition, prompt_id, request_json, request_sha256,"
                     " estimated_credits, status, owner, claimed_at, lease_expires_at,"
-                    " callback_token_sha256) SELECT :partition, :prompt_id, :request,"
-                    " :sha, :estimate, :status, :owner, :now, :lease, :token"
+                    " callback_token_sha256, expected_width, expected_height)"
+                    " SELECT :partition, :prompt_id, :request, :sha, :estimate, :status,"
+                    " :owner, :now, :lease, :token, :width, :height"
                     " WHERE NOT EXISTS (SELECT 1 FROM tasks"
                     " WHERE prompt_id = :prompt_id AND partition <> :partition)"
                     " ON CONFLICT (partition, prompt_id) DO NOTHING"
@@ -235,6 +240,8 @@ class TaskRows:
                     "now": now,
                     "lease": now + self.leases.seconds,
                     "token": callback_token_sha256,
+                    "width": expected_frame and expected_frame[0],
+                    "height": expected_frame and expected_frame[1],
                 },
             ).rowcount
             if not made:

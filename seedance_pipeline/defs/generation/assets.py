@@ -138,6 +138,7 @@ def submitted_tasks(
             json.loads(r.request_json),
             None if pd.isna(r.estimated_credits) else r.estimated_credits,  # no known price
             r.request_sha256,
+            None if pd.isna(r.expected_width) else (int(r.expected_width), int(r.expected_height)),
         )
         for r in accepted.itertuples()
     ]
