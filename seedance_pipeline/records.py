@@ -30,6 +30,8 @@ COLUMNS = [
     "submitted_at",
     "error_code",
     "error_message",
+    "expected_width",
+    "expected_height",
 ]
 
 
@@ -59,6 +61,8 @@ def _record(r: LedgerRow) -> dict:
         "submitted_at": r.submitted_at,
         "error_code": r.error_code,
         "error_message": r.error_message,
+        "expected_width": r.expected_width,
+        "expected_height": r.expected_height,
     }
 
 

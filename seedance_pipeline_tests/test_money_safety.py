@@ -109,12 +109,18 @@ def day(tmp_path, emulator, api_key):
     return data, emulator, make_resources(data, emulator, api_key)
 
 
+def ledger_rows(resources) -> list[LedgerRow]:
+    return resources["pipeline"].ledger().rows(DAY)
+
+
 def test_a_lost_ledger_stops_the_day_until_it_is_rebuilt_and_nothing_is_paid_twice(
     day, monkeypatch, capsys
 ):
     data, url, resources = day
     assert submit(resources).success
     paid = len(emulator_tasks(url))
+    frames = {r.prompt_id: (r.expected_width, r.expected_height) for r in ledger_rows(resources)}
+    assert all(frames.values())
     (data / "state" / "ledger.sqlite3").unlink()  # the slip: the ledger is gone
     for leftover in (data / "state").glob("ledger.sqlite3-*"):
         leftover.unlink()
@@ -126,6 +132,8 @@ def test_a_lost_ledger_stops_the_day_until_it_is_rebuilt_and_nothing_is_paid_twi
     monkeypatch.setenv("SEEDANCE_DATA_DIR", str(data))
     assert main(["rebuild-ledger", DAY]) == 0
     assert f"{DAY}: {paid} row(s) restored" in capsys.readouterr().out
+    restored = ledger_rows(resources)
+    assert {r.prompt_id: (r.expected_width, r.expected_height) for r in restored} == frames
     assert submit(resources).success and len(emulator_tasks(url)) == paid
     wait_for_tasks(resources)
     assert save_videos(resources).success

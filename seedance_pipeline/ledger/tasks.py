@@ -503,19 +503,23 @@ class TaskRows:
     def restore(self, record: dict[str, Any]) -> bool:
         """Insert a row from the day's submissions record, or bring the ledger's row up to it
         when the ledger has only an earlier attempt of it or lacks its task (a ledger restored
-        from an old copy); a task still running is due for a poll now."""
+        from an old copy); a task still running is due for a poll now. Records written before
+        the expected frame was kept restore it as unknown."""
         now = time.time()
+        frame = {k: record.get(k) and int(record[k]) for k in ("expected_width", "expected_height")}
         with self.db.transaction() as db:
             return bool(
                 db.execute(
                     sql(
                         "INSERT INTO tasks (partition, prompt_id, attempt, status, task_id,"
                         " request_json, request_sha256, estimated_credits, credits_reserved,"
-                        " submitted_at, error_code, error_message, claimed_at, next_poll_at)"
+                        " submitted_at, error_code, error_message, claimed_at, next_poll_at,"
+                        " expected_width, expected_height)"
                         " VALUES (:partition, :prompt_id, :attempt, :status, :task_id,"
                         " :request_json, :request_sha256, :estimated_credits,"
                         " :credits_reserved, :submitted_at, :error_code, :error_message,"
-                        " :now, :now) ON CONFLICT (partition, prompt_id) DO UPDATE SET"
+                        " :now, :now, :expected_width, :expected_height)"
+                        " ON CONFLICT (partition, prompt_id) DO UPDATE SET"
                         " attempt = excluded.attempt, status = excluded.status,"
                         " task_id = excluded.task_id, request_json = excluded.request_json,"
                         " request_sha256 = excluded.request_sha256,"
@@ -523,6 +527,8 @@ class TaskRows:
                         " credits_reserved = excluded.credits_reserved,"
                         " submitted_at = excluded.submitted_at, error_code = excluded.error_code,"
                         " error_message = excluded.error_message,"
+                        " expected_width = excluded.expected_width,"
+                        " expected_height = excluded.expected_height,"
                         " next_poll_at = excluded.next_poll_at, owner = NULL,"
                         " lease_expires_at = NULL, vendor_status = NULL, progress = NULL,"
                         " result_url = NULL, completed_at = NULL, polls = 0, poll_errors = 0"
@@ -530,7 +536,7 @@ class TaskRows:
                         " excluded.attempt AND excluded.task_id IS NOT NULL"
                         " AND (tasks.task_id IS NULL OR tasks.task_id <> excluded.task_id))"
                     ),
-                    {**record, "attempt": int(record["attempt"]), "now": now},
+                    {**record, **frame, "attempt": int(record["attempt"]), "now": now},
                 ).rowcount
             )
 
