@@ -95,7 +95,9 @@ class S3Bucket:
             yield
         except (BotoCoreError, ClientError, Boto3Error) as exc:
             code = getattr(exc, "response", {}).get("Error", {}).get("Code")
-            if code in _DENIED and what in _NEEDS:
+            # A failed upload_file keeps only its message: "... (AccessDenied) when calling ..."
+            denied = code in _DENIED or "(AccessDenied)" in str(exc)
+            if denied and what in _NEEDS:
                 raise S3Error(
                     f"{self.uri(relative)}: {what} refused ({exc}); the credentials need "
                     f"{_NEEDS[what]} on bucket {self.bucket}"

@@ -104,23 +104,20 @@ def test_video_put_uploads_and_removes_the_scratch_file(s3_bucket, tmp_path):
 
 def test_credentials_short_of_a_permission_are_told_which(tmp_path, monkeypatch):
     """moto enforcing IAM (after its first four calls, the admin's set-up), for a key that may
-    only put objects: a video is stored; checking it, reading a table and listing the tables
-    each name the permission the key lacks, not only 'Forbidden'."""
-    bucket = "seedance-put-only"
+    only put tables: writing one works; storing a video, checking it, reading a table and
+    listing the tables each name the permission the key lacks, not only 'Forbidden'."""
+    bucket = "seedance-tables-only"
     with running_moto(tmp_path / "moto.log", INITIAL_NO_AUTH_ACTION_COUNT="4") as url:
         admin = {"endpoint_url": url, "region_name": "us-east-1"}
         admin |= {"aws_access_key_id": "admin", "aws_secret_access_key": "admin"}
         boto3.client("s3", **admin).create_bucket(Bucket=bucket)
         iam = boto3.client("iam", **admin)
         iam.create_user(UserName="writer")
-        allowed = {
-            "Effect": "Allow",
-            "Action": "s3:PutObject",
-            "Resource": f"arn:aws:s3:::{bucket}/*",
-        }
+        tables_only = f"arn:aws:s3:::{bucket}/{PREFIX}/warehouse/*"
+        allowed = {"Effect": "Allow", "Action": "s3:PutObject", "Resource": tables_only}
         iam.put_user_policy(
             UserName="writer",
-            PolicyName="put-only",
+            PolicyName="tables-only",
             PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [allowed]}),
         )
         key = iam.create_access_key(UserName="writer")["AccessKey"]
@@ -134,19 +131,21 @@ def test_credentials_short_of_a_permission_are_told_which(tmp_path, monkeypatch)
         videos, tables = S3VideoStore(objects), S3TableStore(objects)
         scratch = videos.scratch_path(DAY, "p1")
         scratch.write_bytes(b"\x00mp4")
+        tables.write(pd.DataFrame({"prompt_id": ["p1"]}), "generated_videos", DAY)
 
-        stored = videos.put(scratch, DAY, "p1")
-
-        where = f"s3://{bucket}/{PREFIX}/videos/{DAY}/p1.mp4: HEAD refused"
         with pytest.raises(S3Error) as checked:
-            videos.exists(stored)
+            videos.exists(f"videos/{DAY}/p1.mp4")
+        with pytest.raises(S3Error, match="upload refused .*need s3:PutObject on bucket"):
+            videos.put(scratch, DAY, "p1")
         with pytest.raises(S3Error, match="GET refused .*need s3:GetObject, and s3:List"):
             tables.read("generated_videos", DAY)
         with pytest.raises(S3Error, match=f"LIST refused .*need s3:ListBucket on bucket {bucket}"):
             tables.partitions("generated_videos")
+    where = f"s3://{bucket}/{PREFIX}/videos/{DAY}/p1.mp4: HEAD refused"
     assert str(checked.value).startswith(where)
     assert "the credentials need s3:GetObject, and s3:ListBucket" in str(checked.value)
     assert key["SecretAccessKey"] not in str(checked.value)
+    scratch.unlink()
 
 
 def test_published_media_are_uploaded_once_and_sent_presigned(s3_bucket):
