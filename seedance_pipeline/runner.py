@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from .callbacks import callback_base
 from .definitions import DOMAINS, resources_from_env
+from .defs.generation.sensors import STATE_TAG, ledger_state, state_tag
 from .follow import FOLLOWED_TAG, following
 from .ledger import LedgerUnreachable
 from .polling import PollingRefused
@@ -166,7 +167,7 @@ def run_partition(
     _reachable(evolink)
     dagster = instance()
 
-    def run(assets, day: str | None = partition) -> ExecuteInProcessResult:
+    def run(assets, day: str | None = partition, **tags: str) -> ExecuteInProcessResult:
         result = materialize(
             assets,
             resources=resources,
@@ -174,7 +175,7 @@ def run_partition(
             partition_key=day,
             raise_on_error=False,
             run_config=_run_config(verbose),
-            tags={FOLLOWED_TAG: "true"},  # this process polls and stores: the assets need not
+            tags={FOLLOWED_TAG: "true", **tags},  # this process polls and stores: assets need not
         )
         if not result.success:
             raise PipelineStopped(_failure(result))
@@ -201,7 +202,10 @@ def run_partition(
         print(f"[{partition}] resubmitting tasks that failed transiently", file=out)
         submit(_assets("submitted_tasks"))
     print(f"[{partition}] writing tables", file=out)
-    run(_assets("generated_videos", "generation_costs"))
+    # Tagged as the sensor tags the videos run of the day's ledger state: it finds this one and
+    # does not run the day's tables again (`dagster dev` on the same Dagster home).
+    state = state_tag(partition, ledger_state(ledger.state_rows(partition)))
+    run(_assets("generated_videos", "generation_costs"), **{STATE_TAG: state})
     return pipeline.tables().read("generated_videos", partition)
 
 

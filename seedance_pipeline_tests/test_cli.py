@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from dagster import AssetKey, DagsterInstance
+from dagster import AssetKey, DagsterInstance, build_sensor_context
 
 from seedance_pipeline.cli import build_parser, main
+from seedance_pipeline.defs.generation.sensors import task_poller
+from seedance_pipeline.defs.resources import EvoLinkResource, PipelineResource
 from seedance_pipeline.settings import SettingError
 from seedance_pipeline.tables import LocalTableStore
 
@@ -292,6 +294,23 @@ def test_run_without_dagster_home_records_in_the_working_directory_and_names_unk
     args = command.replace("(--task-id ID | --forget)", "--forget").split()[1:]
     assert main(args) == 0
     assert capsys.readouterr().out == f"{DAY}/{prompt_id}: forgotten; the next run submits it\n"
+
+
+def test_after_a_run_the_sensor_asks_for_no_run_of_the_finished_day(tmp_path, emulator):
+    """`dagster dev` after `demo` or `run` on the same Dagster home: the sensor found no
+    videos run tagged with the day's ledger state and ran generated_videos again for each day."""
+    copy_sample_data(tmp_path / "data")
+    done = _cli("run", DAY, env=_shell(tmp_path, emulator), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    resources = {
+        "evolink": EvoLinkResource(
+            api_key="sk-evo-local-emulator", base_url=emulator, files_url=emulator
+        ),
+        "pipeline": PipelineResource(data_dir=str(tmp_path / "data")),
+    }
+    with DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
+        tick = task_poller(build_sensor_context(instance=instance, resources=resources))
+    assert tick.run_requests == []
 
 
 def test_runs_opening_a_new_dagster_home_at_once_all_start_and_leave_it_whole(tmp_path):
