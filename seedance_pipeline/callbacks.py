@@ -29,10 +29,11 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from .ledger import Ledger, LedgerRow
+from .ledger import Ledger, LedgerBusy, LedgerRow
 from .polling import PollPolicy, interpret
-from .seedance import AsyncClient, SeedanceError, Task
+from .seedance import AsyncClient, InvalidRequestError, NotFoundError, SeedanceError, Task
 from .seedance._rules import _is_loopback_url
 from .seedance._urls import origin, url_problem
 from .serving import in_thread
@@ -46,8 +47,13 @@ PATH = "/callbacks/"
 REDACTED = "REDACTED"
 MAX_BODY_BYTES = 64 * 1024  # a task answer is well under 2 KB
 MAX_URL_CHARS = 2048  # the vendor's limit on callback_url
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")  # secrets.token_urlsafe(32)
-_TASK_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")  # safe as a URL path segment
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32); fullmatch only
+_TASK_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")  # safe as a URL path segment; fullmatch only
+# A connection sends a request's headers, and a request its body, within this, or is closed.
+REQUEST_SECONDS = 10.0
+# A callback is noted within this, or answered 500 at once: the vendor waits 10 s for an answer,
+# and sends again only what it saw fail.
+NOTE_LOCK_WAIT_SECONDS = 5.0
 # A callback may beat the create's answer home: wait this long for the answer (or its loss) to
 # be recorded. A create's answer may take ANSWER_SECONDS per try, tries on a refused connection
 # or a 429 go on for the client's retry budget, and a claim whose owner died lasts its lease.
@@ -130,7 +136,7 @@ def _task_id(body: bytes) -> str | None:
     except (ValueError, RecursionError):  # RecursionError: nesting deeper than json allows
         return None
     task_id = data.get("id") if isinstance(data, dict) else None
-    return task_id if isinstance(task_id, str) and _TASK_ID.match(task_id) else None
+    return task_id if isinstance(task_id, str) and _TASK_ID.fullmatch(task_id) else None
 
 
 class Receiver:
@@ -156,7 +162,14 @@ class Receiver:
                 if row.status != Status.SUBMITTING:  # it never will: not asked about again
                     await asyncio.to_thread(self.ledger.note_callback, sha, None, None)
                 return
-            task = await self.api.get_task(task_id)
+            try:
+                task = await self.api.get_task(task_id)
+            except (InvalidRequestError, NotFoundError) as exc:
+                if row.task_id == task_id:  # the row's own task: polling judges a 404
+                    raise
+                log.warning("callback for %s: the API knows no such task (%s)", task_id, exc)
+                await asyncio.to_thread(self.ledger.note_callback, sha, None, None)
+                return
             if task.id != task_id or task.model not in (None, row.request.get("model")):
                 log.warning("callback for %s: the API's task does not match the row", task_id)
                 await asyncio.to_thread(self.ledger.note_callback, sha, None, None)
@@ -166,7 +179,7 @@ class Receiver:
             log.warning(
                 "callback for %s: not confirmed yet (%s); trying again in %.0f s",
                 task_id,
-                exc if isinstance(exc, SeedanceError) else f"ledger: {type(exc).__name__}",
+                _why(exc),
                 RETRY_SECONDS,
             )
         finally:
@@ -253,6 +266,10 @@ class Receiver:
         log.info("%s/%s: callback confirmed (%s)", row.partition, row.prompt_id, task.status)
 
 
+def _why(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, SeedanceError) else f"ledger: {type(exc).__name__}"
+
+
 def _concerns(row: LedgerRow, task_id: str) -> bool:
     """Whether a callback naming `task_id` may still change `row`."""
     if row.status == Status.UNKNOWN:
@@ -269,7 +286,7 @@ def create_app(
     async def callback(request: Request) -> JSONResponse:
         token = request.path_params["token"]
         row = None
-        if _TOKEN.match(token):
+        if _TOKEN.fullmatch(token):
             row = await asyncio.to_thread(ledger.row_for_callback, token_sha256(token))
         if row is None:
             return JSONResponse({"error": "unknown callback"}, status_code=404)
@@ -277,19 +294,31 @@ def create_app(
         if length.isdigit() and int(length) > MAX_BODY_BYTES:
             return JSONResponse({"error": "body too large"}, status_code=413)
         body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_BODY_BYTES:
-                return JSONResponse({"error": "body too large"}, status_code=413)
+        try:
+            async with asyncio.timeout(REQUEST_SECONDS):
+                async for chunk in request.stream():
+                    body += chunk
+                    if len(body) > MAX_BODY_BYTES:
+                        return JSONResponse({"error": "body too large"}, status_code=413)
+        except TimeoutError:
+            return JSONResponse({"error": "body not sent in time"}, status_code=408)
         task_id = _task_id(body)
         if task_id is None:
             return JSONResponse({"error": "not a task answer with an id"}, status_code=400)
         if not _concerns(row, task_id) and row.status != Status.SUBMITTING:
             return JSONResponse({"status": "nothing to change"})
-        # Kept before the 2xx that ends the vendor's retries (a failure here answers 500).
-        await asyncio.to_thread(
-            ledger.note_callback, row.callback_token_sha256, task_id, time.time()
-        )
+        # Kept before the 2xx that ends the vendor's retries; if it cannot be, a 500 says so.
+        try:
+            await asyncio.to_thread(
+                ledger.note_callback,
+                row.callback_token_sha256,
+                task_id,
+                time.time(),
+                NOTE_LOCK_WAIT_SECONDS,
+            )
+        except (LedgerBusy, SQLAlchemyError) as exc:
+            log.warning("callback for %s: not noted (%s); answered 500", task_id, _why(exc))
+            return JSONResponse({"error": "not recorded; send it again"}, status_code=500)
         return JSONResponse(
             {"status": "accepted"},
             status_code=202,
@@ -326,12 +355,38 @@ def create_app(
 # --- serving --------------------------------------------------------------------------------
 
 
+class _Deadlined(H11Protocol):
+    """uvicorn's h11 protocol, whose parser bounds a request's headers (httptools, which
+    uvicorn prefers, let one grow by a gigabyte), closing a connection that has not sent a
+    request's headers within REQUEST_SECONDS of opening or of its last answer: uvicorn sets no
+    such limit, so a client sending nothing, or a byte at a time, held its connection (and a
+    file descriptor) forever, and a few thousand of them shut the receiver."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._seen = None  # the request that was under way at the last check
+        self._check = self.loop.call_later(REQUEST_SECONDS, self._close_if_idle)
+
+    def _close_if_idle(self) -> None:
+        answering = self.cycle is not None and not self.cycle.response_complete
+        if not answering and self.cycle is self._seen:  # no new request since the last check
+            self.transport.close()
+            return
+        self._seen = self.cycle
+        self._check = self.loop.call_later(REQUEST_SECONDS, self._close_if_idle)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._check.cancel()
+        super().connection_lost(exc)
+
+
 def _server(app: Starlette, host: str, port: int, log_level: str) -> uvicorn.Server:
     return uvicorn.Server(
         uvicorn.Config(
             app,
             host=host,
             port=port,
+            http=_Deadlined,
             log_level=log_level,
             access_log=False,
             timeout_graceful_shutdown=1,

@@ -3,8 +3,10 @@ settles lost creates; polling waits for callbacks; the setting is checked."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
+import socket
 import threading
 import time
 
@@ -12,6 +14,7 @@ import httpx
 import pandas as pd
 import pytest
 
+from seedance_pipeline import callbacks
 from seedance_pipeline.callbacks import (
     CALLBACK_URL_ENV,
     MAX_BODY_BYTES,
@@ -23,7 +26,7 @@ from seedance_pipeline.callbacks import (
     token_sha256,
     with_callback,
 )
-from seedance_pipeline.ledger import Ledger
+from seedance_pipeline.ledger import Ledger, PollUpdate
 from seedance_pipeline.ledger.database import sql
 from seedance_pipeline.polling import CALLBACK_GRACE_SECONDS, first_poll_at
 from seedance_pipeline.reports import print_run_summary
@@ -129,6 +132,10 @@ def test_forged_and_malformed_callbacks_are_refused_and_change_nothing(vendor, l
     assert vendor.post(token, b"{not json").status_code == 400
     assert vendor.post(token, {"status": "completed"}).status_code == 400  # no task id
     assert vendor.post(token, {**answer, "id": "../v1/credits"}).status_code == 400
+    # A final newline passed a `$`-anchored check: the API client then raised on its URL in
+    # the background, with a traceback every 15 s for a day.
+    assert vendor.post(token, {**answer, "id": f"{task_id}\n"}).status_code == 400
+    assert vendor.post(f"{token}%0A", answer).status_code == 404
     assert vendor.post(token, b"[" * (MAX_BODY_BYTES + 10)).status_code == 413
     assert vendor.post(token, b"[" * (MAX_BODY_BYTES - 10)).status_code == 400  # too deep
     # A known token naming someone else's task: nothing to confirm.
@@ -255,6 +262,104 @@ def test_a_callback_never_gives_an_unknown_row_another_rows_task(vendor, ledger)
     assert row.status == Status.UNKNOWN and row.task_id is None
     # The note is dropped, not asked about every 15 s for a day.
     assert (row.callback_task_id, row.callback_at) == (None, None)
+
+
+def test_a_callback_naming_a_task_the_api_does_not_know_is_dropped_not_retried_all_day(
+    vendor, ledger, caplog
+):
+    token, _ = vendor.row("lost", lost=True)
+    assert vendor.post(token, {"id": "task-unified-doesnotexist"}).status_code == 202
+    _wait_for(lambda: not ledger.unconfirmed_callbacks(), what="the note to be dropped")
+    row = _row(ledger, "lost")
+    assert (row.status, row.task_id, row.callback_task_id) == (Status.UNKNOWN, None, None)
+    assert "the API knows no such task" in caplog.text
+    assert "trying again" not in caplog.text
+
+
+def test_a_callback_never_gives_a_retry_the_failed_task_of_its_earlier_attempt(vendor, ledger):
+    """The earlier attempt's task is held by no row once archived: attached to the retry's
+    `unknown` row it would end it `failed` (and, with resubmission on, pay for a third)."""
+    _, first = vendor.row("p1")
+    answer = vendor.finished(first)
+    ledger.record_polls(
+        [PollUpdate(first, Status.FAILED, error_code="service_error", error_message="busy")]
+    )
+    token = secrets.token_urlsafe(32)
+    assert ledger.claim_resubmission(DAY, "p1", 2, callback_token_sha256=token_sha256(token))
+    ledger.record_outcome_unknown(DAY, "p1", "answer lost", time.time() + 60)
+
+    assert vendor.post(token, answer).status_code == 202
+    _wait_for(lambda: not ledger.unconfirmed_callbacks(), what="the note to be dropped")
+    row = _row(ledger, "p1")
+    assert (row.status, row.task_id, row.attempt) == (Status.UNKNOWN, None, 2)
+
+
+def test_a_callback_the_ledger_cannot_note_in_time_is_answered_500_for_the_vendor_to_resend(
+    vendor, ledger, monkeypatch
+):
+    """The vendor waits 10 s for an answer; the note waited up to 60 s for a locked ledger, so
+    the promised 500 came after the vendor had given up on that try."""
+    monkeypatch.setattr(callbacks, "NOTE_LOCK_WAIT_SECONDS", 0.5)
+    token, task_id = vendor.row("p1")
+    answer = vendor.finished(task_id)
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_the_lock() -> None:
+        with ledger.db.transaction() as db:  # another writer, on the same row
+            db.execute(sql("UPDATE tasks SET polls = polls WHERE prompt_id = 'p1'"))
+            locked.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold_the_lock)
+    holder.start()
+    try:
+        locked.wait(10)
+        started = time.monotonic()
+        refused = vendor.post(token, answer)
+        waited = time.monotonic() - started
+    finally:
+        release.set()
+        holder.join()
+    assert refused.status_code == 500 and waited < 5, (refused.status_code, waited)
+    assert vendor.post(token, answer).status_code == 202  # the vendor's next try
+    _wait_for(lambda: _row(ledger, "p1").status not in WAITING)
+
+
+def test_connections_that_send_no_request_in_time_are_closed(vendor, monkeypatch):
+    """uvicorn sets no limit: a socket that sent nothing, or headers a byte at a time, was held
+    open forever, and about `ulimit -n` of them shut the receiver."""
+    monkeypatch.setattr(callbacks, "REQUEST_SECONDS", 0.5)
+    host, port = vendor.receiver.removeprefix("http://").split(":")
+    silent, slow = (socket.create_connection((host, int(port))) for _ in range(2))
+    slow.sendall(b"POST /callbacks/x HTTP/1.1\r\nHost: a\r\nX-Slow: ")
+    for sock in (silent, slow):
+        sock.settimeout(5)
+        started = time.monotonic()
+        assert sock.recv(100) == b""  # closed by the receiver
+        assert time.monotonic() - started < 3
+        sock.close()
+    assert httpx.get(f"{vendor.receiver}/health").status_code == 200
+
+
+def test_headers_past_the_parsers_limit_are_refused_at_once(vendor):
+    """httptools, which uvicorn prefers, took a gigabyte of headers without a word."""
+    host, port = vendor.receiver.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(b"POST /callbacks/x HTTP/1.1\r\nHost: a\r\n")
+        with contextlib.suppress(OSError):  # the receiver may close before all is sent
+            sock.sendall(b"".join(b"X-%d: v\r\n" % i for i in range(20_000)))
+        assert sock.recv(100).startswith(b"HTTP/1.1 400")
+
+
+def test_a_body_not_sent_in_time_is_answered_408(vendor, monkeypatch):
+    monkeypatch.setattr(callbacks, "REQUEST_SECONDS", 0.5)
+    token, _ = vendor.row("p1")
+    host, port = vendor.receiver.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(
+            f"POST {PATH}{token} HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n{{".encode()
+        )
+        assert sock.recv(100).startswith(b"HTTP/1.1 408")
 
 
 def test_polling_defers_to_callbacks():
@@ -451,7 +556,6 @@ def test_the_receiver_command_serves_health_and_refuses_forgeries(emulator, api_
 
 
 def test_a_resubmission_gets_a_new_token_and_the_old_one_stops_working(ledger):
-    from seedance_pipeline.ledger import PollUpdate
 
     old, new = token_sha256("a" * 43), token_sha256("b" * 43)
     ledger.claim(DAY, "p1", BODY, 1.0, callback_token_sha256=old)

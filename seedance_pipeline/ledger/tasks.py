@@ -95,9 +95,13 @@ class PollUpdate:
 
 
 def _holder(db: Connection, task_id: str):
-    """The row holding `task_id`, or None."""
+    """The row holding `task_id`, now or as an earlier attempt of its prompt, or None."""
     return db.execute(
-        sql("SELECT partition, prompt_id FROM tasks WHERE task_id = :tid"), {"tid": task_id}
+        sql(
+            "SELECT partition, prompt_id FROM tasks WHERE task_id = :tid"
+            " UNION ALL SELECT partition, prompt_id FROM attempts WHERE task_id = :tid"
+        ),
+        {"tid": task_id},
     ).first()
 
 
@@ -447,12 +451,22 @@ class TaskRows:
             self._attach(db, partition, prompt_id, task_id)
             return True
 
-    def note_callback(self, token_sha256: str, task_id: str | None, at: float | None) -> None:
+    def note_callback(
+        self,
+        token_sha256: str,
+        task_id: str | None,
+        at: float | None,
+        lock_wait: float | None = None,
+    ) -> None:
         """Keep the task a callback named on its token's row, before the callback is
         acknowledged: if confirming it fails, the receiver tries again from here (None: drop
         it, the API's task did not match; a task without `at`: no longer asked about, kept
-        for the record)."""
-        with self.db.transaction() as db:
+        for the record).
+
+        Raises:
+            LedgerBusy: with `lock_wait`, another writer held the lock longer than that.
+        """
+        with self.db.transaction(lock_wait) as db:
             db.execute(
                 sql(
                     "UPDATE tasks SET callback_task_id = :tid, callback_received_at = :at"
