@@ -141,6 +141,25 @@ def test_a_lost_ledger_stops_the_day_until_it_is_rebuilt_and_nothing_is_paid_twi
     assert (table[table.status != "rejected"].status == "completed").all()
 
 
+def test_a_finished_day_whose_new_prompts_were_not_all_sent_is_not_settled(day):
+    """Prompts added to a day already sent, then a submission that stopped (here: the key
+    refused): the day stayed marked complete, so the sensor ran its videos 5 times, each
+    failing on the prompts never sent, then logged an error every tick."""
+    data, url, resources = day
+    run_day(resources)
+    assert DAY in resources["pipeline"].ledger().partitions_settled()
+    _move(data, "d2-t2v-skyline-1080p", DAY)  # a new prompt for the day
+    assert plan_requests(resources).success
+    refused = make_resources(data, url, "sk-evo-not-a-key")
+
+    assert not submit(refused).success
+
+    ledger = resources["pipeline"].ledger()
+    assert DAY not in ledger.partitions_settled() and DAY in ledger.partitions_incomplete()
+    assert submit(resources).success  # the day sent again: the new prompt goes, once
+    assert DAY not in ledger.partitions_incomplete()
+
+
 def test_moving_the_ledger_and_the_tables_at_once_is_refused_not_paid_again(
     day, s3_bucket, monkeypatch
 ):
