@@ -101,12 +101,18 @@ def file_digest(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def find_catalog(directory: Path, stem: str) -> Path:
-    """`<stem>.csv` or `<stem>.parquet` in `directory` (CSV first)."""
+def find_catalog(directory: Path, stem: str, hint: str | None = None) -> Path:
+    """`<stem>.csv` or `<stem>.parquet` in `directory` (CSV first).
+
+    Raises:
+        CatalogError: neither is there; the message ends in `hint`, by default the setting
+            that says where the data directory is.
+    """
     for suffix in (".csv", ".parquet"):
         if (directory / f"{stem}{suffix}").is_file():
             return directory / f"{stem}{suffix}"
-    raise CatalogError(f"{directory}: no {stem}.csv or {stem}.parquet (set the catalog path)")
+    hint = hint or "set SEEDANCE_DATA_DIR to the folder that holds catalog/"
+    raise CatalogError(f"{directory}: no {stem}.csv or {stem}.parquet; {hint}")
 
 
 Columns = dict[str, list]

@@ -383,7 +383,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if not args.prompts.is_file():
         return _fail(f"{args.prompts}: no such file (the prompts catalog, .csv or .parquet)")
     try:
-        media_path = args.media or find_catalog(args.prompts.parent, "media")
+        media_path = args.media or find_catalog(
+            args.prompts.parent, "media", "give the media catalog with --media"
+        )
         rows = plan_catalog(args.prompts, media_path, data_dir(), facts, prices, args.partition)
     except CatalogError as exc:
         return _fail(exc)

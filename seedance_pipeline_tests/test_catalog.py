@@ -17,10 +17,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from dagster import materialize
 
 from seedance_pipeline import catalog
 from seedance_pipeline.catalog import Media, Prompt, load_prompts
 from seedance_pipeline.cli import main
+from seedance_pipeline.defs.catalog.assets import media_catalog, prompt_catalog
+from seedance_pipeline.defs.resources import PipelineResource
 from seedance_pipeline.planning import MediaFactsCache, plan_partition, plan_rows
 from seedance_pipeline.seedance import (
     GenerationRequest,
@@ -338,3 +341,25 @@ def test_a_misspelt_optional_column_is_refused_not_left_to_its_default(tmp_path,
     else:
         with pytest.raises(catalog.CatalogError, match=refused.replace("(", r"\(")):
             load_prompts(path)
+
+
+@pytest.mark.parametrize(
+    ("asset", "stem", "day"), [(prompt_catalog, "prompts", DAY), (media_catalog, "media", None)]
+)
+def test_a_missing_catalog_fails_its_step_in_one_line_naming_the_setting(
+    tmp_path, asset, stem, day
+):
+    """It failed with Dagster's wrapper and a traceback, saying `(set the catalog path)`."""
+    data = tmp_path / "data"
+    result = materialize(
+        [asset],
+        resources={"pipeline": PipelineResource(data_dir=str(data))},
+        partition_key=day,
+        raise_on_error=False,
+    )
+    failure = next(e for e in result.all_events if e.is_step_failure).step_failure_data
+    assert failure.user_failure_data is not None, failure.error  # a Failure: no traceback
+    assert failure.user_failure_data.description == (
+        f"{data / 'catalog'}: no {stem}.csv or {stem}.parquet; set SEEDANCE_DATA_DIR to the "
+        "folder that holds catalog/"
+    )

@@ -25,8 +25,8 @@ def prompt_catalog(context: AssetExecutionContext, pipeline: PipelineResource) -
     The whole file is checked for form; the data version covers the day's rows only, so editing
     one prompt marks only its day stale.
     """
-    path = pipeline.prompts_file()
     try:
+        path = pipeline.prompts_file()
         prompts = load_prompts(path)
     except CatalogError as exc:
         raise Failure(str(exc), allow_retries=False) from None
@@ -51,8 +51,8 @@ def media_catalog(pipeline: PipelineResource) -> MaterializeResult:
 
     Any day may use any medium: a change to this file marks every day stale.
     """
-    path = pipeline.media_file()
     try:
+        path = pipeline.media_file()
         media = load_media(path, pipeline.root)
     except CatalogError as exc:
         raise Failure(str(exc), allow_retries=False) from None
