@@ -13,9 +13,20 @@ from dagster._core.definitions.data_version import CachingStaleStatusResolver, S
 from dagster._core.loader import LoadingContextForTest
 
 from seedance_pipeline.defs.catalog.assets import media_catalog, prompt_catalog
-from seedance_pipeline.defs.generation.assets import generation_requests
+from seedance_pipeline.defs.generation.assets import (
+    generated_videos,
+    generation_requests,
+    submitted_tasks,
+)
 
-from .pipeline_support import DAY, copy_sample_data, make_resources, plan_requests
+from .pipeline_support import (
+    DAY,
+    copy_sample_data,
+    make_resources,
+    plan_requests,
+    save_videos,
+    wait_for_tasks,
+)
 
 OTHER_DAY = "2026-11-21"
 
@@ -69,3 +80,33 @@ def test_editing_one_prompt_marks_only_its_day_stale(tmp_path, emulator, api_key
 
         assert status(DAY) == StaleStatus.STALE
         assert status(OTHER_DAY) == StaleStatus.FRESH
+
+
+def test_a_submission_that_sends_nothing_new_leaves_the_days_videos_fresh(
+    tmp_path, emulator, api_key
+):
+    """`submitted_tasks` had no data version: every run of it, even one that found every
+    prompt already sent, marked the day's generated_videos stale for good."""
+    data = copy_sample_data(tmp_path / "data")
+    resources = make_resources(data, emulator, api_key)
+    assets = [prompt_catalog, media_catalog, generation_requests, submitted_tasks]
+    graph = (
+        Definitions(assets=[*assets, generated_videos], resources=resources)
+        .get_repository_def()
+        .asset_graph
+    )
+    with instance_for_test() as instance:
+        assert materialize([media_catalog], resources=resources, instance=instance).success
+        submit = [prompt_catalog, generation_requests, submitted_tasks]
+        first = materialize(submit, partition_key=DAY, resources=resources, instance=instance)
+        wait_for_tasks(resources)
+        assert save_videos(resources, instance=instance).success
+        again = materialize(submit, partition_key=DAY, resources=resources, instance=instance)
+
+        def version(result) -> str:
+            (done,) = result.asset_materializations_for_node("submitted_tasks")
+            return done.tags["dagster/data_version"]
+
+        assert again.success and version(again) == version(first)
+        resolver = CachingStaleStatusResolver(instance, graph, LoadingContextForTest(instance))
+        assert resolver.get_status(AssetKey("generated_videos"), DAY) == StaleStatus.FRESH

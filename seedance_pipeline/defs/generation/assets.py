@@ -182,7 +182,13 @@ def submitted_tasks(
             f"({', '.join(summary.not_sent[:5])}); the step is retried, then the task_poller "
             f"sensor asks for submitted_tasks of the day again (or {send_the_rest(partition)})"
         )
+    # What was sent, not how it is going: a run that sends nothing leaves the day's videos fresh.
+    sent = pd.DataFrame(
+        sorted((r.prompt_id, r.attempt, r.task_id) for r in rows),
+        columns=["prompt_id", "attempt", "task_id"],
+    )
     return MaterializeResult(
+        data_version=frame_version(sent),
         metadata={
             "submitted": summary.submitted,
             "resubmitted": summary.resubmitted,
@@ -191,7 +197,7 @@ def submitted_tasks(
             "refused_by_api": summary.refused,
             "outcome_unknown": summary.unknown,
             "credits_reserved": round(summary.credits_reserved, 4),
-        }
+        },
     )
 
 
