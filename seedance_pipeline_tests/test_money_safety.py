@@ -464,7 +464,10 @@ def test_an_edited_prompt_is_flagged_beside_the_video_of_what_was_sent(day):
     sent_text = first.set_index("prompt_id").loc[edited, "prompt"]
     _move(data, edited, DAY, prompt="A completely different shot of a lighthouse at night")
     paid = len(emulator_tasks(url))
-    assert submit(resources).success and len(emulator_tasks(url)) == paid  # never resent
+    again = submit(resources)
+    assert again.success and len(emulator_tasks(url)) == paid  # never resent
+    (done,) = again.asset_materializations_for_node("submitted_tasks")
+    assert done.metadata["edited_after_sending"].value == 1  # and the step's log says which
     replanned = read_table(data, "generation_requests", DAY).set_index("prompt_id")
     assert json.loads(replanned.loc[edited, "request_json"])["prompt"] == sent_text  # as sent
     assert save_videos(resources).success

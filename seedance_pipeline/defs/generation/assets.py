@@ -171,6 +171,18 @@ def submitted_tasks(
     # attempt's row, and the sensor asks for it again as for any failed task due again).
     unsent = set(accepted.prompt_id) - {r.prompt_id for r in rows}
     ledger.set_submission_complete(partition, not unsent - summary.sent_on_other_days.keys())
+    sent_as = {r.prompt_id: r.request_sha256 for r in rows if r.request_sha256}
+    if edited := sorted(
+        p
+        for p, sha in zip(accepted.prompt_id, accepted.request_sha256, strict=True)
+        if sent_as.get(p, sha) != sha
+    ):
+        context.log.warning(
+            f"{len(edited)} prompt(s) edited after they were sent, not sent again "
+            f"({', '.join(edited[:5])}{'…' if len(edited) > 5 else ''}): their videos are of "
+            "the request sent (request_changed in generated_videos); give an edited prompt a "
+            "new prompt_id to generate it"
+        )
     for prompt_id, day in summary.sent_on_other_days.items():
         context.log.warning(
             f"{prompt_id} was already sent on {day}: not sent again for {partition} (its "
@@ -193,6 +205,7 @@ def submitted_tasks(
             "submitted": summary.submitted,
             "resubmitted": summary.resubmitted,
             "already_submitted": summary.already_in_ledger,
+            "edited_after_sending": len(edited),
             "sent_on_other_days": len(summary.sent_on_other_days),
             "refused_by_api": summary.refused,
             "outcome_unknown": summary.unknown,
