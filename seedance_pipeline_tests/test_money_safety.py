@@ -490,6 +490,7 @@ def test_a_prompt_edited_to_another_quality_is_checked_against_what_was_sent(day
     assert result.success
     (check,) = result.get_asset_check_evaluations()
     assert check.passed, check.metadata["problems"]
+    assert check.metadata["day"].value == DAY  # the check is not partitioned: it says its day
     row = read_table(data, "generated_videos", DAY).set_index("prompt_id").loc[edited]
     assert row.request_changed and (row.expected_width, row.expected_height) == sent
     assert (row.width, row.height) == sent

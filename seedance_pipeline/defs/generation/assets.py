@@ -256,7 +256,7 @@ def _drift(frame: pd.DataFrame) -> float:
 MAX_PROBLEMS_SHOWN = 200  # rows of the check's problems table; the videos table has them all
 
 
-def _check_videos(frame: pd.DataFrame, missing: list[str]) -> AssetCheckResult:
+def _check_videos(frame: pd.DataFrame, missing: list[str], day: str) -> AssetCheckResult:
     """`missing`: prompts whose stored video is gone from the store past its link's life."""
     done = frame[frame.status == Status.COMPLETED]
     wrong = done[
@@ -284,6 +284,7 @@ def _check_videos(frame: pd.DataFrame, missing: list[str]) -> AssetCheckResult:
         passed=not problems,
         severity=AssetCheckSeverity.ERROR,
         metadata={
+            "day": day,
             "checked": len(done),
             "mismatched": len(wrong),
             "expired": len(expired),
@@ -306,8 +307,9 @@ def _check_videos(frame: pd.DataFrame, missing: list[str]) -> AssetCheckResult:
         AssetCheckSpec(
             "videos_match_requests",
             asset="generated_videos",
-            description="every completed video has the requested "
-            "pixels, duration and audio; none was lost",
+            description="every completed video of the day has the requested pixels, duration "
+            "and audio; none was lost. The check is not partitioned: its latest result is the "
+            "last day's run, and each result's `day` says which day it judged",
         )
     ],
 )
@@ -368,5 +370,5 @@ def generated_videos(
                 ],
             ),
         },
-        check_results=[_check_videos(frame, stored.missing)],
+        check_results=[_check_videos(frame, stored.missing, partition)],
     )
