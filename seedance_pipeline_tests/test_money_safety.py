@@ -491,6 +491,8 @@ def test_a_prompt_edited_to_another_quality_is_checked_against_what_was_sent(day
     (check,) = result.get_asset_check_evaluations()
     assert check.passed, check.metadata["problems"]
     assert check.metadata["day"].value == DAY  # the check is not partitioned: it says its day
+    (done,) = result.asset_materializations_for_node("generated_videos")
+    assert done.metadata["check_problems"].value == 0  # kept with the day's materialisation
     row = read_table(data, "generated_videos", DAY).set_index("prompt_id").loc[edited]
     assert row.request_changed and (row.expected_width, row.expected_height) == sent
     assert (row.width, row.height) == sent
@@ -620,6 +622,8 @@ def test_a_whole_video_of_the_wrong_size_is_kept_but_fails_the_videos_check(
     assert (done.has_audio != done.generate_audio).all()  # the emulator flipped the audio
     (check,) = result.get_asset_check_evaluations()
     assert not check.passed and check.metadata["mismatched"].value == len(done)
+    (videos,) = result.asset_materializations_for_node("generated_videos")
+    assert videos.metadata["check_problems"].value == len(done)  # on the day's own record
 
 
 def test_an_interrupted_submission_sends_no_more_and_records_what_it_sent(tmp_path):

@@ -343,6 +343,7 @@ def generated_videos(
     path = pipeline.tables().write(frame, "generated_videos", partition)
     count = frame.status.value_counts()
     submitted = len(frame) - count.get(Status.REJECTED, 0)
+    check = _check_videos(frame, stored.missing, partition)
     return MaterializeResult(
         data_version=frame_version(frame),
         metadata={
@@ -356,6 +357,11 @@ def generated_videos(
             "credits_charged": credits_total(frame.credits_charged),
             "credits_drift": _drift(frame),
             "failure_rate": float(count.get(Status.FAILED, 0) / submitted) if submitted else 0.0,
+            # The day's check problems, kept with the day's materialisation (the check's latest
+            # result is whichever day ran last).
+            "check_problems": sum(
+                check.metadata[k].value for k in ("mismatched", "expired", "missing")
+            ),
             "preview": table(
                 frame,
                 [
@@ -370,5 +376,5 @@ def generated_videos(
                 ],
             ),
         },
-        check_results=[_check_videos(frame, stored.missing, partition)],
+        check_results=[check],
     )
