@@ -18,6 +18,7 @@ from PIL import Image
 
 from seedance_pipeline import seedance
 from seedance_pipeline.cli import main
+from seedance_pipeline.defs.generation import assets as generation_assets
 from seedance_pipeline.defs.generation.sensors import task_poller
 from seedance_pipeline.ledger import Ledger, LedgerRow
 from seedance_pipeline.ledger.database import sql
@@ -120,7 +121,7 @@ def test_a_lost_ledger_stops_the_day_until_it_is_rebuilt_and_nothing_is_paid_twi
     assert submit(resources).success
     paid = len(emulator_tasks(url))
     frames = {r.prompt_id: (r.expected_width, r.expected_height) for r in ledger_rows(resources)}
-    assert all(frames.values())
+    assert all(width and height for width, height in frames.values())
     (data / "state" / "ledger.sqlite3").unlink()  # the slip: the ledger is gone
     for leftover in (data / "state").glob("ledger.sqlite3-*"):
         leftover.unlink()
@@ -141,23 +142,45 @@ def test_a_lost_ledger_stops_the_day_until_it_is_rebuilt_and_nothing_is_paid_twi
     assert (table[table.status != "rejected"].status == "completed").all()
 
 
-def test_a_finished_day_whose_new_prompts_were_not_all_sent_is_not_settled(day):
+def test_a_day_whose_submission_was_stopped_is_left_to_its_user(day):
     """Prompts added to a day already sent, then a submission that stopped (here: the key
-    refused): the day stayed marked complete, so the sensor ran its videos 5 times, each
-    failing on the prompts never sent, then logged an error every tick."""
+    refused; Ctrl-C on `run` alike): the day stayed marked complete, so the sensor ran its
+    videos 5 times, each failing on the prompts never sent, then logged an error every tick.
+    Nor may the sensor send the rest on its own: the user stopped it."""
     data, url, resources = day
     run_day(resources)
-    assert DAY in resources["pipeline"].ledger().partitions_settled()
+    ledger = resources["pipeline"].ledger()
+    assert DAY in ledger.partitions_settled()
     _move(data, "d2-t2v-skyline-1080p", DAY)  # a new prompt for the day
     assert plan_requests(resources).success
     refused = make_resources(data, url, "sk-evo-not-a-key")
 
     assert not submit(refused).success
 
-    ledger = resources["pipeline"].ledger()
-    assert DAY not in ledger.partitions_settled() and DAY in ledger.partitions_incomplete()
-    assert submit(resources).success  # the day sent again: the new prompt goes, once
+    assert DAY not in ledger.partitions_settled() + ledger.partitions_incomplete()
+    with DagsterInstance.ephemeral() as instance:
+        tick = task_poller(build_sensor_context(instance=instance, resources=resources))
+    assert [r.partition_key for r in tick.run_requests] == []
+    assert submit(resources).success  # the user sends the day again: the new prompt goes
     assert DAY not in ledger.partitions_incomplete()
+
+
+def test_a_new_day_interrupted_while_submitting_is_not_sent_on_by_the_sensor(day, monkeypatch):
+    """Ctrl-C on `run` ends its run `failed`, not `canceled`: a day marked incomplete then was
+    sent on by the sensor's next tick, after its user had stopped it."""
+    data, url, resources = day
+    assert plan_requests(resources).success
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(generation_assets, "submit_all", interrupted)
+    assert not submit(resources).success
+    ledger = resources["pipeline"].ledger()
+    assert DAY not in ledger.partitions_settled() + ledger.partitions_incomplete()
+    with DagsterInstance.ephemeral() as instance:
+        tick = task_poller(build_sensor_context(instance=instance, resources=resources))
+    assert tick.run_requests == [] and emulator_tasks(url) == []
 
 
 def test_moving_the_ledger_and_the_tables_at_once_is_refused_not_paid_again(

@@ -17,9 +17,14 @@ class PartitionProgress:
 
     db: Database
 
-    def set_submission_complete(self, partition: str, complete: bool) -> None:
-        """Note whether every accepted prompt of `partition` is in the ledger."""
+    def set_submission_complete(self, partition: str, complete: bool | None) -> None:
+        """Note whether every accepted prompt of `partition` is in the ledger; None: not known
+        (a submission under way, or one that was stopped), so the sensor neither submits the
+        day nor writes its tables."""
         with self.db.transaction() as db:
+            if complete is None:
+                db.execute(sql("DELETE FROM partitions WHERE partition = :p"), {"p": partition})
+                return
             db.execute(
                 sql(
                     "INSERT INTO partitions (partition, submission_complete) VALUES (:p, :c)"

@@ -143,9 +143,10 @@ def submitted_tasks(
         for r in accepted.itertuples()
     ]
     if set(accepted.prompt_id) - {r.prompt_id for r in ledger.rows(partition)}:
-        # Not complete until this step ends well: a day sent before, with prompts added since,
-        # would otherwise look settled to the sensor if this step stopped midway.
-        ledger.set_submission_complete(partition, False)
+        # Not known until this step ends: a day sent before, with prompts added since, looked
+        # settled to the sensor if this step was stopped (its videos runs failed on the prompts
+        # never sent); nor incomplete, which the sensor would send on after a user stopped it.
+        ledger.set_submission_complete(partition, None)
     try:
         # The sensor polls; tasks it finds completed meanwhile have their videos stored now
         # (unless `seedance-pipeline run` follows the day itself).
