@@ -20,6 +20,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import asynccontextmanager
+from typing import Any
 from urllib.parse import urlsplit
 
 import uvicorn
@@ -51,8 +52,11 @@ _TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32); fullmatc
 _TASK_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")  # safe as a URL path segment; fullmatch only
 # A connection sends a request's headers, and a request its body, within this, or is closed.
 REQUEST_SECONDS = 10.0
-# A callback is noted within this, or answered 500 at once: the vendor waits 10 s for an answer,
-# and sends again only what it saw fail.
+_CLOSE = {"Connection": "close"}  # after a body left unread: the connection is done
+# A callback is answered within this, 500 if it could not be noted: the vendor waits 10 s for
+# an answer, and sends again only what it saw fail. The note waits at most NOTE_LOCK_WAIT_SECONDS
+# for another writer's lock.
+ANSWER_SECONDS = 8.0
 NOTE_LOCK_WAIT_SECONDS = 5.0
 # A callback may beat the create's answer home: wait this long for the answer (or its loss) to
 # be recorded. A create's answer may take ANSWER_SECONDS per try, tries on a refused connection
@@ -167,8 +171,10 @@ class Receiver:
             except (InvalidRequestError, NotFoundError) as exc:
                 if row.task_id == task_id:  # the row's own task: polling judges a 404
                     raise
+                # An `unknown` row's: no longer asked about every 15 s, but kept on the row,
+                # the only trace of a task that may have been paid for.
                 log.warning("callback for %s: the API knows no such task (%s)", task_id, exc)
-                await asyncio.to_thread(self.ledger.note_callback, sha, None, None)
+                await self._give_up(row, task_id)
                 return
             if task.id != task_id or task.model not in (None, row.request.get("model")):
                 log.warning("callback for %s: the API's task does not match the row", task_id)
@@ -199,7 +205,7 @@ class Receiver:
                 since = time.time() - KEPT_SECONDS
                 for row in rows:
                     if row.callback_received_at <= since:
-                        await self._give_up(row)
+                        await self._give_up(row, row.callback_task_id)
                     elif row.callback_token_sha256 not in self._busy:
                         job = asyncio.create_task(
                             self.confirm(row.callback_token_sha256, row.callback_task_id)
@@ -211,23 +217,23 @@ class Receiver:
             for job in running:
                 job.cancel()
 
-    async def _give_up(self, row: LedgerRow) -> None:
-        """A callback not confirmed in KEPT_SECONDS (its link is dead by now) is no longer
-        asked about (the task it named stays on the row); for an `unknown` row that task is
-        said, for `resolve` (a callback is unsigned: the dashboard confirms it)."""
+    async def _give_up(self, row: LedgerRow, task_id: str) -> None:
+        """A callback not confirmed (in KEPT_SECONDS, its link dead by now; or its task unknown
+        to the API) is no longer asked about; the task it named stays on the row. For an
+        `unknown` row that task is said, for `resolve` (a callback is unsigned: the dashboard
+        confirms it)."""
         if row.status == Status.UNKNOWN:
             log.warning(
-                "callback for %s: not confirmed in %.0f h, no longer asked about; check the "
-                "task on the EvoLink dashboard, then: seedance-pipeline resolve %s %s --task-id %s",
-                row.callback_task_id,
-                KEPT_SECONDS / 3600,
+                "callback for %s: not confirmed, no longer asked about; check the task on the "
+                "EvoLink dashboard, then: seedance-pipeline resolve %s %s --task-id %s",
+                task_id,
                 row.partition,
                 row.prompt_id,
-                row.callback_task_id,
+                task_id,
             )
         with contextlib.suppress(Exception):  # the ledger down: said again next round
             await asyncio.to_thread(
-                self.ledger.note_callback, row.callback_token_sha256, row.callback_task_id, None
+                self.ledger.note_callback, row.callback_token_sha256, task_id, None
             )
 
     async def _answered_row(self, sha: str, task_id: str) -> LedgerRow | None:
@@ -270,6 +276,13 @@ def _why(exc: Exception) -> str:
     return str(exc) if isinstance(exc, SeedanceError) else f"ledger: {type(exc).__name__}"
 
 
+async def _within(deadline: float, call: Callable, *args: Any) -> Any:
+    """`call(*args)` on a worker thread, given up (TimeoutError) at `deadline` (the loop's
+    clock), however long the threads' queue or the database holds it up."""
+    remaining = deadline - asyncio.get_running_loop().time()
+    return await asyncio.wait_for(asyncio.to_thread(call, *args), max(0.0, remaining))
+
+
 def _concerns(row: LedgerRow, task_id: str) -> bool:
     """Whether a callback naming `task_id` may still change `row`."""
     if row.status == Status.UNKNOWN:
@@ -285,23 +298,28 @@ def create_app(
 
     async def callback(request: Request) -> JSONResponse:
         token = request.path_params["token"]
+        deadline = asyncio.get_running_loop().time() + ANSWER_SECONDS
         row = None
-        if _TOKEN.fullmatch(token):
-            row = await asyncio.to_thread(ledger.row_for_callback, token_sha256(token))
+        try:
+            if _TOKEN.fullmatch(token):
+                row = await _within(deadline, ledger.row_for_callback, token_sha256(token))
+        except (TimeoutError, SQLAlchemyError) as exc:
+            log.warning("callback: the ledger did not answer in time (%s); answered 500", _why(exc))
+            return JSONResponse({"error": "not recorded; send it again"}, status_code=500)
         if row is None:
             return JSONResponse({"error": "unknown callback"}, status_code=404)
         length = request.headers.get("content-length", "")
         if length.isdigit() and int(length) > MAX_BODY_BYTES:
-            return JSONResponse({"error": "body too large"}, status_code=413)
+            return JSONResponse({"error": "body too large"}, 413, _CLOSE)
         body = b""
         try:
             async with asyncio.timeout(REQUEST_SECONDS):
                 async for chunk in request.stream():
                     body += chunk
                     if len(body) > MAX_BODY_BYTES:
-                        return JSONResponse({"error": "body too large"}, status_code=413)
+                        return JSONResponse({"error": "body too large"}, 413, _CLOSE)
         except TimeoutError:
-            return JSONResponse({"error": "body not sent in time"}, status_code=408)
+            return JSONResponse({"error": "body not sent in time"}, 408, _CLOSE)
         task_id = _task_id(body)
         if task_id is None:
             return JSONResponse({"error": "not a task answer with an id"}, status_code=400)
@@ -309,14 +327,15 @@ def create_app(
             return JSONResponse({"status": "nothing to change"})
         # Kept before the 2xx that ends the vendor's retries; if it cannot be, a 500 says so.
         try:
-            await asyncio.to_thread(
+            await _within(
+                deadline,
                 ledger.note_callback,
                 row.callback_token_sha256,
                 task_id,
                 time.time(),
                 NOTE_LOCK_WAIT_SECONDS,
             )
-        except (LedgerBusy, SQLAlchemyError) as exc:
+        except (TimeoutError, LedgerBusy, SQLAlchemyError) as exc:
             log.warning("callback for %s: not noted (%s); answered 500", task_id, _why(exc))
             return JSONResponse({"error": "not recorded; send it again"}, status_code=500)
         return JSONResponse(
@@ -364,19 +383,24 @@ class _Deadlined(H11Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._seen = None  # the request that was under way at the last check
-        self._check = self.loop.call_later(REQUEST_SECONDS, self._close_if_idle)
+        self._arm()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._deadline.cancel()
+        self._arm()  # the next request's headers are due from now
+
+    def _arm(self) -> None:
+        self._deadline = self.loop.call_later(REQUEST_SECONDS, self._close_if_idle)
 
     def _close_if_idle(self) -> None:
-        answering = self.cycle is not None and not self.cycle.response_complete
-        if not answering and self.cycle is self._seen:  # no new request since the last check
+        if self.cycle is not None and not self.cycle.response_complete:
+            self._arm()  # a request being answered: the app bounds its own time
+        else:
             self.transport.close()
-            return
-        self._seen = self.cycle
-        self._check = self.loop.call_later(REQUEST_SECONDS, self._close_if_idle)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._check.cancel()
+        self._deadline.cancel()
         super().connection_lost(exc)
 
 
