@@ -263,7 +263,10 @@ class Receiver:
     def _record(self, row: LedgerRow, task: Task) -> None:
         if row.status == Status.UNKNOWN:
             if not self.ledger.attach_from_callback(row.partition, row.prompt_id, task.id):
-                log.warning("callback for %s: another row holds that task; ignored", task.id)
+                log.warning(
+                    "callback for %s: another row, or an earlier attempt, holds that task; ignored",
+                    task.id,
+                )
                 self.ledger.note_callback(row.callback_token_sha256, None, None)
                 return
             row = self.ledger.row_for_callback(row.callback_token_sha256)

@@ -98,9 +98,10 @@ class S3Bucket:
             # A failed upload_file keeps only its message: "... (AccessDenied) when calling ..."
             denied = code in _DENIED or "(AccessDenied)" in str(exc)
             if denied and what in _NEEDS:
-                raise S3Error(
+                raise S3Error(  # a HEAD's 403 has no body: a wrong key is refused alike
                     f"{self.uri(relative)}: {what} refused ({exc}); the credentials need "
-                    f"{_NEEDS[what]} on bucket {self.bucket}"
+                    f"{_NEEDS[what]} on bucket {self.bucket}, or are not the right ones: "
+                    f"{SETTINGS_HINT}"
                 ) from None
             raise S3Error(f"{self.uri(relative)}: {what} failed ({exc}); {SETTINGS_HINT}") from None
 

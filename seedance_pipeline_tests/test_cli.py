@@ -308,6 +308,7 @@ def test_after_a_run_the_sensor_asks_for_no_run_of_the_finished_day(tmp_path, em
         ),
         "pipeline": PipelineResource(data_dir=str(tmp_path / "data")),
     }
+    assert DAY in resources["pipeline"].ledger().partitions_settled()  # a day it would ask for
     with DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
         tick = task_poller(build_sensor_context(instance=instance, resources=resources))
     assert tick.run_requests == []

@@ -70,6 +70,20 @@ def test_resolve_refuses_what_it_cannot_settle_and_changes_nothing(
     assert _statuses(ledger) == before
 
 
+def test_resolve_refuses_a_task_of_an_earlier_attempt_and_says_so(ledger):
+    """The earlier attempt's task was held by no row once archived; attached to the retry it
+    would end it failed (and, with resubmission on, pay for another)."""
+    ledger.record_polls([PollUpdate("task-1", Status.FAILED, error_code="service_error")])
+    assert ledger.claim_resubmission(DAY, "sent", 2)
+    ledger.record_outcome_unknown(DAY, "sent", "the retry's answer was lost")
+    before = _statuses(ledger)
+    with pytest.raises(
+        LookupError, match="already attached to an earlier attempt of 2026-11-20/sent"
+    ):
+        ledger.resolve(DAY, "sent", "task-1")
+    assert _statuses(ledger) == before
+
+
 def test_resolve_attaches_the_dashboards_task_or_forgets_the_row(ledger):
     claimed = time.time()
     time.sleep(0.2)

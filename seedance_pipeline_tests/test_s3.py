@@ -20,6 +20,7 @@ from seedance_pipeline.ledger import Ledger, PollUpdate
 from seedance_pipeline.media import MediaError, measure_video_output
 from seedance_pipeline.publishing import PublishError, sendable
 from seedance_pipeline.s3 import (
+    SETTINGS_HINT,
     S3Bucket,
     S3Error,
     S3Media,
@@ -144,6 +145,7 @@ def test_credentials_short_of_a_permission_are_told_which(tmp_path, monkeypatch)
     where = f"s3://{bucket}/{PREFIX}/videos/{DAY}/p1.mp4: HEAD refused"
     assert str(checked.value).startswith(where)
     assert "the credentials need s3:GetObject, and s3:ListBucket" in str(checked.value)
+    assert str(checked.value).endswith(SETTINGS_HINT)  # a wrong key is refused alike
     assert key["SecretAccessKey"] not in str(checked.value)
     scratch.unlink()
 

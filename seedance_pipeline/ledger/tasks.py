@@ -94,15 +94,19 @@ class PollUpdate:
     not_found_since: float | None = None
 
 
-def _holder(db: Connection, task_id: str):
-    """The row holding `task_id`, now or as an earlier attempt of its prompt, or None."""
-    return db.execute(
+def _holder(db: Connection, task_id: str) -> str | None:
+    """Which row holds `task_id` (`<day>/<prompt_id>`, or an earlier attempt of it), or None."""
+    found = db.execute(
         sql(
-            "SELECT partition, prompt_id FROM tasks WHERE task_id = :tid"
-            " UNION ALL SELECT partition, prompt_id FROM attempts WHERE task_id = :tid"
+            "SELECT partition, prompt_id, 0 AS earlier FROM tasks WHERE task_id = :tid"
+            " UNION ALL SELECT partition, prompt_id, 1 FROM attempts WHERE task_id = :tid"
         ),
         {"tid": task_id},
     ).first()
+    if found is None:
+        return None
+    where = f"{found.partition}/{found.prompt_id}"
+    return f"an earlier attempt of {where}" if found.earlier else where
 
 
 def _sql_list(statuses) -> str:
@@ -430,11 +434,9 @@ class TaskRows:
                     {"p": partition, "id": prompt_id},
                 )
                 return
-            other = _holder(db, task_id)
-            if other is not None:
+            if holder := _holder(db, task_id):
                 raise LookupError(
-                    f"task {task_id} is already attached to "
-                    f"{other.partition}/{other.prompt_id}; check the dashboard again"
+                    f"task {task_id} is already attached to {holder}; check the dashboard again"
                 )
             self._attach(db, partition, prompt_id, task_id)
 
