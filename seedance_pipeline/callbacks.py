@@ -56,11 +56,12 @@ _CLOSE = {"Connection": "close"}  # after a body left unread: the connection is 
 # A callback is answered within this, 500 if it could not be noted: the vendor waits 10 s for
 # an answer, and sends again only what it saw fail. The note waits at most NOTE_LOCK_WAIT_SECONDS
 # for another writer's lock.
-ANSWER_SECONDS = 8.0
+REPLY_WITHIN_SECONDS = 8.0
 NOTE_LOCK_WAIT_SECONDS = 5.0
 # A callback may beat the create's answer home: wait this long for the answer (or its loss) to
-# be recorded. A create's answer may take ANSWER_SECONDS per try, tries on a refused connection
-# or a 429 go on for the client's retry budget, and a claim whose owner died lasts its lease.
+# be recorded. A create's answer may take the client's ANSWER_SECONDS per try, tries on a refused
+# connection or a 429 go on for the client's retry budget, and a claim whose owner died lasts its
+# lease.
 SUBMITTING_WAIT_SECONDS = 300.0
 # A callback is acknowledged once its task is noted in the ledger; confirming it is tried
 # again this often (the API or the ledger may be down, the receiver may restart) for as long
@@ -301,7 +302,7 @@ def create_app(
 
     async def callback(request: Request) -> JSONResponse:
         token = request.path_params["token"]
-        deadline = asyncio.get_running_loop().time() + ANSWER_SECONDS
+        deadline = asyncio.get_running_loop().time() + REPLY_WITHIN_SECONDS
         row = None
         try:
             if _TOKEN.fullmatch(token):

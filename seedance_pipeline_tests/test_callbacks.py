@@ -358,7 +358,7 @@ def test_a_callback_is_answered_500_in_time_whatever_holds_the_ledger_up(
 ):
     """Each ledger call was bounded, not the request: callbacks queued for the worker threads,
     or a slow database, answered past the vendor's 10 s."""
-    monkeypatch.setattr(callbacks, "ANSWER_SECONDS", 0.3)
+    monkeypatch.setattr(callbacks, "REPLY_WITHIN_SECONDS", 0.3)
     token, task_id = vendor.row("p1")
     answer = vendor.finished(task_id)
     found = ledger.row_for_callback
