@@ -287,11 +287,7 @@ def _task_row(
     """A submitted prompt as it was sent (the ledger's body), flagged if the catalog changed;
     `campaign`: the catalog's, for a prompt no longer among the day's requests (`req` None)."""
     body = lr.request
-    changed = (
-        None
-        if req is None or lr.request_sha256 is None
-        else (req.get("request_sha256") != lr.request_sha256)
-    )
+    changed = None if req is None else lr.edited_since_sent(req.get("request_sha256"))
     # The frame the sent request makes: the plan's when it was sent (recorded since ledger
     # version 6). Older rows: today's plan (which knows the media) unless the catalog row was
     # edited after submission and the sent body alone says it (an `adaptive` ratio takes its

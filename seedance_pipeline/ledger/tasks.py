@@ -65,6 +65,11 @@ class LedgerRow:
     expected_width: int | None = None  # the plan's frame for the request as sent
     expected_height: int | None = None
 
+    def edited_since_sent(self, request_sha256: str | None) -> bool | None:
+        """Whether the catalog row, fingerprinted `request_sha256` now, asks for other than
+        was sent; None when the row was sent without a fingerprint (before they were kept)."""
+        return None if self.request_sha256 is None else request_sha256 != self.request_sha256
+
     @classmethod
     def from_db(cls, r: Mapping[str, Any]) -> LedgerRow:
         values = {name: r.get(name) for name in _COLUMNS}

@@ -112,9 +112,10 @@ def submitted_tasks(
     requests = _requests(pipeline, partition)
     accepted = requests[requests.status == RequestStatus.ACCEPTED]
     ledger = pipeline.ledger()
+    in_ledger = ledger.rows(partition)  # before this step sends anything
     budget = pipeline.max_credits_per_partition
     if budget is not None:
-        held, ids = _held(ledger.rows(partition)), set(accepted.prompt_id)
+        held, ids = _held(in_ledger), set(accepted.prompt_id)
         spent = sum(credits for p, credits in held.items() if p not in ids)
         paid_elsewhere = ledger.sent_on_other_days(partition, accepted.prompt_id)
         to_send = accepted[~accepted.prompt_id.isin(paid_elsewhere)]
@@ -142,7 +143,7 @@ def submitted_tasks(
         )
         for r in accepted.itertuples()
     ]
-    if set(accepted.prompt_id) - {r.prompt_id for r in ledger.rows(partition)}:
+    if set(accepted.prompt_id) - {r.prompt_id for r in in_ledger}:
         # Not known until this step ends: a day sent before, with prompts added since, looked
         # settled to the sensor if this step was stopped (its videos runs failed on the prompts
         # never sent); nor incomplete, which the sensor would send on after a user stopped it.
@@ -172,11 +173,11 @@ def submitted_tasks(
     # attempt's row, and the sensor asks for it again as for any failed task due again).
     unsent = set(accepted.prompt_id) - {r.prompt_id for r in rows}
     ledger.set_submission_complete(partition, not unsent - summary.sent_on_other_days.keys())
-    sent_as = {r.prompt_id: r.request_sha256 for r in rows if r.request_sha256}
+    by_prompt = {r.prompt_id: r for r in rows}
     if edited := sorted(
         p
         for p, sha in zip(accepted.prompt_id, accepted.request_sha256, strict=True)
-        if sent_as.get(p, sha) != sha
+        if p in by_prompt and by_prompt[p].edited_since_sent(sha)
     ):
         context.log.warning(
             f"{len(edited)} prompt(s) edited after they were sent, not sent again "
