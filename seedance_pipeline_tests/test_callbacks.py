@@ -102,6 +102,11 @@ class Vendor:
         _wait_for(done, what="the emulator's task to end")
         return answer
 
+    def connect(self, timeout: float = 5) -> socket.socket:
+        """A raw connection to the receiver, to send what no HTTP client would."""
+        host, port = self.receiver.removeprefix("http://").split(":")
+        return socket.create_connection((host, int(port)), timeout=timeout)
+
     def post(self, token: str, body: bytes | dict) -> httpx.Response:
         content = body if isinstance(body, bytes) else json.dumps(body).encode()
         return httpx.post(f"{self.receiver}{PATH}{token}", content=content, timeout=10)
@@ -337,8 +342,7 @@ def test_a_callback_the_ledger_cannot_note_in_time_is_answered_500_for_the_vendo
 
     holder = threading.Thread(target=hold_the_lock)
     holder.start()
-    host, port = vendor.receiver.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
+    with vendor.connect(timeout=10) as sock:
         try:
             locked.wait(10)
             started = time.monotonic()
@@ -372,11 +376,9 @@ def test_connections_that_send_no_request_in_time_are_closed(vendor, monkeypatch
     """uvicorn sets no limit: a socket that sent nothing, or headers a byte at a time, was held
     open forever, and about `ulimit -n` of them shut the receiver."""
     monkeypatch.setattr(callbacks, "REQUEST_SECONDS", 0.5)
-    host, port = vendor.receiver.removeprefix("http://").split(":")
-    silent, slow = (socket.create_connection((host, int(port))) for _ in range(2))
+    silent, slow = vendor.connect(), vendor.connect()
     slow.sendall(b"POST /callbacks/x HTTP/1.1\r\nHost: a\r\nX-Slow: ")
     for sock in (silent, slow):
-        sock.settimeout(5)
         started = time.monotonic()
         assert sock.recv(100) == b""  # closed by the receiver
         assert time.monotonic() - started < 3
@@ -386,8 +388,7 @@ def test_connections_that_send_no_request_in_time_are_closed(vendor, monkeypatch
 
 def test_headers_past_the_parsers_limit_are_refused_at_once(vendor):
     """httptools, which uvicorn prefers, took a gigabyte of headers without a word."""
-    host, port = vendor.receiver.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=5) as sock:
+    with vendor.connect() as sock:
         sock.sendall(b"POST /callbacks/x HTTP/1.1\r\nHost: a\r\n")
         with contextlib.suppress(OSError):  # the receiver may close before all is sent
             sock.sendall(b"".join(b"X-%d: v\r\n" % i for i in range(20_000)))
@@ -397,8 +398,7 @@ def test_headers_past_the_parsers_limit_are_refused_at_once(vendor):
 def test_a_body_not_sent_in_time_is_answered_408(vendor, monkeypatch):
     monkeypatch.setattr(callbacks, "REQUEST_SECONDS", 0.5)
     token, _ = vendor.row("p1")
-    host, port = vendor.receiver.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=5) as sock:
+    with vendor.connect() as sock:
         sock.sendall(
             f"POST {PATH}{token} HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n{{".encode()
         )
