@@ -69,8 +69,10 @@ def request_kind(path: str) -> str:
 
 # A hook decides what happens to the n-th request of a kind: None (serve it), or one of
 # "kill_before" (kill the victim, never serve), "kill_after" (serve, kill the victim before
-# the answer leaves) or "kill_mid_body" (send half of the body, then kill the victim).
+# the answer leaves), "kill_mid_body" (send half of the body, then kill the victim) or "hold"
+# (serve it HOLD_SECONDS late, keeping the run in the state it had).
 Hook = Callable[[str, int], str | None]
+HOLD_SECONDS = 5.0
 
 
 class Emulator:
@@ -143,6 +145,9 @@ class Emulator:
                     await send(message)
 
                 return await app(scope, receive, counted)
+            if action == "hold":
+                await asyncio.sleep(HOLD_SECONDS)
+                return await app(scope, receive, send)
             if action == "kill_before":
                 self._kill_victim()
                 return None
