@@ -27,7 +27,7 @@ import uvicorn
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -324,6 +324,8 @@ def create_app(
                         return JSONResponse({"error": "body too large"}, 413, _CLOSE)
         except TimeoutError:
             return JSONResponse({"error": "body not sent in time"}, 408, _CLOSE)
+        except ClientDisconnect:  # gone mid-body: no one to answer, nothing to note
+            return JSONResponse({"error": "disconnected"}, 400)
         task_id = _task_id(body)
         if task_id is None:
             return JSONResponse({"error": "not a task answer with an id"}, status_code=400)
@@ -417,6 +419,7 @@ def _server(app: Starlette, host: str, port: int, log_level: str) -> uvicorn.Ser
             http=_Deadlined,
             log_level=log_level,
             access_log=False,
+            server_header=False,
             timeout_graceful_shutdown=1,
         )
     )

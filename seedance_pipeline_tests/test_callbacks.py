@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 import secrets
 import socket
@@ -403,6 +404,28 @@ def test_a_body_not_sent_in_time_is_answered_408(vendor, monkeypatch):
             f"POST {PATH}{token} HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n{{".encode()
         )
         assert sock.recv(100).startswith(b"HTTP/1.1 408")
+
+
+def test_a_vendor_gone_mid_body_is_dropped_quietly_and_answers_name_no_server(vendor):
+    """A client that went away mid-body logged starlette's ClientDisconnect with a traceback
+    (uvicorn's "Exception in ASGI application"), and every answer said `server: uvicorn`."""
+    token, _ = vendor.row("p1")
+    logged = []
+    handler = logging.Handler()
+    handler.emit = logged.append
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    uvicorn_log.addHandler(handler)
+    try:
+        with vendor.connect() as sock:
+            sock.sendall(
+                f"POST {PATH}{token} HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n{{".encode()
+            )
+        time.sleep(0.3)  # the receiver sees the connection go
+        answer = httpx.get(f"{vendor.receiver}/health")  # after the dropped one
+    finally:
+        uvicorn_log.removeHandler(handler)
+    assert answer.status_code == 200 and "server" not in answer.headers
+    assert [r.getMessage() for r in logged if r.levelno >= logging.WARNING] == []
 
 
 def test_polling_defers_to_callbacks():
