@@ -12,7 +12,7 @@ from contextlib import contextmanager, nullcontext
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from .ledger import Ledger, LedgerUnreachable, safe_url
+from .ledger import OUTAGE_RETRY_SECONDS, OUTAGE_SECONDS, Ledger, LedgerUnreachable, safe_url
 from .polling import PollRounds
 from .statuses import WAITING, Status
 from .storage import VideoStore
@@ -24,10 +24,6 @@ FOLLOWED_TAG = "seedance/followed"
 # ledger transaction, two reads and an event loop's run. Rounds are this far apart at least,
 # and each polls what fell due meanwhile.
 ROUND_GAP_SECONDS = 0.5
-# A ledger database that stops answering (a restart, a failover) is waited for this long,
-# trying again every LEDGER_RETRY_SECONDS, before the follower gives up.
-LEDGER_OUTAGE_SECONDS = 120.0
-LEDGER_RETRY_SECONDS = 5.0
 _DOWN = (OperationalError, InterfaceError)  # the connection failed, not a statement
 log = logging.getLogger(__name__)
 
@@ -155,10 +151,10 @@ def following(
 def _outlasting_outages(ledger: Ledger, follow: Callable[[], None]) -> None:
     """`follow()`, started again once the ledger's database answers a ping after failing (its
     state is all in the ledger); an outage is timed from its first failure, across restarts
-    that fail again, until a restart works for LEDGER_OUTAGE_SECONDS.
+    that fail again, until a restart works for OUTAGE_SECONDS.
 
     Raises:
-        LedgerUnreachable: the database kept failing for LEDGER_OUTAGE_SECONDS.
+        LedgerUnreachable: the database kept failing for OUTAGE_SECONDS.
     """
     failed = None
     while True:
@@ -170,19 +166,19 @@ def _outlasting_outages(ledger: Ledger, follow: Callable[[], None]) -> None:
             # The same outage unless the follower had worked as long as an outage may last:
             # a ping only reads (a full disk answers reads), and a poll round works up to 45 s
             # before its one write.
-            if failed is None or time.monotonic() - started > LEDGER_OUTAGE_SECONDS:
+            if failed is None or time.monotonic() - started > OUTAGE_SECONDS:
                 failed = time.monotonic()
         while True:
-            if time.monotonic() - failed > LEDGER_OUTAGE_SECONDS:
+            if time.monotonic() - failed > OUTAGE_SECONDS:
                 raise LedgerUnreachable(
                     f"the ledger ({safe_url(ledger.db.url)}) has failed for "
-                    f"{LEDGER_OUTAGE_SECONDS:.0f} s ({why}); once it works, run the day "
+                    f"{OUTAGE_SECONDS:.0f} s ({why}); once it works, run the day "
                     "again: what was sent is recorded, and nothing is sent twice"
                 )
             log.warning(
-                "the ledger did not answer (%s); trying again in %.0f s", why, LEDGER_RETRY_SECONDS
+                "the ledger did not answer (%s); trying again in %.0f s", why, OUTAGE_RETRY_SECONDS
             )
-            time.sleep(LEDGER_RETRY_SECONDS)
+            time.sleep(OUTAGE_RETRY_SECONDS)
             try:
                 ledger.db.ping()
                 break

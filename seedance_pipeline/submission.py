@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from .callbacks import with_callback
-from .ledger import Ledger
+from .ledger import OUTAGE_RETRY_SECONDS, OUTAGE_SECONDS, Ledger
 from .polling import first_poll_at
 from .publishing import PublishError, sendable
 from .seedance import (
@@ -179,20 +179,27 @@ def _in_parallel(jobs: list[Callable[[], None]]) -> None:
         raise stopped[0]
 
 
-# A ledger write after the vendor answered is tried again this long after a failure (a lock
-# held past its wait, a database failing over): the answer cannot be asked for twice.
-RECORD_RETRY_SECONDS = (1.0, 4.0)
+# A ledger write after the vendor answered (the answer cannot be asked for twice) is tried
+# again every RECORD_RETRY_SECONDS for as long as the follower waits out an outage: a lock held
+# past its wait, a database restarting or failing over.
+RECORD_RETRY_SECONDS = OUTAGE_RETRY_SECONDS
+RECORD_FOR_SECONDS = OUTAGE_SECONDS
 
 
 def _recorded(write: Callable[[], None]) -> None:
-    for delay in (*RECORD_RETRY_SECONDS, None):
+    started = time.monotonic()
+    while True:
         try:
             return write()
         except Exception as exc:
-            if delay is None:
+            if time.monotonic() - started + RECORD_RETRY_SECONDS > RECORD_FOR_SECONDS:
                 raise
-            log.warning("recording the vendor's answer failed (%s); again in %.0f s", exc, delay)
-            time.sleep(delay)
+            log.warning(
+                "recording the vendor's answer failed (%s); again in %.0f s",
+                exc,
+                RECORD_RETRY_SECONDS,
+            )
+            time.sleep(RECORD_RETRY_SECONDS)
 
 
 def _submit_claimed(

@@ -272,7 +272,7 @@ def test_the_follower_outlasts_a_ledger_outage_and_names_the_ledger_when_it_last
             raise OperationalError("SELECT", {}, Exception("the database system is starting up"))
         return day_state(*args, **kwargs)
 
-    monkeypatch.setattr(follow, "LEDGER_RETRY_SECONDS", 0.1)
+    monkeypatch.setattr(follow, "OUTAGE_RETRY_SECONDS", 0.1)
     monkeypatch.setattr(ledger, "day_state", restarting)
     with follow.following(DAY, ledger, evolink, store):
         pass
@@ -280,7 +280,7 @@ def test_the_follower_outlasts_a_ledger_outage_and_names_the_ledger_when_it_last
         (Status.COMPLETED, True)
     ] * 3
 
-    monkeypatch.setattr(follow, "LEDGER_OUTAGE_SECONDS", 0.5)
+    monkeypatch.setattr(follow, "OUTAGE_SECONDS", 0.5)
     down = iter(lambda: True, None)  # it never comes back: reads and pings fail
     monkeypatch.setattr(ledger.db, "ping", lambda: restarting())
     with (

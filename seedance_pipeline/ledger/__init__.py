@@ -12,6 +12,8 @@ import os
 from .attempts import RESUBMITTABLE_CODES, Attempts
 from .database import (
     LEDGER_URL_ENV,
+    OUTAGE_RETRY_SECONDS,
+    OUTAGE_SECONDS,
     Database,
     LedgerBusy,
     LedgerUnreachable,
@@ -25,6 +27,8 @@ from .tasks import RETRY_AHEAD_LIMIT, UNKNOWN_CODE, LedgerRow, PollUpdate, TaskR
 
 __all__ = [
     "LEDGER_URL_ENV",
+    "OUTAGE_RETRY_SECONDS",
+    "OUTAGE_SECONDS",
     "RESUBMITTABLE_CODES",
     "RETRY_AHEAD_LIMIT",
     "UNKNOWN_CODE",

@@ -25,6 +25,11 @@ LEDGER_URL_ENV = "SEEDANCE_LEDGER_URL"
 
 # How long a writer waits for another's lock before SQLite gives up (its busy timeout).
 LOCK_WAIT_SECONDS = 60
+# A database that stops answering (a restart, a failover) is waited for this long, tried again
+# every OUTAGE_RETRY_SECONDS, by whatever cannot simply stop: the follower, and the recording
+# of a create's answer (it cannot be asked for twice).
+OUTAGE_SECONDS = 120.0
+OUTAGE_RETRY_SECONDS = 5.0
 
 _ENGINES: dict[str, Engine] = {}
 _MIGRATED: set[str] = set()

@@ -24,6 +24,11 @@ _ABANDONED = (
     "the process submitting this prompt stopped before the answer was recorded; check the "
     "EvoLink dashboard, then `seedance-pipeline resolve`"
 )
+_UNRECORDED = (
+    "the ledger failed to record what the create of this prompt answered; the submitting "
+    "process's log names the task, if one was made, and the `seedance-pipeline resolve` "
+    "command that attaches it"
+)
 
 
 @dataclass(frozen=True)
@@ -179,7 +184,11 @@ class DayState:
 
 
 def _claims_to_unknown(
-    db: Connection, partition: str, owner: str, prompt_id: str | None = None
+    db: Connection,
+    partition: str,
+    owner: str,
+    prompt_id: str | None = None,
+    message: str = _ABANDONED,
 ) -> int:
     """Turn `owner`'s claims of `partition` (or of one prompt) into `unknown`; how many."""
     return db.execute(
@@ -191,7 +200,7 @@ def _claims_to_unknown(
         {
             "u": Status.UNKNOWN.value,
             "code": UNKNOWN_CODE,
-            "msg": _ABANDONED,
+            "msg": message,
             "p": partition,
             "id": prompt_id,
             "s": Status.SUBMITTING.value,
@@ -303,7 +312,7 @@ class TaskRows:
         claimed, and the day waiting, for as long as the process lives.
         """
         with self.db.transaction() as db:
-            return _claims_to_unknown(db, partition, self.owner)
+            return _claims_to_unknown(db, partition, self.owner, message=_UNRECORDED)
 
     def renew_leases(self, until: float) -> None:
         """Extend this process's claims (called by the lease keeper)."""
