@@ -25,7 +25,7 @@ from .catalog import file_digest
 from .media import MediaError, measure
 from .publishing import PublishError
 from .seedance import MediaFacts
-from .storage import temporary_scratch, video_key
+from .storage import StoreError, temporary_scratch, video_key
 from .tables import concat, not_written, parquet_bytes, table_key
 
 # Media are presigned as each request is sent; the API fetches them within minutes, or when
@@ -47,7 +47,7 @@ _NEEDS = {
 SETTINGS_HINT = "check SEEDANCE_S3_BUCKET, the AWS_* credentials and AWS_ENDPOINT_URL"
 
 
-class S3Error(RuntimeError):
+class S3Error(StoreError):
     """An S3 call failed; the message names the object and the settings to check."""
 
 
@@ -94,7 +94,8 @@ class S3Bucket:
         try:
             yield
         except (BotoCoreError, ClientError, Boto3Error) as exc:
-            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+            # A dropped connection's error has `response`, None.
+            code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code")
             # A failed upload_file keeps only its message: "... (AccessDenied) when calling ..."
             denied = code in _DENIED or "(AccessDenied)" in str(exc)
             if denied and what in _NEEDS:

@@ -56,12 +56,21 @@ def scratch_file(folder: Path, prompt_id: str) -> Path:
     return folder / f".{prompt_id}.mp4.{os.getpid()}.tmp"
 
 
+class StoreError(RuntimeError):
+    """A store could not keep or read an object (S3 refused or dropped the call); the message
+    names the object and the settings to check."""
+
+
 class VideoStore(Protocol):
     def scratch_path(self, partition: str, prompt_id: str) -> Path:
         """Where to download a video before it is checked and kept."""
 
     def put(self, local_path: Path, partition: str, prompt_id: str) -> str:
-        """Keep the checked file (it is gone from `local_path` after); returns its key."""
+        """Keep the checked file (it is gone from `local_path` after); returns its key.
+
+        Raises:
+            OSError, StoreError: it could not be kept.
+        """
 
     def uri(self, key: str) -> str:
         """The stored video's URI for tables: an absolute path or `s3://bucket/key`."""

@@ -33,7 +33,7 @@ from .seedance import (
 )
 from .settings import SettingError
 from .statuses import CHARGED, SETTLED, WAITING, RequestStatus, Status
-from .storage import VideoStore
+from .storage import StoreError, VideoStore
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def store_video(
         key = store.put(scratch, row.partition, row.prompt_id)
     except LinkExpiredError as exc:
         return _not_stored(row, ledger, Status.EXPIRED, "link_expired", str(exc))
-    except (SeedanceError, MediaError, OSError) as exc:
+    except (SeedanceError, MediaError, StoreError, OSError) as exc:
         why = str(exc) if not isinstance(exc, OSError) else f"cannot write the video ({exc})"
         status = Status.DOWNLOAD_FAILED if link_alive(row, time.time()) else Status.EXPIRED
         return _not_stored(row, ledger, status, "download_failed", why)

@@ -5,8 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import tempfile
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
@@ -32,6 +35,7 @@ from seedance_pipeline.s3 import (
 from seedance_pipeline.seedance import Client
 from seedance_pipeline.statuses import Status
 from seedance_pipeline.submission import Planned, SubmissionStopped, submit_all
+from seedance_pipeline.videos import store_video
 
 from .pipeline_support import (
     DAY,
@@ -326,3 +330,78 @@ def test_each_attempt_is_sent_presigned_and_the_ledger_keeps_the_uri(
         with pytest.raises(SubmissionStopped, match=f"s3://{s3_bucket}.*AWS settings"):
             submit_all(ledger, c, DAY, [Planned("p2", bad, 10.0)])
         assert len(sent) == 2 and [r.prompt_id for r in ledger.rows(DAY)] == ["p1"]
+
+
+@pytest.fixture
+def s3_that_hangs_up(monkeypatch) -> Iterator[str]:
+    """An S3 endpoint that reads each request and closes the connection unanswered (a proxy
+    or load balancer dropping it); botocore tries once."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:  # closed: the test is over
+                return
+            with connection:
+                connection.recv(65536)
+
+    threading.Thread(target=serve, daemon=True).start()
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{server.getsockname()[1]}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    yield "seedance-dropped"
+    server.close()
+
+
+def test_a_dropped_s3_connection_is_an_s3_error_naming_the_object_and_the_settings(
+    s3_that_hangs_up, tmp_path
+):
+    """botocore's ConnectionClosedError carries `response = None`: reading its error code
+    raised AttributeError, which ended `run` with a 100-line traceback."""
+    objects = S3Bucket(s3_client(), s3_that_hangs_up, PREFIX)
+    local = tmp_path / "v.mp4"
+    local.write_bytes(b"\x00mp4")
+    calls = {
+        "upload": lambda: objects.upload(local, "videos/p1.mp4"),
+        "HEAD": lambda: objects.exists("videos/p1.mp4"),
+        "PUT": lambda: objects.put_bytes("warehouse/t.parquet", b"x"),
+    }
+    for what, call in calls.items():
+        with pytest.raises(S3Error) as failed:
+            call()
+        assert f"s3://{s3_that_hangs_up}/{PREFIX}/" in str(failed.value), what
+        assert f"{what} failed" in str(failed.value) and SETTINGS_HINT in str(failed.value)
+
+
+def test_a_video_s3_cannot_take_ends_download_failed_and_is_tried_again(
+    s3_that_hangs_up, tmp_path, emulator, api_key
+):
+    """An upload that failed ended `run` (23 of 30 rows left `completed` without a video, no
+    table written): it is a video not stored, like a full disk, tried again by the next run."""
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    body = {"model": "seedance-2.0-text-to-video", "prompt": "a cat", "duration": 4}
+    store = S3VideoStore(S3Bucket(s3_client(), s3_that_hangs_up, PREFIX))
+    with Client(api_key, base_url=emulator) as client:
+        task = client.create_task(body)
+        assert ledger.claim(DAY, "p1", body, 1.0)
+        ledger.record_submitted(DAY, "p1", task.id, time.time())
+        while (done := client.get_task(task.id)).status != "completed":
+            time.sleep(0.05)
+        ledger.record_polls([PollUpdate(task.id, Status.COMPLETED, result_url=done.results[0])])
+        (row,) = ledger.rows(DAY)
+
+        assert store_video(row, client, store, ledger, 10**9) == Status.DOWNLOAD_FAILED
+
+    (row,) = ledger.rows(DAY)
+    assert row.status == Status.DOWNLOAD_FAILED and row.video_uri is None
+    assert f"s3://{s3_that_hangs_up}/{PREFIX}/videos/{DAY}/p1.mp4: upload failed" in (
+        row.error_message
+    )
+    assert "the next run tries again while the link lives" in row.error_message
+    assert not store.scratch_path(DAY, "p1").exists()
