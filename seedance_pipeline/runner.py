@@ -213,13 +213,27 @@ def _sent(partition: str, result: ExecuteInProcessResult) -> str:
     """What this run's submission sent: the day's progress counts every task the ledger holds,
     so a run that sent nothing would read like the first."""
     (done,) = result.asset_materializations_for_node("submitted_tasks")
-    sent, resent, held = (
-        done.metadata[key].value for key in ("submitted", "resubmitted", "already_submitted")
+    sent, resent, held, lost, refused = (
+        done.metadata[key].value
+        for key in (
+            "submitted",
+            "resubmitted",
+            "already_submitted",
+            "outcome_unknown",
+            "refused_by_api",
+        )
     )
-    again = f" ({resent} of them resubmissions)" if resent else ""
+    said = f"[{partition}] {sent} task(s) sent"
+    if resent:
+        said += f" ({resent} of them resubmissions)"
+    if lost:  # sent all the same: each may have made a task
+        said += f"; {lost} sent whose answer was lost (unknown)"
+    if refused:
+        said += f"; {refused} refused by the API"
     held -= resent  # a resubmitted prompt was in the ledger too
-    kept = f"; {held} already in the ledger, not sent again" if held else ""
-    return f"[{partition}] {sent} task(s) sent{again}{kept}"
+    if held:
+        said += f"; {held} already in the ledger, not sent again"
+    return said
 
 
 class _Progress:
