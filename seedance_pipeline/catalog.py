@@ -134,7 +134,7 @@ def _read_table(path: Path, raw: bytes) -> tuple[list[int], Columns]:
 def _read_parquet(path: Path, raw: bytes) -> tuple[list[int], Columns]:
     """A Parquet file's rows, numbered from 1 (pandas' saved index columns left out)."""
     try:
-        table = pq.ParquetFile(pa.BufferReader(raw)).read()
+        table = pq.ParquetFile(pa.BufferReader(raw)).read(use_threads=False)  # read_parquet
         index = (table.schema.pandas_metadata or {}).get("index_columns", [])
         table = table.drop_columns([c for c in index if isinstance(c, str)])
         columns = table.column_names

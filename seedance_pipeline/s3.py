@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import io
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -26,7 +25,7 @@ from .media import MediaError, measure
 from .publishing import PublishError
 from .seedance import MediaFacts
 from .storage import StoreError, temporary_scratch, video_key
-from .tables import concat, not_written, parquet_bytes, table_key
+from .tables import concat, not_written, parquet_bytes, read_parquet, table_key
 
 # Media are presigned as each request is sent; the API fetches them within minutes, or when
 # the task leaves the vendor's queue.
@@ -198,7 +197,7 @@ class S3TableStore:
         data = self.bucket.get_bytes(key)
         if data is None:
             raise not_written(self.bucket.uri(key), asset, partition)
-        return pd.read_parquet(io.BytesIO(data))
+        return read_parquet(data)
 
     def partitions(self, asset: str) -> list[str]:
         names = (key.rsplit("/", 1)[1] for key in self.bucket.keys(f"warehouse/{asset}/"))
@@ -209,7 +208,7 @@ class S3TableStore:
         for partition in self.partitions(asset):
             data = self.bucket.get_bytes(table_key(asset, partition))
             if data is not None:  # deleted since listed
-                frames.append(pd.read_parquet(io.BytesIO(data)))
+                frames.append(read_parquet(data))
         return concat(frames)
 
     def write_file(self, name: str, data: bytes) -> str:
