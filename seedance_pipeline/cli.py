@@ -510,13 +510,18 @@ def _print_costs(
 def cmd_resolve(args: argparse.Namespace) -> int:
     from .ledger import LEDGER_URL_ENV, Ledger, ledger_url
     from .records import write_record
+    from .resolving import attach_task
 
     path = data_dir() / "state" / "ledger.sqlite3"
     if not os.environ.get(LEDGER_URL_ENV) and not path.is_file():
         return _fail(f"no ledger at {path}; check SEEDANCE_DATA_DIR (or SEEDANCE_LEDGER_URL)")
     try:
         ledger = Ledger(ledger_url(data_dir()))
-        ledger.resolve(args.date, args.prompt_id, None if args.forget else args.task_id)
+        if args.forget:
+            ledger.resolve(args.date, args.prompt_id, None)
+        else:
+            with _evolink("resolve --task-id asks the API about the task").client() as client:
+                attach_task(ledger, client, args.date, args.prompt_id, args.task_id)
         write_record(ledger.rows(args.date), _tables(), args.date)  # forgotten, not lost
     except LookupError as exc:
         return _fail(exc.args[0])
@@ -560,21 +565,32 @@ def cmd_rebuild_ledger(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evolink(why: str):
+    """The EvoLink resource the environment configures, its key checked.
+
+    Raises:
+        SettingError: no key, or a key or URL that cannot be used (shown by main()).
+    """
+    from .definitions import resources_from_env
+
+    if not os.environ.get("EVOLINK_API_KEY"):
+        raise SettingError(f"EVOLINK_API_KEY is not set: {why}")
+    evolink = resources_from_env()["evolink"].process_config_and_initialize()
+    try:
+        evolink.client().close()  # the key is checked as a client is made
+    except ValueError as exc:
+        raise SettingError(str(exc)) from None
+    return evolink
+
+
 def cmd_callbacks(args: argparse.Namespace) -> int:
     from .callbacks import create_app, serve
     from .definitions import resources_from_env
 
-    if not os.environ.get("EVOLINK_API_KEY"):
-        return _fail("EVOLINK_API_KEY is not set: the receiver confirms each callback with the API")
     if not os.environ.get("SEEDANCE_LEDGER_URL", "").strip():
         data_dir()  # from another folder, refused: a new, empty ledger there knows no token
-    resources = resources_from_env()  # a malformed setting: SettingError, shown by main()
-    evolink = resources["evolink"].process_config_and_initialize()
-    try:
-        evolink.client().close()  # the key is checked as a client is made
-    except ValueError as exc:
-        return _fail(exc)
-    ledger = resources["pipeline"].ledger()
+    evolink = _evolink("the receiver confirms each callback with the API")
+    ledger = resources_from_env()["pipeline"].ledger()
     print(f"callback receiver listening on http://{args.host}:{args.port} ({ledger!r})", flush=True)
     serve(create_app(ledger, evolink.async_client), args.host, args.port)
     return 0

@@ -298,6 +298,51 @@ def test_run_without_dagster_home_records_in_the_working_directory_and_names_unk
     assert capsys.readouterr().out == f"{DAY}/{prompt_id}: forgotten; the next run submits it\n"
 
 
+def test_resolve_asks_the_api_about_a_task_before_attaching_it(
+    tmp_path, start_emulator, monkeypatch, capsys
+):
+    """An attached task cannot be taken back. A mistyped id was attached without a word and
+    polled into `failed` (the paid video never stored), an id the API refuses kept `run`
+    waiting for ever, and another prompt's task was stored as this prompt's video."""
+    from seedance_pipeline.ledger import Ledger
+
+    url = start_emulator(drop_rate=1.0)
+    copy_sample_data(tmp_path / "data")
+    env = _shell(tmp_path, url)
+    assert _cli("run", DAY, env=env, cwd=tmp_path).returncode == 0
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    ledger = Ledger(tmp_path / "data" / "state" / "ledger.sqlite3")
+    unknown = [r for r in ledger.rows(DAY) if r.status == "unknown"]
+    made = {t["prompt"]: t["id"] for t in emulator_tasks(url)}
+
+    def differ(a, b) -> bool:
+        return any(a.request.get(k) != b.request.get(k) for k in ("model", "duration"))
+
+    mine, other = next((a, b) for a in unknown for b in unknown if differ(a, b))
+    task_id = made[mine.request["prompt"]]
+    mistyped = task_id[: task_id.rindex("-") + 1] + "zzzzzzzz"
+    refusals = {
+        "TASK-bad": "'TASK-bad' is not a task id",
+        mistyped: f"the API does not know task {mistyped} (404)",
+        made[other.request["prompt"]]: "it is not the task of",
+    }
+    for wrong, said in refusals.items():
+        assert main(["resolve", DAY, mine.prompt_id, "--task-id", wrong]) == 2
+        err = capsys.readouterr().err
+        assert said in err and "nothing was changed" in err, err
+        row = next(r for r in ledger.rows(DAY) if r.prompt_id == mine.prompt_id)
+        assert (row.status, row.task_id) == ("unknown", None)
+
+    assert main(["resolve", DAY, mine.prompt_id, "--task-id", task_id]) == 0
+    assert (
+        capsys.readouterr().out
+        == f"{DAY}/{mine.prompt_id}: attached to {task_id}; the sensor polls it\n"
+    )
+    row = next(r for r in ledger.rows(DAY) if r.prompt_id == mine.prompt_id)
+    assert (row.status, row.task_id) == ("pending", task_id)
+
+
 def test_after_a_run_the_sensor_asks_for_no_run_of_the_finished_day(tmp_path, emulator):
     """`dagster dev` after `demo` or `run` on the same Dagster home: the sensor found no
     videos run tagged with the day's ledger state and ran generated_videos again for each day."""

@@ -1,0 +1,64 @@
+"""Settling an `unknown` row by hand (`seedance-pipeline resolve`).
+
+A task id someone typed is checked with the API before it is attached: an attached task cannot
+be taken back, and a mistyped one was polled into `failed` (the paid video never stored), an id
+the API refuses kept `run` waiting for ever, and another prompt's task was stored as this
+prompt's video.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .ledger import Ledger
+from .seedance import TASK_ID, Client, NotFoundError, SeedanceError, Task
+from .statuses import Status
+
+UNCHANGED = "nothing was changed"
+
+
+def attach_task(
+    ledger: Ledger, client: Client, partition: str, prompt_id: str, task_id: str
+) -> None:
+    """Attach `task_id` to the `unknown` row once the API shows it is a task for its request.
+
+    Raises:
+        LookupError: the id, the task or the row does not fit (the message says which and
+            what to check); nothing was changed.
+    """
+    if not TASK_ID.match(task_id):
+        raise LookupError(
+            f"{task_id!r} is not a task id (the dashboard shows them as "
+            f"task-unified-1774857405-abc123): check it; {UNCHANGED}"
+        )
+    row = next((r for r in ledger.rows(partition) if r.prompt_id == prompt_id), None)
+    if row is not None and row.status == Status.UNKNOWN:  # else the ledger says what is wrong
+        try:
+            task = client.get_task(task_id)
+        except NotFoundError:
+            raise LookupError(
+                f"the API does not know task {task_id} (404): check the id on the EvoLink "
+                f"dashboard; {UNCHANGED}"
+            ) from None
+        except SeedanceError as exc:
+            raise LookupError(
+                f"task {task_id} could not be checked with the API ({exc}); {UNCHANGED}"
+            ) from None
+        if problem := _mismatch(row.request, task):
+            raise LookupError(
+                f"task {task_id} {problem}: it is not the task of {partition}/{prompt_id}; "
+                f"check the id; {UNCHANGED}"
+            )
+    ledger.resolve(partition, prompt_id, task_id)
+
+
+def _mismatch(request: dict[str, Any], task: Task) -> str | None:
+    """How the task differs from the request, in what the API's answer tells."""
+    model = request.get("model")
+    if task.model and model and task.model != model:
+        return f"is a {task.model} task, and the row asked for {model}"
+    duration = request.get("duration")
+    asked = isinstance(duration, int) and duration > 0
+    if asked and task.video_duration and task.video_duration != duration:
+        return f"is {task.video_duration} s long, and the row asked for {duration} s"
+    return None
