@@ -498,7 +498,7 @@ def _print_costs(
     elif table.empty:
         print(f"no generated_videos tables in {tables.location} for these days")
     else:
-        print_costs(table, total, by)
+        print_costs(table, total, by, videos)
     if png:
         print(f"chart: {png}", file=sys.stderr if as_json else sys.stdout)
     return 0

@@ -64,7 +64,7 @@ def rollup(videos: pd.DataFrame, by: list[str]) -> pd.DataFrame:
         **{s.value: (status == s).astype(int) for s in COUNTED},
         refused=(status == "refused").astype(int),
         seconds_delivered=frame.duration_s.where(status == Status.COMPLETED, 0).fillna(0),
-        credits_estimated=estimated,
+        credits_estimated=frame.credits_estimated.astype(float),  # NaN: no known price
         credits_reserved=reserved + earlier,
         credits_charged=frame.credits_charged.fillna(0).astype(float),
         credits_failed_reserved=reserved.where(status.isin(_UNBILLED), 0) + earlier,
@@ -72,12 +72,16 @@ def rollup(videos: pd.DataFrame, by: list[str]) -> pd.DataFrame:
         resubmissions=frame.attempts.fillna(1) - 1,
         # Where the vendor made a task and said what it reserved: a non-zero sum means the
         # price table is stale (a row with no task reserved nothing, and proves nothing).
-        credits_drift=(frame.credits_reserved - estimated).where(has_task, 0).fillna(0),
+        # A row with no known price proves nothing either.
+        credits_drift=(frame.credits_reserved - frame.credits_estimated)
+        .where(has_task, 0)
+        .fillna(0),
     )
+    # min_count: a group none of whose rows has a known price has no estimate (NaN), not 0.
     out = (
-        frame.groupby(by, dropna=False)[MEASURES].sum().reset_index()
+        frame.groupby(by, dropna=False)[MEASURES].sum(min_count=1).reset_index()
         if by
-        else (frame[MEASURES].sum().to_frame().T)
+        else (frame[MEASURES].sum(min_count=1).to_frame().T)
     )
     out["credits_per_delivered_second"] = (
         out.credits_charged / out.seconds_delivered.where(out.seconds_delivered > 0)

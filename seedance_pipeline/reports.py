@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from .costs import COUNTS, credits_total, rollup
+from .costs import COUNTS, rollup
 from .planning import PlannedRow, over_budget_message, requests_frame
 from .seedance import PriceTable
 from .statuses import COUNTED, Status
@@ -127,14 +127,34 @@ def costs_json(table: pd.DataFrame, total: dict) -> str:
     )
 
 
-def print_costs(table: pd.DataFrame, total: dict, by: Sequence[str]) -> None:
+def _figure(value: float) -> str:
+    """A total as the table shows it: to 4 places, no trailing zeros (`:g` kept 6 digits)."""
+    return f"{round(value, 4):.15g}"
+
+
+def unpriced_note(videos: pd.DataFrame) -> str | None:
+    """What the estimates leave out: rows sent, or to send, with no known price."""
+    unpriced = (videos.credits_estimated.isna() & (videos.status != Status.REJECTED)).sum()
+    if not unpriced:
+        return None
+    return (
+        f"{unpriced} row(s) have no known price: credits_estimated leaves them out "
+        "(add the model to SEEDANCE_PRICE_TABLE)"
+    )
+
+
+def print_costs(table: pd.DataFrame, total: dict, by: Sequence[str], videos: pd.DataFrame) -> None:
     money = [c for c in table.columns if c.startswith("cost_")]
     columns = [*by, *COST_COLUMNS, *money]
     print(table[columns].to_string(index=False, na_rep="-"))
     print(
         "TOTAL: "
-        + ", ".join(f"{c}={total[c]:g}" for c in [*COST_COLUMNS, *money] if pd.notna(total[c]))
+        + ", ".join(
+            f"{c}={_figure(total[c])}" for c in [*COST_COLUMNS, *money] if pd.notna(total[c])
+        )
     )
+    if note := unpriced_note(videos):
+        print(f"note: {note}")
 
 
 # --- run ------------------------------------------------------------------------------------
@@ -148,11 +168,16 @@ def print_run_summary(partition: str, videos: pd.DataFrame, callbacks: bool = Fa
         f"{partition}: {len(videos)} rows: "
         + (", ".join(f"{n} {status}" for status, n in counts.items()) or "none")
     )
+    # As `costs` counts them: earlier attempts' reservations too.
+    totals = rollup(videos, [])
+    total = totals.iloc[0] if len(totals) else pd.Series(0.0, index=totals.columns)
+    estimated = "unknown" if pd.isna(total.credits_estimated) else _figure(total.credits_estimated)
     print(
-        f"{partition}: credits estimated {credits_total(videos.credits_estimated):g}, "
-        f"reserved {credits_total(videos.credits_reserved):g}, "
-        f"charged {credits_total(videos.credits_charged):g}"
+        f"{partition}: credits estimated {estimated}, "
+        f"reserved {_figure(total.credits_reserved)}, charged {_figure(total.credits_charged)}"
     )
+    if note := unpriced_note(videos):
+        print(f"{partition}: {note}")
     for row in videos[videos.error_code == "sent_on_other_day"].itertuples():
         print(f"{partition}: {row.prompt_id} was not sent again: {row.error_message}")
     _print_reasons(partition, videos)

@@ -465,6 +465,8 @@ def test_runs_summary_says_why_each_row_was_not_delivered(capsys):
     ] + [(f"f{i:02d}", "failed", "internal_error", "vendor error") for i in range(REASONS_SHOWN)]
     videos = pd.DataFrame(rows, columns=["prompt_id", "status", "error_code", "error_message"])
     videos["credits_estimated"] = videos["credits_reserved"] = videos["credits_charged"] = 1.0
+    videos = videos.assign(task_id=[f"t{i}" for i in range(len(videos))], scheduled_date=DAY)
+    videos = videos.assign(campaign=None, duration_s=4.0, attempts=1)
     print_run_summary(DAY, videos)
     said = capsys.readouterr().out.splitlines()
     start = said.index(f"{DAY}: not delivered:")

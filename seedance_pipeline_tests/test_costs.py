@@ -12,6 +12,7 @@ import pytest
 from seedance_pipeline.cli import main
 from seedance_pipeline.costs import COUNTS, chart, rollup
 from seedance_pipeline.media import measure
+from seedance_pipeline.reports import print_run_summary
 from seedance_pipeline.seedance import MODELS, Client, PriceTable
 from seedance_pipeline.seedance._rules import DURATIONS, FAST, IMAGE, MINI, QUALITIES, REFERENCE
 from seedance_pipeline.tables import read_all, read_table
@@ -239,6 +240,36 @@ def test_rollup_counts_every_outcome_as_computed_by_hand():
     assert total["credits_at_risk"] == pytest.approx(67.5)
     assert total["credits_drift"] == 0  # every task reserved its estimate
     assert total["seconds_delivered"] == 4.0
+
+
+def test_a_model_with_no_known_price_has_no_estimate_and_no_drift(capsys):
+    """A Mini task (unpriced in the bundled table) reserving 17.7205: its group showed
+    `credits_estimated` 0.000 and `credits_drift` 17.7205, and the totals gave no sign of the
+    missing price. `run`'s summary left earlier attempts out of what was reserved (the
+    retried task below reserved 25.004 twice), and totals kept 6 digits (319.236)."""
+    videos = pd.DataFrame(
+        [
+            {"model": "seedance-2.0-mini-text-to-video", "status": "completed", "task_id": "t1"}
+            | {"credits_estimated": None, "credits_reserved": 17.7205, "credits_charged": 17.7205}
+            | {"attempts": 1, "credits_reserved_earlier": 0.0},
+            {"model": "seedance-2.0-text-to-video", "status": "completed", "task_id": "t2"}
+            | {"credits_estimated": 300.0055, "credits_reserved": 300.0055}
+            | {"credits_charged": 300.0055, "attempts": 2, "credits_reserved_earlier": 25.004},
+        ]
+    ).assign(scheduled_date=DAYS[0], quality="480p", campaign=None, duration_s=4.0)
+    videos = videos.assign(error_code=None, error_message=None)
+    videos["prompt_id"] = ["mini", "standard"]
+    by_model = rollup(videos, ["model"]).set_index("model")
+    mini = by_model.loc["seedance-2.0-mini-text-to-video"]
+    assert pd.isna(mini.credits_estimated) and mini.credits_drift == 0
+    (total,) = rollup(videos, []).to_dict("records")
+    assert total["credits_estimated"] == 300.0055 and total["credits_drift"] == 0
+
+    print_run_summary(DAYS[0], videos)
+    said = capsys.readouterr().out
+    # reserved: 17.7205 + 300.0055 + 25.004 (the first attempt) = 342.73
+    assert f"{DAYS[0]}: credits estimated 300.0055, reserved 342.73, charged 317.726\n" in said
+    assert f"{DAYS[0]}: 1 row(s) have no known price: credits_estimated leaves them out" in said
 
 
 def test_a_resubmitted_prompt_keeps_what_each_attempt_reserved(tmp_path, start_emulator, api_key):
