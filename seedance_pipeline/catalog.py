@@ -102,15 +102,21 @@ def file_digest(path: str | Path) -> str:
 
 
 def find_catalog(directory: Path, stem: str, hint: str | None = None) -> Path:
-    """`<stem>.csv` or `<stem>.parquet` in `directory` (CSV first).
+    """`<stem>.csv` or `<stem>.parquet` in `directory`.
 
     Raises:
-        CatalogError: neither is there; the message ends in `hint`, by default the setting
-            that says where the data directory is.
+        CatalogError: neither is there (the message ends in `hint`, by default the setting
+            that says where the data directory is), or both are: which one holds the rows is
+            not ours to guess (one left behind after moving to the other lost the new rows).
     """
-    for suffix in (".csv", ".parquet"):
-        if (directory / f"{stem}{suffix}").is_file():
-            return directory / f"{stem}{suffix}"
+    found = [p for p in (directory / f"{stem}.csv", directory / f"{stem}.parquet") if p.is_file()]
+    if len(found) == 2:
+        raise CatalogError(
+            f"{directory}: both {stem}.csv and {stem}.parquet are there; keep the one that is "
+            "the catalog and move the other away"
+        )
+    if found:
+        return found[0]
     hint = hint or "set SEEDANCE_DATA_DIR to the folder that holds catalog/"
     raise CatalogError(f"{directory}: no {stem}.csv or {stem}.parquet; {hint}")
 

@@ -34,7 +34,7 @@ from seedance_pipeline.seedance import (
 )
 
 from .model_ids import I2V, R2V, T2V
-from .pipeline_support import DAY, SAMPLE, emulator_tasks, plan_day
+from .pipeline_support import DAY, SAMPLE, copy_sample_data, emulator_tasks, plan_day
 
 PASSWORD = "hunter2-Zq8"
 
@@ -362,4 +362,23 @@ def test_a_missing_catalog_fails_its_step_in_one_line_naming_the_setting(
     assert failure.user_failure_data.description == (
         f"{data / 'catalog'}: no {stem}.csv or {stem}.parquet; set SEEDANCE_DATA_DIR to the "
         "folder that holds catalog/"
+    )
+
+
+def test_a_catalog_folder_with_both_csv_and_parquet_is_refused_naming_both(tmp_path):
+    """A user moving to Parquet left the old CSV behind: the CSV was read without a word and
+    the new rows were never planned."""
+    data = tmp_path / "data"
+    copy_sample_data(data)
+    shutil.copy(data / "catalog" / "parquet" / "prompts.parquet", data / "catalog")
+    result = materialize(
+        [prompt_catalog],
+        resources={"pipeline": PipelineResource(data_dir=str(data))},
+        partition_key=DAY,
+        raise_on_error=False,
+    )
+    failure = next(e for e in result.all_events if e.is_step_failure).step_failure_data
+    assert failure.user_failure_data.description == (
+        f"{data / 'catalog'}: both prompts.csv and prompts.parquet are there; keep the one that "
+        "is the catalog and move the other away"
     )
