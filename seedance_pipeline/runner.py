@@ -18,7 +18,7 @@ from .defs.generation.sensors import STATE_TAG, ledger_state, state_tag
 from .follow import FOLLOWED_TAG, following
 from .ledger import LedgerUnreachable
 from .polling import PollingRefused
-from .seedance import APIError, Client, RetryPolicy, TransportError
+from .seedance import APIError, Client, PriceTable, RetryPolicy, TransportError
 from .settings import SettingError
 from .statuses import SETTLED
 
@@ -160,7 +160,8 @@ def run_partition(
     try:
         resources = resources_from_env(prompts, media)
         callback_base(resources["evolink"].base_url)
-    except SettingError as exc:
+        PriceTable.load()  # an unreadable SEEDANCE_PRICE_TABLE: a setting to fix, nothing run
+    except (SettingError, ValueError) as exc:
         raise PipelineRefused(str(exc)) from None
     pipeline = resources["pipeline"]
     evolink = resources["evolink"].process_config_and_initialize()

@@ -298,6 +298,29 @@ def test_run_without_dagster_home_records_in_the_working_directory_and_names_unk
     assert capsys.readouterr().out == f"{DAY}/{prompt_id}: forgotten; the next run submits it\n"
 
 
+def test_a_price_table_of_the_wrong_shape_is_a_setting_to_fix_naming_the_keys(
+    tmp_path, monkeypatch, capsys
+):
+    """`run` exited 1 (as for a pipeline that failed) with Python's own words:
+    "PriceTable.__init__() missing 2 required positional arguments"."""
+    copy_sample_data(tmp_path / "data")
+    table = tmp_path / "prices.json"
+    table.write_text(json.dumps({"credits_per_second": {"standard": 5}, "currency": "USD"}))
+    monkeypatch.setenv("SEEDANCE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("SEEDANCE_PRICE_TABLE", str(table))
+    monkeypatch.setenv("EVOLINK_API_KEY", "sk-evo-local-emulator")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    said = (
+        f"error: price table {table} (SEEDANCE_PRICE_TABLE) needs exactly the keys "
+        "credits_per_second, money_per_credit, unknown_reference_video_seconds (missing: "
+        "money_per_credit, unknown_reference_video_seconds; unknown: currency); the packaged "
+        "prices.json shows the shape\n"
+    )
+    for command in (["run", DAY], ["plan", str(tmp_path / "data" / "catalog" / "prompts.csv")]):
+        assert main(command) == 2, command
+        assert capsys.readouterr().err == said
+
+
 def test_resolve_asks_the_api_about_a_task_before_attaching_it(
     tmp_path, start_emulator, monkeypatch, capsys
 ):

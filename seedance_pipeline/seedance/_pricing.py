@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from decimal import ROUND_HALF_UP, Decimal
 from importlib import resources
 from pathlib import Path
@@ -44,13 +44,23 @@ class PriceTable:
                 raise ValueError(f"cannot read price table {path} ({given_by}): {exc}") from None
         else:
             data = json.loads(resources.files(__package__).joinpath("prices.json").read_text())
-        try:
-            return cls(**data)
-        except TypeError as exc:  # valid JSON of the wrong shape (not an object, missing keys)
+        where = f"price table {path or 'prices.json'} ({given_by})"
+        keys = [f.name for f in fields(cls) if f.init]
+        if not isinstance(data, dict):
+            raise ValueError(f"{where} must be a JSON object, not {type(data).__name__}")
+        missing = [k for k in keys if k not in data]
+        unknown = sorted(set(data) - set(keys))
+        if missing or unknown:
+            said = "; ".join(
+                f"{what}: {', '.join(names)}"
+                for what, names in (("missing", missing), ("unknown", unknown))
+                if names
+            )
             raise ValueError(
-                f"price table {path or 'prices.json'} ({given_by}) needs exactly the keys "
-                f"credits_per_second, money_per_credit, unknown_reference_video_seconds: {exc}"
-            ) from None
+                f"{where} needs exactly the keys {', '.join(keys)} ({said}); the packaged "
+                "prices.json shows the shape"
+            )
+        return cls(**data)
 
     def rate(self, model: str, quality: str, with_reference_video: bool) -> Decimal | None:
         """Credits per output second, or None when the table has no such rate."""
