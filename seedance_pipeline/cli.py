@@ -479,6 +479,8 @@ def _print_costs(
 ) -> int:
     from .s3 import S3Error
 
+    if png and png.suffix.lower() != ".png":  # matplotlib wrote FILE.png, or raised
+        return _fail(f"--png {png}: give a file name ending in .png")
     try:
         tables = _tables()
         videos = tables.read_all("generated_videos")

@@ -74,6 +74,13 @@ def test_costs_refuses_a_reversed_range_and_a_chart_into_a_missing_folder(
     assert main(["costs", "--png", str(png)]) == 2
     err = capsys.readouterr().err
     assert f"folder {png.parent} does not exist" in err and len(err.splitlines()) == 1
+    # `chart.txt` ended in matplotlib's traceback; `chart` was written as chart.png, and the
+    # command named `chart`.
+    for name in ("chart.txt", "chart"):
+        assert main(["costs", "--png", str(tmp_path / name)]) == 2
+        said = f"error: --png {tmp_path / name}: give a file name ending in .png\n"
+        assert capsys.readouterr().err == said
+    assert not list(tmp_path.glob("chart*"))
 
 
 def test_every_option_of_every_command_is_described():
