@@ -24,7 +24,7 @@ from seedance_pipeline.seedance._rules import (
 
 from .model_ids import FI2V, FR2V, FT2V, I2V, R2V, T2V
 
-MB = 1024 * 1024
+MIB = 1024 * 1024
 # The Mini tier: the vendor's Chinese overview (480p and 720p; its text-to-video takes no
 # model_params).
 MT2V, MI2V, MR2V = (
@@ -472,7 +472,7 @@ def test_missing_prompt_is_rejected():
         image(width=6000, height=6000),
         image(width=1000, height=2500),  # aspect 0.4
         image(width=2500, height=1000),  # aspect 2.5
-        image(size_bytes=30 * MB),
+        image(size_bytes=30 * MIB),
         image(format=None, width=None, height=None, size_bytes=None),  # nothing known
     ],
 )
@@ -493,7 +493,7 @@ def test_image_accepted(facts):
         (image(width=999, height=2500), ("0.40", "0.4..2.5")),
         (image(width=1500, height=500), ("3.00", "0.4..2.5")),
         (image(width=2501, height=1000), ("2.50", "0.4..2.5")),
-        (image(size_bytes=30 * MB + 1), ("30.0 MB", "at most 30 MB")),
+        (image(size_bytes=30 * MIB + 1), ("30.0 MiB", "at most 30 MiB")),
         (image(width=0, height=0), ("0x0", "300..6000")),  # a catalog typo must not crash
         (image(width=800, height=0), ("800x0", "300..6000")),
     ],
@@ -512,12 +512,12 @@ def test_the_second_image_is_named_by_its_index():
 
 @pytest.mark.parametrize(
     ("field", "urls", "facts", "kind"),
-    [("image_urls", IMG[:1], video(), "video"), ("video_urls", VID[:1], audio(), "audio"),
-     ("audio_urls", AUD[:1], image(), "image")],
+    [("image_urls", IMG[:1], video(), "a video"), ("video_urls", VID[:1], audio(), "an audio"),
+     ("audio_urls", AUD[:1], image(), "an image")],
 )  # fmt: skip
 def test_wrong_kind_of_file_in_a_media_field(field, urls, facts, kind):
     b = body(R2V, image_urls=IMG[1:2]) | {field: urls}
-    assert_rejected(validate_request(b, {urls[0]: facts}), f"{field}[0]", f"is a {kind} file")
+    assert_rejected(validate_request(b, {urls[0]: facts}), f"{field}[0]", f"is {kind} file")
 
 
 # ---- videos ------------------------------------------------------------------------------
@@ -536,7 +536,7 @@ def test_wrong_kind_of_file_in_a_media_field(field, urls, facts, kind):
         video(fps=60),
         video(duration_s=2),
         video(duration_s=15),
-        video(size_bytes=50 * MB),
+        video(size_bytes=50 * MIB),
     ],
 )
 def test_video_accepted(facts):
@@ -563,7 +563,7 @@ def test_video_accepted(facts):
         (video(duration_s=1.0), ("1.00 s", "2..15")),
         (video(duration_s=1.99), ("1.99 s", "2..15")),
         (video(duration_s=15.5), ("15.50 s", "2..15")),
-        (video(size_bytes=50 * MB + 1), ("50.0 MB", "at most 50 MB")),
+        (video(size_bytes=50 * MIB + 1), ("50.0 MiB", "at most 50 MiB")),
     ],
 )
 def test_video_rejected(facts, fragments):
@@ -592,7 +592,7 @@ def test_total_reference_video_seconds(seconds, ok):
 @pytest.mark.parametrize(
     "facts",
     [audio(format="mp3"), audio(format="wav"), audio(duration_s=2), audio(duration_s=15),
-     audio(size_bytes=15 * MB)],
+     audio(size_bytes=15 * MIB)],
 )  # fmt: skip
 def test_audio_accepted(facts):
     assert_ok(check_media("audio", facts, "audio_urls[0]"))
@@ -607,7 +607,7 @@ def test_audio_accepted(facts):
         (audio(format="flac"), ("flac", "wav, mp3")),
         (audio(duration_s=1), ("1.00 s", "2..15")),
         (audio(duration_s=16), ("16.00 s", "2..15")),
-        (audio(size_bytes=15 * MB + 1), ("15.0 MB", "at most 15 MB")),
+        (audio(size_bytes=15 * MIB + 1), ("15.0 MiB", "at most 15 MiB")),
     ],
 )
 def test_audio_rejected(facts, fragments):
@@ -634,17 +634,17 @@ def test_total_audio_seconds(seconds, ok):
 
 def test_total_media_64_mb_accepted():
     urls = IMG[:2]
-    facts = {urls[0]: image(size_bytes=30 * MB), urls[1]: image(size_bytes=30 * MB)}
+    facts = {urls[0]: image(size_bytes=30 * MIB), urls[1]: image(size_bytes=30 * MIB)}
     b = body(R2V, image_urls=urls, video_urls=VID[:1], audio_urls=AUD[:1])
-    facts |= {VID[0]: video(size_bytes=2 * MB), AUD[0]: audio(size_bytes=2 * MB)}
+    facts |= {VID[0]: video(size_bytes=2 * MIB), AUD[0]: audio(size_bytes=2 * MIB)}
     assert_ok(validate_request(b, facts))
 
 
 def test_total_media_over_64_mb_rejected():
     urls = IMG[:3]
-    facts = {u: image(size_bytes=25 * MB) for u in urls}  # each fine, 75 MB together
+    facts = {u: image(size_bytes=25 * MIB) for u in urls}  # each fine, 75 MiB together
     violations = validate_request(body(R2V, image_urls=urls), facts)
-    assert_rejected(violations, "body", "75.0 MB", "at most 64 MB")
+    assert_rejected(violations, "body", "75.0 MiB", "at most 64 MiB")
 
 
 def test_every_violation_is_reported_at_once():

@@ -72,7 +72,12 @@ PIXELS: dict[str, dict[str, tuple[int, int]]] = {
     "21:9": {"480p": (992, 432), "720p": (1470, 630), "1080p": (2206, 946)},
 }
 
-MB = 1024 * 1024
+MIB = 1024 * 1024  # the vendor's "MB", taken as binary
+
+
+def _a(kind: str) -> str:
+    """`an image`, `a video`, `an audio`: a media kind with its article."""
+    return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
 
 
 @dataclass(frozen=True)
@@ -95,7 +100,7 @@ class MediaLimits:
 MEDIA_LIMITS: dict[str, MediaLimits] = {
     "image": MediaLimits(
         formats=("jpeg", "png", "webp"),
-        max_bytes=30 * MB,
+        max_bytes=30 * MIB,
         min_side=300,
         max_side=6000,
         min_aspect=0.4,
@@ -103,7 +108,7 @@ MEDIA_LIMITS: dict[str, MediaLimits] = {
     ),
     "video": MediaLimits(
         formats=("mp4", "mov"),
-        max_bytes=50 * MB,
+        max_bytes=50 * MIB,
         min_side=300,
         max_side=6000,
         min_aspect=0.4,
@@ -118,13 +123,13 @@ MEDIA_LIMITS: dict[str, MediaLimits] = {
     ),
     "audio": MediaLimits(
         formats=("wav", "mp3"),
-        max_bytes=15 * MB,
+        max_bytes=15 * MIB,
         min_seconds=2,
         max_seconds=15,
         max_total_seconds=15,
     ),
 }
-MAX_TOTAL_MEDIA_BYTES = 64 * MB
+MAX_TOTAL_MEDIA_BYTES = 64 * MIB
 
 # The guide "recommends" these; we enforce them (see README, "Decisions on the vendor's text").
 MAX_PROMPT_CJK_CHARS = 500
@@ -193,14 +198,14 @@ def _media_problems(kind: str, facts: MediaFacts) -> tuple[str, ...]:
     bad = out.append
 
     if facts.kind != kind:
-        bad(f"is a {facts.kind} file, but {URL_FIELDS[kind]} takes {kind} files")
+        bad(f"is {_a(facts.kind)} file, but {URL_FIELDS[kind]} takes {kind} files")
         return tuple(out)
     if facts.format is not None and facts.format not in lim.formats:
         bad(f"format {facts.format} is not accepted for {kind}; use {', '.join(lim.formats)}")
     if facts.size_bytes is not None and facts.size_bytes > lim.max_bytes:
         bad(
-            f"file is {facts.size_bytes / MB:.1f} MB; a {kind} may be at most "
-            f"{lim.max_bytes // MB} MB"
+            f"file is {facts.size_bytes / MIB:.1f} MiB; {_a(kind)} may be at most "
+            f"{lim.max_bytes // MIB} MiB"
         )
     w, h = facts.width, facts.height
     if w is not None and h is not None and lim.min_side is not None:
@@ -497,8 +502,8 @@ def _check_media_lists(
         out.append(
             Violation(
                 "body",
-                f"media total {total_bytes / MB:.1f} MB; a request may carry at most "
-                f"{MAX_TOTAL_MEDIA_BYTES // MB} MB",
+                f"media total {total_bytes / MIB:.1f} MiB; a request may carry at most "
+                f"{MAX_TOTAL_MEDIA_BYTES // MIB} MiB",
             )
         )
     return out
