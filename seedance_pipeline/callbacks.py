@@ -34,7 +34,14 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .ledger import Ledger, LedgerBusy, LedgerRow
 from .polling import PollPolicy, interpret
-from .seedance import AsyncClient, InvalidRequestError, NotFoundError, SeedanceError, Task
+from .seedance import (
+    SAFE_TASK_ID,
+    AsyncClient,
+    InvalidRequestError,
+    NotFoundError,
+    SeedanceError,
+    Task,
+)
 from .seedance._rules import _is_loopback_url
 from .seedance._urls import origin, url_problem
 from .serving import in_thread
@@ -49,7 +56,6 @@ REDACTED = "REDACTED"
 MAX_BODY_BYTES = 64 * 1024  # a task answer is well under 2 KB
 MAX_URL_CHARS = 2048  # the vendor's limit on callback_url
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32); fullmatch only
-_TASK_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")  # safe as a URL path segment; fullmatch only
 # A connection sends a request's headers, and a request its body, within this, or is closed.
 REQUEST_SECONDS = 10.0
 _CLOSE = {"Connection": "close"}  # after a body left unread: the connection is done
@@ -141,7 +147,7 @@ def _task_id(body: bytes) -> str | None:
     except (ValueError, RecursionError):  # RecursionError: nesting deeper than json allows
         return None
     task_id = data.get("id") if isinstance(data, dict) else None
-    return task_id if isinstance(task_id, str) and _TASK_ID.fullmatch(task_id) else None
+    return task_id if isinstance(task_id, str) and SAFE_TASK_ID.fullmatch(task_id) else None
 
 
 class Receiver:

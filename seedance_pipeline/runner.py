@@ -18,7 +18,14 @@ from .defs.generation.sensors import STATE_TAG, ledger_state, state_tag
 from .follow import FOLLOWED_TAG, following
 from .ledger import LedgerUnreachable
 from .polling import PollingRefused
-from .seedance import APIError, Client, PriceTable, RetryPolicy, TransportError
+from .seedance import (
+    APIError,
+    Client,
+    MalformedAnswerError,
+    PriceTable,
+    RetryPolicy,
+    TransportError,
+)
 from .settings import SettingError
 from .statuses import SETTLED
 
@@ -124,6 +131,10 @@ def _reachable(evolink) -> None:
             raise PipelineStopped(
                 f"cannot reach the EvoLink API ({exc}): check EVOLINK_BASE_URL, or start "
                 "the emulator (`seedance-pipeline emulator`)"
+            ) from None
+        except MalformedAnswerError as exc:  # a captive portal, a proxy's page, another API
+            raise PipelineStopped(
+                f"EVOLINK_BASE_URL does not answer as the EvoLink API does ({exc}): check it"
             ) from None
         except APIError:
             pass  # an answer, even a refusal, proves the API is there; submission reports it

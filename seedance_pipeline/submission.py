@@ -10,6 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from sqlalchemy.exc import IntegrityError
+
 from .callbacks import with_callback
 from .ledger import OUTAGE_RETRY_SECONDS, OUTAGE_SECONDS, Ledger
 from .polling import first_poll_at
@@ -191,6 +193,8 @@ def _recorded(write: Callable[[], None]) -> None:
     while True:
         try:
             return write()
+        except IntegrityError:  # the same write fails the same way
+            raise
         except Exception as exc:
             if time.monotonic() - started + RECORD_RETRY_SECONDS > RECORD_FOR_SECONDS:
                 raise
@@ -257,6 +261,17 @@ def _submit_claimed(
                     progress=task.progress,
                 )
             )
+        except IntegrityError:  # tasks.task_id is unique: another row holds this task
+            ledger.record_outcome_unknown(
+                partition,
+                prompt_id,
+                f"the create answered with task {task.id}, which another row of the ledger "
+                "already holds (an answer repeated by the vendor or a gateway): look the "
+                "prompt up on the EvoLink dashboard, then `seedance-pipeline resolve`",
+            )
+            with summary.lock:
+                summary.unknown += 1
+            return False
         except Exception:
             attach = f"seedance-pipeline resolve {partition} {prompt_id} --task-id {task.id}"
             log.error(

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pandas as pd
 from dagster import DagsterInstance, materialize
 
 from seedance_pipeline.defs.costs.assets import generation_costs
@@ -22,6 +23,8 @@ from seedance_pipeline.planning import MediaFactsCache, PlannedRow, plan_catalog
 from seedance_pipeline.polling import poll_round
 from seedance_pipeline.seedance import PriceTable
 from seedance_pipeline.statuses import WAITING
+from seedance_pipeline.tables import parquet_bytes, read_parquet
+from seedance_pipeline.videos import VIDEO_COLUMNS
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data"
 DAY = "2026-11-20"
@@ -93,6 +96,13 @@ def run_day(resources: dict, partition: str = DAY) -> None:
 
 def save_costs(resources: dict, partition: str = DAY):
     return _materialize([generation_costs], resources, partition)
+
+
+def videos_table(rows: list[dict]) -> pd.DataFrame:
+    """A `generated_videos` table of `rows`, every column they leave out empty, as the
+    table's Parquet file reads back (its columns typed as written)."""
+    frame = pd.DataFrame(rows).reindex(columns=VIDEO_COLUMNS)
+    return read_parquet(parquet_bytes(frame, "generated_videos"))
 
 
 def emulator_tasks(url: str) -> list[dict]:

@@ -13,7 +13,6 @@ import threading
 import time
 
 import httpx
-import pandas as pd
 import pytest
 
 from seedance_pipeline import callbacks
@@ -37,6 +36,7 @@ from seedance_pipeline.statuses import WAITING, Status
 from seedance_pipeline.submission import Planned, submit_all
 
 from .fault_support import free_port
+from .pipeline_support import videos_table
 
 DAY = "2026-11-20"
 BODY = {
@@ -656,15 +656,8 @@ def test_a_first_poll_planned_minutes_ahead_waits_for_its_time(ledger, emulator,
 def test_runs_summary_says_a_late_callback_still_needs_run_to_store_its_video(callbacks, capsys):
     """With callbacks, `run` stops waiting for them after a while; one that comes later gets
     its task attached, but only another `run` (or the sensor) stores the video."""
-    videos = pd.DataFrame(
-        {
-            "prompt_id": ["lost"],
-            "status": [Status.UNKNOWN.value],
-            "error_code": [None],
-            "credits_estimated": [43.74],
-            "credits_reserved": [None],
-            "credits_charged": [None],
-        }
+    videos = videos_table(
+        [{"prompt_id": "lost", "status": Status.UNKNOWN.value, "credits_estimated": 43.74}]
     )
     print_run_summary(DAY, videos, callbacks=callbacks)
     said = capsys.readouterr().out

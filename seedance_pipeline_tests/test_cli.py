@@ -22,7 +22,7 @@ from seedance_pipeline.settings import SettingError
 from seedance_pipeline.tables import LocalTableStore
 
 from .fault_support import free_port, write_catalog
-from .pipeline_support import DAY, SAMPLE, copy_sample_data, emulator_tasks
+from .pipeline_support import DAY, SAMPLE, copy_sample_data, emulator_tasks, videos_table
 
 PROMPTS = str(SAMPLE / "catalog" / "prompts.csv")
 
@@ -328,6 +328,39 @@ def test_a_price_table_of_the_wrong_shape_is_a_setting_to_fix_naming_the_keys(
         assert capsys.readouterr().err == said
 
 
+def test_run_against_a_host_that_is_not_the_api_stops_in_one_line(tmp_path):
+    """A captive portal answering 200 with a web page: `run` ended in a traceback."""
+    import http.server
+    import threading
+
+    class Portal(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            page = b"<html>Sign in to the hotel wifi</html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    portal = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Portal)
+    threading.Thread(target=portal.serve_forever, daemon=True).start()
+    try:
+        copy_sample_data(tmp_path / "data")
+        url = f"http://127.0.0.1:{portal.server_address[1]}"
+        done = _cli("run", DAY, env=_shell(tmp_path, url), cwd=tmp_path)
+    finally:
+        portal.shutdown()
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert done.stderr.splitlines()[-1] == (
+        f"error: EVOLINK_BASE_URL does not answer as the EvoLink API does (GET {url}/v1/credits "
+        "answered 200 but the answer is not JSON): check it"
+    )
+    assert "Traceback" not in done.stderr
+
+
 def test_resolve_asks_the_api_about_a_task_before_attaching_it(
     tmp_path, start_emulator, monkeypatch, capsys
 ):
@@ -493,10 +526,9 @@ def test_runs_summary_says_why_each_row_was_not_delivered(capsys):
         ("lost", "unknown", None, None),  # has its own advice: resolve
         ("dup", "rejected", "sent_on_other_day", "already sent on 2026-11-19"),
     ] + [(f"f{i:02d}", "failed", "internal_error", "vendor error") for i in range(REASONS_SHOWN)]
-    videos = pd.DataFrame(rows, columns=["prompt_id", "status", "error_code", "error_message"])
+    columns = ["prompt_id", "status", "error_code", "error_message"]
+    videos = videos_table([dict(zip(columns, row, strict=True)) for row in rows])
     videos["credits_estimated"] = videos["credits_reserved"] = videos["credits_charged"] = 1.0
-    videos = videos.assign(task_id=[f"t{i}" for i in range(len(videos))], scheduled_date=DAY)
-    videos = videos.assign(campaign=None, duration_s=4.0, attempts=1)
     print_run_summary(DAY, videos)
     said = capsys.readouterr().out.splitlines()
     start = said.index(f"{DAY}: not delivered:")

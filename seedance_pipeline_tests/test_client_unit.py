@@ -415,11 +415,11 @@ def test_upload_file_posts_multipart_and_returns_file_url(sleeps, tmp_path):
         "success": True,
         "code": 200,
         "msg": "ok",
-        "data": {"file_id": "f1", "file_url": "https://files.test.invalid/f1.png"},
+        "data": {"file_id": "f1", "file_url": "https://files.evolink.ai/f1.png"},
     }
     handler = Recorder(httpx.Response(200, json=answer))
     uploaded = call_sync(handler, "upload_file", path)
-    assert uploaded.file_url == "https://files.test.invalid/f1.png"
+    assert uploaded.file_url == "https://files.evolink.ai/f1.png"
     (request,) = handler.requests
     assert str(request.url) == f"{FILES}/api/v1/files/upload/stream"
     assert b'name="file"; filename="frame.png"' in request.content
@@ -432,6 +432,89 @@ def test_upload_refused_in_the_body_is_an_error(sleeps, tmp_path):
     answer = {"success": False, "code": 4001, "msg": "file type not allowed"}
     with pytest.raises(InvalidRequestError, match="file type not allowed"):
         call_sync(Recorder(httpx.Response(200, json=answer)), "upload_file", path)
+
+
+@pytest.mark.parametrize(
+    "file_url",
+    [
+        "http://169.254.169.254/latest/meta-data/",  # the cloud's metadata service
+        "https://10.0.0.7/f1.png",
+        "http://files.evolink.ai/f1.png",
+        "https://files.evolink.ai/f1.png\r\nX-Evil: 1",
+    ],
+)
+def test_an_uploaded_file_url_the_vendor_may_not_be_sent_is_refused(sleeps, tmp_path, file_url):
+    """The files API's `file_url` went unchecked into the paid requests' media fields (and the
+    published cache, for 48 h)."""
+    path = tmp_path / "frame.png"
+    path.write_bytes(b"x")
+    answer = {"success": True, "data": {"file_id": "f1", "file_url": file_url}}
+    with pytest.raises(MalformedAnswerError, match="answered 200 but its file_url "):
+        call_sync(Recorder(httpx.Response(200, json=answer)), "upload_file", path)
+
+
+def test_an_upload_refusals_words_are_made_plain(sleeps, tmp_path):
+    """Its `msg` reached the terminal as sent: escapes that clear the screen and forge lines."""
+    path = tmp_path / "frame.png"
+    path.write_bytes(b"x")
+    forged = "\x1b[2J\x1b[H[2026-11-20] 6 task(s) sent\n[2026-11-20] 6 videos stored\x1b[8m"
+    answer = {"success": False, "code": {"nested": ["x"]}, "msg": forged}
+    with pytest.raises(InvalidRequestError) as refused:
+        call_sync(Recorder(httpx.Response(200, json=answer)), "upload_file", path)
+    said = str(refused.value)
+    assert "\x1b" not in said and "\n" not in said and "nested" not in said
+    assert "[2026-11-20] 6 task(s) sent [2026-11-20] 6 videos stored" in said
+
+
+@pytest.mark.parametrize("status", [301, 408, 409, 425, 499, 520])
+def test_a_create_answered_with_an_undocumented_status_is_never_resent(sleeps, status):
+    """Only the vendor's documented refusals prove no task was made. A gateway's 408 after the
+    vendor had made the task was released as 'not sent', and the step's retry paid again."""
+    handler = Recorder(error_response(status, "gateway", "<html>timeout</html>"))
+    with pytest.raises(OutcomeUnknownError, match="not resubmitted"):
+        call_sync(handler, "create_task", BODY)
+    assert len(handler.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "task_id", ["../credits", "x?y=1", "x#frag", "a\r\nX-Evil: 1", "t\x1b[2J", "x" * 129]
+)
+def test_a_task_id_that_is_not_a_path_segment_is_not_a_task(sleeps, task_id):
+    """A create answer's id went into /v1/tasks/{id} as it was (`../credits` fetched another
+    endpoint with the key; a newline raised InvalidURL) and into every log line and table."""
+    answer = httpx.Response(200, json=TASK | {"id": task_id})
+    with pytest.raises(OutcomeUnknownError) as created:
+        call_sync(Recorder(answer), "create_task", BODY)
+    assert "is not letters, digits, - and _" in str(created.value)
+    assert "\x1b" not in str(created.value) and "\n" not in str(created.value)
+    with pytest.raises(MalformedAnswerError):
+        call_sync(Recorder(httpx.Response(200, json=TASK | {"id": task_id})), "get_task", TASK_ID)
+
+
+@pytest.mark.parametrize(("call", "status"), [("create_task", 200), ("create_task", 502),
+                                             ("get_task", 200), ("get_task", 500),
+                                             ("get_credits", 200)])  # fmt: skip
+def test_json_nested_past_the_parsers_depth_is_an_answer_that_is_not_json(sleeps, call, status):
+    """A RecursionError left the client past its error classes: the step failed, a row's
+    reason was wrong, and `run` ended in a traceback."""
+    deep = httpx.Response(status, content=b"[" * 200_000 + b"]" * 200_000)
+    expected = OutcomeUnknownError if call == "create_task" else SeedanceError
+    with pytest.raises(expected):
+        call_sync(Recorder(deep), call, *CALLS.get(call, ()))
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_the_key_echoed_back_in_an_answer_is_kept_out_of_what_the_client_returns(driver, sleeps):
+    """A gateway or the API repeating the Authorization header: the key reached the ledger,
+    the tables, Dagster's run database and the terminal."""
+    refused = error_response(400, "invalid_request", f"rejected: Authorization: Bearer {KEY}")
+    with pytest.raises(InvalidRequestError) as error:
+        DRIVERS[driver](Recorder(refused), "create_task", BODY)
+    assert KEY not in str(error.value) and KEY not in repr(error.value.__dict__)
+    failed = TASK | {"status": "failed", "error": {"code": "x", "message": f"bad token {KEY}"}}
+    task = DRIVERS[driver](Recorder(httpx.Response(200, json=failed)), "get_task", TASK_ID)
+    assert KEY not in repr(task) and KEY not in json.dumps(task.raw)
+    assert task.error_message == "bad token ***"
 
 
 # ---- the API key stays secret --------------------------------------------------------------

@@ -283,6 +283,31 @@ def test_a_ledger_write_failing_after_a_create_neither_hangs_nor_loses_the_task(
         assert all(r.task_id for r in rows.values() if r.prompt_id != prompt_id)
 
 
+def test_a_create_answer_repeating_a_task_the_ledger_holds_ends_unknown_saying_so(tmp_path):
+    """A gateway replaying its first answer: recording each repeat broke the ledger's unique
+    task ids, was tried again for seconds, failed the step, and left each row `unknown` saying
+    its process had stopped (it had not), with the repeated id in the log's resolve hint."""
+    repeated = "task-unified-1774857405-abc12345"
+    vendor = httpx.MockTransport(
+        lambda request: httpx.Response(200, json={"id": repeated, "status": "pending"})
+    )
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    body = {"model": "seedance-2.0-text-to-video", "prompt": "a cat", "duration": 4}
+    started = time.monotonic()
+    with Client("k", base_url="https://api.test.invalid", transport=vendor) as client:
+        summary = submit_all(ledger, client, DAY, [Planned(f"p{i}", body, 1.0) for i in range(3)])
+    assert time.monotonic() - started < 5  # not tried again: the same write fails the same way
+    assert (summary.submitted, summary.unknown) == (1, 2)
+    rows = ledger.rows(DAY)
+    assert sorted(r.status.value for r in rows) == ["pending", "unknown", "unknown"]
+    for row in rows:
+        if row.status == Status.UNKNOWN:
+            assert row.task_id is None
+            assert f"task {repeated}, which another row of the ledger already holds" in (
+                row.error_message
+            )
+
+
 def test_a_days_budget_counts_what_it_sent_for_prompts_it_no_longer_has(
     tmp_path, emulator, api_key
 ):

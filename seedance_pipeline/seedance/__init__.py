@@ -29,6 +29,7 @@ from ._exceptions import (
     UnsafeLinkError,
 )
 from ._models import (
+    SAFE_TASK_ID,
     TERMINAL_STATUSES,
     Download,
     GenerationRequest,
@@ -64,6 +65,7 @@ __all__ = [
     "MODELS",
     "PIXELS",
     "TASK_ID",
+    "SAFE_TASK_ID",
     "TERMINAL_STATUSES",
     "APIError",
     "AccessDeniedError",

@@ -70,6 +70,10 @@ _DOWNLOAD_READ_SECONDS = 30.0
 # Bodies are asked for and read as sent: a decoder would inflate a whole chunk before any cap
 # saw it (a few KB of nested gzip are GBs).
 _IDENTITY = {"Accept-Encoding": "identity"}
+# Answers to a create that prove no task was made: the vendor's documented refusals. Any other
+# (a 5xx, a gateway's 408, a redirect) may come after the task was made, and is never resent.
+_NO_TASK_MADE = frozenset({400, 401, 402, 403, 404, 413, 429})
+_MIN_REDACTED_KEY = 12
 
 T = TypeVar("T")
 
@@ -371,7 +375,7 @@ def api_error(response: httpx.Response, body: bytes) -> APIError:
     try:
         error = json.loads(body).get("error") or {}
         code, message, kind = (_text(error.get(name)) for name in ("code", "message", "type"))
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         pass
     message = plain(message or body[:200].decode("utf-8", "replace") or response.reason_phrase)
     code, kind = (None if t is None else plain(t, 100) for t in (code, kind))
@@ -427,8 +431,9 @@ def _upload_answer(payload: Any) -> UploadedFile:
     if not isinstance(payload, Mapping):
         raise MalformedAnswerError("an upload answer must be a JSON object")
     if not payload.get("success", True):
+        code, message = (_text(payload.get(name)) for name in ("code", "msg"))
         raise error_class_for(400)(
-            400, str(payload.get("code")), payload.get("msg") or "upload failed"
+            400, None if code is None else plain(code, 100), plain(message or "upload failed")
         )
     return UploadedFile.from_json(payload.get("data"))
 
@@ -475,7 +480,10 @@ class _BaseClient:
         retry: RetryPolicy | None = None,
         max_requests_per_second: float | None = None,
     ):
-        self._headers = {"Authorization": f"Bearer {_checked_key(api_key)}", **_IDENTITY}
+        key = _checked_key(api_key)
+        self._headers = {"Authorization": f"Bearer {key}", **_IDENTITY}
+        # Cut out of every answer; a key too short to be real (a test's) would cut real words.
+        self._secret = key.encode() if len(key) >= _MIN_REDACTED_KEY else None
         self.base_url = _api_root(base_url, "EVOLINK_BASE_URL")
         self.files_url = _api_root(files_url, "EVOLINK_FILES_URL")
         self.retry = retry or RetryPolicy()
@@ -485,6 +493,14 @@ class _BaseClient:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r})"
+
+    def _uploaded(self, payload: Any) -> UploadedFile:
+        """An upload answer whose `file_url` may be sent to the vendor in a paid request."""
+        uploaded = _upload_answer(payload)
+        allowed = _loopback_origin(self.files_url)  # the emulator's own files
+        if problem := url_problem(uploaded.file_url, allow_origin=allowed):
+            raise MalformedAnswerError(f"its file_url {problem}")
+        return uploaded
 
     def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Request:
         return self._http.build_request(method, url, headers=self._headers, **kwargs)
@@ -527,9 +543,10 @@ class _BaseClient:
     ) -> _Steps[T]:
         """One try of an API call.
 
-        A create must never be sent twice for one task: only a refused connection or a 429
-        proves that none was made. Any other failure after sending (5xx, a lost or garbled
-        answer) raises `OutcomeUnknownError`.
+        A create must never be sent twice for one task: only a refused connection or a
+        documented refusal (`_NO_TASK_MADE`) proves that none was made. Any other failure after
+        sending (5xx, an undocumented status, a lost or garbled answer) raises
+        `OutcomeUnknownError`.
         """
         bucket = _bucket(self.base_url, self._cap, request.method)
         while (wait := bucket.take()) > 0:
@@ -551,9 +568,12 @@ class _BaseClient:
             raise _transport_error(exc, request, creates) from None
         refused = response.status_code == 429
         bucket.answered(sent_at, refused, _retry_after(response) if refused else None)
+        data = body.data
+        if self._secret:  # a gateway, or the API, echoing the key: it goes no further
+            data = data.replace(self._secret, b"***")
         if not response.is_success:
-            error = api_error(response, body.data)
-            if creates and response.status_code >= 500:
+            error = api_error(response, data)
+            if creates and response.status_code not in _NO_TASK_MADE:
                 raise OutcomeUnknownError(
                     f"{_where(request)} answered {error}; the vendor may have created the task, "
                     "so it is not resubmitted"
@@ -568,8 +588,8 @@ class _BaseClient:
             if body.overflow:
                 raise MalformedAnswerError(f"the answer is larger than {MAX_ANSWER_BYTES} bytes")
             try:
-                payload = json.loads(body.data)
-            except ValueError:
+                payload = json.loads(data)
+            except (ValueError, RecursionError):  # RecursionError: arrays nested too deep
                 raise MalformedAnswerError("the answer is not JSON") from None
             return parse(payload)
         except MalformedAnswerError as exc:
@@ -811,14 +831,14 @@ class Client(_BaseClient):
                 files={"file": (path.name, fh)},
                 data=data,
             )
-            return self._run(self._call(request, _upload_answer))
+            return self._run(self._call(request, self._uploaded))
 
     def upload_url(self, url: str) -> UploadedFile:
         """Have the files API fetch `url` and host it."""
         request = self._request(
             "POST", f"{self.files_url}/api/v1/files/upload/url", json={"file_url": url}
         )
-        return self._run(self._call(request, _upload_answer))
+        return self._run(self._call(request, self._uploaded))
 
     def download(
         self,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
@@ -14,6 +15,10 @@ from ._rules import DEFAULT_ASPECT_RATIO, DEFAULT_DURATION, DEFAULT_QUALITY
 from ._untrusted import plain
 
 log = logging.getLogger(__name__)
+
+# What a task id may be: a URL path segment, one line of a log. The vendor's are
+# `task-unified-<unix time>-<suffix>` (`TASK_ID`); this is looser, in case their form changes.
+SAFE_TASK_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")  # fullmatch only
 
 
 class TaskStatus(StrEnum):
@@ -141,6 +146,10 @@ class Task:
         status = _field(data, "status", str)
         if not task_id or not status:
             raise MalformedAnswerError("a task answer needs a non-empty id and status")
+        if not SAFE_TASK_ID.fullmatch(task_id):  # it goes into /v1/tasks/{id}, logs and tables
+            raise MalformedAnswerError(
+                f"its task id {plain(repr(task_id), 80)} is not letters, digits, - and _"
+            )
         code = _optional(error, "code", (str, int), task_id)
         message = _optional(error, "message", str, task_id)
         created = _amount(data, "created", task_id)
