@@ -10,7 +10,7 @@ import pandas as pd
 from .costs import COUNTS, rollup
 from .planning import PlannedRow, over_budget_message, requests_frame
 from .seedance import PriceTable
-from .statuses import COUNTED, Status
+from .statuses import COUNTED, SENT_ON_OTHER_DAY, Status
 
 # The columns `costs` prints (its JSON has every measure).
 COST_COLUMNS = [
@@ -178,7 +178,7 @@ def print_run_summary(partition: str, videos: pd.DataFrame, callbacks: bool = Fa
     )
     if note := unpriced_note(videos):
         print(f"{partition}: {note}")
-    for row in videos[videos.error_code == "sent_on_other_day"].itertuples():
+    for row in videos[videos.error_code == SENT_ON_OTHER_DAY].itertuples():
         print(f"{partition}: {row.prompt_id} was not sent again: {row.error_message}")
     _print_reasons(partition, videos)
     unknown = videos[videos.status == Status.UNKNOWN]
@@ -211,7 +211,7 @@ def _print_reasons(partition: str, videos: pd.DataFrame) -> None:
     to fix without opening the table. `unknown` rows have their own advice."""
     undelivered = videos[
         ~videos.status.isin([Status.COMPLETED, Status.UNKNOWN])
-        & (videos.error_code != "sent_on_other_day")
+        & (videos.error_code != SENT_ON_OTHER_DAY)
     ]
     if undelivered.empty:
         return

@@ -29,6 +29,10 @@ class Status(StrEnum):
     DOWNLOAD_FAILED = "download_failed"  # completed and charged; no valid video stored yet
 
 
+# The error code of a prompt not sent for a day because another day sent it: its task, video and
+# charge are that day's.
+SENT_ON_OTHER_DAY = "sent_on_other_day"
+
 # The vendor is still working on these (unknown vendor statuses count as processing).
 WAITING = frozenset({Status.PENDING, Status.PROCESSING})
 # Charged, but no valid video stored: the check of the videos table reports each.

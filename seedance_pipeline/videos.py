@@ -32,7 +32,7 @@ from .seedance import (
     output_pixels,
 )
 from .settings import SettingError
-from .statuses import CHARGED, SETTLED, WAITING, RequestStatus, Status
+from .statuses import CHARGED, SENT_ON_OTHER_DAY, SETTLED, WAITING, RequestStatus, Status
 from .storage import StoreError, VideoStore
 
 log = logging.getLogger(__name__)
@@ -262,7 +262,7 @@ def _unsent_row(req: dict, sent_on: str | None) -> dict:
     row = {c: req[c] for c in REQUEST_COLUMNS}
     row.update(
         status=Status.REJECTED.value,
-        error_code="rejected_before_submission" if sent_on is None else "sent_on_other_day",
+        error_code="rejected_before_submission" if sent_on is None else SENT_ON_OTHER_DAY,
         error_message="; ".join(req["errors"])
         if sent_on is None
         else f"already sent on {sent_on}; its video and charge are in {sent_on}'s tables",

@@ -26,6 +26,7 @@ from .pipeline_support import (
     save_costs,
     save_videos,
     submit,
+    videos_table,
     wait_for_tasks,
 )
 
@@ -215,9 +216,10 @@ def test_rollup_counts_every_outcome_as_computed_by_hand():
         ("download_failed", "t4", 20.252, 20.252, 20.252, 1, 0.0),
         ("rejected", None, 5.0, 0.0, 0.0, None, 0.0),
     ]
-    videos = pd.DataFrame(
+    videos = videos_table(
         [
             {"scheduled_date": DAYS[0], "prompt_id": f"p{i}", "campaign": None, "status": s}
+            | {"error_code": None}
             | {"task_id": t, "credits_estimated": e, "credits_reserved": r}
             | {
                 "credits_charged": c,
@@ -227,6 +229,12 @@ def test_rollup_counts_every_outcome_as_computed_by_hand():
             }
             for i, (s, t, e, r, c, a, x) in enumerate(rows)
         ]
+        # A prompt another day sent (moved from there): that day's task, counted there. It
+        # counted here too, as a rejected task: 13 tasks for a 12-prompt catalog.
+        + [
+            {"scheduled_date": DAYS[0], "prompt_id": "moved", "status": "rejected"}
+            | {"error_code": "sent_on_other_day", "credits_estimated": 0.0}
+        ]  # fmt: skip
     )
     (total,) = rollup(videos, []).to_dict("records")
     assert {k: total[k] for k in COUNTS} == {
