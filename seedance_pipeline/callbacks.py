@@ -181,7 +181,7 @@ class Receiver:
                 # An `unknown` row's: no longer asked about every 15 s, but kept on the row,
                 # the only trace of a task that may have been paid for.
                 log.warning("callback for %s: the API knows no such task (%s)", task_id, exc)
-                await self._give_up(row, task_id)
+                await self._give_up(row, task_id, known=False)
                 return
             if task.id != task_id or task.model not in (None, row.request.get("model")):
                 log.warning("callback for %s: the API's task does not match the row", task_id)
@@ -224,19 +224,18 @@ class Receiver:
             for job in running:
                 job.cancel()
 
-    async def _give_up(self, row: LedgerRow, task_id: str) -> None:
-        """A callback not confirmed (in KEPT_SECONDS, its link dead by now; or its task unknown
-        to the API) is no longer asked about; the task it named stays on the row. For an
-        `unknown` row that task is said, for `resolve` (a callback is unsigned: the dashboard
-        confirms it)."""
+    async def _give_up(self, row: LedgerRow, task_id: str, known: bool = True) -> None:
+        """A callback not confirmed (in KEPT_SECONDS, its link dead by now; or, not `known`,
+        its task unknown to the API) is no longer asked about; the task it named stays on the
+        row. For an `unknown` row the way to settle it is said (a callback is unsigned: the
+        dashboard confirms its task; `resolve` attaches only a task the API knows)."""
         if row.status == Status.UNKNOWN:
+            settle = f"seedance-pipeline resolve {row.partition} {row.prompt_id}"
             log.warning(
-                "callback for %s: not confirmed, no longer asked about; check the task on the "
-                "EvoLink dashboard, then: seedance-pipeline resolve %s %s --task-id %s",
+                "callback for %s: not confirmed, no longer asked about; look the prompt up on "
+                "the EvoLink dashboard, then: %s",
                 task_id,
-                row.partition,
-                row.prompt_id,
-                task_id,
+                f"{settle} --task-id {task_id}" if known else f"{settle} (--task-id ID | --forget)",
             )
         with contextlib.suppress(Exception):  # the ledger down: said again next round
             await asyncio.to_thread(

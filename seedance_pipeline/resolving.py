@@ -11,7 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 from .ledger import Ledger
-from .seedance import TASK_ID, Client, NotFoundError, SeedanceError, Task
+from .seedance import (
+    SAFE_TASK_ID,
+    Client,
+    InvalidRequestError,
+    NotFoundError,
+    SeedanceError,
+    Task,
+)
 from .statuses import Status
 
 UNCHANGED = "nothing was changed"
@@ -26,11 +33,12 @@ def attach_task(
         LookupError: the id, the task or the row does not fit (the message says which and
             what to check); nothing was changed.
     """
-    if not TASK_ID.match(task_id):
+    if not SAFE_TASK_ID.fullmatch(task_id):
         raise LookupError(
             f"{task_id!r} is not a task id (the dashboard shows them as "
             f"task-unified-1774857405-abc123): check it; {UNCHANGED}"
         )
+    ledger.resolve_abandoned_claims(partition)  # a crashed run's claim is `unknown`: checked too
     row = next((r for r in ledger.rows(partition) if r.prompt_id == prompt_id), None)
     if row is not None and row.status == Status.UNKNOWN:  # else the ledger says what is wrong
         try:
@@ -38,7 +46,12 @@ def attach_task(
         except NotFoundError:
             raise LookupError(
                 f"the API does not know task {task_id} (404): check the id on the EvoLink "
-                f"dashboard; {UNCHANGED}"
+                f"dashboard (the API forgets a task some time after it ended; one it has "
+                f"forgotten cannot be attached); {UNCHANGED}"
+            ) from None
+        except InvalidRequestError as exc:  # 400: the vendor's `invalid_task_id`
+            raise LookupError(
+                f"the API says {task_id!r} is not a task id ({exc}): check it; {UNCHANGED}"
             ) from None
         except SeedanceError as exc:
             raise LookupError(

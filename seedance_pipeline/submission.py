@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 from sqlalchemy.exc import IntegrityError
 
 from .callbacks import with_callback
-from .ledger import OUTAGE_RETRY_SECONDS, OUTAGE_SECONDS, Ledger
+from .ledger import OUTAGE_RETRY_SECONDS, OUTAGE_SECONDS, Ledger, TaskHeld
 from .polling import first_poll_at
 from .publishing import PublishError, sendable
 from .seedance import (
@@ -193,7 +193,7 @@ def _recorded(write: Callable[[], None]) -> None:
     while True:
         try:
             return write()
-        except IntegrityError:  # the same write fails the same way
+        except (TaskHeld, IntegrityError):  # the same write fails the same way
             raise
         except Exception as exc:
             if time.monotonic() - started + RECORD_RETRY_SECONDS > RECORD_FOR_SECONDS:
@@ -261,13 +261,14 @@ def _submit_claimed(
                     progress=task.progress,
                 )
             )
-        except IntegrityError:  # tasks.task_id is unique: another row holds this task
+        except (TaskHeld, IntegrityError) as exc:  # IntegrityError: two at once, on PostgreSQL
+            holder = str(exc) if isinstance(exc, TaskHeld) else "another row of the ledger"
             ledger.record_outcome_unknown(
                 partition,
                 prompt_id,
-                f"the create answered with task {task.id}, which another row of the ledger "
-                "already holds (an answer repeated by the vendor or a gateway): look the "
-                "prompt up on the EvoLink dashboard, then `seedance-pipeline resolve`",
+                f"the create answered with task {task.id}, which {holder} already holds (an "
+                "answer repeated by the vendor or a gateway): look the prompt up on the EvoLink "
+                "dashboard, then `seedance-pipeline resolve`",
             )
             with summary.lock:
                 summary.unknown += 1

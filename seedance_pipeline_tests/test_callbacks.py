@@ -274,8 +274,9 @@ def test_a_callback_never_gives_an_unknown_row_another_rows_task(vendor, ledger)
 def test_a_callback_naming_a_task_the_api_does_not_know_is_kept_not_retried_all_day(
     vendor, ledger, caplog
 ):
-    """Kept on the row (the only trace of a task that may be paid for) and said with the
-    `resolve` command, but no longer asked about every 15 s for a day."""
+    """Kept on the row (the only trace of a task that may be paid for), but no longer asked
+    about every 15 s for a day; the log says to look the prompt up (`resolve --task-id` of a
+    task the API does not know is refused)."""
     token, _ = vendor.row("lost", lost=True)
     named = "task-unified-doesnotexist"
     assert vendor.post(token, {"id": named}).status_code == 202
@@ -283,7 +284,7 @@ def test_a_callback_naming_a_task_the_api_does_not_know_is_kept_not_retried_all_
     row = _row(ledger, "lost")
     assert (row.status, row.task_id, row.callback_task_id) == (Status.UNKNOWN, None, named)
     assert "the API knows no such task" in caplog.text
-    assert f"seedance-pipeline resolve {DAY} lost --task-id {named}" in caplog.text
+    assert f"seedance-pipeline resolve {DAY} lost (--task-id ID | --forget)" in caplog.text
     assert "trying again" not in caplog.text
 
 

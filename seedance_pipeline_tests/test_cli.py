@@ -368,6 +368,7 @@ def test_resolve_asks_the_api_about_a_task_before_attaching_it(
     polled into `failed` (the paid video never stored), an id the API refuses kept `run`
     waiting for ever, and another prompt's task was stored as this prompt's video."""
     from seedance_pipeline.ledger import Ledger
+    from seedance_pipeline.ledger.database import sql
 
     url = start_emulator(drop_rate=1.0)
     copy_sample_data(tmp_path / "data")
@@ -386,7 +387,8 @@ def test_resolve_asks_the_api_about_a_task_before_attaching_it(
     task_id = made[mine.request["prompt"]]
     mistyped = task_id[: task_id.rindex("-") + 1] + "zzzzzzzz"
     refusals = {
-        "TASK-bad": "'TASK-bad' is not a task id",
+        "TASK/bad": "'TASK/bad' is not a task id",
+        "TASK-bad": "the API says 'TASK-bad' is not a task id",
         mistyped: f"the API does not know task {mistyped} (404)",
         made[other.request["prompt"]]: "it is not the task of",
     }
@@ -404,6 +406,19 @@ def test_resolve_asks_the_api_about_a_task_before_attaching_it(
     )
     row = next(r for r in ledger.rows(DAY) if r.prompt_id == mine.prompt_id)
     assert (row.status, row.task_id) == ("pending", task_id)
+
+    # A claim a crashed run left (another host's, its lease run out) is checked too: it was
+    # still `submitting` when the check looked, and the mistyped id went on unchecked.
+    assert ledger.claim(DAY, "crashed", mine.request, 1.0)
+    with ledger.db.transaction() as db:
+        db.execute(
+            sql("UPDATE tasks SET owner = :o, lease_expires_at = 1 WHERE prompt_id = 'crashed'"),
+            {"o": "worker-b/ffffffff-0000-0000-0000-000000000000.1/4242/abcdef01"},
+        )
+    assert main(["resolve", DAY, "crashed", "--task-id", mistyped]) == 2
+    assert f"the API does not know task {mistyped} (404)" in capsys.readouterr().err
+    row = next(r for r in ledger.rows(DAY) if r.prompt_id == "crashed")
+    assert (row.status, row.task_id) == ("unknown", None)
 
 
 def test_after_a_run_the_sensor_asks_for_no_run_of_the_finished_day(tmp_path, emulator):

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 
-from seedance_pipeline.ledger import Ledger, PollUpdate
+from seedance_pipeline.ledger import Ledger, PollUpdate, TaskHeld
 from seedance_pipeline.ledger.database import safe_url, sql
 from seedance_pipeline.ledger.migrations import MIGRATIONS
 from seedance_pipeline.polling import MIN_LOCK_WAIT, poll_due
@@ -82,6 +82,28 @@ def test_resolve_refuses_a_task_of_an_earlier_attempt_and_says_so(ledger):
     ):
         ledger.resolve(DAY, "sent", "task-1")
     assert _statuses(ledger) == before
+
+
+def test_a_create_answer_recorded_late_neither_undoes_a_settled_row_nor_takes_a_held_task(
+    ledger,
+):
+    """Its write is retried for up to 120 s, past the claim's lease: meanwhile the claim can
+    turn `unknown` and a callback attach the task and settle it. The late write set the row back
+    to `processing`. A task another row holds is refused, and nothing is written."""
+    ledger.resolve(DAY, "lost", "task-2")  # as a callback would attach it
+    ledger.record_polls([PollUpdate("task-2", Status.COMPLETED, result_url="https://cdn.x/v")])
+    ledger.record_submitted(DAY, "lost", "task-2", time.time(), status="processing")
+    assert _statuses(ledger)["lost"] == ("completed", "task-2")
+
+    assert ledger.claim(DAY, "late", REQUEST, 10.0)
+    ledger.record_outcome_unknown(DAY, "late", "settled as abandoned while the write was tried")
+    ledger.record_submitted(DAY, "late", "task-3", time.time(), status="processing")
+    assert _statuses(ledger)["late"] == ("processing", "task-3")  # its id is kept after all
+
+    assert ledger.claim(DAY, "repeat", REQUEST, 10.0)
+    with pytest.raises(TaskHeld, match=f"{DAY}/sent"):
+        ledger.record_submitted(DAY, "repeat", "task-1", time.time())
+    assert _statuses(ledger)["repeat"] == ("submitting", None)
 
 
 def test_resolve_attaches_the_dashboards_task_or_forgets_the_row(ledger):

@@ -20,7 +20,7 @@ from seedance_pipeline import seedance
 from seedance_pipeline.cli import main
 from seedance_pipeline.defs.generation import assets as generation_assets
 from seedance_pipeline.defs.generation.sensors import task_poller
-from seedance_pipeline.ledger import Ledger, LedgerRow
+from seedance_pipeline.ledger import Ledger, LedgerRow, PollUpdate
 from seedance_pipeline.ledger.database import sql
 from seedance_pipeline.media import measure_video_output
 from seedance_pipeline.polling import PollPolicy, interpret, interpret_error
@@ -303,9 +303,21 @@ def test_a_create_answer_repeating_a_task_the_ledger_holds_ends_unknown_saying_s
     for row in rows:
         if row.status == Status.UNKNOWN:
             assert row.task_id is None
-            assert f"task {repeated}, which another row of the ledger already holds" in (
-                row.error_message
-            )
+            assert f"task {repeated}, which {DAY}/p" in row.error_message
+            assert "already holds (an answer repeated" in row.error_message
+
+    # A resubmission answered with its failed first attempt's task (archived, so no row held
+    # it): the new attempt was tied to the old failed task, and the task it made was lost.
+    (sent,) = [r for r in rows if r.task_id]
+    ledger.record_polls([PollUpdate(repeated, Status.FAILED, error_code="service_error")])
+    with Client("k", base_url="https://api.test.invalid", transport=vendor) as client:
+        again = submit_all(ledger, client, DAY, [Planned(sent.prompt_id, body, 1.0)], 2)
+    assert (again.resubmitted, again.unknown) == (0, 1)
+    row = next(r for r in ledger.rows(DAY) if r.prompt_id == sent.prompt_id)
+    assert (row.status, row.task_id, row.attempt) == (Status.UNKNOWN, None, 2)
+    assert f"which an earlier attempt of {DAY}/{sent.prompt_id} already holds" in (
+        row.error_message
+    )
 
 
 def test_a_days_budget_counts_what_it_sent_for_prompts_it_no_longer_has(

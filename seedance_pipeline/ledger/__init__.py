@@ -23,7 +23,7 @@ from .database import (
 from .leases import LeaseKeeper, lease_seconds, owner_id, pid_alive
 from .media import PublishedMedia
 from .progress import PartitionProgress
-from .tasks import RETRY_AHEAD_LIMIT, UNKNOWN_CODE, LedgerRow, PollUpdate, TaskRows
+from .tasks import RETRY_AHEAD_LIMIT, UNKNOWN_CODE, LedgerRow, PollUpdate, TaskHeld, TaskRows
 
 __all__ = [
     "LEDGER_URL_ENV",
@@ -37,6 +37,7 @@ __all__ = [
     "LedgerRow",
     "LedgerUnreachable",
     "PollUpdate",
+    "TaskHeld",
     "ledger_url",
     "pid_alive",
     "safe_url",

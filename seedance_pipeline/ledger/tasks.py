@@ -209,6 +209,10 @@ def _claims_to_unknown(
     ).rowcount
 
 
+class TaskHeld(RuntimeError):
+    """The task a create answered with is held by another row or an earlier attempt (named)."""
+
+
 class TaskRows:
     """Claims, submissions, polls and stored videos of task rows."""
 
@@ -346,15 +350,27 @@ class TaskRows:
         self, partition: str, prompt_id: str, task_id: str, first_poll_at: float, **answer: Any
     ) -> None:
         """The create answered with a task: `answer` holds status, progress, credits_reserved
-        and estimated_time as the vendor gave them."""
+        and estimated_time as the vendor gave them.
+
+        Written on the claim, or on the `unknown` row it became while this write was retried
+        (a ledger outage past the lease): never over a task a callback attached meanwhile.
+
+        Raises:
+            TaskHeld: another row, or an earlier attempt, holds `task_id` (an answer repeated
+                by the vendor or a gateway); nothing is written.
+        """
         with self.db.transaction() as db:
+            holder = _holder(db, task_id)
+            if holder is not None and holder != f"{partition}/{prompt_id}":
+                raise TaskHeld(holder)
             db.execute(
                 sql(
                     "UPDATE tasks SET status = :status, vendor_status = :vendor, task_id = :tid,"
                     " submitted_at = :now, credits_reserved = :reserved, estimated_time = :eta,"
                     " progress = :progress, next_poll_at = :next, owner = NULL,"
                     " lease_expires_at = NULL, error_code = NULL, error_message = NULL"
-                    " WHERE partition = :p AND prompt_id = :id"
+                    " WHERE partition = :p AND prompt_id = :id AND task_id IS NULL"
+                    f" AND status IN {_sql_list((Status.SUBMITTING, Status.UNKNOWN))}"
                 ),
                 {
                     "status": answer.get("status", Status.PENDING.value),
