@@ -136,8 +136,14 @@ def _reachable(evolink) -> None:
             raise PipelineStopped(
                 f"EVOLINK_BASE_URL does not answer as the EvoLink API does ({exc}): check it"
             ) from None
-        except APIError:
-            pass  # an answer, even a refusal, proves the API is there; submission reports it
+        except APIError as exc:
+            # An answer, even a refusal, proves the API is there (submission reports it); a
+            # redirect does not, and every create it answered would be `unknown`.
+            if 300 <= exc.status < 400:
+                raise PipelineStopped(
+                    f"EVOLINK_BASE_URL answered {exc.status}, a redirect: set it to the "
+                    "address the API answers at"
+                ) from None
 
 
 def run_partition(

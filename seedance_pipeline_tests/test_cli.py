@@ -336,7 +336,10 @@ def test_run_against_a_host_that_is_not_the_api_stops_in_one_line(tmp_path):
     class Portal(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             page = b"<html>Sign in to the hotel wifi</html>"
-            self.send_response(200)
+            moved = self.server.moved  # type: ignore[attr-defined]
+            self.send_response(301 if moved else 200)
+            if moved:
+                self.send_header("Location", "https://api.evolink.ai/v1/credits")
             self.send_header("Content-Type", "text/html")
             self.send_header("Content-Length", str(len(page)))
             self.end_headers()
@@ -347,18 +350,24 @@ def test_run_against_a_host_that_is_not_the_api_stops_in_one_line(tmp_path):
 
     portal = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Portal)
     threading.Thread(target=portal.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{portal.server_address[1]}"
+    copy_sample_data(tmp_path / "data")
+    said = {
+        # A redirect (an old address, http to https): every create it answered was `unknown`.
+        True: "error: EVOLINK_BASE_URL answered 301, a redirect: set it to the address the API "
+        "answers at",
+        False: f"error: EVOLINK_BASE_URL does not answer as the EvoLink API does (GET {url}"
+        "/v1/credits answered 200 but the answer is not JSON): check it",
+    }
     try:
-        copy_sample_data(tmp_path / "data")
-        url = f"http://127.0.0.1:{portal.server_address[1]}"
-        done = _cli("run", DAY, env=_shell(tmp_path, url), cwd=tmp_path)
+        for moved, error in said.items():
+            portal.moved = moved  # type: ignore[attr-defined]
+            done = _cli("run", DAY, env=_shell(tmp_path, url), cwd=tmp_path)
+            assert done.returncode == 1, done.stderr[-2000:]
+            assert done.stderr.splitlines()[-1] == error
+            assert "Traceback" not in done.stderr
     finally:
         portal.shutdown()
-    assert done.returncode == 1, done.stderr[-2000:]
-    assert done.stderr.splitlines()[-1] == (
-        f"error: EVOLINK_BASE_URL does not answer as the EvoLink API does (GET {url}/v1/credits "
-        "answered 200 but the answer is not JSON): check it"
-    )
-    assert "Traceback" not in done.stderr
 
 
 def test_resolve_asks_the_api_about_a_task_before_attaching_it(
