@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from dagster import AssetKey, DagsterInstance, build_sensor_context
 
+from seedance_pipeline import seedance
 from seedance_pipeline.cli import build_parser, main
 from seedance_pipeline.defs.generation.sensors import task_poller
 from seedance_pipeline.defs.resources import EvoLinkResource, PipelineResource
@@ -326,6 +327,26 @@ def test_a_price_table_of_the_wrong_shape_is_a_setting_to_fix_naming_the_keys(
     for command in (["run", DAY], ["plan", str(tmp_path / "data" / "catalog" / "prompts.csv")]):
         assert main(command) == 2, command
         assert capsys.readouterr().err == said
+    # Inside the right keys: `run` sent and stored six videos, then failed writing its tables
+    # ("'float' object is not iterable"); `plan` ended in a traceback.
+    packaged = json.loads((Path(seedance.__file__).parent / "prices.json").read_text())
+    wrong = {
+        "money_per_credit = 0.0147; it must be an object": {"money_per_credit": 0.0147},
+        "credits_per_second.standard = 6.251; it must be an object": {
+            "credits_per_second": packaged["credits_per_second"] | {"standard": 6.251}
+        },
+        'credits_per_second.fast.without_reference_video.480p = "5"; it must be a number above 0': {
+            "credits_per_second": packaged["credits_per_second"]
+            | {"fast": {"without_reference_video": {"480p": "5"}}}
+        },
+        "unknown_reference_video_seconds = -5; it must be a number above 0": {
+            "unknown_reference_video_seconds": -5
+        },
+    }
+    for problem, change in wrong.items():
+        table.write_text(json.dumps(packaged | change))
+        assert main(["run", DAY]) == 2
+        assert f"(SEEDANCE_PRICE_TABLE) has {problem}; the packaged" in capsys.readouterr().err
 
 
 def test_run_against_a_host_that_is_not_the_api_stops_in_one_line(tmp_path):

@@ -9,6 +9,7 @@ the same shape to override it. The emulator reserves `estimate_credits` of its o
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -19,7 +20,59 @@ from pathlib import Path
 from ._rules import DEFAULT_DURATION, DEFAULT_QUALITY, MODELS
 
 PRICE_TABLE_ENV = "SEEDANCE_PRICE_TABLE"
+_COLUMNS = ("without_reference_video", "with_reference_video")
 _FOUR_PLACES = Decimal("0.0001")
+
+
+class _Shape(ValueError):
+    """What is wrong with a price table's JSON."""
+
+
+def _shape_problem(data: object, keys: list[str]) -> str | None:
+    """What is wrong with a price table's JSON, or None. Rates are looked up as requests are
+    planned and costed: a table of the wrong shape is refused before a run spends credits, not
+    when its tables are written."""
+    try:
+        _check_shape(data, keys)
+    except _Shape as exc:
+        return str(exc)
+    return None
+
+
+def _check_shape(data: object, keys: list[str]) -> None:
+    if not isinstance(data, dict):
+        raise _Shape(f"must be a JSON object, not {type(data).__name__}")
+    missing = [k for k in keys if k not in data]
+    unknown = sorted(set(data) - set(keys))
+    if missing or unknown:
+        said = "; ".join(
+            f"{what}: {', '.join(names)}"
+            for what, names in (("missing", missing), ("unknown", unknown))
+            if names
+        )
+        raise _Shape(f"needs exactly the keys {', '.join(keys)} ({said})")
+    for tier, table in _object(data["credits_per_second"], "credits_per_second").items():
+        for column, rates in _object(table, f"credits_per_second.{tier}").items():
+            where = f"credits_per_second.{tier}.{column}"
+            if column not in _COLUMNS:
+                raise _Shape(f"has {where}; use {' or '.join(_COLUMNS)}")
+            for quality, rate in _object(rates, where).items():
+                _number(rate, f"{where}.{quality}")
+    for currency, rate in _object(data["money_per_credit"], "money_per_credit").items():
+        _number(rate, f"money_per_credit.{currency}")
+    _number(data["unknown_reference_video_seconds"], "unknown_reference_video_seconds")
+
+
+def _object(value: object, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise _Shape(f"has {where} = {json.dumps(value)[:40]}; it must be an object")
+    return value
+
+
+def _number(value: object, where: str) -> None:
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not (number and math.isfinite(value) and value > 0):
+        raise _Shape(f"has {where} = {json.dumps(value)[:40]}; it must be a number above 0")
 
 
 @dataclass(frozen=True)
@@ -44,20 +97,9 @@ class PriceTable:
                 raise ValueError(f"cannot read price table {path} ({given_by}): {exc}") from None
         else:
             data = json.loads(resources.files(__package__).joinpath("prices.json").read_text())
-        where = f"price table {path or 'prices.json'} ({given_by})"
-        keys = [f.name for f in fields(cls) if f.init]
-        if not isinstance(data, dict):
-            raise ValueError(f"{where} must be a JSON object, not {type(data).__name__}")
-        missing = [k for k in keys if k not in data]
-        unknown = sorted(set(data) - set(keys))
-        if missing or unknown:
-            said = "; ".join(
-                f"{what}: {', '.join(names)}"
-                for what, names in (("missing", missing), ("unknown", unknown))
-                if names
-            )
+        if problem := _shape_problem(data, [f.name for f in fields(cls) if f.init]):
             raise ValueError(
-                f"{where} needs exactly the keys {', '.join(keys)} ({said}); the packaged "
+                f"price table {path or 'prices.json'} ({given_by}) {problem}; the packaged "
                 "prices.json shows the shape"
             )
         return cls(**data)
