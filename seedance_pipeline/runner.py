@@ -28,6 +28,7 @@ from .seedance import (
 )
 from .settings import SettingError
 from .statuses import SETTLED
+from .storage import StoreRefused
 
 # The default instance when DAGSTER_HOME is unset: the one the README's `dagster dev` opens.
 DEFAULT_DAGSTER_HOME = "dagster_home"
@@ -210,7 +211,7 @@ def run_partition(
         try:
             with following(partition, ledger, evolink, pipeline.videos(), progress=progress):
                 tqdm.write(_sent(partition, run(assets)), file=out)  # above the bar
-        except (PollingRefused, LedgerUnreachable) as exc:
+        except (PollingRefused, LedgerUnreachable, StoreRefused) as exc:
             raise PipelineStopped(str(exc)) from None
         finally:
             progress.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from functools import cached_property
@@ -18,13 +19,13 @@ from typing import Any
 
 import pandas as pd
 from boto3.exceptions import Boto3Error
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from .catalog import file_digest
 from .media import MediaError, measure
 from .publishing import PublishError
 from .seedance import MediaFacts
-from .storage import StoreError, temporary_scratch, video_key
+from .storage import StoreError, StoreRefused, temporary_scratch, video_key
 from .tables import concat, not_written, parquet_bytes, read_parquet, table_key
 
 # Media are presigned as each request is sent; the API fetches them within minutes, or when
@@ -32,6 +33,8 @@ from .tables import concat, not_written, parquet_bytes, read_parquet, table_key
 PRESIGNED_URL_SECONDS = 48 * 3600
 _MISSING = ("404", "NoSuchKey", "NotFound")
 _DENIED = ("403", "AccessDenied", "Forbidden")
+# Answers every later call would get too: the settings must change first.
+_REFUSED = ("NoSuchBucket", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidBucketName")
 # What each call needs of the credentials. Without s3:ListBucket, S3 answers a read of a key
 # that does not exist with 403, not 404: a video deleted from the bucket looks refused.
 _READS = "s3:GetObject, and s3:ListBucket so that S3 can say an object does not exist"
@@ -48,6 +51,10 @@ SETTINGS_HINT = "check SEEDANCE_S3_BUCKET, the AWS_* credentials and AWS_ENDPOIN
 
 class S3Error(StoreError):
     """An S3 call failed; the message names the object and the settings to check."""
+
+
+class S3Refused(S3Error, StoreRefused):
+    """S3 refuses the credentials, their permissions or the bucket: every call would fail."""
 
 
 def s3_client() -> Any:
@@ -74,6 +81,15 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
+def _error_code(exc: Exception) -> str | None:
+    """S3's error code. A dropped connection's error has `response`, None; a failed
+    upload_file keeps only its message: "... (AccessDenied) when calling ..."."""
+    code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code")
+    if code is None and (said := re.search(r"\((\w+)\) when calling", str(exc))):
+        code = said.group(1)
+    return code
+
+
 class S3Bucket:
     """Objects under `s3://<bucket>/<prefix>/`, addressed by keys relative to the prefix."""
 
@@ -93,17 +109,18 @@ class S3Bucket:
         try:
             yield
         except (BotoCoreError, ClientError, Boto3Error) as exc:
-            # A dropped connection's error has `response`, None.
-            code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code")
-            # A failed upload_file keeps only its message: "... (AccessDenied) when calling ..."
-            denied = code in _DENIED or "(AccessDenied)" in str(exc)
+            code = _error_code(exc)
+            denied = code in _DENIED
             if denied and what in _NEEDS:
-                raise S3Error(  # a HEAD's 403 has no body: a wrong key is refused alike
+                raise S3Refused(  # a HEAD's 403 has no body: a wrong key is refused alike
                     f"{self.uri(relative)}: {what} refused ({exc}); the credentials need "
                     f"{_NEEDS[what]} on bucket {self.bucket}, or are not the right ones: "
                     f"{SETTINGS_HINT}"
                 ) from None
-            raise S3Error(f"{self.uri(relative)}: {what} failed ({exc}); {SETTINGS_HINT}") from None
+            lasting = code in _REFUSED or isinstance(exc, NoCredentialsError)
+            raise (S3Refused if lasting else S3Error)(
+                f"{self.uri(relative)}: {what} failed ({exc}); {SETTINGS_HINT}"
+            ) from None
 
     def exists(self, relative: str) -> bool:
         with self._call("HEAD", relative):

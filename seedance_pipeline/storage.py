@@ -61,6 +61,11 @@ class StoreError(RuntimeError):
     names the object and the settings to check."""
 
 
+class StoreRefused(StoreError):
+    """The store refuses every call alike (the credentials, their permissions, a missing
+    bucket): nothing is stored until the settings are fixed, so the work stops."""
+
+
 class VideoStore(Protocol):
     def scratch_path(self, partition: str, prompt_id: str) -> Path:
         """Where to download a video before it is checked and kept."""

@@ -33,7 +33,7 @@ from .seedance import (
 )
 from .settings import SettingError
 from .statuses import CHARGED, SENT_ON_OTHER_DAY, SETTLED, WAITING, RequestStatus, Status
-from .storage import StoreError, VideoStore
+from .storage import StoreError, StoreRefused, VideoStore
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,8 @@ def store_video(
         download = client.download(_result_url(row, client), scratch, max_bytes=max_bytes)
         measured = measure_video_output(scratch)
         key = store.put(scratch, row.partition, row.prompt_id)
+    except StoreRefused:  # every video would be: stop, the row stays to store once fixed
+        raise
     except LinkExpiredError as exc:
         return _not_stored(row, ledger, Status.EXPIRED, "link_expired", str(exc))
     except (SeedanceError, MediaError, StoreError, OSError) as exc:

@@ -485,7 +485,7 @@ def test_runs_opening_a_new_dagster_home_at_once_all_start_and_leave_it_whole(tm
 
 
 def _videos(day: str, rows: list[tuple[str, str, str, float]]) -> pd.DataFrame:
-    return pd.DataFrame(
+    return videos_table(
         [
             {
                 "prompt_id": f"p{i}",

@@ -28,6 +28,7 @@ from seedance_pipeline.s3 import (
     S3Error,
     S3Media,
     S3Publisher,
+    S3Refused,
     S3TableStore,
     S3VideoStore,
     s3_client,
@@ -379,23 +380,28 @@ def test_a_dropped_s3_connection_is_an_s3_error_naming_the_object_and_the_settin
         assert f"{what} failed" in str(failed.value) and SETTINGS_HINT in str(failed.value)
 
 
+def _completed_row(ledger: Ledger, client: Client):
+    """A task made on the emulator, completed, as the ledger holds it."""
+    body = {"model": "seedance-2.0-text-to-video", "prompt": "a cat", "duration": 4}
+    task = client.create_task(body)
+    assert ledger.claim(DAY, "p1", body, 1.0)
+    ledger.record_submitted(DAY, "p1", task.id, time.time())
+    while (done := client.get_task(task.id)).status != "completed":
+        time.sleep(0.05)
+    ledger.record_polls([PollUpdate(task.id, Status.COMPLETED, result_url=done.results[0])])
+    (row,) = ledger.rows(DAY)
+    return row
+
+
 def test_a_video_s3_cannot_take_ends_download_failed_and_is_tried_again(
     s3_that_hangs_up, tmp_path, emulator, api_key
 ):
     """An upload that failed ended `run` (23 of 30 rows left `completed` without a video, no
     table written): it is a video not stored, like a full disk, tried again by the next run."""
     ledger = Ledger(tmp_path / "ledger.sqlite3")
-    body = {"model": "seedance-2.0-text-to-video", "prompt": "a cat", "duration": 4}
     store = S3VideoStore(S3Bucket(s3_client(), s3_that_hangs_up, PREFIX))
     with Client(api_key, base_url=emulator) as client:
-        task = client.create_task(body)
-        assert ledger.claim(DAY, "p1", body, 1.0)
-        ledger.record_submitted(DAY, "p1", task.id, time.time())
-        while (done := client.get_task(task.id)).status != "completed":
-            time.sleep(0.05)
-        ledger.record_polls([PollUpdate(task.id, Status.COMPLETED, result_url=done.results[0])])
-        (row,) = ledger.rows(DAY)
-
+        row = _completed_row(ledger, client)
         assert store_video(row, client, store, ledger, 10**9) == Status.DOWNLOAD_FAILED
 
     (row,) = ledger.rows(DAY)
@@ -404,4 +410,20 @@ def test_a_video_s3_cannot_take_ends_download_failed_and_is_tried_again(
         row.error_message
     )
     assert "the next run tries again while the link lives" in row.error_message
+    assert not store.scratch_path(DAY, "p1").exists()
+
+
+def test_a_bucket_that_refuses_every_call_stops_the_work_and_leaves_the_row_to_store(
+    s3_bucket, tmp_path, emulator, api_key
+):
+    """A missing bucket (or credentials refused): each row was downloaded, thrown away and
+    left `download_failed`, retried until its link died; `run` exited 0."""
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    store = S3VideoStore(S3Bucket(s3_client(), f"{s3_bucket}-gone", PREFIX))
+    with Client(api_key, base_url=emulator) as client:
+        row = _completed_row(ledger, client)
+        with pytest.raises(S3Refused, match=f"s3://{s3_bucket}-gone/.*NoSuchBucket"):
+            store_video(row, client, store, ledger, 10**9)
+    (row,) = ledger.rows(DAY)
+    assert (row.status, row.video_uri, row.error_code) == (Status.COMPLETED, None, None)
     assert not store.scratch_path(DAY, "p1").exists()
