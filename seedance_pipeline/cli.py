@@ -496,7 +496,7 @@ def _print_costs(
         except OSError as exc:
             return _fail(f"--png {png}: cannot write the chart ({exc.strerror})")
     if as_json:
-        print(costs_json(table, total))
+        print(costs_json(table, total, videos))
     elif table.empty:
         print(f"no generated_videos tables in {tables.location} for these days")
     else:

@@ -116,12 +116,16 @@ def cost_report(
     return table, (total.to_dict("records")[0] if len(total) else {})
 
 
-def costs_json(table: pd.DataFrame, total: dict) -> str:
+def costs_json(table: pd.DataFrame, total: dict, videos: pd.DataFrame) -> str:
     def plain(record: dict) -> dict:
         return {k: None if pd.isna(v) else v for k, v in record.items()}
 
     return json.dumps(
-        {"groups": [plain(r) for r in table.to_dict("records")], "total": plain(total)},
+        {
+            "groups": [plain(r) for r in table.to_dict("records")],
+            "total": plain(total),
+            "rows_without_price": unpriced_rows(videos),
+        },
         default=lambda v: v.item() if hasattr(v, "item") else str(v),
         indent=2,
     )
@@ -132,9 +136,16 @@ def _figure(value: float) -> str:
     return f"{round(value, 4):.15g}"
 
 
+def unpriced_rows(videos: pd.DataFrame) -> int:
+    """Rows sent, or to send, with no known price: what the estimates leave out."""
+    if videos.empty:
+        return 0
+    return int((videos.credits_estimated.isna() & (videos.status != Status.REJECTED)).sum())
+
+
 def unpriced_note(videos: pd.DataFrame) -> str | None:
-    """What the estimates leave out: rows sent, or to send, with no known price."""
-    unpriced = (videos.credits_estimated.isna() & (videos.status != Status.REJECTED)).sum()
+    """What the estimates leave out, said; None when nothing is."""
+    unpriced = unpriced_rows(videos)
     if not unpriced:
         return None
     return (

@@ -243,10 +243,13 @@ def _sent(partition: str, result: ExecuteInProcessResult) -> str:
         )
     )
     said = f"[{partition}] {sent} task(s) sent"
+    if lost:  # sent all the same: each may have made a task
+        said = (
+            f"[{partition}] {sent + lost} request(s) sent: {sent} made a task, {lost} whose "
+            "answer was lost (unknown)"
+        )
     if resent:
         said += f" ({resent} of them resubmissions)"
-    if lost:  # sent all the same: each may have made a task
-        said += f"; {lost} sent whose answer was lost (unknown)"
     if refused:
         said += f"; {refused} refused by the API"
     held -= resent  # a resubmitted prompt was in the ledger too

@@ -343,6 +343,19 @@ def test_a_misspelt_optional_column_is_refused_not_left_to_its_default(tmp_path,
             load_prompts(path)
 
 
+def _step_failure(asset, data: Path, day: str | None) -> str:
+    """The one line a catalog step failed with (a Failure: no traceback)."""
+    result = materialize(
+        [asset],
+        resources={"pipeline": PipelineResource(data_dir=str(data))},
+        partition_key=day,
+        raise_on_error=False,
+    )
+    failure = next(e for e in result.all_events if e.is_step_failure).step_failure_data
+    assert failure.user_failure_data is not None, failure.error
+    return failure.user_failure_data.description
+
+
 @pytest.mark.parametrize(
     ("asset", "stem", "day"), [(prompt_catalog, "prompts", DAY), (media_catalog, "media", None)]
 )
@@ -351,15 +364,7 @@ def test_a_missing_catalog_fails_its_step_in_one_line_naming_the_setting(
 ):
     """It failed with Dagster's wrapper and a traceback, saying `(set the catalog path)`."""
     data = tmp_path / "data"
-    result = materialize(
-        [asset],
-        resources={"pipeline": PipelineResource(data_dir=str(data))},
-        partition_key=day,
-        raise_on_error=False,
-    )
-    failure = next(e for e in result.all_events if e.is_step_failure).step_failure_data
-    assert failure.user_failure_data is not None, failure.error  # a Failure: no traceback
-    assert failure.user_failure_data.description == (
+    assert _step_failure(asset, data, day) == (
         f"{data / 'catalog'}: no {stem}.csv or {stem}.parquet; set SEEDANCE_DATA_DIR to the "
         "folder that holds catalog/"
     )
@@ -371,14 +376,7 @@ def test_a_catalog_folder_with_both_csv_and_parquet_is_refused_naming_both(tmp_p
     data = tmp_path / "data"
     copy_sample_data(data)
     shutil.copy(data / "catalog" / "parquet" / "prompts.parquet", data / "catalog")
-    result = materialize(
-        [prompt_catalog],
-        resources={"pipeline": PipelineResource(data_dir=str(data))},
-        partition_key=DAY,
-        raise_on_error=False,
-    )
-    failure = next(e for e in result.all_events if e.is_step_failure).step_failure_data
-    assert failure.user_failure_data.description == (
+    assert _step_failure(prompt_catalog, data, DAY) == (
         f"{data / 'catalog'}: both prompts.csv and prompts.parquet are there; keep the one that "
         "is the catalog and move the other away"
     )

@@ -286,7 +286,8 @@ def test_run_without_dagster_home_records_in_the_working_directory_and_names_unk
     done = _cli("run", DAY, env=_shell(tmp_path, url), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     # Not "0 task(s) sent": six creates went out, each may have made a task.
-    assert f"[{DAY}] 0 task(s) sent; 6 sent whose answer was lost (unknown)\n" in done.stderr
+    said = f"[{DAY}] 6 request(s) sent: 0 made a task, 6 whose answer was lost (unknown)\n"
+    assert said in done.stderr, done.stderr[-2000:]
     assert f"{DAY}: 7 rows: 6 unknown, 1 rejected" in done.stdout
     commands = re.findall(
         r"(\S+) \(up to ([\d.]+) credits\): (seedance-pipeline resolve .+)", done.stdout

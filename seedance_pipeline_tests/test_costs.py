@@ -12,7 +12,7 @@ import pytest
 from seedance_pipeline.cli import main
 from seedance_pipeline.costs import COUNTS, chart, rollup
 from seedance_pipeline.media import measure
-from seedance_pipeline.reports import print_run_summary
+from seedance_pipeline.reports import cost_report, costs_json, print_run_summary
 from seedance_pipeline.seedance import MODELS, Client, PriceTable
 from seedance_pipeline.seedance._rules import DURATIONS, FAST, IMAGE, MINI, QUALITIES, REFERENCE
 from seedance_pipeline.tables import read_all, read_table
@@ -278,6 +278,9 @@ def test_a_model_with_no_known_price_has_no_estimate_and_no_drift(capsys):
     # reserved: 17.7205 + 300.0055 + 25.004 (the first attempt) = 342.73
     assert f"{DAYS[0]}: credits estimated 300.0055, reserved 342.73, charged 317.726\n" in said
     assert f"{DAYS[0]}: 1 row(s) have no known price: credits_estimated leaves them out" in said
+    report = json.loads(costs_json(*cost_report(videos, ["model"], PriceTable.load()), videos))
+    assert report["rows_without_price"] == 1
+    assert [g["credits_estimated"] for g in report["groups"]] == [None, 300.0055]
 
 
 def test_a_resubmitted_prompt_keeps_what_each_attempt_reserved(tmp_path, start_emulator, api_key):

@@ -276,9 +276,7 @@ def test_a_ledger_write_failing_after_a_create_neither_hangs_nor_loses_the_task(
     else:  # the step's retry then finds every other prompt in the ledger
         row = rows[prompt_id]
         assert (row.status, row.task_id) == ("unknown", None)
-        assert "the ledger failed to record what the create of this prompt answered" in (
-            row.error_message
-        )
+        assert "before what the create of this prompt answered was recorded" in row.error_message
         assert f"resolve {DAY} {prompt_id} --task-id {task_id}" in caplog.text
         assert all(r.task_id for r in rows.values() if r.prompt_id != prompt_id)
 

@@ -25,9 +25,9 @@ _ABANDONED = (
     "EvoLink dashboard, then `seedance-pipeline resolve`"
 )
 _UNRECORDED = (
-    "the ledger failed to record what the create of this prompt answered; the submitting "
-    "process's log names the task, if one was made, and the `seedance-pipeline resolve` "
-    "command that attaches it"
+    "the submission ended before what the create of this prompt answered was recorded (a "
+    "ledger write failed, or the run was stopped); the submitting process's log names the "
+    "task, if one was made, and the `seedance-pipeline resolve` command that attaches it"
 )
 
 
@@ -311,9 +311,10 @@ class TaskRows:
     def give_up_own_claims(self, partition: str) -> int:
         """Turn this process's claims of `partition` into `unknown`; returns how many.
 
-        For when its submission has ended: no thread of it will record these answers (a
-        ledger write failed after the vendor answered), and its lease keeper would keep them
-        claimed, and the day waiting, for as long as the process lives.
+        For when its submission has ended: a ledger write failed after the vendor answered, or
+        the run was stopped with creates in flight (a late answer is still recorded over the
+        `unknown` row), and its lease keeper would keep them claimed, and the day waiting, for
+        as long as the process lives.
         """
         with self.db.transaction() as db:
             return _claims_to_unknown(db, partition, self.owner, message=_UNRECORDED)
