@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 from sqlalchemy.exc import IntegrityError
 
 from .callbacks import with_callback
-from .ledger import OUTAGE_RETRY_SECONDS, OUTAGE_SECONDS, Ledger, TaskHeld
+from .ledger import OUTAGE_RETRY_SECONDS, OUTAGE_SECONDS, AnswerNotRecorded, Ledger, TaskHeld
 from .polling import first_poll_at
 from .publishing import PublishError, sendable
 from .seedance import (
@@ -193,7 +193,7 @@ def _recorded(write: Callable[[], None]) -> None:
     while True:
         try:
             return write()
-        except (TaskHeld, IntegrityError):  # the same write fails the same way
+        except (AnswerNotRecorded, IntegrityError):  # the same write fails the same way
             raise
         except Exception as exc:
             if time.monotonic() - started + RECORD_RETRY_SECONDS > RECORD_FOR_SECONDS:
@@ -272,6 +272,16 @@ def _submit_claimed(
             )
             with summary.lock:
                 summary.unknown += 1
+            return False
+        except AnswerNotRecorded as exc:  # its row went on without it: the task is an orphan
+            log.error(
+                "%s/%s: task %s was made (and is charged) but %s; look it up on the EvoLink "
+                "dashboard",
+                partition,
+                prompt_id,
+                task.id,
+                exc,
+            )
             return False
         except Exception:
             attach = f"seedance-pipeline resolve {partition} {prompt_id} --task-id {task.id}"

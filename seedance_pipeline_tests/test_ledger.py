@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 
-from seedance_pipeline.ledger import Ledger, PollUpdate, TaskHeld
+from seedance_pipeline.ledger import AnswerNotRecorded, Ledger, PollUpdate, TaskHeld
 from seedance_pipeline.ledger.database import safe_url, sql
 from seedance_pipeline.ledger.migrations import MIGRATIONS
 from seedance_pipeline.polling import MIN_LOCK_WAIT, poll_due
@@ -104,6 +104,21 @@ def test_a_create_answer_recorded_late_neither_undoes_a_settled_row_nor_takes_a_
     with pytest.raises(TaskHeld, match=f"{DAY}/sent"):
         ledger.record_submitted(DAY, "repeat", "task-1", time.time())
     assert _statuses(ledger)["repeat"] == ("submitting", None)
+    # The answer for a row gone on without it is said, never written over what it became: a
+    # task attached by hand, a row forgotten, another run's claim of it since.
+    with pytest.raises(AnswerNotRecorded, match=f"{DAY}/lost was settled meanwhile"):
+        ledger.record_submitted(DAY, "lost", "task-4", time.time())
+    ledger.record_outcome_unknown(DAY, "repeat", "lost")
+    ledger.resolve(DAY, "repeat", None)
+    with pytest.raises(AnswerNotRecorded, match=f"{DAY}/repeat was forgotten meanwhile"):
+        ledger.record_submitted(DAY, "repeat", "task-5", time.time())
+    _claim_as(ledger, "repeat", OTHER_HOST, time.time() + 60)
+    with pytest.raises(AnswerNotRecorded, match=r"settled meanwhile \(submitting, no task\)"):
+        ledger.record_submitted(DAY, "repeat", "task-5", time.time())
+    ledger.record_outcome_unknown(DAY, "repeat", "nor is a late loss written on it")
+    ledger.record_outcome_unknown(DAY, "lost", "nor on a row that has ended")
+    assert _statuses(ledger)["repeat"] == ("submitting", None)
+    assert _statuses(ledger)["lost"] == ("completed", "task-2")
 
 
 def test_resolve_attaches_the_dashboards_task_or_forgets_the_row(ledger):

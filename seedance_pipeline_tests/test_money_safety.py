@@ -318,6 +318,28 @@ def test_a_create_answer_repeating_a_task_the_ledger_holds_ends_unknown_saying_s
     )
 
 
+def test_a_create_answer_whose_row_was_forgotten_meanwhile_is_logged_not_counted(tmp_path, caplog):
+    """`resolve --forget` while the answer's write was retried (a ledger outage): the late
+    write changed no row, the task (charged) was counted as submitted, and no line named it."""
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    task_id = "task-unified-1774857405-abc12345"
+
+    def vendor(request: httpx.Request) -> httpx.Response:
+        with ledger.db.transaction() as db:  # forgotten by hand while the create was out
+            db.execute(sql("DELETE FROM tasks WHERE prompt_id = 'p1'"))
+        return httpx.Response(200, json={"id": task_id, "status": "pending"})
+
+    body = {"model": "seedance-2.0-text-to-video", "prompt": "a cat", "duration": 4}
+    transport = httpx.MockTransport(vendor)
+    with Client("k", base_url="https://api.test.invalid", transport=transport) as client:
+        summary = submit_all(ledger, client, DAY, [Planned("p1", body, 1.0)])
+    assert (summary.submitted, summary.credits_reserved) == (0, 0.0)
+    assert ledger.rows(DAY) == []
+    assert f"{DAY}/p1: task {task_id} was made (and is charged) but {DAY}/p1 was forgotten" in (
+        caplog.text
+    )
+
+
 def test_a_days_budget_counts_what_it_sent_for_prompts_it_no_longer_has(
     tmp_path, emulator, api_key
 ):

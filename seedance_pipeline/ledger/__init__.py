@@ -23,9 +23,18 @@ from .database import (
 from .leases import LeaseKeeper, lease_seconds, owner_id, pid_alive
 from .media import PublishedMedia
 from .progress import PartitionProgress
-from .tasks import RETRY_AHEAD_LIMIT, UNKNOWN_CODE, LedgerRow, PollUpdate, TaskHeld, TaskRows
+from .tasks import (
+    RETRY_AHEAD_LIMIT,
+    UNKNOWN_CODE,
+    AnswerNotRecorded,
+    LedgerRow,
+    PollUpdate,
+    TaskHeld,
+    TaskRows,
+)
 
 __all__ = [
+    "AnswerNotRecorded",
     "LEDGER_URL_ENV",
     "OUTAGE_RETRY_SECONDS",
     "OUTAGE_SECONDS",

@@ -119,6 +119,21 @@ def _holder(db: Connection, task_id: str) -> str | None:
     return f"an earlier attempt of {where}" if found.earlier else where
 
 
+def _check_answered(db: Connection, partition: str, prompt_id: str, task_id: str) -> None:
+    """After a create's answer went on no row: fine if its row holds that task already."""
+    row = db.execute(
+        sql("SELECT status, task_id FROM tasks WHERE partition = :p AND prompt_id = :id"),
+        {"p": partition, "id": prompt_id},
+    ).first()
+    if row is None:
+        raise AnswerNotRecorded(f"{partition}/{prompt_id} was forgotten meanwhile")
+    if row.task_id != task_id:
+        held = f"task {row.task_id}" if row.task_id else "no task"
+        raise AnswerNotRecorded(
+            f"{partition}/{prompt_id} was settled meanwhile ({row.status}, {held})"
+        )
+
+
 def _sql_list(statuses) -> str:
     """Statuses as a SQL list, written into the statements: they are fixed values, and a bound
     list would stop a poll round's updates from going to the database as one batch."""
@@ -209,8 +224,20 @@ def _claims_to_unknown(
     ).rowcount
 
 
-class TaskHeld(RuntimeError):
+class AnswerNotRecorded(RuntimeError):
+    """What a create answered could not go on its row (the message says why and names the
+    task): the caller must say so, for the task may be charged."""
+
+
+class TaskHeld(AnswerNotRecorded):
     """The task a create answered with is held by another row or an earlier attempt (named)."""
+
+
+# A row a create's answer may still be written on: this process's claim, or the `unknown` row it
+# became (its lease ran out while the write was retried), with no task attached since.
+_ANSWERABLE = (
+    "task_id IS NULL AND (status = 'unknown' OR (status = 'submitting' AND owner = :owner))"
+)
 
 
 class TaskRows:
@@ -353,25 +380,26 @@ class TaskRows:
         """The create answered with a task: `answer` holds status, progress, credits_reserved
         and estimated_time as the vendor gave them.
 
-        Written on the claim, or on the `unknown` row it became while this write was retried
-        (a ledger outage past the lease): never over a task a callback attached meanwhile.
+        Written on this process's claim, or on the `unknown` row it became while this write
+        was retried (a ledger outage past the lease): never over a task attached meanwhile, a
+        row forgotten, or another run's claim.
 
         Raises:
             TaskHeld: another row, or an earlier attempt, holds `task_id` (an answer repeated
                 by the vendor or a gateway); nothing is written.
+            AnswerNotRecorded: the row was settled otherwise, or forgotten, meanwhile.
         """
         with self.db.transaction() as db:
             holder = _holder(db, task_id)
             if holder is not None and holder != f"{partition}/{prompt_id}":
                 raise TaskHeld(holder)
-            db.execute(
+            written = db.execute(
                 sql(
                     "UPDATE tasks SET status = :status, vendor_status = :vendor, task_id = :tid,"
                     " submitted_at = :now, credits_reserved = :reserved, estimated_time = :eta,"
                     " progress = :progress, next_poll_at = :next, owner = NULL,"
                     " lease_expires_at = NULL, error_code = NULL, error_message = NULL"
-                    " WHERE partition = :p AND prompt_id = :id AND task_id IS NULL"
-                    f" AND status IN {_sql_list((Status.SUBMITTING, Status.UNKNOWN))}"
+                    f" WHERE partition = :p AND prompt_id = :id AND {_ANSWERABLE}"
                 ),
                 {
                     "status": answer.get("status", Status.PENDING.value),
@@ -384,8 +412,11 @@ class TaskRows:
                     "next": first_poll_at,
                     "p": partition,
                     "id": prompt_id,
+                    "owner": self.owner,
                 },
             )
+            if not written.rowcount:
+                _check_answered(db, partition, prompt_id, task_id)
 
     def record_outcome_unknown(
         self, partition: str, prompt_id: str, message: str, callback_due: float | None = None
@@ -423,9 +454,10 @@ class TaskRows:
                     " owner = NULL, lease_expires_at = NULL, credits_reserved = :reserved,"
                     " completed_at = CASE WHEN CAST(:reserved AS DOUBLE PRECISION) IS NULL"
                     " THEN NULL ELSE :now END"
-                    " WHERE partition = :p AND prompt_id = :id"
+                    f" WHERE partition = :p AND prompt_id = :id AND {_ANSWERABLE}"
                 ),
                 {
+                    "owner": self.owner,
                     "s": status.value,
                     "code": code,
                     "msg": message,
