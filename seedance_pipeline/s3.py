@@ -34,7 +34,15 @@ PRESIGNED_URL_SECONDS = 48 * 3600
 _MISSING = ("404", "NoSuchKey", "NotFound")
 _DENIED = ("403", "AccessDenied", "Forbidden")
 # Answers every later call would get too: the settings must change first.
-_REFUSED = ("NoSuchBucket", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidBucketName")
+_REFUSED = (
+    "NoSuchBucket",
+    "InvalidBucketName",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "InvalidToken",
+    "AllAccessDisabled",
+)
 # What each call needs of the credentials. Without s3:ListBucket, S3 answers a read of a key
 # that does not exist with 403, not 404: a video deleted from the bucket looks refused.
 _READS = "s3:GetObject, and s3:ListBucket so that S3 can say an object does not exist"

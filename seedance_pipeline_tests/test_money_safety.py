@@ -399,6 +399,29 @@ def _step_failure(result) -> str:
     return failure.step_failure_data.user_failure_data.description
 
 
+def test_a_store_refusing_every_video_fails_the_videos_step_once_naming_the_fix(day, monkeypatch):
+    """S3 refusing the credentials or the bucket (provoked against moto in test_s3): the step
+    was retried three times, re-downloading every video, and failed with a traceback."""
+    from seedance_pipeline.s3 import S3Refused
+    from seedance_pipeline.storage import LocalVideoStore
+
+    data, url, resources = day
+    refusal = "s3://b/videos/x.mp4: upload refused (AccessDenied); the credentials need ..."
+
+    def refuse(self, local_path, partition, prompt_id):
+        raise S3Refused(refusal)
+
+    assert submit(resources).success
+    wait_for_tasks(resources)
+    monkeypatch.setattr(LocalVideoStore, "put", refuse)
+    result = save_videos(resources)
+    assert not result.success and _step_failure(result) == refusal
+    started = [e for e in result.all_events if e.event_type_value == "STEP_START"]
+    assert len(started) == 1  # no retry: every video would be refused alike
+    rows = ledger_rows(resources)
+    assert {r.status for r in rows} == {Status.COMPLETED} and not any(r.video_uri for r in rows)
+
+
 def test_a_lost_ledger_stops_another_day_a_prompt_moved_to(day, monkeypatch, capsys):
     """The 20th's record lists what was paid; the new ledger knows no day: submitting the
     21st, to which one of those prompts moved, would pay for it a second time."""

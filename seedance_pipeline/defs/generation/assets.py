@@ -29,6 +29,7 @@ from ...publishing import PublishError
 from ...records import LedgerLost, check_ledger, write_record
 from ...seedance import PriceTable
 from ...statuses import COUNTED, UNDELIVERED, RequestStatus, Status
+from ...storage import StoreRefused
 from ...submission import Planned, SubmissionStopped, send_the_rest, submit_all
 from ...videos import PartitionNotFinished, build_videos_table, store_videos
 from ..catalog.assets import media_catalog, prompt_catalog
@@ -148,6 +149,7 @@ def submitted_tasks(
         # settled to the sensor if this step was stopped (its videos runs failed on the prompts
         # never sent); nor incomplete, which the sensor would send on after a user stopped it.
         ledger.set_submission_complete(partition, None)
+    refused = None
     try:
         # The sensor polls; tasks it finds completed meanwhile have their videos stored now
         # (unless `seedance-pipeline run` follows the day itself).
@@ -160,6 +162,8 @@ def submitted_tasks(
             summary = submit_all(ledger, client, partition, items, pipeline.max_attempts, callbacks)
     except SubmissionStopped as exc:
         raise Failure(str(exc), allow_retries=False) from None
+    except StoreRefused as exc:  # storing the videos meanwhile, once everything was sent
+        refused = exc
     except (KeyboardInterrupt, DagsterExecutionInterruptedError):  # Terminate, or Ctrl-C
         raise Failure(
             f"{partition}: submission stopped when the run was interrupted; what was sent is "
@@ -189,6 +193,12 @@ def submitted_tasks(
         context.log.warning(
             f"{prompt_id} was already sent on {day}: not sent again for {partition} (its "
             f"video and charge are in {day}'s tables); give it a new prompt_id to generate again"
+        )
+    if refused is not None:
+        raise Failure(
+            f"{refused}; what was sent is recorded: fix the settings, then materialise "
+            f"generated_videos for {partition}",
+            allow_retries=False,
         )
     if summary.not_sent:
         raise Failure(
@@ -324,7 +334,10 @@ def generated_videos(
     ledger = pipeline.ledger()
     store = pipeline.videos()
     with evolink.client() as client:
-        stored = store_videos(ledger, partition, client, store)
+        try:
+            stored = store_videos(ledger, partition, client, store)
+        except StoreRefused as exc:  # every video would be: no retry helps until it is fixed
+            raise Failure(str(exc), allow_retries=False) from None
         rows = ledger.rows(partition)
         try:
             accepted = requests.prompt_id[requests.status == RequestStatus.ACCEPTED]
