@@ -340,9 +340,15 @@ def test_a_price_table_of_the_wrong_shape_is_a_setting_to_fix_naming_the_keys(
             "credits_per_second": packaged["credits_per_second"]
             | {"fast": {"without_reference_video": {"480p": "5"}}}
         },
-        "unknown_reference_video_seconds = -5; it must be a number above 0": {
+        "unknown_reference_video_seconds = -5; it must be a number 0 or more": {
             "unknown_reference_video_seconds": -5
         },
+        # Priced nothing: every request's estimate unknown, a budget refusing the day.
+        "credits_per_second.Standard; the keys there are fast, mini, standard": {
+            "credits_per_second": {"Standard": packaged["credits_per_second"]["standard"]}
+        },
+        "credits_per_second.fast.without_reference_video.720P; the keys there are 480p, 720p, "
+        "1080p": {"credits_per_second": {"fast": {"without_reference_video": {"720P": 10.935}}}},
     }
     for problem, change in wrong.items():
         table.write_text(json.dumps(packaged | change))

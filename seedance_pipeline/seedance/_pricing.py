@@ -17,7 +17,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from importlib import resources
 from pathlib import Path
 
-from ._rules import DEFAULT_DURATION, DEFAULT_QUALITY, MODELS
+from ._rules import DEFAULT_DURATION, DEFAULT_QUALITY, MODELS, QUALITIES
 
 PRICE_TABLE_ENV = "SEEDANCE_PRICE_TABLE"
 _COLUMNS = ("without_reference_video", "with_reference_video")
@@ -51,16 +51,19 @@ def _check_shape(data: object, keys: list[str]) -> None:
             if names
         )
         raise _Shape(f"needs exactly the keys {', '.join(keys)} ({said})")
+    tiers = sorted({spec.tier for spec in MODELS.values()})
     for tier, table in _object(data["credits_per_second"], "credits_per_second").items():
+        _one_of(tier, tiers, "credits_per_second")  # "Standard" would price nothing
         for column, rates in _object(table, f"credits_per_second.{tier}").items():
+            _one_of(column, _COLUMNS, f"credits_per_second.{tier}")
             where = f"credits_per_second.{tier}.{column}"
-            if column not in _COLUMNS:
-                raise _Shape(f"has {where}; use {' or '.join(_COLUMNS)}")
             for quality, rate in _object(rates, where).items():
+                _one_of(quality, QUALITIES, where)
                 _number(rate, f"{where}.{quality}")
     for currency, rate in _object(data["money_per_credit"], "money_per_credit").items():
         _number(rate, f"money_per_credit.{currency}")
-    _number(data["unknown_reference_video_seconds"], "unknown_reference_video_seconds")
+    seconds = data["unknown_reference_video_seconds"]
+    _number(seconds, "unknown_reference_video_seconds", zero=True)
 
 
 def _object(value: object, where: str) -> dict:
@@ -69,10 +72,16 @@ def _object(value: object, where: str) -> dict:
     return value
 
 
-def _number(value: object, where: str) -> None:
+def _one_of(key: str, known: Sequence[str], where: str) -> None:
+    if key not in known:
+        raise _Shape(f"has {where}.{key}; the keys there are {', '.join(known)}")
+
+
+def _number(value: object, where: str, zero: bool = False) -> None:
     number = isinstance(value, int | float) and not isinstance(value, bool)
-    if not (number and math.isfinite(value) and value > 0):
-        raise _Shape(f"has {where} = {json.dumps(value)[:40]}; it must be a number above 0")
+    if not (number and math.isfinite(value) and (value >= 0 if zero else value > 0)):
+        least = "0 or more" if zero else "above 0"
+        raise _Shape(f"has {where} = {json.dumps(value)[:40]}; it must be a number {least}")
 
 
 @dataclass(frozen=True)
