@@ -31,14 +31,14 @@ def resources(tmp_path) -> dict:
 
 
 def completed(ledger, day: str, prompt_id: str, task_id: str) -> None:
-    ledger.claim(day, prompt_id, BODY, 1.0)
+    assert ledger.claim(day, prompt_id, BODY, 1.0)  # a prompt_id another day sent is refused
     ledger.record_submitted(day, prompt_id, task_id, time.time() + 3600)
     ledger.record_polls([PollUpdate(task_id, status=Status.COMPLETED, result_url="u")])
 
 
 def settled_days(ledger, days: list[str]) -> None:
     for day in days:
-        completed(ledger, day, "p1", f"task-{day}")
+        completed(ledger, day, f"p1-{day}", f"task-{day}")
         ledger.set_submission_complete(day, True)
 
 
