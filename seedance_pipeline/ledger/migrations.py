@@ -111,7 +111,11 @@ _V6 = [
     "ALTER TABLE tasks ADD COLUMN expected_height INTEGER",
 ]
 
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6]
+# Who holds a task is asked of every create's answer (a replayed answer may name an earlier
+# attempt's task): without an index, each looked through every attempt the ledger has kept.
+_V7 = ["CREATE INDEX attempts_task ON attempts (task_id)"]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7]
 
 # Any constant: PostgreSQL serialises concurrent migrators on it.
 _ADVISORY_LOCK = 734_201_116
