@@ -28,18 +28,10 @@ class _Shape(ValueError):
     """What is wrong with a price table's JSON."""
 
 
-def _shape_problem(data: object, keys: list[str]) -> str | None:
-    """What is wrong with a price table's JSON, or None. Rates are looked up as requests are
-    planned and costed: a table of the wrong shape is refused before a run spends credits, not
-    when its tables are written."""
-    try:
-        _check_shape(data, keys)
-    except _Shape as exc:
-        return str(exc)
-    return None
-
-
 def _check_shape(data: object, keys: list[str]) -> None:
+    """Raises _Shape saying what is wrong with a price table's JSON. Rates are looked up as
+    requests are planned and costed: a table of the wrong shape is refused before a run spends
+    credits, not when its tables are written."""
     if not isinstance(data, dict):
         raise _Shape(f"must be a JSON object, not {type(data).__name__}")
     missing = [k for k in keys if k not in data]
@@ -106,11 +98,13 @@ class PriceTable:
                 raise ValueError(f"cannot read price table {path} ({given_by}): {exc}") from None
         else:
             data = json.loads(resources.files(__package__).joinpath("prices.json").read_text())
-        if problem := _shape_problem(data, [f.name for f in fields(cls) if f.init]):
+        try:
+            _check_shape(data, [f.name for f in fields(cls) if f.init])
+        except _Shape as exc:
             raise ValueError(
-                f"price table {path or 'prices.json'} ({given_by}) {problem}; the packaged "
+                f"price table {path or 'prices.json'} ({given_by}) {exc}; the packaged "
                 "prices.json shows the shape"
-            )
+            ) from None
         return cls(**data)
 
     def rate(self, model: str, quality: str, with_reference_video: bool) -> Decimal | None:
