@@ -26,6 +26,15 @@ FOLLOWED_TAG = "seedance/followed"
 ROUND_GAP_SECONDS = 0.5
 _DOWN = (OperationalError, InterfaceError)  # the connection failed, not a statement
 log = logging.getLogger(__name__)
+# The days followed in this process, each with an event set once its follower failed: the
+# Dagster run submitting that day in the same process stops sending what none would store.
+_FAILED: dict[str, threading.Event] = {}
+
+
+def follower_failed(partition: str) -> threading.Event:
+    """Set once the follower of `partition` in this process failed (a store refusing every
+    video, a refused key, the ledger gone); never set when no follower runs."""
+    return _FAILED.get(partition, threading.Event())
 
 
 def follow_day(
@@ -62,6 +71,7 @@ def follow_day(
         ThreadPoolExecutor(DOWNLOAD_WORKERS) as pool,
     ):
         downloads: dict[str, Future] = {}
+        failed = threading.Event()  # a download raised: stop at once, not after the sleep
         last_round = 0.0
         submitted = False
         while True:
@@ -76,9 +86,9 @@ def follow_day(
             if day.to_store > sum(not job.done() for job in downloads.values()):
                 for row in ledger.rows_to_store(partition, now):
                     if row.prompt_id not in downloads:
-                        downloads[row.prompt_id] = pool.submit(
-                            store_video, row, client, store, ledger, cap
-                        )
+                        job = pool.submit(store_video, row, client, store, ledger, cap)
+                        job.add_done_callback(lambda job: job.exception() and failed.set())
+                        downloads[row.prompt_id] = job
             for prompt_id, job in list(downloads.items()):
                 if job.done():
                     job.result()  # an unexpected error surfaces here
@@ -99,7 +109,7 @@ def follow_day(
             elif callbacks:
                 due = min(due, now + 1.0)  # the receiver, not a poll, settles these rows
             due = max(due, last_round + ROUND_GAP_SECONDS)
-            time.sleep(min(5.0, max(0.0, due - time.time())))
+            failed.wait(min(5.0, max(0.0, due - time.time())))
             if running and polls:
                 last_round = time.time()
                 poll_round(ledger)
@@ -114,16 +124,18 @@ def following(
     *,
     polls: bool = True,
     progress: Callable[[dict[Status, int], int], None] = lambda counts, stored: None,
-) -> Iterator[None]:
+) -> Iterator[threading.Event]:
     """`follow_day` on a thread while the block submits; after the block, wait for it.
 
-    A ledger that stops answering for a while is waited for (`_outlasting_outages`).
+    The block gets an event set as soon as the follower fails (also `follower_failed`), to
+    stop sending. A ledger that stops answering for a while is waited for
+    (`_outlasting_outages`).
 
     Raises:
         PollingRefused: (after a block that succeeded) the API refused the key while polling.
         LedgerUnreachable: (after the block) the ledger did not answer for too long.
     """
-    submitting, failure = threading.Event(), []
+    submitting, failure, failed = threading.Event(), [], threading.Event()
     submitting.set()
 
     def follow() -> None:
@@ -136,14 +148,18 @@ def following(
             )
         except BaseException as exc:  # re-raised in the caller's thread
             failure.append(exc)
+            failed.set()
 
     follower = threading.Thread(target=follow, name=f"follow-{partition}", daemon=True)
+    _FAILED[partition] = failed
     follower.start()
     try:
-        yield
+        yield failed
     finally:
         submitting.clear()
         follower.join()
+        if _FAILED.get(partition) is failed:
+            del _FAILED[partition]
     if failure:
         raise failure[0]
 

@@ -211,7 +211,12 @@ def run_partition(
         try:
             with following(partition, ledger, evolink, pipeline.videos(), progress=progress):
                 tqdm.write(_sent(partition, run(assets)), file=out)  # above the bar
-        except (PollingRefused, LedgerUnreachable, StoreRefused) as exc:
+        except StoreRefused as exc:
+            raise PipelineStopped(
+                f"{exc}; submission stopped there, as no video could be stored: fix it, then "
+                "run the day again (what was sent is recorded and its videos are stored then)"
+            ) from None
+        except (PollingRefused, LedgerUnreachable) as exc:
             raise PipelineStopped(str(exc)) from None
         finally:
             progress.close()

@@ -69,6 +69,7 @@ def submit_all(
     accepted: Iterable[Planned],
     max_attempts: int = 1,
     callback_base: str | None = None,
+    stop: threading.Event | None = None,
 ) -> SubmitSummary:
     """Submit each planned request not yet in the ledger, then resubmit failed tasks with a
     transient vendor error while they have attempts left (`max_attempts`), unless their
@@ -79,6 +80,9 @@ def submit_all(
     in S3 are presigned for each attempt; the ledger stores their `s3://` URIs.
 
     A prompt_id already sent on another day is not sent again (the summary names the day).
+
+    Once `stop` is set (the follower storing the day's videos failed), nothing more is sent:
+    each task would be paid for a video no one stores.
 
     Raises:
         SubmissionStopped: the key was refused (401), credits ran out (402) or media in S3
@@ -125,7 +129,7 @@ def submit_all(
                 with summary.lock:
                     summary.resubmitted += 1
 
-    _in_parallel([lambda p=p: first(p) for p in accepted])
+    _in_parallel([lambda p=p: first(p) for p in accepted], stop)
     # The claim refuses a prompt another day has (in its own transaction): which were those.
     summary.sent_on_other_days = ledger.sent_on_other_days(partition, not_claimed)
     summary.already_in_ledger = len(not_claimed) - len(summary.sent_on_other_days)
@@ -134,7 +138,7 @@ def submit_all(
     if gone := [r.prompt_id for r in due if r.prompt_id not in wanted]:
         log.warning("%s: not resubmitted, no longer accepted for the day: %s", partition, gone)
         ledger.stop_resubmission(partition, gone)
-    _in_parallel([lambda r=r: again(r) for r in due if r.prompt_id in wanted])
+    _in_parallel([lambda r=r: again(r) for r in due if r.prompt_id in wanted], stop)
     return summary
 
 
@@ -156,14 +160,15 @@ def _presigned(body: dict, partition: str) -> dict:
         ) from None
 
 
-def _in_parallel(jobs: list[Callable[[], None]]) -> None:
+def _in_parallel(jobs: list[Callable[[], None]], stop: threading.Event | None = None) -> None:
     """Run `jobs` on SUBMIT_WORKERS threads; after a SubmissionStopped no further job starts,
     those under way finish, and it is raised. So after an interrupt (the run terminated,
-    Ctrl-C) or an unexpected error: no job waiting for a thread is sent."""
+    Ctrl-C) or an unexpected error: no job waiting for a thread is sent. Nor after `stop` is
+    set."""
     stopped: list[SubmissionStopped] = []
 
     def guarded(job: Callable[[], None]) -> None:
-        if not stopped:
+        if not stopped and not (stop and stop.is_set()):
             try:
                 job()
             except SubmissionStopped as exc:

@@ -422,6 +422,80 @@ def test_a_store_refusing_every_video_fails_the_videos_step_once_naming_the_fix(
     assert {r.status for r in rows} == {Status.COMPLETED} and not any(r.video_uri for r in rows)
 
 
+def test_a_store_refusing_every_video_stops_sending_the_rest_of_the_day(
+    tmp_path, start_emulator, api_key, monkeypatch
+):
+    """A day grew after its first tasks completed, and the store then refused every video: the
+    whole day was still sent and paid, each video left to die with its link. Sending stops at
+    the refusal, the sensor leaves the rest alone, and once the store works the day is sent
+    on, each prompt once, and every video is stored."""
+    from seedance_pipeline.s3 import S3Refused
+
+    url = start_emulator(rate_limit=5.0)  # 27 more creates take over 5 s
+    data = tmp_path / "data"
+    write_catalog(data, 3)
+    resources = make_resources(data, url, api_key)
+    assert submit(resources).success
+    wait_for_tasks(resources)
+    write_catalog(data, 30)  # the same three, and 27 more
+    refusal = "s3://b/videos/x.mp4: upload refused (AccessDenied); the credentials need ..."
+
+    made_by_then: list[int] = []
+
+    def refuse(self, local_path, partition, prompt_id):
+        made_by_then.append(len(emulator_tasks(url)))
+        raise S3Refused(refusal)
+
+    with monkeypatch.context() as refusing:
+        refusing.setattr(LocalVideoStore, "put", refuse)
+        result = submit(resources)
+    assert not result.success
+    message = _step_failure(result)
+    assert message.startswith(refusal) and "prompt(s) were not sent" in message
+    assert "materialise submitted_tasks" in message
+    sent = len(emulator_tasks(url))
+    assert sent <= made_by_then[0] + SUBMIT_WORKERS < 30, (made_by_then, sent)  # under way
+    assert DAY not in resources["pipeline"].ledger().partitions_incomplete()
+    assert Status.SUBMITTING not in {r.status for r in ledger_rows(resources)}
+
+    assert submit(resources).success
+    wait_for_tasks(resources)
+    assert save_videos(resources).success
+    rows = ledger_rows(resources)
+    assert len(rows) == len(emulator_tasks(url)) == 30 and all(r.video_uri for r in rows)
+
+
+def test_run_stops_sending_once_the_store_refuses_the_first_video(
+    tmp_path, start_emulator, api_key, monkeypatch, capsys
+):
+    """`run` follows the day itself: its first completed task's video was refused while
+    submission went on to the end of the day."""
+    from seedance_pipeline.s3 import S3Refused
+
+    url = start_emulator(rate_limit=2.0)  # 20 creates take 10 s; the first task ends in 1
+    data = tmp_path / "data"
+    write_catalog(data, 20)
+    for name, value in (
+        ("SEEDANCE_DATA_DIR", str(data)),
+        ("DAGSTER_HOME", str(tmp_path / "dagster_home")),
+        ("EVOLINK_BASE_URL", url),
+        ("EVOLINK_FILES_URL", url),
+        ("EVOLINK_API_KEY", api_key),
+    ):
+        monkeypatch.setenv(name, value)
+    made_by_then: list[int] = []
+
+    def refuse(self, local_path, partition, prompt_id):
+        made_by_then.append(len(emulator_tasks(url)))
+        raise S3Refused("s3://b/videos/x.mp4: upload refused (AccessDenied)")
+
+    monkeypatch.setattr(LocalVideoStore, "put", refuse)
+    assert main(["run", DAY]) == 1
+    err = capsys.readouterr().err
+    assert "upload refused (AccessDenied); submission stopped there" in err
+    assert len(emulator_tasks(url)) <= made_by_then[0] + SUBMIT_WORKERS < 20
+
+
 def test_a_lost_ledger_stops_another_day_a_prompt_moved_to(day, monkeypatch, capsys):
     """The 20th's record lists what was paid; the new ledger knows no day: submitting the
     21st, to which one of those prompts moved, would pay for it a second time."""

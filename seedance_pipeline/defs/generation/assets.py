@@ -22,7 +22,7 @@ from dagster import (
 from ...callbacks import callback_base
 from ...catalog import CatalogError, load_prompts
 from ...costs import credits_total
-from ...follow import FOLLOWED_TAG, following
+from ...follow import FOLLOWED_TAG, follower_failed, following
 from ...ledger import LedgerRow
 from ...planning import over_budget_message, plan_catalog, publish, requests_frame
 from ...publishing import PublishError
@@ -150,16 +150,19 @@ def submitted_tasks(
         # never sent); nor incomplete, which the sensor would send on after a user stopped it.
         ledger.set_submission_complete(partition, None)
     refused = None
+    stop = follower_failed(partition)  # set if the follower storing the day's videos fails
     try:
         # The sensor polls; tasks it finds completed meanwhile have their videos stored now
         # (unless `seedance-pipeline run` follows the day itself).
         storing = (
-            nullcontext()
+            nullcontext(stop)
             if context.run.tags.get(FOLLOWED_TAG)
             else following(partition, ledger, evolink, pipeline.videos(), polls=False)
         )
-        with evolink.client() as client, storing:
-            summary = submit_all(ledger, client, partition, items, pipeline.max_attempts, callbacks)
+        with evolink.client() as client, storing as stop:
+            summary = submit_all(
+                ledger, client, partition, items, pipeline.max_attempts, callbacks, stop
+            )
     except SubmissionStopped as exc:
         raise Failure(str(exc), allow_retries=False) from None
     except StoreRefused as exc:  # storing the videos meanwhile, once everything was sent
@@ -176,7 +179,9 @@ def submitted_tasks(
     # Complete once every accepted prompt has a row (a resubmission not sent keeps its last
     # attempt's row, and the sensor asks for it again as for any failed task due again).
     unsent = set(accepted.prompt_id) - {r.prompt_id for r in rows}
-    ledger.set_submission_complete(partition, not unsent - summary.sent_on_other_days.keys())
+    complete = not unsent - summary.sent_on_other_days.keys()
+    # Cut short as no video could be stored: the sensor must not send on until that is fixed.
+    ledger.set_submission_complete(partition, None if stop.is_set() and not complete else complete)
     by_prompt = {r.prompt_id: r for r in rows}
     if edited := sorted(
         p
@@ -195,11 +200,13 @@ def submitted_tasks(
             f"video and charge are in {day}'s tables); give it a new prompt_id to generate again"
         )
     if refused is not None:
-        raise Failure(
-            f"{refused}; what was sent is recorded: fix the settings, then materialise "
-            f"generated_videos for {partition}",
-            allow_retries=False,
+        then = (
+            f"{len(unsent)} prompt(s) were not sent, as their videos could not be stored: "
+            f"fix the settings, then {send_the_rest(partition)}"
+            if unsent
+            else f"fix the settings, then materialise generated_videos for {partition}"
         )
+        raise Failure(f"{refused}; what was sent is recorded; {then}", allow_retries=False)
     if summary.not_sent:
         raise Failure(
             f"{len(summary.not_sent)} prompt(s) could not be sent after retries "
