@@ -121,6 +121,15 @@ def store_video(
     return Status.COMPLETED
 
 
+def _charged(lr: LedgerRow) -> float | None:
+    """The vendor charges the reservation for a delivered task, or what the price table says
+    when no answer reported `usage` (it is on "some answers" only), and nothing for a failed
+    task; an unknown submission's cost cannot be known."""
+    if lr.status not in CHARGED:
+        return None if lr.status == Status.UNKNOWN else 0.0
+    return lr.estimated_credits if lr.credits_reserved is None else lr.credits_reserved
+
+
 def _result_url(row: LedgerRow, client: Client) -> str:
     """The link to fetch; after a failed try, the vendor is asked for a fresh one first."""
     if row.status == Status.DOWNLOAD_FAILED:
@@ -320,11 +329,7 @@ def _task_row(
         "completed_at": _timestamp(lr.completed_at),
         "credits_estimated": lr.estimated_credits,
         "credits_reserved": lr.credits_reserved,
-        # The vendor charges the reservation for a delivered task and nothing for a failed
-        # one; an unknown submission's cost cannot be known.
-        "credits_charged": None
-        if lr.status == Status.UNKNOWN
-        else (lr.credits_reserved if lr.status in CHARGED else 0.0),
+        "credits_charged": _charged(lr),
         "credits_reserved_earlier": earlier.get(lr.prompt_id, 0.0),
         "video_uri": store.uri(lr.video_uri) if lr.video_uri else None,
         "video_sha256": lr.video_sha256,

@@ -887,3 +887,33 @@ def test_an_edited_rows_videos_are_checked_against_the_frame_that_was_sent(
     ).iloc[0]
     assert videos.request_changed
     assert (videos.expected_width, videos.expected_height) == (expected or planned)
+
+
+def test_a_completed_task_no_answer_reported_usage_for_is_charged_its_estimate(tmp_path):
+    """The vendor puts `usage` on "some answers": a task completed without one was charged 0
+    in generated_videos and in the cost roll-up, hiding what it cost."""
+    from seedance_pipeline.costs import rollup
+
+    request = {
+        "prompt_id": "p1",
+        "scheduled_date": DAY,
+        "campaign": None,
+        "model": "seedance-2.0-text-to-video",
+        "prompt": "a cat",
+        "duration": 5,
+        "quality": "720p",
+        "aspect_ratio": "16:9",
+        "generate_audio": True,
+        "web_search": False,
+        "status": "accepted",
+        "errors": [],
+        "estimated_credits": 67.5,
+        "expected_width": 1280,
+        "expected_height": 720,
+        "request_sha256": None,
+    }
+    row = _row(status=Status.COMPLETED, estimated_credits=67.5, credits_reserved=None)
+    videos = build_videos_table(pd.DataFrame([request]), [row], LocalVideoStore(tmp_path), DAY, {})
+    assert videos.credits_charged.tolist() == [67.5]
+    (costs,) = rollup(videos, []).itertuples()
+    assert (costs.credits_charged, costs.credits_reserved, costs.credits_drift) == (67.5, 0, 0)
