@@ -42,6 +42,7 @@ from .pipeline_support import (
     plan_requests,
     save_videos,
     submit,
+    videos_table,
     wait_for_tasks,
 )
 
@@ -481,3 +482,43 @@ def test_a_step_whose_requests_were_never_planned_fails_at_once_naming_them(
         (failure,) = [e for e in result.all_events if e.is_step_failure]
         message = failure.step_failure_data.user_failure_data.description
         assert f"materialise generation_requests for {DAY}" in message
+
+
+def test_an_adaptive_text_to_video_is_right_in_any_ratio_the_vendor_picks():
+    """The vendor picks an `adaptive` text-to-video's ratio from the prompt: a portrait 720p
+    video failed the check at ERROR severity, as the plan expects 16:9 (its own pick)."""
+    from seedance_pipeline.defs.generation.assets import _check_videos
+
+    def completed(prompt_id, model, ratio, width, height):
+        return {
+            "prompt_id": prompt_id,
+            "model": f"seedance-2.0-{model}",
+            "status": "completed",
+            "quality": None,  # the default, 720p
+            "aspect_ratio": ratio,
+            "duration": 4,
+            "generate_audio": True,
+            "expected_width": 1280,
+            "expected_height": 720,
+            "width": width,
+            "height": height,
+            "duration_s": 4.0,
+            "has_audio": True,
+        }
+
+    videos = videos_table(
+        [
+            completed("portrait", "text-to-video", "adaptive", 720, 1280),
+            completed("square", "fast-text-to-video", "adaptive", 960, 960),
+            completed("not-a-frame", "text-to-video", "adaptive", 700, 1280),
+            completed("asked-16-9", "text-to-video", "16:9", 720, 1280),
+            completed("from-its-image", "image-to-video", "adaptive", 720, 1280),
+        ]
+    )
+    check = _check_videos(videos, [], DAY)
+    problems = check.metadata["problems"].value.records
+    assert sorted(p.data["prompt_id"] for p in problems) == [
+        "asked-16-9",
+        "from-its-image",
+        "not-a-frame",
+    ]
