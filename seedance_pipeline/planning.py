@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mimetypes
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from operator import attrgetter
@@ -115,8 +116,13 @@ def _as_sent(
 
 
 def _format_from_uri(uri: str) -> str | None:
+    """The format a link's suffix names, if it names one of media: `image.php?id=42`,
+    `hero.jpg:large` or `render/v2.1` say nothing of what they serve."""
     suffix = Path(uri.split("?", 1)[0]).suffix.lower().lstrip(".")
-    return {"jpg": "jpeg"}.get(suffix, suffix) or None
+    kind = (mimetypes.guess_type(f"x.{suffix}")[0] or "").partition("/")[0]
+    if kind not in ("image", "video", "audio"):
+        return None
+    return {"jpg": "jpeg"}.get(suffix, suffix)
 
 
 def plan_partition(

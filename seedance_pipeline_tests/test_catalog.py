@@ -96,9 +96,26 @@ def test_a_media_url_that_may_not_be_sent_rejects_the_rows_using_it(tmp_path, ur
     assert not any("hunter2" in e or "ghp_token" in e for e in rows["uses-m1"].errors)
 
 
-def test_a_public_media_url_is_accepted(tmp_path):
-    rows = plan_day(_write_catalogs(tmp_path, "https://cdn.example.com/a.png"))
-    assert rows["uses-m1"].body["image_urls"] == ["https://cdn.example.com/a.png"]
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "https://cdn.example.com/a.png",
+        # Suffixes that name no media format say nothing of what the link serves; these were
+        # refused as "format php" (or "jpg:large", "1").
+        "https://cdn.example.com/image.php?id=42",
+        "https://cdn.example.com/hero.jpg:large",
+        "https://cdn.example.com/render/v2.1",
+    ],
+)
+def test_a_public_media_url_is_accepted(tmp_path, uri):
+    rows = plan_day(_write_catalogs(tmp_path, uri))
+    assert rows["uses-m1"].body["image_urls"] == [uri]
+
+
+def test_a_media_url_naming_a_format_the_vendor_refuses_rejects_its_rows(tmp_path):
+    rows = plan_day(_write_catalogs(tmp_path, "https://cdn.example.com/a.bmp"))
+    assert not rows["uses-m1"].accepted and rows["control"].accepted
+    assert "format bmp is not accepted for image" in rows["uses-m1"].errors[0]
 
 
 @pytest.fixture
