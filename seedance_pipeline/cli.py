@@ -219,7 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     emu.add_argument(
         "--price-table",
         type=Path,
-        help="JSON price table the emulator reserves by (shape of seedance/prices.json; default "
+        help="JSON price table the emulator reserves by (shape of seedance/prices.json, every "
+        "model and quality priced; default "
         "emulator/prices.json: the bundled table plus an assumed mini tier)",
     )
     emu.add_argument(

@@ -6,6 +6,7 @@ import base64
 import socket
 import subprocess
 import time
+from importlib.resources import files
 from pathlib import Path
 
 import httpx
@@ -83,7 +84,7 @@ def ledger(url: str) -> dict:
     return httpx.get(f"{url}/emulator/ledger").json()
 
 
-def test_missing_or_wrong_key_is_401(emulator, evolink_schema):
+def test_missing_or_wrong_key_is_401(emulator, api_key, evolink_schema):
     for headers in ({}, auth("sk-evo-wrong")):
         r = httpx.post(f"{emulator}/v1/videos/generations", json=body(), headers=headers)
         assert r.status_code == 401
@@ -95,6 +96,9 @@ def test_missing_or_wrong_key_is_401(emulator, evolink_schema):
     with client(emulator, "sk-evo-wrong") as c, pytest.raises(AuthenticationError) as exc:
         c.get_credits()
     assert (exc.value.status, exc.value.code) == (401, "unauthorized")
+    # The scheme's case does not matter (RFC 9110); a client written from the docs may send it so.
+    lower = {"Authorization": auth(api_key)["Authorization"].replace("Bearer", "bearer")}
+    assert httpx.get(f"{emulator}/v1/credits", headers=lower).status_code == 200
 
 
 def test_every_answer_is_json_in_its_api_envelope(emulator, api_key, evolink_schema):
@@ -500,6 +504,11 @@ def test_reference_video_reserves_measured_seconds(emulator, api_key, tmp_path):
         (["--poll-rate-limit", "inf"], "poll_rate_limit (--poll-rate-limit) is requests per"),
         # It blamed SEEDANCE_PRICE_TABLE, which was not set.
         (["--price-table", "/no/prices.json"], "cannot read price table /no/prices.json (--pr"),
+        # The pipeline's own table prices no mini tier: a mini create was answered 500.
+        (
+            ["--price-table", str(files("seedance_pipeline.seedance").joinpath("prices.json"))],
+            "the price table (--price-table) has no rate for seedance-2.0-mini-text-to-video",
+        ),
     ],
 )
 def test_the_emulator_refuses_a_flag_out_of_range_in_one_line(capsys, flags, said):

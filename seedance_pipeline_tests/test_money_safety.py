@@ -20,6 +20,7 @@ from seedance_pipeline import seedance
 from seedance_pipeline.cli import main
 from seedance_pipeline.defs.generation import assets as generation_assets
 from seedance_pipeline.defs.generation.sensors import task_poller
+from seedance_pipeline.emulator.config import PRICES as EMULATOR_PRICES
 from seedance_pipeline.ledger import Ledger, LedgerRow, PollUpdate
 from seedance_pipeline.ledger.database import sql
 from seedance_pipeline.media import measure_video_output
@@ -783,7 +784,7 @@ def test_a_vendor_reserving_more_than_our_table_shows_as_drift_in_the_cost_table
 ):
     # The vendor's standard 720p rate without reference video is 15.0 here, ours 13.5 (NOTES.md):
     # each such 5 s video is reserved 7.5 credits more than estimated; nothing else drifts.
-    ours = PriceTable.load()
+    ours = PriceTable.load(EMULATOR_PRICES)  # the bundled table, and an assumed mini tier
     theirs = json.loads(json.dumps(ours.credits_per_second))
     theirs["standard"]["without_reference_video"]["720p"] = 15.0
     url = start_emulator(

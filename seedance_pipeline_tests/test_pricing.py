@@ -10,6 +10,7 @@ import pytest
 
 from seedance_pipeline.catalog import load_media, load_prompts
 from seedance_pipeline.cli import main
+from seedance_pipeline.emulator.config import PRICES
 from seedance_pipeline.planning import (
     MediaFactsCache,
     over_budget_message,
@@ -355,12 +356,10 @@ def test_unpriced_day_is_refused_under_a_budget_and_submitted_without_one(
     mini_catalog, start_emulator, api_key
 ):
     mini_rates = {"480p": 3.0, "720p": 6.5}  # test values: Mini's prices are not published
-    bundled = PriceTable.load()
-    emulator_table = PriceTable(
-        {**bundled.credits_per_second, "mini": {"without_reference_video": mini_rates}},
-        bundled.money_per_credit,
-        bundled.unknown_reference_video_seconds,
-    )
+    own = PriceTable.load(PRICES)  # the emulator's: every tier priced
+    rates = json.loads(json.dumps(own.credits_per_second))
+    rates["mini"]["without_reference_video"] = mini_rates
+    emulator_table = PriceTable(rates, own.money_per_credit, own.unknown_reference_video_seconds)
     url = start_emulator(price_table=emulator_table)
     catalogs = {
         "prompts_path": str(mini_catalog / "prompts.csv"),

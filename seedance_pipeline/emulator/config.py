@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from ..seedance import PriceTable
+from ..seedance._rules import MODELS, TIER_QUALITIES
 
 DEFAULT_API_KEY = "sk-evo-local-emulator"
 PRICES = Path(__file__).with_name("prices.json")
@@ -100,6 +101,17 @@ class EmulatorConfig:
             if f.name.endswith("_rate") and not 0 <= getattr(self, f.name) <= 1:
                 flag = f.name.replace("_", "-")
                 raise ValueError(f"{f.name} (--{flag}) is a probability: from 0 to 1")
+        if unpriced := [
+            f"{model} {quality}"
+            for model, spec in MODELS.items()
+            for quality in TIER_QUALITIES[spec.tier]
+            for with_video in (False, True)
+            if self.price_table.rate(model, quality, with_video) is None
+        ]:
+            raise ValueError(
+                f"the price table (--price-table) has no rate for {unpriced[0]}: the emulator "
+                "reserves credits for every model and quality, as the vendor prices them all"
+            )
         state_dir = self.state_dir
         if state_dir is None:
             state_dir = tempfile.mkdtemp(prefix="seedance-emulator-")

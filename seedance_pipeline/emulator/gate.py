@@ -73,7 +73,8 @@ class Gate:
 
     def _refusal(self, scope: Scope, kind: str):
         path, config = scope["path"], self.emu.config
-        if Headers(scope=scope).get("authorization") != f"Bearer {config.api_key}":
+        scheme, _, token = Headers(scope=scope).get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or token != config.api_key:  # schemes ignore case
             return error_for(path, 401, "Invalid or expired token")
         bucket = self.buckets.get(kind)
         if bucket and (wait := bucket.take()):
