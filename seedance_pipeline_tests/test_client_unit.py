@@ -517,6 +517,54 @@ def test_the_key_echoed_back_in_an_answer_is_kept_out_of_what_the_client_returns
     assert task.error_message == "bad token ***"
 
 
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_key_the_answer_escaped_is_kept_out_too(driver, sleeps):
+    """JSON may write any character as \\uXXXX: `sk\\u002devo…` passed the cut on the answer's
+    bytes, and the key reached stderr and Dagster's run database."""
+    escaped = KEY.replace("-", "\\u002d")
+    body = '{"error": {"code": "invalid_api_key", "message": "key %s is invalid"}}' % escaped
+    refused = httpx.Response(401, content=body.encode())
+    with pytest.raises(AuthenticationError) as error:
+        DRIVERS[driver](Recorder(refused), "get_task", TASK_ID)
+    assert KEY not in str(error.value) and error.value.message == "key *** is invalid"
+
+
+TOKEN = "Zm9vYmFyLXRoZS1jYWxsYmFjay10b2tlbi0wMTIzNDU2Nzg"
+SIGNED = (
+    "https://bucket.s3.amazonaws.com/in/cat.png?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+    "&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20261126%2Fus-east-1%2Fs3%2Faws4_request"
+    "&X-Amz-Signature=" + "ab12" * 16 + "&X-Amz-Security-Token=" + "FwoGZXIvYXdzE" * 8
+)
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+@pytest.mark.parametrize("status", [400, 502])
+@pytest.mark.parametrize("escape", [False, True])
+def test_an_answer_repeating_the_request_keeps_its_token_and_signatures_out(
+    driver, sleeps, status, escape
+):
+    """A vendor's 400 (or a gateway's 502) quoting the body it was sent: the callback token
+    and the presigned media URL's credential and signature were stored in the ledger and the
+    tables, where a reader could confirm any task of the model onto the row."""
+    sent = {
+        "model": "seedance-2.0-image-to-video",
+        "prompt": "a cat",
+        "image_urls": [SIGNED],
+        "callback_url": f"https://hooks.example.com/callbacks/{TOKEN}",
+    }
+    quoted = json.dumps(sent)
+    if escape:  # as PHP and others write JSON: every slash escaped
+        quoted = quoted.replace("/", "\\/")
+    answer = error_response(status, "invalid_request", f"invalid request body: {quoted}")
+    expected = InvalidRequestError if status == 400 else OutcomeUnknownError
+    with pytest.raises(expected) as error:
+        DRIVERS[driver](Recorder(answer), "create_task", sent)
+    said = str(error.value)
+    for secret in (TOKEN, "AKIAIOSFODNN7EXAMPLE", "ab12" * 16, "FwoGZXIvYXdzE" * 8):
+        assert secret not in said, said
+    assert "hooks.example.com" in said and "a cat" in said  # the rest is kept
+
+
 # ---- the API key stays secret --------------------------------------------------------------
 
 

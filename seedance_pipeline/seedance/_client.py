@@ -26,11 +26,11 @@ import random
 import ssl
 import threading
 import time
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import httpcore
 import httpx
@@ -73,6 +73,8 @@ _IDENTITY = {"Accept-Encoding": "identity"}
 # Answers to a create that prove no task was made: the vendor's documented refusals. Any other
 # (a 5xx, a gateway's 408, a redirect) may come after the task was made, and is never resent.
 _NO_TASK_MADE = frozenset({400, 401, 402, 403, 404, 413, 429})
+# The shortest key, token or signature cut out of answers: a shorter one (a test's key) would
+# cut real words.
 _MIN_REDACTED_KEY = 12
 
 T = TypeVar("T")
@@ -369,21 +371,54 @@ def _retry_after(response: httpx.Response) -> float | None:
     return max(0.0, seconds) if math.isfinite(seconds) else None  # `inf` is no pause
 
 
-def api_error(response: httpx.Response, body: bytes) -> APIError:
-    """The exception for an HTTP error answer, carrying the vendor's code and message."""
+def api_error(response: httpx.Response, body: bytes, hidden: tuple[str, ...] = ()) -> APIError:
+    """The exception for an HTTP error answer, carrying the vendor's code and message, without
+    the `hidden` secrets however the answer escaped them."""
+    body = _redacted(body, hidden)
     code, message, kind = None, None, None
     try:
         error = json.loads(body).get("error") or {}
         code, message, kind = (_text(error.get(name)) for name in ("code", "message", "type"))
     except (ValueError, AttributeError, RecursionError):
         pass
-    message = plain(message or body[:200].decode("utf-8", "replace") or response.reason_phrase)
+    message = message or body[:200].decode("utf-8", "replace") or response.reason_phrase
+    message = plain(_redacted(message.encode(), hidden).decode("utf-8", "replace"))
     code, kind = (None if t is None else plain(t, 100) for t in (code, kind))
     cls = error_class_for(response.status_code)
     kwargs: dict[str, Any] = {}
     if cls is RateLimitError:
         kwargs["retry_after"] = _retry_after(response)
     return cls(response.status_code, code, message, kind, **kwargs)
+
+
+def _redacted(data: bytes, hidden: tuple[str, ...]) -> bytes:
+    """`data` with each of `hidden` cut out, as sent or as JSON escapes its slashes."""
+    for secret in hidden:
+        for form in {secret, secret.replace("/", "\\/")}:
+            data = data.replace(form.encode(), b"***")
+    return data
+
+
+def _capabilities(callback_url: Any, links: Sequence[Any] = ()) -> tuple[str, ...]:
+    """What in a request's URLs grants access to whoever reads it: the callback URL's path
+    segments and query values (its token), each link's query values (a presigned URL's
+    signature, credential and session token); as written and decoded, whole and split at
+    slashes, when long enough to be a token or a key."""
+    found: set[str] = set()
+    for url, with_path in ((callback_url, True), *((link, False) for link in links)):
+        if not isinstance(url, str):
+            continue
+        parts = urlsplit(url)
+        values = [v for _, v in parse_qsl(parts.query)]
+        values += [v for pair in parts.query.split("&") for v in pair.split("=", 1)[1:]]
+        values += parts.path.split("/") if with_path else []
+        found.update(
+            piece
+            for value in values
+            for piece in (value, *value.split("/"))
+            if len(piece) >= _MIN_REDACTED_KEY
+        )
+    return tuple(sorted(found, key=len, reverse=True))  # a long one before any part of it
 
 
 def _text(value: Any) -> str | None:
@@ -482,8 +517,7 @@ class _BaseClient:
     ):
         key = _checked_key(api_key)
         self._headers = {"Authorization": f"Bearer {key}", **_IDENTITY}
-        # Cut out of every answer; a key too short to be real (a test's) would cut real words.
-        self._secret = key.encode() if len(key) >= _MIN_REDACTED_KEY else None
+        self._secrets = (key,) if len(key) >= _MIN_REDACTED_KEY else ()  # cut out of answers
         self.base_url = _api_root(base_url, "EVOLINK_BASE_URL")
         self.files_url = _api_root(files_url, "EVOLINK_FILES_URL")
         self.retry = retry or RetryPolicy()
@@ -531,15 +565,26 @@ class _BaseClient:
         raise AssertionError("unreachable")
 
     def _call(
-        self, request: httpx.Request, parse: Callable[[Any], T], *, creates: bool = False
+        self,
+        request: httpx.Request,
+        parse: Callable[[Any], T],
+        *,
+        creates: bool = False,
+        hidden: tuple[str, ...] = (),
     ) -> _Steps[T]:
-        """An API call: paced, retried, its answer capped, parsed and checked by `parse`."""
+        """An API call: paced, retried, its answer capped, parsed and checked by `parse`; the
+        key and `hidden` (secrets the request carries) are cut out of its answers."""
+        hidden = (*self._secrets, *hidden)
         return self._retrying(
-            lambda: self._attempt(request, parse, creates), lambda: _where(request)
+            lambda: self._attempt(request, parse, creates, hidden), lambda: _where(request)
         )
 
     def _attempt(
-        self, request: httpx.Request, parse: Callable[[Any], T], creates: bool
+        self,
+        request: httpx.Request,
+        parse: Callable[[Any], T],
+        creates: bool,
+        hidden: tuple[str, ...],
     ) -> _Steps[T]:
         """One try of an API call.
 
@@ -568,11 +613,10 @@ class _BaseClient:
             raise _transport_error(exc, request, creates) from None
         refused = response.status_code == 429
         bucket.answered(sent_at, refused, _retry_after(response) if refused else None)
-        data = body.data
-        if self._secret:  # a gateway, or the API, echoing the key: it goes no further
-            data = data.replace(self._secret, b"***")
+        # A gateway, or the API, echoing the key or the request: it goes no further.
+        data = _redacted(body.data, hidden)
         if not response.is_success:
-            error = api_error(response, data)
+            error = api_error(response, data, hidden)
             if creates and response.status_code not in _NO_TASK_MADE:
                 raise OutcomeUnknownError(
                     f"{_where(request)} answered {error}; the vendor may have created the task, "
@@ -603,7 +647,9 @@ class _BaseClient:
     def _create(self, request: GenerationRequest | Mapping[str, Any]) -> _Steps[Task]:
         body = request.to_body() if isinstance(request, GenerationRequest) else dict(request)
         http = self._request("POST", f"{self.base_url}/v1/videos/generations", json=body)
-        return self._call(http, Task.from_json, creates=True)
+        media = [u for f in ("image_urls", "video_urls", "audio_urls") for u in body.get(f) or ()]
+        hidden = _capabilities(body.get("callback_url"), media)
+        return self._call(http, Task.from_json, creates=True, hidden=hidden)
 
     def _get_task(self, task_id: str) -> _Steps[Task]:
         def parse(payload: Any) -> Task:
@@ -684,7 +730,7 @@ class _BaseClient:
             )
         if not response.is_success:
             body = yield from _read_answer(response)
-            raise api_error(response, body.data)
+            raise api_error(response, body.data, _capabilities(None, [str(request.url)]))
         if encoding := _encoding(response):
             yield _Read(response)
             raise DownloadError(
