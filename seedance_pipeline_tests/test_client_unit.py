@@ -522,7 +522,7 @@ def test_a_key_the_answer_escaped_is_kept_out_too(driver, sleeps):
     """JSON may write any character as \\uXXXX: `sk\\u002devo…` passed the cut on the answer's
     bytes, and the key reached stderr and Dagster's run database."""
     escaped = KEY.replace("-", "\\u002d")
-    body = '{"error": {"code": "invalid_api_key", "message": "key %s is invalid"}}' % escaped
+    body = '{"error": {"code": "invalid_api_key", "message": "key ' + escaped + ' is invalid"}}'
     refused = httpx.Response(401, content=body.encode())
     with pytest.raises(AuthenticationError) as error:
         DRIVERS[driver](Recorder(refused), "get_task", TASK_ID)
