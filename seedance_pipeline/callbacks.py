@@ -27,6 +27,7 @@ import uvicorn
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -59,6 +60,8 @@ _TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32); fullmatc
 # A connection sends a request's headers, and a request its body, within this, or is closed.
 REQUEST_SECONDS = 10.0
 _CLOSE = {"Connection": "close"}  # after a body left unread: the connection is done
+# h11 bounds headers only while they are incomplete: a block sent in one write may be larger.
+MAX_HEADER_BYTES = 16 * 1024
 # A callback is answered within this, 500 if it could not be noted: the vendor waits 10 s for
 # an answer, and sends again only what it saw fail. The note waits at most NOTE_LOCK_WAIT_SECONDS
 # for another writer's lock.
@@ -378,8 +381,33 @@ def create_app(
             Route(PATH + "{token}", callback, methods=["POST"]),
             Route("/health", health, methods=["GET"]),
         ],
+        middleware=[Middleware(_PlainlyFramed)],
         lifespan=lifespan,
     )
+
+
+class _PlainlyFramed:
+    """Answers 400 and closes the connection for a request whose headers exceed
+    MAX_HEADER_BYTES, or that gives both Content-Length and Transfer-Encoding: framed two ways
+    (RFC 9112, 6.3), a proxy reading the other framing could have a second request smuggled
+    past it on the same connection."""
+
+    def __init__(self, app: Callable):
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "http":
+            headers = scope["headers"]
+            names = {name for name, _ in headers}
+            if sum(len(n) + len(v) + 4 for n, v in headers) > MAX_HEADER_BYTES:
+                refused = "headers too large"
+            elif b"content-length" in names and b"transfer-encoding" in names:
+                refused = "both Content-Length and Transfer-Encoding"
+            else:
+                refused = None
+            if refused:
+                return await JSONResponse({"error": refused}, 400, _CLOSE)(scope, receive, send)
+        await self.app(scope, receive, send)
 
 
 # --- serving --------------------------------------------------------------------------------

@@ -397,6 +397,31 @@ def test_headers_past_the_parsers_limit_are_refused_at_once(vendor):
         assert sock.recv(100).startswith(b"HTTP/1.1 400")
 
 
+def test_headers_sent_whole_past_16_kb_are_refused_too(vendor):
+    """h11 bounds headers only while they are incomplete: 100 KB in one write were taken."""
+    with vendor.connect() as sock:
+        head = b"GET /health HTTP/1.1\r\nHost: a\r\nX-Big: " + b"v" * 100_000 + b"\r\n\r\n"
+        assert _exchange(sock, head) == 400
+        assert sock.recv(100) == b""  # and the connection is closed
+    with vendor.connect() as sock:
+        assert _exchange(sock, b"GET /health HTTP/1.1\r\nHost: a\r\nX-Fine: v\r\n\r\n") == 200
+
+
+def test_a_request_framed_two_ways_is_refused_and_its_connection_closed(vendor):
+    """Content-Length with Transfer-Encoding (RFC 9112, 6.3): it was answered, and a request
+    hidden in its body was answered on the same connection, as a proxy reading the length
+    would not have seen it (request smuggling)."""
+    token, _ = vendor.row("p1")
+    smuggled = b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n"
+    request = (
+        f"POST {PATH}{token} HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+    ).encode()
+    with vendor.connect(timeout=10) as sock:
+        assert _exchange(sock, request + smuggled) == 400
+        assert sock.recv(100) == b""  # closed: the hidden request is not answered
+
+
 def test_a_body_not_sent_in_time_is_answered_408(vendor, monkeypatch):
     monkeypatch.setattr(callbacks, "REQUEST_SECONDS", 0.5)
     token, _ = vendor.row("p1")
