@@ -73,10 +73,16 @@ def data_dir() -> Path:
     new, empty data directory there would hold no ledger, and paying again would follow.
 
     Raises:
-        SettingError: SEEDANCE_DATA_DIR is unset and `./data/catalog` does not exist.
+        SettingError: SEEDANCE_DATA_DIR names no folder, or it is unset and `./data/catalog`
+            does not exist.
     """
     configured = os.environ.get(DATA_DIR_ENV, "").strip()
     if configured:
+        if not Path(configured).is_dir():  # a typo: a new, empty ledger would be made there
+            raise SettingError(
+                f"{DATA_DIR_ENV}={configured} is not a folder: set it to your data directory "
+                "(the one holding catalog/ and state/), or create it first"
+            )
         return Path(configured)
     if not (DEFAULT_DATA_DIR / "catalog").is_dir():
         raise SettingError(

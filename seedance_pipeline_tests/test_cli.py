@@ -210,6 +210,22 @@ def test_commands_run_from_another_folder_refuse_to_start(tmp_path, monkeypatch,
     monkeypatch.setenv("EVOLINK_API_KEY", "sk-evo-placeholder")
     assert main(command) == 2
     assert "data/catalog" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["callbacks"], ["costs"], ["resolve", DAY, "p1", "--forget"]])
+def test_a_data_directory_that_is_not_there_is_refused_before_a_ledger_is_made(
+    tmp_path, monkeypatch, capsys, command
+):
+    """`SEEDANCE_DATA_DIR=/nonexistent seedance-pipeline callbacks` made a new, empty ledger
+    there and answered healthy: every genuine callback was then answered 404."""
+    missing = tmp_path / "typo"
+    monkeypatch.setenv("SEEDANCE_DATA_DIR", str(missing))
+    monkeypatch.delenv("SEEDANCE_LEDGER_URL", raising=False)
+    monkeypatch.delenv("SEEDANCE_S3_BUCKET", raising=False)
+    monkeypatch.setenv("EVOLINK_API_KEY", "sk-evo-placeholder")
+    assert main(command) == 2
+    assert f"SEEDANCE_DATA_DIR={missing} is not a folder" in capsys.readouterr().err
+    assert not missing.exists()
     assert not (tmp_path / "data").exists()
 
 
