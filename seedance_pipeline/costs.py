@@ -42,8 +42,8 @@ def rollup(videos: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     refused the request); `resubmissions` counts earlier attempts, each a failed task whose
     reservation adds to `credits_reserved` and `credits_failed_reserved`.
     """
-    # A prompt another day sent is that day's task: counted there, once.
-    videos = videos[videos.error_code != SENT_ON_OTHER_DAY]
+    if not videos.empty:  # a prompt another day sent is that day's task: counted there, once
+        videos = videos[videos.error_code != SENT_ON_OTHER_DAY]
     if videos.empty:
         return pd.DataFrame(columns=[*by, *MEASURES, "credits_per_delivered_second"])
     frame = videos.copy()

@@ -84,6 +84,17 @@ def test_costs_refuses_a_reversed_range_and_a_chart_into_a_missing_folder(
     assert not list(tmp_path.glob("chart*"))
 
 
+def test_costs_before_any_day_was_tabled_says_so(tmp_path, monkeypatch, capsys):
+    """It ended in a traceback (`'DataFrame' object has no attribute 'error_code'`)."""
+    monkeypatch.setenv("SEEDANCE_DATA_DIR", str(tmp_path))
+    assert main(["costs"]) == 0
+    assert capsys.readouterr().out == (
+        f"no generated_videos tables in {tmp_path / 'warehouse'} for these days\n"
+    )
+    assert main(["costs", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["groups"] == []
+
+
 def test_every_option_of_every_command_is_described():
     parser = build_parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
