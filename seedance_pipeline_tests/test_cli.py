@@ -194,6 +194,17 @@ def test_a_malformed_setting_stops_run_in_one_line(
         (["callbacks"], "EVOLINK_API_KEY", "sk-evo-local emulator", "has a space"),
         (["rebuild-ledger", DAY], "SEEDANCE_LEDGER_URL", "mysql://db/l", "postgresql:// URL"),
         (["resolve", DAY, "p1", "--forget"], "SEEDANCE_CLAIM_LEASE_SECONDS", "0", "between 1"),
+        # A port that is not a number ended these in a traceback (`costs` opens no ledger, but
+        # reads the URL).
+        *(
+            (command, "SEEDANCE_LEDGER_URL", url, "is not a URL of the form postgresql://user")
+            for command, url in (
+                (["costs"], "postgresql://u:pw@db:notaport/l"),
+                (["callbacks"], "postgresql://u:pw@db:notaport/l"),
+                (["callbacks"], "postgresql://u:pw@db/l?port=x"),
+                (["resolve", DAY, "p1", "--forget"], "postgresql://u:pw@db/l?port=x"),
+            )
+        ),
     ],
 )
 def test_other_commands_name_a_malformed_setting_in_one_line(
@@ -209,6 +220,7 @@ def test_other_commands_name_a_malformed_setting_in_one_line(
     assert main(command) == 2
     err = capsys.readouterr().err
     assert said in err and "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert ":pw@" not in err
 
 
 @pytest.mark.parametrize("command", [["callbacks"], ["costs"]])

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, TextClause, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
 from ..settings import SettingError
 from .migrations import migrate
@@ -50,13 +50,25 @@ def _driver_url(url: str) -> str:
         return f"sqlite:///{Path(url).resolve()}"
     scheme, rest = url.split("://", 1)
     if scheme in ("postgres", "postgresql"):
-        return f"postgresql+psycopg://{rest}"
-    if scheme.split("+")[0] not in ("sqlite", "postgresql"):
+        url = f"postgresql+psycopg://{rest}"
+    elif scheme.split("+")[0] not in ("sqlite", "postgresql"):
         raise SettingError(
             f"{LEDGER_URL_ENV} must be a postgresql:// URL (or unset for the SQLite file), "
             f"not {scheme}://…"
         )
+    try:
+        make_url(url)
+    except (ValueError, ArgumentError):
+        raise _unreadable_url() from None
     return url
+
+
+def _unreadable_url() -> SettingError:
+    """A URL that cannot be read (a port that is not a number): not shown, it has a password."""
+    return SettingError(
+        f"{LEDGER_URL_ENV} is not a URL of the form "
+        "postgresql://user:password@host:port/database: check it"
+    )
 
 
 def safe_url(url: str) -> str:
@@ -105,7 +117,10 @@ def _engine(url: str) -> Engine:
             if url.startswith("sqlite"):
                 engine = _sqlite_engine(url)
             else:
-                engine = create_engine(url, pool_size=5, max_overflow=10, pool_pre_ping=True)
+                try:
+                    engine = create_engine(url, pool_size=5, max_overflow=10, pool_pre_ping=True)
+                except (ValueError, ArgumentError):  # `?port=x`
+                    raise _unreadable_url() from None
             _ENGINES[url] = engine
         return engine
 
