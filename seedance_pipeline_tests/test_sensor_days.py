@@ -253,3 +253,17 @@ def test_a_download_retry_planned_by_a_clock_a_day_fast_is_due_now(resources):
     assert ledger.day_state(DAY, time.time()).to_store == 1
     with instance_for_test() as instance:
         assert [r.partition_key for r in requests(instance, resources)] == [DAY]
+
+
+def test_a_prompt_forgotten_by_resolve_is_sent_by_the_sensor(resources):
+    """`resolve --forget` said "the next run submits it"; the day stayed noted complete, so the
+    sensor asked for its videos run, which failed on the prompt never sent, five times."""
+    ledger = resources["pipeline"].ledger()
+    completed(ledger, DAY, "p1", "task-1")
+    assert ledger.claim(DAY, "p2", BODY, 1.0)
+    ledger.record_outcome_unknown(DAY, "p2", "the create's answer was lost")
+    ledger.set_submission_complete(DAY, True)
+    ledger.resolve(DAY, "p2", None)  # --forget
+    with instance_for_test() as instance:
+        [request] = requests(instance, resources)
+    assert request.partition_key == DAY and request.asset_selection == [submitted_tasks.key]

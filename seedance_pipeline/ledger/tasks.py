@@ -496,6 +496,12 @@ class TaskRows:
                     sql("DELETE FROM tasks WHERE partition = :p AND prompt_id = :id"),
                     {"p": partition, "id": prompt_id},
                 )
+                # The day has a prompt to send again: the sensor asks for its submission (a
+                # day noted complete would wait for it for ever, its videos runs failing).
+                db.execute(
+                    sql("UPDATE partitions SET submission_complete = 0 WHERE partition = :p"),
+                    {"p": partition},
+                )
                 return
             if holder := _holder(db, task_id):
                 raise LookupError(
