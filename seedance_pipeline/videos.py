@@ -34,6 +34,7 @@ from .seedance import (
 from .settings import SettingError
 from .statuses import CHARGED, SENT_ON_OTHER_DAY, SETTLED, WAITING, RequestStatus, Status
 from .storage import StoreError, StoreRefused, VideoStore
+from .submission import send_the_rest
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,10 @@ def store_video(
         row.partition, row.prompt_id, key, download.sha256, download.bytes, measured
     )
     return Status.COMPLETED
+
+
+def _few(prompt_ids: list[str]) -> str:
+    return ", ".join(prompt_ids[:5]) + ("…" if len(prompt_ids) > 5 else "")
 
 
 def _charged(lr: LedgerRow) -> float | None:
@@ -223,18 +228,21 @@ def build_videos_table(
         PartitionNotFinished: an accepted prompt has no ledger row or a running task.
     """
     by_prompt = {r.prompt_id: r for r in rows}
-    waiting = [
+    accepted = [
         pid
         for pid, status in zip(requests.prompt_id, requests.status, strict=True)
-        if status == RequestStatus.ACCEPTED
-        and pid not in sent_on_other_days
-        and (pid not in by_prompt or by_prompt[pid].status in (*WAITING, Status.SUBMITTING))
+        if status == RequestStatus.ACCEPTED and pid not in sent_on_other_days
     ]
-    if waiting:
+    if unsent := [pid for pid in accepted if pid not in by_prompt]:
+        raise PartitionNotFinished(
+            f"{len(unsent)} accepted prompt(s) of {partition} were never sent ({_few(unsent)}): "
+            f"{send_the_rest(partition)}, or take them out of the catalog; what was sent and "
+            "paid is in the ledger meanwhile"
+        )
+    if waiting := [p for p in accepted if by_prompt[p].status in (*WAITING, Status.SUBMITTING)]:
         raise PartitionNotFinished(
             f"{len(waiting)} accepted prompt(s) of {partition} are not finished yet "
-            f"({', '.join(waiting[:5])}{'…' if len(waiting) > 5 else ''}); the task_poller "
-            "sensor materialises this partition once they are"
+            f"({_few(waiting)}); the task_poller sensor materialises this partition once they are"
         )
     earlier: dict[str, float] = {}
     for a in attempts:

@@ -497,6 +497,25 @@ def test_run_stops_sending_once_the_store_refuses_the_first_video(
     assert len(emulator_tasks(url)) <= made_by_then[0] + SUBMIT_WORKERS < 20
 
 
+def test_a_day_whose_submission_was_stopped_says_its_videos_wait_for_the_rest_to_be_sent(day):
+    """A submission terminated half way: the videos step said the sensor would materialise the
+    day once its prompts finished, which it never does for prompts never sent."""
+    data, url, resources = day
+    assert plan_requests(resources).success
+    requests = read_table(data, "generation_requests", DAY)
+    accepted = requests[requests.status == "accepted"]
+    sent = [Planned(r.prompt_id, json.loads(r.request_json), r.estimated_credits) for r in
+            accepted.head(2).itertuples()]  # fmt: skip
+    with resources["evolink"].client() as client:
+        assert submit_all(resources["pipeline"].ledger(), client, DAY, sent).submitted == 2
+    wait_for_tasks(resources)
+    result = save_videos(resources)
+    assert not result.success
+    message = _step_failure(result)
+    assert f"{len(accepted) - 2} accepted prompt(s) of {DAY} were never sent" in message
+    assert f"materialise submitted_tasks for {DAY}" in message and "sensor" not in message
+
+
 def test_a_lost_ledger_stops_another_day_a_prompt_moved_to(day, monkeypatch, capsys):
     """The 20th's record lists what was paid; the new ledger knows no day: submitting the
     21st, to which one of those prompts moved, would pay for it a second time."""
