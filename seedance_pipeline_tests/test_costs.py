@@ -293,7 +293,8 @@ def test_a_resubmitted_prompt_keeps_what_each_attempt_reserved(tmp_path, start_e
     for _ in range(2):
         assert submit(resources, DAYS[0]).success
         wait_for_tasks(resources, DAYS[0])
-    assert save_videos(resources, DAYS[0]).success
+    saved = save_videos(resources, DAYS[0])
+    assert saved.success
     assert save_costs(resources, DAYS[0]).success
     (day,) = read_table(data, "generation_costs", DAYS[0]).to_dict("records")
     made = len(httpx.get(f"{url}/emulator/ledger").json()["tasks"])
@@ -301,6 +302,9 @@ def test_a_resubmitted_prompt_keeps_what_each_attempt_reserved(tmp_path, start_e
     assert (day["tasks"], day["failed"], day["resubmissions"]) == (6, 6, made - 6)
     assert day["credits_reserved"] == day["credits_failed_reserved"] == round(made * 25.004, 4)
     assert day["credits_charged"] == 0 and day["credits_drift"] == 0
+    # The videos asset's metadata says the same (it left the earlier attempts out).
+    (videos,) = saved.asset_materializations_for_node("generated_videos")
+    assert videos.metadata["credits_reserved"].value == round(made * 25.004, 4)
 
 
 def test_the_chart_draws_campaigns_with_dollar_signs_as_written(tmp_path):

@@ -389,7 +389,9 @@ def generated_videos(
                 frame.loc[frame.status == Status.COMPLETED, "duration_s"].sum()
             ),
             "credits_estimated": credits_total(frame.credits_estimated),
-            "credits_reserved": credits_total(frame.credits_reserved),
+            "credits_reserved": credits_total(  # earlier attempts too, as generation_costs
+                frame.credits_reserved.fillna(0) + frame.credits_reserved_earlier.fillna(0)
+            ),
             "credits_charged": credits_total(frame.credits_charged),
             "credits_drift": _drift(frame),
             "failure_rate": float(count.get(Status.FAILED, 0) / submitted) if submitted else 0.0,
