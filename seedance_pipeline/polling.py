@@ -180,6 +180,7 @@ class PollSummary:
     polled: int = 0
     finished: int = 0
     errors: int = 0
+    first_error: str | None = None  # what to fix, for the sensor's log
 
 
 async def poll_due(
@@ -219,6 +220,7 @@ async def poll_due(
                 return
             except SeedanceError as exc:
                 summary.errors += 1
+                summary.first_error = summary.first_error or str(exc)
                 updates.append(interpret_error(row, exc, time.time(), policy))
                 return
             except Exception:  # a bug, not an answer: this task backs off, the round goes on

@@ -267,3 +267,16 @@ def test_a_prompt_forgotten_by_resolve_is_sent_by_the_sensor(resources):
     with instance_for_test() as instance:
         [request] = requests(instance, resources)
     assert request.partition_key == DAY and request.asset_selection == [submitted_tasks.key]
+
+
+def test_a_tick_whose_polls_failed_says_why(resources, capfd):
+    """The tick's log said only `1 poll error(s)`: the reason (the API down) was on the
+    daemon's stderr, not in the UI's tick history."""
+    ledger = resources["pipeline"].ledger()
+    assert ledger.claim(DAY, "p1", BODY, 1.0)
+    ledger.record_submitted(DAY, "p1", "task-unified-1-abcdefgh", time.time() - 1)  # due
+    with instance_for_test() as instance:
+        tick(instance, resources)
+    said = capfd.readouterr().err
+    assert "1 poll error(s); the first: GET http://127.0.0.1:9/v1/tasks/" in said, said
+    assert "ConnectError" in said

@@ -181,6 +181,7 @@ def task_poller(
         context.log.info(
             f"polled {summary.polled} task(s), {summary.finished} finished, "
             f"{summary.errors} poll error(s)"
+            + (f"; the first: {summary.first_error}" if summary.first_error else "")
         )
     except PollingRefused as exc:
         context.log.error(str(exc))
