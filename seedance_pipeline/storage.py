@@ -41,6 +41,18 @@ def remove_orphaned_temporaries(directory: str | os.PathLike) -> list[Path]:
     return removed
 
 
+def durable_replace(source: Path, target: Path) -> None:
+    """`os.replace`, then the folder's entry made durable: the file's data alone is (fsynced
+    before), and after a power cut the ledger, which says it is stored, would outlive its
+    name."""
+    os.replace(source, target)
+    folder = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
 def video_key(partition: str, prompt_id: str) -> str:
     """A video's key under the storage root."""
     return f"videos/{partition}/{prompt_id}.mp4"
@@ -97,7 +109,7 @@ class LocalVideoStore:
     def put(self, local_path: Path, partition: str, prompt_id: str) -> str:
         key = video_key(partition, prompt_id)
         (self.root / key).parent.mkdir(parents=True, exist_ok=True)
-        os.replace(local_path, self.root / key)
+        durable_replace(local_path, self.root / key)
         return key
 
     def uri(self, key: str) -> str:

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .statuses import Status
-from .storage import remove_orphaned_temporaries
+from .storage import durable_replace, remove_orphaned_temporaries
 
 
 def table_key(asset: str, partition: str) -> str:
@@ -151,7 +151,7 @@ class LocalTableStore:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
-            os.replace(tmp, path)
+            durable_replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
         return str(path)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
+import stat
 import time
 from pathlib import Path
 
@@ -42,6 +44,30 @@ def test_local_video_put_is_a_rename_to_a_key_relative_to_the_data_dir(tmp_path)
     assert store.uri(key) == str(tmp_path / "data" / "videos" / DAY / "p1.mp4")
     # Rows recorded before keys were relative hold absolute paths; they still resolve.
     assert store.exists(store.uri(key)) and store.uri(store.uri(key)) == store.uri(key)
+
+
+def test_a_stored_video_and_a_written_table_have_their_names_made_durable(tmp_path, monkeypatch):
+    """The file's data was fsynced, its rename was not: after a power cut the ledger (synced
+    at each commit) says stored while the folder may not hold the name. Each rename is now
+    followed by an fsync of its folder."""
+    synced = []
+    fsync = os.fsync
+
+    def recording(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording)
+    store = LocalVideoStore(tmp_path / "data")
+    scratch = store.scratch_path(DAY, "p1")
+    scratch.write_bytes(b"video")
+    store.put(scratch, DAY, "p1")
+    LocalTableStore(tmp_path / "data").write(pd.DataFrame({"a": [1]}), "generated_videos", DAY)
+    assert synced == [
+        str(tmp_path / "data" / "videos" / DAY),
+        str(tmp_path / "data" / "warehouse" / "generated_videos"),
+    ]
 
 
 def test_local_tables_round_trip_and_a_missing_one_names_the_asset(tmp_path):
