@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import mimetypes
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from operator import attrgetter
@@ -115,14 +114,20 @@ def _as_sent(
     }, {https[url]: facts for url, facts in known.items()}
 
 
+# Suffixes that name a media format (a fixed list: the MIME database differs by machine).
+_IMAGE_SUFFIXES = ("jpeg", "jpg", "jfif", "png", "webp", "gif", "bmp", "tiff", "heic", "avif")
+_VIDEO_SUFFIXES = ("mp4", "m4v", "mov", "avi", "mkv", "webm", "flv", "wmv", "mpg", "mpeg", "3gp")
+_AUDIO_SUFFIXES = ("mp3", "wav", "m4a", "aac", "ogg", "oga", "opus", "flac", "wma", "aiff", "amr")
+_MEDIA_SUFFIXES = frozenset((*_IMAGE_SUFFIXES, *_VIDEO_SUFFIXES, *_AUDIO_SUFFIXES))
+
+
 def _format_from_uri(uri: str) -> str | None:
     """The format a link's suffix names, if it names one of media: `image.php?id=42`,
     `hero.jpg:large` or `render/v2.1` say nothing of what they serve."""
     suffix = Path(uri.split("?", 1)[0]).suffix.lower().lstrip(".")
-    kind = (mimetypes.guess_type(f"x.{suffix}")[0] or "").partition("/")[0]
-    if kind not in ("image", "video", "audio"):
+    if suffix not in _MEDIA_SUFFIXES:
         return None
-    return {"jpg": "jpeg"}.get(suffix, suffix)
+    return {"jpg": "jpeg", "jfif": "jpeg"}.get(suffix, suffix)
 
 
 def plan_partition(

@@ -6,6 +6,7 @@ so that moving the data directory or the bucket prefix keeps every stored video 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
@@ -44,13 +45,15 @@ def remove_orphaned_temporaries(directory: str | os.PathLike) -> list[Path]:
 def durable_replace(source: Path, target: Path) -> None:
     """`os.replace`, then the folder's entry made durable: the file's data alone is (fsynced
     before), and after a power cut the ledger, which says it is stored, would outlive its
-    name."""
+    name. Where a folder cannot be synced (Windows, SMB and some FUSE mounts), as SQLite
+    does, the rename is taken as it is."""
     os.replace(source, target)
-    folder = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
+    with contextlib.suppress(OSError):
+        folder = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
 
 
 def video_key(partition: str, prompt_id: str) -> str:

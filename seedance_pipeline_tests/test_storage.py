@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -68,6 +69,17 @@ def test_a_stored_video_and_a_written_table_have_their_names_made_durable(tmp_pa
         str(tmp_path / "data" / "videos" / DAY),
         str(tmp_path / "data" / "warehouse" / "generated_videos"),
     ]
+
+    # A file system that cannot sync a folder (SMB answers EINVAL) keeps the file all the same.
+    def refusing(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "Invalid argument")
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", refusing)
+    scratch = store.scratch_path(DAY, "p2")
+    scratch.write_bytes(b"video")
+    assert store.exists(store.put(scratch, DAY, "p2"))
 
 
 def test_local_tables_round_trip_and_a_missing_one_names_the_asset(tmp_path):
