@@ -527,6 +527,11 @@ def test_a_key_the_answer_escaped_is_kept_out_too(driver, sleeps):
     with pytest.raises(AuthenticationError) as error:
         DRIVERS[driver](Recorder(refused), "get_task", TASK_ID)
     assert KEY not in str(error.value) and error.value.message == "key *** is invalid"
+    # A gateway's own shape, with no error.message: its body was kept as sent, escapes and all.
+    gateway = httpx.Response(401, content=('{"detail": "key ' + escaped + ' is invalid"}').encode())
+    with pytest.raises(AuthenticationError) as error:
+        DRIVERS[driver](Recorder(gateway), "get_task", TASK_ID)
+    assert error.value.message == '{"detail": "key *** is invalid"}'
 
 
 TOKEN = "Zm9vYmFyLXRoZS1jYWxsYmFjay10b2tlbi0wMTIzNDU2Nzg"
@@ -563,6 +568,19 @@ def test_an_answer_repeating_the_request_keeps_its_token_and_signatures_out(
     for secret in (TOKEN, "AKIAIOSFODNN7EXAMPLE", "ab12" * 16, "FwoGZXIvYXdzE" * 8):
         assert secret not in said, said
     assert "hooks.example.com" in said and "a cat" in said  # the rest is kept
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_failed_task_quoting_its_media_link_keeps_the_links_signature_out(driver, sleeps):
+    """The status answer's `error.message` ("cannot fetch <url>") was stored whole: the
+    presigned link's credential, signature and session token in the ledger and the tables."""
+    said = f"cannot fetch {SIGNED}; callback https://hooks.example.com/callbacks/{TOKEN} failed"
+    failed = TASK | {"status": "failed", "error": {"code": "media_unreachable", "message": said}}
+    task = DRIVERS[driver](Recorder(httpx.Response(200, json=failed)), "get_task", TASK_ID)
+    for secret in (TOKEN, "AKIAIOSFODNN7EXAMPLE", "ab12" * 16, "FwoGZXIvYXdzE" * 8):
+        assert secret not in task.error_message
+    assert task.error_message.startswith("cannot fetch https://bucket.s3.amazonaws.com/in/cat")
+    assert "X-Amz-Signature=***" in task.error_message
 
 
 # ---- the API key stays secret --------------------------------------------------------------

@@ -376,19 +376,28 @@ def api_error(response: httpx.Response, body: bytes, hidden: tuple[str, ...] = (
     the `hidden` secrets however the answer escaped them."""
     body = _redacted(body, hidden)
     code, message, kind = None, None, None
+    said = body[:200].decode("utf-8", "replace")
     try:
-        error = json.loads(body).get("error") or {}
+        payload = json.loads(body)
+        said = json.dumps(payload, ensure_ascii=False)[:200]  # its escapes (\u002d) read
+        error = payload.get("error") or {}
         code, message, kind = (_text(error.get(name)) for name in ("code", "message", "type"))
     except (ValueError, AttributeError, RecursionError):
         pass
-    message = message or body[:200].decode("utf-8", "replace") or response.reason_phrase
-    message = plain(_redacted(message.encode(), hidden).decode("utf-8", "replace"))
+    message, code, kind = (
+        None if t is None else _redacted(t.encode(_UTF8, _AS_IS), hidden).decode(_UTF8, _AS_IS)
+        for t in (message or said or response.reason_phrase, code, kind)
+    )
+    message = plain(message)
     code, kind = (None if t is None else plain(t, 100) for t in (code, kind))
     cls = error_class_for(response.status_code)
     kwargs: dict[str, Any] = {}
     if cls is RateLimitError:
         kwargs["retry_after"] = _retry_after(response)
     return cls(response.status_code, code, message, kind, **kwargs)
+
+
+_UTF8, _AS_IS = "utf-8", "surrogatepass"  # a lone surrogate of a JSON escape, kept for `plain`
 
 
 def _redacted(data: bytes, hidden: tuple[str, ...]) -> bytes:
