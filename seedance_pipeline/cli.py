@@ -531,7 +531,7 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     print(
         f"{args.date}/{args.prompt_id}: "
         + (
-            "forgotten; the next run submits it"
+            "forgotten; the next run, or the task_poller sensor, submits it"
             if args.forget
             else f"attached to {args.task_id}; the sensor polls it"
         )

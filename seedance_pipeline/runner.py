@@ -213,8 +213,9 @@ def run_partition(
                 tqdm.write(_sent(partition, run(assets)), file=out)  # above the bar
         except StoreRefused as exc:
             raise PipelineStopped(
-                f"{exc}; submission stopped there, as no video could be stored: fix it, then "
-                "run the day again (what was sent is recorded and its videos are stored then)"
+                f"{exc}; no video can be stored, so nothing more was sent: fix it, then run "
+                "the day again (what was sent is recorded; the rest is sent then, and every "
+                "video stored)"
             ) from None
         except (PollingRefused, LedgerUnreachable) as exc:
             raise PipelineStopped(str(exc)) from None

@@ -466,6 +466,33 @@ def test_a_store_refusing_every_video_stops_sending_the_rest_of_the_day(
     assert len(rows) == len(emulator_tasks(url)) == 30 and all(r.video_uri for r in rows)
 
 
+def test_a_store_refusal_on_a_day_with_a_prompt_another_day_sent_names_the_right_fix(
+    tmp_path, emulator, api_key, monkeypatch
+):
+    """p000 was sent on the 19th, then moved to the 20th: the refusal's message counted it as
+    not sent and said to send the rest, though the day had nothing left to send."""
+    from seedance_pipeline.s3 import S3Refused
+
+    data = tmp_path / "data"
+    write_catalog(data, 3)
+    _move(data, "p000", "2026-11-19")
+    resources = make_resources(data, emulator, api_key)
+    assert submit(resources, "2026-11-19").success
+    _move(data, "p000", DAY)
+    assert submit(resources).success
+    wait_for_tasks(resources)
+
+    def refuse(self, local_path, partition, prompt_id):
+        raise S3Refused("s3://b/videos/x.mp4: upload refused (AccessDenied)")
+
+    monkeypatch.setattr(LocalVideoStore, "put", refuse)
+    result = submit(resources)
+    assert not result.success
+    message = _step_failure(result)
+    assert message.endswith(f"fix the settings, then materialise generated_videos for {DAY}")
+    assert DAY not in resources["pipeline"].ledger().partitions_incomplete()
+
+
 def test_run_stops_sending_once_the_store_refuses_the_first_video(
     tmp_path, start_emulator, api_key, monkeypatch, capsys
 ):
@@ -493,7 +520,7 @@ def test_run_stops_sending_once_the_store_refuses_the_first_video(
     monkeypatch.setattr(LocalVideoStore, "put", refuse)
     assert main(["run", DAY]) == 1
     err = capsys.readouterr().err
-    assert "upload refused (AccessDenied); submission stopped there" in err
+    assert "upload refused (AccessDenied); no video can be stored, so nothing more was" in err
     assert len(emulator_tasks(url)) <= made_by_then[0] + SUBMIT_WORKERS < 20
 
 

@@ -179,7 +179,8 @@ def submitted_tasks(
     # Complete once every accepted prompt has a row (a resubmission not sent keeps its last
     # attempt's row, and the sensor asks for it again as for any failed task due again).
     unsent = set(accepted.prompt_id) - {r.prompt_id for r in rows}
-    complete = not unsent - summary.sent_on_other_days.keys()
+    unsent -= summary.sent_on_other_days.keys()  # another day's: never to be sent here
+    complete = not unsent
     # Cut short as no video could be stored: the sensor must not send on until that is fixed.
     ledger.set_submission_complete(partition, None if stop.is_set() and not complete else complete)
     by_prompt = {r.prompt_id: r for r in rows}
