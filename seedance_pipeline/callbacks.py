@@ -35,6 +35,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .ledger import Ledger, LedgerBusy, LedgerRow
 from .polling import PollPolicy, interpret
+from .resolving import mismatch
 from .seedance import (
     SAFE_TASK_ID,
     AsyncClient,
@@ -186,8 +187,8 @@ class Receiver:
                 log.warning("callback for %s: the API knows no such task (%s)", task_id, exc)
                 await self._give_up(row, task_id, known=False)
                 return
-            if task.id != task_id or task.model not in (None, row.request.get("model")):
-                log.warning("callback for %s: the API's task does not match the row", task_id)
+            if problem := f"is {task.id}" if task.id != task_id else mismatch(row, task):
+                log.warning("callback for %s: the API's task %s; not the row's", task_id, problem)
                 await asyncio.to_thread(self.ledger.note_callback, sha, None, None)
                 return
             await asyncio.to_thread(self._record, row, task)

@@ -8,9 +8,7 @@ prompt's video.
 
 from __future__ import annotations
 
-from typing import Any
-
-from .ledger import Ledger
+from .ledger import Ledger, LedgerRow
 from .seedance import (
     SAFE_TASK_ID,
     Client,
@@ -22,6 +20,8 @@ from .seedance import (
 from .statuses import Status
 
 UNCHANGED = "nothing was changed"
+# The vendor's clock may be this far behind this host's (`created` against the claim's time).
+CLOCK_SLACK_SECONDS = 600.0
 
 
 def attach_task(
@@ -57,7 +57,7 @@ def attach_task(
             raise LookupError(
                 f"task {task_id} could not be checked with the API ({exc}); {UNCHANGED}"
             ) from None
-        if problem := _mismatch(row.request, task):
+        if problem := mismatch(row, task):
             raise LookupError(
                 f"task {task_id} {problem}: it is not the task of {partition}/{prompt_id}; "
                 f"check the id; {UNCHANGED}"
@@ -65,13 +65,16 @@ def attach_task(
     ledger.resolve(partition, prompt_id, task_id)
 
 
-def _mismatch(request: dict[str, Any], task: Task) -> str | None:
-    """How the task differs from the request, in what the API's answer tells."""
-    model = request.get("model")
+def mismatch(row: LedgerRow, task: Task) -> str | None:
+    """How the task differs from the row's request, in what the API's answer tells: its model,
+    its length, or a task made before the request was claimed (and so sent)."""
+    model = row.request.get("model")
     if task.model and model and task.model != model:
         return f"is a {task.model} task, and the row asked for {model}"
-    duration = request.get("duration")
+    duration = row.request.get("duration")
     asked = isinstance(duration, int) and duration > 0
     if asked and task.video_duration and task.video_duration != duration:
         return f"is {task.video_duration} s long, and the row asked for {duration} s"
+    if task.created and row.claimed_at and task.created < row.claimed_at - CLOCK_SLACK_SECONDS:
+        return "was made before the row's request was sent"
     return None

@@ -271,6 +271,23 @@ def test_a_callback_never_gives_an_unknown_row_another_rows_task(vendor, ledger)
     assert (row.callback_task_id, row.callback_at) == (None, None)
 
 
+def test_a_callback_never_gives_an_unknown_row_a_task_made_before_its_claim(vendor, ledger):
+    """With a row's token (leaked, say), any task of the same model no row held could be
+    confirmed onto it: an earlier task, made for nothing the row asked, counted as its video."""
+    older = vendor.client.create_task(BODY)  # made before the row was claimed
+    token, _ = vendor.row("lost", lost=True)
+    with ledger.db.transaction() as db:  # claimed an hour after the older task was made
+        db.execute(
+            sql("UPDATE tasks SET claimed_at = :t WHERE prompt_id = 'lost'"),
+            {"t": time.time() + 3600},
+        )
+
+    assert vendor.post(token, vendor.finished(older.id)).status_code == 202
+    _wait_for(lambda: not ledger.unconfirmed_callbacks(), what="the note to be dropped")
+    row = _row(ledger, "lost")
+    assert (row.status, row.task_id) == (Status.UNKNOWN, None)
+
+
 def test_a_callback_naming_a_task_the_api_does_not_know_is_kept_not_retried_all_day(
     vendor, ledger, caplog
 ):

@@ -478,6 +478,16 @@ def test_resolve_asks_the_api_about_a_task_before_attaching_it(
         row = next(r for r in ledger.rows(DAY) if r.prompt_id == mine.prompt_id)
         assert (row.status, row.task_id) == ("unknown", None)
 
+    # A task made before the row was claimed answers another request (the vendor's clock may
+    # lag this host's by 10 minutes): as if the row were claimed an hour after its task.
+    claimed = {"id": mine.prompt_id, "t": mine.claimed_at}
+    with ledger.db.transaction() as db:
+        db.execute(sql("UPDATE tasks SET claimed_at = :t + 3600 WHERE prompt_id = :id"), claimed)
+    assert main(["resolve", DAY, mine.prompt_id, "--task-id", task_id]) == 2
+    assert "was made before the row's request was sent" in capsys.readouterr().err
+    with ledger.db.transaction() as db:
+        db.execute(sql("UPDATE tasks SET claimed_at = :t WHERE prompt_id = :id"), claimed)
+
     assert main(["resolve", DAY, mine.prompt_id, "--task-id", task_id]) == 0
     assert (
         capsys.readouterr().out

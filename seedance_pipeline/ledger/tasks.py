@@ -69,6 +69,7 @@ class LedgerRow:
     callback_received_at: float | None = None
     expected_width: int | None = None  # the plan's frame for the request as sent
     expected_height: int | None = None
+    claimed_at: float | None = None  # when this attempt was claimed, before it was sent
 
     def edited_since_sent(self, request_sha256: str | None) -> bool | None:
         """Whether the catalog row, fingerprinted `request_sha256` now, asks for other than
