@@ -15,7 +15,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from .ledger import OUTAGE_RETRY_SECONDS, OUTAGE_SECONDS, Ledger, LedgerUnreachable, safe_url
 from .polling import PollRounds
 from .statuses import WAITING, Status
-from .storage import VideoStore
+from .storage import StoreRefused, VideoStore
 from .videos import DOWNLOAD_WORKERS, max_video_bytes, store_video
 
 # A Dagster run's tag saying its process follows the day itself (`seedance-pipeline run`).
@@ -46,6 +46,7 @@ def follow_day(
     progress: Callable[[dict[Status, int], int], None] = lambda counts, stored: None,
     *,
     polls: bool = True,
+    refused: threading.Event | None = None,
 ) -> None:
     """Poll the day's tasks and store their videos until submission is over (`submitting`
     cleared) and no task runs, no claim is open, no download is under way and no callback
@@ -57,8 +58,12 @@ def follow_day(
     A prompt another run is submitting right now counts as running: its answer comes soon, or
     its process died and the claim becomes `unknown`.
 
+    `refused` is set the moment the store refuses a video (`StoreRefused`): each create sent
+    after it pays for a video none would store.
+
     Raises:
         PollingRefused: the API refused the key while polling.
+        StoreRefused: the store refuses every video.
     """
     cap = max_video_bytes()
     with (
@@ -71,7 +76,14 @@ def follow_day(
         ThreadPoolExecutor(DOWNLOAD_WORKERS) as pool,
     ):
         downloads: dict[str, Future] = {}
-        failed = threading.Event()  # a download raised: stop at once, not after the sleep
+        woken = threading.Event()  # a download raised: stop at once, not after the sleep
+
+        def ended(job: Future) -> None:
+            if (error := job.exception()) is not None:
+                woken.set()
+                if refused is not None and isinstance(error, StoreRefused):
+                    refused.set()
+
         last_round = 0.0
         submitted = False
         while True:
@@ -87,7 +99,7 @@ def follow_day(
                 for row in ledger.rows_to_store(partition, now):
                     if row.prompt_id not in downloads:
                         job = pool.submit(store_video, row, client, store, ledger, cap)
-                        job.add_done_callback(lambda job: job.exception() and failed.set())
+                        job.add_done_callback(ended)
                         downloads[row.prompt_id] = job
             for prompt_id, job in list(downloads.items()):
                 if job.done():
@@ -109,7 +121,7 @@ def follow_day(
             elif callbacks:
                 due = min(due, now + 1.0)  # the receiver, not a poll, settles these rows
             due = max(due, last_round + ROUND_GAP_SECONDS)
-            failed.wait(min(5.0, max(0.0, due - time.time())))
+            woken.wait(min(5.0, max(0.0, due - time.time())))
             if running and polls:
                 last_round = time.time()
                 poll_round(ledger)
@@ -143,7 +155,14 @@ def following(
             _outlasting_outages(
                 ledger,
                 lambda: follow_day(
-                    partition, ledger, evolink, store, submitting, progress, polls=polls
+                    partition,
+                    ledger,
+                    evolink,
+                    store,
+                    submitting,
+                    progress,
+                    polls=polls,
+                    refused=failed,
                 ),
             )
         except BaseException as exc:  # re-raised in the caller's thread

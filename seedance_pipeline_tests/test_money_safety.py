@@ -455,7 +455,8 @@ def test_a_store_refusing_every_video_stops_sending_the_rest_of_the_day(
     assert message.startswith(refusal) and "prompt(s) were not sent" in message
     assert "materialise submitted_tasks" in message
     sent = len(emulator_tasks(url))
-    assert sent <= made_by_then[0] + SUBMIT_WORKERS < 30, (made_by_then, sent)  # under way
+    # Those under way when the refusal came, and one more the refusal's own count may miss.
+    assert sent <= made_by_then[0] + SUBMIT_WORKERS + 1 < 30, (made_by_then, sent)
     assert DAY not in resources["pipeline"].ledger().partitions_incomplete()
     assert Status.SUBMITTING not in {r.status for r in ledger_rows(resources)}
 
@@ -521,7 +522,7 @@ def test_run_stops_sending_once_the_store_refuses_the_first_video(
     assert main(["run", DAY]) == 1
     err = capsys.readouterr().err
     assert "upload refused (AccessDenied); no video can be stored, so nothing more was" in err
-    assert len(emulator_tasks(url)) <= made_by_then[0] + SUBMIT_WORKERS < 20
+    assert len(emulator_tasks(url)) <= made_by_then[0] + SUBMIT_WORKERS + 1 < 20  # as above
 
 
 def test_a_day_whose_submission_was_stopped_says_its_videos_wait_for_the_rest_to_be_sent(day):
