@@ -568,6 +568,7 @@ def test_an_answer_repeating_the_request_keeps_its_token_and_signatures_out(
     for secret in (TOKEN, "AKIAIOSFODNN7EXAMPLE", "ab12" * 16, "FwoGZXIvYXdzE" * 8):
         assert secret not in said, said
     assert "hooks.example.com" in said and "a cat" in said  # the rest is kept
+    assert "X-Amz-Algorithm=AWS4-HMAC-SHA256" in said  # public: it explains the link
 
 
 @pytest.mark.parametrize("driver", DRIVERS)

@@ -408,6 +408,10 @@ def _redacted(data: bytes, hidden: tuple[str, ...]) -> bytes:
     return data
 
 
+# Query values a presigned URL carries that grant nothing: kept in messages, which they explain.
+_PUBLIC_QUERY = frozenset({"x-amz-algorithm", "x-amz-date", "x-amz-expires", "x-amz-signedheaders"})
+
+
 def _capabilities(callback_url: Any, links: Sequence[Any] = ()) -> tuple[str, ...]:
     """What in a request's URLs grants access to whoever reads it: the callback URL's path
     segments and query values (its token), each link's query values (a presigned URL's
@@ -418,14 +422,14 @@ def _capabilities(callback_url: Any, links: Sequence[Any] = ()) -> tuple[str, ..
         if not isinstance(url, str):
             continue
         parts = urlsplit(url)
-        values = [v for _, v in parse_qsl(parts.query)]
-        values += [v for pair in parts.query.split("&") for v in pair.split("=", 1)[1:]]
+        pairs = [*parse_qsl(parts.query), *(p.partition("=")[::2] for p in parts.query.split("&"))]
+        values = [v for name, v in pairs if name.lower() not in _PUBLIC_QUERY]
         values += parts.path.split("/") if with_path else []
         found.update(
             piece
             for value in values
             for piece in (value, *value.split("/"))
-            if len(piece) >= _MIN_REDACTED_KEY
+            if len(piece) >= _MIN_REDACTED_KEY and piece != "aws4_request"
         )
     return tuple(sorted(found, key=len, reverse=True))  # a long one before any part of it
 
