@@ -79,7 +79,7 @@ def follow_day(
         woken = threading.Event()  # a download raised: stop at once, not after the sleep
 
         def ended(job: Future) -> None:
-            if (error := job.exception()) is not None:
+            if not job.cancelled() and (error := job.exception()) is not None:
                 woken.set()
                 if refused is not None and isinstance(error, StoreRefused):
                     refused.set()

@@ -165,7 +165,7 @@ def submitted_tasks(
             )
     except SubmissionStopped as exc:
         raise Failure(str(exc), allow_retries=False) from None
-    except StoreRefused as exc:  # storing the videos meanwhile, once everything was sent
+    except StoreRefused as exc:  # storing the videos meanwhile; sending stopped at it
         refused = exc
     except (KeyboardInterrupt, DagsterExecutionInterruptedError):  # Terminate, or Ctrl-C
         raise Failure(
