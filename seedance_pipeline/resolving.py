@@ -8,6 +8,8 @@ prompt's video.
 
 from __future__ import annotations
 
+import time
+
 from .ledger import Ledger, LedgerRow
 from .seedance import (
     SAFE_TASK_ID,
@@ -22,6 +24,9 @@ from .statuses import Status
 UNCHANGED = "nothing was changed"
 # The vendor's clock may be this far behind this host's (`created` against the claim's time).
 CLOCK_SLACK_SECONDS = 600.0
+# A 404 is asked about this many times, this far apart, before `resolve` believes it.
+NOT_FOUND_TRIES = 4
+NOT_FOUND_PAUSE_SECONDS = 3.0
 
 
 def attach_task(
@@ -42,12 +47,14 @@ def attach_task(
     row = next((r for r in ledger.rows(partition) if r.prompt_id == prompt_id), None)
     if row is not None and row.status == Status.UNKNOWN:  # else the ledger says what is wrong
         try:
-            task = client.get_task(task_id)
+            task = _asked(client, task_id)
         except NotFoundError:
             raise LookupError(
-                f"the API does not know task {task_id} (404): check the id on the EvoLink "
-                f"dashboard (the API forgets a task some time after it ended; one it has "
-                f"forgotten cannot be attached); {UNCHANGED}"
+                f"the API answered 404 for task {task_id} {NOT_FOUND_TRIES} times: check the id "
+                "on the EvoLink dashboard. A 404 can pass: if the dashboard lists the task, try "
+                "again in a few minutes, and do not `--forget` the prompt (it would be sent and "
+                "paid again); a task the API has forgotten, some time after it ended, cannot be "
+                f"attached; {UNCHANGED}"
             ) from None
         except InvalidRequestError as exc:  # 400: the vendor's `invalid_task_id`
             raise LookupError(
@@ -63,6 +70,20 @@ def attach_task(
                 f"check the id; {UNCHANGED}"
             )
     ledger.resolve(partition, prompt_id, task_id)
+
+
+def _asked(client: Client, task_id: str) -> Task:
+    """The API's answer on the task; a 404 is asked again, as polling believes one only when
+    it repeats (a gateway's or a replica's can pass), and a user told the task is gone would
+    `--forget` a prompt that was paid for."""
+    for tried in range(1, NOT_FOUND_TRIES + 1):
+        try:
+            return client.get_task(task_id)
+        except NotFoundError:
+            if tried == NOT_FOUND_TRIES:
+                raise
+            time.sleep(NOT_FOUND_PAUSE_SECONDS)
+    raise AssertionError("unreachable")
 
 
 def mismatch(row: LedgerRow, task: Task) -> str | None:

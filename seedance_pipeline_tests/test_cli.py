@@ -15,10 +15,11 @@ import pandas as pd
 import pytest
 from dagster import AssetKey, DagsterInstance, build_sensor_context
 
-from seedance_pipeline import seedance
+from seedance_pipeline import resolving, seedance
 from seedance_pipeline.cli import build_parser, main
 from seedance_pipeline.defs.generation.sensors import task_poller
 from seedance_pipeline.defs.resources import EvoLinkResource, PipelineResource
+from seedance_pipeline.emulator import DEFAULT_API_KEY
 from seedance_pipeline.settings import SettingError
 from seedance_pipeline.tables import LocalTableStore
 
@@ -449,6 +450,7 @@ def test_resolve_asks_the_api_about_a_task_before_attaching_it(
     from seedance_pipeline.ledger import Ledger
     from seedance_pipeline.ledger.database import sql
 
+    monkeypatch.setattr(resolving, "NOT_FOUND_PAUSE_SECONDS", 0)
     url = start_emulator(drop_rate=1.0)
     copy_sample_data(tmp_path / "data")
     env = _shell(tmp_path, url)
@@ -468,7 +470,7 @@ def test_resolve_asks_the_api_about_a_task_before_attaching_it(
     refusals = {
         "TASK/bad": "'TASK/bad' is not a task id",
         "TASK-bad": "the API says 'TASK-bad' is not a task id",
-        mistyped: f"the API does not know task {mistyped} (404)",
+        mistyped: f"the API answered 404 for task {mistyped} 4 times",
         made[other.request["prompt"]]: "it is not the task of",
     }
     for wrong, said in refusals.items():
@@ -505,9 +507,31 @@ def test_resolve_asks_the_api_about_a_task_before_attaching_it(
             {"o": "worker-b/ffffffff-0000-0000-0000-000000000000.1/4242/abcdef01"},
         )
     assert main(["resolve", DAY, "crashed", "--task-id", mistyped]) == 2
-    assert f"the API does not know task {mistyped} (404)" in capsys.readouterr().err
+    assert f"the API answered 404 for task {mistyped} 4 times" in capsys.readouterr().err
     row = next(r for r in ledger.rows(DAY) if r.prompt_id == "crashed")
     assert (row.status, row.task_id) == ("unknown", None)
+
+
+def test_resolve_asks_again_before_believing_a_404(tmp_path, start_emulator, monkeypatch, capsys):
+    """A task whose first queries answer 404 (a gateway, a replica not yet told): `resolve`
+    believed the first, said the task was forgotten, and a user who then `--forget`s the
+    prompt pays for it twice (helper-42's chaos runs)."""
+    from seedance_pipeline.ledger import Ledger
+
+    monkeypatch.setattr(resolving, "NOT_FOUND_PAUSE_SECONDS", 0)
+    url = start_emulator(poll_fault_rate=1.0, poll_faults=("transient_404",), poll_fault_polls=3)
+    copy_sample_data(tmp_path / "data")
+    for name, value in _shell(tmp_path, url).items():
+        monkeypatch.setenv(name, value)
+    ledger = Ledger(tmp_path / "data" / "state" / "ledger.sqlite3")
+    body = {"model": "seedance-2.0-fast-text-to-video", "prompt": "waves", "duration": 4}
+    assert ledger.claim(DAY, "lost", body, 1.0)
+    ledger.record_outcome_unknown(DAY, "lost", "the create's answer was lost")
+    with seedance.Client(DEFAULT_API_KEY, base_url=url) as client:
+        task = {"id": client.create_task(body).id}
+    assert main(["resolve", DAY, "lost", "--task-id", task["id"]]) == 0, capsys.readouterr()
+    row = next(r for r in ledger.rows(DAY) if r.prompt_id == "lost")
+    assert row.task_id == task["id"]
 
 
 def test_after_a_run_the_sensor_asks_for_no_run_of_the_finished_day(tmp_path, emulator):
