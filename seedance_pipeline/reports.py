@@ -11,6 +11,7 @@ from .costs import COUNTS, rollup
 from .planning import PlannedRow, over_budget_message, requests_frame
 from .seedance import PriceTable
 from .statuses import COUNTED, SENT_ON_OTHER_DAY, Status
+from .videos import mismatch_text, mismatched
 
 # The columns `costs` prints (its JSON has every measure).
 COST_COLUMNS = [
@@ -192,6 +193,13 @@ def print_run_summary(partition: str, videos: pd.DataFrame, callbacks: bool = Fa
     for row in videos[videos.error_code == SENT_ON_OTHER_DAY].itertuples():
         print(f"{partition}: {row.prompt_id} was not sent again: {row.error_message}")
     _print_reasons(partition, videos)
+    if not (wrong := mismatched(videos)).empty:
+        print(
+            f"{partition}: {len(wrong)} stored video(s) are not what was asked (kept, and "
+            "named by the videos_match_requests check; look the task up on the dashboard):"
+        )
+        for row in wrong.head(REASONS_SHOWN).itertuples():
+            print(f"  {row.prompt_id}: {mismatch_text(row)}")
     unknown = videos[videos.status == Status.UNKNOWN]
     if unknown.empty:
         return

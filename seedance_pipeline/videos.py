@@ -26,6 +26,8 @@ from .media import MediaError, measure_video_output
 from .planning import REQUEST_COLUMNS
 from .seedance import (
     DEFAULT_MAX_VIDEO_BYTES,
+    DEFAULT_QUALITY,
+    PIXELS,
     Client,
     LinkExpiredError,
     SeedanceError,
@@ -120,6 +122,40 @@ def store_video(
         row.partition, row.prompt_id, key, download.sha256, download.bytes, measured
     )
     return Status.COMPLETED
+
+
+def mismatched(videos: pd.DataFrame) -> pd.DataFrame:
+    """The completed rows whose stored video is not what was asked: its frame, length or
+    sound, or not measured (a ledger from before measurements were kept)."""
+    done = videos[videos.status == Status.COMPLETED]
+    return done[
+        (
+            ((done.width != done.expected_width) | (done.height != done.expected_height))
+            & ~_picked(done)
+        )
+        | ((done.duration_s - done.duration).abs() > 0.1)
+        | (done.has_audio != done.generate_audio)
+        | done[["width", "height"]].isna().any(axis=1)
+    ]
+
+
+def mismatch_text(row: NamedTuple) -> str:
+    return (
+        f"got {row.width}x{row.height} {row.duration_s}s audio={row.has_audio}, asked "
+        f"{row.expected_width}x{row.expected_height} {row.duration}s audio={row.generate_audio}"
+    )
+
+
+def _picked(done: pd.DataFrame) -> pd.Series:
+    """Rows whose frame the vendor picked, and did: `adaptive` text-to-video takes its ratio
+    from the prompt, so the asked quality's frame of any ratio is right."""
+    qualities = done.quality.fillna(DEFAULT_QUALITY)
+    frames = [
+        (w, h) in {by_quality.get(q) for by_quality in PIXELS.values()}
+        for w, h, q in zip(done.width, done.height, qualities, strict=True)
+    ]
+    adaptive_text = (done.aspect_ratio == "adaptive") & done.model.str.endswith("text-to-video")
+    return adaptive_text & pd.Series(frames, index=done.index, dtype=bool)
 
 
 def _few(prompt_ids: list[str]) -> str:

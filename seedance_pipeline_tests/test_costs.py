@@ -267,6 +267,7 @@ def test_a_model_with_no_known_price_has_no_estimate_and_no_drift(capsys):
     ).assign(scheduled_date=DAYS[0], quality="480p", campaign=None, duration_s=4.0)
     videos = videos.assign(error_code=None, error_message=None)
     videos["prompt_id"] = ["mini", "standard"]
+    videos = videos_table(videos.to_dict("records"))  # every column, typed as read back
     by_model = rollup(videos, ["model"]).set_index("model")
     mini = by_model.loc["seedance-2.0-mini-text-to-video"]
     assert pd.isna(mini.credits_estimated) and mini.credits_drift == 0

@@ -851,8 +851,12 @@ def test_a_vendor_reserving_more_than_our_table_shows_as_drift_in_the_cost_table
 
 
 def test_a_whole_video_of_the_wrong_size_is_kept_but_fails_the_videos_check(
-    tmp_path, start_emulator, api_key
+    tmp_path, start_emulator, api_key, capsys
 ):
+    """Kept (paid for, and perhaps of use) and named by the check; `run`'s summary said only
+    "N completed" and exited 0 (helper-42's chaos runs)."""
+    from seedance_pipeline.reports import print_run_summary
+
     url = start_emulator(link_fault_rate=1.0, link_faults=("wrong_video",))
     result, table = _sample_day_saved(tmp_path, url, api_key)
     done = table[table.status == "completed"]
@@ -862,6 +866,13 @@ def test_a_whole_video_of_the_wrong_size_is_kept_but_fails_the_videos_check(
     assert not check.passed and check.metadata["mismatched"].value == len(done)
     (videos,) = result.asset_materializations_for_node("generated_videos")
     assert videos.metadata["check_problems"].value == len(done)  # on the day's own record
+    capsys.readouterr()
+    print_run_summary(DAY, table)
+    said = capsys.readouterr().out
+    assert f"{DAY}: {len(done)} stored video(s) are not what was asked" in said
+    first = done.iloc[0]
+    asked = f"asked {first.expected_width}x{first.expected_height} {first.duration}s"
+    assert f"  {first.prompt_id}: got {first.width}x{first.height}" in said and asked in said
 
 
 def test_an_interrupted_submission_sends_no_more_and_records_what_it_sent(tmp_path):

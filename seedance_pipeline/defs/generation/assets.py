@@ -27,11 +27,17 @@ from ...ledger import LedgerRow
 from ...planning import over_budget_message, plan_catalog, publish, requests_frame
 from ...publishing import PublishError
 from ...records import LedgerLost, check_ledger, write_record
-from ...seedance import DEFAULT_QUALITY, PIXELS, PriceTable
+from ...seedance import PriceTable
 from ...statuses import COUNTED, UNDELIVERED, RequestStatus, Status
 from ...storage import StoreRefused
 from ...submission import Planned, SubmissionStopped, send_the_rest, submit_all
-from ...videos import PartitionNotFinished, build_videos_table, store_videos
+from ...videos import (
+    PartitionNotFinished,
+    build_videos_table,
+    mismatch_text,
+    mismatched,
+    store_videos,
+)
 from ..catalog.assets import media_catalog, prompt_catalog
 from ..metadata import frame_version, table, written
 from ..partitions import daily_partitions
@@ -276,39 +282,12 @@ def _drift(frame: pd.DataFrame) -> float:
 MAX_PROBLEMS_SHOWN = 200  # rows of the check's problems table; the videos table has them all
 
 
-def _picked(done: pd.DataFrame) -> pd.Series:
-    """Rows whose frame the vendor picked, and did: `adaptive` text-to-video takes its ratio
-    from the prompt, so the asked quality's frame of any ratio is right."""
-    qualities = done.quality.fillna(DEFAULT_QUALITY)
-    frames = [
-        (w, h) in {by_quality.get(q) for by_quality in PIXELS.values()}
-        for w, h, q in zip(done.width, done.height, qualities, strict=True)
-    ]
-    adaptive_text = (done.aspect_ratio == "adaptive") & done.model.str.endswith("text-to-video")
-    return adaptive_text & pd.Series(frames, index=done.index, dtype=bool)
-
-
 def _check_videos(frame: pd.DataFrame, missing: list[str], day: str) -> AssetCheckResult:
     """`missing`: prompts whose stored video is gone from the store past its link's life."""
     done = frame[frame.status == Status.COMPLETED]
-    wrong = done[
-        (
-            ((done.width != done.expected_width) | (done.height != done.expected_height))
-            & ~_picked(done)
-        )
-        | ((done.duration_s - done.duration).abs() > 0.1)
-        | (done.has_audio != done.generate_audio)
-        | done[["width", "height"]].isna().any(axis=1)  # not measured (a ledger from before)
-    ]
+    wrong = mismatched(frame)
     expired = frame[frame.status.isin(UNDELIVERED)]
-    problems = [
-        (
-            r.prompt_id,
-            f"got {r.width}x{r.height} {r.duration_s}s audio={r.has_audio}, asked "
-            f"{r.expected_width}x{r.expected_height} {r.duration}s audio={r.generate_audio}",
-        )
-        for r in wrong.itertuples()
-    ]
+    problems = [(r.prompt_id, mismatch_text(r)) for r in wrong.itertuples()]
     problems += [(r.prompt_id, f"{r.status}: {r.error_message}") for r in expired.itertuples()]
     problems += [(p, "its stored video is gone from the store: restore it") for p in missing]
     # A table, not Markdown: a vendor's error message is shown as text, never rendered.
