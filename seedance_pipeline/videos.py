@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 MAX_VIDEO_BYTES_ENV = "SEEDANCE_MAX_VIDEO_BYTES"
 LINK_LIFETIME_SECONDS = 24 * 3600  # the vendor's result links live 24 hours
-DOWNLOAD_RETRY_SECONDS = 300
+DOWNLOAD_RETRY_SECONDS = 300  # a failed download is tried again this long after, not before
 DOWNLOAD_WORKERS = 4
 
 VIDEO_COLUMNS = REQUEST_COLUMNS + [
@@ -184,7 +184,12 @@ def _result_url(row: LedgerRow, client: Client) -> str:
 
 
 def _not_stored(row: LedgerRow, ledger: Ledger, status: Status, code: str, why: str) -> Status:
-    later = "" if status == Status.EXPIRED else "; the next run tries again while the link lives"
+    later = (
+        ""
+        if status == Status.EXPIRED
+        else f"; a run from {DOWNLOAD_RETRY_SECONDS // 60} minutes on tries again while the link "
+        "lives"
+    )
     log.error("%s/%s: video not stored: %s%s", row.partition, row.prompt_id, why, later)
     ledger.record_download_failed(
         row.partition,

@@ -409,7 +409,7 @@ def test_a_video_s3_cannot_take_ends_download_failed_and_is_tried_again(
     assert f"s3://{s3_that_hangs_up}/{PREFIX}/videos/{DAY}/p1.mp4: upload failed" in (
         row.error_message
     )
-    assert "the next run tries again while the link lives" in row.error_message
+    assert "a run from 5 minutes on tries again while the link lives" in row.error_message
     assert not store.scratch_path(DAY, "p1").exists()
 
 
