@@ -16,6 +16,12 @@ from .statuses import Status
 from .storage import VideoStore, video_key
 from .tables import TableStore
 
+
+def few(prompt_ids: list[str]) -> str:
+    """The first five of `prompt_ids`, for a message (… when there are more)."""
+    return ", ".join(prompt_ids[:5]) + ("…" if len(prompt_ids) > 5 else "")
+
+
 ASSET = "submissions"
 COLUMNS = [
     "partition",
@@ -99,7 +105,7 @@ def check_ledger(
             if _behind(known.get(rec.prompt_id), int(rec.attempt), rec.task_id)
         )
         if missing:
-            shown = ", ".join(missing[:5]) + ("…" if len(missing) > 5 else "")
+            shown = few(missing)
             raise _lost(
                 ledger,
                 [partition],

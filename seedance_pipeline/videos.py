@@ -24,6 +24,7 @@ import pandas as pd
 from .ledger import Ledger, LedgerRow
 from .media import MediaError, measure_video_output
 from .planning import REQUEST_COLUMNS
+from .records import few
 from .seedance import (
     DEFAULT_MAX_VIDEO_BYTES,
     DEFAULT_QUALITY,
@@ -158,10 +159,6 @@ def _picked(done: pd.DataFrame) -> pd.Series:
     return adaptive_text & pd.Series(frames, index=done.index, dtype=bool)
 
 
-def _few(prompt_ids: list[str]) -> str:
-    return ", ".join(prompt_ids[:5]) + ("…" if len(prompt_ids) > 5 else "")
-
-
 def _charged(lr: LedgerRow) -> float | None:
     """The vendor charges the reservation for a delivered task, or what the price table says
     when no answer reported `usage` (it is on "some answers" only), and nothing for a failed
@@ -276,14 +273,14 @@ def build_videos_table(
     ]
     if unsent := [pid for pid in accepted if pid not in by_prompt]:
         raise PartitionNotFinished(
-            f"{len(unsent)} accepted prompt(s) of {partition} were never sent ({_few(unsent)}): "
+            f"{len(unsent)} accepted prompt(s) of {partition} were never sent ({few(unsent)}): "
             f"{send_the_rest(partition)}, or take them out of the catalog; what was sent and "
             "paid is in the ledger meanwhile"
         )
     if waiting := [p for p in accepted if by_prompt[p].status in (*WAITING, Status.SUBMITTING)]:
         raise PartitionNotFinished(
             f"{len(waiting)} accepted prompt(s) of {partition} are not finished yet "
-            f"({_few(waiting)}); the task_poller sensor materialises this partition once they are"
+            f"({few(waiting)}); the task_poller sensor materialises this partition once they are"
         )
     earlier: dict[str, float] = {}
     for a in attempts:

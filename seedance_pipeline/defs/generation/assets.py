@@ -26,7 +26,7 @@ from ...follow import FOLLOWED_TAG, follower_failed, following
 from ...ledger import LedgerRow
 from ...planning import over_budget_message, plan_catalog, publish, requests_frame
 from ...publishing import PublishError
-from ...records import LedgerLost, check_ledger, write_record
+from ...records import LedgerLost, check_ledger, few, write_record
 from ...seedance import PriceTable
 from ...statuses import COUNTED, UNDELIVERED, RequestStatus, Status
 from ...storage import StoreRefused
@@ -197,7 +197,7 @@ def submitted_tasks(
     ):
         context.log.warning(
             f"{len(edited)} prompt(s) edited after they were sent, not sent again "
-            f"({', '.join(edited[:5])}{'…' if len(edited) > 5 else ''}): their videos are of "
+            f"({few(edited)}): their videos are of "
             "the request sent (request_changed in generated_videos); give an edited prompt a "
             "new prompt_id to generate it"
         )
