@@ -532,6 +532,11 @@ def test_a_key_the_answer_escaped_is_kept_out_too(driver, sleeps):
     with pytest.raises(AuthenticationError) as error:
         DRIVERS[driver](Recorder(gateway), "get_task", TASK_ID)
     assert error.value.message == '{"detail": "key *** is invalid"}'
+    # The key across the 200 characters kept of such an answer: its start was left.
+    padded = ('{"detail": "' + "x" * 180 + " key " + escaped + '"}').encode()
+    with pytest.raises(AuthenticationError) as error:
+        DRIVERS[driver](Recorder(httpx.Response(401, content=padded)), "get_task", TASK_ID)
+    assert KEY[:12] not in error.value.message and error.value.message.endswith(" key ***")
 
 
 TOKEN = "Zm9vYmFyLXRoZS1jYWxsYmFjay10b2tlbi0wMTIzNDU2Nzg"

@@ -374,21 +374,21 @@ def _retry_after(response: httpx.Response) -> float | None:
 def api_error(response: httpx.Response, body: bytes, hidden: tuple[str, ...] = ()) -> APIError:
     """The exception for an HTTP error answer, carrying the vendor's code and message, without
     the `hidden` secrets however the answer escaped them."""
-    body = _redacted(body, hidden)
     code, message, kind = None, None, None
-    said = body[:200].decode("utf-8", "replace")
+    said = body.decode("utf-8", "replace")  # the answer itself, when it has no error message
     try:
         payload = json.loads(body)
-        said = json.dumps(payload, ensure_ascii=False)[:200]  # its escapes (\u002d) read
+        said = json.dumps(payload, ensure_ascii=False)  # its escapes (\u002d) read
         error = payload.get("error") or {}
         code, message, kind = (_text(error.get(name)) for name in ("code", "message", "type"))
     except (ValueError, AttributeError, RecursionError):
         pass
-    message, code, kind = (
+    # Cut as read, before any is shortened: a secret across the cut would leave its start.
+    said, message, code, kind = (
         None if t is None else _redacted(t.encode(_UTF8, _AS_IS), hidden).decode(_UTF8, _AS_IS)
-        for t in (message or said or response.reason_phrase, code, kind)
+        for t in (said, message, code, kind)
     )
-    message = plain(message)
+    message = plain(message or said[:200] or response.reason_phrase)
     code, kind = (None if t is None else plain(t, 100) for t in (code, kind))
     cls = error_class_for(response.status_code)
     kwargs: dict[str, Any] = {}
@@ -626,10 +626,8 @@ class _BaseClient:
             raise _transport_error(exc, request, creates) from None
         refused = response.status_code == 429
         bucket.answered(sent_at, refused, _retry_after(response) if refused else None)
-        # A gateway, or the API, echoing the key or the request: it goes no further.
-        data = _redacted(body.data, hidden)
         if not response.is_success:
-            error = api_error(response, data, hidden)
+            error = api_error(response, body.data, hidden)
             if creates and response.status_code not in _NO_TASK_MADE:
                 raise OutcomeUnknownError(
                     f"{_where(request)} answered {error}; the vendor may have created the task, "
@@ -645,7 +643,8 @@ class _BaseClient:
             if body.overflow:
                 raise MalformedAnswerError(f"the answer is larger than {MAX_ANSWER_BYTES} bytes")
             try:
-                payload = json.loads(data)
+                # A gateway, or the API, echoing the key or the request: it goes no further.
+                payload = json.loads(_redacted(body.data, hidden))
             except (ValueError, RecursionError):  # RecursionError: arrays nested too deep
                 raise MalformedAnswerError("the answer is not JSON") from None
             return parse(payload)
