@@ -1,8 +1,8 @@
 """How close the clients hold to a key's rate limit, and how many calls it refuses.
 
 Against the emulator at `--rate-limit 20`, one thread creates tasks through the blocking
-client while 16 concurrent polls (a sensor tick's) hit the tasks made so far through the async
-client, as many polls as creates, both as fast as they are answered: together they ask far
+client while 16 concurrent polls (a poll round's, on 16 threads) hit the tasks made so far, as
+many polls as creates, both as fast as they are answered: together they ask far
 more than the limit. Printed per pacing: calls answered, the share refused with 429, and the
 rate of accepted calls against the limit.
 
@@ -12,7 +12,6 @@ Run: python benchmarks/pacing.py [--creates 1000] [--limit 20]
 from __future__ import annotations
 
 import argparse
-import asyncio
 import collections
 import logging
 import tempfile
@@ -24,14 +23,14 @@ import httpx
 
 from seedance_pipeline.defs.resources import POLL_RETRY, POLL_TIMEOUT
 from seedance_pipeline.emulator import DEFAULT_API_KEY, EmulatorConfig, running_emulator
-from seedance_pipeline.seedance import AsyncClient, Client, SeedanceError, _client
+from seedance_pipeline.seedance import Client, SeedanceError, _client
 
 BODY = {"model": "seedance-2.0-fast-text-to-video", "prompt": "waves", "duration": 4}
-CONCURRENT_POLLS = 16
+POLLS = 16
 
 
 class _Counting:
-    """Counts every answer's status, for the sync and the async transport alike."""
+    """Counts every answer's status."""
 
     def __init__(self):
         self.statuses: collections.Counter[int] = collections.Counter()
@@ -42,21 +41,12 @@ class _Counting:
             self.statuses[response.status_code] += 1
         return response
 
-    def sync(self) -> httpx.BaseTransport:
+    def transport(self) -> httpx.BaseTransport:
         counting = self
 
         class Transport(httpx.HTTPTransport):
             def handle_request(self, request: httpx.Request) -> httpx.Response:
                 return counting.note(super().handle_request(request))
-
-        return Transport()
-
-    def asynchronous(self) -> httpx.AsyncBaseTransport:
-        counting = self
-
-        class Transport(httpx.AsyncHTTPTransport):
-            async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-                return counting.note(await super().handle_async_request(request))
 
         return Transport()
 
@@ -80,37 +70,41 @@ def _drive(url: str, creates: int, cap: float | None, counting: _Counting) -> tu
     failed = collections.Counter()
 
     def create_all() -> None:
-        with Client(DEFAULT_API_KEY, transport=counting.sync(), **common) as client:
+        with Client(DEFAULT_API_KEY, transport=counting.transport(), **common) as client:
             for _ in range(creates):
                 try:
                     task_ids.append(client.create_task(BODY).id)
                 except SeedanceError:
                     failed["create"] += 1
 
-    async def poll_all() -> None:
-        polls = iter(range(creates))
+    def poll_all() -> None:
+        polls = iter(range(creates))  # shared by the workers
 
-        async def worker(client: AsyncClient) -> None:
+        def worker(client: Client) -> None:
             for n in polls:
                 while not task_ids:
-                    await asyncio.sleep(0.01)
+                    time.sleep(0.01)
                 try:
-                    await client.get_task(task_ids[n % len(task_ids)])
+                    client.get_task(task_ids[n % len(task_ids)])
                 except SeedanceError:
                     failed["poll"] += 1
 
-        async with AsyncClient(
+        with Client(
             DEFAULT_API_KEY,
             timeout=POLL_TIMEOUT,
             retry=POLL_RETRY,
-            transport=counting.asynchronous(),
+            transport=counting.transport(),
             **common,
         ) as client:
-            await asyncio.gather(*(worker(client) for _ in range(CONCURRENT_POLLS)))
+            workers = [threading.Thread(target=worker, args=(client,)) for _ in range(POLLS)]
+            for thread in workers:
+                thread.start()
+            for thread in workers:
+                thread.join()
 
     creator = threading.Thread(target=create_all)
     creator.start()
-    asyncio.run(poll_all())
+    poll_all()
     creator.join()
     return failed["create"], failed["poll"]
 
@@ -123,14 +117,14 @@ def main() -> None:
     logging.getLogger("seedance_pipeline.seedance").setLevel(logging.ERROR)  # no retry lines
     tmp = Path(tempfile.mkdtemp(prefix="pacing-bench-"))
     print(
-        f"{args.creates} creates and their polls ({CONCURRENT_POLLS} concurrent) against a "
+        f"{args.creates} creates and their polls ({POLLS} concurrent) against a "
         f"limit of {args.limit:g} requests/s"
     )
     print(f"{'pacing':<22}{'calls':>7}{'429':>6}{'429 share':>11}{'accepted/s':>12}{'seconds':>9}")
     modes = [("none (old behaviour)", None), ("adaptive (default)", None), ("cap 18", 18.0)]
     learned = _client._bucket
     for n, (name, cap) in enumerate(modes):
-        _client._bucket = (lambda base_url, cap: _NoPacing()) if n == 0 else learned
+        _client._bucket = (lambda *lane: _NoPacing()) if n == 0 else learned
         # time_scale 100: no task ends (and renders a video) during the run; polls still count.
         config = EmulatorConfig(
             port=0,

@@ -76,7 +76,7 @@ def tick_figures(ledger: Ledger, url: str, tasks: int, rounds: int) -> None:
             with ledger.db.transaction() as db:  # make every task due again
                 db.execute(sql("UPDATE tasks SET next_poll_at = 0"))
             started = time.perf_counter()
-            summary = poll_round(ledger, evolink.async_client, limit=limit)
+            summary = poll_round(ledger, evolink.poll_client, limit=limit)
             times.append(time.perf_counter() - started)
         print(
             f"  tick polling {summary.polled} of {tasks} outstanding: median "
@@ -84,7 +84,7 @@ def tick_figures(ledger: Ledger, url: str, tasks: int, rounds: int) -> None:
             f"{summary.errors} poll errors)"
         )
     started = time.perf_counter()
-    idle = poll_round(ledger, evolink.async_client)
+    idle = poll_round(ledger, evolink.poll_client)
     print(f"  tick with none due: {time.perf_counter() - started:.3f} s ({idle.polled} polled)")
 
 

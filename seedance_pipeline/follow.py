@@ -69,7 +69,7 @@ def follow_day(
     with (
         evolink.client() as client,
         (
-            PollRounds(evolink.async_client, evolink.max_requests_per_second)
+            PollRounds(evolink.poll_client, evolink.max_requests_per_second)
             if polls
             else nullcontext()
         ) as poll_round,

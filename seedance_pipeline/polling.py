@@ -10,17 +10,19 @@ off on its own, so nothing floods.
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from .ledger import Ledger, LedgerBusy, LedgerRow, PollUpdate
 from .seedance import (
     AccessDeniedError,
-    AsyncClient,
     AuthenticationError,
+    CallCutOff,
+    Client,
     NotFoundError,
     SeedanceError,
     Task,
@@ -40,9 +42,10 @@ CALLBACK_GRACE_SECONDS = 20.0
 # that stepped back and is due at once.
 MAX_FIRST_DELAY = 600.0
 # A poll round (a sensor tick) must end well inside Dagster's 60 s: no poll starts after
-# 25 s, and polls still running at 45 s are cancelled (their tasks stay due).
+# 25 s, and polls still running at 45 s are cut off (their tasks stay due).
 START_POLLS_WITHIN_SECONDS = 25
 ROUND_BUDGET_SECONDS = 45
+CUT_OFF_MARGIN_SECONDS = 3.0
 MIN_LOCK_WAIT = 2.0  # a round past its budget still waits this long to record its answers
 CONCURRENT_POLLS = 16
 BATCH = 400
@@ -183,21 +186,21 @@ class PollSummary:
     first_error: str | None = None  # what to fix, for the sensor's log
 
 
-async def poll_due(
+def poll_due(
     ledger: Ledger,
-    client: AsyncClient,
+    client: Client,
+    pool: Executor,
     *,
     limit: int = BATCH,
-    concurrency: int = CONCURRENT_POLLS,
     start_by: float | None = None,
     finish_by: float | None = None,
     policy: PollPolicy = PollPolicy(),
 ) -> PollSummary:
-    """Poll up to `limit` due tasks, `concurrency` at a time, and record what they say.
+    """Poll up to `limit` due tasks on `pool`'s threads, and record what they say.
 
-    No poll starts after `start_by`, and polls still running at `finish_by` are cancelled
-    (both `time.monotonic()`); their tasks stay due for the next round. The round's answers
-    are written in one transaction once the polls are over.
+    No poll starts after `start_by`, and every poll ends by `finish_by` (both
+    `time.monotonic()`): one cut off there learns nothing, and its task stays due for the next
+    round. The round's answers are written in one transaction once the polls are over.
 
     Raises:
         PollingRefused: the key was refused (401/403); the answers before it are recorded.
@@ -206,41 +209,54 @@ async def poll_due(
     summary = PollSummary()
     updates: list[PollUpdate] = []
     refused: list[SeedanceError] = []
-    gate = asyncio.Semaphore(concurrency)
+    lock = threading.Lock()  # guards the above and below
+    ended = 0  # polls that came back within the round
+    over = False  # the round has taken its answers: a poll later than that is asked again
 
-    async def poll(row: LedgerRow) -> None:
-        async with gate:
-            if refused or (start_by is not None and time.monotonic() > start_by):
-                return
+    def poll(row: LedgerRow) -> None:
+        nonlocal ended
+        if refused or (start_by is not None and time.monotonic() > start_by):
+            return
+        with lock:
             summary.polled += 1
-            try:
-                update = interpret(row, await client.get_task(row.task_id), time.time(), policy)
-            except (AuthenticationError, AccessDeniedError) as exc:
-                refused.append(exc)
+        error = None
+        try:
+            task = client.get_task(row.task_id, deadline=finish_by)
+            update = interpret(row, task, time.time(), policy)
+        except (AuthenticationError, AccessDeniedError) as exc:
+            refused.append(exc)
+            update = None
+        except CallCutOff:
+            return  # counted below, with those still under way
+        except SeedanceError as exc:
+            update, error = interpret_error(row, exc, time.time(), policy), str(exc)
+        except Exception:  # a bug, not an answer: this task backs off, the round goes on
+            log.exception("task %s: polling it failed unexpectedly; asked again later", row.task_id)
+            update = _backed_off(row, time.time(), policy)
+            error = f"task {row.task_id}: polling it failed unexpectedly (see the log)"
+        with lock:
+            if over:
                 return
-            except SeedanceError as exc:
+            ended += 1
+            if update is None:
+                return
+            updates.append(update)
+            if error is None:
+                summary.finished += update.status is not None and update.status not in WAITING
+            else:
                 summary.errors += 1
-                summary.first_error = summary.first_error or str(exc)
-                updates.append(interpret_error(row, exc, time.time(), policy))
-                return
-            except Exception:  # a bug, not an answer: this task backs off, the round goes on
-                log.exception(
-                    "task %s: polling it failed unexpectedly; asked again later", row.task_id
-                )
-                summary.errors += 1
-                updates.append(_backed_off(row, time.time(), policy))
-                return
-        summary.finished += update.status is not None and update.status not in WAITING
-        updates.append(update)
+                summary.first_error = summary.first_error or error
 
     if rows:
-        polls = [asyncio.ensure_future(poll(r)) for r in rows]
+        polls = [pool.submit(poll, r) for r in rows]
+        # Each poll ends by `finish_by` itself; the margin is for a name lookup under way.
         timeout = None if finish_by is None else max(0.0, finish_by - time.monotonic())
-        _, unfinished = await asyncio.wait(polls, timeout=timeout)
-        for job in unfinished:
-            job.cancel()
-        await asyncio.gather(*unfinished, return_exceptions=True)
-        summary.errors += len(unfinished)
+        wait(polls, None if timeout is None else timeout + CUT_OFF_MARGIN_SECONDS)
+        for job in polls:
+            job.cancel()  # not started: asked next round
+    with lock:
+        over = True
+        summary.errors += summary.polled - ended  # cut off, or still under way
     # The answers wait for the ledger's lock only as long as the round has left: a sensor tick
     # must end in time, and an answer not recorded is asked again next round.
     lock_wait = None if finish_by is None else max(MIN_LOCK_WAIT, finish_by - time.monotonic())
@@ -258,51 +274,45 @@ async def poll_due(
 
 
 class PollRounds:
-    """Poll rounds on one event loop and one client, which keeps its connections: a day
-    followed by `run` polls every few seconds, and a new loop and connections per round
-    would cost more CPU than the polls themselves."""
+    """Poll rounds on one client and one pool of threads, which keep their connections: a day
+    followed by `run` polls every few seconds, and new ones each round would cost more CPU
+    than the polls themselves. (Blocking calls on threads: httpx's asyncio stack costs twice
+    the CPU a poll.)"""
 
-    def __init__(
-        self, client: Callable[[], AsyncClient], max_requests_per_second: float | None = None
-    ):
+    def __init__(self, client: Callable[[], Client], max_requests_per_second: float | None = None):
         rate = max_requests_per_second
         # Paced, a poll waits for its slot: keep no more than ~5 s of slots booked ahead.
-        self.concurrency = (
-            max(1, min(CONCURRENT_POLLS, int(rate * 5))) if rate else CONCURRENT_POLLS
-        )
-        self._loop = asyncio.Runner()
+        concurrency = max(1, min(CONCURRENT_POLLS, int(rate * 5))) if rate else CONCURRENT_POLLS
         self._api = client()
+        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="poll")
 
     def __enter__(self) -> PollRounds:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        try:
-            self._loop.run(self._api.aclose())
-        finally:
-            self._loop.close()
+        # A poll past its round (a name lookup, which no timeout bounds) is not waited for.
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._api.close()
 
     def __call__(
         self, ledger: Ledger, *, limit: int = BATCH, policy: PollPolicy = PollPolicy()
     ) -> PollSummary:
         """Poll the due tasks once."""
         now = time.monotonic()
-        return self._loop.run(
-            poll_due(
-                ledger,
-                self._api,
-                limit=limit,
-                concurrency=self.concurrency,
-                start_by=now + START_POLLS_WITHIN_SECONDS,
-                finish_by=now + ROUND_BUDGET_SECONDS,
-                policy=policy,
-            )
+        return poll_due(
+            ledger,
+            self._api,
+            self._pool,
+            limit=limit,
+            start_by=now + START_POLLS_WITHIN_SECONDS,
+            finish_by=now + ROUND_BUDGET_SECONDS,
+            policy=policy,
         )
 
 
 def poll_round(
     ledger: Ledger,
-    client: Callable[[], AsyncClient],
+    client: Callable[[], Client],
     *,
     max_requests_per_second: float | None = None,
     limit: int = BATCH,

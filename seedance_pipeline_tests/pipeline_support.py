@@ -80,7 +80,7 @@ def wait_for_tasks(resources: dict, partition: str = DAY, timeout: float = 60) -
     while any(r.status in WAITING for r in ledger.rows(partition)):
         assert time.monotonic() < deadline, "tasks did not finish in time"
         time.sleep(0.2)
-        poll_round(ledger, evolink.async_client)
+        poll_round(ledger, evolink.poll_client)
 
 
 def save_videos(resources: dict, partition: str = DAY, instance: DagsterInstance | None = None):

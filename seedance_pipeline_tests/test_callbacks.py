@@ -690,7 +690,7 @@ def test_a_first_poll_planned_minutes_ahead_waits_for_its_time(ledger, emulator,
         ledger.claim(DAY, prompt_id, BODY, 1.0)
         ledger.record_submitted(DAY, prompt_id, f"task-{prompt_id}", first_poll)
 
-    summary = poll_round(ledger, lambda: AsyncClient(api_key, base_url=emulator))
+    summary = poll_round(ledger, lambda: Client(api_key, base_url=emulator))
     assert summary.polled == 1
     assert _row(ledger, "deferred").polls == 0
 

@@ -19,6 +19,7 @@ import pytest
 
 from seedance_pipeline.seedance import (
     AsyncClient,
+    CallCutOff,
     Client,
     DownloadTimeoutError,
     OutcomeUnknownError,
@@ -184,3 +185,22 @@ def test_a_trickled_api_answer_is_cut_off_at_its_deadline(
         assert server.requests == 1  # a create is never resent
     assert took < DEADLINE + MARGIN
     assert info.value.retryable == (call == "get_task")
+
+
+SERVICE_UNAVAILABLE = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [*TRICKLES.values(), (SERVICE_UNAVAILABLE, lambda: b"")],
+    ids=[*TRICKLES, "503 then a retry past it"],
+)
+def test_a_poll_given_a_deadline_ends_by_it_having_learned_nothing(answer):
+    """A poll round's deadline (the sensor tick's end) cuts a poll whatever it is doing, and
+    says so apart from an answer: its task stays due, not backed off as if it had failed."""
+    with host(answer) as server, Client(KEY, base_url=server.url) as c:
+        started = time.monotonic()
+        with pytest.raises(CallCutOff):
+            c.get_task(API_CALLS["get_task"][0], deadline=started + DEADLINE)
+        took = time.monotonic() - started
+    assert took < DEADLINE + 0.5, took

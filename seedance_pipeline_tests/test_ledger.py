@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -19,13 +19,19 @@ from seedance_pipeline.ledger import AnswerNotRecorded, Ledger, PollUpdate, Task
 from seedance_pipeline.ledger.database import safe_url, sql
 from seedance_pipeline.ledger.migrations import MIGRATIONS
 from seedance_pipeline.polling import MIN_LOCK_WAIT, poll_due
-from seedance_pipeline.seedance import AsyncClient
+from seedance_pipeline.seedance import Client
 from seedance_pipeline.statuses import Status
 
 DAY = "2026-11-20"
 REQUEST = {"model": "seedance-2.0-text-to-video", "prompt": "x", "duration": 4}
 # Another machine: its kernel differs, so only its lease tells whether it is alive.
 OTHER_HOST = "worker-b/ffffffff-0000-0000-0000-000000000000.1/4242/abcdef01"
+
+
+def poll_once(ledger, transport, **options):
+    """One `poll_due` round through the sync client on `transport`, 4 polls at a time."""
+    with Client("k", transport=transport) as client, ThreadPoolExecutor(4) as pool:
+        return poll_due(ledger, client, pool, **options)
 
 
 @pytest.fixture
@@ -283,11 +289,7 @@ def test_a_poll_round_keeps_its_deadline_while_another_writer_holds_the_lock(led
     transport = httpx.MockTransport(lambda request: httpx.Response(200, json=answer))
 
     def one_round(finish_in: float):
-        async def go():
-            async with AsyncClient("k", transport=transport) as client:
-                return await poll_due(ledger, client, finish_by=time.monotonic() + finish_in)
-
-        return asyncio.run(go())
+        return poll_once(ledger, transport, finish_by=time.monotonic() + finish_in)
 
     held, release = threading.Event(), threading.Event()
 
@@ -330,11 +332,7 @@ def test_a_poll_answer_with_a_25_digit_progress_does_not_stop_the_round(ledger):
     }
     transport = httpx.MockTransport(lambda request: httpx.Response(200, content=json.dumps(answer)))
 
-    async def one_round():
-        async with AsyncClient("k", transport=transport) as client:
-            return await poll_due(ledger, client)
-
-    summary = asyncio.run(one_round())
+    summary = poll_once(ledger, transport)
     assert (summary.polled, summary.finished, summary.errors) == (1, 1, 0)
     row = next(r for r in ledger.rows(DAY) if r.prompt_id == "sent")
     assert (row.status, row.result_url, row.credits_reserved) == (
@@ -399,11 +397,7 @@ def test_a_poll_failing_unexpectedly_backs_its_task_off_and_says_why(ledger, mon
 
     monkeypatch.setattr(polling, "interpret", interpret)
 
-    async def one_round():
-        async with AsyncClient("k", transport=httpx.MockTransport(answer)) as client:
-            return await poll_due(ledger, client)
-
-    summary = asyncio.run(one_round())
+    summary = poll_once(ledger, httpx.MockTransport(answer))
     assert (summary.polled, summary.finished, summary.errors) == (2, 1, 1)
     rows = {r.prompt_id: r for r in ledger.rows(DAY)}
     assert rows["other"].status == "failed"

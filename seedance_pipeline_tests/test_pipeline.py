@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 import pytest
@@ -34,6 +36,7 @@ from seedance_pipeline.statuses import Status
 from seedance_pipeline.submission import Planned, submit_all
 from seedance_pipeline.tables import read_table, table_path
 
+from .client_support import loopback_server
 from .pipeline_support import (
     DAY,
     copy_sample_data,
@@ -201,7 +204,7 @@ def test_videos_completing_while_the_day_is_submitted_are_stored_by_the_submitti
 
     def sensor() -> None:  # the sensor's own polling, every few tenths of a second
         while submitting.is_set():
-            poll_round(ledger, evolink.async_client)
+            poll_round(ledger, evolink.poll_client)
             threading.Event().wait(0.3)
 
     poller = threading.Thread(target=sensor)
@@ -308,16 +311,18 @@ def test_the_follower_outlasts_a_ledger_outage_and_names_the_ledger_when_it_last
         pass
 
 
+class _Silent(http.server.BaseHTTPRequestHandler):
+    """Takes a request and never answers it (for 30 s)."""
+
+    def do_GET(self):
+        time.sleep(30)
+
+
 def test_polls_past_the_rounds_deadlines_stay_due_for_the_next(project, api_key):
     """A slow or rate-limited API shortens a round; it never overruns a sensor tick."""
-    import asyncio
-    import time
-
-    import httpx
-
     from seedance_pipeline.ledger.database import sql
     from seedance_pipeline.polling import poll_due
-    from seedance_pipeline.seedance import AsyncClient
+    from seedance_pipeline.seedance import Client
 
     _, url, resources = project
     assert submit(resources).success
@@ -326,28 +331,27 @@ def test_polls_past_the_rounds_deadlines_stay_due_for_the_next(project, api_key)
     waiting = [r.task_id for r in ledger.due_tasks(far_future, 100)]
     assert len(waiting) == 6
 
-    async def hang(request):
-        await asyncio.sleep(30)
-
-    async def round_with(start_by: float, finish_by: float | None = None, transport=None):
-        client = AsyncClient(api_key, base_url=url, transport=transport)
-        async with client:
-            return await poll_due(ledger, client, start_by=start_by, finish_by=finish_by)
+    def round_with(start_by: float, finish_by: float | None = None, base_url: str = url):
+        with Client(api_key, base_url=base_url) as client, ThreadPoolExecutor(4) as pool:
+            return poll_due(ledger, client, pool, start_by=start_by, finish_by=finish_by)
 
     def polls():
         return [r.polls for r in ledger.rows(DAY) if r.task_id]
 
     with ledger.db.transaction() as db:  # every task due now
         db.execute(sql("UPDATE tasks SET next_poll_at = 0"))
-    late = asyncio.run(round_with(time.monotonic() - 1))
+    late = round_with(time.monotonic() - 1)
     assert late.polled == 0 and polls() == [0] * 6
-    started = time.monotonic()
-    stuck = asyncio.run(
-        round_with(started + 30, started + 0.5, transport=httpx.MockTransport(hang))
-    )
-    assert time.monotonic() - started < 10 and stuck.errors == 6 and polls() == [0] * 6
+    with loopback_server(_Silent) as silent:
+        started = time.monotonic()
+        stuck = round_with(
+            started + 30, started + 0.5, f"http://127.0.0.1:{silent.server_address[1]}"
+        )
+        took = time.monotonic() - started
+    # cut off at 0.5 s by the client, not abandoned after the round's margin (3 s)
+    assert took < 2.0 and stuck.errors == 6 and polls() == [0] * 6, took
     assert len(ledger.due_tasks(time.time(), 100)) == 6
-    on_time = asyncio.run(round_with(time.monotonic() + 30))
+    on_time = round_with(time.monotonic() + 30)
     assert on_time.polled == 6 and polls() == [1] * 6
 
 

@@ -48,15 +48,22 @@ class EvoLinkResource(ConfigurableResource):
             max_requests_per_second=self.max_requests_per_second,
         )
 
+    def poll_client(self) -> Client:
+        """For polls: short timeouts and few retries, so that a poll round ends in time."""
+        return Client(self.api_key, **self._poll_options())
+
     def async_client(self) -> AsyncClient:
-        return AsyncClient(
-            self.api_key,
-            base_url=self.base_url,
-            files_url=self.files_url,
-            timeout=POLL_TIMEOUT,
-            retry=POLL_RETRY,
-            max_requests_per_second=self.max_requests_per_second,
-        )
+        """As `poll_client`, for the callback receiver's event loop."""
+        return AsyncClient(self.api_key, **self._poll_options())
+
+    def _poll_options(self) -> dict:
+        return {
+            "base_url": self.base_url,
+            "files_url": self.files_url,
+            "timeout": POLL_TIMEOUT,
+            "retry": POLL_RETRY,
+            "max_requests_per_second": self.max_requests_per_second,
+        }
 
 
 class PipelineResource(ConfigurableResource):

@@ -27,7 +27,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
@@ -37,6 +37,7 @@ import httpx
 
 from ._exceptions import (
     APIError,
+    CallCutOff,
     DownloadError,
     DownloadTimeoutError,
     DownloadTooLargeError,
@@ -267,6 +268,18 @@ def _bound_reads(event: str, info: dict[str, Any]) -> None:
             raise httpcore.ReadTimeout(deadline.cut_off)
 
         stream.read = bounded
+
+
+def _cut_timeouts(request: httpx.Request, at: float) -> None:
+    """Bound `request`'s connect, pool wait and send (httpx's timeouts, which reads' deadline
+    does not reach) by `at` (`time.monotonic()`)."""
+    left = at - time.monotonic()
+    if left <= 0:
+        raise CallCutOff("its deadline passed before it was sent")
+    timeouts = request.extensions.get("timeout", {})
+    request.extensions["timeout"] = {
+        name: left if value is None else min(value, left) for name, value in timeouts.items()
+    }
 
 
 class _PublicPeer:
@@ -806,7 +819,10 @@ class Client(_BaseClient):
         self._http.close()
         self._downloads.close()
 
-    def _run(self, steps: _Steps[T]) -> T:
+    def _run(self, steps: _Steps[T], cut_off_at: float | None = None) -> T:
+        """Carry a call's steps out; with `cut_off_at` (`time.monotonic()`), the call ends by
+        then whatever it is doing (waiting its turn or a retry, connecting, sending, reading)
+        and raises `CallCutOff`."""
         opened: list[httpx.Response] = []
         pool = self._http
         try:
@@ -815,9 +831,13 @@ class Client(_BaseClient):
                 result = None
                 try:
                     if isinstance(step, _Deadline):
+                        if cut_off_at is not None and cut_off_at < step.at:
+                            step = replace(step, at=cut_off_at)
                         _DEADLINE.step = step
                         pool = self._downloads if step.download else self._http
                     elif isinstance(step, _Sleep):
+                        if cut_off_at is not None and time.monotonic() + step.seconds > cut_off_at:
+                            raise CallCutOff("its deadline comes before its turn")
                         time.sleep(step.seconds)
                     elif isinstance(step, _Read):
                         if step.sink and step.response.is_stream_consumed:
@@ -828,6 +848,8 @@ class Client(_BaseClient):
                                     break
                         step.response.close()
                     else:
+                        if cut_off_at is not None:
+                            _cut_timeouts(step, cut_off_at)
                         step.extensions["trace"] = self._trace(step, pool)
                         result = pool.send(step, stream=True)
                         opened.append(result)
@@ -837,6 +859,10 @@ class Client(_BaseClient):
                     step = steps.send(result)
         except StopIteration as done:
             return done.value
+        except SeedanceError:
+            if cut_off_at is not None and time.monotonic() >= cut_off_at:
+                raise CallCutOff("its deadline passed before its answer came") from None
+            raise
         finally:
             _DEADLINE.step = None
             steps.close()
@@ -862,13 +888,14 @@ class Client(_BaseClient):
         """
         return self._run(self._create(request))
 
-    def get_task(self, task_id: str) -> Task:
-        """The task's current state.
+    def get_task(self, task_id: str, *, deadline: float | None = None) -> Task:
+        """The task's current state; with `deadline` (`time.monotonic()`), by then.
 
         Raises:
             MalformedAnswerError: the answer is not this task's state.
+            CallCutOff: `deadline` came first.
         """
-        return self._run(self._get_task(task_id))
+        return self._run(self._get_task(task_id), deadline)
 
     def get_credits(self) -> dict[str, Any]:
         """The account balance (`GET /v1/credits`); also the cheap way to check a key."""

@@ -110,6 +110,11 @@ class DownloadTimeoutError(DownloadError):
     retryable = True
 
 
+class CallCutOff(Exception):
+    """A call given a deadline had not ended by it (a poll round's end): nothing was learned
+    from it, so the question stands; not an answer, and not the vendor's error."""
+
+
 _BY_STATUS: dict[int, type[APIError]] = {
     400: InvalidRequestError,
     401: AuthenticationError,

@@ -176,7 +176,7 @@ def task_poller(
     ledger = pipeline.ledger()
     try:
         summary = poll_round(
-            ledger, evolink.async_client, max_requests_per_second=evolink.max_requests_per_second
+            ledger, evolink.poll_client, max_requests_per_second=evolink.max_requests_per_second
         )
         context.log.info(
             f"polled {summary.polled} task(s), {summary.finished} finished, "
