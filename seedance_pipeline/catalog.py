@@ -10,6 +10,7 @@ import difflib
 import gc
 import hashlib
 import io
+import math
 import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -31,6 +32,8 @@ from .seedance import (
 from .settings import parse_day
 
 PROMPT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_UNNAMED_INDEX = re.compile(r"__index_level_\d+__")  # pandas' name for an index it saves
+_LARGEST_WHOLE = 2**63  # a table's int64 holds less
 PROMPT_REQUIRED = ("prompt_id", "scheduled_date", "model", "prompt")
 MEDIA_REQUIRED = ("media_id", "kind", "uri")
 LIST_COLUMNS = ("image_ids", "video_ids", "audio_ids")
@@ -141,8 +144,9 @@ def _read_parquet(path: Path, raw: bytes) -> tuple[list[int], Columns]:
     """A Parquet file's rows, numbered from 1 (pandas' saved index columns left out)."""
     try:
         table = pq.ParquetFile(pa.BufferReader(raw)).read(use_threads=False)  # read_parquet
+        # A named index (`set_index("prompt_id")`) is a column of the catalog's, kept.
         index = (table.schema.pandas_metadata or {}).get("index_columns", [])
-        table = table.drop_columns([c for c in index if isinstance(c, str)])
+        table = table.drop_columns([c for c in index if _UNNAMED_INDEX.fullmatch(str(c))])
         columns = table.column_names
         values = [[_cell(v) for v in column.to_pylist()] for column in table.columns]
     except Exception as exc:  # pyarrow raises many types for unreadable files
@@ -286,6 +290,22 @@ def _misspelt(name: str, absent: list[str]) -> str | None:
     return next((c for c in _PRICED if c in candidates and c.split("_")[0] == first), None)
 
 
+def _header_problem(columns: list[str], missing: list[str]) -> str:
+    """What the header read as lacks, for a user who wrote the columns: one named otherwise,
+    or a file separated by something other than commas."""
+    for name in columns:
+        if meant := _misspelt(str(name), missing):
+            return f"if column {name!r} means {meant!r}, name it so"
+    first = str(columns[0]) if columns else ""
+    if len(columns) == 1 and (sep := next((c for c in ";\t|" if c in first), None)):
+        return (
+            f"the header reads as one column ({first[:80]!r}): separate the columns with "
+            f"commas, not {sep!r}"
+        )
+    shown = ", ".join(repr(str(c)[:40]) for c in columns[:8])
+    return f"the header read: {shown or 'nothing'}" + (", ..." if len(columns) > 8 else "")
+
+
 class _Rows:
     """A table's cells, converted column by column, with the location of each for errors."""
 
@@ -294,7 +314,10 @@ class _Rows:
         self.numbers, self.columns = _read_table(path, raw)
         missing = [c for c in required if c not in self.columns]
         if missing:
-            raise CatalogError(f"{path}: missing required column(s) {', '.join(missing)}")
+            raise CatalogError(
+                f"{path}: missing required column(s) {', '.join(missing)}; "
+                + _header_problem(list(self.columns), missing)
+            )
         absent = [c for c in known if c not in self.columns]
         for name in self.columns:
             if name not in known and (meant := _misspelt(str(name), absent)):
@@ -344,14 +367,27 @@ class _Rows:
     def text(self, row: int, record: dict, column: str, required: bool = False) -> str | None:
         return self.text_cell(row, column, record.get(column), required)
 
-    def identifier(self, row: int, column: str, value: object, seen: dict[str, int]) -> str:
-        """A required id of the catalog's form, on no earlier row (`seen`: id -> its row)."""
+    def identifier(
+        self, row: int, column: str, value: object, seen: dict[str, tuple], names_files=False
+    ) -> str:
+        """A required id of the catalog's form, on no earlier row (`seen`: id -> the id and its
+        row); one that `names_files` not even in another case, for on macOS and Windows
+        `Hero.mp4` is `hero.mp4`."""
         if not (isinstance(value, str) and PROMPT_ID.fullmatch(value)):
             found = self.text_cell(row, column, value, required=True)  # blank? not text?
             raise self.error(row, column, f"{found!r} must match [A-Za-z0-9_-]{{1,64}}")
-        if value in seen:
-            raise self.error(row, column, f"{value!r} repeats row {seen[value]}")
-        seen[value] = row
+        key = value.lower() if names_files else value
+        if (earlier := seen.get(key)) is not None:
+            same, at = earlier
+            if same == value:
+                raise self.error(row, column, f"{value!r} repeats row {at}")
+            raise self.error(
+                row,
+                column,
+                f"{value!r} differs from row {at}'s {same!r} only in case; their files would be "
+                "one on macOS and Windows: rename one",
+            )
+        seen[key] = (value, row)
         return value
 
     def text_cell(
@@ -377,6 +413,8 @@ class _Rows:
             raise self.error(row, column, f"{value!r} is not a whole number") from None
         if not number.is_integer():
             raise self.error(row, column, f"{value!r} is not a whole number")
+        if abs(number) >= _LARGEST_WHOLE:
+            raise self.error(row, column, f"{value!r} is out of range")
         return int(number)
 
     def number(self, row: int, record: dict, column: str) -> float | None:
@@ -384,9 +422,12 @@ class _Rows:
         if value is None:
             return None
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise self.error(row, column, f"{value!r} is not a number") from None
+        if not math.isfinite(number) or abs(number) >= _LARGEST_WHOLE:
+            raise self.error(row, column, f"{value!r} is not a number in range")
+        return number
 
     def boolean(self, row: int, column: str, value: object, default: bool) -> bool:
         if value is None:
@@ -491,7 +532,7 @@ def load_prompts(path: str | Path) -> list[Prompt]:
 
 def _prompts(path: Path, raw: bytes) -> tuple[Prompt, ...]:
     rows = _Rows(path, raw, PROMPT_REQUIRED, PROMPT_COLUMNS)
-    unique_id = partial(rows.identifier, seen={})
+    unique_id = partial(rows.identifier, seen={}, names_files=True)
     text, required = rows.text_cell, partial(rows.text_cell, required=True)
     # In the order a row's cells are checked: of a row's bad cells, the first is reported.
     cells = (
@@ -561,7 +602,7 @@ def load_media(path: str | Path, data_dir: str | Path) -> dict[str, Media]:
 def _media(path: Path, raw: bytes, root: Path) -> dict[str, Media]:
     rows = _Rows(path, raw, MEDIA_REQUIRED, MEDIA_COLUMNS)
     out: dict[str, Media] = {}
-    seen: dict[str, int] = {}
+    seen: dict[str, tuple] = {}
     for row, rec in rows:
         media_id = rows.identifier(row, "media_id", rec.get("media_id"), seen)
         kind = rows.text(row, rec, "kind", required=True).lower()
@@ -599,7 +640,10 @@ def _local_path(rows: _Rows, row: int, uri: str, base: Path, root: Path) -> Path
         raise rows.error(
             row, "uri", f"{uri!r}: absolute paths are not allowed; use a relative path"
         )
-    resolved = (base / uri).resolve()
+    try:
+        resolved = (base / uri).resolve()
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
+        raise rows.error(row, "uri", f"{uri!r} cannot be followed: {exc}") from None
     if not resolved.is_relative_to(root):
         raise rows.error(row, "uri", f"{uri!r} points outside the data directory {root}")
     return resolved
