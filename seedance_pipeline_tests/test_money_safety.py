@@ -13,11 +13,12 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
-from dagster import DagsterInstance, build_sensor_context
+from dagster import DagsterInstance, build_sensor_context, materialize
 from PIL import Image
 
 from seedance_pipeline import seedance
 from seedance_pipeline.cli import main
+from seedance_pipeline.definitions import DOMAINS
 from seedance_pipeline.defs.generation import assets as generation_assets
 from seedance_pipeline.defs.generation.sensors import task_poller
 from seedance_pipeline.emulator.config import PRICES as EMULATOR_PRICES
@@ -164,6 +165,33 @@ def test_a_day_whose_submission_was_stopped_is_left_to_its_user(day):
     assert [r.partition_key for r in tick.run_requests] == []
     assert submit(resources).success  # the user sends the day again: the new prompt goes
     assert DAY not in ledger.partitions_incomplete()
+
+
+def test_a_day_the_sensor_sends_on_is_planned_again_so_deleted_prompts_are_not_paid(
+    tmp_path, emulator, api_key
+):
+    """The sensor's run sending the rest of a day sent what the day's last plan held: prompts
+    deleted from the catalog since were paid for all the same."""
+    data = tmp_path / "data"
+    write_catalog(data, 6)
+    resources = make_resources(data, emulator, api_key)
+    assert plan_requests(resources).success
+    resources["pipeline"].ledger().set_submission_complete(DAY, False)  # cut short, none sent
+    kept = write_catalog(data, 3)  # the user deletes three rows meanwhile
+    with DagsterInstance.ephemeral() as instance:
+        [request] = task_poller(
+            build_sensor_context(instance=instance, resources=resources)
+        ).run_requests
+        assets = {a.key: a for a in DOMAINS.assets}
+        result = materialize(
+            [assets[key] for key in request.asset_selection],
+            partition_key=request.partition_key,
+            resources=resources,
+            instance=instance,
+        )
+    assert result.success
+    assert sorted(r.prompt_id for r in ledger_rows(resources)) == kept
+    assert len(emulator_tasks(emulator)) == 3
 
 
 def test_a_new_day_interrupted_while_submitting_is_not_sent_on_by_the_sensor(day, monkeypatch):

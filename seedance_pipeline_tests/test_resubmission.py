@@ -6,7 +6,8 @@ from collections import Counter
 
 from dagster import build_sensor_context, instance_for_test
 
-from seedance_pipeline.defs.generation.assets import submitted_tasks
+from seedance_pipeline.defs.catalog.assets import prompt_catalog
+from seedance_pipeline.defs.generation.assets import generation_requests, submitted_tasks
 from seedance_pipeline.defs.generation.sensors import task_poller
 from seedance_pipeline.ledger import RESUBMITTABLE_CODES
 from seedance_pipeline.tables import read_table
@@ -37,7 +38,7 @@ def test_transient_failures_are_resubmitted_up_to_the_limit(tmp_path, start_emul
     with instance_for_test() as instance:  # the sensor asks for a resubmission run
         result = task_poller(build_sensor_context(instance=instance, resources=resources))
     assert [(r.partition_key, r.asset_selection) for r in result.run_requests] == [
-        (DAY, [submitted_tasks.key])
+        (DAY, [prompt_catalog.key, generation_requests.key, submitted_tasks.key])
     ]
     for _ in range(2):
         assert submit(resources).success

@@ -9,14 +9,17 @@ from dagster import DagsterRunStatus, build_sensor_context, instance_for_test
 from dagster._core.storage.dagster_run import DagsterRun
 from dagster._core.utils import make_new_run_id
 
+from seedance_pipeline.defs.catalog.assets import prompt_catalog
 from seedance_pipeline.defs.generation import sensors
-from seedance_pipeline.defs.generation.assets import submitted_tasks
+from seedance_pipeline.defs.generation.assets import generation_requests, submitted_tasks
 from seedance_pipeline.defs.generation.sensors import STATE_TAG, task_poller
 from seedance_pipeline.defs.resources import EvoLinkResource, PipelineResource
 from seedance_pipeline.ledger import PollUpdate
 from seedance_pipeline.statuses import Status
 
 DAY, NEXT_DAY = "2026-11-20", "2026-11-21"
+# A day sent on is planned again from its catalog first.
+SEND = [prompt_catalog.key, generation_requests.key, submitted_tasks.key]
 BODY = {"model": "seedance-2.0-fast-text-to-video", "prompt": "waves", "duration": 4}
 
 
@@ -176,12 +179,15 @@ def test_a_days_submission_that_failed_is_asked_for_again_a_bounded_number_of_ti
                 break
             [request] = asked
             assert request.partition_key == DAY
-            assert request.asset_selection == [submitted_tasks.key]
+            assert request.asset_selection == SEND
             keys.append(request.run_key)
             serve(instance, request, DagsterRunStatus.FAILURE)
     assert len(keys) == sensors.MAX_VIDEO_RUNS == len(set(keys))
     assert keys[0].startswith(f"{kind}:{DAY}:") and keys[1] == f"{keys[0]}:retry1"
-    assert "submitted_tasks failed 5 times" in capfd.readouterr().err
+    assert (
+        "prompt_catalog, generation_requests, submitted_tasks failed 5 times"
+        in capfd.readouterr().err
+    )
 
 
 def test_a_days_submission_waits_while_one_runs_and_after_one_was_terminated(resources):
@@ -266,7 +272,7 @@ def test_a_prompt_forgotten_by_resolve_is_sent_by_the_sensor(resources):
     ledger.resolve(DAY, "p2", None)  # --forget
     with instance_for_test() as instance:
         [request] = requests(instance, resources)
-    assert request.partition_key == DAY and request.asset_selection == [submitted_tasks.key]
+    assert request.partition_key == DAY and request.asset_selection == SEND
 
 
 def test_a_tick_whose_polls_failed_says_why(resources, capfd):

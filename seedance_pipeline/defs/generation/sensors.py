@@ -18,10 +18,11 @@ from sqlalchemy import Row
 from ...ledger import RETRY_AHEAD_LIMIT, Ledger
 from ...polling import PollingRefused, poll_round
 from ...statuses import Status
+from ..catalog.assets import prompt_catalog
 from ..costs.assets import generation_costs
 from ..partitions import FIRST_DAY, daily_partitions
 from ..resources import EvoLinkResource, PipelineResource
-from .assets import generated_videos, submitted_tasks
+from .assets import generated_videos, generation_requests, submitted_tasks
 
 # Runs of the same ledger state that failed are requested again up to this many times.
 MAX_VIDEO_RUNS = 5
@@ -112,11 +113,13 @@ def _runs_by_state(context: SensorEvaluationContext, tags: list[str]) -> dict[st
     return found
 
 
-# What each kind of run the sensor asks for materialises.
+# What each kind of run the sensor asks for materialises. A day is sent on as its catalog
+# says now, not as it was planned before: a prompt deleted or edited since is not paid for.
+_SEND = [prompt_catalog.key, generation_requests.key, submitted_tasks.key]
 _ASSETS = {
     "videos": [generated_videos.key, generation_costs.key],
-    "submit": [submitted_tasks.key],  # a day whose last submission could not send everything
-    "resubmit": [submitted_tasks.key],  # a day with failed tasks due for another attempt
+    "submit": _SEND,  # a day whose last submission could not send everything
+    "resubmit": _SEND,  # a day with failed tasks due for another attempt
 }
 
 
@@ -162,7 +165,13 @@ def _request(
 
 
 @sensor(
-    asset_selection=[submitted_tasks, generated_videos, generation_costs],
+    asset_selection=[
+        prompt_catalog,
+        generation_requests,
+        submitted_tasks,
+        generated_videos,
+        generation_costs,
+    ],
     minimum_interval_seconds=15,
     default_status=DefaultSensorStatus.RUNNING,
     description="Every 15 s polls the EvoLink tasks that are due; when all of a day's tasks have "
