@@ -51,7 +51,8 @@ def _by(text: str) -> list[str]:
         raise argparse.ArgumentTypeError(
             f"takes {', '.join(GROUPS)} or day, comma-separated, not {', '.join(unknown)}"
         )
-    return ["scheduled_date" if g == "day" else g for g in by]
+    # once each: `model,model` grouped by one column twice (a traceback)
+    return list(dict.fromkeys("scheduled_date" if g == "day" else g for g in by))
 
 
 def _kinds(text: str) -> tuple[str, ...]:

@@ -22,6 +22,15 @@ def few(prompt_ids: list[str]) -> str:
     return ", ".join(prompt_ids[:5]) + ("…" if len(prompt_ids) > 5 else "")
 
 
+def edited_not_resent(prompt_ids: list[str]) -> str:
+    """What became of prompts edited after they were sent, and how to generate the edit."""
+    return (
+        f"{len(prompt_ids)} prompt(s) edited after they were sent, not sent again "
+        f"({few(prompt_ids)}): their videos are of the request sent (request_changed in "
+        "generated_videos); give an edited prompt a new prompt_id to generate it"
+    )
+
+
 ASSET = "submissions"
 COLUMNS = [
     "partition",

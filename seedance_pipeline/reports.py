@@ -9,6 +9,7 @@ import pandas as pd
 
 from .costs import COUNTS, rollup
 from .planning import PlannedRow, over_budget_message, requests_frame
+from .records import edited_not_resent
 from .seedance import PriceTable
 from .statuses import COUNTED, SENT_ON_OTHER_DAY, Status
 from .videos import mismatch_text, mismatched
@@ -192,6 +193,8 @@ def print_run_summary(partition: str, videos: pd.DataFrame, callbacks: bool = Fa
         print(f"{partition}: {note}")
     for row in videos[videos.error_code == SENT_ON_OTHER_DAY].itertuples():
         print(f"{partition}: {row.prompt_id} was not sent again: {row.error_message}")
+    if edited := list(videos.prompt_id[videos.request_changed.fillna(False).astype(bool)]):
+        print(f"{partition}: {edited_not_resent(edited)}")
     _print_reasons(partition, videos)
     if not (wrong := mismatched(videos)).empty:
         print(

@@ -26,6 +26,7 @@ from seedance_pipeline.ledger import Ledger, LedgerRow, PollUpdate
 from seedance_pipeline.ledger.database import sql
 from seedance_pipeline.media import measure_video_output
 from seedance_pipeline.polling import PollPolicy, interpret, interpret_error
+from seedance_pipeline.reports import print_run_summary
 from seedance_pipeline.seedance import Client, NotFoundError, PriceTable, ServerError, Task
 from seedance_pipeline.statuses import Status
 from seedance_pipeline.storage import LocalVideoStore
@@ -721,7 +722,7 @@ def test_a_prompt_moved_to_another_day_is_not_paid_again_and_keeps_its_charge(da
     assert new_day.loc[moved, "credits_charged"] == 0 and DAY in new_day.loc[moved, "error_message"]
 
 
-def test_an_edited_prompt_is_flagged_beside_the_video_of_what_was_sent(day):
+def test_an_edited_prompt_is_flagged_beside_the_video_of_what_was_sent(day, capsys):
     data, url, resources = day
     assert submit(resources).success
     wait_for_tasks(resources)
@@ -740,6 +741,10 @@ def test_an_edited_prompt_is_flagged_beside_the_video_of_what_was_sent(day):
     table = read_table(data, "generated_videos", DAY).set_index("prompt_id")
     assert table.loc[edited, "request_changed"] and table.loc[edited, "prompt"] == sent_text
     assert not table.drop(index=edited).request_changed.fillna(False).any()
+    capsys.readouterr()
+    print_run_summary(DAY, table.reset_index())  # `run` said only "0 task(s) sent"
+    said = f"{DAY}: 1 prompt(s) edited after they were sent, not sent again ({edited})"
+    assert said in capsys.readouterr().out
 
 
 def test_a_prompt_edited_to_another_quality_is_checked_against_what_was_sent(day):

@@ -26,7 +26,7 @@ from ...follow import FOLLOWED_TAG, follower_failed, following
 from ...ledger import LedgerRow
 from ...planning import over_budget_message, plan_catalog, publish, requests_frame
 from ...publishing import PublishError
-from ...records import LedgerLost, check_ledger, few, write_record
+from ...records import LedgerLost, check_ledger, edited_not_resent, write_record
 from ...seedance import PriceTable
 from ...statuses import COUNTED, UNDELIVERED, RequestStatus, Status
 from ...storage import StoreRefused
@@ -195,12 +195,7 @@ def submitted_tasks(
         for p, sha in zip(accepted.prompt_id, accepted.request_sha256, strict=True)
         if p in by_prompt and by_prompt[p].edited_since_sent(sha)
     ):
-        context.log.warning(
-            f"{len(edited)} prompt(s) edited after they were sent, not sent again "
-            f"({few(edited)}): their videos are of "
-            "the request sent (request_changed in generated_videos); give an edited prompt a "
-            "new prompt_id to generate it"
-        )
+        context.log.warning(edited_not_resent(edited))
     for prompt_id, day in summary.sent_on_other_days.items():
         context.log.warning(
             f"{prompt_id} was already sent on {day}: not sent again for {partition} (its "
