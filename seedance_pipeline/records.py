@@ -47,6 +47,7 @@ COLUMNS = [
     "error_message",
     "expected_width",
     "expected_height",
+    "campaign",
 ]
 
 
@@ -78,6 +79,7 @@ def _record(r: LedgerRow) -> dict:
         "error_message": r.error_message,
         "expected_width": r.expected_width,
         "expected_height": r.expected_height,
+        "campaign": r.campaign,
     }
 
 

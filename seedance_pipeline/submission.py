@@ -43,6 +43,7 @@ class Planned(NamedTuple):
     estimate: float | None
     request_sha256: str | None = None
     frame: tuple[int, int] | None = None
+    campaign: str | None = None
 
 
 class SubmissionStopped(RuntimeError):
@@ -105,6 +106,7 @@ def submit_all(
             request_sha256=p.request_sha256,
             callback_token_sha256=token,
             expected_frame=p.frame,
+            campaign=p.campaign,
         ):
             _submit_claimed(ledger, client, partition, p.prompt_id, sent, summary, bool(token))
         else:

@@ -260,7 +260,8 @@ def build_videos_table(
 
     `attempts` (`Ledger.attempts`): the earlier attempts of resubmitted prompts, each a task
     that failed; what the vendor reserved for them is kept in `credits_reserved_earlier`.
-    `campaigns`: the catalog's campaign of prompts no longer among the day's requests.
+    `campaigns`: the catalog's campaign of prompts no longer among the day's requests, for
+    rows claimed before the ledger kept it.
 
     Raises:
         PartitionNotFinished: an accepted prompt has no ledger row or a running task.
@@ -342,7 +343,8 @@ def _task_row(
     campaign: str | None = None,
 ) -> dict:
     """A submitted prompt as it was sent (the ledger's body), flagged if the catalog changed;
-    `campaign`: the catalog's, for a prompt no longer among the day's requests (`req` None)."""
+    `campaign`: the catalog's now, for a prompt no longer among the day's requests (`req`
+    None) claimed before the ledger kept its campaign."""
     body = lr.request
     changed = None if req is None else lr.edited_since_sent(req.get("request_sha256"))
     # The frame the sent request makes: the plan's when it was sent (recorded since ledger
@@ -359,7 +361,7 @@ def _task_row(
     return {
         "prompt_id": lr.prompt_id,
         "scheduled_date": req["scheduled_date"] if req else lr.partition,
-        "campaign": req["campaign"] if req else campaign,
+        "campaign": req["campaign"] if req else lr.campaign or campaign,
         "model": body.get("model"),
         "prompt": body.get("prompt"),
         "duration": body.get("duration", 5),

@@ -123,8 +123,12 @@ def test_a_lost_ledger_stops_the_day_until_it_is_rebuilt_and_nothing_is_paid_twi
     data, url, resources = day
     assert submit(resources).success
     paid = len(emulator_tasks(url))
-    frames = {r.prompt_id: (r.expected_width, r.expected_height) for r in ledger_rows(resources)}
-    assert all(width and height for width, height in frames.values())
+    frames = {
+        r.prompt_id: (r.expected_width, r.expected_height, r.campaign)
+        for r in ledger_rows(resources)
+    }
+    assert all(width and height for width, height, _ in frames.values())
+    assert any(campaign for *_, campaign in frames.values())
     (data / "state" / "ledger.sqlite3").unlink()  # the slip: the ledger is gone
     for leftover in (data / "state").glob("ledger.sqlite3-*"):
         leftover.unlink()
@@ -137,7 +141,9 @@ def test_a_lost_ledger_stops_the_day_until_it_is_rebuilt_and_nothing_is_paid_twi
     assert main(["rebuild-ledger", DAY]) == 0
     assert f"{DAY}: {paid} row(s) restored" in capsys.readouterr().out
     restored = ledger_rows(resources)
-    assert {r.prompt_id: (r.expected_width, r.expected_height) for r in restored} == frames
+    assert {
+        r.prompt_id: (r.expected_width, r.expected_height, r.campaign) for r in restored
+    } == frames
     assert submit(resources).success and len(emulator_tasks(url)) == paid
     wait_for_tasks(resources)
     assert save_videos(resources).success
@@ -720,6 +726,24 @@ def test_a_prompt_moved_to_another_day_is_not_paid_again_and_keeps_its_charge(da
     new_day = read_table(data, "generated_videos", "2026-11-21").set_index("prompt_id")
     assert new_day.loc[moved, "error_code"] == "sent_on_other_day"
     assert new_day.loc[moved, "credits_charged"] == 0 and DAY in new_day.loc[moved, "error_message"]
+
+
+def test_a_day_pruned_from_the_catalog_keeps_its_campaigns_and_charges(day):
+    """Its rows deleted from the catalog after the day was sent, a run of the day wrote its
+    table again with every campaign empty: the spend moved to `(none)` in `costs`."""
+    data, url, resources = day
+    run_day(resources)
+    before = read_table(data, "generated_videos", DAY).set_index("prompt_id")
+    sent = before[before.status != "rejected"]
+    assert sent.campaign.notna().any()
+    path = data / "catalog" / "prompts.csv"
+    catalog = pd.read_csv(path, dtype=str, keep_default_na=False)
+    catalog[catalog.scheduled_date != DAY].to_csv(path, index=False)
+    assert plan_requests(resources).success and save_videos(resources).success
+    after = read_table(data, "generated_videos", DAY).set_index("prompt_id").loc[sent.index]
+    assert not after.in_catalog.any()
+    pd.testing.assert_series_equal(after.campaign, sent.campaign)
+    assert after.credits_charged.sum() == pytest.approx(sent.credits_charged.sum())
 
 
 def test_an_edited_prompt_is_flagged_beside_the_video_of_what_was_sent(day, capsys):

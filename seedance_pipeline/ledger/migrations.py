@@ -115,7 +115,11 @@ _V6 = [
 # attempt's task): without an index, each looked through every attempt the ledger has kept.
 _V7 = ["CREATE INDEX attempts_task ON attempts (task_id)"]
 
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7]
+# The catalog's campaign of a prompt when it was claimed: a day's spend stays under it when the
+# prompt leaves the catalog.
+_V8 = ["ALTER TABLE tasks ADD COLUMN campaign TEXT"]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8]
 
 # Any constant: PostgreSQL serialises concurrent migrators on it.
 _ADVISORY_LOCK = 734_201_116

@@ -70,6 +70,7 @@ class LedgerRow:
     expected_width: int | None = None  # the plan's frame for the request as sent
     expected_height: int | None = None
     claimed_at: float | None = None  # when this attempt was claimed, before it was sent
+    campaign: str | None = None  # the catalog's when the prompt was claimed
 
     def edited_since_sent(self, request_sha256: str | None) -> bool | None:
         """Whether the catalog row, fingerprinted `request_sha256` now, asks for other than
@@ -260,10 +261,11 @@ class TaskRows:
         request_sha256: str | None = None,
         callback_token_sha256: str | None = None,
         expected_frame: tuple[int, int] | None = None,
+        campaign: str | None = None,
     ) -> bool:
         """Record the intent to submit; False when this prompt was already claimed, on this
         day or on another (`sent_on_other_days` tells which). `expected_frame`: the plan's
-        (width, height) for `request`.
+        (width, height) for `request`; `campaign`: the catalog row's.
 
         A claim whose owner is gone is turned into `unknown` here (and not re-claimed).
         """
@@ -276,9 +278,9 @@ class TaskRows:
                 sql(
                     "INSERT INTO tasks (partition, prompt_id, request_json, request_sha256,"
                     " estimated_credits, status, owner, claimed_at, lease_expires_at,"
-                    " callback_token_sha256, expected_width, expected_height)"
+                    " callback_token_sha256, expected_width, expected_height, campaign)"
                     " SELECT :partition, :prompt_id, :request, :sha, :estimate, :status,"
-                    " :owner, :now, :lease, :token, :width, :height"
+                    " :owner, :now, :lease, :token, :width, :height, :campaign"
                     " WHERE NOT EXISTS (SELECT 1 FROM tasks"
                     " WHERE prompt_id = :prompt_id AND partition <> :partition)"
                     " ON CONFLICT (partition, prompt_id) DO NOTHING"
@@ -296,6 +298,7 @@ class TaskRows:
                     "token": callback_token_sha256,
                     "width": expected_frame and expected_frame[0],
                     "height": expected_frame and expected_frame[1],
+                    "campaign": campaign,
                 },
             ).rowcount
             if not made:
@@ -600,11 +603,11 @@ class TaskRows:
                         "INSERT INTO tasks (partition, prompt_id, attempt, status, task_id,"
                         " request_json, request_sha256, estimated_credits, credits_reserved,"
                         " submitted_at, error_code, error_message, claimed_at, next_poll_at,"
-                        " expected_width, expected_height)"
+                        " expected_width, expected_height, campaign)"
                         " VALUES (:partition, :prompt_id, :attempt, :status, :task_id,"
                         " :request_json, :request_sha256, :estimated_credits,"
                         " :credits_reserved, :submitted_at, :error_code, :error_message,"
-                        " :now, :now, :expected_width, :expected_height)"
+                        " :now, :now, :expected_width, :expected_height, :campaign)"
                         " ON CONFLICT (partition, prompt_id) DO UPDATE SET"
                         " attempt = excluded.attempt, status = excluded.status,"
                         " task_id = excluded.task_id, request_json = excluded.request_json,"
@@ -615,14 +618,21 @@ class TaskRows:
                         " error_message = excluded.error_message,"
                         " expected_width = excluded.expected_width,"
                         " expected_height = excluded.expected_height,"
-                        " next_poll_at = excluded.next_poll_at, owner = NULL,"
+                        " campaign = excluded.campaign, next_poll_at = excluded.next_poll_at,"
+                        " owner = NULL,"
                         " lease_expires_at = NULL, vendor_status = NULL, progress = NULL,"
                         " result_url = NULL, completed_at = NULL, polls = 0, poll_errors = 0"
                         " WHERE tasks.attempt < excluded.attempt OR (tasks.attempt ="
                         " excluded.attempt AND excluded.task_id IS NOT NULL"
                         " AND (tasks.task_id IS NULL OR tasks.task_id <> excluded.task_id))"
                     ),
-                    {**record, **frame, "attempt": int(record["attempt"]), "now": now},
+                    {
+                        **record,
+                        **frame,
+                        "attempt": int(record["attempt"]),
+                        "campaign": record.get("campaign"),  # recorded since ledger version 8
+                        "now": now,
+                    },
                 ).rowcount
             )
 

@@ -147,6 +147,7 @@ def submitted_tasks(
             None if pd.isna(r.estimated_credits) else r.estimated_credits,  # no known price
             r.request_sha256,
             None if pd.isna(r.expected_width) else (int(r.expected_width), int(r.expected_height)),
+            None if pd.isna(r.campaign) else r.campaign,
         )
         for r in accepted.itertuples()
     ]
@@ -245,7 +246,8 @@ def _requests(pipeline: PipelineResource, partition: str) -> pd.DataFrame:
 
 def _campaigns(pipeline: PipelineResource, prompt_ids: set[str]) -> dict[str, str | None]:
     """The catalog's campaign of prompts sent for a day they have since left (moved to another
-    day, most often): their charge stays on the day it was sent, under their campaign."""
+    day, most often), claimed before the ledger kept it: their charge stays on the day it was
+    sent, under their campaign."""
     if not prompt_ids:
         return {}
     try:
@@ -344,7 +346,10 @@ def generated_videos(
                 partition,
                 ledger.sent_on_other_days(partition, accepted),
                 ledger.attempts(partition),
-                _campaigns(pipeline, {r.prompt_id for r in rows} - set(requests.prompt_id)),
+                _campaigns(
+                    pipeline,
+                    {r.prompt_id for r in rows if r.campaign is None} - set(requests.prompt_id),
+                ),
             )
         except PartitionNotFinished as exc:
             raise Failure(str(exc), allow_retries=False) from None
