@@ -56,7 +56,9 @@ MEDIA_COLUMNS = (*MEDIA_REQUIRED, *MEDIA_NUMBERS)
 _PRICED = ("generate_audio", "aspect_ratio")  # absent, their defaults cost or change most
 # Unicode category Cc. The prompt's own rules (tab and newlines allowed) are the vendor's, and
 # break only its row (seedance/_rules.py); in any other text field they are a malformed cell.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Control characters, and the bidirectional overrides and isolates that reorder text on a
+# screen (a campaign that reads otherwise than it is).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 # The `user:password@` part of a URL: everything up to the last @ of the authority.
 _USERINFO = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*:)?//)[^/?#]*@")
 _TRUE, _FALSE = {"true", "1", "yes", "y", "t"}, {"false", "0", "no", "n", "f"}

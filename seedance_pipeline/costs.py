@@ -66,7 +66,10 @@ def rollup(videos: pd.DataFrame, by: list[str]) -> pd.DataFrame:
         **{s.value: (status == s).astype(int) for s in COUNTED},
         refused=(status == "refused").astype(int),
         seconds_delivered=frame.duration_s.where(status == Status.COMPLETED, 0).fillna(0),
-        credits_estimated=frame.credits_estimated.astype(float),  # NaN: no known price
+        # NaN: no known price; a rejected row is never sent, so it will cost nothing
+        credits_estimated=frame.credits_estimated.astype(float).mask(
+            status == Status.REJECTED, 0.0
+        ),
         credits_reserved=reserved + earlier,
         credits_charged=frame.credits_charged.fillna(0).astype(float),
         credits_failed_reserved=reserved.where(status.isin(_UNBILLED), 0) + earlier,

@@ -246,8 +246,25 @@ def test_rollup_counts_every_outcome_as_computed_by_hand():
     assert total["credits_failed_reserved"] == pytest.approx(43.74 * 2 + 10.0)
     assert total["credits_charged"] == pytest.approx(25.004 + 20.252)
     assert total["credits_at_risk"] == pytest.approx(67.5)
+    # every row but the rejected ones, never sent
+    assert total["credits_estimated"] == pytest.approx(25.004 + 43.74 + 20.252 * 2 + 67.5 + 10)
     assert total["credits_drift"] == 0  # every task reserved its estimate
     assert total["seconds_delivered"] == 4.0
+
+
+def test_a_day_whose_every_row_was_rejected_is_estimated_at_nothing(capsys):
+    """Its estimate read `unknown`, as if a price were missing."""
+    videos = videos_table(
+        [
+            {"scheduled_date": DAYS[0], "prompt_id": f"p{i}", "status": "rejected"}
+            | {"error_code": "invalid_request", "credits_estimated": None}
+            for i in range(2)
+        ]
+    )
+    print_run_summary(DAYS[0], videos)
+    said = capsys.readouterr().out
+    assert f"{DAYS[0]}: credits estimated 0, reserved 0, charged 0\n" in said
+    assert "no known price" not in said
 
 
 def test_a_model_with_no_known_price_has_no_estimate_and_no_drift(capsys):
