@@ -13,6 +13,7 @@ from pathlib import Path
 from .catalog import CatalogError, find_catalog, load_prompts
 from .costs import GROUPS, chart, rollup
 from .planning import MediaFactsCache, plan_catalog
+from .records import few
 from .reports import (
     cost_report,
     costs_json,
@@ -396,7 +397,21 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(json.dumps(report, ensure_ascii=False, indent=2))
     else:
         print_plan(report)
+    _warn_before_first_day(rows)
     return 0
+
+
+def _warn_before_first_day(rows: list) -> None:
+    """Rows dated before the first partition are never run: a mistyped year, most often."""
+    from .defs.partitions import FIRST_DAY
+
+    early = sorted(r.prompt.prompt_id for r in rows if r.prompt.scheduled_date < FIRST_DAY)
+    if early:
+        print(
+            f"warning: {len(early)} row(s) are dated before the first day, {FIRST_DAY} "
+            f"(SEEDANCE_PARTITIONS_START), and no run sends them: {few(early)}",
+            file=sys.stderr,
+        )
 
 
 # --- run ------------------------------------------------------------------------------------

@@ -66,6 +66,21 @@ def test_plan_names_its_prompts_argument_when_it_is_a_folder_or_missing(
     assert f"error: {missing}: no such file" in capsys.readouterr().err
 
 
+def test_plan_warns_of_rows_dated_before_the_first_day_which_no_run_sends(
+    tmp_path, monkeypatch, capsys
+):
+    """A mistyped year (2025 for 2026) was planned like any row and then never run."""
+    monkeypatch.setenv("SEEDANCE_DATA_DIR", str(tmp_path))
+    write_catalog(tmp_path, 2)
+    path = tmp_path / "catalog" / "prompts.csv"
+    path.write_text(path.read_text().replace(f"p001,{DAY}", "p001,2025-11-20"))
+    assert main(["plan", str(path)]) == 0
+    assert capsys.readouterr().err == (
+        "warning: 1 row(s) are dated before the first day, 2026-11-01 "
+        "(SEEDANCE_PARTITIONS_START), and no run sends them: p001\n"
+    )
+
+
 def test_costs_refuses_a_reversed_range_and_a_chart_into_a_missing_folder(
     tmp_path, monkeypatch, capsys
 ):
