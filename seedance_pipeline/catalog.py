@@ -611,7 +611,10 @@ def _media(path: Path, raw: bytes, root: Path) -> dict[str, Media]:
         if kind not in MEDIA_KINDS:
             raise rows.error(row, "kind", f"{kind!r} is not one of {', '.join(MEDIA_KINDS)}")
         uri = _redacted(rows.text(row, rec, "uri", required=True))
-        width, height, seconds, fps, size = (rows.number(row, rec, c) for c in MEDIA_NUMBERS)
+        numbers = {c: rows.number(row, rec, c) for c in MEDIA_NUMBERS}
+        if negative := next((c for c, n in numbers.items() if n and n < 0), None):
+            raise rows.error(row, negative, f"{rec[negative]!r} is below 0")
+        width, height, seconds, fps, size = numbers.values()
         facts = MediaFacts(kind, None, _whole(width), _whole(height), seconds, fps, _whole(size))
         out[media_id] = Media(media_id, uri, _local_path(rows, row, uri, path.parent, root), facts)
     return out

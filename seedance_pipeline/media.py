@@ -58,7 +58,7 @@ def measure(path: str | os.PathLike, kind: str) -> MediaFacts:
     """
     path = Path(path)
     if not path.is_file():
-        raise MediaError(f"{path}: no such file")
+        raise MediaError(f"{path}: {'not a file' if path.exists() else 'no such file'}")
     try:
         with av.open(str(path)) as container:
             return _facts(container, kind, path.stat().st_size)

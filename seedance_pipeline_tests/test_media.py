@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from seedance_pipeline.media import MediaError, ffmpeg, measure_video_output
+from seedance_pipeline.media import MediaError, ffmpeg, measure, measure_video_output
 
 from . import pipeline_support
 
@@ -66,3 +66,11 @@ def test_a_video_whose_sound_stops_early_is_refused(b_frame_video, tmp_path):
     )
     with pytest.raises(MediaError, match="sound ends at 0.3.* of the 3.00 s it claims"):
         measure_video_output(short_sound)
+
+
+def test_a_folder_named_as_a_medium_is_said_to_be_no_file_not_missing(tmp_path):
+    """It said `no such file` of a folder that is there."""
+    with pytest.raises(MediaError, match=f"^{tmp_path}: not a file$"):
+        measure(tmp_path, "image")
+    with pytest.raises(MediaError, match="no such file$"):
+        measure(tmp_path / "gone.png", "image")
