@@ -7,7 +7,11 @@ answer, the stored video). Each part is timed alone in this process (CPU time, a
 to warm it up), N times, against the emulator in another process, through the project's own
 clients and ledger; bare httpx requests are timed beside them.
 
-Run: python benchmarks/task_floor.py [--tasks 300]
+`--gap S` sleeps S seconds before each sync call, not counted: in a day the calls come one at a
+time, paced (a create every 50 ms at 20/s), and a call finding the CPU's caches cold after such
+a wait costs more than back to back (helper-43 measured 1.5-3x on this project's machines).
+
+Run: python benchmarks/task_floor.py [--tasks 300] [--gap 0.05]
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -37,13 +42,17 @@ AUTH = {"Authorization": f"Bearer {DEFAULT_API_KEY}"}
 DAY = "2026-11-20"
 
 
-def cpu_ms_each(n: int, one: Callable[[int], object]) -> float:
-    """CPU milliseconds per `one(i)` for i in 1..n, after `one(0)` warmed it up."""
+def cpu_ms_each(n: int, one: Callable[[int], object], gap: float = 0.0) -> float:
+    """CPU milliseconds per `one(i)` for i in 1..n, after `one(0)` warmed it up; each after
+    `gap` seconds of sleep, not counted."""
     one(0)
-    started = time.process_time()
+    spent = 0.0
     for i in range(1, n + 1):
+        time.sleep(gap)
+        started = time.process_time()
         one(i)
-    return (time.process_time() - started) * 1000 / n
+        spent += time.process_time() - started
+    return spent * 1000 / n
 
 
 def threaded_ms_each(n: int, one: Callable[[int], object]) -> float:
@@ -59,7 +68,9 @@ def threaded_ms_each(n: int, one: Callable[[int], object]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", type=int, default=300)
-    n = parser.parse_args().tasks
+    parser.add_argument("--gap", type=float, default=0.0, help="seconds slept before each call")
+    args = parser.parse_args()
+    n = args.tasks
     folder = Path(tempfile.mkdtemp(prefix="task-floor-"))
     port = free_port()
     emulator = subprocess.Popen(
@@ -69,7 +80,7 @@ def main() -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-        figures = measure(n, f"http://127.0.0.1:{port}", folder)
+        figures = measure(n, f"http://127.0.0.1:{port}", folder, args.gap)
     finally:
         emulator.terminate()
         emulator.wait()
@@ -78,7 +89,8 @@ def main() -> None:
         print(f"{name:<{width}}  {ms:6.2f} ms CPU")
 
 
-def measure(n: int, url: str, folder: Path) -> dict[str, float]:
+def measure(n: int, url: str, folder: Path, gap: float) -> dict[str, float]:
+    each = partial(cpu_ms_each, gap=gap)
     figures: dict[str, float] = {}
     with Client(DEFAULT_API_KEY, base_url=url, files_url=url) as client:
         for _ in range(100):  # until the emulator answers
@@ -92,7 +104,7 @@ def measure(n: int, url: str, folder: Path) -> dict[str, float]:
         def create(i: int) -> None:
             tasks[i] = client.create_task(BODY)
 
-        figures["create (Client.create_task)"] = cpu_ms_each(n, create)
+        figures["create (Client.create_task)"] = each(n, create)
         time.sleep(1)  # every task completes
         links = [""] * (n + 1)
 
@@ -101,14 +113,12 @@ def measure(n: int, url: str, folder: Path) -> dict[str, float]:
 
         figures["poll (Client.get_task, 16 threads)"] = threaded_ms_each(n, poll)
         files = [folder / f"{i}.mp4" for i in range(n + 1)]
-        figures["download (Client.download)"] = cpu_ms_each(
+        figures["download (Client.download)"] = each(
             n, lambda i: client.download(links[i], files[i])
         )
-    figures["measure (measure_video_output)"] = cpu_ms_each(
-        n, lambda i: measure_video_output(files[i])
-    )
+    figures["measure (measure_video_output)"] = each(n, lambda i: measure_video_output(files[i]))
     hd = b_frame_video(folder / "hd.mp4", 1920, 1080, 5)  # not as the emulator renders
-    measure_hd = cpu_ms_each(n, lambda i: measure_video_output(hd))
+    measure_hd = each(n, lambda i: measure_video_output(hd))
     ledger = Ledger(folder / "ledger.sqlite3")
 
     def ledger_steps(i: int) -> None:
@@ -118,11 +128,11 @@ def measure(n: int, url: str, folder: Path) -> dict[str, float]:
         ledger.record_polls([PollUpdate(task_id, Status.COMPLETED, result_url=links[i])])
         ledger.record_video(DAY, prompt_id, f"videos/{i}.mp4", "0" * 64, 1, {"width": 1})
 
-    figures["ledger: claim, submitted, poll answer, video"] = cpu_ms_each(n, ledger_steps)
+    figures["ledger: claim, submitted, poll answer, video"] = each(n, ledger_steps)
     figures["= one task in these parts"] = sum(figures.values())
     figures["measure a 5 s 1080p video with B-frames (not the emulator's)"] = measure_hd
     with httpx.Client(headers=AUTH) as bare:
-        figures["bare httpx GET, sync (for comparison)"] = cpu_ms_each(
+        figures["bare httpx GET, sync (for comparison)"] = each(
             n, lambda i: bare.get(f"{url}/v1/credits").json()
         )
         figures["bare httpx GET, sync, 16 threads"] = threaded_ms_each(
