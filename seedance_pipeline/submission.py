@@ -13,7 +13,14 @@ from typing import Any, NamedTuple
 from sqlalchemy.exc import IntegrityError
 
 from .callbacks import with_callback
-from .ledger import OUTAGE_RETRY_SECONDS, OUTAGE_SECONDS, AnswerNotRecorded, Ledger, TaskHeld
+from .ledger import (
+    OUTAGE_RETRY_SECONDS,
+    OUTAGE_SECONDS,
+    AnswerNotRecorded,
+    ClaimLost,
+    Ledger,
+    TaskHeld,
+)
 from .polling import first_poll_at
 from .publishing import PublishError, sendable
 from .seedance import (
@@ -58,6 +65,7 @@ class SubmitSummary:
     refused: int = 0
     unknown: int = 0
     not_sent: list[str] = field(default_factory=list)
+    claims_lost: list[str] = field(default_factory=list)  # settled while this process paused
     sent_on_other_days: dict[str, str] = field(default_factory=dict)
     credits_reserved: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -227,7 +235,12 @@ def _submit_claimed(
     `callback`: the body carries our callback URL, so polls wait for the callback.
     """
     try:
-        task = client.create_task(body)
+        # A process paused past its lease must not send a claim settled meanwhile.
+        task = client.create_task(body, before_send=lambda: ledger.hold_claim(partition, prompt_id))
+    except ClaimLost as exc:
+        log.error("%s", exc)
+        with summary.lock:
+            summary.claims_lost.append(prompt_id)
     except OutcomeUnknownError as exc:
         due = first_poll_at(body, None, time.time(), callback=True) if callback else None
         ledger.record_outcome_unknown(partition, prompt_id, str(exc), callback_due=due)

@@ -317,6 +317,48 @@ def test_a_ledger_write_failing_after_a_create_neither_hangs_nor_loses_the_task(
         assert all(r.task_id for r in rows.values() if r.prompt_id != prompt_id)
 
 
+def test_a_claim_settled_while_its_run_was_paused_is_not_sent_by_it(
+    tmp_path, emulator, api_key, monkeypatch
+):
+    """A run paused past its lease (SIGSTOP, a frozen VM) had its claims settled `unknown` by
+    another run; its user forgot them as the README says, a third run claimed and sent them,
+    and the paused run, woken, sent them too: each paid twice (helper-45's chaos runs)."""
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    body = {"model": "seedance-2.0-fast-text-to-video", "prompt": "waves", "duration": 4}
+    real_claim = ledger.claim
+
+    def claim_then_pause(partition, prompt_id, *args, **kwargs):
+        made = real_claim(partition, prompt_id, *args, **kwargs)
+        change = {
+            # past its lease: settled, forgotten, and claimed by another run meanwhile
+            "p1": "owner = 'worker-c/boot.1/42/abcdef01', lease_expires_at = :t + 60",
+            # not past it, but with a second of it left
+            "p2": "lease_expires_at = :t + 1",
+        }[prompt_id]
+        with ledger.db.transaction() as db:
+            db.execute(
+                sql(f"UPDATE tasks SET {change} WHERE prompt_id = :id"),
+                {"id": prompt_id, "t": time.time()},
+            )
+        return made
+
+    monkeypatch.setattr(ledger, "claim", claim_then_pause)
+    with Client(api_key, base_url=emulator) as client:
+        summary = submit_all(ledger, client, DAY, [Planned(p, body, 1.0) for p in ("p1", "p2")])
+    assert (summary.claims_lost, summary.submitted) == (["p1"], 1)
+    [made] = emulator_tasks(emulator)
+    rows = {r.prompt_id: r for r in ledger.rows(DAY)}
+    assert rows["p2"].task_id == made["id"]
+    assert (rows["p1"].status, rows["p1"].task_id) == (Status.SUBMITTING, None)  # the other's
+    with ledger.db.read() as db:
+        owner, lease = db.execute(
+            sql("SELECT owner, lease_expires_at FROM tasks WHERE prompt_id = 'p1'")
+        ).one()
+    assert owner.startswith("worker-c/") and lease > time.time()
+    ledger.release(DAY, "p1")  # as after its retries ran out: not this process's claim to undo
+    assert "p1" in {r.prompt_id for r in ledger.rows(DAY)}
+
+
 def test_a_create_answer_repeating_a_task_the_ledger_holds_ends_unknown_saying_so(tmp_path):
     """A gateway replaying its first answer: recording each repeat broke the ledger's unique
     task ids, was tried again for seconds, failed the step, and left each row `unknown` saying

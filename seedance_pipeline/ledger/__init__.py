@@ -27,6 +27,7 @@ from .tasks import (
     RETRY_AHEAD_LIMIT,
     UNKNOWN_CODE,
     AnswerNotRecorded,
+    ClaimLost,
     LedgerRow,
     PollUpdate,
     TaskHeld,
@@ -35,6 +36,7 @@ from .tasks import (
 
 __all__ = [
     "AnswerNotRecorded",
+    "ClaimLost",
     "LEDGER_URL_ENV",
     "OUTAGE_RETRY_SECONDS",
     "OUTAGE_SECONDS",

@@ -116,7 +116,8 @@ class Attempts:
             return bool(moved)
 
     def release(self, partition: str, prompt_id: str) -> None:
-        """Undo a claim whose request provably made no task, so a later run may submit it.
+        """Undo this process's claim whose request provably made no task, so a later run may
+        submit it.
 
         A first attempt's row goes; a resubmission's row returns to the failed attempt.
         """
@@ -125,9 +126,9 @@ class Attempts:
             row = db.execute(
                 sql(
                     "SELECT attempt FROM tasks WHERE partition = :p AND prompt_id = :id"
-                    " AND status = :s"
+                    " AND status = :s AND owner = :owner"  # not a claim made since by another
                 ),
-                {**key, "s": Status.SUBMITTING.value},
+                {**key, "s": Status.SUBMITTING.value, "owner": self.owner},
             ).first()
             if row is None:
                 return

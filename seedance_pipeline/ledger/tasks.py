@@ -17,7 +17,7 @@ from sqlalchemy import Connection, bindparam
 
 from ..statuses import WAITING, Status
 from .database import Database, sql
-from .leases import LeaseKeeper, owner_is_gone
+from .leases import LEASE_ENV, LeaseKeeper, owner_is_gone
 
 UNKNOWN_CODE = "submission_outcome_unknown"
 _ABANDONED = (
@@ -235,6 +235,11 @@ class TaskHeld(AnswerNotRecorded):
     """The task a create answered with is held by another row or an earlier attempt (named)."""
 
 
+class ClaimLost(RuntimeError):
+    """This process no longer holds the claim whose create it was about to send: nothing was
+    sent (the process was paused past its lease, and the claim settled since)."""
+
+
 # A row a create's answer may still be written on: this process's claim, or the `unknown` row it
 # became (its lease ran out while the write was retried), with no task attached since.
 _ANSWERABLE = (
@@ -304,6 +309,36 @@ class TaskRows:
             if not made:
                 self._settle_abandoned(db, partition, prompt_id, now)
             return bool(made)
+
+    def hold_claim(self, partition: str, prompt_id: str) -> None:
+        """Make sure, just before its create is sent, that this process still holds the claim,
+        with at least half a lease left (renewed if less): a process paused past its lease (a
+        stopped process, a frozen VM) may have had it settled `unknown`, and then forgotten
+        and claimed by another run, which sends it too.
+
+        Raises:
+            ClaimLost: the claim is another's, or gone; the create must not be sent.
+        """
+        now, lease = time.time(), self.leases.seconds
+        mine = {"p": partition, "id": prompt_id, "s": Status.SUBMITTING.value, "me": self.owner}
+        held = " WHERE partition = :p AND prompt_id = :id AND status = :s AND owner = :me"
+        with self.db.read() as db:
+            expires = db.execute(sql(f"SELECT lease_expires_at FROM tasks{held}"), mine).scalar()
+        if expires is not None and expires - now > lease / 2:
+            return
+        with self.db.transaction() as db:
+            renewed = db.execute(
+                sql(
+                    f"UPDATE tasks SET lease_expires_at = :until{held} AND lease_expires_at > :now"
+                ),
+                {**mine, "until": now + lease, "now": now},
+            ).rowcount
+        if not renewed:
+            raise ClaimLost(
+                f"{partition}/{prompt_id}: not sent: this process no longer holds its claim (it "
+                f"was paused past its {lease:g} s lease, {LEASE_ENV}); if the row is `unknown`, "
+                f"no request of this process made a task for it"
+            )
 
     def resolve_abandoned_claims(self, partition: str | None = None) -> int:
         """Turn claims whose owner is gone into `unknown`; returns how many.

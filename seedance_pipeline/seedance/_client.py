@@ -597,12 +597,16 @@ class _BaseClient:
         *,
         creates: bool = False,
         hidden: tuple[str, ...] = (),
+        before_send: Callable[[], None] | None = None,
     ) -> _Steps[T]:
         """An API call: paced, retried, its answer capped, parsed and checked by `parse`; the
-        key and `hidden` (secrets the request carries) are cut out of its answers."""
+        key and `hidden` (secrets the request carries) are cut out of its answers.
+        `before_send` is called just before each try goes out, once it is its turn; what it
+        raises ends the call unsent."""
         hidden = (*self._secrets, *hidden)
         return self._retrying(
-            lambda: self._attempt(request, parse, creates, hidden), lambda: _where(request)
+            lambda: self._attempt(request, parse, creates, hidden, before_send),
+            lambda: _where(request),
         )
 
     def _attempt(
@@ -611,6 +615,7 @@ class _BaseClient:
         parse: Callable[[Any], T],
         creates: bool,
         hidden: tuple[str, ...],
+        before_send: Callable[[], None] | None = None,
     ) -> _Steps[T]:
         """One try of an API call.
 
@@ -630,6 +635,8 @@ class _BaseClient:
                     retry_after=wait,
                 )
             yield _Sleep(wait)
+        if before_send is not None:
+            before_send()
         sent_at = time.monotonic()
         yield _Deadline(sent_at + ANSWER_SECONDS, ANSWER_SECONDS, download=False)
         try:
@@ -669,12 +676,18 @@ class _BaseClient:
                 ) from None
             raise MalformedAnswerError(what) from None
 
-    def _create(self, request: GenerationRequest | Mapping[str, Any]) -> _Steps[Task]:
+    def _create(
+        self,
+        request: GenerationRequest | Mapping[str, Any],
+        before_send: Callable[[], None] | None = None,
+    ) -> _Steps[Task]:
         body = request.to_body() if isinstance(request, GenerationRequest) else dict(request)
         http = self._request("POST", f"{self.base_url}/v1/videos/generations", json=body)
         media = [u for f in ("image_urls", "video_urls", "audio_urls") for u in body.get(f) or ()]
         hidden = _capabilities(body.get("callback_url"), media)
-        return self._call(http, Task.from_json, creates=True, hidden=hidden)
+        return self._call(
+            http, Task.from_json, creates=True, hidden=hidden, before_send=before_send
+        )
 
     def _get_task(self, task_id: str) -> _Steps[Task]:
         def parse(payload: Any) -> Task:
@@ -879,14 +892,20 @@ class Client(_BaseClient):
             return _PublicPeer(request.url.raw_host.decode("ascii"))
         return _bound_reads
 
-    def create_task(self, request: GenerationRequest | Mapping[str, Any]) -> Task:
-        """Submit a generation request.
+    def create_task(
+        self,
+        request: GenerationRequest | Mapping[str, Any],
+        *,
+        before_send: Callable[[], None] | None = None,
+    ) -> Task:
+        """Submit a generation request; `before_send` is called just before each try goes
+        out (after any wait for its turn), and what it raises ends the call unsent.
 
         Raises:
             OutcomeUnknownError: the request went out and the answer does not say whether a
                 task was made (lost, 5xx, or not a task); it is never resent.
         """
-        return self._run(self._create(request))
+        return self._run(self._create(request, before_send))
 
     def get_task(self, task_id: str, *, deadline: float | None = None) -> Task:
         """The task's current state; with `deadline` (`time.monotonic()`), by then.

@@ -26,7 +26,7 @@ from ...follow import FOLLOWED_TAG, follower_failed, following
 from ...ledger import LedgerRow
 from ...planning import over_budget_message, plan_catalog, publish, requests_frame
 from ...publishing import PublishError
-from ...records import LedgerLost, check_ledger, edited_not_resent, write_record
+from ...records import LedgerLost, check_ledger, edited_not_resent, few, write_record
 from ...seedance import PriceTable
 from ...statuses import COUNTED, UNDELIVERED, RequestStatus, Status
 from ...storage import StoreRefused
@@ -215,6 +215,14 @@ def submitted_tasks(
             f"{len(summary.not_sent)} prompt(s) could not be sent after retries "
             f"({', '.join(summary.not_sent[:5])}); the step is retried, then the task_poller "
             f"sensor asks for submitted_tasks of the day again (or {send_the_rest(partition)})"
+        )
+    if lost := summary.claims_lost:
+        raise Failure(
+            f"{len(lost)} prompt(s) were not sent, as this run was paused past their claims' "
+            f"lease ({few(lost)}): each is `unknown` or another run's now, and no request of "
+            "this run made a task for it; settle an `unknown` one with `seedance-pipeline "
+            "resolve`",
+            allow_retries=False,
         )
     # What was sent, not how it is going: a run that sends nothing leaves the day's videos fresh.
     sent = pd.DataFrame(
