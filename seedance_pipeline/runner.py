@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pandas as pd
 from dagster import DagsterInstance, ExecuteInProcessResult, materialize
+from sqlalchemy.exc import SQLAlchemyError
 from tqdm import tqdm
 
 from .callbacks import callback_base
 from .definitions import DOMAINS, resources_from_env
 from .defs.generation.sensors import STATE_TAG, ledger_state, state_tag
 from .follow import FOLLOWED_TAG, following
-from .ledger import LedgerUnreachable
+from .ledger import LEDGER_URL_ENV, Ledger, LedgerUnreachable, ledger_url, safe_url
 from .polling import PollingRefused
 from .seedance import (
     APIError,
@@ -114,6 +115,21 @@ def _said(error) -> str:
     return rest if rest and named.split(".")[-1] == error.cls_name else message
 
 
+def _ledger_reachable(data_dir: Path) -> None:
+    """Stop at once, naming the ledger, when its database does not answer (a wrong
+    SEEDANCE_LEDGER_URL, a database down): the first step failing on it said only
+    `connection failed`, and Dagster's storage may be a PostgreSQL too."""
+    url = ledger_url(data_dir)
+    try:
+        Ledger(url).db.ping()
+    except SQLAlchemyError as exc:
+        why = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise PipelineStopped(
+            f"cannot reach the ledger, {safe_url(url)} ({why}): check {LEDGER_URL_ENV}, or "
+            "start its database"
+        ) from None
+
+
 def _reachable(evolink) -> None:
     """Stop at once when the API does not answer, instead of after minutes of retries."""
     try:
@@ -184,6 +200,7 @@ def run_partition(
     pipeline = resources["pipeline"]
     evolink = resources["evolink"].process_config_and_initialize()
     _reachable(evolink)
+    _ledger_reachable(pipeline.root)
     dagster = instance()
 
     def run(assets, day: str | None = partition, **tags: str) -> ExecuteInProcessResult:

@@ -239,6 +239,27 @@ def test_other_commands_name_a_malformed_setting_in_one_line(
     assert ":pw@" not in err
 
 
+def test_run_with_a_ledger_database_that_does_not_answer_names_the_ledger(
+    tmp_path, monkeypatch, capsys, emulator, api_key
+):
+    """It failed its first step with `connection failed: ... Connection refused`, naming
+    neither the ledger nor its setting (Dagster's storage may be a PostgreSQL too)."""
+    monkeypatch.setenv("SEEDANCE_DATA_DIR", str(copy_sample_data(tmp_path / "data")))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    monkeypatch.setenv("EVOLINK_API_KEY", api_key)
+    for api in ("EVOLINK_BASE_URL", "EVOLINK_FILES_URL"):
+        monkeypatch.setenv(api, emulator)
+    down = f"postgresql://seedance:pw@127.0.0.1:{free_port()}/ledger"
+    monkeypatch.setenv("SEEDANCE_LEDGER_URL", down)
+    assert main(["run", DAY]) == 1
+    err = capsys.readouterr().err
+    port = down.split(":")[3].split("/")[0]
+    assert err.startswith("error: cannot reach the ledger, postgresql"), err
+    assert f"seedance:***@127.0.0.1:{port}/ledger (" in err and "Connection refused" in err
+    assert "check SEEDANCE_LEDGER_URL" in err and ":pw@" not in err
+    assert emulator_tasks(emulator) == []
+
+
 @pytest.mark.parametrize("command", [["callbacks"], ["costs"]])
 def test_commands_run_from_another_folder_refuse_to_start(tmp_path, monkeypatch, capsys, command):
     """`callbacks` created a new, empty ledger there, and `costs` said there were no tables."""
