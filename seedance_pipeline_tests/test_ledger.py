@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 
-from seedance_pipeline.ledger import AnswerNotRecorded, Ledger, PollUpdate, TaskHeld
+from seedance_pipeline.ledger import AnswerNotRecorded, Ledger, PollUpdate, TaskHeld, database
 from seedance_pipeline.ledger.database import safe_url, sql
 from seedance_pipeline.ledger.migrations import MIGRATIONS
 from seedance_pipeline.polling import MIN_LOCK_WAIT, poll_due
@@ -485,3 +486,28 @@ def test_a_write_failing_for_another_reason_than_a_lock_is_not_called_a_lock(tmp
         ledger.db.transaction(lock_wait=5) as db,
     ):
         db.execute(sql("UPDATE tasks SET polls = 1"))
+
+
+def test_a_postgresql_ledger_that_takes_the_connection_and_never_answers_is_given_up(
+    monkeypatch,
+):
+    """libpq waited as long as the kernel did: `run`, its lease keeper and the sensor hung on
+    a database host gone silent (helper-45)."""
+    monkeypatch.setattr(database, "CONNECT_TIMEOUT_SECONDS", 1)
+    failed: list[Exception] = []
+
+    def connect(port: int) -> None:
+        try:
+            Ledger(f"postgresql://seedance:pw@127.0.0.1:{port}/ledger")
+        except OperationalError as exc:
+            failed.append(exc)
+
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # the kernel answers, no server
+        attempt = threading.Thread(target=connect, args=(silent.getsockname()[1],), daemon=True)
+        started = time.monotonic()
+        attempt.start()
+        attempt.join(20)
+        took = time.monotonic() - started
+    assert not attempt.is_alive() and failed, "still waiting after 20 s"
+    assert took < 10, took
+    assert "timeout" in str(failed[0]).lower()

@@ -105,6 +105,27 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
+# libpq waits for an unreachable server, and for one whose network went silent, as long as
+# the kernel does (minutes); these bound both, unless the URL sets them itself.
+CONNECT_TIMEOUT_SECONDS = 10
+
+
+def _postgres_timeouts(url: str) -> dict[str, int]:
+    """A connection attempt ends after CONNECT_TIMEOUT_SECONDS; an idle connection is probed
+    after 10 s and dropped 15 s later without answers, and one whose sent data goes
+    unacknowledged for 30 s is dropped (a network partition, a failover's lost packets)."""
+    given = make_url(url).query
+    timeouts = {
+        "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 5,
+        "keepalives_count": 3,
+        "tcp_user_timeout": 30_000,
+    }
+    return {name: value for name, value in timeouts.items() if name not in given}
+
+
 def _engine(url: str) -> Engine:
     with _LOCK:
         engine = _ENGINES.get(url)
@@ -118,7 +139,13 @@ def _engine(url: str) -> Engine:
                 engine = _sqlite_engine(url)
             else:
                 try:
-                    engine = create_engine(url, pool_size=5, max_overflow=10, pool_pre_ping=True)
+                    engine = create_engine(
+                        url,
+                        pool_size=5,
+                        max_overflow=10,
+                        pool_pre_ping=True,
+                        connect_args=_postgres_timeouts(url),
+                    )
                 except (ValueError, ArgumentError):  # `?port=x`
                     raise _unreadable_url() from None
             _ENGINES[url] = engine
