@@ -24,6 +24,8 @@ from .reports import (
 )
 from .seedance import PriceTable
 from .settings import SettingError, data_dir, env_number, parse_day
+from .statuses import Status
+from .videos import DOWNLOAD_RETRY_SECONDS
 
 SAMPLE_TIME_SCALE = 0.02
 
@@ -417,6 +419,10 @@ def _warn_before_first_day(rows: list) -> None:
 # --- run ------------------------------------------------------------------------------------
 
 
+# `run`'s exit status when the day ran but paid videos are left to store.
+VIDEOS_LEFT = 3
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .callbacks import CALLBACK_URL_ENV
     from .runner import PipelineStopped, run_partition
@@ -429,6 +435,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     except PipelineStopped as exc:
         return _fail(exc, exc.exit_code)
     print_run_summary(args.date, videos, callbacks=bool(os.environ.get(CALLBACK_URL_ENV)))
+    if left := (videos.status == Status.DOWNLOAD_FAILED).sum():
+        # Paid videos whose links die 24 h after their tasks ended: a scheduler must see it.
+        print(
+            f"{args.date}: {left} paid video(s) not stored yet (download_failed): run the day "
+            f"again in {DOWNLOAD_RETRY_SECONDS // 60} minutes or more, within 24 hours",
+            file=sys.stderr,
+        )
+        return VIDEOS_LEFT
     return 0
 
 

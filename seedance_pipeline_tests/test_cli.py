@@ -260,6 +260,27 @@ def test_run_with_a_ledger_database_that_does_not_answer_names_the_ledger(
     assert emulator_tasks(emulator) == []
 
 
+def test_run_that_leaves_paid_videos_unstored_exits_3_saying_when_to_run_again(
+    tmp_path, monkeypatch, capsys, start_emulator, api_key
+):
+    """A CDN answering web pages for a while: `run` exited 0 with the day's videos unstored, and
+    a scheduler took the day for done while their links died (helper-45)."""
+    url = start_emulator(link_fault_rate=1.0, link_faults=("html",))
+    write_catalog(tmp_path / "data", 2)
+    monkeypatch.setenv("SEEDANCE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    monkeypatch.setenv("EVOLINK_API_KEY", api_key)
+    for api in ("EVOLINK_BASE_URL", "EVOLINK_FILES_URL"):
+        monkeypatch.setenv(api, url)
+    assert main(["run", DAY]) == 3
+    out, err = capsys.readouterr()
+    assert f"{DAY}: 2 rows: 2 download_failed" in out
+    assert err.endswith(
+        f"\n{DAY}: 2 paid video(s) not stored yet (download_failed): run the day again in 5 "
+        "minutes or more, within 24 hours\n"
+    ), err
+
+
 @pytest.mark.parametrize("command", [["callbacks"], ["costs"]])
 def test_commands_run_from_another_folder_refuse_to_start(tmp_path, monkeypatch, capsys, command):
     """`callbacks` created a new, empty ledger there, and `costs` said there were no tables."""
