@@ -116,10 +116,12 @@ def _said(error) -> str:
 
 
 def _ledger_reachable(data_dir: Path) -> None:
-    """Stop at once, naming the ledger, when its database does not answer (a wrong
+    """Stop at once, naming the ledger, when its PostgreSQL does not answer (a wrong
     SEEDANCE_LEDGER_URL, a database down): the first step failing on it said only
     `connection failed`, and Dagster's storage may be a PostgreSQL too."""
     url = ledger_url(data_dir)
+    if not url.startswith("postgres"):
+        return  # a SQLite file, made when first written: a run stopped sooner leaves none
     try:
         Ledger(url).db.ping()
     except SQLAlchemyError as exc:
