@@ -56,9 +56,9 @@ MEDIA_COLUMNS = (*MEDIA_REQUIRED, *MEDIA_NUMBERS)
 _PRICED = ("generate_audio", "aspect_ratio")  # absent, their defaults cost or change most
 # Unicode category Cc. The prompt's own rules (tab and newlines allowed) are the vendor's, and
 # break only its row (seedance/_rules.py); in any other text field they are a malformed cell.
-# Control characters, and the bidirectional overrides and isolates that reorder text on a
-# screen (a campaign that reads otherwise than it is).
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# Control characters, and the bidirectional marks, overrides and isolates that reorder text
+# on a screen (a campaign that reads otherwise than it is).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 # The `user:password@` part of a URL: everything up to the last @ of the authority.
 _USERINFO = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*:)?//)[^/?#]*@")
 _TRUE, _FALSE = {"true", "1", "yes", "y", "t"}, {"false", "0", "no", "n", "f"}
@@ -386,8 +386,9 @@ class _Rows:
             raise self.error(
                 row,
                 column,
-                f"{value!r} differs from row {at}'s {same!r} only in case; their files would be "
-                "one on macOS and Windows: rename one",
+                f"{value!r} differs from row {at}'s {same!r} only in case, and their videos would "
+                "be one file on macOS and Windows: delete one row, or change the id of one not "
+                "sent yet (a new id is a new prompt, sent and paid again)",
             )
         seen[key] = (value, row)
         return value

@@ -23,7 +23,7 @@ from .reports import (
     print_run_summary,
 )
 from .seedance import PriceTable
-from .settings import SettingError, data_dir, env_number, parse_day
+from .settings import SettingError, data_dir, env_number, first_day, parse_day
 from .statuses import Status
 from .videos import DOWNLOAD_RETRY_SECONDS
 
@@ -405,12 +405,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def _warn_before_first_day(rows: list) -> None:
     """Rows dated before the first partition are never run: a mistyped year, most often."""
-    from .defs.partitions import FIRST_DAY
-
-    early = sorted(r.prompt.prompt_id for r in rows if r.prompt.scheduled_date < FIRST_DAY)
+    first = first_day()
+    early = sorted(r.prompt.prompt_id for r in rows if r.prompt.scheduled_date < first)
     if early:
         print(
-            f"warning: {len(early)} row(s) are dated before the first day, {FIRST_DAY} "
+            f"warning: {len(early)} row(s) are dated before the first day, {first} "
             f"(SEEDANCE_PARTITIONS_START), and no run sends them: {few(early)}",
             file=sys.stderr,
         )

@@ -252,8 +252,8 @@ def poll_due(
         # Each poll ends by `finish_by` itself; the margin is for a name lookup under way.
         timeout = None if finish_by is None else max(0.0, finish_by - time.monotonic())
         wait(polls, None if timeout is None else timeout + CUT_OFF_MARGIN_SECONDS)
-        for job in polls:
-            job.cancel()  # not started: asked next round
+        # Not started by then (the pool's threads all held up): asked next round.
+        summary.errors += sum(job.cancel() for job in polls)
     with lock:
         over = True
         summary.errors += summary.polled - ended  # cut off, or still under way

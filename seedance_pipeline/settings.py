@@ -42,6 +42,11 @@ def env_day(name: str, default: str) -> str:
         raise SettingError(f"{name}: {exc}") from None
 
 
+def first_day() -> str:
+    """The partitions' first day (`SEEDANCE_PARTITIONS_START`): rows dated before it never run."""
+    return env_day("SEEDANCE_PARTITIONS_START", "2026-11-01")
+
+
 def env_api_url(name: str, default: str) -> str:
     """The EvoLink URL in environment variable `name`, or `default` when unset."""
     value = os.environ.get(name, "").strip() or default

@@ -511,3 +511,32 @@ def test_a_postgresql_ledger_that_takes_the_connection_and_never_answers_is_give
     assert not attempt.is_alive() and failed, "still waiting after 20 s"
     assert took < 10, took
     assert "timeout" in str(failed[0]).lower()
+
+
+def test_polls_a_held_up_pool_never_started_count_as_the_rounds_errors(ledger, monkeypatch):
+    """Every thread held (a name lookup that hangs, which no timeout bounds): the round said
+    `polled 0, errors 0` while its tasks waited."""
+    from seedance_pipeline import polling
+
+    for n in range(2, 5):
+        assert ledger.claim(DAY, f"more-{n}", REQUEST, 10.0)
+        ledger.record_submitted(DAY, f"more-{n}", f"task-{n}", time.time())
+    monkeypatch.setattr(polling, "CUT_OFF_MARGIN_SECONDS", 0.2)
+    release = threading.Event()
+
+    def held(request):
+        release.wait(10)  # not a socket: the round's deadline cannot cut it
+        return httpx.Response(503)
+
+    pool = ThreadPoolExecutor(1)
+    try:
+        with Client("k", transport=httpx.MockTransport(held)) as client:
+            started = time.monotonic()
+            summary = poll_due(ledger, client, pool, finish_by=started + 0.3)
+            took = time.monotonic() - started
+    finally:
+        release.set()
+        pool.shutdown()
+    assert (summary.polled, summary.errors) == (1, 4), summary  # 1 held, 3 never started
+    assert took < 2, took
+    assert len(ledger.due_tasks(time.time(), 10)) == 4  # all asked again next round

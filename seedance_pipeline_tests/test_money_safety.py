@@ -20,7 +20,7 @@ from seedance_pipeline import seedance
 from seedance_pipeline.cli import main
 from seedance_pipeline.definitions import DOMAINS
 from seedance_pipeline.defs.generation import assets as generation_assets
-from seedance_pipeline.defs.generation.sensors import task_poller
+from seedance_pipeline.defs.generation.sensors import MAX_VIDEO_RUNS, task_poller
 from seedance_pipeline.emulator.config import PRICES as EMULATOR_PRICES
 from seedance_pipeline.ledger import Ledger, LedgerRow, PollUpdate
 from seedance_pipeline.ledger.database import sql
@@ -174,31 +174,63 @@ def test_a_day_whose_submission_was_stopped_is_left_to_its_user(day):
     assert DAY not in ledger.partitions_incomplete()
 
 
+def _sensor_tick(instance, resources) -> list:
+    """The sensor's tick, each run it asks for carried out as Dagster would; their results."""
+    assets = {a.key: a for a in DOMAINS.assets}
+    tick = task_poller(build_sensor_context(instance=instance, resources=resources))
+    return [
+        materialize(
+            [assets[key] for key in request.asset_selection],
+            partition_key=request.partition_key,
+            resources=resources,
+            instance=instance,
+            tags=request.tags,
+            raise_on_error=False,
+        )
+        for request in tick.run_requests
+    ]
+
+
+def _cut_short(tmp_path, emulator, api_key, prompts: int) -> tuple[Path, dict]:
+    """A day of `prompts` planned, whose submission was cut short before any was sent."""
+    data = tmp_path / "data"
+    write_catalog(data, prompts)
+    resources = make_resources(data, emulator, api_key)
+    assert plan_requests(resources).success
+    resources["pipeline"].ledger().set_submission_complete(DAY, False)
+    return data, resources
+
+
 def test_a_day_the_sensor_sends_on_is_planned_again_so_deleted_prompts_are_not_paid(
     tmp_path, emulator, api_key
 ):
     """The sensor's run sending the rest of a day sent what the day's last plan held: prompts
     deleted from the catalog since were paid for all the same."""
-    data = tmp_path / "data"
-    write_catalog(data, 6)
-    resources = make_resources(data, emulator, api_key)
-    assert plan_requests(resources).success
-    resources["pipeline"].ledger().set_submission_complete(DAY, False)  # cut short, none sent
+    data, resources = _cut_short(tmp_path, emulator, api_key, 6)
     kept = write_catalog(data, 3)  # the user deletes three rows meanwhile
     with DagsterInstance.ephemeral() as instance:
-        [request] = task_poller(
-            build_sensor_context(instance=instance, resources=resources)
-        ).run_requests
-        assets = {a.key: a for a in DOMAINS.assets}
-        result = materialize(
-            [assets[key] for key in request.asset_selection],
-            partition_key=request.partition_key,
-            resources=resources,
-            instance=instance,
-        )
+        [result] = _sensor_tick(instance, resources)
     assert result.success
     assert sorted(r.prompt_id for r in ledger_rows(resources)) == kept
     assert len(emulator_tasks(emulator)) == 3
+
+
+def test_a_day_whose_catalog_was_broken_a_while_is_sent_on_once_it_is_fixed(
+    tmp_path, emulator, api_key
+):
+    """The sensor's runs sending the rest of a day failed on a catalog being edited, five times
+    in as many ticks, and then it never asked again, fixed or not: the day stayed unsent
+    (helper-46)."""
+    data, resources = _cut_short(tmp_path, emulator, api_key, 4)
+    catalog = data / "catalog" / "prompts.csv"
+    fixed = catalog.read_text()
+    catalog.write_text(fixed + "p999,soon,seedance-2.0-text-to-video,half written\n")
+    with DagsterInstance.ephemeral() as instance:
+        failed = [r for _ in range(MAX_VIDEO_RUNS + 1) for r in _sensor_tick(instance, resources)]
+        assert len(failed) == MAX_VIDEO_RUNS and not any(r.success for r in failed)
+        catalog.write_text(fixed)
+        [result] = _sensor_tick(instance, resources)
+    assert result.success and len(emulator_tasks(emulator)) == 4
 
 
 def test_a_new_day_interrupted_while_submitting_is_not_sent_on_by_the_sensor(day, monkeypatch):

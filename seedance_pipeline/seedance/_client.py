@@ -867,6 +867,9 @@ class Client(_BaseClient):
                         result = pool.send(step, stream=True)
                         opened.append(result)
                 except (httpx.HTTPError, UnsafeLinkError) as exc:  # UnsafeLinkError: _PublicPeer
+                    if cut_off_at is not None and time.monotonic() >= cut_off_at:
+                        # the deadline's doing, not the host's: no retry, nor its log line
+                        raise CallCutOff("its deadline passed before its answer came") from None
                     step = steps.throw(exc)
                 else:
                     step = steps.send(result)
