@@ -106,6 +106,7 @@ def submit_all(
     def first(p: Planned) -> None:
         sent, stored, token = with_callback(p.body, callback_base)
         sent = _presigned(sent, partition)
+        guard = _claim_guard(ledger, partition, p.prompt_id)  # its clocks start before the claim
         if ledger.claim(
             partition,
             p.prompt_id,
@@ -116,7 +117,9 @@ def submit_all(
             expected_frame=p.frame,
             campaign=p.campaign,
         ):
-            _submit_claimed(ledger, client, partition, p.prompt_id, sent, summary, bool(token))
+            _submit_claimed(
+                ledger, client, partition, p.prompt_id, sent, summary, bool(token), guard
+            )
         else:
             with summary.lock:
                 not_claimed.append(p.prompt_id)
@@ -124,6 +127,7 @@ def submit_all(
     def again(row) -> None:
         sent, _, token = with_callback(row.request, callback_base)
         sent = _presigned(sent, partition)
+        guard = _claim_guard(ledger, partition, row.prompt_id)
         if ledger.claim_resubmission(
             partition, row.prompt_id, max_attempts, callback_token_sha256=token
         ):
@@ -134,7 +138,7 @@ def submit_all(
                 row.error_code,
             )
             if _submit_claimed(
-                ledger, client, partition, row.prompt_id, sent, summary, bool(token)
+                ledger, client, partition, row.prompt_id, sent, summary, bool(token), guard
             ):
                 with summary.lock:
                     summary.resubmitted += 1
@@ -221,6 +225,27 @@ def _recorded(write: Callable[[], None]) -> None:
             time.sleep(RECORD_RETRY_SECONDS)
 
 
+def _claim_guard(ledger: Ledger, partition: str, prompt_id: str) -> Callable[[], None]:
+    """To be called before each try of the create of a claim about to be made: a process
+    paused past its lease must not send a claim settled meanwhile, so unless the claim is a
+    moment old by both clocks (a pause moves them on), the ledger is asked whether it is still
+    this process's. That read would cost about as much CPU as the create, on every create."""
+    monotonic, wall = time.monotonic(), time.time()
+    fresh = min(FRESH_CLAIM_SECONDS, ledger.leases.seconds / 4)
+
+    def guard() -> None:
+        if time.monotonic() - monotonic > fresh or time.time() - wall > fresh:
+            ledger.hold_claim(partition, prompt_id)
+
+    return guard
+
+
+# A claim younger than this by both clocks (and than a quarter of its lease) is sent without
+# asking the ledger whether it is still this process's: its lease, taken with it, has most of
+# its time left.
+FRESH_CLAIM_SECONDS = 1.0
+
+
 def _submit_claimed(
     ledger: Ledger,
     client: Client,
@@ -229,14 +254,15 @@ def _submit_claimed(
     body: dict,
     summary: SubmitSummary,
     callback: bool,
+    guard: Callable[[], None],
 ) -> bool:
     """Send one claimed request and record what became of it; True if a task was made.
 
     `callback`: the body carries our callback URL, so polls wait for the callback.
+    `guard` (`_claim_guard`): called before each try is sent.
     """
     try:
-        # A process paused past its lease must not send a claim settled meanwhile.
-        task = client.create_task(body, before_send=lambda: ledger.hold_claim(partition, prompt_id))
+        task = client.create_task(body, before_send=guard)
     except ClaimLost as exc:
         log.error("%s", exc)
         with summary.lock:

@@ -16,7 +16,7 @@ import pytest
 from dagster import DagsterInstance, build_sensor_context, materialize
 from PIL import Image
 
-from seedance_pipeline import seedance
+from seedance_pipeline import seedance, submission
 from seedance_pipeline.cli import main
 from seedance_pipeline.definitions import DOMAINS
 from seedance_pipeline.defs.generation import assets as generation_assets
@@ -361,6 +361,7 @@ def test_a_claim_settled_while_its_run_was_paused_is_not_sent_by_it(
 
     def claim_then_pause(partition, prompt_id, *args, **kwargs):
         made = real_claim(partition, prompt_id, *args, **kwargs)
+        time.sleep(0.1)  # the pause, past what a fresh claim is trusted for
         change = {
             # past its lease: settled, forgotten, and claimed by another run meanwhile
             "p1": "owner = 'worker-c/boot.1/42/abcdef01', lease_expires_at = :t + 60",
@@ -375,6 +376,7 @@ def test_a_claim_settled_while_its_run_was_paused_is_not_sent_by_it(
         return made
 
     monkeypatch.setattr(ledger, "claim", claim_then_pause)
+    monkeypatch.setattr(submission, "FRESH_CLAIM_SECONDS", 0.05)
     with Client(api_key, base_url=emulator) as client:
         summary = submit_all(ledger, client, DAY, [Planned(p, body, 1.0) for p in ("p1", "p2")])
     assert (summary.claims_lost, summary.submitted) == (["p1"], 1)
