@@ -213,7 +213,7 @@ def submitted_tasks(
     if summary.not_sent:
         raise Failure(
             f"{len(summary.not_sent)} prompt(s) could not be sent after retries "
-            f"({', '.join(summary.not_sent[:5])}); the step is retried, then the task_poller "
+            f"({few(summary.not_sent)}); the step is retried, then the task_poller "
             f"sensor asks for submitted_tasks of the day again (or {send_the_rest(partition)})"
         )
     if lost := summary.claims_lost:
