@@ -16,6 +16,7 @@ import contextlib
 import email.utils
 import functools
 import hashlib
+import http.cookiejar
 import ipaddress
 import itertools
 import json
@@ -755,15 +756,11 @@ class _BaseClient:
         max_bytes: int,
         deadline: _Deadline,
     ) -> _Steps[tuple[str, int]]:
-        where = _where(request)
-        too_large = DownloadTooLargeError(
-            f"{where} is larger than {max_bytes} bytes (SEEDANCE_MAX_VIDEO_BYTES); "
-            "raise that setting if such videos are expected"
-        )
+        where = functools.partial(_where, request)  # for an error only: it parses the URL
         if response.status_code in (403, 404, 410):
             yield _Read(response)
             raise LinkExpiredError(
-                f"{where} answered {response.status_code}: the result link has expired or is "
+                f"{where()} answered {response.status_code}: the result link has expired or is "
                 "invalid"
             )
         if not response.is_success:
@@ -772,25 +769,41 @@ class _BaseClient:
         if encoding := _encoding(response):
             yield _Read(response)
             raise DownloadError(
-                f"{where} sent a compressed body (Content-Encoding: {encoding[:40]}) though "
+                f"{where()} sent a compressed body (Content-Encoding: {encoding[:40]}) though "
                 "none was asked; it is not inflated"
             )
         if response.headers.get("content-type", "").startswith("text/html"):
             yield _Read(response)
-            raise DownloadError(f"{where} answered a web page (text/html), not a video")
+            raise DownloadError(f"{where()} answered a web page (text/html), not a video")
         if int(response.headers.get("content-length") or 0) > max_bytes:
             yield _Read(response)
-            raise too_large
+            raise _too_large(where(), max_bytes)
         with tmp.open("wb") as out:
             sink = _FileSink(out, max_bytes, deadline.at)
             yield _Read(response, sink)
             out.flush()
             os.fsync(out.fileno())
         if sink.overflow:
-            raise too_large
+            raise _too_large(where(), max_bytes)
         if sink.late:
-            raise deadline.late(where)
+            raise deadline.late(where())
         return sink.digest.hexdigest(), sink.size
+
+
+class _NoCookies(http.cookiejar.CookieJar):
+    """A jar that keeps no cookie, so none is ever sent: the API takes a bearer key, and result
+    links are pre-signed on hosts trusted to set nothing. (Keeping them also parsed every
+    answer's URL again.)"""
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        pass
+
+
+def _too_large(where: str, max_bytes: int) -> DownloadTooLargeError:
+    return DownloadTooLargeError(
+        f"{where} is larger than {max_bytes} bytes (SEEDANCE_MAX_VIDEO_BYTES); "
+        "raise that setting if such videos are expected"
+    )
 
 
 class Client(_BaseClient):
@@ -818,9 +831,13 @@ class Client(_BaseClient):
         **kwargs: Any,
     ):
         super().__init__(api_key, **kwargs)
-        self._http = httpx.Client(timeout=timeout, transport=transport, verify=_tls())
+        self._http = httpx.Client(
+            timeout=timeout, transport=transport, verify=_tls(), cookies=_NoCookies()
+        )
         # Downloads have a pool of their own: no result host's connection is in the API's.
-        self._downloads = httpx.Client(timeout=timeout, transport=transport, verify=_tls())
+        self._downloads = httpx.Client(
+            timeout=timeout, transport=transport, verify=_tls(), cookies=_NoCookies()
+        )
 
     def __enter__(self) -> Client:
         return self
@@ -995,6 +1012,7 @@ class AsyncClient(_BaseClient):
             transport=transport,
             limits=limits or httpx.Limits(max_connections=32),
             verify=_tls(),
+            cookies=_NoCookies(),
         )
 
     async def __aenter__(self) -> AsyncClient:

@@ -36,6 +36,7 @@ _INTERNAL_SUFFIXES = (
 _IPV4_PART = re.compile(r"^(0[xX][0-9a-fA-F]*|0[0-7]*|[1-9][0-9]*)$")
 _LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?"
 _HOST_NAME = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
+_SPACE_OR_CONTROL = re.compile(r"[\x00-\x20\x7f]")
 # The local-use NAT64 prefix (RFC 8215): it reaches IPv4 hosts of the operator's choosing, in
 # any of RFC 6052's layouts, and Python counts it as global.
 _LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")
@@ -145,7 +146,7 @@ def url_problem(
         return f"{url!r} is not a valid URL ({exc})"
     if parts.username is not None or parts.password is not None:
         return "must not carry a user name or password (user:password@host)"
-    if any(ord(c) < 33 or ord(c) == 127 for c in url):
+    if _SPACE_OR_CONTROL.search(url):
         return "contains spaces or control characters"
     if allow_origin is not None and _origin(parts.scheme, parts.hostname, port) == allow_origin:
         return None
