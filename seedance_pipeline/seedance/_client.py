@@ -792,8 +792,7 @@ class _BaseClient:
 
 class _NoCookies(http.cookiejar.CookieJar):
     """A jar that keeps no cookie, so none is ever sent: the API takes a bearer key, and result
-    links are pre-signed on hosts trusted to set nothing. (Keeping them also parsed every
-    answer's URL again.)"""
+    links are pre-signed on hosts trusted with nothing."""
 
     def extract_cookies(self, response: Any, request: Any) -> None:
         pass
