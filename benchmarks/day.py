@@ -5,12 +5,14 @@ The floor: every create at the create limit and every query at the query limit (
 limits, so they overlap: the slower of the two), plus one task's generation time.
 Several sizes (`--prompts 1000 5000`) also give the CPU per task beyond start-up: the slope
 between the smallest and the largest.
-Run: python benchmarks/day.py [--prompts 1000 [5000 ...]] [--rate 20] [--pace 18]
+`--by-thread` adds the CPU per task of each of its thread pools (`thread_cpu/`).
+Run: python benchmarks/day.py [--prompts 1000 [5000 ...]] [--rate 20] [--pace 18] [--by-thread]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import subprocess
 import sys
@@ -40,8 +42,11 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, nargs="+", default=[1000])
     parser.add_argument("--rate", type=float, default=20.0, help="the emulator's create limit")
     parser.add_argument("--pace", type=float, help="EVOLINK_MAX_REQUESTS_PER_SECOND (a cap)")
+    parser.add_argument(
+        "--by-thread", action="store_true", help="also the CPU per task of each thread pool"
+    )
     args = parser.parse_args()
-    cpu = {n: day(n, args.rate, args.pace) for n in args.prompts}
+    cpu = {n: day(n, args.rate, args.pace, args.by_thread) for n in args.prompts}
     if len(cpu) > 1:
         (small, low), (large, high) = min(cpu.items()), max(cpu.items())
         per_task = (high - low) / (large - small)
@@ -51,7 +56,7 @@ def main() -> None:
         )
 
 
-def day(prompts: int, rate: float, pace: float | None) -> float:
+def day(prompts: int, rate: float, pace: float | None, by_thread: bool = False) -> float:
     """Run one day of `prompts` and print its figures; returns the pipeline's CPU seconds."""
     root = Path(tempfile.mkdtemp(prefix="day-bench-"))
     data = root / "data"
@@ -73,6 +78,10 @@ def day(prompts: int, rate: float, pace: float | None) -> float:
         env = pipeline_env(root, emulator.url, data) | {"DAGSTER_HOME": str(root / "dagster")}
         if pace:
             env["EVOLINK_MAX_REQUESTS_PER_SECOND"] = str(pace)
+        threads = root / "threads.json"
+        if by_thread:
+            env["PYTHONPATH"] = str(Path(__file__).with_name("thread_cpu"))
+            env["SEEDANCE_BENCH_THREAD_CPU"] = str(threads)
         started = time.monotonic()
         done = subprocess.run([*cli(), "run", DAY], env=env, capture_output=True, text=True)
         wall = time.monotonic() - started
@@ -95,6 +104,15 @@ def day(prompts: int, rate: float, pace: float | None) -> float:
         f"{system:.1f} s system); peak RSS {usage.ru_maxrss / 1024:.0f} MB",
         flush=True,
     )
+    if by_thread:
+        spent = json.loads(threads.read_text())
+        spent["elsewhere (threads running at exit, child processes)"] = cpu - sum(spent.values())
+        pools = sorted(spent.items(), key=lambda kv: -kv[1])
+        print(
+            "  CPU per task by thread: "
+            + ", ".join(f"{pool} {1000 * seconds / prompts:.2f} ms" for pool, seconds in pools),
+            flush=True,
+        )
     return cpu
 
 

@@ -73,7 +73,7 @@ def follow_day(
             if polls
             else nullcontext()
         ) as poll_round,
-        ThreadPoolExecutor(DOWNLOAD_WORKERS) as pool,
+        ThreadPoolExecutor(DOWNLOAD_WORKERS, thread_name_prefix="store") as pool,
     ):
         downloads: dict[str, Future] = {}
         woken = threading.Event()  # a download raised: stop at once, not after the sleep
