@@ -10,7 +10,7 @@ from dagster import Definitions, EnvVar, definitions
 from .defs.catalog import definitions as catalog
 from .defs.costs import definitions as costs
 from .defs.generation import definitions as generation
-from .defs.resources import EvoLinkResource, PipelineResource
+from .defs.resources import MAX_RESUBMISSIONS, EvoLinkResource, PipelineResource
 from .ledger import ledger_url, safe_url
 from .ledger.leases import lease_seconds
 from .seedance import DEFAULT_BASE_URL, DEFAULT_FILES_URL
@@ -41,7 +41,8 @@ def resources_from_env(prompts: Path | None = None, media: Path | None = None) -
         "pipeline": PipelineResource(
             data_dir=data,
             max_credits_per_partition=env_number("SEEDANCE_MAX_CREDITS_PER_PARTITION"),
-            max_resubmissions=env_number("SEEDANCE_MAX_RESUBMISSIONS", int) or 0,
+            max_resubmissions=env_number("SEEDANCE_MAX_RESUBMISSIONS", int, most=MAX_RESUBMISSIONS)
+            or 0,
             s3_bucket=os.environ.get("SEEDANCE_S3_BUCKET") or None,
             s3_prefix=os.environ.get("SEEDANCE_S3_PREFIX", ""),
             prompts_path=str(prompts) if prompts else None,

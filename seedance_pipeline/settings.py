@@ -55,8 +55,8 @@ def env_api_url(name: str, default: str) -> str:
     return value
 
 
-def env_number(name: str, cast: type = float, *, zero: bool = True):
-    """The number in environment variable `name`, or None when unset."""
+def env_number(name: str, cast: type = float, *, zero: bool = True, most: float | None = None):
+    """The number in environment variable `name` (at most `most`), or None when unset."""
     value = os.environ.get(name, "").strip()
     if not value:
         return None
@@ -68,6 +68,8 @@ def env_number(name: str, cast: type = float, *, zero: bool = True):
     if not math.isfinite(number) or number < 0 or (number == 0 and not zero):
         least = "at least 0" if zero else "above 0"
         raise SettingError(f"{name}={value!r} must be a finite {kind} {least}")
+    if most is not None and number > most:
+        raise SettingError(f"{name}={value!r} must be at most {most}")
     return number
 
 

@@ -436,12 +436,18 @@ def test_a_price_table_of_the_wrong_shape_is_a_setting_to_fix_naming_the_keys(
         "credits_per_second.standard = 6.251; it must be an object": {
             "credits_per_second": packaged["credits_per_second"] | {"standard": 6.251}
         },
-        'credits_per_second.fast.without_reference_video.480p = "5"; it must be a number above 0': {
+        'credits_per_second.fast.without_reference_video.480p = "5"; it must be a number above 0 '
+        "and at most 1,000,000": {
             "credits_per_second": packaged["credits_per_second"]
             | {"fast": {"without_reference_video": {"480p": "5"}}}
         },
-        "unknown_reference_video_seconds = -5; it must be a number 0 or more": {
-            "unknown_reference_video_seconds": -5
+        "unknown_reference_video_seconds = -5; it must be a number 0 or more and at most "
+        "1,000,000": {"unknown_reference_video_seconds": -5},
+        # `plan` ended in decimal.InvalidOperation: a task's credits past 28 digits.
+        "credits_per_second.fast.without_reference_video.480p = 1e+25; it must be a number above "
+        "0 and at most 1,000,000": {
+            "credits_per_second": packaged["credits_per_second"]
+            | {"fast": {"without_reference_video": {"480p": 1e25}}}
         },
         # Priced nothing: every request's estimate unknown, a budget refusing the day.
         "credits_per_second.Standard; the keys there are fast, mini, standard": {

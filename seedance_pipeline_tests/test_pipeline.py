@@ -362,6 +362,11 @@ def test_polls_past_the_rounds_deadlines_stay_due_for_the_next(project, api_key)
         ("SEEDANCE_MAX_CREDITS_PER_PARTITION", "lots", "='lots' is not a number"),
         ("EVOLINK_MAX_REQUESTS_PER_SECOND", "fast", "='fast' is not a number"),
         ("SEEDANCE_MAX_RESUBMISSIONS", "1.5", "='1.5' is not a whole number"),
+        # sent the day, then failed storing the attempts' limit (too large for SQLite)
+        ("SEEDANCE_MAX_RESUBMISSIONS", "99999999999999999999", "must be at most 10"),
+        # every create answered 404 (/v1/v1/videos/generations), "run the day again"
+        ("EVOLINK_BASE_URL", "http://127.0.0.1:9/v1", "ends in /v1: give the address without"),
+        ("EVOLINK_FILES_URL", "http://127.0.0.1:9/api/v1/", "ends in /api/v1: give"),
         ("SEEDANCE_MAX_CREDITS_PER_PARTITION", "nan", "='nan' must be a finite number"),
         ("EVOLINK_MAX_REQUESTS_PER_SECOND", "0", "='0' must be a finite number above 0"),
         (None, "2025-12-31", "'2025-12-31' is not a day of the pipeline's partitions"),

@@ -15,6 +15,10 @@ from ..seedance import DEFAULT_BASE_URL, DEFAULT_FILES_URL, AsyncClient, Client,
 from ..storage import LocalVideoStore, VideoStore
 from ..tables import LocalTableStore, TableStore
 
+# Each resubmission is another task: more than this is a typo, and the ledger's attempt
+# numbers are 32-bit on PostgreSQL.
+MAX_RESUBMISSIONS = 10
+
 # Polls from a sensor tick must stay far inside Dagster's 60 s tick limit.
 POLL_TIMEOUT = httpx.Timeout(5.0, connect=3.0)
 POLL_RETRY = RetryPolicy(max_attempts=2, base_delay=0.5, max_total_wait=3.0)
@@ -75,7 +79,7 @@ class PipelineResource(ConfigurableResource):
     media_path: str | None = None
     max_credits_per_partition: float | None = None
     # Opt-in: resubmit a task that failed with a transient vendor error up to this many times.
-    max_resubmissions: int = 0
+    max_resubmissions: int = Field(default=0, ge=0, le=MAX_RESUBMISSIONS)
     # With a bucket, videos, tables and published media live under s3://<bucket>/<prefix>/.
     s3_bucket: str | None = None
     s3_prefix: str = ""

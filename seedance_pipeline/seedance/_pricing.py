@@ -22,6 +22,9 @@ from ._rules import DEFAULT_DURATION, DEFAULT_QUALITY, MODELS, QUALITIES
 PRICE_TABLE_ENV = "SEEDANCE_PRICE_TABLE"
 _COLUMNS = ("without_reference_video", "with_reference_video")
 _FOUR_PLACES = Decimal("0.0001")
+# The most any number in a price table may be: far above any real price, and small enough that
+# a task's credits (up to 15 s at such a rate) stay exact to four places in `decimal`'s 28 digits.
+_MOST = 1_000_000
 
 
 class _Shape(ValueError):
@@ -71,9 +74,14 @@ def _one_of(key: str, known: Sequence[str], where: str) -> None:
 
 def _number(value: object, where: str, zero: bool = False) -> None:
     number = isinstance(value, int | float) and not isinstance(value, bool)
-    if not (number and math.isfinite(value) and (value >= 0 if zero else value > 0)):
+    if not (
+        number and math.isfinite(value) and (value >= 0 if zero else value > 0) and value <= _MOST
+    ):
         least = "0 or more" if zero else "above 0"
-        raise _Shape(f"has {where} = {json.dumps(value)[:40]}; it must be a number {least}")
+        raise _Shape(
+            f"has {where} = {json.dumps(value)[:40]}; it must be a number {least} and at most "
+            f"{_MOST:,}"
+        )
 
 
 @dataclass(frozen=True)

@@ -170,12 +170,19 @@ def api_root_problem(url: str) -> str | None:
     """Why `url` cannot be where the API is (`EVOLINK_BASE_URL`, `EVOLINK_FILES_URL`), or None.
 
     httpx would send a user name and password as Basic auth in place of the key, and a query
-    would end up before each call's path.
+    would end up before each call's path. A path is kept (a gateway may serve the API under
+    one), but not the API's own `/v1` or `/api`: every call would answer 404.
     """
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname or any(c in url for c in "@?#"):
         return (
             "must be an http(s):// URL with no user name, password, query or fragment "
             "(the key goes in EVOLINK_API_KEY)"
+        )
+    path = parts.path.rstrip("/").lower()
+    if tail := next((t for t in ("/api/v1", "/v1", "/api") if path.endswith(t)), None):
+        return (
+            f"ends in {tail}: give the address without it (the host alone, as in "
+            "https://api.evolink.ai); each call adds the API's own path"
         )
     return None
