@@ -114,8 +114,9 @@ def interpret(row: LedgerRow, task: Task, now: float, policy: PollPolicy) -> Pol
                 **seen,
                 status=Status.DOWNLOAD_FAILED,
                 error_code="no_result_link",
-                error_message=f"the vendor answered `completed` without a result link "
-                f"{answers} times; the task is charged, check the EvoLink dashboard",
+                error_message="the vendor answered `completed` without a result link (no "
+                f"link in {answers} polls in a row); the task is charged: it is asked for one "
+                "again while its link would live",
             )
         return PollUpdate(**seen, next_poll_at=now + _backoff(row, policy), poll_errors=answers)
     if final in (Status.FAILED, Status.CANCELLED):

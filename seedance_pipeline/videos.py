@@ -31,6 +31,7 @@ from .seedance import (
     PIXELS,
     Client,
     LinkExpiredError,
+    MalformedAnswerError,
     SeedanceError,
     output_pixels,
 )
@@ -169,14 +170,27 @@ def _charged(lr: LedgerRow) -> float | None:
 
 
 def _result_url(row: LedgerRow, client: Client) -> str:
-    """The link to fetch; after a failed try, the vendor is asked for a fresh one first."""
+    """The link to fetch; after a failed try, the vendor is asked for a fresh one first (and
+    for one at all when it answered `completed` without any).
+
+    Raises:
+        SeedanceError: there is no link: the vendor still gives none, or could not be asked.
+    """
     if row.status == Status.DOWNLOAD_FAILED:
         try:
             fresh = client.get_task(row.task_id)
         except SeedanceError as exc:
+            if row.result_url is None:
+                raise
             log.warning("%s: no fresh result link (%s); trying the last one", row.prompt_id, exc)
         else:
-            return fresh.results[0] if fresh.results else row.result_url
+            if fresh.results:
+                return fresh.results[0]
+    if row.result_url is None:
+        raise MalformedAnswerError(
+            f"the vendor still answers task {row.task_id} `completed` without a result link; "
+            "the task is charged, check the EvoLink dashboard"
+        )
     return row.result_url
 
 

@@ -949,6 +949,43 @@ def test_bad_result_links_leave_rows_download_failed_then_a_later_run_stores_the
         assert measure_video_output(row.video_uri)["width"] == row.expected_width
 
 
+def test_a_task_that_gave_no_link_is_asked_for_one_again_and_its_video_stored(
+    tmp_path, start_emulator, api_key
+):
+    """Polls that failed (the API down a while) counted as answers without a link, so a single
+    such answer ended the row download_failed with no link, which no run ever tried again: a
+    paid video lost (helper-48)."""
+    url = start_emulator(
+        poll_fault_rate=1.0, poll_faults=("completed_without_results",), poll_fault_polls=1
+    )
+    data = copy_sample_data(tmp_path / "data")
+    resources = make_resources(data, url, api_key)
+    assert submit(resources).success
+    deadline = time.monotonic() + 60
+    while any(t["status"] != "completed" for t in emulator_tasks(url)):
+        assert time.monotonic() < deadline, emulator_tasks(url)
+        time.sleep(0.2)
+    ledger = resources["pipeline"].ledger()
+    with ledger.db.transaction() as db:  # four polls failed while the API was down
+        db.execute(sql("UPDATE tasks SET poll_errors = 4, next_poll_at = 0"))
+    wait_for_tasks(resources)
+    sent = [r for r in ledger.rows(DAY) if r.task_id]
+    assert {(r.status, r.error_code, r.result_url) for r in sent} == {
+        (Status.DOWNLOAD_FAILED, "no_result_link", None)
+    }
+    assert all("asked for one again" in r.error_message for r in sent)
+
+    assert save_videos(resources).success
+
+    table = read_table(data, "generated_videos", DAY)
+    stored = table[table.status != "rejected"]
+    assert len(stored) == len(sent)
+    assert (stored.status == "completed").all(), stored[["status", "error_message"]]
+    for row in stored.itertuples():
+        assert measure_video_output(row.video_uri)["width"] == row.expected_width
+    assert [t["poll_faults_served"] for t in emulator_tasks(url)] == [1] * len(sent)
+
+
 def _sample_day_saved(tmp_path, url: str, api_key: str):
     """The sample day submitted, its tasks waited for and its videos saved: the save's result
     and the day's `generated_videos` table."""

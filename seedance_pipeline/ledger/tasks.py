@@ -151,7 +151,7 @@ _UNSTORED = "partition = :p AND status = 'completed' AND video_uri IS NULL"
 # stepped back after it was planned: it is due now, or the video's link dies first.
 RETRY_AHEAD_LIMIT = 3600.0
 _RETRY_DUE = (
-    "partition = :p AND status = 'download_failed' AND result_url IS NOT NULL"
+    "partition = :p AND status = 'download_failed'"
     " AND (COALESCE(next_poll_at, 0) <= :now OR next_poll_at > :now + :retry_ahead)"
 )
 # Rows still in play: claimed, running, or waiting for a callback.
