@@ -251,6 +251,28 @@ def test_a_new_day_interrupted_while_submitting_is_not_sent_on_by_the_sensor(day
     assert tick.run_requests == [] and emulator_tasks(url) == []
 
 
+def test_a_submission_interrupted_after_sending_says_its_paid_videos_wait_for_its_user(
+    day, monkeypatch
+):
+    """Terminated in Dagster after sending some: the sensor leaves the day to its user, so the
+    videos of the tasks sent are stored only when the user materialises the day again; nothing
+    said so, and their links die a day after (helper-48)."""
+    data, url, resources = day
+    sending = generation_assets.submit_all
+
+    def interrupted(ledger, client, partition, items, *args):
+        sending(ledger, client, partition, items[:2], *args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(generation_assets, "submit_all", interrupted)
+    result = submit(resources)
+    assert not result.success and len(emulator_tasks(url)) == 2
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    message = failure.step_failure_data.user_failure_data.description
+    assert "its 2 task(s) sent and not failed are paid for" in message
+    assert "generated_videos materialised, within 24 h" in message
+
+
 def test_moving_the_ledger_and_the_tables_at_once_is_refused_not_paid_again(
     day, s3_bucket, monkeypatch
 ):

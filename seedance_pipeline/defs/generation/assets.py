@@ -28,7 +28,7 @@ from ...planning import over_budget_message, plan_catalog, publish, requests_fra
 from ...publishing import PublishError
 from ...records import LedgerLost, check_ledger, edited_not_resent, few, write_record
 from ...seedance import PriceTable
-from ...statuses import COUNTED, UNDELIVERED, RequestStatus, Status
+from ...statuses import COUNTED, UNDELIVERED, WAITING, RequestStatus, Status
 from ...storage import StoreRefused
 from ...submission import Planned, SubmissionStopped, send_the_rest, submit_all
 from ...videos import (
@@ -175,9 +175,25 @@ def submitted_tasks(
     except StoreRefused as exc:  # storing the videos meanwhile; sending stopped at it
         refused = exc
     except (KeyboardInterrupt, DagsterExecutionInterruptedError):  # Terminate, or Ctrl-C
+        # The sensor leaves a stopped day to its user, videos too (`run` stores them itself).
+        unstored = (
+            0
+            if context.run.tags.get(FOLLOWED_TAG)
+            else sum(
+                r.status in (Status.COMPLETED, *WAITING) and r.video_uri is None
+                for r in ledger.rows(partition)
+            )
+        )
+        paid = (
+            f"; its {unstored} task(s) sent and not failed are paid for, and their videos are "
+            "stored only once the day is run again or its generated_videos materialised, "
+            "within 24 h of their completion"
+            if unstored
+            else ""
+        )
         raise Failure(
             f"{partition}: submission stopped when the run was interrupted; what was sent is "
-            f"in the ledger; {send_the_rest(partition)}",
+            f"in the ledger{paid}; {send_the_rest(partition)}",
             allow_retries=False,
         ) from None
     finally:
