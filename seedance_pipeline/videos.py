@@ -110,12 +110,13 @@ def store_video(
         key = store.put(scratch, row.partition, row.prompt_id)
     except StoreRefused:  # every video would be: stop, the row stays to store once fixed
         raise
-    except LinkExpiredError as exc:
-        return _not_stored(row, ledger, Status.EXPIRED, "link_expired", str(exc))
     except (SeedanceError, MediaError, StoreError, OSError) as exc:
         why = str(exc) if not isinstance(exc, OSError) else f"cannot write the video ({exc})"
+        # A 403 or 404 from a link that should still live is tried again too: a CDN still
+        # copying the file, or throttling, answers so (and a fresh link is asked for).
+        code = "link_expired" if isinstance(exc, LinkExpiredError) else "download_failed"
         status = Status.DOWNLOAD_FAILED if link_alive(row, time.time()) else Status.EXPIRED
-        return _not_stored(row, ledger, status, "download_failed", why)
+        return _not_stored(row, ledger, status, code, why)
     finally:
         if scratch is not None:
             with contextlib.suppress(OSError):  # a read-only or vanished folder

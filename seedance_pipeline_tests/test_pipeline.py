@@ -30,6 +30,7 @@ from seedance_pipeline.defs.generation.assets import (
 )
 from seedance_pipeline.defs.generation.sensors import task_poller
 from seedance_pipeline.ledger import LedgerUnreachable
+from seedance_pipeline.ledger.database import sql
 from seedance_pipeline.media import measure_video_output
 from seedance_pipeline.polling import PollRounds, poll_round
 from seedance_pipeline.statuses import Status
@@ -320,7 +321,6 @@ class _Silent(http.server.BaseHTTPRequestHandler):
 
 def test_polls_past_the_rounds_deadlines_stay_due_for_the_next(project, api_key):
     """A slow or rate-limited API shortens a round; it never overruns a sensor tick."""
-    from seedance_pipeline.ledger.database import sql
     from seedance_pipeline.polling import poll_due
     from seedance_pipeline.seedance import Client
 
@@ -428,18 +428,37 @@ def test_two_workers_racing_on_one_partition_submit_each_prompt_once(project):
     assert Counter(r.prompt_id for r in ledger.rows(DAY)) == Counter(i[0] for i in items)
 
 
-def test_expired_link_is_recorded_and_fails_the_check(tmp_path, start_emulator, api_key):
+def test_a_link_refused_is_tried_again_while_it_would_live_then_recorded_expired(
+    tmp_path, start_emulator, api_key
+):
+    """A 403 or 404 from a link minutes old (a CDN still copying the file, or throttling) was
+    recorded `expired` at once, and no run tried it again: a paid video lost (helper-49)."""
     url = start_emulator(link_ttl=0.01)
     data = copy_sample_data(tmp_path / "data")
     resources = make_resources(data, url, api_key)
     assert submit(resources).success
     wait_for_tasks(resources)
-    threading.Event().wait(0.3)  # every link is now past its time to live
+    threading.Event().wait(0.3)  # every link is now past the emulator's time to live
+    first = save_videos(resources)
+    table = read_table(data, "generated_videos", DAY)
+    accepted = table[table.status != "rejected"]
+    assert (accepted.status == "download_failed").all() and len(accepted) == 6
+    assert accepted.error_message.str.contains("the result link has expired").all()
+    assert accepted.error_message.str.contains("tries again while the link lives").all()
+    assert [c.passed for c in first.get_asset_check_evaluations()] == [False]
+    ledger = resources["pipeline"].ledger()
+    with ledger.db.transaction() as db:  # a day on: past the vendor's 24 hours
+        db.execute(
+            sql(
+                "UPDATE tasks SET completed_at = completed_at - 90000, submitted_at = "
+                "submitted_at - 90000, next_poll_at = 0 WHERE status = 'download_failed'"
+            )
+        )
     result = save_videos(resources)
     table = read_table(data, "generated_videos", DAY)
     accepted = table[table.status != "rejected"]
     assert (accepted.status == "expired").all() and len(accepted) == 6
-    assert accepted.error_message.str.contains("expired").all()
+    assert (accepted.error_code == "link_expired").all()
     assert [c.passed for c in result.get_asset_check_evaluations()] == [False]
 
 
