@@ -30,6 +30,7 @@ from .seedance import (
 from .settings import SettingError
 from .statuses import SETTLED
 from .storage import StoreRefused
+from .submission import send_the_rest
 
 # The default instance when DAGSTER_HOME is unset: the one the README's `dagster dev` opens.
 DEFAULT_DAGSTER_HOME = "dagster_home"
@@ -93,11 +94,20 @@ def _failure(result) -> str:
     for event in result.all_events:
         if event.is_step_failure:
             data = event.step_failure_data
-            messages.append(
-                (data.user_failure_data and data.user_failure_data.description)
-                or _said(_innermost(data.error))
-            )
+            error = _innermost(data.error)
+            if data.user_failure_data and data.user_failure_data.description:
+                messages.append(data.user_failure_data.description)
+            elif error.cls_name in _INTERRUPTIONS:  # outside the step's handler: no words
+                day = result.dagster_run.tags.get("dagster/partition")
+                again = f"; what was sent is in the ledger; {send_the_rest(day)}" if day else ""
+                messages.append(f"the run was interrupted{again}")
+            else:
+                messages.append(_said(error))
     return "; ".join(messages) or "a step failed"
+
+
+# Terminate, SIGTERM or Ctrl-C while Dagster waits to retry a step.
+_INTERRUPTIONS = ("DagsterExecutionInterruptedError", "KeyboardInterrupt")
 
 
 def _innermost(error):

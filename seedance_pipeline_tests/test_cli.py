@@ -784,3 +784,22 @@ def test_runs_resubmission_rounds_say_what_they_resent(tmp_path, start_emulator)
     assert rounds, "the seeded emulator should fail some tasks transiently"
     assert all(n == again and n + kept == 6 for n, again, kept in rounds), rounds
     assert 6 + sum(n for n, _, _ in rounds) == len(emulator_tasks(url))
+
+
+def test_a_run_interrupted_outside_its_step_s_handler_says_what_to_do():
+    """SIGTERM while Dagster waited to retry the submission step: `run` printed only
+    `error: dagster._core.errors.DagsterExecutionInterruptedError` (helper-49)."""
+    from dagster import DagsterExecutionInterruptedError, DailyPartitionsDefinition, asset
+    from dagster import materialize as run_assets
+
+    from seedance_pipeline.runner import _failure
+
+    @asset(partitions_def=DailyPartitionsDefinition(start_date="2026-11-01"))
+    def waiting_to_retry() -> None:
+        raise DagsterExecutionInterruptedError()
+
+    result = run_assets([waiting_to_retry], partition_key=DAY, raise_on_error=False)
+    assert _failure(result) == (
+        "the run was interrupted; what was sent is in the ledger; run the day again to send the "
+        f"rest: `seedance-pipeline run {DAY}`, or materialise submitted_tasks for {DAY} in Dagster"
+    )
