@@ -722,9 +722,10 @@ class _BaseClient:
         self, url: str, tmp: Path, max_bytes: int, deadline: _Deadline
     ) -> _Steps[tuple[str, int]]:
         """One try: follow up to `MAX_REDIRECTS` redirects, each hop checked, into `tmp`."""
-        for _ in range(MAX_REDIRECTS + 1):
+        for hop in range(MAX_REDIRECTS + 1):
             if problem := url_problem(url, allow_origin=self._emulator_origin):
-                raise UnsafeLinkError(f"result link refused: {problem}")
+                what = "result link" if not hop else f"result link's redirect {hop}"
+                raise UnsafeLinkError(f"{what} refused: {problem}")
             remaining = deadline.at - time.monotonic()
             if remaining <= 0:
                 raise deadline.late(_where(httpx.Request("GET", url)))
@@ -772,7 +773,7 @@ class _BaseClient:
                 f"{where()} sent a compressed body (Content-Encoding: {encoding[:40]}) though "
                 "none was asked; it is not inflated"
             )
-        if response.headers.get("content-type", "").startswith("text/html"):
+        if response.headers.get("content-type", "").lower().startswith("text/html"):
             yield _Read(response)
             raise DownloadError(f"{where()} answered a web page (text/html), not a video")
         if int(response.headers.get("content-length") or 0) > max_bytes:
