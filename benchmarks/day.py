@@ -106,7 +106,8 @@ def day(prompts: int, rate: float, pace: float | None, by_thread: bool = False) 
     )
     if by_thread:
         spent = json.loads(threads.read_text())
-        spent["after exit handlers (the interpreter shutting down, daemon threads)"] = cpu - sum(spent.values())
+        rest = "after exit handlers (the interpreter shutting down, daemon threads)"
+        spent[rest] = cpu - sum(spent.values())
         pools = sorted(spent.items(), key=lambda kv: -kv[1])
         print(
             "  CPU per task by thread: "
