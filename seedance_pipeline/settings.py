@@ -50,7 +50,7 @@ def first_day() -> str:
 def env_api_url(name: str, default: str) -> str:
     """The EvoLink URL in environment variable `name`, or `default` when unset."""
     value = os.environ.get(name, "").strip() or default
-    if problem := api_root_problem(value):
+    if problem := api_root_problem(value, name):
         raise SettingError(f"{name} {problem}")  # not the value: it may hold a password
     return value
 
@@ -65,7 +65,7 @@ def env_number(name: str, cast: type = float, *, zero: bool = True, most: float 
         number = cast(value)
     except ValueError:
         raise SettingError(f"{name}={value!r} is not a {kind}") from None
-    if not math.isfinite(number) or number < 0 or (number == 0 and not zero):
+    if not (cast is int or math.isfinite(number)) or number < 0 or (number == 0 and not zero):
         least = "at least 0" if zero else "above 0"
         raise SettingError(f"{name}={value!r} must be a finite {kind} {least}")
     if most is not None and number > most:

@@ -112,11 +112,21 @@ def store_video(
         raise
     except (SeedanceError, MediaError, StoreError, OSError) as exc:
         why = str(exc) if not isinstance(exc, OSError) else f"cannot write the video ({exc})"
-        # A 403 or 404 from a link that should still live is tried again too: a CDN still
-        # copying the file, or throttling, answers so (and a fresh link is asked for).
-        code = "link_expired" if isinstance(exc, LinkExpiredError) else "download_failed"
-        status = Status.DOWNLOAD_FAILED if link_alive(row, time.time()) else Status.EXPIRED
-        return _not_stored(row, ledger, status, code, why)
+        # A 403 or 404 from a link that may still live is tried again too (a CDN still copying
+        # the file, or throttling, answers so), with a fresh link asked for; given up once the
+        # link surely died: its task was sent a day ago.
+        refused = isinstance(exc, LinkExpiredError)
+        code = (
+            "link_expired"
+            if refused
+            else "no_result_link"
+            if row.result_url is None
+            else "download_failed"
+        )
+        alive = link_alive(row, time.time(), surely=refused)
+        return _not_stored(
+            row, ledger, Status.DOWNLOAD_FAILED if alive else Status.EXPIRED, code, why
+        )
     finally:
         if scratch is not None:
             with contextlib.suppress(OSError):  # a read-only or vanished folder

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from seedance_pipeline.seedance import Client, RetryPolicy, TransportError, UnsafeLinkError, _client
-from seedance_pipeline.seedance._urls import url_problem
+from seedance_pipeline.seedance._urls import api_root_problem, url_problem
 
 from .client_support import KEY, loopback_server
 
@@ -183,3 +183,21 @@ def test_through_a_proxy_the_proxy_resolves_the_name_and_its_address_is_not_chec
     assert type(info.value) is TransportError  # the proxy's 403, not UnsafeLinkError
     assert proxy.requests == [f"CONNECT {NAME}:443 HTTP/1.1"]
     assert NAME not in lookups
+
+
+@pytest.mark.parametrize(
+    ("setting", "url", "refused"),
+    [
+        ("EVOLINK_BASE_URL", "https://api.evolink.ai", None),
+        ("EVOLINK_BASE_URL", "https://api.evolink.ai/v1/", "/v1"),
+        # a gateway serving the API under /api: calls go to .../evolink/api/v1/..., as they must
+        ("EVOLINK_BASE_URL", "https://gw.example.com/evolink/api", None),
+        ("EVOLINK_FILES_URL", "https://files-api.evolink.ai", None),
+        ("EVOLINK_FILES_URL", "https://files-api.evolink.ai/api", "/api"),
+        ("EVOLINK_FILES_URL", "https://files-api.evolink.ai/api/v1", "/api/v1"),
+        ("EVOLINK_FILES_URL", "https://gw.example.com/files", None),
+    ],
+)
+def test_an_api_root_may_not_end_in_what_its_calls_add(setting, url, refused):
+    problem = api_root_problem(url, setting)
+    assert (problem is None) if refused is None else problem.startswith(f"ends in {refused},")

@@ -7,6 +7,7 @@ never leaves for a result host, size and time are capped, and nothing half-writt
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import hashlib
 
@@ -14,6 +15,7 @@ import httpx
 import pytest
 
 from seedance_pipeline.seedance import (
+    AsyncClient,
     Client,
     DownloadError,
     DownloadTimeoutError,
@@ -178,31 +180,24 @@ def test_redirects_are_followed_by_hand_each_hop_without_the_key(sleeps, tmp_pat
         assert KEY not in str(request.headers)
 
 
-def test_cookies_a_result_host_sets_are_never_sent_back(sleeps, tmp_path):
-    """A hop setting a cookie for the whole domain: the next hop (same domain) and the next
-    download get none; the client keeps no cookie from hosts it does not trust."""
-    hop = "https://cdn2.results-example.com/v.mp4?sig=2"
-    planted = {"Set-Cookie": "track=1; Domain=results-example.com; Path=/"}
+def test_the_clients_send_back_no_cookie_the_api_sets(sleeps):
+    """Neither client keeps cookies: the API takes a bearer key (result links' requests never
+    read a jar: they are built by the API's client and sent by the downloads' one)."""
+    task = {"id": "task-unified-1774857405-abc123", "status": "pending", "progress": 0}
     handler = Recorder(
-        httpx.Response(302, headers={"Location": hop, **planted}),
-        lambda request: httpx.Response(200, headers=planted, stream=ChunkStream(PAYLOAD)),
-        ok_download,
+        lambda request: httpx.Response(200, json=task, headers={"Set-Cookie": "s=1; Path=/"})
     )
-    transport = httpx.MockTransport(handler)
-    with Client(KEY, base_url=BASE, transport=transport) as client:
-        client.download(RESULT, tmp_path / "a.mp4")
-        client.download(RESULT, tmp_path / "b.mp4")
-    assert [str(r.url) for r in handler.requests] == [RESULT, hop, RESULT]
-    assert [r.headers.get("cookie") for r in handler.requests] == [None, None, None]
-
-
-def test_the_api_s_cookies_are_not_sent_back_either(sleeps):
-    answer = {"data": {"remaining_credits": 10}}
-    handler = Recorder(httpx.Response(200, json=answer, headers={"Set-Cookie": "s=1; Path=/"}))
     with Client(KEY, base_url=BASE, transport=httpx.MockTransport(handler)) as client:
-        client.get_credits()
-        client.get_credits()
-    assert [r.headers.get("cookie") for r in handler.requests] == [None, None]
+        client.get_task(task["id"])
+        client.get_task(task["id"])
+
+    async def twice() -> None:
+        async with AsyncClient(KEY, base_url=BASE, transport=httpx.MockTransport(handler)) as c:
+            await c.get_task(task["id"])
+            await c.get_task(task["id"])
+
+    asyncio.run(twice())
+    assert [r.headers.get("cookie") for r in handler.requests] == [None] * 4
 
 
 def test_more_than_five_redirects_is_an_unsafe_link_never_retried(sleeps, tmp_path):

@@ -525,7 +525,7 @@ def _checked_key(api_key: str) -> str:
 def _api_root(url: str, setting: str) -> str:
     """`url` without its trailing slash; refused, never shown (it may hold a password), when it
     is not an API root (`api_root_problem`)."""
-    if problem := api_root_problem(url):
+    if problem := api_root_problem(url, setting):
         raise ValueError(f"{setting} {problem}")
     return url.rstrip("/")
 

@@ -37,6 +37,8 @@ _IPV4_PART = re.compile(r"^(0[xX][0-9a-fA-F]*|0[0-7]*|[1-9][0-9]*)$")
 _LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?"
 _HOST_NAME = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
 _SPACE_OR_CONTROL = re.compile(r"[\x00-\x20\x7f]")
+# What each API root's calls add to it.
+CALL_PATHS = {"EVOLINK_BASE_URL": "/v1", "EVOLINK_FILES_URL": "/api/v1"}
 # The local-use NAT64 prefix (RFC 8215): it reaches IPv4 hosts of the operator's choosing, in
 # any of RFC 6052's layouts, and Python counts it as global.
 _LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")
@@ -166,12 +168,14 @@ def _origin(scheme: str, host: str | None, port: int | None) -> str:
     return f"{scheme}://{(host or '').lower()}:{port or default}"
 
 
-def api_root_problem(url: str) -> str | None:
-    """Why `url` cannot be where the API is (`EVOLINK_BASE_URL`, `EVOLINK_FILES_URL`), or None.
+def api_root_problem(url: str, setting: str) -> str | None:
+    """Why `url` cannot be where the API is (`setting`: `EVOLINK_BASE_URL` or
+    `EVOLINK_FILES_URL`), or None.
 
     httpx would send a user name and password as Basic auth in place of the key, and a query
     would end up before each call's path. A path is kept (a gateway may serve the API under
-    one), but not the API's own `/v1` or `/api`: every call would answer 404.
+    one), but not one ending in the start of what each call adds (`CALL_PATHS`): every call
+    would answer 404.
     """
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname or any(c in url for c in "@?#"):
@@ -179,10 +183,11 @@ def api_root_problem(url: str) -> str | None:
             "must be an http(s):// URL with no user name, password, query or fragment "
             "(the key goes in EVOLINK_API_KEY)"
         )
-    path = parts.path.rstrip("/").lower()
-    if tail := next((t for t in ("/api/v1", "/v1", "/api") if path.endswith(t)), None):
+    added = CALL_PATHS.get(setting, "").split("/")[1:]
+    starts = ["/" + "/".join(added[:n]) for n in range(len(added), 0, -1)]  # longest first
+    if tail := next((t for t in starts if parts.path.rstrip("/").endswith(t)), None):
         return (
-            f"ends in {tail}: give the address without it (the host alone, as in "
-            "https://api.evolink.ai); each call adds the API's own path"
+            f"ends in {tail}, which each call adds itself ({CALL_PATHS[setting]}/...): give the "
+            "address without it"
         )
     return None
