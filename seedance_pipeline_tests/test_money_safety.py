@@ -32,7 +32,7 @@ from seedance_pipeline.statuses import Status
 from seedance_pipeline.storage import LocalVideoStore
 from seedance_pipeline.submission import SUBMIT_WORKERS, Planned, submit_all
 from seedance_pipeline.tables import read_table
-from seedance_pipeline.videos import build_videos_table
+from seedance_pipeline.videos import build_videos_table, store_video
 
 from .fault_support import write_catalog
 from .pipeline_support import (
@@ -86,6 +86,32 @@ def test_completed_without_a_result_link_is_asked_again_then_recorded_with_a_rea
     assert first.status is None and first.poll_errors == 1 and first.next_poll_at > NOW
     last = interpret(_row(poll_errors=2), _task("completed"), NOW, POLICY)
     assert last.status == Status.DOWNLOAD_FAILED and "without a result link" in last.error_message
+
+
+def test_a_row_never_given_a_link_keeps_saying_so_when_tried_again(tmp_path):
+    """Retried while the vendor still gave no link, the row's code became download_failed:
+    the table could no longer tell a missing link from a failed download (helper-50)."""
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    task_id = "task-unified-1-abcdefgh"
+    ledger.claim(DAY, "p1", {"model": "seedance-2.0-text-to-video"}, 1.0)
+    ledger.record_submitted(DAY, "p1", task_id, time.time())
+    ledger.record_polls(
+        [PollUpdate(task_id, status=Status.DOWNLOAD_FAILED, error_code="no_result_link")]
+    )
+    [row] = ledger.rows(DAY)
+    still = {"id": task_id, "status": "completed", "progress": 100}
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=still))
+    with Client(
+        "sk-evo-placeholder", base_url="https://api.test.invalid", transport=transport
+    ) as c:
+        assert store_video(row, c, LocalVideoStore(tmp_path), ledger, 1 << 20) == (
+            Status.DOWNLOAD_FAILED
+        )
+    [row] = ledger.rows(DAY)
+    assert row.error_code == "no_result_link" and row.result_url is None
+    assert (
+        "still answers task" in row.error_message and "without a result link" in row.error_message
+    )
 
 
 def test_a_404_is_believed_only_when_it_repeats_over_time():
