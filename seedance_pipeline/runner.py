@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from .callbacks import callback_base
 from .definitions import DOMAINS, resources_from_env
-from .defs.generation.sensors import STATE_TAG, ledger_state, state_tag
+from .defs.generation.sensors import PARTITION_TAG, STATE_TAG, ledger_state, state_tag
 from .follow import FOLLOWED_TAG, following
 from .ledger import LEDGER_URL_ENV, Ledger, LedgerUnreachable, ledger_url, safe_url
 from .polling import PollingRefused
@@ -98,7 +98,7 @@ def _failure(result) -> str:
             if data.user_failure_data and data.user_failure_data.description:
                 messages.append(data.user_failure_data.description)
             elif error.cls_name in _INTERRUPTIONS:  # outside the step's handler: no words
-                day = result.dagster_run.tags.get("dagster/partition")
+                day = result.dagster_run.tags.get(PARTITION_TAG)
                 again = f"; what was sent is in the ledger; {send_the_rest(day)}" if day else ""
                 messages.append(f"the run was interrupted{again}")
             else:
