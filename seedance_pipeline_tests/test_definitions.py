@@ -23,8 +23,11 @@ def test_code_location_loads_with_placeholder_environment(monkeypatch):
         "submitted_tasks",
         "generated_videos",
     } <= keys
-    assert defs.resolve_sensor_def("task_poller").default_status == DefaultSensorStatus.RUNNING
+    for sensor in ("task_poller", "stopped_day_videos"):
+        assert defs.resolve_sensor_def(sensor).default_status == DefaultSensorStatus.RUNNING
     assert defs.resolve_job_def("daily_generation")
+    store = defs.resolve_job_def("store_videos_of_stopped_day")
+    assert store.partitions_def is not None and not store.asset_layer.selected_asset_keys
 
 
 def test_dagster_cli_loads_the_workspace_module():

@@ -296,7 +296,7 @@ def test_a_submission_interrupted_after_sending_says_its_paid_videos_wait_for_it
     failure = next(e for e in result.all_events if e.is_step_failure)
     message = failure.step_failure_data.user_failure_data.description
     assert "its 2 task(s) sent and not failed are paid for" in message
-    assert "generated_videos materialised, within 24 h" in message
+    assert "materialise its generated_videos within 24 h" in message
 
 
 def test_moving_the_ledger_and_the_tables_at_once_is_refused_not_paid_again(

@@ -7,6 +7,7 @@ from sqlalchemy import Row, bindparam
 from ..statuses import WAITING, Status
 from .attempts import DUE_AGAIN, RESUBMITTABLE_CODES
 from .database import Database, sql
+from .tasks import DOWNLOAD_DUE, RETRY_AHEAD_LIMIT
 
 _BUSY = bindparam("busy", expanding=True)
 _CODES = bindparam("codes", expanding=True)
@@ -66,6 +67,29 @@ class PartitionProgress:
                 )
             )
             return [r.partition for r in found]
+
+    def partitions_unstored(self, now: float) -> dict[str, float]:
+        """Days not fully submitted (a submission stopped, or cut short) with videos to store
+        now, each with when the first of them was found completed.
+
+        The days are walked one index lookup each (a loose index scan), not read from every
+        row of a history of years; only those days' own rows are read.
+        """
+        with self.db.read() as db:
+            found = db.execute(
+                sql(
+                    "WITH RECURSIVE days (day) AS (SELECT MIN(partition) FROM tasks UNION ALL"
+                    " SELECT (SELECT MIN(partition) FROM tasks WHERE tasks.partition > day)"
+                    " FROM days WHERE day IS NOT NULL)"
+                    " SELECT day, (SELECT MIN(COALESCE(completed_at, :now)) FROM tasks"
+                    " WHERE tasks.partition = day AND (status = 'completed' AND video_uri IS NULL"
+                    f" OR {DOWNLOAD_DUE})) AS since"
+                    " FROM days LEFT JOIN partitions ON partitions.partition = day"
+                    " WHERE day IS NOT NULL AND COALESCE(submission_complete, 0) <> 1"
+                ),
+                {"now": now, "retry_ahead": RETRY_AHEAD_LIMIT},
+            )
+            return {r.day: r.since for r in found if r.since is not None}
 
     def partitions_to_resubmit(self, max_attempts: int) -> list[str]:
         """Fully submitted partitions with failed tasks due for another attempt."""

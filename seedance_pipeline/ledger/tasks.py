@@ -150,10 +150,11 @@ _UNSTORED = "partition = :p AND status = 'completed' AND video_uri IS NULL"
 # A download retry planned further ahead than any retry delay can only come from a clock that
 # stepped back after it was planned: it is due now, or the video's link dies first.
 RETRY_AHEAD_LIMIT = 3600.0
-_RETRY_DUE = (
-    "partition = :p AND status = 'download_failed'"
+DOWNLOAD_DUE = (
+    "status = 'download_failed'"
     " AND (COALESCE(next_poll_at, 0) <= :now OR next_poll_at > :now + :retry_ahead)"
 )
+_RETRY_DUE = f"partition = :p AND {DOWNLOAD_DUE}"
 # Rows still in play: claimed, running, or waiting for a callback.
 _ACTIVE = _sql_list({*WAITING, Status.SUBMITTING, Status.UNKNOWN})
 # A poll's answer, on the task's row while it still waits (an answer never undoes a settled row).

@@ -44,6 +44,10 @@ from ..partitions import daily_partitions
 from ..resources import EvoLinkResource, PipelineResource
 
 API_POOL = "evolink_api"
+# Steps storing videos retry what failed with nothing recorded (the ledger down a while).
+STORING_RETRIES = RetryPolicy(
+    max_retries=3, delay=30, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
+)
 log = logging.getLogger(__name__)
 
 
@@ -175,7 +179,8 @@ def submitted_tasks(
     except StoreRefused as exc:  # storing the videos meanwhile; sending stopped at it
         refused = exc
     except (KeyboardInterrupt, DagsterExecutionInterruptedError):  # Terminate, or Ctrl-C
-        # The sensor leaves a stopped day to its user, videos too (`run` stores them itself).
+        # The sensor leaves a stopped day to its user; another stores its videos (`run` stores
+        # them itself).
         unstored = (
             0
             if context.run.tags.get(FOLLOWED_TAG)
@@ -185,9 +190,10 @@ def submitted_tasks(
             )
         )
         paid = (
-            f"; its {unstored} task(s) sent and not failed are paid for, and their videos are "
-            "stored only once the day is run again or its generated_videos materialised, "
-            "within 24 h of their completion"
+            f"; its {unstored} task(s) sent and not failed are paid for: the "
+            "stopped_day_videos sensor stores their videos once they end (unless it is "
+            "stopped: then run the day again or materialise its generated_videos within 24 h "
+            "of their completion)"
             if unstored
             else ""
         )
@@ -334,9 +340,7 @@ def _check_videos(frame: pd.DataFrame, missing: list[str], day: str) -> AssetChe
     group_name="generation",
     pool=API_POOL,
     kinds={"parquet", "mp4"},
-    retry_policy=RetryPolicy(
-        max_retries=3, delay=30, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
-    ),
+    retry_policy=STORING_RETRIES,
     check_specs=[
         AssetCheckSpec(
             "videos_match_requests",

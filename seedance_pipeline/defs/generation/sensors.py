@@ -18,12 +18,13 @@ from sqlalchemy import Row
 from ...catalog import CatalogError, file_digest
 from ...ledger import RETRY_AHEAD_LIMIT, Ledger
 from ...polling import PollingRefused, poll_round
-from ...statuses import Status
+from ...statuses import WAITING, Status
 from ..catalog.assets import prompt_catalog
 from ..costs.assets import generation_costs
 from ..partitions import FIRST_DAY, daily_partitions
 from ..resources import EvoLinkResource, PipelineResource
 from .assets import generated_videos, generation_requests, submitted_tasks
+from .storing import store_videos_of_stopped_day
 
 # Runs of the same ledger state that failed are requested again up to this many times.
 MAX_VIDEO_RUNS = 5
@@ -54,7 +55,7 @@ def ledger_state(rows: list[Row]) -> str:
 
 
 def run_key(kind: str, partition: str, state: str, tries: int = 0) -> str:
-    """`videos:`, `submit:` or `resubmit:` + day + ledger state (+ how many runs of it
+    """`videos:`, `submit:`, `resubmit:` or `store:` + day + ledger state (+ how many runs of it
     failed)."""
     return f"{kind}:{partition}:{state}" + (f":retry{tries}" if tries else "")
 
@@ -143,7 +144,8 @@ def _submission_held(context: SensorEvaluationContext, partition: str) -> bool:
         for r in context.instance.get_runs(
             filters=RunsFilter(tags={PARTITION_TAG: partition}), limit=50
         )
-        if r.asset_selection is None or submitted_tasks.key in r.asset_selection
+        if (r.asset_selection is None or submitted_tasks.key in r.asset_selection)
+        and r.job_name != store_videos_of_stopped_day.name
     ]
     return any(not r.is_finished for r in runs) or (
         bool(runs) and runs[0].status == DagsterRunStatus.CANCELED
@@ -156,22 +158,22 @@ def _request(
     """A run of `kind` for the day unless one for this ledger state ran, runs, or failed
     MAX_VIDEO_RUNS times (each failed run's key differs, so the next one is not skipped); a
     submission also waits while `_submission_held`."""
-    if kind != "videos" and _submission_held(context, partition):
+    if _ASSETS.get(kind) == _SEND and _submission_held(context, partition):
         return None
     failed = sum(r.status in _ENDED for r in runs)
     if len(runs) > failed:
         return None  # queued, running, or done for this state
     if failed >= MAX_VIDEO_RUNS:
-        assets = ", ".join(k.to_user_string() for k in _ASSETS[kind])
+        what = ", ".join(k.to_user_string() for k in _ASSETS[kind]) if kind in _ASSETS else kind
         context.log.error(
-            f"{partition}: {assets} failed {failed} times for the same tasks; "
+            f"{partition}: {what} failed {failed} times for the same tasks; "
             "see those runs, fix the cause, then materialise the day by hand"
         )
         return None
     return RunRequest(
         run_key=run_key(kind, partition, state, failed),
         partition_key=partition,
-        asset_selection=_ASSETS[kind],
+        asset_selection=_ASSETS.get(kind),  # none: the sensor's job
         tags={STATE_TAG: state_tag(partition, state, kind)},
     )
 
@@ -253,3 +255,56 @@ def task_poller(
                 )
     context.log.info(f"{len(requests)} run(s) requested")
     return SensorResult(run_requests=requests, cursor=cursor)
+
+
+# A stopped day's videos are stored once its tasks have all ended, or once one of them has
+# waited this long (its link dies a day after its completion): not one run per completion.
+STORE_AFTER_SECONDS = 3600.0
+
+
+@sensor(
+    job_name=store_videos_of_stopped_day.name,
+    minimum_interval_seconds=60,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Asks for store_videos_of_stopped_day for a day whose submission was stopped "
+    "(terminated, or cut short) and whose tasks sent completed: their videos are paid for and "
+    "their links die a day after. Sends nothing.",
+)
+def stopped_day_videos(context: SensorEvaluationContext, pipeline: PipelineResource):
+    """A store run for each stopped day with videos to store, once its tasks (which
+    task_poller polls) have ended or a video has waited STORE_AFTER_SECONDS; not while a run of
+    the day is under way, nor for a day task_poller sends on (that run stores them)."""
+    ledger = pipeline.ledger()
+    now = time.time()
+    unstored = ledger.partitions_unstored(now)
+    incomplete = set(ledger.partitions_incomplete()) if unstored else set()
+    wanted = []
+    for partition, since in unstored.items():
+        if not daily_partitions.has_partition_key(partition):
+            continue  # task_poller names what to fix
+        if _day_run_under_way(context, partition) or (
+            partition in incomplete and not _submission_held(context, partition)
+        ):
+            continue
+        counts = ledger.day_state(partition, now).counts
+        running = sum(counts.get(s, 0) for s in (*WAITING, Status.SUBMITTING))
+        if running and now - since < STORE_AFTER_SECONDS:
+            continue
+        wanted.append((partition, ledger_state(ledger.state_rows(partition))))
+    runs = _runs_by_state(context, [state_tag(p, state, "store") for p, state in wanted])
+    requests = [
+        request
+        for p, state in wanted
+        if (request := _request(context, "store", p, state, runs[state_tag(p, state, "store")]))
+    ]
+    return SensorResult(run_requests=requests)
+
+
+def _day_run_under_way(context: SensorEvaluationContext, partition: str) -> bool:
+    """Whether any run of the day is queued or running: it may be storing the videos too."""
+    return any(
+        not r.is_finished
+        for r in context.instance.get_runs(
+            filters=RunsFilter(tags={PARTITION_TAG: partition}), limit=50
+        )
+    )

@@ -1,0 +1,45 @@
+"""Storing the videos of a day whose submission was stopped: they are paid for, and their links
+die a day after, while the day's tables wait for its user to send the rest."""
+
+from dagster import Failure, OpExecutionContext, job, op
+
+from ...statuses import Status
+from ...storage import StoreRefused
+from ...submission import send_the_rest
+from ...videos import DOWNLOAD_RETRY_SECONDS, store_videos
+from ..partitions import daily_partitions
+from ..resources import EvoLinkResource, PipelineResource
+from .assets import API_POOL, STORING_RETRIES
+
+
+@op(pool=API_POOL, retry_policy=STORING_RETRIES)
+def store_day_videos(
+    context: OpExecutionContext, pipeline: PipelineResource, evolink: EvoLinkResource
+) -> None:
+    """Download, check and store every video of the day that is not stored yet."""
+    partition = context.partition_key
+    with evolink.client() as client:
+        try:
+            stored = store_videos(pipeline.ledger(), partition, client, pipeline.videos())
+        except StoreRefused as exc:  # every video would be: no retry helps until it is fixed
+            raise Failure(str(exc), allow_retries=False) from None
+    outcomes = {status.value: n for status, n in stored.outcomes.items()}
+    context.add_output_metadata({**outcomes, "missing": len(stored.missing)})
+    context.log.info(
+        f"{partition}: videos stored or tried: {outcomes or 'none due'}; the day's tables are "
+        f"written once its every prompt was sent and its tasks ended ({send_the_rest(partition)})"
+    )
+    if failed := stored.outcomes.get(Status.DOWNLOAD_FAILED):
+        context.log.warning(
+            f"{failed} video(s) could not be stored; the stopped_day_videos sensor tries them "
+            f"again from {DOWNLOAD_RETRY_SECONDS // 60} minutes on, while their links live"
+        )
+
+
+@job(
+    partitions_def=daily_partitions,
+    description="Stores the videos of a day whose submission was stopped (terminated, or cut "
+    "short), as its tasks complete: the stopped_day_videos sensor asks for it. Sends nothing.",
+)
+def store_videos_of_stopped_day() -> None:
+    store_day_videos()
