@@ -132,20 +132,67 @@ def test_a_stopped_day_is_stored_once_its_tasks_ended_or_a_video_waited_an_hour(
         assert request.partition_key == DAY and request.run_key.startswith(f"store:{DAY}:")
 
 
-def test_no_store_run_while_a_run_of_the_day_is_under_way_or_for_a_day_sent_on(resources):
+def test_a_day_another_run_may_store_waits_an_hour_at_most(resources, monkeypatch):
+    """A run of the day under way, or one task_poller asks for (a day cut short), stores the
+    videos itself; but a run whose process was killed shows as running for ever, and one
+    sending on may fail before storing anything (a broken catalog): a video that waited an
+    hour is stored whatever holds the day up. A settled day is task_poller's."""
     ledger = resources["pipeline"].ledger()
     sent(ledger, DAY, "done", Status.COMPLETED, result_url="https://cdn.example/v.mp4")
     sent(ledger, NEXT_DAY, "next", Status.COMPLETED, result_url="https://cdn.example/w.mp4")
     ledger.set_submission_complete(NEXT_DAY, True)  # settled: task_poller's videos run
+    later = time.time() + STORE_AFTER_SECONDS + 1
     with instance_for_test() as instance:
         day_run(instance, DagsterRunStatus.STARTED)
         assert store_requests(instance, resources) == []
+        monkeypatch.setattr(sensors.time, "time", lambda: later)
+        assert [r.partition_key for r in store_requests(instance, resources)] == [DAY]
+    monkeypatch.undo()
     ledger.set_submission_complete(DAY, False)  # cut short: task_poller sends on, and stores
     with instance_for_test() as instance:
         assert store_requests(instance, resources) == []
         day_run(instance, DagsterRunStatus.CANCELED, asset_selection={submitted_tasks.key})
         [request] = store_requests(instance, resources)  # its user stopped it: stored here
         assert request.partition_key == DAY
+    with instance_for_test() as instance:
+        monkeypatch.setattr(sensors.time, "time", lambda: later)
+        assert [r.partition_key for r in store_requests(instance, resources)] == [DAY]
+
+
+def test_a_terminated_resubmission_has_its_videos_stored(tmp_path):
+    """The day was fully sent, so its row says complete; a failed task due again keeps it
+    from settling, so task_poller's videos run never came (helper-51)."""
+    resources = {
+        "evolink": EvoLinkResource(
+            api_key="sk-test", base_url="http://127.0.0.1:9", files_url="http://127.0.0.1:9"
+        ),
+        "pipeline": PipelineResource(data_dir=str(tmp_path / "data"), max_resubmissions=2),
+    }
+    ledger = resources["pipeline"].ledger()
+    sent(ledger, DAY, "done", Status.COMPLETED, result_url="https://cdn.example/v.mp4")
+    sent(ledger, DAY, "due", Status.FAILED, error_code="service_error")
+    ledger.set_submission_complete(DAY, True)
+    with instance_for_test() as instance:
+        day_run(instance, DagsterRunStatus.CANCELED, asset_selection={submitted_tasks.key})
+        assert task_poller(build_sensor_context(instance=instance, resources=resources)) and (
+            DAY not in ledger.partitions_settled(resources["pipeline"].max_attempts)
+        )
+        [request] = store_requests(instance, resources)
+        assert request.partition_key == DAY
+
+
+def test_many_store_runs_never_hide_that_its_user_stopped_the_day(resources):
+    """Each failed download makes a store run: with 50 of them the day's last submission,
+    terminated, fell out of the runs read, and task_poller sent on the day (helper-51)."""
+    ledger = resources["pipeline"].ledger()
+    sent(ledger, DAY, "done", Status.COMPLETED, result_url="https://cdn.example/v.mp4")
+    ledger.set_submission_complete(DAY, False)
+    with instance_for_test() as instance:
+        day_run(instance, DagsterRunStatus.CANCELED, asset_selection={submitted_tasks.key})
+        for _ in range(120):
+            day_run(instance, DagsterRunStatus.FAILURE, store_videos_of_stopped_day.name)
+        tick = task_poller(build_sensor_context(instance=instance, resources=resources))
+        assert tick.run_requests == []
 
 
 def test_a_store_run_that_succeeded_does_not_release_a_day_its_user_stopped(resources):
@@ -183,12 +230,14 @@ def test_a_failing_store_run_is_asked_for_again_then_given_up_naming_the_job(res
                     request.tags,
                 )
     assert len(keys) == MAX_VIDEO_RUNS == len(set(keys))
-    assert f"{DAY}: store failed {MAX_VIDEO_RUNS} times" in capfd.readouterr().err
+    said = capfd.readouterr().err
+    assert f"{DAY}: store_videos_of_stopped_day failed {MAX_VIDEO_RUNS} times" in said
+    assert "launch that job for the day by hand (materialising the day would send" in said
 
 
-def test_the_days_with_videos_to_store_are_those_not_fully_sent(ledger_url):
+def test_the_days_with_videos_to_store(ledger_url):
     """Read by walking the days' index: a completed video not stored, or a failed download due
-    again, on a day not marked fully submitted; not one whose retry is planned later."""
+    again; not one whose retry is planned later."""
     ledger, url = Ledger(ledger_url), {"result_url": "https://cdn.example/v.mp4"}
     sent(ledger, "2026-11-18", "stored", Status.COMPLETED, **url)
     ledger.record_video("2026-11-18", "stored", "videos/k.mp4", "ab" * 32, 10, {})
@@ -202,6 +251,7 @@ def test_the_days_with_videos_to_store_are_those_not_fully_sent(ledger_url):
     sent(ledger, "2026-11-22", "cut-short", Status.COMPLETED, **url)
     ledger.set_submission_complete("2026-11-22", False)
     now = time.time()
-    assert sorted(ledger.partitions_unstored(now)) == [DAY, "2026-11-22"]
-    assert sorted(ledger.partitions_unstored(now + 3600)) == ["2026-11-19", DAY, "2026-11-22"]
+    assert sorted(ledger.partitions_unstored(now)) == [DAY, NEXT_DAY, "2026-11-22"]
+    later = ledger.partitions_unstored(now + 3600)
+    assert sorted(later) == ["2026-11-19", DAY, NEXT_DAY, "2026-11-22"]
     assert abs(ledger.partitions_unstored(now)[DAY] - now) < 60

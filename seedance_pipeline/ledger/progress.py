@@ -69,27 +69,30 @@ class PartitionProgress:
             return [r.partition for r in found]
 
     def partitions_unstored(self, now: float) -> dict[str, float]:
-        """Days not fully submitted (a submission stopped, or cut short) with videos to store
-        now, each with when the first of them was found completed.
+        """Days with videos to store now (completed and not stored, or a failed download due
+        again), each with when the first of them was found completed.
 
-        The days are walked one index lookup each (a loose index scan), not read from every
-        row of a history of years; only those days' own rows are read.
+        The days are walked one index lookup each (a loose index scan), and each day's videos
+        to store are looked up in its index, not read from every row of a history of years.
         """
+        first = "SELECT MIN(COALESCE(completed_at, :now)) FROM tasks WHERE tasks.partition = day"
         with self.db.read() as db:
             found = db.execute(
                 sql(
                     "WITH RECURSIVE days (day) AS (SELECT MIN(partition) FROM tasks UNION ALL"
                     " SELECT (SELECT MIN(partition) FROM tasks WHERE tasks.partition > day)"
                     " FROM days WHERE day IS NOT NULL)"
-                    " SELECT day, (SELECT MIN(COALESCE(completed_at, :now)) FROM tasks"
-                    " WHERE tasks.partition = day AND (status = 'completed' AND video_uri IS NULL"
-                    f" OR {DOWNLOAD_DUE})) AS since"
-                    " FROM days LEFT JOIN partitions ON partitions.partition = day"
-                    " WHERE day IS NOT NULL AND COALESCE(submission_complete, 0) <> 1"
+                    f" SELECT day, ({first} AND status = 'completed' AND video_uri IS NULL)"
+                    f" AS unstored, ({first} AND {DOWNLOAD_DUE}) AS retry"
+                    " FROM days WHERE day IS NOT NULL"
                 ),
                 {"now": now, "retry_ahead": RETRY_AHEAD_LIMIT},
             )
-            return {r.day: r.since for r in found if r.since is not None}
+            return {
+                r.day: min(t for t in (r.unstored, r.retry) if t is not None)
+                for r in found
+                if r.unstored is not None or r.retry is not None
+            }
 
     def partitions_to_resubmit(self, max_attempts: int) -> list[str]:
         """Fully submitted partitions with failed tasks due for another attempt."""

@@ -2,9 +2,12 @@
 
 import bisect
 import hashlib
+import itertools
 import time
+from collections.abc import Iterator
 
 from dagster import (
+    DagsterRun,
     DagsterRunStatus,
     DefaultSensorStatus,
     RunRequest,
@@ -31,6 +34,7 @@ MAX_VIDEO_RUNS = 5
 STATE_TAG = "seedance/ledger_state"
 PARTITION_TAG = "dagster/partition"  # the tag Dagster gives every run of a partition
 _ENDED = (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
+_UNFINISHED = [s for s in DagsterRunStatus if s not in (DagsterRunStatus.SUCCESS, *_ENDED)]
 # Settled days are read again on every tick: any of them can still change (a `resolve`, a late
 # callback, a videos run by hand). The newest days are read each tick; older ones in turn, for
 # as long as HISTORY_SECONDS allows (at least one a tick), so years of history cannot push a
@@ -139,17 +143,34 @@ _ASSETS = {
 def _submission_held(context: SensorEvaluationContext, partition: str) -> bool:
     """Whether a run submitting the day is under way (whoever started it), or the last one was
     terminated: its user stopped the spending, and only they start it again."""
-    runs = [
-        r
-        for r in context.instance.get_runs(
-            filters=RunsFilter(tags={PARTITION_TAG: partition}), limit=50
-        )
-        if (r.asset_selection is None or submitted_tasks.key in r.asset_selection)
-        and r.job_name != store_videos_of_stopped_day.name
-    ]
-    return any(not r.is_finished for r in runs) or (
-        bool(runs) and runs[0].status == DagsterRunStatus.CANCELED
+    runs = _runs_that_send(context, partition)
+    last = next(runs, None)
+    if last is None:
+        return False
+    return (
+        last.status == DagsterRunStatus.CANCELED
+        or not last.is_finished
+        or any(not r.is_finished for r in itertools.islice(runs, 49))
     )
+
+
+def _runs_that_send(context: SensorEvaluationContext, partition: str) -> Iterator[DagsterRun]:
+    """The day's runs that may submit, newest first: all but store runs, however many of
+    those a day had since its last submission (each failed download makes one)."""
+    cursor = None
+    while True:
+        page = context.instance.get_runs(
+            filters=RunsFilter(tags={PARTITION_TAG: partition}), cursor=cursor, limit=50
+        )
+        yield from (
+            r
+            for r in page
+            if (r.asset_selection is None or submitted_tasks.key in r.asset_selection)
+            and r.job_name != store_videos_of_stopped_day.name
+        )
+        if len(page) < 50:
+            return
+        cursor = page[-1].run_id
 
 
 def _request(
@@ -164,10 +185,18 @@ def _request(
     if len(runs) > failed:
         return None  # queued, running, or done for this state
     if failed >= MAX_VIDEO_RUNS:
-        what = ", ".join(k.to_user_string() for k in _ASSETS[kind]) if kind in _ASSETS else kind
+        what, then = (
+            (", ".join(k.to_user_string() for k in _ASSETS[kind]), "materialise the day by hand")
+            if kind in _ASSETS
+            else (
+                store_videos_of_stopped_day.name,
+                "launch that job for the day by hand (materialising the day would send the "
+                "rest of it)",
+            )
+        )
         context.log.error(
             f"{partition}: {what} failed {failed} times for the same tasks; "
-            "see those runs, fix the cause, then materialise the day by hand"
+            f"see those runs, fix the cause, then {then}"
         )
         return None
     return RunRequest(
@@ -257,8 +286,9 @@ def task_poller(
     return SensorResult(run_requests=requests, cursor=cursor)
 
 
-# A stopped day's videos are stored once its tasks have all ended, or once one of them has
-# waited this long (its link dies a day after its completion): not one run per completion.
+# A day's videos wait for its tasks to end, for the runs that would store them and for the
+# runs task_poller asks for, at most this long (their links die a day after their completion):
+# then they are stored whatever holds the day up (a crashed run that still shows as running).
 STORE_AFTER_SECONDS = 3600.0
 
 
@@ -266,30 +296,33 @@ STORE_AFTER_SECONDS = 3600.0
     job_name=store_videos_of_stopped_day.name,
     minimum_interval_seconds=60,
     default_status=DefaultSensorStatus.RUNNING,
-    description="Asks for store_videos_of_stopped_day for a day whose submission was stopped "
-    "(terminated, or cut short) and whose tasks sent completed: their videos are paid for and "
-    "their links die a day after. Sends nothing.",
+    description="Asks for store_videos_of_stopped_day for a day that has not settled (its "
+    "submission stopped, terminated or cut short) and whose tasks sent completed: their videos "
+    "are paid for and their links die a day after. Sends nothing.",
 )
 def stopped_day_videos(context: SensorEvaluationContext, pipeline: PipelineResource):
-    """A store run for each stopped day with videos to store, once its tasks (which
-    task_poller polls) have ended or a video has waited STORE_AFTER_SECONDS; not while a run of
-    the day is under way, nor for a day task_poller sends on (that run stores them)."""
+    """A store run for each day with videos to store that task_poller's videos runs do not
+    store (the day has not settled), once nothing else may store them soon: its tasks have
+    ended, no run of the day is under way, and task_poller does not send it on; or once a video
+    has waited STORE_AFTER_SECONDS."""
     ledger = pipeline.ledger()
     now = time.time()
     unstored = ledger.partitions_unstored(now)
-    incomplete = set(ledger.partitions_incomplete()) if unstored else set()
+    if unstored:
+        settled = set(ledger.partitions_settled(pipeline.max_attempts))
+        incomplete = set(ledger.partitions_incomplete())
     wanted = []
     for partition, since in unstored.items():
-        if not daily_partitions.has_partition_key(partition):
-            continue  # task_poller names what to fix
-        if _day_run_under_way(context, partition) or (
-            partition in incomplete and not _submission_held(context, partition)
-        ):
-            continue
-        counts = ledger.day_state(partition, now).counts
-        running = sum(counts.get(s, 0) for s in (*WAITING, Status.SUBMITTING))
-        if running and now - since < STORE_AFTER_SECONDS:
-            continue
+        if partition in settled or not daily_partitions.has_partition_key(partition):
+            continue  # task_poller stores the day, or names what to fix
+        if now - since < STORE_AFTER_SECONDS:
+            counts = ledger.day_state(partition, now).counts
+            if (
+                any(counts.get(s) for s in (*WAITING, Status.SUBMITTING))
+                or _day_run_under_way(context, partition)
+                or (partition in incomplete and not _submission_held(context, partition))
+            ):
+                continue
         wanted.append((partition, ledger_state(ledger.state_rows(partition))))
     runs = _runs_by_state(context, [state_tag(p, state, "store") for p, state in wanted])
     requests = [
@@ -305,6 +338,6 @@ def _day_run_under_way(context: SensorEvaluationContext, partition: str) -> bool
     return any(
         not r.is_finished
         for r in context.instance.get_runs(
-            filters=RunsFilter(tags={PARTITION_TAG: partition}), limit=50
+            filters=RunsFilter(tags={PARTITION_TAG: partition}, statuses=_UNFINISHED), limit=1
         )
     )
