@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -25,7 +26,6 @@ from .reports import (
 from .seedance import PriceTable
 from .settings import SettingError, data_dir, env_number, first_day, parse_day
 from .statuses import Status
-from .videos import DOWNLOAD_RETRY_SECONDS
 
 SAMPLE_TIME_SCALE = 0.02
 
@@ -438,11 +438,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         # Paid videos whose links die 24 h after their tasks ended: a scheduler must see it.
         print(
             f"{args.date}: {left} paid video(s) not stored yet (download_failed): run the day "
-            f"again in {DOWNLOAD_RETRY_SECONDS // 60} minutes or more, within 24 hours",
+            f"again in {_minutes_to_retry(args.date)} minutes or more, within 24 hours",
             file=sys.stderr,
         )
         return VIDEOS_LEFT
     return 0
+
+
+def _minutes_to_retry(partition: str) -> int:
+    """Minutes until the first of the day's failed downloads is due again (each waits longer
+    after each failure)."""
+    from .definitions import resources_from_env
+
+    rows = resources_from_env()["pipeline"].ledger().rows(partition)
+    due = min((r.next_poll_at or 0 for r in rows if r.status == Status.DOWNLOAD_FAILED), default=0)
+    return max(1, math.ceil((due - time.time()) / 60))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -44,7 +44,11 @@ log = logging.getLogger(__name__)
 
 MAX_VIDEO_BYTES_ENV = "SEEDANCE_MAX_VIDEO_BYTES"
 LINK_LIFETIME_SECONDS = 24 * 3600  # the vendor's result links live 24 hours
-DOWNLOAD_RETRY_SECONDS = 300  # a failed download is tried again this long after, not before
+# A failed download is tried again this long after, not before; each failure after the first
+# doubles the wait, up to DOWNLOAD_RETRY_MAX_SECONDS: a link that keeps failing is tried about
+# 27 times in its 24 hours, not 288 (each try is a query to the API, and a run of the day).
+DOWNLOAD_RETRY_SECONDS = 300
+DOWNLOAD_RETRY_MAX_SECONDS = 3600
 DOWNLOAD_WORKERS = 4
 
 VIDEO_COLUMNS = REQUEST_COLUMNS + [
@@ -205,12 +209,17 @@ def _result_url(row: LedgerRow, client: Client) -> str:
     return row.result_url
 
 
+def download_retry_seconds(failures: int) -> int:
+    """How long after its `failures`-th failed try (1 for the first) a download is tried again."""
+    return min(DOWNLOAD_RETRY_SECONDS << min(max(failures - 1, 0), 16), DOWNLOAD_RETRY_MAX_SECONDS)
+
+
 def _not_stored(row: LedgerRow, ledger: Ledger, status: Status, code: str, why: str) -> Status:
+    wait = download_retry_seconds(row.download_attempts + 1)
     later = (
         ""
         if status == Status.EXPIRED
-        else f"; a run from {DOWNLOAD_RETRY_SECONDS // 60} minutes on tries again while the link "
-        "lives"
+        else f"; a run from {wait // 60} minutes on tries again while the link lives"
     )
     log.error("%s/%s: video not stored: %s%s", row.partition, row.prompt_id, why, later)
     ledger.record_download_failed(
@@ -219,7 +228,7 @@ def _not_stored(row: LedgerRow, ledger: Ledger, status: Status, code: str, why: 
         status,
         code,
         f"{why}{later}",
-        retry_at=time.time() + DOWNLOAD_RETRY_SECONDS,
+        retry_at=time.time() + wait,
     )
     return status
 

@@ -20,6 +20,8 @@ from seedance_pipeline.cli import build_parser, main
 from seedance_pipeline.defs.generation.sensors import task_poller
 from seedance_pipeline.defs.resources import EvoLinkResource, PipelineResource
 from seedance_pipeline.emulator import DEFAULT_API_KEY
+from seedance_pipeline.ledger import Ledger
+from seedance_pipeline.ledger.database import sql
 from seedance_pipeline.settings import SettingError
 from seedance_pipeline.tables import LocalTableStore
 
@@ -279,6 +281,14 @@ def test_run_that_leaves_paid_videos_unstored_exits_3_saying_when_to_run_again(
         f"\n{DAY}: 2 paid video(s) not stored yet (download_failed): run the day again in 5 "
         "minutes or more, within 24 hours\n"
     ), err
+    ledger = Ledger(tmp_path / "data" / "state" / "ledger.sqlite3")
+    with ledger.db.transaction() as db:  # 5 minutes later
+        db.execute(sql("UPDATE tasks SET next_poll_at = next_poll_at - 300"))
+    assert main(["run", DAY]) == 3  # tried again, failing again: the next wait is twice as long
+    out, err = capsys.readouterr()
+    assert "a run from 10 minutes on tries again while the link lives" in out
+    assert "run the day again in 10 minutes or more" in err
+    assert {r.download_attempts for r in ledger.rows(DAY)} == {2}
 
 
 @pytest.mark.parametrize("command", [["callbacks"], ["costs"]])

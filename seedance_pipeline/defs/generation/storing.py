@@ -32,7 +32,8 @@ def store_day_videos(
     if failed := stored.outcomes.get(Status.DOWNLOAD_FAILED):
         context.log.warning(
             f"{failed} video(s) could not be stored; the stopped_day_videos sensor tries them "
-            f"again from {DOWNLOAD_RETRY_SECONDS // 60} minutes on, while their links live"
+            f"again from {DOWNLOAD_RETRY_SECONDS // 60} minutes on (waiting longer after each "
+            "failure, an hour at most), while their links live"
         )
 
 
