@@ -5,10 +5,17 @@ user. It sends nothing, and it never lets the day be sent on."""
 import time
 
 import pytest
-from dagster import DagsterInstance, DagsterRunStatus, build_sensor_context, instance_for_test
+from dagster import (
+    DagsterInstance,
+    DagsterRunStatus,
+    Definitions,
+    build_sensor_context,
+    instance_for_test,
+)
 from dagster._core.storage.dagster_run import DagsterRun
 from dagster._core.utils import make_new_run_id
 
+from seedance_pipeline.definitions import DOMAINS
 from seedance_pipeline.defs.generation import assets as generation_assets
 from seedance_pipeline.defs.generation import sensors
 from seedance_pipeline.defs.generation.assets import submitted_tasks
@@ -71,9 +78,11 @@ def test_a_stopped_days_paid_videos_are_stored_and_nothing_more_is_sent(
 
         [request] = store_requests(instance, resources)
         assert request.partition_key == DAY and request.asset_selection is None
-        stored = store_videos_of_stopped_day.execute_in_process(
-            partition_key=DAY, resources=resources, instance=instance, tags=request.tags
-        )
+        # The job the sensor names, as the code location defines it (`dagster dev` launched it
+        # so and stored the videos: checked by hand, 2026-11-27).
+        location = Definitions.merge(DOMAINS, Definitions(resources=resources))
+        job = location.resolve_job_def(stopped_day_videos.job_name)
+        stored = job.execute_in_process(partition_key=DAY, instance=instance, tags=request.tags)
         assert stored.success
 
         rows = resources["pipeline"].ledger().rows(DAY)
