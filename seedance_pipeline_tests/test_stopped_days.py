@@ -264,3 +264,62 @@ def test_the_days_with_videos_to_store(ledger_url):
     later = ledger.partitions_unstored(now + 3600)
     assert sorted(later) == ["2026-11-19", DAY, NEXT_DAY, "2026-11-22"]
     assert abs(ledger.partitions_unstored(now)[DAY] - now) < 60
+
+
+def test_a_killed_store_run_holds_the_day_back_an_hour_at_most(resources, monkeypatch):
+    """A run whose process was killed shows as running for ever: a store run counted so, the
+    day's videos were never asked for again (helper-52)."""
+    ledger = resources["pipeline"].ledger()
+    sent(ledger, DAY, "done", Status.COMPLETED, result_url="https://cdn.example/v.mp4")
+    with instance_for_test() as instance:
+        [request] = store_requests(instance, resources)
+        day_run(instance, DagsterRunStatus.STARTED, store_videos_of_stopped_day.name, request.tags)
+        assert store_requests(instance, resources) == []  # the run under way stores it
+        later = time.time() + STORE_AFTER_SECONDS + 1
+        monkeypatch.setattr(sensors.time, "time", lambda: later)
+        [again] = store_requests(instance, resources)
+        assert again.run_key == f"{request.run_key}:retry1"
+
+
+def test_a_store_run_is_asked_for_by_the_videos_to_store_not_by_every_change_of_the_day(
+    resources, monkeypatch
+):
+    """Past the hour, each task of the day going from pending to processing made a new run key:
+    a store run every tick, all running at once (helper-52)."""
+    ledger = resources["pipeline"].ledger()
+    sent(ledger, DAY, "done", Status.COMPLETED, result_url="https://cdn.example/v.mp4")
+    sent(ledger, DAY, "running", Status.PENDING)
+    later = time.time() + STORE_AFTER_SECONDS + 1
+    monkeypatch.setattr(sensors.time, "time", lambda: later)
+    with instance_for_test() as instance:
+        [first] = store_requests(instance, resources)
+        ledger.record_polls([PollUpdate(f"task-{DAY}-running", status=Status.PROCESSING)])
+        [second] = store_requests(instance, resources)
+    assert second.run_key == first.run_key  # Dagster launches a run key once
+
+
+def test_a_stopped_day_outside_the_partitions_is_named_with_the_fix(resources, capfd):
+    ledger = resources["pipeline"].ledger()
+    sent(ledger, "2026-10-01", "old", Status.COMPLETED, result_url="https://cdn.example/v.mp4")
+    with instance_for_test() as instance:
+        assert store_requests(instance, resources) == []
+    said = capfd.readouterr().err
+    assert "days outside the partitions, whose runs cannot be asked for: 2026-10-01" in said
+    assert "set it to 2026-10-01 or before" in said
+
+
+def test_a_settled_day_whose_videos_runs_gave_up_has_its_videos_stored(resources):
+    """A videos run failing before it stores anything (the day's requests table missing) was
+    asked for five times, then the paid videos were left to die (helper-52)."""
+    ledger = resources["pipeline"].ledger()
+    sent(ledger, DAY, "done", Status.COMPLETED, result_url="https://cdn.example/v.mp4")
+    ledger.set_submission_complete(DAY, True)
+    with instance_for_test() as instance:
+        assert store_requests(instance, resources) == []  # task_poller's videos runs store it
+        [videos] = list(
+            task_poller(build_sensor_context(instance=instance, resources=resources)).run_requests
+        )
+        for _ in range(MAX_VIDEO_RUNS):
+            day_run(instance, DagsterRunStatus.FAILURE, tags=videos.tags)
+        [request] = store_requests(instance, resources)
+        assert request.partition_key == DAY

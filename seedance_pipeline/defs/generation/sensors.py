@@ -19,7 +19,7 @@ from dagster import (
 from sqlalchemy import Row
 
 from ...catalog import CatalogError, file_digest
-from ...ledger import RETRY_AHEAD_LIMIT, Ledger
+from ...ledger import RETRY_AHEAD_LIMIT, Ledger, LedgerRow
 from ...polling import PollingRefused, poll_round
 from ...statuses import WAITING, Status
 from ..catalog.assets import prompt_catalog
@@ -60,7 +60,7 @@ def ledger_state(rows: list[Row]) -> str:
 
 def run_key(kind: str, partition: str, state: str, tries: int = 0) -> str:
     """`videos:`, `submit:`, `resubmit:` or `store:` + day + ledger state (+ how many runs of it
-    failed)."""
+    failed; a store run's state is its rows to store)."""
     return f"{kind}:{partition}:{state}" + (f":retry{tries}" if tries else "")
 
 
@@ -179,30 +179,22 @@ def _request(
     """A run of `kind` for the day unless one for this ledger state ran, runs, or failed
     MAX_VIDEO_RUNS times (each failed run's key differs, so the next one is not skipped); a
     submission also waits while `_submission_held`."""
-    if _ASSETS.get(kind) == _SEND and _submission_held(context, partition):
+    if kind != "videos" and _submission_held(context, partition):
         return None
     failed = sum(r.status in _ENDED for r in runs)
     if len(runs) > failed:
         return None  # queued, running, or done for this state
     if failed >= MAX_VIDEO_RUNS:
-        what, then = (
-            (", ".join(k.to_user_string() for k in _ASSETS[kind]), "materialise the day by hand")
-            if kind in _ASSETS
-            else (
-                store_videos_of_stopped_day.name,
-                "launch that job for the day by hand (materialising the day would send the "
-                "rest of it)",
-            )
-        )
+        assets = ", ".join(k.to_user_string() for k in _ASSETS[kind])
         context.log.error(
-            f"{partition}: {what} failed {failed} times for the same tasks; "
-            f"see those runs, fix the cause, then {then}"
+            f"{partition}: {assets} failed {failed} times for the same tasks; "
+            "see those runs, fix the cause, then materialise the day by hand"
         )
         return None
     return RunRequest(
         run_key=run_key(kind, partition, state, failed),
         partition_key=partition,
-        asset_selection=_ASSETS.get(kind),  # none: the sensor's job
+        asset_selection=_ASSETS[kind],
         tags={STATE_TAG: state_tag(partition, state, kind)},
     )
 
@@ -256,16 +248,7 @@ def task_poller(
     ]
     settled, cursor = _read_settled_days(context, ledger, pipeline.max_attempts)
     wanted += [("videos", partition, state) for partition, (_, state) in settled.items()]
-    if outside := sorted({p for _, p, _ in wanted if not daily_partitions.has_partition_key(p)}):
-        fix = (
-            f"SEEDANCE_PARTITIONS_START is {FIRST_DAY}: set it to {outside[0]} or before"
-            if outside[0] < FIRST_DAY
-            else "they are after today (UTC): check this machine's clock"
-        )
-        context.log.error(
-            f"the ledger has days outside the partitions, whose runs cannot be asked for: "
-            f"{', '.join(outside[:5])}; {fix}"
-        )
+    if outside := _outside_partitions(context, {p for _, p, _ in wanted}):
         wanted = [w for w in wanted if w[1] not in outside]
     runs = _runs_by_state(context, [state_tag(p, state, kind) for kind, p, state in wanted])
     requests = []
@@ -286,6 +269,21 @@ def task_poller(
     return SensorResult(run_requests=requests, cursor=cursor)
 
 
+def _outside_partitions(context: SensorEvaluationContext, days: set[str]) -> set[str]:
+    """The days no run can be asked for, as they are not partitions: logged with the fix."""
+    if outside := sorted(d for d in days if not daily_partitions.has_partition_key(d)):
+        fix = (
+            f"SEEDANCE_PARTITIONS_START is {FIRST_DAY}: set it to {outside[0]} or before"
+            if outside[0] < FIRST_DAY
+            else "they are after today (UTC): check this machine's clock"
+        )
+        context.log.error(
+            f"the ledger has days outside the partitions, whose runs cannot be asked for: "
+            f"{', '.join(outside[:5])}; {fix}"
+        )
+    return set(outside)
+
+
 # A day's videos wait for its tasks to end, for the runs that would store them and for the
 # runs task_poller asks for, at most this long (their links die a day after their completion):
 # then they are stored whatever holds the day up (a crashed run that still shows as running).
@@ -296,25 +294,27 @@ STORE_AFTER_SECONDS = 3600.0
     job_name=store_videos_of_stopped_day.name,
     minimum_interval_seconds=60,
     default_status=DefaultSensorStatus.RUNNING,
-    description="Asks for store_videos_of_stopped_day for a day that has not settled (its "
-    "submission stopped, terminated or cut short) and whose tasks sent completed: their videos "
-    "are paid for and their links die a day after. Sends nothing.",
+    description="Asks for store_videos_of_stopped_day for a day whose completed tasks' videos "
+    "nothing else stores: its submission stopped (terminated, cut short, crashed), or its "
+    "videos runs gave up. Their videos are paid for and their links die a day after. Sends "
+    "nothing.",
 )
 def stopped_day_videos(context: SensorEvaluationContext, pipeline: PipelineResource):
     """A store run for each day with videos to store that task_poller's videos runs do not
-    store (the day has not settled), once nothing else may store them soon: its tasks have
-    ended, no run of the day is under way, and task_poller does not send it on; or once a video
-    has waited STORE_AFTER_SECONDS."""
+    store (the day has not settled, or they failed MAX_VIDEO_RUNS times), once nothing else may
+    store them soon: its tasks have ended, no run of the day is under way, and task_poller does
+    not send it on; or once a video has waited STORE_AFTER_SECONDS."""
     ledger = pipeline.ledger()
     now = time.time()
     unstored = ledger.partitions_unstored(now)
-    if unstored:
-        settled = set(ledger.partitions_settled(pipeline.max_attempts))
-        incomplete = set(ledger.partitions_incomplete())
-    wanted = []
+    if not unstored:
+        return SensorResult(run_requests=[])
+    settled = set(ledger.partitions_settled(pipeline.max_attempts))
+    incomplete = set(ledger.partitions_incomplete())
+    requests = []
     for partition, since in unstored.items():
-        if partition in settled or not daily_partitions.has_partition_key(partition):
-            continue  # task_poller stores the day, or names what to fix
+        if partition in settled and not _videos_runs_gave_up(context, ledger, partition):
+            continue
         if now - since < STORE_AFTER_SECONDS:
             counts = ledger.day_state(partition, now).counts
             if (
@@ -323,14 +323,56 @@ def stopped_day_videos(context: SensorEvaluationContext, pipeline: PipelineResou
                 or (partition in incomplete and not _submission_held(context, partition))
             ):
                 continue
-        wanted.append((partition, ledger_state(ledger.state_rows(partition))))
-    runs = _runs_by_state(context, [state_tag(p, state, "store") for p, state in wanted])
-    requests = [
-        request
-        for p, state in wanted
-        if (request := _request(context, "store", p, state, runs[state_tag(p, state, "store")]))
-    ]
+        if partition in _outside_partitions(context, {partition}):
+            continue
+        if request := _store_request(context, partition, ledger.rows_to_store(partition, now)):
+            requests.append(request)
     return SensorResult(run_requests=requests)
+
+
+def _videos_runs_gave_up(context: SensorEvaluationContext, ledger: Ledger, partition: str) -> bool:
+    """Whether task_poller's videos runs of the settled day failed MAX_VIDEO_RUNS times for its
+    rows as they are (one failing before storing anything: a table missing)."""
+    tag = state_tag(partition, ledger_state(ledger.state_rows(partition)))
+    runs = _runs_by_state(context, [tag])[tag]
+    return sum(r.status in _ENDED for r in runs) >= MAX_VIDEO_RUNS
+
+
+def _store_request(
+    context: SensorEvaluationContext, partition: str, rows: list[LedgerRow]
+) -> RunRequest | None:
+    """A store run for the day's `rows` to store, unless a store run of the day is under way
+    (for less than STORE_AFTER_SECONDS: a killed run shows as running for ever), one stored
+    these rows as they are, or MAX_VIDEO_RUNS failed to."""
+    state = hashlib.sha256(
+        repr(sorted((r.prompt_id, r.download_attempts) for r in rows)).encode()
+    ).hexdigest()[:16]
+    tag = state_tag(partition, state, "store")
+    records = context.instance.get_run_records(
+        RunsFilter(job_name=store_videos_of_stopped_day.name, tags={PARTITION_TAG: partition}),
+        limit=100,
+    )
+    started_since = time.time() - STORE_AFTER_SECONDS
+    if any(
+        not r.dagster_run.is_finished and r.create_timestamp.timestamp() > started_since
+        for r in records
+    ):
+        return None
+    tries = [r.dagster_run for r in records if r.dagster_run.tags.get(STATE_TAG) == tag]
+    if any(r.status == DagsterRunStatus.SUCCESS for r in tries):
+        return None
+    if len(tries) >= MAX_VIDEO_RUNS:
+        context.log.error(
+            f"{partition}: {store_videos_of_stopped_day.name} failed {len(tries)} times for the "
+            "same videos; see those runs, fix the cause, then launch that job for the day by "
+            "hand (materialising the day would send the rest of it)"
+        )
+        return None
+    return RunRequest(
+        run_key=run_key("store", partition, state, len(tries)),
+        partition_key=partition,
+        tags={STATE_TAG: tag},
+    )
 
 
 def _day_run_under_way(context: SensorEvaluationContext, partition: str) -> bool:
