@@ -57,6 +57,12 @@ class SubmissionStopped(RuntimeError):
     """Submission cannot go on (bad key, no credits); the rest stays unsubmitted."""
 
 
+class _Halted(RuntimeError):
+    """The submission was interrupted (or `stop` set) while this create waited to be tried
+    again: its earlier tries were refused (429, a refused connection), so no task exists, and
+    none is made now."""
+
+
 @dataclass
 class SubmitSummary:
     submitted: int = 0
@@ -102,11 +108,14 @@ def submit_all(
     ledger.resolve_abandoned_claims(partition)
     accepted = list(accepted)
     not_claimed: list[str] = []
+    halted = threading.Event()  # interrupted: creates waiting to be tried again give up
+    stop = stop or threading.Event()
 
     def first(p: Planned) -> None:
         sent, stored, token = with_callback(p.body, callback_base)
         sent = _presigned(sent, partition)
-        guard = _claim_guard(ledger, partition, p.prompt_id)  # its clocks start before the claim
+        # Its clocks start before the claim.
+        guard = _claim_guard(ledger, partition, p.prompt_id, (halted, stop))
         if ledger.claim(
             partition,
             p.prompt_id,
@@ -127,7 +136,7 @@ def submit_all(
     def again(row) -> None:
         sent, _, token = with_callback(row.request, callback_base)
         sent = _presigned(sent, partition)
-        guard = _claim_guard(ledger, partition, row.prompt_id)
+        guard = _claim_guard(ledger, partition, row.prompt_id, (halted, stop))
         if ledger.claim_resubmission(
             partition, row.prompt_id, max_attempts, callback_token_sha256=token
         ):
@@ -143,7 +152,7 @@ def submit_all(
                 with summary.lock:
                     summary.resubmitted += 1
 
-    _in_parallel([lambda p=p: first(p) for p in accepted], stop)
+    _in_parallel([lambda p=p: first(p) for p in accepted], stop, halted)
     # The claim refuses a prompt another day has (in its own transaction): which were those.
     summary.sent_on_other_days = ledger.sent_on_other_days(partition, not_claimed)
     summary.already_in_ledger = len(not_claimed) - len(summary.sent_on_other_days)
@@ -152,7 +161,7 @@ def submit_all(
     if gone := [r.prompt_id for r in due if r.prompt_id not in wanted]:
         log.warning("%s: not resubmitted, no longer accepted for the day: %s", partition, gone)
         ledger.stop_resubmission(partition, gone)
-    _in_parallel([lambda r=r: again(r) for r in due if r.prompt_id in wanted], stop)
+    _in_parallel([lambda r=r: again(r) for r in due if r.prompt_id in wanted], stop, halted)
     return summary
 
 
@@ -174,15 +183,17 @@ def _presigned(body: dict, partition: str) -> dict:
         ) from None
 
 
-def _in_parallel(jobs: list[Callable[[], None]], stop: threading.Event | None = None) -> None:
+def _in_parallel(
+    jobs: list[Callable[[], None]], stop: threading.Event, halted: threading.Event
+) -> None:
     """Run `jobs` on SUBMIT_WORKERS threads; after a SubmissionStopped no further job starts,
     those under way finish, and it is raised. So after an interrupt (the run terminated,
-    Ctrl-C) or an unexpected error: no job waiting for a thread is sent. Nor after `stop` is
-    set."""
+    Ctrl-C) or an unexpected error: no job waiting for a thread is sent, and `halted` is set
+    (creates waiting out a 429 give up). Nor after `stop` is set."""
     stopped: list[SubmissionStopped] = []
 
     def guarded(job: Callable[[], None]) -> None:
-        if not stopped and not (stop and stop.is_set()):
+        if not stopped and not stop.is_set():
             try:
                 job()
             except SubmissionStopped as exc:
@@ -194,6 +205,7 @@ def _in_parallel(jobs: list[Callable[[], None]], stop: threading.Event | None = 
             for done in futures:
                 done.result()  # an unexpected error surfaces here
         except BaseException:
+            halted.set()
             pool.shutdown(wait=False, cancel_futures=True)
             raise
     if stopped:
@@ -225,15 +237,21 @@ def _recorded(write: Callable[[], None]) -> None:
             time.sleep(RECORD_RETRY_SECONDS)
 
 
-def _claim_guard(ledger: Ledger, partition: str, prompt_id: str) -> Callable[[], None]:
-    """To be called before each try of the create of a claim about to be made: a process
-    paused past its lease must not send a claim settled meanwhile, so unless the claim is a
-    moment old by both clocks (a pause moves them on), the ledger is asked whether it is still
-    this process's. That read would cost about as much CPU as the create, on every create."""
+def _claim_guard(
+    ledger: Ledger, partition: str, prompt_id: str, halts: tuple[threading.Event, ...]
+) -> Callable[[], None]:
+    """To be called before each try of the create of a claim about to be made: none goes out
+    once one of `halts` is set (a try after the first follows refusals that made no task). A
+    process paused past its lease must not send a claim settled meanwhile, so unless the claim
+    is a moment old by both clocks (a pause moves them on), the ledger is asked whether it is
+    still this process's. That read would cost about as much CPU as the create, on every
+    create."""
     monotonic, wall = time.monotonic(), time.time()
     fresh = min(FRESH_CLAIM_SECONDS, ledger.leases.seconds / 4)
 
     def guard() -> None:
+        if any(halt.is_set() for halt in halts):
+            raise _Halted(f"{prompt_id}: not sent, as the submission was stopped")
         if time.monotonic() - monotonic > fresh or time.time() - wall > fresh:
             ledger.hold_claim(partition, prompt_id)
 
@@ -267,6 +285,9 @@ def _submit_claimed(
         log.error("%s", exc)
         with summary.lock:
             summary.claims_lost.append(prompt_id)
+    except _Halted as exc:  # like the prompts not yet started: left for a later run
+        ledger.release(partition, prompt_id)
+        log.info("%s", exc)
     except OutcomeUnknownError as exc:
         due = first_poll_at(body, None, time.time(), callback=True) if callback else None
         ledger.record_outcome_unknown(partition, prompt_id, str(exc), callback_due=due)

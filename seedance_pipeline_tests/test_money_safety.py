@@ -299,6 +299,22 @@ def test_a_submission_interrupted_after_sending_says_its_paid_videos_wait_for_it
     assert "materialise its generated_videos within 24 h" in message
 
 
+def test_a_submission_interrupted_once_all_was_sent_does_not_ask_to_send_the_rest(day, monkeypatch):
+    """Interrupted while the last creates waited for their answers: it said to run the day
+    again to send the rest, when nothing was left (helper-53)."""
+    data, url, resources = day
+    sending = generation_assets.submit_all
+
+    def interrupted(*args):
+        sending(*args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(generation_assets, "submit_all", interrupted)
+    result = submit(resources)
+    message = _step_failure(result)
+    assert "every prompt of the day was sent" in message and "send the rest" not in message
+
+
 def test_moving_the_ledger_and_the_tables_at_once_is_refused_not_paid_again(
     day, s3_bucket, monkeypatch
 ):
@@ -1121,6 +1137,33 @@ def test_an_interrupted_submission_sends_no_more_and_records_what_it_sent(tmp_pa
     assert 5 <= len(sent) <= 5 + SUBMIT_WORKERS  # those under way when it came, no more
     rows = ledger.rows(DAY)
     assert len(rows) == len(sent) and all(r.task_id and r.status == "pending" for r in rows)
+
+
+def test_an_interrupted_submission_gives_up_the_creates_waiting_out_a_429(
+    tmp_path, start_emulator, api_key
+):
+    """Ctrl-C while the submit threads waited out the API's 429s: they went on trying, and
+    each made a paid task after the interrupt, for up to the 180 s a create may wait (helper-53).
+    A create refused with a 429 made no task: once interrupted, it is not tried again."""
+    url = start_emulator(rate_limit=0.3)
+    stopped_at: list[int] = []
+
+    def interrupt_once_two_are_made() -> None:
+        while len(made := emulator_tasks(url)) < 2:
+            time.sleep(0.05)
+        stopped_at.append(len(made))
+        os.kill(os.getpid(), signal.SIGINT)
+
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    body = {"model": "seedance-2.0-fast-text-to-video", "prompt": "a cat", "duration": 4}
+    planned = [Planned(f"p{i:02d}", body, 25.004) for i in range(12)]
+    threading.Thread(target=interrupt_once_two_are_made, daemon=True).start()
+    with Client(api_key, base_url=url) as client, pytest.raises(KeyboardInterrupt):
+        submit_all(ledger, client, DAY, planned)
+    made = emulator_tasks(url)
+    assert len(made) <= stopped_at[0] + 1  # one on the wire when it came, at most
+    rows = ledger.rows(DAY)  # every task made is recorded; no claim is left open
+    assert sorted(r.task_id for r in rows) == sorted(t["id"] for t in made)
 
 
 @pytest.mark.parametrize(

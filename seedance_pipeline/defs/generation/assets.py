@@ -181,13 +181,11 @@ def submitted_tasks(
     except (KeyboardInterrupt, DagsterExecutionInterruptedError):  # Terminate, or Ctrl-C
         # The sensor leaves a stopped day to its user; another stores its videos (`run` stores
         # them itself).
+        rows = ledger.rows(partition)
         unstored = (
             0
             if context.run.tags.get(FOLLOWED_TAG)
-            else sum(
-                r.status in (Status.COMPLETED, *WAITING) and r.video_uri is None
-                for r in ledger.rows(partition)
-            )
+            else sum(r.status in (Status.COMPLETED, *WAITING) and r.video_uri is None for r in rows)
         )
         paid = (
             f"; its {unstored} task(s) sent and not failed are paid for: the "
@@ -197,9 +195,12 @@ def submitted_tasks(
             if unstored
             else ""
         )
+        unsent = set(accepted.prompt_id) - {r.prompt_id for r in rows}
+        unsent -= ledger.sent_on_other_days(partition, unsent).keys()
+        rest = send_the_rest(partition) if unsent else "every prompt of the day was sent"
         raise Failure(
             f"{partition}: submission stopped when the run was interrupted; what was sent is "
-            f"in the ledger{paid}; {send_the_rest(partition)}",
+            f"in the ledger{paid}; {rest}",
             allow_retries=False,
         ) from None
     finally:
