@@ -209,13 +209,13 @@ def _result_url(row: LedgerRow, client: Client) -> str:
     return row.result_url
 
 
-def download_retry_seconds(failures: int) -> int:
+def _download_retry_seconds(failures: int) -> int:
     """How long after its `failures`-th failed try (1 for the first) a download is tried again."""
     return min(DOWNLOAD_RETRY_SECONDS << min(max(failures - 1, 0), 16), DOWNLOAD_RETRY_MAX_SECONDS)
 
 
 def _not_stored(row: LedgerRow, ledger: Ledger, status: Status, code: str, why: str) -> Status:
-    wait = download_retry_seconds(row.download_attempts + 1)
+    wait = _download_retry_seconds(row.download_attempts + 1)
     later = (
         ""
         if status == Status.EXPIRED

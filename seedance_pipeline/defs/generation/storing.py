@@ -1,11 +1,10 @@
-"""Storing the videos of a day whose submission was stopped: they are paid for, and their links
-die a day after, while the day's tables wait for its user to send the rest."""
+"""Storing the videos of a day that nothing else stores (its submission stopped, or its
+generated_videos runs gave up): they are paid for, and their links die a day after."""
 
 from dagster import Failure, OpExecutionContext, job, op
 
 from ...statuses import Status
 from ...storage import StoreRefused
-from ...submission import send_the_rest
 from ...videos import DOWNLOAD_RETRY_SECONDS, store_videos
 from ..partitions import daily_partitions
 from ..resources import EvoLinkResource, PipelineResource
@@ -27,7 +26,7 @@ def store_day_videos(
     context.add_output_metadata({**outcomes, "missing": len(stored.missing)})
     context.log.info(
         f"{partition}: videos stored or tried: {outcomes or 'none due'}; the day's tables are "
-        f"written once its every prompt was sent and its tasks ended ({send_the_rest(partition)})"
+        "written by generated_videos once every prompt of the day was sent and its tasks ended"
     )
     if failed := stored.outcomes.get(Status.DOWNLOAD_FAILED):
         context.log.warning(
@@ -39,8 +38,9 @@ def store_day_videos(
 
 @job(
     partitions_def=daily_partitions,
-    description="Stores the videos of a day whose submission was stopped (terminated, or cut "
-    "short), as its tasks complete: the stopped_day_videos sensor asks for it. Sends nothing.",
+    description="Stores the videos of a day that nothing else stores (its submission stopped, "
+    "or its generated_videos runs gave up): the stopped_day_videos sensor asks for it. Sends "
+    "nothing.",
 )
 def store_videos_of_stopped_day() -> None:
     store_day_videos()
