@@ -32,6 +32,7 @@ from seedance_pipeline.defs.generation.sensors import (  # noqa: E402
     STATE_TAG,
     ledger_state,
     state_tag,
+    stopped_day_videos,
     task_poller,
 )
 from seedance_pipeline.defs.resources import EvoLinkResource, PipelineResource  # noqa: E402
@@ -144,6 +145,12 @@ def history_tick(ledger_url: str, url: str, days: int, rows: int, rounds: int) -
             times.append(time.perf_counter() - started)
             assert not asked.run_requests, "every day's videos run is done: nothing to ask"
             cursors.append(asked.cursor)
+        storing = []
+        for _ in range(rounds):
+            started = time.perf_counter()
+            context = build_sensor_context(instance=instance, resources=resources)
+            assert not stopped_day_videos(context).run_requests, "every video is stored"
+            storing.append(time.perf_counter() - started)
     older = partitions[:-NEWEST_DAYS]
     per_tick = older.index(cursors[1]) + 1 if older else 1  # the first tick starts at the oldest
     tick = statistics.median(times)
@@ -152,6 +159,10 @@ def history_tick(ledger_url: str, url: str, days: int, rows: int, rounds: int) -
         f"{max(times):.2f} s ({rounds} ticks); each reads the {NEWEST_DAYS} newest days and "
         f"{per_tick:.0f} of the {len(older)} older ones (a turn of them takes "
         f"{-(-len(older) // per_tick):.0f} ticks)"
+    )
+    print(
+        f"  stopped_day_videos tick over the same days (every video stored): median "
+        f"{statistics.median(storing) * 1000:.1f} ms"
     )
 
 
