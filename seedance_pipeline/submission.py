@@ -286,7 +286,20 @@ def _submit_claimed(
         with summary.lock:
             summary.claims_lost.append(prompt_id)
     except _Halted as exc:  # like the prompts not yet started: left for a later run
-        ledger.release(partition, prompt_id)
+        try:
+            ledger.release(partition, prompt_id)
+        except Exception as failed:  # the claim becomes `unknown` once its lease runs out
+            log.error(
+                "%s/%s: not sent, and no task was made for it, but the ledger could not release "
+                "its claim (%s): once it is `unknown`, `seedance-pipeline resolve %s %s "
+                "--forget`",
+                partition,
+                prompt_id,
+                failed,
+                partition,
+                prompt_id,
+            )
+            return False
         log.info("%s", exc)
     except OutcomeUnknownError as exc:
         due = first_poll_at(body, None, time.time(), callback=True) if callback else None

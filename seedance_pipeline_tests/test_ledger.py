@@ -424,7 +424,9 @@ def test_a_clock_step_back_does_not_stall_polling(ledger):
 
 def test_a_download_retry_planned_before_a_clock_step_back_is_due_now(ledger):
     ledger.record_polls([PollUpdate("task-1", status=Status.COMPLETED, result_url="https://x/v")])
-    for ahead, due in ((86400, ["sent"]), (300, [])):  # a day: only a clock step does that
+    # A day: only a clock step does that. The longest retry wait (an hour) seen by a reader
+    # whose clock is a minute behind the writer's is not one (helper-54).
+    for ahead, due in ((86400, ["sent"]), (300, []), (3660, [])):
         ledger.record_download_failed(
             DAY, "sent", Status.DOWNLOAD_FAILED, "http_error", "503", retry_at=time.time() + ahead
         )

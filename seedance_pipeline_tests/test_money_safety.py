@@ -315,6 +315,57 @@ def test_a_submission_interrupted_once_all_was_sent_does_not_ask_to_send_the_res
     assert "every prompt of the day was sent" in message and "send the rest" not in message
 
 
+def test_ctrl_c_on_a_resubmission_is_not_undone_by_the_sensor(tmp_path, emulator, api_key):
+    """Every prompt had a row, so the day stayed noted complete; Ctrl-C ends a run `failed`,
+    not `canceled`, so the sensor's next tick resubmitted the failed task the user had just
+    stopped, while the message said every prompt was sent (helper-54)."""
+    data = copy_sample_data(tmp_path / "data")
+    resources = make_resources(data, emulator, api_key, max_resubmissions=1)
+    run_day(resources)
+    ledger = resources["pipeline"].ledger()
+    with ledger.db.transaction() as db:  # a transient vendor failure, due for another attempt
+        db.execute(
+            sql(
+                "UPDATE tasks SET status = 'failed', error_code = 'service_error',"
+                " video_uri = NULL WHERE prompt_id = 'd1-t2v-city-launch'"
+            )
+        )
+    paid = len(emulator_tasks(emulator))
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    with DagsterInstance.ephemeral() as instance, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(generation_assets, "submit_all", interrupted)
+        message = _step_failure(submit(resources, instance=instance))
+        assert "run the day again to send the rest" in message
+        tick = task_poller(build_sensor_context(instance=instance, resources=resources))
+    assert tick.run_requests == [] and len(emulator_tasks(emulator)) == paid
+
+
+def test_a_claim_that_cannot_be_released_after_an_interrupt_is_logged_with_the_fix(
+    tmp_path, caplog, monkeypatch
+):
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    assert ledger.claim(DAY, "p1", {"model": "m"}, 1.0)
+
+    def halted() -> None:
+        raise submission._Halted("p1: not sent, as the submission was stopped")
+
+    def down(*args) -> None:
+        raise OSError("disk I/O error")
+
+    monkeypatch.setattr(ledger, "release", down)
+    transport = httpx.MockTransport(lambda request: httpx.Response(500))
+    with Client("k", base_url="https://api.test.invalid", transport=transport) as client:
+        made = submission._submit_claimed(
+            ledger, client, DAY, "p1", {"model": "m"}, submission.SubmitSummary(), False, halted
+        )
+    assert not made and ledger.rows(DAY)[0].status == Status.SUBMITTING
+    assert "no task was made for it, but the ledger could not release its claim" in caplog.text
+    assert f"resolve {DAY} p1 --forget" in caplog.text
+
+
 def test_moving_the_ledger_and_the_tables_at_once_is_refused_not_paid_again(
     day, s3_bucket, monkeypatch
 ):

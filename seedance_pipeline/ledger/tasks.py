@@ -147,9 +147,11 @@ _WAITING = _sql_list(WAITING)
 # at :now. Two conditions, each looked up in the partition's index (joined by OR, SQLite would
 # read every row of the day).
 _UNSTORED = "partition = :p AND status = 'completed' AND video_uri IS NULL"
-# A download retry planned further ahead than any retry delay can only come from a clock that
-# stepped back after it was planned: it is due now, or the video's link dies first.
-RETRY_AHEAD_LIMIT = 3600.0
+# A download retry planned further ahead than any retry delay (an hour at most, in `videos`)
+# can only come from a clock that stepped back after it was planned: it is due now, or the
+# video's link dies first. Twice that longest delay, so a reader whose clock is behind the
+# writer's does not take a retry planned an hour ahead for one.
+RETRY_AHEAD_LIMIT = 7200.0
 DOWNLOAD_DUE = (
     "status = 'download_failed'"
     " AND (COALESCE(next_poll_at, 0) <= :now OR next_poll_at > :now + :retry_ahead)"

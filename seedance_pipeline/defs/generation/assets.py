@@ -197,7 +197,12 @@ def submitted_tasks(
         )
         unsent = set(accepted.prompt_id) - {r.prompt_id for r in rows}
         unsent -= ledger.sent_on_other_days(partition, unsent).keys()
-        rest = send_the_rest(partition) if unsent else "every prompt of the day was sent"
+        if unsent or ledger.resubmittable(partition, pipeline.max_attempts):
+            # Not known to be complete: the sensor would send on (resubmit) what Ctrl-C stopped.
+            ledger.set_submission_complete(partition, None)
+            rest = send_the_rest(partition)
+        else:
+            rest = "every prompt of the day was sent"
         raise Failure(
             f"{partition}: submission stopped when the run was interrupted; what was sent is "
             f"in the ledger{paid}; {rest}",
