@@ -542,3 +542,17 @@ def test_polls_a_held_up_pool_never_started_count_as_the_rounds_errors(ledger, m
     assert (summary.polled, summary.errors) == (1, 4), summary  # 1 held, 3 never started
     assert took < 2, took
     assert len(ledger.due_tasks(time.time(), 10)) == 4  # all asked again next round
+
+
+def test_forgetting_an_unknown_resubmission_leaves_its_failed_attempt_to_resubmit(ledger):
+    """Forgotten, the resubmission's row went: the prompt was sent again as a first attempt,
+    and the earlier attempt kept under that number stopped every resubmission of it after
+    (helper-55)."""
+    ledger.record_polls([PollUpdate("task-1", status=Status.FAILED, error_code="service_error")])
+    assert ledger.claim_resubmission(DAY, "sent", 3)
+    ledger.record_outcome_unknown(DAY, "sent", "the answer was lost")
+    ledger.resolve(DAY, "sent", None)
+    [row] = [r for r in ledger.rows(DAY) if r.prompt_id == "sent"]
+    assert (row.attempt, row.task_id, row.status) == (1, "task-1", Status.FAILED)
+    assert [r.prompt_id for r in ledger.resubmittable(DAY, 3)] == ["sent"]
+    assert ledger.claim_resubmission(DAY, "sent", 3)  # resubmitted as any failed task

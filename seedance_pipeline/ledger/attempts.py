@@ -135,7 +135,7 @@ class Attempts:
             if row.attempt == 1:
                 db.execute(sql("DELETE FROM tasks WHERE partition = :p AND prompt_id = :id"), key)
             else:
-                _restore(db, partition, prompt_id, row.attempt - 1)
+                restore_attempt(db, partition, prompt_id, row.attempt - 1)
 
     def attempts(self, partition: str) -> list[dict[str, Any]]:
         """Earlier attempts of resubmitted prompts, oldest first."""
@@ -147,7 +147,8 @@ class Attempts:
             return [dict(r) for r in found]
 
 
-def _restore(db: Connection, partition: str, prompt_id: str, attempt: int) -> None:
+def restore_attempt(db: Connection, partition: str, prompt_id: str, attempt: int) -> None:
+    """The row becomes its kept `attempt` again."""
     key = {"p": partition, "id": prompt_id, "a": attempt}
     db.execute(
         sql(

@@ -523,7 +523,10 @@ class TaskRows:
             # A claim its crashed run left is `unknown` (what the crash message told the user).
             self._settle_abandoned(db, partition, prompt_id, time.time())
             row = db.execute(
-                sql("SELECT status, video_uri FROM tasks WHERE partition = :p AND prompt_id = :id"),
+                sql(
+                    "SELECT status, video_uri, attempt FROM tasks"
+                    " WHERE partition = :p AND prompt_id = :id"
+                ),
                 {"p": partition, "id": prompt_id},
             ).first()
             if row is None:
@@ -533,6 +536,14 @@ class TaskRows:
                 )
             if row.status != Status.UNKNOWN:
                 raise LookupError(_not_unknown(partition, prompt_id, row.status, row.video_uri))
+            if task_id is None and row.attempt > 1:
+                # A resubmission: the prompt is its failed attempt again, resubmitted as any
+                # (deleted, it was sent as a first attempt, and the earlier attempt kept under
+                # that number stopped every resubmission of it).
+                from .attempts import restore_attempt  # attempts builds on this module
+
+                restore_attempt(db, partition, prompt_id, row.attempt - 1)
+                return
             if task_id is None:
                 db.execute(
                     sql("DELETE FROM tasks WHERE partition = :p AND prompt_id = :id"),
