@@ -251,10 +251,16 @@ def run_partition(
         finally:
             progress.close()
 
-    submit(_assets("submitted_tasks"))
-    while ledger.resubmittable(partition, pipeline.max_attempts):
-        print(f"[{partition}] resubmitting tasks that failed transiently", file=out)
+    try:
         submit(_assets("submitted_tasks"))
+        while ledger.resubmittable(partition, pipeline.max_attempts):
+            print(f"[{partition}] resubmitting tasks that failed transiently", file=out)
+            submit(_assets("submitted_tasks"))
+    except KeyboardInterrupt:  # while following, outside the step's own handler
+        if ledger.resubmittable(partition, pipeline.max_attempts):
+            # The day's row says complete: the sensor would resubmit what Ctrl-C stopped.
+            ledger.set_submission_complete(partition, None)
+        raise
     print(f"[{partition}] writing tables", file=out)
     # Tagged as the sensor tags the videos run of the day's ledger state: it finds this one and
     # does not run the day's tables again (`dagster dev` on the same Dagster home).

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 
+import pytest
 from dagster import build_sensor_context, instance_for_test
 
 from seedance_pipeline.defs.catalog.assets import prompt_catalog
@@ -88,3 +90,43 @@ def test_a_failed_prompt_removed_from_the_catalog_is_not_resubmitted(
             assert (row.status, row.attempt) == ("failed", 1)
             assert "not resubmitted: the prompt is no longer among" in row.error_message
     assert ledger.partitions_to_resubmit(2) == [] and ledger.partitions_settled(2) == [DAY]
+
+
+def test_ctrl_c_on_run_while_it_follows_the_day_is_not_undone_by_the_sensor(
+    tmp_path, start_emulator, api_key, monkeypatch
+):
+    """Ctrl-C while `run` followed the day (most of its time) came outside the submission
+    step: the day stayed noted complete with a transient failure due, and the sensor's next
+    tick resubmitted it, paid, after its user had stopped the day (helper-55)."""
+    from seedance_pipeline import runner
+    from seedance_pipeline.cli import main
+
+    url = start_emulator(task_failure_rate=0.6, seed=11)
+    data = copy_sample_data(tmp_path / "data")
+    for name, value in {
+        "SEEDANCE_DATA_DIR": str(data),
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+        "EVOLINK_API_KEY": api_key,
+        "EVOLINK_BASE_URL": url,
+        "EVOLINK_FILES_URL": url,
+        "SEEDANCE_MAX_RESUBMISSIONS": "2",
+    }.items():
+        monkeypatch.setenv(name, value)
+    following = runner.following
+
+    @contextlib.contextmanager
+    def interrupted_at_its_end(*args, **kwargs):
+        with following(*args, **kwargs) as stop:
+            yield stop
+        raise KeyboardInterrupt  # Ctrl-C as the follower ends
+
+    monkeypatch.setattr(runner, "following", interrupted_at_its_end)
+    with pytest.raises(KeyboardInterrupt):
+        main(["run", DAY])
+    resources = make_resources(data, url, api_key, max_resubmissions=2)
+    ledger = resources["pipeline"].ledger()
+    assert ledger.resubmittable(DAY, 3), "the seeded emulator fails some tasks transiently"
+    paid = len(emulator_tasks(url))
+    with instance_for_test() as instance:
+        result = task_poller(build_sensor_context(instance=instance, resources=resources))
+    assert result.run_requests == [] and len(emulator_tasks(url)) == paid
