@@ -570,7 +570,8 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     print(
         f"{args.date}/{args.prompt_id}: "
         + (
-            "forgotten; the next run, or the task_poller sensor, submits it"
+            "forgotten; the next run of the day sends it (so does the task_poller sensor, unless "
+            "the day's submission was stopped)"
             if args.forget
             else f"attached to {args.task_id}; the sensor polls it"
         )

@@ -413,7 +413,8 @@ def test_run_without_dagster_home_records_in_the_working_directory_and_names_unk
     assert main(args) == 0
     assert (
         capsys.readouterr().out
-        == f"{DAY}/{prompt_id}: forgotten; the next run, or the task_poller sensor, submits it\n"
+        == f"{DAY}/{prompt_id}: forgotten; the next run of the day sends it (so does the "
+        "task_poller sensor, unless the day's submission was stopped)\n"
     )
 
 
