@@ -55,6 +55,11 @@ def ledger_state(rows: list[Row]) -> str:
         for prompt_id, _, _, status, download_attempts, *_ in rows
         if status == Status.DOWNLOAD_FAILED
     )
+    return _digest(state)
+
+
+def _digest(state: list[tuple]) -> str:
+    """A short digest of `state`, for run keys and tags."""
     return hashlib.sha256(repr(state).encode()).hexdigest()[:16]
 
 
@@ -344,9 +349,7 @@ def _store_request(
     """A store run for the day's `rows` to store, unless a store run of the day is under way
     (for less than STORE_AFTER_SECONDS: a killed run shows as running for ever), one stored
     these rows as they are, or MAX_VIDEO_RUNS failed to."""
-    state = hashlib.sha256(
-        repr(sorted((r.prompt_id, r.download_attempts) for r in rows)).encode()
-    ).hexdigest()[:16]
+    state = _digest(sorted((r.prompt_id, r.download_attempts) for r in rows))
     tag = state_tag(partition, state, "store")
     records = context.instance.get_run_records(
         RunsFilter(job_name=store_videos_of_stopped_day.name, tags={PARTITION_TAG: partition}),
