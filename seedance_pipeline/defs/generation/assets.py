@@ -23,16 +23,17 @@ from ...callbacks import callback_base
 from ...catalog import CatalogError, load_prompts
 from ...costs import credits_total
 from ...follow import FOLLOWED_TAG, follower_failed, following
-from ...ledger import LedgerRow
+from ...ledger import Ledger, LedgerRow
 from ...planning import over_budget_message, plan_catalog, publish, requests_frame
 from ...publishing import PublishError
 from ...records import LedgerLost, check_ledger, edited_not_resent, few, write_record
 from ...seedance import PriceTable
 from ...statuses import COUNTED, UNDELIVERED, WAITING, RequestStatus, Status
-from ...storage import StoreRefused
+from ...storage import StoreRefused, VideoStore
 from ...submission import Planned, SubmissionStopped, send_the_rest, submit_all
 from ...videos import (
     PartitionNotFinished,
+    StoredVideos,
     build_videos_table,
     mismatch_text,
     mismatched,
@@ -272,6 +273,18 @@ def submitted_tasks(
     )
 
 
+def store_videos_or_fail(
+    ledger: Ledger, evolink: EvoLinkResource, partition: str, store: VideoStore
+) -> StoredVideos:
+    """`store_videos` of the day, in a step: a store refusing every video fails it, not
+    retried (no retry helps until it is fixed)."""
+    with evolink.client() as client:
+        try:
+            return store_videos(ledger, partition, client, store)
+        except StoreRefused as exc:
+            raise Failure(str(exc), allow_retries=False) from None
+
+
 def _requests(pipeline: PipelineResource, partition: str) -> pd.DataFrame:
     """The day's `generation_requests`; a step without them fails at once (no retry helps)."""
     try:
@@ -365,28 +378,24 @@ def generated_videos(
     requests = _requests(pipeline, partition)
     ledger = pipeline.ledger()
     store = pipeline.videos()
-    with evolink.client() as client:
-        try:
-            stored = store_videos(ledger, partition, client, store)
-        except StoreRefused as exc:  # every video would be: no retry helps until it is fixed
-            raise Failure(str(exc), allow_retries=False) from None
-        rows = ledger.rows(partition)
-        try:
-            accepted = requests.prompt_id[requests.status == RequestStatus.ACCEPTED]
-            frame = build_videos_table(
-                requests,
-                rows,
-                store,
-                partition,
-                ledger.sent_on_other_days(partition, accepted),
-                ledger.attempts(partition),
-                _campaigns(
-                    pipeline,
-                    {r.prompt_id for r in rows if r.campaign is None} - set(requests.prompt_id),
-                ),
-            )
-        except PartitionNotFinished as exc:
-            raise Failure(str(exc), allow_retries=False) from None
+    stored = store_videos_or_fail(ledger, evolink, partition, store)
+    rows = ledger.rows(partition)
+    try:
+        accepted = requests.prompt_id[requests.status == RequestStatus.ACCEPTED]
+        frame = build_videos_table(
+            requests,
+            rows,
+            store,
+            partition,
+            ledger.sent_on_other_days(partition, accepted),
+            ledger.attempts(partition),
+            _campaigns(
+                pipeline,
+                {r.prompt_id for r in rows if r.campaign is None} - set(requests.prompt_id),
+            ),
+        )
+    except PartitionNotFinished as exc:
+        raise Failure(str(exc), allow_retries=False) from None
     write_record(rows, pipeline.tables(), partition)  # with the claims a crashed run left
     if stored.outcomes:
         context.log.info(f"videos stored or tried: {dict(stored.outcomes)}")

@@ -1,14 +1,13 @@
 """Storing the videos of a day that nothing else stores (its submission stopped, or its
 generated_videos runs gave up): they are paid for, and their links die a day after."""
 
-from dagster import Failure, OpExecutionContext, job, op
+from dagster import OpExecutionContext, job, op
 
 from ...statuses import Status
-from ...storage import StoreRefused
-from ...videos import DOWNLOAD_RETRY_SECONDS, store_videos
+from ...videos import DOWNLOAD_RETRY_SECONDS
 from ..partitions import daily_partitions
 from ..resources import EvoLinkResource, PipelineResource
-from .assets import API_POOL, STORING_RETRIES
+from .assets import API_POOL, STORING_RETRIES, store_videos_or_fail
 
 
 @op(pool=API_POOL, retry_policy=STORING_RETRIES)
@@ -17,11 +16,7 @@ def store_day_videos(
 ) -> None:
     """Download, check and store every video of the day that is not stored yet."""
     partition = context.partition_key
-    with evolink.client() as client:
-        try:
-            stored = store_videos(pipeline.ledger(), partition, client, pipeline.videos())
-        except StoreRefused as exc:  # every video would be: no retry helps until it is fixed
-            raise Failure(str(exc), allow_retries=False) from None
+    stored = store_videos_or_fail(pipeline.ledger(), evolink, partition, pipeline.videos())
     outcomes = {status.value: n for status, n in stored.outcomes.items()}
     context.add_output_metadata({**outcomes, "missing": len(stored.missing)})
     context.log.info(
