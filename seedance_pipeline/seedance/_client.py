@@ -831,12 +831,10 @@ class Client(_BaseClient):
         **kwargs: Any,
     ):
         super().__init__(api_key, **kwargs)
-        self._http = httpx.Client(
-            timeout=timeout, transport=transport, verify=_tls(), cookies=_NoCookies()
-        )
         # Downloads have a pool of their own: no result host's connection is in the API's.
-        self._downloads = httpx.Client(
-            timeout=timeout, transport=transport, verify=_tls(), cookies=_NoCookies()
+        self._http, self._downloads = (
+            httpx.Client(timeout=timeout, transport=transport, verify=_tls(), cookies=_NoCookies())
+            for _ in range(2)
         )
 
     def __enter__(self) -> Client:
