@@ -26,6 +26,7 @@ from .publishing import PublishError, sendable
 from .seedance import (
     AccessDeniedError,
     AuthenticationError,
+    CallHalted,
     Client,
     InsufficientQuotaError,
     InvalidRequestError,
@@ -55,12 +56,6 @@ class Planned(NamedTuple):
 
 class SubmissionStopped(RuntimeError):
     """Submission cannot go on (bad key, no credits); the rest stays unsubmitted."""
-
-
-class _Halted(RuntimeError):
-    """The submission was interrupted (or `stop` set) while this create waited to be tried
-    again: its earlier tries were refused (429, a refused connection), so no task exists, and
-    none is made now."""
 
 
 @dataclass
@@ -108,14 +103,14 @@ def submit_all(
     ledger.resolve_abandoned_claims(partition)
     accepted = list(accepted)
     not_claimed: list[str] = []
-    halted = threading.Event()  # interrupted: creates waiting to be tried again give up
+    halted = threading.Event()  # interrupted: no create goes out any more
     stop = stop or threading.Event()
 
     def first(p: Planned) -> None:
         sent, stored, token = with_callback(p.body, callback_base)
         sent = _presigned(sent, partition)
         # Its clocks start before the claim.
-        guard = _claim_guard(ledger, partition, p.prompt_id, (halted, stop))
+        guard = _claim_guard(ledger, partition, p.prompt_id, stop)
         if ledger.claim(
             partition,
             p.prompt_id,
@@ -127,7 +122,7 @@ def submit_all(
             campaign=p.campaign,
         ):
             _submit_claimed(
-                ledger, client, partition, p.prompt_id, sent, summary, bool(token), guard
+                ledger, client, partition, p.prompt_id, sent, summary, bool(token), guard, halted
             )
         else:
             with summary.lock:
@@ -136,7 +131,7 @@ def submit_all(
     def again(row) -> None:
         sent, _, token = with_callback(row.request, callback_base)
         sent = _presigned(sent, partition)
-        guard = _claim_guard(ledger, partition, row.prompt_id, (halted, stop))
+        guard = _claim_guard(ledger, partition, row.prompt_id, stop)
         if ledger.claim_resubmission(
             partition, row.prompt_id, max_attempts, callback_token_sha256=token
         ):
@@ -147,7 +142,7 @@ def submit_all(
                 row.error_code,
             )
             if _submit_claimed(
-                ledger, client, partition, row.prompt_id, sent, summary, bool(token), guard
+                ledger, client, partition, row.prompt_id, sent, summary, bool(token), guard, halted
             ):
                 with summary.lock:
                     summary.resubmitted += 1
@@ -188,8 +183,9 @@ def _in_parallel(
 ) -> None:
     """Run `jobs` on SUBMIT_WORKERS threads; after a SubmissionStopped no further job starts,
     those under way finish, and it is raised. So after an interrupt (the run terminated,
-    Ctrl-C) or an unexpected error: no job waiting for a thread is sent, and `halted` is set
-    (creates waiting out a 429 give up). Nor after `stop` is set."""
+    Ctrl-C) or an unexpected error, once `halted` is set: no job waiting for a thread starts,
+    creates waiting for their turn or a retry give up at once, and those already sent are
+    answered and recorded before it is raised. Nor does a job start after `stop` is set."""
     stopped: list[SubmissionStopped] = []
 
     def guarded(job: Callable[[], None]) -> None:
@@ -207,6 +203,12 @@ def _in_parallel(
         except BaseException:
             halted.set()
             pool.shutdown(wait=False, cancel_futures=True)
+            if under_way := sum(future.running() for future in futures):
+                log.warning(
+                    "submission stopped; waiting for the %d create(s) under way to be answered "
+                    "and recorded",
+                    under_way,
+                )
             raise
     if stopped:
         raise stopped[0]
@@ -238,10 +240,10 @@ def _recorded(write: Callable[[], None]) -> None:
 
 
 def _claim_guard(
-    ledger: Ledger, partition: str, prompt_id: str, halts: tuple[threading.Event, ...]
+    ledger: Ledger, partition: str, prompt_id: str, stop: threading.Event
 ) -> Callable[[], None]:
     """To be called before each try of the create of a claim about to be made: none goes out
-    once one of `halts` is set (a try after the first follows refusals that made no task). A
+    once `stop` is set (a try after the first follows refusals that made no task). A
     process paused past its lease must not send a claim settled meanwhile, so unless the claim
     is a moment old by both clocks (a pause moves them on), the ledger is asked whether it is
     still this process's. That read would cost about as much CPU as the create, on every
@@ -250,8 +252,8 @@ def _claim_guard(
     fresh = min(FRESH_CLAIM_SECONDS, ledger.leases.seconds / 4)
 
     def guard() -> None:
-        if any(halt.is_set() for halt in halts):
-            raise _Halted(f"{prompt_id}: not sent, as the submission was stopped")
+        if stop.is_set():
+            raise CallHalted("the submission was stopped")
         if time.monotonic() - monotonic > fresh or time.time() - wall > fresh:
             ledger.hold_claim(partition, prompt_id)
 
@@ -273,19 +275,20 @@ def _submit_claimed(
     summary: SubmitSummary,
     callback: bool,
     guard: Callable[[], None],
+    halted: threading.Event,
 ) -> bool:
     """Send one claimed request and record what became of it; True if a task was made.
 
     `callback`: the body carries our callback URL, so polls wait for the callback.
-    `guard` (`_claim_guard`): called before each try is sent.
+    `guard` (`_claim_guard`): called before each try is sent. Once `halted` is set, no try is.
     """
     try:
-        task = client.create_task(body, before_send=guard)
+        task = client.create_task(body, before_send=guard, halt=halted)
     except ClaimLost as exc:
         log.error("%s", exc)
         with summary.lock:
             summary.claims_lost.append(prompt_id)
-    except _Halted as exc:  # like the prompts not yet started: left for a later run
+    except CallHalted:  # like the prompts not yet started: left for a later run
         try:
             ledger.release(partition, prompt_id)
         except Exception as failed:  # the claim becomes `unknown` once its lease runs out
@@ -300,7 +303,7 @@ def _submit_claimed(
                 prompt_id,
             )
             return False
-        log.info("%s", exc)
+        log.info("%s: not sent, as the submission was stopped", prompt_id)
     except OutcomeUnknownError as exc:
         due = first_poll_at(body, None, time.time(), callback=True) if callback else None
         ledger.record_outcome_unknown(partition, prompt_id, str(exc), callback_due=due)

@@ -27,7 +27,14 @@ from seedance_pipeline.ledger.database import sql
 from seedance_pipeline.media import measure_video_output
 from seedance_pipeline.polling import PollPolicy, interpret, interpret_error
 from seedance_pipeline.reports import print_run_summary
-from seedance_pipeline.seedance import Client, NotFoundError, PriceTable, ServerError, Task
+from seedance_pipeline.seedance import (
+    CallHalted,
+    Client,
+    NotFoundError,
+    PriceTable,
+    ServerError,
+    Task,
+)
 from seedance_pipeline.statuses import Status
 from seedance_pipeline.storage import LocalVideoStore
 from seedance_pipeline.submission import SUBMIT_WORKERS, Planned, submit_all
@@ -350,7 +357,7 @@ def test_a_claim_that_cannot_be_released_after_an_interrupt_is_logged_with_the_f
     assert ledger.claim(DAY, "p1", {"model": "m"}, 1.0)
 
     def halted() -> None:
-        raise submission._Halted("p1: not sent, as the submission was stopped")
+        raise CallHalted("the submission was stopped")
 
     def down(*args) -> None:
         raise OSError("disk I/O error")
@@ -359,7 +366,15 @@ def test_a_claim_that_cannot_be_released_after_an_interrupt_is_logged_with_the_f
     transport = httpx.MockTransport(lambda request: httpx.Response(500))
     with Client("k", base_url="https://api.test.invalid", transport=transport) as client:
         made = submission._submit_claimed(
-            ledger, client, DAY, "p1", {"model": "m"}, submission.SubmitSummary(), False, halted
+            ledger,
+            client,
+            DAY,
+            "p1",
+            {"model": "m"},
+            submission.SubmitSummary(),
+            False,
+            halted,
+            threading.Event(),
         )
     assert not made and ledger.rows(DAY)[0].status == Status.SUBMITTING
     assert "no task was made for it, but the ledger could not release its claim" in caplog.text
@@ -1215,6 +1230,34 @@ def test_an_interrupted_submission_gives_up_the_creates_waiting_out_a_429(
     assert len(made) <= stopped_at[0] + 1  # one on the wire when it came, at most
     rows = ledger.rows(DAY)  # every task made is recorded; no claim is left open
     assert sorted(r.task_id for r in rows) == sorted(t["id"] for t in made)
+
+
+def test_an_interrupted_submission_ends_at_once_while_its_creates_wait_out_a_429(
+    tmp_path, start_emulator, api_key
+):
+    """The creates waiting out a 429 at the interrupt used to give up only once their wait was
+    over: the interrupted run took that long to end, and a second Ctrl-C meanwhile killed it
+    with their claims open (`unknown` to resolve by hand). Now they give up at once."""
+    url = start_emulator(rate_limit=0.05)  # a create every 20 s: the others wait their turn
+    interrupted_at: list[float] = []
+
+    def interrupt_once_one_is_made() -> None:
+        while not emulator_tasks(url):
+            time.sleep(0.05)
+        time.sleep(0.5)  # the other creates were refused and wait for their retry
+        interrupted_at.append(time.monotonic())
+        os.kill(os.getpid(), signal.SIGINT)
+
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    body = {"model": "seedance-2.0-fast-text-to-video", "prompt": "a cat", "duration": 4}
+    planned = [Planned(f"p{i:02d}", body, 25.004) for i in range(8)]
+    threading.Thread(target=interrupt_once_one_is_made, daemon=True).start()
+    with Client(api_key, base_url=url) as client, pytest.raises(KeyboardInterrupt):
+        submit_all(ledger, client, DAY, planned)
+    assert time.monotonic() - interrupted_at[0] < 5  # not the 20 s the waits had left
+    rows = ledger.rows(DAY)  # no claim left open: the one task made is recorded
+    assert [r.task_id for r in rows] == [t["id"] for t in emulator_tasks(url)]
+    assert all(r.status != Status.SUBMITTING for r in rows)
 
 
 @pytest.mark.parametrize(

@@ -39,6 +39,7 @@ import httpx
 from ._exceptions import (
     APIError,
     CallCutOff,
+    CallHalted,
     DownloadError,
     DownloadTimeoutError,
     DownloadTooLargeError,
@@ -847,10 +848,16 @@ class Client(_BaseClient):
         self._http.close()
         self._downloads.close()
 
-    def _run(self, steps: _Steps[T], cut_off_at: float | None = None) -> T:
+    def _run(
+        self,
+        steps: _Steps[T],
+        cut_off_at: float | None = None,
+        halt: threading.Event | None = None,
+    ) -> T:
         """Carry a call's steps out; with `cut_off_at` (`time.monotonic()`), the call ends by
         then whatever it is doing (waiting its turn or a retry, connecting, sending, reading)
-        and raises `CallCutOff`."""
+        and raises `CallCutOff`. Once `halt` is set, no further try is sent: a wait for one
+        ends at once, and `CallHalted` is raised."""
         opened: list[httpx.Response] = []
         pool = self._http
         try:
@@ -866,7 +873,10 @@ class Client(_BaseClient):
                     elif isinstance(step, _Sleep):
                         if cut_off_at is not None and time.monotonic() + step.seconds > cut_off_at:
                             raise CallCutOff("its deadline comes before its turn")
-                        time.sleep(step.seconds)
+                        if halt is None:
+                            time.sleep(step.seconds)
+                        elif halt.wait(step.seconds):
+                            raise CallHalted("halted while waiting to be sent")
                     elif isinstance(step, _Read):
                         if step.sink and step.response.is_stream_consumed:
                             step.sink(step.response.content)  # made read: a test's Response
@@ -876,6 +886,8 @@ class Client(_BaseClient):
                                     break
                         step.response.close()
                     else:
+                        if halt is not None and halt.is_set():
+                            raise CallHalted("halted before it was sent")
                         if cut_off_at is not None:
                             _cut_timeouts(step, cut_off_at)
                         step.extensions["trace"] = self._trace(step, pool)
@@ -915,15 +927,19 @@ class Client(_BaseClient):
         request: GenerationRequest | Mapping[str, Any],
         *,
         before_send: Callable[[], None] | None = None,
+        halt: threading.Event | None = None,
     ) -> Task:
         """Submit a generation request; `before_send` is called just before each try goes
-        out (after any wait for its turn), and what it raises ends the call unsent.
+        out (after any wait for its turn), and what it raises ends the call unsent. Once
+        `halt` is set, no further try goes out, even one waiting out a 429 (a try is only
+        ever repeated after an answer proving that no task was made).
 
         Raises:
             OutcomeUnknownError: the request went out and the answer does not say whether a
                 task was made (lost, 5xx, or not a task); it is never resent.
+            CallHalted: `halt` was set before a try went out.
         """
-        return self._run(self._create(request, before_send))
+        return self._run(self._create(request, before_send), halt=halt)
 
     def get_task(self, task_id: str, *, deadline: float | None = None) -> Task:
         """The task's current state; with `deadline` (`time.monotonic()`), by then.

@@ -115,6 +115,11 @@ class CallCutOff(Exception):
     from it, so the question stands; not an answer, and not the vendor's error."""
 
 
+class CallHalted(Exception):
+    """The caller halted a call (`Client.create_task`'s `halt`) before its next try went out:
+    that try was not sent."""
+
+
 _BY_STATUS: dict[int, type[APIError]] = {
     400: InvalidRequestError,
     401: AuthenticationError,
