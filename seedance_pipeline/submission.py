@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -195,23 +195,35 @@ def _in_parallel(
             except SubmissionStopped as exc:
                 stopped.append(exc)
 
+    futures: list[Future] = []
     with ThreadPoolExecutor(SUBMIT_WORKERS, thread_name_prefix="submit") as pool:
-        futures = [pool.submit(guarded, job) for job in jobs]
         try:
+            futures.extend(pool.submit(guarded, job) for job in jobs)
             for done in futures:
                 done.result()  # an unexpected error surfaces here
         except BaseException:
             halted.set()
             pool.shutdown(wait=False, cancel_futures=True)
-            if under_way := sum(future.running() for future in futures):
-                log.warning(
-                    "submission stopped; waiting for the %d create(s) under way to be answered "
-                    "and recorded",
-                    under_way,
-                )
+            _await_under_way(futures)
             raise
     if stopped:
         raise stopped[0]
+
+
+def _await_under_way(futures: list[Future]) -> None:
+    """Wait for the jobs under way to end, through any further interrupt: a create on the wire
+    may make a paid task, which only its thread can record; and a claim its thread is releasing
+    would be left open, to become `unknown`."""
+    while under_way := [future for future in futures if not future.done()]:
+        log.warning(
+            "submission stopped; waiting for the %d create(s) under way to be answered and "
+            "recorded (an answer comes within a minute)",
+            len(under_way),
+        )
+        try:
+            wait(under_way)
+        except BaseException:  # another Ctrl-C or Terminate: their tasks are still to record
+            continue
 
 
 # A ledger write after the vendor answered (the answer cannot be asked for twice) is tried

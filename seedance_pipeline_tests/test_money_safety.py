@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
-from dagster import DagsterInstance, build_sensor_context, materialize
+from dagster import DagsterInstance, RetryPolicy, build_sensor_context, materialize
 from PIL import Image
 
 from seedance_pipeline import seedance, submission
@@ -320,6 +320,75 @@ def test_a_submission_interrupted_once_all_was_sent_does_not_ask_to_send_the_res
     result = submit(resources)
     message = _step_failure(result)
     assert "every prompt of the day was sent" in message and "send the rest" not in message
+
+
+def _ctrl_c(during):
+    """`during`, with the user's Ctrl-C (a real SIGINT) coming while it runs the first time."""
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # the signal's handler raises here
+        return during(*args, **kwargs)
+
+    return interrupted
+
+
+@pytest.mark.parametrize("second", [False, True])
+def test_ctrl_c_outside_the_steps_handler_is_not_retried_into_sending_the_day(
+    day, monkeypatch, second
+):
+    """Dagster makes a retry of an interrupt leaving a step that has a retry policy: Ctrl-C
+    while submitted_tasks checked the ledger (before its handler), or a second one while its
+    handler wrote the day's record, and the retry 10 s later sent every prompt the user had
+    stopped (helper-56)."""
+    data, url, resources = day
+    assert plan_requests(resources).success
+    if second:  # the first Ctrl-C once 2 are sent, the second as the record is written
+        sending = generation_assets.submit_all
+
+        def interrupted(ledger, client, partition, items, *args):
+            sending(ledger, client, partition, items[:2], *args)
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(generation_assets, "submit_all", interrupted)
+        monkeypatch.setattr(
+            generation_assets, "write_record", _ctrl_c(generation_assets.write_record)
+        )
+    else:
+        monkeypatch.setattr(
+            generation_assets, "check_ledger", _ctrl_c(generation_assets.check_ledger)
+        )
+    result = submit(resources)
+    assert not result.success
+    assert not any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events)
+    assert len(emulator_tasks(url)) == (2 if second else 0)
+
+
+def test_a_submission_failing_on_its_way_is_retried_and_sends_each_prompt_once(day, monkeypatch):
+    """Without a retry policy (see the test above), submitted_tasks still retries what failed
+    with prompts unsent: here the ledger gone a moment after two were sent."""
+    data, url, resources = day
+    assert plan_requests(resources).success
+    sending, calls = generation_assets.submit_all, []
+
+    def failing_once(ledger, client, partition, items, *args):
+        calls.append(1)
+        if len(calls) == 1:
+            sending(ledger, client, partition, items[:2], *args)
+            raise OSError("database is restarting")
+        return sending(ledger, client, partition, items, *args)
+
+    monkeypatch.setattr(generation_assets, "submit_all", failing_once)
+    monkeypatch.setattr(generation_assets, "SUBMIT_RETRIES", RetryPolicy(max_retries=1, delay=0.1))
+    result = submit(resources)
+    assert result.success and len(calls) == 2
+    accepted = read_table(data, "generation_requests", DAY).status == "accepted"
+    made = emulator_tasks(url)
+    assert len(made) == accepted.sum() == len({t["id"] for t in made})
+    assert sorted(r.task_id for r in ledger_rows(resources)) == sorted(t["id"] for t in made)
 
 
 def test_ctrl_c_on_a_resubmission_is_not_undone_by_the_sensor(tmp_path, emulator, api_key):
@@ -1203,6 +1272,67 @@ def test_an_interrupted_submission_sends_no_more_and_records_what_it_sent(tmp_pa
     assert 5 <= len(sent) <= 5 + SUBMIT_WORKERS  # those under way when it came, no more
     rows = ledger.rows(DAY)
     assert len(rows) == len(sent) and all(r.task_id and r.status == "pending" for r in rows)
+
+
+def test_a_second_ctrl_c_still_waits_for_the_creates_on_the_wire_to_be_recorded(tmp_path):
+    """A second Ctrl-C while the first waited for the creates under way ended the wait: the
+    run closed its client under them (tasks made but `unknown`), and the follower gave up
+    claims being released (`unknown` with no task) (helper-56)."""
+    sent: list[int] = []
+    lock = threading.Lock()
+
+    def vendor(request: httpx.Request) -> httpx.Response:
+        with lock:
+            sent.append(1)
+            n = len(sent)
+        if n == 1:
+            for _ in range(2):
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.3)
+        time.sleep(1)
+        task = {"id": f"task-unified-1774857405-{n:08d}", "status": "pending", "model": "m"}
+        return httpx.Response(200, json=task)
+
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    body = {"model": "seedance-2.0-text-to-video", "prompt": "a cat", "duration": 4}
+    planned = [Planned(f"p{i:02d}", body, 25.004) for i in range(40)]
+    transport = httpx.MockTransport(vendor)
+    with (
+        Client("k", base_url="https://api.test.invalid", transport=transport) as client,
+        pytest.raises(KeyboardInterrupt),
+    ):
+        submit_all(ledger, client, DAY, planned)
+    rows = ledger.rows(DAY)  # as it returns: every create sent is recorded with its task
+    assert 1 <= len(sent) <= SUBMIT_WORKERS
+    assert len(rows) == len(sent) and all(r.task_id and r.status == "pending" for r in rows)
+
+
+def test_an_interrupt_while_the_creates_are_queued_sends_none_of_those_queued(
+    tmp_path, start_emulator, api_key, monkeypatch
+):
+    """The prompts were queued for the submit threads outside the step's guard: an interrupt
+    then neither halted the creates nor emptied the queue, and every prompt queued was sent,
+    each waiting its turn (helper-56)."""
+
+    class InterruptedAtTheNinth(submission.ThreadPoolExecutor):
+        queued = 0
+
+        def submit(self, *args, **kwargs):
+            InterruptedAtTheNinth.queued += 1
+            if InterruptedAtTheNinth.queued == 9:
+                raise KeyboardInterrupt
+            return super().submit(*args, **kwargs)
+
+    monkeypatch.setattr(submission, "ThreadPoolExecutor", InterruptedAtTheNinth)
+    url = start_emulator(rate_limit=1.0)  # a create a second: the others wait their turn
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    body = {"model": "seedance-2.0-fast-text-to-video", "prompt": "a cat", "duration": 4}
+    planned = [Planned(f"p{i:02d}", body, 25.004) for i in range(40)]
+    with Client(api_key, base_url=url) as client, pytest.raises(KeyboardInterrupt):
+        submit_all(ledger, client, DAY, planned)
+    made = emulator_tasks(url)
+    assert len(made) <= SUBMIT_WORKERS  # those on the wire, at most
+    assert sorted(r.task_id for r in ledger.rows(DAY)) == sorted(t["id"] for t in made)
 
 
 def test_an_interrupted_submission_ends_at_once_and_sends_no_create_waiting_out_a_429(

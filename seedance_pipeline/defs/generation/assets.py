@@ -16,6 +16,7 @@ from dagster import (
     Jitter,
     MaterializeResult,
     RetryPolicy,
+    RetryRequested,
     asset,
 )
 
@@ -112,14 +113,34 @@ def generation_requests(
     group_name="generation",
     pool=API_POOL,
     kinds={"sqlite"},
-    retry_policy=RetryPolicy(
-        max_retries=3, delay=10, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
-    ),
 )
 def submitted_tasks(
     context: AssetExecutionContext, pipeline: PipelineResource, evolink: EvoLinkResource
 ) -> MaterializeResult:
     """Accepted requests submitted to EvoLink exactly once, recorded in the task ledger."""
+    try:
+        return _submit_day(context, pipeline, evolink)
+    except Exception as exc:
+        if isinstance(exc, Failure) and not exc.allow_retries:
+            raise
+        raise RetryRequested(
+            max_retries=SUBMIT_RETRIES.max_retries,
+            seconds_to_wait=SUBMIT_RETRIES.calculate_delay(context.retry_number + 1),
+        ) from exc
+
+
+# submitted_tasks retries what failed with prompts unsent (429s past their retries, the ledger
+# down a while) by raising RetryRequested itself, not through a retry policy: with one, Dagster
+# also makes a retry of an interrupt (Terminate, Ctrl-C) landing outside the step's own handler
+# (or a second one inside it), and the retry sends the rest of the day its user stopped.
+SUBMIT_RETRIES = RetryPolicy(
+    max_retries=3, delay=10, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
+)
+
+
+def _submit_day(
+    context: AssetExecutionContext, pipeline: PipelineResource, evolink: EvoLinkResource
+) -> MaterializeResult:
     partition = context.partition_key
     requests = _requests(pipeline, partition)
     accepted = requests[requests.status == RequestStatus.ACCEPTED]
