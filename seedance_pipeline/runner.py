@@ -257,8 +257,9 @@ def run_partition(
             print(f"[{partition}] resubmitting tasks that failed transiently", file=out)
             submit(_assets("submitted_tasks"))
     except KeyboardInterrupt:  # while following, outside the step's own handler
-        if ledger.resubmittable(partition, pipeline.max_attempts):
-            # The day's row says complete: the sensor would resubmit what Ctrl-C stopped.
+        if ledger.may_resubmit(partition, pipeline.max_attempts):
+            # The day's row says complete: the sensor would resubmit what Ctrl-C stopped, or a
+            # task failing after it.
             ledger.set_submission_complete(partition, None)
         raise
     print(f"[{partition}] writing tables", file=out)

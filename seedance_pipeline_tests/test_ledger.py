@@ -556,3 +556,17 @@ def test_forgetting_an_unknown_resubmission_leaves_its_failed_attempt_to_resubmi
     assert (row.attempt, row.task_id, row.status) == (1, "task-1", Status.FAILED)
     assert [r.prompt_id for r in ledger.resubmittable(DAY, 3)] == ["sent"]
     assert ledger.claim_resubmission(DAY, "sent", 3)  # resubmitted as any failed task
+
+
+def test_a_day_may_resubmit_while_a_task_may_yet_fail_with_attempts_left(ledger):
+    """`sent` is generating and `lost` of unknown outcome: either may yet fail transiently."""
+    assert ledger.may_resubmit(DAY, 2) and not ledger.may_resubmit(DAY, 1)
+    ledger.resolve(DAY, "lost", None)  # forgotten: no task
+    ledger.record_polls([PollUpdate("task-1", status=Status.COMPLETED, result_url="https://x/v")])
+    assert not ledger.may_resubmit(DAY, 2)  # every task ended, none failed
+    assert ledger.claim(DAY, "next", REQUEST, 10.0)
+    ledger.record_submitted(DAY, "next", "task-2", time.time(), credits_reserved=10.0)
+    ledger.record_polls([PollUpdate("task-2", status=Status.FAILED, error_code="service_error")])
+    assert ledger.may_resubmit(DAY, 2) and not ledger.may_resubmit(DAY, 1)  # due again
+    ledger.stop_resubmission(DAY, ["next"])
+    assert not ledger.may_resubmit(DAY, 2)

@@ -414,7 +414,7 @@ def test_ctrl_c_on_a_resubmission_is_not_undone_by_the_sensor(tmp_path, emulator
     with DagsterInstance.ephemeral() as instance, pytest.MonkeyPatch.context() as patch:
         patch.setattr(generation_assets, "submit_all", interrupted)
         message = _step_failure(submit(resources, instance=instance))
-        assert "run the day again to send the rest" in message
+        assert "is resubmitted only by the day's next run" in message
         tick = task_poller(build_sensor_context(instance=instance, resources=resources))
     assert tick.run_requests == [] and len(emulator_tasks(emulator)) == paid
 

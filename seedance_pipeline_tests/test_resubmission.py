@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
+import threading
 from collections import Counter
 
 import pytest
@@ -12,6 +15,7 @@ from seedance_pipeline.defs.catalog.assets import prompt_catalog
 from seedance_pipeline.defs.generation.assets import generation_requests, submitted_tasks
 from seedance_pipeline.defs.generation.sensors import task_poller
 from seedance_pipeline.ledger import RESUBMITTABLE_CODES
+from seedance_pipeline.statuses import WAITING
 from seedance_pipeline.tables import read_table
 
 from .fault_support import write_catalog
@@ -92,16 +96,19 @@ def test_a_failed_prompt_removed_from_the_catalog_is_not_resubmitted(
     assert ledger.partitions_to_resubmit(2) == [] and ledger.partitions_settled(2) == [DAY]
 
 
+@pytest.mark.parametrize("tasks_running", [False, True])
 def test_ctrl_c_on_run_while_it_follows_the_day_is_not_undone_by_the_sensor(
-    tmp_path, start_emulator, api_key, monkeypatch
+    tmp_path, start_emulator, api_key, monkeypatch, tasks_running
 ):
     """Ctrl-C while `run` followed the day (most of its time) came outside the submission
     step: the day stayed noted complete with a transient failure due, and the sensor's next
-    tick resubmitted it, paid, after its user had stopped the day (helper-55)."""
+    tick resubmitted it, paid, after its user had stopped the day (helper-55). So it did with
+    a task failing after the Ctrl-C, when one was still generating then (helper-57)."""
     from seedance_pipeline import runner
     from seedance_pipeline.cli import main
 
-    url = start_emulator(task_failure_rate=0.6, seed=11)
+    # Tasks taking seconds, so that some still generate when the submission step ends.
+    url = start_emulator(task_failure_rate=0.6, seed=11, time_scale=0.1 if tasks_running else 0.002)
     data = copy_sample_data(tmp_path / "data")
     for name, value in {
         "SEEDANCE_DATA_DIR": str(data),
@@ -113,18 +120,23 @@ def test_ctrl_c_on_run_while_it_follows_the_day_is_not_undone_by_the_sensor(
     }.items():
         monkeypatch.setenv(name, value)
     following = runner.following
-
-    @contextlib.contextmanager
-    def interrupted_at_its_end(*args, **kwargs):
-        with following(*args, **kwargs) as stop:
-            yield stop
-        raise KeyboardInterrupt  # Ctrl-C as the follower ends
-
-    monkeypatch.setattr(runner, "following", interrupted_at_its_end)
-    with pytest.raises(KeyboardInterrupt):
-        main(["run", DAY])
     resources = make_resources(data, url, api_key, max_resubmissions=2)
     ledger = resources["pipeline"].ledger()
+
+    @contextlib.contextmanager
+    def interrupted(*args, **kwargs):
+        with following(*args, **kwargs) as stop:
+            yield stop
+            if tasks_running:  # Ctrl-C as the follower waits for the tasks, the step over
+                assert any(r.status in WAITING for r in ledger.rows(DAY))
+                threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+        if not tasks_running:
+            raise KeyboardInterrupt  # Ctrl-C as the follower ends
+
+    monkeypatch.setattr(runner, "following", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        main(["run", DAY])
+    wait_for_tasks(resources, timeout=120)  # as the sensor polls them after the Ctrl-C
     assert ledger.resubmittable(DAY, 3), "the seeded emulator fails some tasks transiently"
     paid = len(emulator_tasks(url))
     with instance_for_test() as instance:

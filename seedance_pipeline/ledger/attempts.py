@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam
 
-from ..statuses import Status
+from ..statuses import WAITING, Status
 from .database import Database, sql
 from .leases import LeaseKeeper
 from .tasks import LedgerRow
@@ -27,6 +27,8 @@ DUE_AGAIN = (
 )
 _FIELDS = "task_id, status, error_code, error_message, credits_reserved, submitted_at, completed_at"
 _CODES = bindparam("codes", expanding=True)
+# Tasks whose outcome is still to come: any may yet fail.
+_OPEN = (*WAITING, Status.SUBMITTING, Status.UNKNOWN)
 
 
 _STOPPED = "; not resubmitted: the prompt is no longer among the day's accepted requests"
@@ -53,6 +55,19 @@ class Attempts:
                 {"p": partition, **_due_again(max_attempts)},
             ).mappings()
             return [LedgerRow.from_db(r) for r in found]
+
+    def may_resubmit(self, partition: str, max_attempts: int) -> bool:
+        """Whether a task of the day is due again, or may yet be: one still generating, being
+        sent or of unknown outcome, with attempts left, may fail with a transient error."""
+        with self.db.read() as db:
+            found = db.execute(
+                sql(
+                    f"SELECT 1 FROM tasks WHERE partition = :p AND (({DUE_AGAIN})"
+                    " OR (status IN :open AND attempt < :max_attempts)) LIMIT 1"
+                ).bindparams(_CODES, bindparam("open", expanding=True)),
+                {"p": partition, "open": [s.value for s in _OPEN], **_due_again(max_attempts)},
+            )
+            return found.first() is not None
 
     def stop_resubmission(self, partition: str, prompt_ids: list[str]) -> None:
         """Resubmit these failed tasks no more: their prompts left the day's accepted rows."""

@@ -219,12 +219,17 @@ def _submit_day(
         )
         unsent = set(accepted.prompt_id) - {r.prompt_id for r in rows}
         unsent -= ledger.sent_on_other_days(partition, unsent).keys()
-        if unsent or ledger.resubmittable(partition, pipeline.max_attempts):
-            # Not known to be complete: the sensor would send on (resubmit) what Ctrl-C stopped.
+        rest = send_the_rest(partition) if unsent else "every prompt of the day was sent"
+        if unsent or ledger.may_resubmit(partition, pipeline.max_attempts):
+            # Not known to be complete: the sensor would send on (resubmit) what Ctrl-C stopped,
+            # or a task failing after it.
             ledger.set_submission_complete(partition, None)
-            rest = send_the_rest(partition)
-        else:
-            rest = "every prompt of the day was sent"
+            if not unsent:
+                rest += (
+                    "; a task that failed (or fails) transiently is resubmitted only by the "
+                    "day's next run "
+                    f"(`seedance-pipeline run {partition}`, or materialise submitted_tasks)"
+                )
         raise Failure(
             f"{partition}: submission stopped when the run was interrupted; what was sent is "
             f"in the ledger{paid}; {rest}",
