@@ -7,9 +7,10 @@ import os
 import signal
 import threading
 from collections import Counter
+from pathlib import Path
 
 import pytest
-from dagster import build_sensor_context, instance_for_test
+from dagster import DagsterInstance, build_sensor_context, instance_for_test
 
 from seedance_pipeline.defs.catalog.assets import prompt_catalog
 from seedance_pipeline.defs.generation.assets import generation_requests, submitted_tasks
@@ -109,16 +110,7 @@ def test_ctrl_c_on_run_while_it_follows_the_day_is_not_undone_by_the_sensor(
 
     # Tasks taking seconds, so that some still generate when the submission step ends.
     url = start_emulator(task_failure_rate=0.6, seed=11, time_scale=0.1 if tasks_running else 0.002)
-    data = copy_sample_data(tmp_path / "data")
-    for name, value in {
-        "SEEDANCE_DATA_DIR": str(data),
-        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
-        "EVOLINK_API_KEY": api_key,
-        "EVOLINK_BASE_URL": url,
-        "EVOLINK_FILES_URL": url,
-        "SEEDANCE_MAX_RESUBMISSIONS": "2",
-    }.items():
-        monkeypatch.setenv(name, value)
+    data = _shell_on(tmp_path, url, api_key, monkeypatch)
     following = runner.following
     resources = make_resources(data, url, api_key, max_resubmissions=2)
     ledger = resources["pipeline"].ledger()
@@ -142,3 +134,46 @@ def test_ctrl_c_on_run_while_it_follows_the_day_is_not_undone_by_the_sensor(
     with instance_for_test() as instance:
         result = task_poller(build_sensor_context(instance=instance, resources=resources))
     assert result.run_requests == [] and len(emulator_tasks(url)) == paid
+
+
+def _shell_on(tmp_path, url: str, api_key: str, monkeypatch) -> Path:
+    """The sample data, and the settings of a shell running `seedance-pipeline run` on them,
+    with 2 resubmissions: the data folder."""
+    data = copy_sample_data(tmp_path / "data")
+    for name, value in {
+        "SEEDANCE_DATA_DIR": str(data),
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+        "EVOLINK_API_KEY": api_key,
+        "EVOLINK_BASE_URL": url,
+        "EVOLINK_FILES_URL": url,
+        "SEEDANCE_MAX_RESUBMISSIONS": "2",
+    }.items():
+        monkeypatch.setenv(name, value)
+    return data
+
+
+def test_the_sensor_sends_nothing_while_a_shell_run_resubmits_the_day(
+    tmp_path, start_emulator, api_key, monkeypatch
+):
+    """`run`'s runs name no asset selection (`materialize()` makes a job of its assets), and
+    the sensor took them for runs that never submit: it asked for a resubmission of the day
+    while the shell run resubmitted it (helper-57)."""
+    from seedance_pipeline.cli import main
+    from seedance_pipeline.defs.generation import assets as generation_assets
+
+    url = start_emulator(task_failure_rate=0.6, seed=11)
+    data = _shell_on(tmp_path, url, api_key, monkeypatch)
+    resources = make_resources(data, url, api_key, max_resubmissions=2)
+    ledger, sending, asked = resources["pipeline"].ledger(), generation_assets.submit_all, []
+
+    def submit_all(*args, **kwargs):
+        if ledger.resubmittable(DAY, 3):  # the shell run's resubmitting step, under way
+            with DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
+                tick = task_poller(build_sensor_context(instance=instance, resources=resources))
+            asked.extend(r.run_key for r in tick.run_requests)
+        return sending(*args, **kwargs)
+
+    monkeypatch.setattr(generation_assets, "submit_all", submit_all)
+    main(["run", DAY])
+    assert len(ledger.attempts(DAY)) > 0, "the seeded emulator fails some tasks transiently"
+    assert asked == []

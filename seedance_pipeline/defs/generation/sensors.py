@@ -161,7 +161,9 @@ def _submission_held(context: SensorEvaluationContext, partition: str) -> bool:
 
 def _runs_that_send(context: SensorEvaluationContext, partition: str) -> Iterator[DagsterRun]:
     """The day's runs that may submit, newest first: all but store runs, however many of
-    those a day had since its last submission (each failed download makes one)."""
+    those a day had since its last submission (each failed download makes one), and runs of
+    assets other than submitted_tasks. A run of `materialize()` (`seedance-pipeline run`'s)
+    names no asset selection: its job is made of the assets it runs, so it may submit."""
     cursor = None
     while True:
         page = context.instance.get_runs(
@@ -170,7 +172,7 @@ def _runs_that_send(context: SensorEvaluationContext, partition: str) -> Iterato
         yield from (
             r
             for r in page
-            if (r.asset_selection is None or submitted_tasks.key in r.asset_selection)
+            if (not r.asset_selection or submitted_tasks.key in r.asset_selection)
             and r.job_name != store_videos_of_stopped_day.name
         )
         if len(page) < 50:
