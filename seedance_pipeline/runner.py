@@ -28,7 +28,7 @@ from .seedance import (
     TransportError,
 )
 from .settings import SettingError
-from .statuses import SETTLED
+from .statuses import SETTLED, Status
 from .storage import StoreRefused
 from .submission import send_the_rest
 
@@ -264,9 +264,15 @@ def run_partition(
         raise
     print(f"[{partition}] writing tables", file=out)
     # Tagged as the sensor tags the videos run of the day's ledger state: it finds this one and
-    # does not run the day's tables again (`dagster dev` on the same Dagster home).
-    state = state_tag(partition, ledger_state(ledger.state_rows(partition)))
-    run(_assets("generated_videos", "generation_costs"), **{STATE_TAG: state})
+    # does not run the day's tables again (`dagster dev` on the same Dagster home). Unless a
+    # download failed: its retry, once due, is the sensor's videos run of this same state.
+    rows = ledger.state_rows(partition)
+    tags = (
+        {}
+        if any(r.status == Status.DOWNLOAD_FAILED for r in rows)
+        else {STATE_TAG: state_tag(partition, ledger_state(rows))}
+    )
+    run(_assets("generated_videos", "generation_costs"), **tags)
     return pipeline.tables().read("generated_videos", partition)
 
 

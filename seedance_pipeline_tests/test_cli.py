@@ -266,7 +266,9 @@ def test_run_that_leaves_paid_videos_unstored_exits_3_saying_when_to_run_again(
     tmp_path, monkeypatch, capsys, start_emulator, api_key
 ):
     """A CDN answering web pages for a while: `run` exited 0 with the day's videos unstored, and
-    a scheduler took the day for done while their links died (helper-45)."""
+    a scheduler took the day for done while their links died (helper-45). Nor did the sensor
+    try them once due: `run`'s tables run, tagged with the day's ledger state, was that state's
+    videos run to the sensor (helper-57)."""
     url = start_emulator(link_fault_rate=1.0, link_faults=("html",))
     write_catalog(tmp_path / "data", 2)
     monkeypatch.setenv("SEEDANCE_DATA_DIR", str(tmp_path / "data"))
@@ -284,6 +286,13 @@ def test_run_that_leaves_paid_videos_unstored_exits_3_saying_when_to_run_again(
     ledger = Ledger(tmp_path / "data" / "state" / "ledger.sqlite3")
     with ledger.db.transaction() as db:  # 5 minutes later
         db.execute(sql("UPDATE tasks SET next_poll_at = next_poll_at - 300"))
+    resources = {
+        "evolink": EvoLinkResource(api_key=api_key, base_url=url, files_url=url),
+        "pipeline": PipelineResource(data_dir=str(tmp_path / "data")),
+    }
+    with DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
+        tick = task_poller(build_sensor_context(instance=instance, resources=resources))
+    assert [r.run_key.split(":")[:2] for r in tick.run_requests] == [["videos", DAY]]
     assert main(["run", DAY]) == 3  # tried again, failing again: the next wait is twice as long
     out, err = capsys.readouterr()
     assert "a run from 10 minutes on tries again while the link lives" in out
