@@ -570,3 +570,31 @@ def test_a_day_may_resubmit_while_a_task_may_yet_fail_with_attempts_left(ledger)
     assert ledger.may_resubmit(DAY, 2) and not ledger.may_resubmit(DAY, 1)  # due again
     ledger.stop_resubmission(DAY, ["next"])
     assert not ledger.may_resubmit(DAY, 2)
+
+
+def test_forgetting_an_unknown_row_waits_for_an_answer_being_recorded_onto_it(ledger):
+    """On PostgreSQL, `resolve --forget` read the row `unknown`, then deleted it once a late
+    answer being written meanwhile had given it its task: the paid task was forgotten
+    (helper-57)."""
+    written, commit = threading.Event(), threading.Event()
+
+    def late_answer() -> None:
+        with ledger.db.transaction() as db:
+            db.execute(
+                sql(
+                    "UPDATE tasks SET status = 'pending', task_id = 'task-9'"
+                    " WHERE partition = :p AND prompt_id = 'lost'"
+                ),
+                {"p": DAY},
+            )
+            written.set()
+            commit.wait(5)
+
+    answering = threading.Thread(target=late_answer)
+    answering.start()
+    assert written.wait(5)
+    threading.Timer(0.5, commit.set).start()  # while the resolve below waits or reads
+    with pytest.raises(LookupError, match="is pending, not unknown"):
+        ledger.resolve(DAY, "lost", None)
+    answering.join()
+    assert _statuses(ledger)["lost"] == (Status.PENDING, "task-9")

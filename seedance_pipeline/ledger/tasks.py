@@ -526,6 +526,9 @@ class TaskRows:
                 sql(
                     "SELECT status, video_uri, attempt FROM tasks"
                     " WHERE partition = :p AND prompt_id = :id"
+                    # Held to the end: a late answer or callback giving the row its task
+                    # meanwhile is not forgotten with it (SQLite holds the whole ledger).
+                    + (" FOR UPDATE" if self.db.is_postgres else "")
                 ),
                 {"p": partition, "id": prompt_id},
             ).first()
