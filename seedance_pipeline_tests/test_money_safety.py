@@ -343,9 +343,11 @@ def test_ctrl_c_outside_the_steps_handler_is_not_retried_into_sending_the_day(
     """Dagster makes a retry of an interrupt leaving a step that has a retry policy: Ctrl-C
     while submitted_tasks checked the ledger (before its handler), or a second one while its
     handler wrote the day's record, and the retry 10 s later sent every prompt the user had
-    stopped (helper-56)."""
+    stopped (helper-56). Nor did a day cut short before, stopped there, stay its user's: the
+    sensor sent it on."""
     data, url, resources = day
     assert plan_requests(resources).success
+    resources["pipeline"].ledger().set_submission_complete(DAY, False)  # cut short before
     if second:  # the first Ctrl-C once 2 are sent, the second as the record is written
         sending = generation_assets.submit_all
 
@@ -361,8 +363,10 @@ def test_ctrl_c_outside_the_steps_handler_is_not_retried_into_sending_the_day(
         monkeypatch.setattr(
             generation_assets, "check_ledger", _ctrl_c(generation_assets.check_ledger)
         )
-    result = submit(resources)
-    assert not result.success
+    with DagsterInstance.ephemeral() as instance:
+        result = submit(resources, instance=instance)
+        tick = task_poller(build_sensor_context(instance=instance, resources=resources))
+    assert not result.success and tick.run_requests == []
     assert not any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events)
     assert len(emulator_tasks(url)) == (2 if second else 0)
 

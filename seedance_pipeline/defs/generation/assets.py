@@ -120,6 +120,8 @@ def submitted_tasks(
     """Accepted requests submitted to EvoLink exactly once, recorded in the task ledger."""
     try:
         return _submit_day(context, pipeline, evolink)
+    except (KeyboardInterrupt, DagsterExecutionInterruptedError):  # Terminate, or Ctrl-C
+        raise _interrupted(context, pipeline) from None
     except Exception as exc:
         if isinstance(exc, Failure) and not exc.allow_retries:
             raise
@@ -136,6 +138,48 @@ def submitted_tasks(
 SUBMIT_RETRIES = RetryPolicy(
     max_retries=3, delay=10, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
 )
+
+
+def _interrupted(context: AssetExecutionContext, pipeline: PipelineResource) -> Failure:
+    """The step's failure when its run was interrupted, wherever the step was: the day is left
+    to its user, as the sensor leaves a stopped day (another run stores its videos; `run`
+    stores them itself)."""
+    partition = context.partition_key
+    ledger = pipeline.ledger()
+    rows = ledger.rows(partition)
+    unstored = (
+        0
+        if context.run.tags.get(FOLLOWED_TAG)
+        else sum(r.status in (Status.COMPLETED, *WAITING) and r.video_uri is None for r in rows)
+    )
+    paid = (
+        f"; its {unstored} task(s) sent and not failed are paid for: the "
+        "stopped_day_videos sensor stores their videos once they end (unless it is "
+        "stopped: then run the day again or materialise its generated_videos within 24 h "
+        "of their completion)"
+        if unstored
+        else ""
+    )
+    requests = _requests(pipeline, partition)
+    unsent = set(requests.prompt_id[requests.status == RequestStatus.ACCEPTED])
+    unsent -= {r.prompt_id for r in rows}
+    unsent -= ledger.sent_on_other_days(partition, unsent).keys()
+    rest = send_the_rest(partition) if unsent else "every prompt of the day was sent"
+    if unsent or ledger.may_resubmit(partition, pipeline.max_attempts):
+        # Not known to be complete: the sensor would send on (resubmit) what Ctrl-C stopped,
+        # or a task failing after it.
+        ledger.set_submission_complete(partition, None)
+        if not unsent:
+            rest += (
+                "; a task that failed (or fails) transiently is resubmitted only by the "
+                f"day's next run (`seedance-pipeline run {partition}`, or materialise "
+                "submitted_tasks)"
+            )
+    return Failure(
+        f"{partition}: submission stopped when the run was interrupted; what was sent is "
+        f"in the ledger{paid}; {rest}",
+        allow_retries=False,
+    )
 
 
 def _submit_day(
@@ -200,41 +244,6 @@ def _submit_day(
         raise Failure(str(exc), allow_retries=False) from None
     except StoreRefused as exc:  # storing the videos meanwhile; sending stopped at it
         refused = exc
-    except (KeyboardInterrupt, DagsterExecutionInterruptedError):  # Terminate, or Ctrl-C
-        # The sensor leaves a stopped day to its user; another stores its videos (`run` stores
-        # them itself).
-        rows = ledger.rows(partition)
-        unstored = (
-            0
-            if context.run.tags.get(FOLLOWED_TAG)
-            else sum(r.status in (Status.COMPLETED, *WAITING) and r.video_uri is None for r in rows)
-        )
-        paid = (
-            f"; its {unstored} task(s) sent and not failed are paid for: the "
-            "stopped_day_videos sensor stores their videos once they end (unless it is "
-            "stopped: then run the day again or materialise its generated_videos within 24 h "
-            "of their completion)"
-            if unstored
-            else ""
-        )
-        unsent = set(accepted.prompt_id) - {r.prompt_id for r in rows}
-        unsent -= ledger.sent_on_other_days(partition, unsent).keys()
-        rest = send_the_rest(partition) if unsent else "every prompt of the day was sent"
-        if unsent or ledger.may_resubmit(partition, pipeline.max_attempts):
-            # Not known to be complete: the sensor would send on (resubmit) what Ctrl-C stopped,
-            # or a task failing after it.
-            ledger.set_submission_complete(partition, None)
-            if not unsent:
-                rest += (
-                    "; a task that failed (or fails) transiently is resubmitted only by the "
-                    "day's next run "
-                    f"(`seedance-pipeline run {partition}`, or materialise submitted_tasks)"
-                )
-        raise Failure(
-            f"{partition}: submission stopped when the run was interrupted; what was sent is "
-            f"in the ledger{paid}; {rest}",
-            allow_retries=False,
-        ) from None
     finally:
         rows = ledger.rows(partition)
         write_record(rows, pipeline.tables(), partition)
