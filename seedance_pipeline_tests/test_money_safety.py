@@ -336,19 +336,33 @@ def _ctrl_c(during):
     return interrupted
 
 
-@pytest.mark.parametrize("second", [False, True])
+def _failing_once(during):
+    """`during`, failing the first time as a disk or a ledger down a moment would."""
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("disk I/O error")
+        return during(*args, **kwargs)
+
+    return failing
+
+
+@pytest.mark.parametrize("then", [None, _ctrl_c, _failing_once])
 def test_ctrl_c_outside_the_steps_handler_is_not_retried_into_sending_the_day(
-    day, monkeypatch, second
+    day, monkeypatch, then
 ):
     """Dagster makes a retry of an interrupt leaving a step that has a retry policy: Ctrl-C
     while submitted_tasks checked the ledger (before its handler), or a second one while its
     handler wrote the day's record, and the retry 10 s later sent every prompt the user had
-    stopped (helper-56). Nor did a day cut short before, stopped there, stay its user's: the
-    sensor sent it on."""
+    stopped (helper-56); so did writing the record failing after the Ctrl-C, once the step
+    retried by itself (helper-58). Nor did a day cut short before, stopped while checking the
+    ledger, stay its user's: the sensor sent it on."""
     data, url, resources = day
     assert plan_requests(resources).success
     resources["pipeline"].ledger().set_submission_complete(DAY, False)  # cut short before
-    if second:  # the first Ctrl-C once 2 are sent, the second as the record is written
+    if then:  # the first Ctrl-C once 2 are sent, then `then` as the record is written
         sending = generation_assets.submit_all
 
         def interrupted(ledger, client, partition, items, *args):
@@ -356,9 +370,7 @@ def test_ctrl_c_outside_the_steps_handler_is_not_retried_into_sending_the_day(
             raise KeyboardInterrupt
 
         monkeypatch.setattr(generation_assets, "submit_all", interrupted)
-        monkeypatch.setattr(
-            generation_assets, "write_record", _ctrl_c(generation_assets.write_record)
-        )
+        monkeypatch.setattr(generation_assets, "write_record", then(generation_assets.write_record))
     else:
         monkeypatch.setattr(
             generation_assets, "check_ledger", _ctrl_c(generation_assets.check_ledger)
@@ -368,7 +380,7 @@ def test_ctrl_c_outside_the_steps_handler_is_not_retried_into_sending_the_day(
         tick = task_poller(build_sensor_context(instance=instance, resources=resources))
     assert not result.success and tick.run_requests == []
     assert not any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events)
-    assert len(emulator_tasks(url)) == (2 if second else 0)
+    assert len(emulator_tasks(url)) == (2 if then else 0)
 
 
 def test_a_submission_failing_on_its_way_is_retried_and_sends_each_prompt_once(day, monkeypatch):

@@ -120,15 +120,30 @@ def submitted_tasks(
     """Accepted requests submitted to EvoLink exactly once, recorded in the task ledger."""
     try:
         return _submit_day(context, pipeline, evolink)
-    except (KeyboardInterrupt, DagsterExecutionInterruptedError):  # Terminate, or Ctrl-C
+    except _INTERRUPTS:  # Terminate, or Ctrl-C
         raise _interrupted(context, pipeline) from None
     except Exception as exc:
         if isinstance(exc, Failure) and not exc.allow_retries:
             raise
+        if _while_interrupted(exc):  # an error cleaning up after an interrupt: not retried
+            raise _interrupted(context, pipeline) from exc
         raise RetryRequested(
             max_retries=SUBMIT_RETRIES.max_retries,
             seconds_to_wait=SUBMIT_RETRIES.calculate_delay(context.retry_number + 1),
         ) from exc
+
+
+_INTERRUPTS = (KeyboardInterrupt, DagsterExecutionInterruptedError)
+
+
+def _while_interrupted(exc: BaseException) -> bool:
+    """Whether `exc` was raised while an interrupt was being handled (a `finally` failing)."""
+    seen: BaseException | None = exc.__context__
+    while seen is not None:
+        if isinstance(seen, _INTERRUPTS):
+            return True
+        seen = seen.__context__
+    return False
 
 
 # submitted_tasks retries what failed with prompts unsent (429s past their retries, the ledger
