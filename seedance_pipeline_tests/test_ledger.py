@@ -598,3 +598,35 @@ def test_forgetting_an_unknown_row_waits_for_an_answer_being_recorded_onto_it(le
         ledger.resolve(DAY, "lost", None)
     answering.join()
     assert _statuses(ledger)["lost"] == (Status.PENDING, "task-9")
+
+
+def test_a_callback_and_a_forget_of_one_unknown_row_do_not_lose_its_task(ledger, monkeypatch):
+    """On PostgreSQL a callback read the row `unknown` unlocked, `resolve --forget` deleted it
+    meanwhile, and the callback's task went nowhere while it said it was attached: the paid
+    task was lost, and the prompt sent again (helper-58)."""
+    from seedance_pipeline.ledger import tasks
+
+    holder, forgot = tasks._holder, []
+
+    def forget() -> None:
+        try:
+            ledger.resolve(DAY, "lost", None)
+            forgot.append(True)
+        except LookupError:  # the callback came first: the row is no longer unknown
+            forgot.append(False)
+
+    def forgetting_meanwhile(db, task_id):
+        forgetting = threading.Thread(target=forget)
+        forgetting.start()
+        forgetting.join(1)  # it waits for the callback's transaction, or it ends first
+        return holder(db, task_id)
+
+    monkeypatch.setattr(tasks, "_holder", forgetting_meanwhile)
+    attached = ledger.attach_from_callback(DAY, "lost", "task-9")
+    monkeypatch.setattr(tasks, "_holder", holder)
+    deadline = time.monotonic() + 10
+    while not forgot and time.monotonic() < deadline:
+        time.sleep(0.05)
+    row = _statuses(ledger).get("lost")
+    assert forgot == [not attached]  # one of them took the row, not both
+    assert row == ((Status.PENDING, "task-9") if attached else None)

@@ -229,6 +229,11 @@ def _claims_to_unknown(
     ).rowcount
 
 
+# Appended to a SELECT of rows a transaction goes on to change: on PostgreSQL they are locked
+# until it ends (SQLite's write transactions hold the whole ledger already).
+_FOR_UPDATE = {True: " FOR UPDATE", False: ""}
+
+
 class AnswerNotRecorded(RuntimeError):
     """What a create answered could not go on its row (the message says why and names the
     task): the caller must say so, for the task may be charged."""
@@ -525,10 +530,9 @@ class TaskRows:
             row = db.execute(
                 sql(
                     "SELECT status, video_uri, attempt FROM tasks"
-                    " WHERE partition = :p AND prompt_id = :id"
+                    " WHERE partition = :p AND prompt_id = :id" + _FOR_UPDATE[self.db.is_postgres]
                     # Held to the end: a late answer or callback giving the row its task
-                    # meanwhile is not forgotten with it (SQLite holds the whole ledger).
-                    + (" FOR UPDATE" if self.db.is_postgres else "")
+                    # meanwhile is not forgotten with it.
                 ),
                 {"p": partition, "id": prompt_id},
             ).first()
@@ -570,13 +574,15 @@ class TaskRows:
         when the row is no longer `unknown` or another row holds the task."""
         with self.db.transaction() as db:
             status = db.execute(
-                sql("SELECT status FROM tasks WHERE partition = :p AND prompt_id = :id"),
+                sql(
+                    "SELECT status FROM tasks WHERE partition = :p AND prompt_id = :id"
+                    + _FOR_UPDATE[self.db.is_postgres]  # as `resolve` holds it
+                ),
                 {"p": partition, "id": prompt_id},
             ).scalar()
             if status != Status.UNKNOWN or _holder(db, task_id) is not None:
                 return False
-            self._attach(db, partition, prompt_id, task_id)
-            return True
+            return self._attach(db, partition, prompt_id, task_id)
 
     def note_callback(
         self,
@@ -623,22 +629,28 @@ class TaskRows:
             )
 
     @staticmethod
-    def _attach(db: Connection, partition: str, prompt_id: str, task_id: str) -> None:
+    def _attach(db: Connection, partition: str, prompt_id: str, task_id: str) -> bool:
         """Give an `unknown` row its task, due for a poll now; submitted when it was claimed
-        (its create went out right after), not when the task was found."""
-        db.execute(
-            sql(
-                "UPDATE tasks SET status = :pending, task_id = :tid, next_poll_at = :now,"
-                " submitted_at = COALESCE(submitted_at, claimed_at, :now), error_code = NULL,"
-                " error_message = NULL WHERE partition = :p AND prompt_id = :id"
-            ),
-            {
-                "pending": Status.PENDING.value,
-                "tid": task_id,
-                "now": time.time(),
-                "p": partition,
-                "id": prompt_id,
-            },
+        (its create went out right after), not when the task was found. False: the row is
+        no longer `unknown`."""
+        return (
+            db.execute(
+                sql(
+                    "UPDATE tasks SET status = :pending, task_id = :tid, next_poll_at = :now,"
+                    " submitted_at = COALESCE(submitted_at, claimed_at, :now), error_code = NULL,"
+                    " error_message = NULL WHERE partition = :p AND prompt_id = :id"
+                    " AND status = :unknown"
+                ),
+                {
+                    "pending": Status.PENDING.value,
+                    "unknown": Status.UNKNOWN.value,
+                    "tid": task_id,
+                    "now": time.time(),
+                    "p": partition,
+                    "id": prompt_id,
+                },
+            ).rowcount
+            == 1
         )
 
     def restore(self, record: dict[str, Any]) -> bool:
