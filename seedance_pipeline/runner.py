@@ -28,7 +28,7 @@ from .seedance import (
     TransportError,
 )
 from .settings import SettingError
-from .statuses import SETTLED, Status
+from .statuses import SETTLED, WAITING, Status
 from .storage import StoreRefused
 from .submission import send_the_rest
 
@@ -257,11 +257,22 @@ def run_partition(
             print(f"[{partition}] resubmitting tasks that failed transiently", file=out)
             submit(_assets("submitted_tasks"))
     except KeyboardInterrupt:  # while following, outside the step's own handler
+        said = f"{partition}: stopped while following the day; what was sent is in the ledger"
+        if any(r.status in WAITING for r in ledger.state_rows(partition)):
+            said += (
+                "; its tasks still generating are paid for: run the day again to store their "
+                "videos, within 24 h of their completion (or leave them to the sensors of "
+                "`dagster dev`)"
+            )
         if ledger.may_resubmit(partition, pipeline.max_attempts):
             # The day's row says complete: the sensor would resubmit what Ctrl-C stopped, or a
             # task failing after it.
             ledger.set_submission_complete(partition, None)
-        raise
+            said += (
+                "; a task that failed (or fails) transiently is resubmitted only by the day's "
+                "next run, and the day's tables wait for it"
+            )
+        raise PipelineStopped(said) from None
     print(f"[{partition}] writing tables", file=out)
     # Tagged as the sensor tags the videos run of the day's ledger state: it finds this one and
     # does not run the day's tables again (`dagster dev` on the same Dagster home). Unless a

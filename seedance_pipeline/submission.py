@@ -216,9 +216,10 @@ def _await_under_way(futures: list[Future]) -> None:
     would be left open, to become `unknown`."""
     while under_way := [future for future in futures if not future.done()]:
         log.warning(
-            "submission stopped; waiting for the %d create(s) under way to be answered and "
-            "recorded (an answer comes within a minute)",
+            "submission stopped; waiting for the %d create(s) under way to be answered (within "
+            "a minute) and recorded (up to %.0f s more while the ledger does not answer)",
             len(under_way),
+            RECORD_FOR_SECONDS,
         )
         try:
             wait(under_way)

@@ -99,7 +99,7 @@ def test_a_failed_prompt_removed_from_the_catalog_is_not_resubmitted(
 
 @pytest.mark.parametrize("tasks_running", [False, True])
 def test_ctrl_c_on_run_while_it_follows_the_day_is_not_undone_by_the_sensor(
-    tmp_path, start_emulator, api_key, monkeypatch, tasks_running
+    tmp_path, start_emulator, api_key, monkeypatch, capsys, tasks_running
 ):
     """Ctrl-C while `run` followed the day (most of its time) came outside the submission
     step: the day stayed noted complete with a transient failure due, and the sensor's next
@@ -126,8 +126,11 @@ def test_ctrl_c_on_run_while_it_follows_the_day_is_not_undone_by_the_sensor(
             raise KeyboardInterrupt  # Ctrl-C as the follower ends
 
     monkeypatch.setattr(runner, "following", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        main(["run", DAY])
+    assert main(["run", DAY]) == 1
+    said = capsys.readouterr().err
+    assert f"error: {DAY}: stopped while following the day; what was sent is in the ledger" in said
+    assert "resubmitted only by the day's next run, and the day's tables wait for it" in said
+    assert ("its tasks still generating are paid for: run the day again" in said) == tasks_running
     wait_for_tasks(resources, timeout=120)  # as the sensor polls them after the Ctrl-C
     assert ledger.resubmittable(DAY, 3), "the seeded emulator fails some tasks transiently"
     paid = len(emulator_tasks(url))

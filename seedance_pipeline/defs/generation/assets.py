@@ -188,7 +188,7 @@ def _interrupted(context: AssetExecutionContext, pipeline: PipelineResource) -> 
             rest += (
                 "; a task that failed (or fails) transiently is resubmitted only by the "
                 f"day's next run (`seedance-pipeline run {partition}`, or materialise "
-                "submitted_tasks)"
+                "submitted_tasks), and the day's tables wait for it"
             )
     return Failure(
         f"{partition}: submission stopped when the run was interrupted; what was sent is "
