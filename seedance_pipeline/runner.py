@@ -15,7 +15,13 @@ from tqdm import tqdm
 
 from .callbacks import callback_base
 from .definitions import DOMAINS, resources_from_env
-from .defs.generation.sensors import PARTITION_TAG, STATE_TAG, ledger_state, state_tag
+from .defs.generation.sensors import (
+    PARTITION_TAG,
+    STATE_TAG,
+    SUBMITS_TAG,
+    ledger_state,
+    state_tag,
+)
 from .follow import FOLLOWED_TAG, following
 from .ledger import LEDGER_URL_ENV, Ledger, LedgerUnreachable, ledger_url, safe_url
 from .polling import PollingRefused
@@ -239,7 +245,8 @@ def run_partition(
         progress = _Progress(partition, out)
         try:
             with following(partition, ledger, evolink, pipeline.videos(), progress=progress):
-                tqdm.write(_sent(partition, run(assets)), file=out)  # above the bar
+                sent = _sent(partition, run(assets, **{SUBMITS_TAG: "true"}))
+                tqdm.write(sent, file=out)  # above the bar
         except StoreRefused as exc:
             raise PipelineStopped(
                 f"{exc}; no video can be stored, so nothing more was sent: fix it, then run "

@@ -10,12 +10,15 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from dagster import DagsterInstance, build_sensor_context, instance_for_test
+from dagster import DagsterInstance, DagsterRunStatus, build_sensor_context, instance_for_test
+from dagster._core.utils import make_new_run_id
+from dagster._record import copy
 
 from seedance_pipeline.defs.catalog.assets import prompt_catalog
 from seedance_pipeline.defs.generation.assets import generation_requests, submitted_tasks
 from seedance_pipeline.defs.generation.sensors import task_poller
 from seedance_pipeline.ledger import RESUBMITTABLE_CODES
+from seedance_pipeline.ledger.database import sql
 from seedance_pipeline.statuses import WAITING
 from seedance_pipeline.tables import read_table
 
@@ -180,3 +183,31 @@ def test_the_sensor_sends_nothing_while_a_shell_run_resubmits_the_day(
     main(["run", DAY])
     assert len(ledger.attempts(DAY)) > 0, "the seeded emulator fails some tasks transiently"
     assert asked == []
+
+
+@pytest.mark.parametrize("status", [DagsterRunStatus.STARTED, DagsterRunStatus.CANCELED])
+def test_a_shell_runs_tables_run_left_unfinished_does_not_hold_the_day(
+    tmp_path, start_emulator, api_key, monkeypatch, status
+):
+    """Only `run`'s submitting runs hold the day: its tables run killed with the process (it
+    shows as started for ever) or terminated in the UI held it too, and the sensor never sent
+    the day on again (helper-58)."""
+    from seedance_pipeline.cli import main
+
+    url = start_emulator()
+    data = _shell_on(tmp_path, url, api_key, monkeypatch)
+    assert main(["run", DAY]) == 0
+    resources = make_resources(data, url, api_key, max_resubmissions=2)
+    ledger = resources["pipeline"].ledger()
+    forgotten = ledger.rows(DAY)[0].prompt_id  # later, an unknown row forgotten: to send again
+    with ledger.db.transaction() as db:
+        db.execute(
+            sql("UPDATE tasks SET status = 'unknown', task_id = NULL WHERE prompt_id = :p"),
+            {"p": forgotten},
+        )
+    ledger.resolve(DAY, forgotten, None)
+    with DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
+        tables = instance.get_runs(limit=1)[0]  # the newest: run's tables run
+        instance.add_run(copy(tables, run_id=make_new_run_id(), status=status))
+        tick = task_poller(build_sensor_context(instance=instance, resources=resources))
+    assert [r.run_key.split(":")[:2] for r in tick.run_requests] == [["submit", DAY]]

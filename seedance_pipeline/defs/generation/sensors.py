@@ -32,6 +32,8 @@ from .storing import store_videos_of_stopped_day
 # Runs of the same ledger state that failed are requested again up to this many times.
 MAX_VIDEO_RUNS = 5
 STATE_TAG = "seedance/ledger_state"
+# The tag of `seedance-pipeline run`'s runs that submit the day.
+SUBMITS_TAG = "seedance/submits"
 PARTITION_TAG = "dagster/partition"  # the tag Dagster gives every run of a partition
 _ENDED = (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
 _UNFINISHED = [s for s in DagsterRunStatus if s not in (DagsterRunStatus.SUCCESS, *_ENDED)]
@@ -162,8 +164,8 @@ def _submission_held(context: SensorEvaluationContext, partition: str) -> bool:
 def _runs_that_send(context: SensorEvaluationContext, partition: str) -> Iterator[DagsterRun]:
     """The day's runs that may submit, newest first: all but store runs, however many of
     those a day had since its last submission (each failed download makes one), and runs of
-    assets other than submitted_tasks. A run of `materialize()` (`seedance-pipeline run`'s)
-    names no asset selection: its job is made of the assets it runs, so it may submit."""
+    assets other than submitted_tasks. A run of `materialize()` names no asset selection (its
+    job is made of the assets it runs): `seedance-pipeline run`'s submitting ones are tagged."""
     cursor = None
     while True:
         page = context.instance.get_runs(
@@ -172,7 +174,11 @@ def _runs_that_send(context: SensorEvaluationContext, partition: str) -> Iterato
         yield from (
             r
             for r in page
-            if (not r.asset_selection or submitted_tasks.key in r.asset_selection)
+            if (
+                r.asset_selection is None
+                or submitted_tasks.key in r.asset_selection
+                or SUBMITS_TAG in r.tags
+            )
             and r.job_name != store_videos_of_stopped_day.name
         )
         if len(page) < 50:
