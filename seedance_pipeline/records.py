@@ -11,7 +11,7 @@ import json
 
 import pandas as pd
 
-from .ledger import Ledger, LedgerRow, safe_url
+from .ledger import UNKNOWN_CODE, Ledger, LedgerRow, safe_url
 from .statuses import Status
 from .storage import VideoStore, video_key
 from .tables import TableStore
@@ -57,26 +57,34 @@ class LedgerLost(RuntimeError):
 
 def write_record(rows: list[LedgerRow], tables: TableStore, partition: str) -> None:
     """Record the day's submissions from its ledger `rows`: after every submission step, and
-    once the day has ended, when claims a crashed run left are settled as well."""
-    kept = [r for r in rows if r.status != Status.SUBMITTING]
-    frame = pd.DataFrame([_record(r) for r in kept], columns=COLUMNS)
+    once the day has ended, when claims a crashed run left are settled as well. A claim still
+    open (another run's, sending) is recorded `unknown`: its create may have made a task, so a
+    ledger rebuilt from this record must not send it again."""
+    frame = pd.DataFrame([_record(r) for r in rows], columns=COLUMNS)
     tables.write(frame, ASSET, partition)
 
 
+_OPEN_CLAIM = (
+    "its claim was open when the day's record was written, and the ledger was rebuilt from "
+    "that record: check the EvoLink dashboard for its task, then `seedance-pipeline resolve`"
+)
+
+
 def _record(r: LedgerRow) -> dict:
+    claimed = r.status == Status.SUBMITTING
     return {
         "partition": r.partition,
         "prompt_id": r.prompt_id,
         "attempt": r.attempt,
-        "status": r.status.value,
+        "status": Status.UNKNOWN.value if claimed else r.status.value,
         "task_id": r.task_id,
         "request_json": json.dumps(r.request, ensure_ascii=False),
         "request_sha256": r.request_sha256,
         "estimated_credits": r.estimated_credits,
         "credits_reserved": r.credits_reserved,
         "submitted_at": r.submitted_at,
-        "error_code": r.error_code,
-        "error_message": r.error_message,
+        "error_code": UNKNOWN_CODE if claimed else r.error_code,
+        "error_message": _OPEN_CLAIM if claimed else r.error_message,
         "expected_width": r.expected_width,
         "expected_height": r.expected_height,
         "campaign": r.campaign,
