@@ -551,7 +551,7 @@ def _print_costs(
 
 def cmd_resolve(args: argparse.Namespace) -> int:
     from .ledger import LEDGER_URL_ENV, Ledger, ledger_url
-    from .records import write_record
+    from .records import LedgerLost, check_ledger, write_record
     from .resolving import attach_task
 
     path = data_dir() / "state" / "ledger.sqlite3"
@@ -559,13 +559,17 @@ def cmd_resolve(args: argparse.Namespace) -> int:
         return _fail(f"no ledger at {path}; check SEEDANCE_DATA_DIR (or SEEDANCE_LEDGER_URL)")
     try:
         ledger = Ledger(ledger_url(data_dir()))
+        # Not on a ledger older than the day's record: an `unknown` row there may be a task the
+        # record has.
+        check_ledger(ledger, _tables(), args.date)
         if args.forget:
             ledger.resolve(args.date, args.prompt_id, None)
         else:
             with _evolink("resolve --task-id asks the API about the task").client() as client:
                 attach_task(ledger, client, args.date, args.prompt_id, args.task_id)
-        write_record(ledger.rows(args.date), _tables(), args.date)  # forgotten, not lost
-    except LookupError as exc:
+        forgotten = args.prompt_id if args.forget else None  # forgotten, not lost
+        write_record(ledger, ledger.rows(args.date), _tables(), args.date, forgotten)
+    except (LookupError, LedgerLost) as exc:
         return _fail(exc.args[0])
     print(
         f"{args.date}/{args.prompt_id}: "

@@ -55,11 +55,31 @@ class LedgerLost(RuntimeError):
     """Submissions are recorded for a day that the ledger knows nothing of."""
 
 
-def write_record(rows: list[LedgerRow], tables: TableStore, partition: str) -> None:
+def write_record(
+    ledger: Ledger,
+    rows: list[LedgerRow],
+    tables: TableStore,
+    partition: str,
+    forgotten: str | None = None,
+) -> None:
     """Record the day's submissions from its ledger `rows`: after every submission step, and
     once the day has ended, when claims a crashed run left are settled as well. A claim still
     open (another run's, sending) is recorded `unknown`: its create may have made a task, so a
-    ledger rebuilt from this record must not send it again."""
+    ledger rebuilt from this record must not send it again.
+
+    Never backwards: a record listing submissions `rows` lack, or have only at an earlier
+    attempt (the ledger restored from an older copy), is kept as it is, as the only account
+    of them; but for `forgotten`, the prompt `resolve --forget` just took out.
+
+    Raises:
+        LedgerLost: the record is ahead of `rows`; how to restore the ledger from it.
+    """
+    if missing := _missing(rows, _recorded(tables, partition), forgotten):
+        raise _lost(
+            ledger,
+            [partition],
+            f"{_not_in_ledger(tables, partition, missing)}. The record is kept as it is",
+        )
     frame = pd.DataFrame([_record(r) for r in rows], columns=COLUMNS)
     tables.write(frame, ASSET, partition)
 
@@ -115,23 +135,13 @@ def check_ledger(
     Raises:
         LedgerLost: naming what is missing and how to restore it.
     """
-    recorded = _recorded(tables, partition)
-    if recorded is not None and not recorded.empty:
-        known = {r.prompt_id: (r.attempt, r.task_id) for r in ledger.rows(partition)}
-        missing = sorted(
-            rec.prompt_id
-            for rec in recorded.itertuples()
-            if _behind(known.get(rec.prompt_id), int(rec.attempt), rec.task_id)
+    if missing := _missing(ledger.rows(partition), _recorded(tables, partition)):
+        raise _lost(
+            ledger,
+            [partition],
+            f"{_not_in_ledger(tables, partition, missing)}. Submitting now would pay for them "
+            "again",
         )
-        if missing:
-            shown = few(missing)
-            raise _lost(
-                ledger,
-                [partition],
-                f"{partition}: {len(missing)} submission(s) recorded in "
-                f"{_where(tables, partition)} are not in the ledger, or "
-                f"only at an earlier attempt: {shown}. Submitting now would pay for them again",
-            )
     known_days = ledger.partitions_known()
     unknown_days = [
         day
@@ -164,6 +174,28 @@ def check_ledger(
                 f"`seedance-pipeline rebuild-ledger {days}`; or go back to the earlier settings "
                 f"(records of a demo or a test there: move that folder away)"
             )
+
+
+def _missing(
+    rows: list[LedgerRow], recorded: pd.DataFrame | None, forgotten: str | None = None
+) -> list[str]:
+    """The prompts `recorded` lists that `rows` lack, or have at an earlier attempt."""
+    if recorded is None:
+        return []
+    known = {r.prompt_id: (r.attempt, r.task_id) for r in rows}
+    return sorted(
+        rec.prompt_id
+        for rec in recorded.itertuples()
+        if rec.prompt_id != forgotten
+        and _behind(known.get(rec.prompt_id), int(rec.attempt), rec.task_id)
+    )
+
+
+def _not_in_ledger(tables: TableStore, partition: str, missing: list[str]) -> str:
+    return (
+        f"{partition}: {len(missing)} submission(s) recorded in {_where(tables, partition)} "
+        f"are not in the ledger, or only at an earlier attempt: {few(missing)}"
+    )
 
 
 def _any_recorded(tables: TableStore, day: str) -> bool:

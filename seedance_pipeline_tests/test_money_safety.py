@@ -938,10 +938,12 @@ def test_a_claim_a_crashed_run_left_is_settled_recorded_and_never_paid_again(
 
 
 def test_a_ledger_restored_from_an_older_copy_is_refused_then_brought_up_to_date(
-    tmp_path, start_emulator, api_key, monkeypatch
+    tmp_path, start_emulator, api_key, monkeypatch, capsys
 ):
     """The copy was taken before the transient failures were resubmitted: it has every
-    prompt, but at attempt 1, failed. Trusted, it would resubmit (and pay for) them again."""
+    prompt, but at attempt 1, failed. Trusted, it would resubmit (and pay for) them again. Nor
+    may a videos run or a `resolve` on it write the day's record back to it: that record is
+    what tells the ledger is old (helper-59)."""
     import sqlite3
 
     from seedance_pipeline.ledger import RESUBMITTABLE_CODES
@@ -965,12 +967,19 @@ def test_a_ledger_restored_from_an_older_copy_is_refused_then_brought_up_to_date
     with sqlite3.connect(tmp_path / "copy") as copy, sqlite3.connect(ledger_file) as live:
         copy.backup(live)  # the disk died; the copy is put back
 
+    record = read_table(data, "submissions", DAY)
+    videos = save_videos(resources)
+    assert not videos.success and f"rebuild-ledger {DAY}`" in _step_failure(videos)
+    monkeypatch.setenv("SEEDANCE_DATA_DIR", str(data))
+    first = sorted(transient)[0]
+    assert main(["resolve", DAY, first, "--forget"]) == 2
+    assert f"rebuild-ledger {DAY}`" in capsys.readouterr().err
+    pd.testing.assert_frame_equal(read_table(data, "submissions", DAY), record)
     refused = submit(resources)
     assert not refused.success and len(emulator_tasks(url)) == paid
     message = _step_failure(refused)
     assert f"{len(transient)} submission(s) recorded" in message
     assert "only at an earlier attempt" in message and f"rebuild-ledger {DAY}`" in message
-    monkeypatch.setenv("SEEDANCE_DATA_DIR", str(data))
     assert main(["rebuild-ledger", DAY]) == 0
     assert submit(resources).success and len(emulator_tasks(url)) == paid
     rows = {r.prompt_id: r for r in ledger.rows(DAY) if r.prompt_id in transient}

@@ -221,10 +221,7 @@ def _submit_day(
         callbacks = callback_base(evolink.base_url)
     except ValueError as exc:
         raise Failure(str(exc), allow_retries=False) from None
-    try:
-        check_ledger(ledger, pipeline.tables(), partition, pipeline.earlier_tables())
-    except LedgerLost as exc:
-        raise Failure(str(exc), allow_retries=False) from None
+    _check_ledger(ledger, pipeline, partition)
     items = [
         Planned(
             r.prompt_id,
@@ -261,7 +258,7 @@ def _submit_day(
         refused = exc
     finally:
         rows = ledger.rows(partition)
-        write_record(rows, pipeline.tables(), partition)
+        write_record(ledger, rows, pipeline.tables(), partition)
     # Complete once every accepted prompt has a row (a resubmission not sent keeps its last
     # attempt's row, and the sensor asks for it again as for any failed task due again).
     unsent = set(accepted.prompt_id) - {r.prompt_id for r in rows}
@@ -321,6 +318,14 @@ def _submit_day(
             "credits_reserved": round(summary.credits_reserved, 4),
         },
     )
+
+
+def _check_ledger(ledger: Ledger, pipeline: PipelineResource, partition: str) -> None:
+    """`check_ledger`, in a step: a ledger behind the records fails it, not retried."""
+    try:
+        check_ledger(ledger, pipeline.tables(), partition, pipeline.earlier_tables())
+    except LedgerLost as exc:
+        raise Failure(str(exc), allow_retries=False) from None
 
 
 def store_videos_or_fail(
@@ -427,6 +432,7 @@ def generated_videos(
     partition = context.partition_key
     requests = _requests(pipeline, partition)
     ledger = pipeline.ledger()
+    _check_ledger(ledger, pipeline, partition)  # an older ledger would rewrite the day backwards
     store = pipeline.videos()
     stored = store_videos_or_fail(ledger, evolink, partition, store)
     rows = ledger.rows(partition)
@@ -446,7 +452,7 @@ def generated_videos(
         )
     except PartitionNotFinished as exc:
         raise Failure(str(exc), allow_retries=False) from None
-    write_record(rows, pipeline.tables(), partition)  # with the claims a crashed run left
+    write_record(ledger, rows, pipeline.tables(), partition)  # with claims a crashed run left
     if stored.outcomes:
         context.log.info(f"videos stored or tried: {dict(stored.outcomes)}")
     path = pipeline.tables().write(frame, "generated_videos", partition)
