@@ -599,14 +599,14 @@ def _tables():
 
 def cmd_rebuild_ledger(args: argparse.Namespace) -> int:
     from .ledger import Ledger, ledger_url, safe_url
-    from .records import rebuild
+    from .records import RecordUnreadable, rebuild
 
     url = ledger_url(data_dir())
     ledger, pipeline = Ledger(url), _pipeline()
     for day in args.dates:
         try:
             restored = rebuild(ledger, pipeline.tables(), day, pipeline.videos())
-        except FileNotFoundError as exc:
+        except (FileNotFoundError, RecordUnreadable) as exc:
             return _fail(exc)
         print(f"{day}: {restored} row(s) restored into {safe_url(url)}")
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pyarrow as pa
 
 from .ledger import UNKNOWN_CODE, Ledger, LedgerRow, safe_url
 from .statuses import Status
@@ -116,11 +117,22 @@ def _where(tables: TableStore, partition: str) -> str:
     return f"{tables.location}/{ASSET}/{partition}.parquet"
 
 
+class RecordUnreadable(LedgerLost):
+    """A day's record is not a table (truncated, overwritten): nothing can be checked
+    against it, nor rebuilt from it."""
+
+
 def _recorded(tables: TableStore, partition: str) -> pd.DataFrame | None:
     try:
         return tables.read(ASSET, partition)
     except FileNotFoundError:
         return None
+    except pa.ArrowInvalid as exc:
+        raise RecordUnreadable(
+            f"{_where(tables, partition)}: the day's record of submissions cannot be read "
+            f"({exc}): restore it from a backup; or, if the ledger has every task of the day, "
+            "move the file away, and the day's next run writes it again from the ledger"
+        ) from None
 
 
 def check_ledger(

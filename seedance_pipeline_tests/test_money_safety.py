@@ -870,6 +870,25 @@ def test_a_day_whose_submission_was_stopped_says_its_videos_wait_for_the_rest_to
     assert f"materialise submitted_tasks for {DAY}" in message and "sensor" not in message
 
 
+def test_a_truncated_record_stops_the_day_saying_what_to_do(day, monkeypatch, capsys):
+    """A record cut short (a full disk, a copy interrupted) stopped the day with pyarrow's
+    words only, and the step was retried for nothing (helper-59)."""
+    data, url, resources = day
+    assert submit(resources).success
+    paid = len(emulator_tasks(url))
+    record = data / "warehouse" / "submissions" / f"{DAY}.parquet"
+    record.write_bytes(record.read_bytes()[:100])
+    again = submit(resources)
+    assert not again.success and len(emulator_tasks(url)) == paid
+    assert not any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in again.all_events)
+    said = f"{record}: the day's record of submissions cannot be read"
+    assert _step_failure(again).startswith(said)
+    assert "move the file away, and the day's next run writes it again" in _step_failure(again)
+    monkeypatch.setenv("SEEDANCE_DATA_DIR", str(data))
+    assert main(["rebuild-ledger", DAY]) == 2
+    assert f"\nerror: {said}" in capsys.readouterr().err
+
+
 def test_a_lost_ledger_stops_another_day_a_prompt_moved_to(day, monkeypatch, capsys):
     """The 20th's record lists what was paid; the new ledger knows no day: submitting the
     21st, to which one of those prompts moved, would pay for it a second time."""
