@@ -8,6 +8,7 @@ a run refuses to submit that day until the ledger is restored from it.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 
 import pandas as pd
 import pyarrow as pa
@@ -136,13 +137,18 @@ def _recorded(tables: TableStore, partition: str) -> pd.DataFrame | None:
 
 
 def check_ledger(
-    ledger: Ledger, tables: TableStore, partition: str, earlier: TableStore | None = None
+    ledger: Ledger,
+    tables: TableStore,
+    partition: str,
+    earlier: TableStore | None = None,
+    sending: Iterable[str] = (),
 ) -> None:
     """Refuse to go on when a record lists submissions the ledger lacks: rows of this day it
-    does not have or has at an older attempt (a ledger restored from an old copy), or any
-    other recorded day it knows nothing of (a prompt moved from there would be sent again).
-    `earlier`: a warehouse the records were kept in before (the data directory's, before S3
-    was set), whose days the ledger must know too.
+    does not have or has at an older attempt (a ledger restored from an old copy), any other
+    recorded day it knows nothing of (a prompt moved from there would be sent again), or, of
+    `sending` (prompts about to be sent that the ledger has on no day), any another day's
+    record lists. `earlier`: a warehouse the records were kept in before (the data
+    directory's, before S3 was set), whose days the ledger must know too.
 
     Raises:
         LedgerLost: naming what is missing and how to restore it.
@@ -154,12 +160,27 @@ def check_ledger(
             f"{_not_in_ledger(tables, partition, missing)}. Submitting now would pay for them "
             "again",
         )
-    known_days = ledger.partitions_known()
-    unknown_days = [
-        day
-        for day in tables.partitions(ASSET)
-        if day != partition and day not in known_days and _any_recorded(tables, day)
-    ]
+    known_days, sending = ledger.partitions_known(), set(sending)
+    unknown_days, sent_there = [], {}
+    for day in tables.partitions(ASSET):
+        if day == partition or (day in known_days and not sending):
+            continue
+        recorded = _recorded(tables, day)
+        if recorded is None or recorded.empty:
+            continue
+        if day not in known_days:
+            unknown_days.append(day)
+        elif found := sorted(sending.intersection(recorded.prompt_id)):
+            sent_there[day] = found
+    if sent_there:
+        days = list(sent_there)
+        raise _lost(
+            ledger,
+            days,
+            f"{', '.join(days[:5])}{'…' if len(days) > 5 else ''}: recorded as sent there, and "
+            f"in the ledger on no day: {few(sorted(set().union(*sent_there.values())))}. "
+            f"Moved to {partition} since, they would be paid again",
+        )
     if unknown_days:
         raise _lost(
             ledger,

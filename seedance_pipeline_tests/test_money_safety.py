@@ -914,6 +914,36 @@ def test_a_lost_ledger_stops_another_day_a_prompt_moved_to(day, monkeypatch, cap
     assert len(emulator_tasks(url)) == paid + accepted.sum() - 1  # all but the moved one
 
 
+def test_an_older_ledger_copy_stops_another_day_a_prompt_sent_since_moved_to(
+    tmp_path, emulator, api_key, monkeypatch
+):
+    """The copy put back knows the 20th, but not the prompt sent on it after the copy was
+    taken: moved to the 21st, that prompt was paid again, as only days the ledger knew nothing
+    of were checked (helper-59)."""
+    import sqlite3
+
+    data = tmp_path / "data"
+    write_catalog(data, 3)
+    resources = make_resources(data, emulator, api_key)
+    ledger_file = data / "state" / "ledger.sqlite3"
+    assert submit(resources).success
+    with sqlite3.connect(ledger_file) as live, sqlite3.connect(tmp_path / "copy") as copy:
+        live.backup(copy)  # the nightly copy
+    write_catalog(data, 4)  # p003 added to the 20th, and sent
+    assert submit(resources).success and len(emulator_tasks(emulator)) == 4
+    with sqlite3.connect(tmp_path / "copy") as copy, sqlite3.connect(ledger_file) as live:
+        copy.backup(live)  # the disk died; the copy is put back
+    _move(data, "p003", "2026-11-21")
+    refused = submit(resources, "2026-11-21")
+    assert not refused.success and len(emulator_tasks(emulator)) == 4
+    message = _step_failure(refused)
+    assert f"{DAY}: recorded as sent there, and in the ledger on no day: p003" in message
+    assert f"rebuild-ledger {DAY}`" in message
+    monkeypatch.setenv("SEEDANCE_DATA_DIR", str(data))
+    assert main(["rebuild-ledger", DAY]) == 0
+    assert submit(resources, "2026-11-21").success and len(emulator_tasks(emulator)) == 4
+
+
 @pytest.mark.parametrize("settled_first", [True, False])
 def test_a_claim_a_crashed_run_left_is_settled_recorded_and_never_paid_again(
     day, monkeypatch, capsys, settled_first

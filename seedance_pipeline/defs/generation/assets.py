@@ -221,7 +221,10 @@ def _submit_day(
         callbacks = callback_base(evolink.base_url)
     except ValueError as exc:
         raise Failure(str(exc), allow_retries=False) from None
-    _check_ledger(ledger, pipeline, partition)
+    fresh = set(accepted.prompt_id) - {r.prompt_id for r in in_ledger}  # to send, if new
+    _check_ledger(
+        ledger, pipeline, partition, fresh - ledger.sent_on_other_days(partition, fresh).keys()
+    )
     items = [
         Planned(
             r.prompt_id,
@@ -320,10 +323,12 @@ def _submit_day(
     )
 
 
-def _check_ledger(ledger: Ledger, pipeline: PipelineResource, partition: str) -> None:
+def _check_ledger(
+    ledger: Ledger, pipeline: PipelineResource, partition: str, sending: set[str] = frozenset()
+) -> None:
     """`check_ledger`, in a step: a ledger behind the records fails it, not retried."""
     try:
-        check_ledger(ledger, pipeline.tables(), partition, pipeline.earlier_tables())
+        check_ledger(ledger, pipeline.tables(), partition, pipeline.earlier_tables(), sending)
     except LedgerLost as exc:
         raise Failure(str(exc), allow_retries=False) from None
 
