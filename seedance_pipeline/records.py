@@ -142,23 +142,35 @@ def check_ledger(
     partition: str,
     earlier: TableStore | None = None,
     sending: Iterable[str] = (),
+    videos: VideoStore | None = None,
 ) -> None:
     """Refuse to go on when a record lists submissions the ledger lacks: rows of this day it
     does not have or has at an older attempt (a ledger restored from an old copy), any other
     recorded day it knows nothing of (a prompt moved from there would be sent again), or, of
     `sending` (prompts about to be sent that the ledger has on no day), any another day's
     record lists. `earlier`: a warehouse the records were kept in before (the data
-    directory's, before S3 was set), whose days the ledger must know too.
+    directory's, before S3 was set), whose days the ledger must know too. With `videos`, nor
+    when the day's table lists as stored, and the store still has, a video of a task the
+    ledger has without it (a copy taken before it was stored: its link may be dead).
 
     Raises:
         LedgerLost: naming what is missing and how to restore it.
     """
-    if missing := _missing(ledger.rows(partition), _recorded(tables, partition)):
+    rows = ledger.rows(partition)
+    if missing := _missing(rows, _recorded(tables, partition)):
         raise _lost(
             ledger,
             [partition],
             f"{_not_in_ledger(tables, partition, missing)}. Submitting now would pay for them "
             "again",
+        )
+    if videos is not None and (unrecorded := _unrecorded_videos(rows, tables, videos, partition)):
+        raise _lost(
+            ledger,
+            [partition],
+            f"{partition}: {len(unrecorded)} video(s) in the store, and in the day's "
+            f"generated_videos table, are not in the ledger: {few(unrecorded)}. "
+            "Storing them again from their links would fail once the links died",
         )
     known_days, sending = ledger.partitions_known(), set(sending)
     unknown_days, sent_there = [], {}
@@ -231,6 +243,22 @@ def _not_in_ledger(tables: TableStore, partition: str, missing: list[str]) -> st
     )
 
 
+def _unrecorded_videos(
+    rows: list[LedgerRow], tables: TableStore, videos: VideoStore, partition: str
+) -> list[str]:
+    """The prompts whose ledger row lacks the video of its task the day's table lists as
+    stored, still in the store."""
+    table = _table_videos(tables, partition)
+    return sorted(
+        r.prompt_id
+        for r in rows
+        if r.video_uri is None
+        and r.status not in (Status.FAILED, Status.CANCELLED)  # no video to come
+        and (video := table.get((r.prompt_id, r.task_id)))
+        and videos.exists(video["uri"])
+    )
+
+
 def _any_recorded(tables: TableStore, day: str) -> bool:
     recorded = _recorded(tables, day)
     return recorded is not None and not recorded.empty
@@ -266,25 +294,28 @@ def rebuild(ledger: Ledger, tables: TableStore, partition: str, videos: VideoSto
         raise FileNotFoundError(
             f"{_where(tables, partition)}: no submissions recorded for {partition}"
         )
-    stored = _stored_videos(tables, videos, partition)
+    stored = _table_videos(tables, partition)
+    unrecorded = set(_unrecorded_videos(ledger.rows(partition), tables, videos, partition))
     restored = 0
     for rec in recorded.to_dict("records"):
         rec = _known(rec)
         status = Status(rec["status"])
         if rec["task_id"] and status not in (Status.FAILED, Status.CANCELLED):
             status = Status.PENDING
-        if not ledger.restore({**rec, "status": status.value}):
+        # Missing (or behind), or there with its task but without its video stored.
+        if not (ledger.restore({**rec, "status": status.value}) or rec["prompt_id"] in unrecorded):
             continue
         restored += 1
-        if video := stored.get((rec["prompt_id"], rec["task_id"])):
+        video = stored.get((rec["prompt_id"], rec["task_id"]))
+        if video and videos.exists(video["uri"]):
             ledger.record_video(partition, rec["prompt_id"], **video)
     return restored
 
 
-def _stored_videos(tables: TableStore, videos: VideoStore, partition: str) -> dict:
+def _table_videos(tables: TableStore, partition: str) -> dict:
     """`record_video`'s arguments for each (prompt, task) whose video the day's table lists
-    as stored and whose key is still in the store (the table's `video_uri` may name a data
-    directory since moved)."""
+    as stored, under its key in the store (the table's `video_uri` may name a data directory
+    since moved)."""
     try:
         table = tables.read("generated_videos", partition)
     except FileNotFoundError:
@@ -293,8 +324,7 @@ def _stored_videos(tables: TableStore, videos: VideoStore, partition: str) -> di
     for row in table[table.status == Status.COMPLETED.value].to_dict("records"):
         known = _known(row)
         key = video_key(partition, known["prompt_id"])
-        recorded = known["video_sha256"] is not None and known["video_bytes"] is not None
-        if not recorded or not videos.exists(key):
+        if known["video_sha256"] is None or known["video_bytes"] is None:
             continue
         found[(known["prompt_id"], known["task_id"])] = {
             "uri": key,

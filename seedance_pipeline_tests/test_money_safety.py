@@ -512,6 +512,43 @@ def test_a_ledger_rebuilt_after_the_links_died_keeps_the_videos_still_stored(
     pd.testing.assert_frame_equal(after[columns], stored[columns])
 
 
+def test_an_older_ledger_copy_put_back_after_the_links_died_keeps_the_videos_stored(
+    tmp_path, start_emulator, api_key, monkeypatch
+):
+    """The copy was taken while the day's tasks ran, and put back once their links had died:
+    its tasks are the record's, so nothing was refused, and the videos run recorded `expired`
+    every video still in the store, in the ledger and in the day's table (helper-59)."""
+    import sqlite3
+
+    url = start_emulator(link_ttl=6)
+    data = tmp_path / "data"
+    write_catalog(data, 3)
+    resources = make_resources(data, url, api_key)
+    ledger_file = data / "state" / "ledger.sqlite3"
+    assert submit(resources).success
+    with sqlite3.connect(ledger_file) as live, sqlite3.connect(tmp_path / "copy") as copy:
+        live.backup(copy)  # taken while the tasks run
+    wait_for_tasks(resources)
+    assert save_videos(resources).success
+    stored = read_table(data, "generated_videos", DAY)
+    time.sleep(6.5)  # every result link is dead now
+    with sqlite3.connect(tmp_path / "copy") as copy, sqlite3.connect(ledger_file) as live:
+        copy.backup(live)  # the disk died; the copy is put back
+    wait_for_tasks(resources)  # the sensor polls the tasks again
+    refused = save_videos(resources)
+    assert not refused.success
+    message = _step_failure(refused)
+    assert "3 video(s) in the store, and in the day's generated_videos table, are not" in message
+    assert f"rebuild-ledger {DAY}`" in message
+    pd.testing.assert_frame_equal(read_table(data, "generated_videos", DAY), stored)
+    monkeypatch.setenv("SEEDANCE_DATA_DIR", str(data))
+    assert main(["rebuild-ledger", DAY]) == 0
+    assert save_videos(resources).success
+    after = read_table(data, "generated_videos", DAY)
+    columns = ["prompt_id", "status", "task_id", "video_sha256", "width", "height", "has_audio"]
+    pd.testing.assert_frame_equal(after[columns], stored[columns])
+
+
 @pytest.mark.parametrize("failures", [1, 5, None])
 def test_a_ledger_write_failing_after_a_create_neither_hangs_nor_loses_the_task(
     day, monkeypatch, caplog, failures

@@ -328,7 +328,14 @@ def _check_ledger(
 ) -> None:
     """`check_ledger`, in a step: a ledger behind the records fails it, not retried."""
     try:
-        check_ledger(ledger, pipeline.tables(), partition, pipeline.earlier_tables(), sending)
+        check_ledger(
+            ledger,
+            pipeline.tables(),
+            partition,
+            pipeline.earlier_tables(),
+            sending,
+            pipeline.videos(),
+        )
     except LedgerLost as exc:
         raise Failure(str(exc), allow_retries=False) from None
 
