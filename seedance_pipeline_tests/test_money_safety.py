@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -518,22 +519,18 @@ def test_an_older_ledger_copy_put_back_after_the_links_died_keeps_the_videos_sto
     """The copy was taken while the day's tasks ran, and put back once their links had died:
     its tasks are the record's, so nothing was refused, and the videos run recorded `expired`
     every video still in the store, in the ledger and in the day's table (helper-59)."""
-    import sqlite3
-
     url = start_emulator(link_ttl=6)
     data = tmp_path / "data"
     write_catalog(data, 3)
     resources = make_resources(data, url, api_key)
     ledger_file = data / "state" / "ledger.sqlite3"
     assert submit(resources).success
-    with sqlite3.connect(ledger_file) as live, sqlite3.connect(tmp_path / "copy") as copy:
-        live.backup(copy)  # taken while the tasks run
+    _copy_ledger(ledger_file, tmp_path / "copy")  # taken while the tasks run
     wait_for_tasks(resources)
     assert save_videos(resources).success
     stored = read_table(data, "generated_videos", DAY)
     time.sleep(6.5)  # every result link is dead now
-    with sqlite3.connect(tmp_path / "copy") as copy, sqlite3.connect(ledger_file) as live:
-        copy.backup(live)  # the disk died; the copy is put back
+    _copy_ledger(tmp_path / "copy", ledger_file)  # the disk died; the copy is put back
     wait_for_tasks(resources)  # the sensor polls the tasks again
     refused = save_videos(resources)
     assert not refused.success
@@ -957,19 +954,15 @@ def test_an_older_ledger_copy_stops_another_day_a_prompt_sent_since_moved_to(
     """The copy put back knows the 20th, but not the prompt sent on it after the copy was
     taken: moved to the 21st, that prompt was paid again, as only days the ledger knew nothing
     of were checked (helper-59)."""
-    import sqlite3
-
     data = tmp_path / "data"
     write_catalog(data, 3)
     resources = make_resources(data, emulator, api_key)
     ledger_file = data / "state" / "ledger.sqlite3"
     assert submit(resources).success
-    with sqlite3.connect(ledger_file) as live, sqlite3.connect(tmp_path / "copy") as copy:
-        live.backup(copy)  # the nightly copy
+    _copy_ledger(ledger_file, tmp_path / "copy")  # the nightly copy
     write_catalog(data, 4)  # p003 added to the 20th, and sent
     assert submit(resources).success and len(emulator_tasks(emulator)) == 4
-    with sqlite3.connect(tmp_path / "copy") as copy, sqlite3.connect(ledger_file) as live:
-        copy.backup(live)  # the disk died; the copy is put back
+    _copy_ledger(tmp_path / "copy", ledger_file)  # the disk died; the copy is put back
     _move(data, "p003", "2026-11-21")
     refused = submit(resources, "2026-11-21")
     assert not refused.success and len(emulator_tasks(emulator)) == 4
@@ -1030,8 +1023,6 @@ def test_a_ledger_restored_from_an_older_copy_is_refused_then_brought_up_to_date
     prompt, but at attempt 1, failed. Trusted, it would resubmit (and pay for) them again. Nor
     may a videos run or a `resolve` on it write the day's record back to it: that record is
     what tells the ledger is old (helper-59)."""
-    import sqlite3
-
     from seedance_pipeline.ledger import RESUBMITTABLE_CODES
 
     url = start_emulator(task_failure_rate=0.6, seed=11)
@@ -1044,14 +1035,12 @@ def test_a_ledger_restored_from_an_older_copy_is_refused_then_brought_up_to_date
     ledger = resources["pipeline"].ledger()
     transient = {r.prompt_id for r in ledger.rows(DAY) if r.error_code in RESUBMITTABLE_CODES}
     assert transient, "the seeded emulator fails some tasks with service_error"
-    with sqlite3.connect(ledger_file) as live, sqlite3.connect(tmp_path / "copy") as copy:
-        live.backup(copy)  # the nightly copy
+    _copy_ledger(ledger_file, tmp_path / "copy")  # the nightly copy
     assert submit(resources).success  # attempt 2 of each transient failure
     wait_for_tasks(resources)
     paid = len(emulator_tasks(url))
     latest = {r.prompt_id: r.task_id for r in ledger.rows(DAY) if r.prompt_id in transient}
-    with sqlite3.connect(tmp_path / "copy") as copy, sqlite3.connect(ledger_file) as live:
-        copy.backup(live)  # the disk died; the copy is put back
+    _copy_ledger(tmp_path / "copy", ledger_file)  # the disk died; the copy is put back
 
     record = read_table(data, "submissions", DAY)
     videos = save_videos(resources)
@@ -1081,6 +1070,12 @@ def test_commands_refuse_to_start_an_empty_data_directory(tmp_path, monkeypatch,
     assert main(["run", DAY]) == 2
     assert "set SEEDANCE_DATA_DIR" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def _copy_ledger(source: Path, to: Path) -> None:
+    """A copy of a SQLite ledger (a nightly backup, or the backup put back)."""
+    with sqlite3.connect(source) as live, sqlite3.connect(to) as copy:
+        live.backup(copy)
 
 
 def _move(data, prompt_id: str, to_day: str, **edits: str) -> None:
