@@ -147,8 +147,8 @@ def check_ledger(
     """Refuse to go on when a record lists submissions the ledger lacks: rows of this day it
     does not have or has at an older attempt (a ledger restored from an old copy), any other
     recorded day it knows nothing of (a prompt moved from there would be sent again), or, of
-    `sending` (prompts about to be sent that the ledger has on no day), any another day's
-    record lists. `earlier`: a warehouse the records were kept in before (the data
+    `sending` (prompts about to be sent that the ledger has on no day), any that another
+    day's record lists. `earlier`: a warehouse the records were kept in before (the data
     directory's, before S3 was set), whose days the ledger must know too. With `videos`, nor
     when the day's table lists as stored, and the store still has, a video of a task the
     ledger has without it (a copy taken before it was stored: its link may be dead).
@@ -189,7 +189,7 @@ def check_ledger(
         raise _lost(
             ledger,
             days,
-            f"{', '.join(days[:5])}{'…' if len(days) > 5 else ''}: recorded as sent there, and "
+            f"{few(days)}: recorded as sent there, and "
             f"in the ledger on no day: {few(sorted(set().union(*sent_there.values())))}. "
             f"Moved to {partition} since, they would be paid again",
         )
@@ -197,8 +197,8 @@ def check_ledger(
         raise _lost(
             ledger,
             unknown_days,
-            f"{len(unknown_days)} day(s) with recorded submissions ({', '.join(unknown_days[:5])}"
-            f"{'…' if len(unknown_days) > 5 else ''}) are not in the ledger at all; a prompt "
+            f"{len(unknown_days)} day(s) with recorded submissions ({few(unknown_days)}) are "
+            "not in the ledger at all; a prompt "
             f"moved from one of them to {partition} would be paid again",
         )
     if earlier is not None:
@@ -212,8 +212,8 @@ def check_ledger(
             raise LedgerLost(
                 f"submissions are recorded in {earlier.location}/{ASSET} (the warehouse before "
                 f"SEEDANCE_S3_BUCKET was set) for {len(left)} day(s) the ledger "
-                f"({safe_url(ledger.db.url)}) does not know: {', '.join(left[:5])}"
-                f"{'…' if len(left) > 5 else ''}. Submitting now would pay for them again: "
+                f"({safe_url(ledger.db.url)}) does not know: {few(left)}. "
+                f"Submitting now would pay for them again: "
                 f"copy that warehouse and the videos beside it to the bucket (for example `aws "
                 f"s3 sync {earlier.location} {tables.location}`, the same for videos), then "
                 f"`seedance-pipeline rebuild-ledger {days}`; or go back to the earlier settings "
