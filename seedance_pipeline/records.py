@@ -58,24 +58,22 @@ class LedgerLost(RuntimeError):
 
 
 def write_record(
-    ledger: Ledger,
-    rows: list[LedgerRow],
-    tables: TableStore,
-    partition: str,
-    forgotten: str | None = None,
-) -> None:
-    """Record the day's submissions from its ledger `rows`: after every submission step, and
-    once the day has ended, when claims a crashed run left are settled as well. A claim still
-    open (another run's, sending) is recorded `unknown`: its create may have made a task, so a
-    ledger rebuilt from this record must not send it again.
+    ledger: Ledger, tables: TableStore, partition: str, forgotten: str | None = None
+) -> list[LedgerRow]:
+    """Record the day's submissions as the ledger has them now, and return its rows: after
+    every submission step, and once the day has ended, when claims a crashed run left are
+    settled as well. A claim still open (another run's, sending) is recorded `unknown`: its
+    create may have made a task, so a ledger rebuilt from this record must not send it again.
 
-    Never backwards: a record listing submissions `rows` lack, or have only at an earlier
+    Never backwards: a record listing submissions the ledger lacks, or has only at an earlier
     attempt (the ledger restored from an older copy), is kept as it is, as the only account
-    of them; but for `forgotten`, the prompt `resolve --forget` just took out.
+    of them; but for `forgotten`, the prompt `resolve --forget` just took out, and for claims
+    open when it was written (released since, they made no task).
 
     Raises:
-        LedgerLost: the record is ahead of `rows`; how to restore the ledger from it.
+        LedgerLost: the record is ahead of the ledger; how to restore the ledger from it.
     """
+    rows = ledger.rows(partition)
     if missing := _missing(rows, _recorded(tables, partition), forgotten):
         raise _lost(
             ledger,
@@ -84,6 +82,7 @@ def write_record(
         )
     frame = pd.DataFrame([_record(r) for r in rows], columns=COLUMNS)
     tables.write(frame, ASSET, partition)
+    return rows
 
 
 _OPEN_CLAIM = (
@@ -142,47 +141,35 @@ def check_ledger(
     partition: str,
     earlier: TableStore | None = None,
     sending: Iterable[str] = (),
-    videos: VideoStore | None = None,
 ) -> None:
     """Refuse to go on when a record lists submissions the ledger lacks: rows of this day it
     does not have or has at an older attempt (a ledger restored from an old copy), any other
     recorded day it knows nothing of (a prompt moved from there would be sent again), or, of
     `sending` (prompts about to be sent that the ledger has on no day), any that another
     day's record lists. `earlier`: a warehouse the records were kept in before (the data
-    directory's, before S3 was set), whose days the ledger must know too. With `videos`, nor
-    when the day's table lists as stored, and the store still has, a video of a task the
-    ledger has without it (a copy taken before it was stored: its link may be dead).
+    directory's, before S3 was set), whose days the ledger must know too.
 
     Raises:
         LedgerLost: naming what is missing and how to restore it.
     """
-    rows = ledger.rows(partition)
-    if missing := _missing(rows, _recorded(tables, partition)):
+    if missing := _missing(ledger.rows(partition), _recorded(tables, partition)):
         raise _lost(
             ledger,
             [partition],
             f"{_not_in_ledger(tables, partition, missing)}. Submitting now would pay for them "
             "again",
         )
-    if videos is not None and (unrecorded := _unrecorded_videos(rows, tables, videos, partition)):
-        raise _lost(
-            ledger,
-            [partition],
-            f"{partition}: {len(unrecorded)} video(s) in the store, and in the day's "
-            f"generated_videos table, are not in the ledger: {few(unrecorded)}. "
-            "Storing them again from their links would fail once the links died",
-        )
     known_days, sending = ledger.partitions_known(), set(sending)
     unknown_days, sent_there = [], {}
     for day in tables.partitions(ASSET):
         if day == partition or (day in known_days and not sending):
             continue
-        recorded = _recorded(tables, day)
-        if recorded is None or recorded.empty:
+        sent = _sent(_recorded(tables, day))
+        if sent.empty:
             continue
         if day not in known_days:
             unknown_days.append(day)
-        elif found := sorted(sending.intersection(recorded.prompt_id)):
+        elif found := sorted(sending.intersection(sent.prompt_id)):
             sent_there[day] = found
     if sent_there:
         days = list(sent_there)
@@ -225,15 +212,22 @@ def _missing(
     rows: list[LedgerRow], recorded: pd.DataFrame | None, forgotten: str | None = None
 ) -> list[str]:
     """The prompts `recorded` lists that `rows` lack, or have at an earlier attempt."""
-    if recorded is None:
-        return []
     known = {r.prompt_id: (r.attempt, r.task_id) for r in rows}
     return sorted(
         rec.prompt_id
-        for rec in recorded.itertuples()
+        for rec in _sent(recorded).itertuples()
         if rec.prompt_id != forgotten
         and _behind(known.get(rec.prompt_id), int(rec.attempt), rec.task_id)
     )
+
+
+def _sent(recorded: pd.DataFrame | None) -> pd.DataFrame:
+    """A record's rows (none if there is no record) but the claims open when it was written:
+    one released since (a 429, an interrupt) made no task and left the ledger, which is not
+    behind for it."""
+    if recorded is None:
+        return pd.DataFrame(columns=COLUMNS)
+    return recorded[recorded.error_message != _OPEN_CLAIM]
 
 
 def _not_in_ledger(tables: TableStore, partition: str, missing: list[str]) -> str:
@@ -243,25 +237,29 @@ def _not_in_ledger(tables: TableStore, partition: str, missing: list[str]) -> st
     )
 
 
-def _unrecorded_videos(
-    rows: list[LedgerRow], tables: TableStore, videos: VideoStore, partition: str
+def adopt_stored_videos(
+    ledger: Ledger, tables: TableStore, videos: VideoStore, partition: str
 ) -> list[str]:
-    """The prompts whose ledger row lacks the video of its task the day's table lists as
-    stored, still in the store."""
+    """Record in the ledger each video of its own tasks that the day's table lists as stored
+    and the store still has, where the ledger has none (a copy of it put back, taken before
+    they were stored: their links may be dead); the prompts whose video it recorded."""
     table = _table_videos(tables, partition)
-    return sorted(
-        r.prompt_id
-        for r in rows
-        if r.video_uri is None
-        and r.status not in (Status.FAILED, Status.CANCELLED)  # no video to come
-        and (video := table.get((r.prompt_id, r.task_id)))
-        and videos.exists(video["uri"])
-    )
+    adopted = []
+    for r in ledger.rows(partition):
+        video = table.get((r.prompt_id, r.task_id))
+        if (
+            video
+            and r.video_uri is None
+            and r.status not in (Status.FAILED, Status.CANCELLED)  # no video to come
+            and videos.exists(video["uri"])
+        ):
+            ledger.record_video(partition, r.prompt_id, **video)
+            adopted.append(r.prompt_id)
+    return adopted
 
 
 def _any_recorded(tables: TableStore, day: str) -> bool:
-    recorded = _recorded(tables, day)
-    return recorded is not None and not recorded.empty
+    return not _sent(_recorded(tables, day)).empty
 
 
 def _behind(known: tuple[int, str | None] | None, attempt: int, task_id: object) -> bool:
@@ -282,7 +280,7 @@ def _lost(ledger: Ledger, days: list[str], what: str) -> LedgerLost:
 
 def rebuild(ledger: Ledger, tables: TableStore, partition: str, videos: VideoStore) -> int:
     """Put the day's recorded submissions back into the ledger; returns how many were missing
-    (or there only at an earlier attempt).
+    (or there only at an earlier attempt, or without their stored video).
 
     Rows with a task that did not fail are polled again, so their state (and a fresh result
     link) comes from the vendor, unless the day's videos table lists the task's video as
@@ -294,22 +292,16 @@ def rebuild(ledger: Ledger, tables: TableStore, partition: str, videos: VideoSto
         raise FileNotFoundError(
             f"{_where(tables, partition)}: no submissions recorded for {partition}"
         )
-    stored = _table_videos(tables, partition)
-    unrecorded = set(_unrecorded_videos(ledger.rows(partition), tables, videos, partition))
-    restored = 0
+    restored = set()
     for rec in recorded.to_dict("records"):
         rec = _known(rec)
         status = Status(rec["status"])
         if rec["task_id"] and status not in (Status.FAILED, Status.CANCELLED):
             status = Status.PENDING
-        # Missing (or behind), or there with its task but without its video stored.
-        if not (ledger.restore({**rec, "status": status.value}) or rec["prompt_id"] in unrecorded):
-            continue
-        restored += 1
-        video = stored.get((rec["prompt_id"], rec["task_id"]))
-        if video and videos.exists(video["uri"]):
-            ledger.record_video(partition, rec["prompt_id"], **video)
-    return restored
+        if ledger.restore({**rec, "status": status.value}):
+            restored.add(rec["prompt_id"])
+    # Each stored video keeps its record, as its link may be dead.
+    return len(restored.union(adopt_stored_videos(ledger, tables, videos, partition)))
 
 
 def _table_videos(tables: TableStore, partition: str) -> dict:

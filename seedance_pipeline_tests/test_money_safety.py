@@ -27,6 +27,7 @@ from seedance_pipeline.ledger import Ledger, LedgerRow, PollUpdate
 from seedance_pipeline.ledger.database import sql
 from seedance_pipeline.media import measure_video_output
 from seedance_pipeline.polling import PollPolicy, interpret, interpret_error
+from seedance_pipeline.records import check_ledger, write_record
 from seedance_pipeline.reports import print_run_summary
 from seedance_pipeline.seedance import (
     CallHalted,
@@ -39,7 +40,7 @@ from seedance_pipeline.seedance import (
 from seedance_pipeline.statuses import Status
 from seedance_pipeline.storage import LocalVideoStore
 from seedance_pipeline.submission import SUBMIT_WORKERS, Planned, submit_all
-from seedance_pipeline.tables import read_table
+from seedance_pipeline.tables import LocalTableStore, read_table
 from seedance_pipeline.videos import build_videos_table, store_video
 
 from .fault_support import write_catalog
@@ -514,11 +515,12 @@ def test_a_ledger_rebuilt_after_the_links_died_keeps_the_videos_still_stored(
 
 
 def test_an_older_ledger_copy_put_back_after_the_links_died_keeps_the_videos_stored(
-    tmp_path, start_emulator, api_key, monkeypatch
+    tmp_path, start_emulator, api_key
 ):
     """The copy was taken while the day's tasks ran, and put back once their links had died:
     its tasks are the record's, so nothing was refused, and the videos run recorded `expired`
-    every video still in the store, in the ledger and in the day's table (helper-59)."""
+    every video still in the store, in the ledger and in the day's table (helper-59). It now
+    records them again from the table, as `rebuild-ledger` does."""
     url = start_emulator(link_ttl=6)
     data = tmp_path / "data"
     write_catalog(data, 3)
@@ -532,14 +534,6 @@ def test_an_older_ledger_copy_put_back_after_the_links_died_keeps_the_videos_sto
     time.sleep(6.5)  # every result link is dead now
     _copy_ledger(tmp_path / "copy", ledger_file)  # the disk died; the copy is put back
     wait_for_tasks(resources)  # the sensor polls the tasks again
-    refused = save_videos(resources)
-    assert not refused.success
-    message = _step_failure(refused)
-    assert "3 video(s) in the store, and in the day's generated_videos table, are not" in message
-    assert f"rebuild-ledger {DAY}`" in message
-    pd.testing.assert_frame_equal(read_table(data, "generated_videos", DAY), stored)
-    monkeypatch.setenv("SEEDANCE_DATA_DIR", str(data))
-    assert main(["rebuild-ledger", DAY]) == 0
     assert save_videos(resources).success
     after = read_table(data, "generated_videos", DAY)
     columns = ["prompt_id", "status", "task_id", "video_sha256", "width", "height", "has_audio"]
@@ -902,6 +896,19 @@ def test_a_day_whose_submission_was_stopped_says_its_videos_wait_for_the_rest_to
     message = _step_failure(result)
     assert f"{len(accepted) - 2} accepted prompt(s) of {DAY} were never sent" in message
     assert f"materialise submitted_tasks for {DAY}" in message and "sensor" not in message
+
+
+def test_a_claim_released_after_a_record_listed_it_open_is_no_lost_ledger(tmp_path):
+    """A record written while another run's claim was open lists it `unknown`; released then
+    (its creates refused with 429s, or halted: no task), the ledger looked behind the record,
+    and every run of the day stopped, asking for a rebuild (helper-60)."""
+    ledger, tables = Ledger(tmp_path / "ledger.sqlite3"), LocalTableStore(tmp_path)
+    assert ledger.claim(DAY, "p1", {"model": "m"}, 1.0)
+    write_record(ledger, tables, DAY)  # by another run, the claim open
+    ledger.release(DAY, "p1")
+    check_ledger(ledger, tables, DAY, sending={"p1"})
+    check_ledger(ledger, tables, "2026-11-21", sending={"p1"})  # moved there since
+    assert write_record(ledger, tables, DAY) == []
 
 
 def test_a_truncated_record_stops_the_day_saying_what_to_do(day, monkeypatch, capsys):
@@ -1442,7 +1449,7 @@ def test_an_interrupted_submission_ends_at_once_and_sends_no_create_waiting_out_
     with Client(api_key, base_url=url) as client, pytest.raises(KeyboardInterrupt):
         submit_all(ledger, client, DAY, planned)
     (at, made_then), made = interrupted[0], emulator_tasks(url)
-    assert time.monotonic() - at < 5  # not the 20 s the waits had left
+    assert time.monotonic() - at < 12  # not the 20 s the waits had left
     assert len(made) <= made_then + 1  # one on the wire when it came, at most
     rows = ledger.rows(DAY)  # every task made is recorded; no claim is left open
     assert sorted(r.task_id for r in rows) == sorted(t["id"] for t in made)

@@ -27,7 +27,14 @@ from ...follow import FOLLOWED_TAG, follower_failed, following
 from ...ledger import Ledger, LedgerRow
 from ...planning import over_budget_message, plan_catalog, publish, requests_frame
 from ...publishing import PublishError
-from ...records import LedgerLost, check_ledger, edited_not_resent, few, write_record
+from ...records import (
+    LedgerLost,
+    adopt_stored_videos,
+    check_ledger,
+    edited_not_resent,
+    few,
+    write_record,
+)
 from ...seedance import PriceTable
 from ...statuses import COUNTED, UNDELIVERED, WAITING, RequestStatus, Status
 from ...storage import StoreRefused, VideoStore
@@ -123,10 +130,12 @@ def submitted_tasks(
     except _INTERRUPTS:  # Terminate, or Ctrl-C
         raise _interrupted(context, pipeline) from None
     except Exception as exc:
-        if isinstance(exc, Failure) and not exc.allow_retries:
-            raise
         if _while_interrupted(exc):  # an error cleaning up after an interrupt: not retried
             raise _interrupted(context, pipeline) from exc
+        if isinstance(exc, LedgerLost):  # writing the day's record (checked at the start)
+            raise Failure(str(exc), allow_retries=False) from exc
+        if isinstance(exc, Failure) and not exc.allow_retries:
+            raise
         raise RetryRequested(
             max_retries=SUBMIT_RETRIES.max_retries,
             seconds_to_wait=SUBMIT_RETRIES.calculate_delay(context.retry_number + 1),
@@ -260,8 +269,7 @@ def _submit_day(
     except StoreRefused as exc:  # storing the videos meanwhile; sending stopped at it
         refused = exc
     finally:
-        rows = ledger.rows(partition)
-        write_record(ledger, rows, pipeline.tables(), partition)
+        rows = write_record(ledger, pipeline.tables(), partition)
     # Complete once every accepted prompt has a row (a resubmission not sent keeps its last
     # attempt's row, and the sensor asks for it again as for any failed task due again).
     unsent = set(accepted.prompt_id) - {r.prompt_id for r in rows}
@@ -328,14 +336,7 @@ def _check_ledger(
 ) -> None:
     """`check_ledger`, in a step: a ledger behind the records fails it, not retried."""
     try:
-        check_ledger(
-            ledger,
-            pipeline.tables(),
-            partition,
-            pipeline.earlier_tables(),
-            sending,
-            pipeline.videos(),
-        )
+        check_ledger(ledger, pipeline.tables(), partition, pipeline.earlier_tables(), sending)
     except LedgerLost as exc:
         raise Failure(str(exc), allow_retries=False) from None
 
@@ -446,6 +447,11 @@ def generated_videos(
     ledger = pipeline.ledger()
     _check_ledger(ledger, pipeline, partition)  # an older ledger would rewrite the day backwards
     store = pipeline.videos()
+    if adopted := adopt_stored_videos(ledger, pipeline.tables(), store, partition):
+        context.log.warning(
+            f"{len(adopted)} video(s) stored and listed in the day's table were not in the "
+            f"ledger (an older copy of it put back?): recorded again ({few(adopted)})"
+        )
     stored = store_videos_or_fail(ledger, evolink, partition, store)
     rows = ledger.rows(partition)
     try:
@@ -464,7 +470,10 @@ def generated_videos(
         )
     except PartitionNotFinished as exc:
         raise Failure(str(exc), allow_retries=False) from None
-    write_record(ledger, rows, pipeline.tables(), partition)  # with claims a crashed run left
+    try:
+        write_record(ledger, pipeline.tables(), partition)  # with the claims a crashed run left
+    except LedgerLost as exc:  # another run wrote it meanwhile, from a ledger put back since
+        raise Failure(str(exc), allow_retries=False) from None
     if stored.outcomes:
         context.log.info(f"videos stored or tried: {dict(stored.outcomes)}")
     path = pipeline.tables().write(frame, "generated_videos", partition)
