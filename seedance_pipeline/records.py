@@ -54,7 +54,8 @@ COLUMNS = [
 
 
 class LedgerLost(RuntimeError):
-    """Submissions are recorded for a day that the ledger knows nothing of."""
+    """The records list submissions the ledger lacks: it was lost, or put back from an older
+    copy (or the settings point at another one)."""
 
 
 def write_record(
