@@ -68,8 +68,7 @@ def write_record(
 
     Never backwards: a record listing submissions the ledger lacks, or has only at an earlier
     attempt (the ledger restored from an older copy), is kept as it is, as the only account
-    of them; but for `forgotten`, the prompt `resolve --forget` just took out, and for claims
-    open when it was written (released since, they made no task).
+    of them; but for `forgotten`, the prompt `resolve --forget` just took out.
 
     Raises:
         LedgerLost: the record is ahead of the ledger; how to restore the ledger from it.
@@ -165,12 +164,12 @@ def check_ledger(
     for day in tables.partitions(ASSET):
         if day == partition or (day in known_days and not sending):
             continue
-        sent = _sent(_recorded(tables, day))
-        if sent.empty:
+        recorded = _recorded(tables, day)
+        if recorded is None or recorded.empty:
             continue
         if day not in known_days:
             unknown_days.append(day)
-        elif found := sorted(sending.intersection(sent.prompt_id)):
+        elif found := sorted(sending.intersection(recorded.prompt_id)):
             sent_there[day] = found
     if sent_there:
         days = list(sent_there)
@@ -213,22 +212,15 @@ def _missing(
     rows: list[LedgerRow], recorded: pd.DataFrame | None, forgotten: str | None = None
 ) -> list[str]:
     """The prompts `recorded` lists that `rows` lack, or have at an earlier attempt."""
+    if recorded is None:
+        return []
     known = {r.prompt_id: (r.attempt, r.task_id) for r in rows}
     return sorted(
         rec.prompt_id
-        for rec in _sent(recorded).itertuples()
+        for rec in recorded.itertuples()
         if rec.prompt_id != forgotten
         and _behind(known.get(rec.prompt_id), int(rec.attempt), rec.task_id)
     )
-
-
-def _sent(recorded: pd.DataFrame | None) -> pd.DataFrame:
-    """A record's rows (none if there is no record) but the claims open when it was written:
-    one released since (a 429, an interrupt) made no task and left the ledger, which is not
-    behind for it."""
-    if recorded is None:
-        return pd.DataFrame(columns=COLUMNS)
-    return recorded[recorded.error_message != _OPEN_CLAIM]
 
 
 def _not_in_ledger(tables: TableStore, partition: str, missing: list[str]) -> str:
@@ -260,7 +252,8 @@ def adopt_stored_videos(
 
 
 def _any_recorded(tables: TableStore, day: str) -> bool:
-    return not _sent(_recorded(tables, day)).empty
+    recorded = _recorded(tables, day)
+    return recorded is not None and not recorded.empty
 
 
 def _behind(known: tuple[int, str | None] | None, attempt: int, task_id: object) -> bool:

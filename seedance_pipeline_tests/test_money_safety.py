@@ -27,7 +27,7 @@ from seedance_pipeline.ledger import Ledger, LedgerRow, PollUpdate
 from seedance_pipeline.ledger.database import sql
 from seedance_pipeline.media import measure_video_output
 from seedance_pipeline.polling import PollPolicy, interpret, interpret_error
-from seedance_pipeline.records import check_ledger, write_record
+from seedance_pipeline.records import LedgerLost, check_ledger, write_record
 from seedance_pipeline.reports import print_run_summary
 from seedance_pipeline.seedance import (
     CallHalted,
@@ -898,17 +898,19 @@ def test_a_day_whose_submission_was_stopped_says_its_videos_wait_for_the_rest_to
     assert f"materialise submitted_tasks for {DAY}" in message and "sensor" not in message
 
 
-def test_a_claim_released_after_a_record_listed_it_open_is_no_lost_ledger(tmp_path):
-    """A record written while another run's claim was open lists it `unknown`; released then
-    (its creates refused with 429s, or halted: no task), the ledger looked behind the record,
-    and every run of the day stopped, asking for a rebuild (helper-60)."""
+def test_a_claim_recorded_open_stops_the_day_once_the_ledger_is_lost(tmp_path):
+    """A run killed after its create was accepted leaves its claim open, and another run's
+    record lists it `unknown`. Exempted as a claim released since (it made no task), that row
+    alone did not stop the day once the ledger was lost, and the prompt was paid twice
+    (helper-61). Only the ledger could prove the release; so it counts."""
     ledger, tables = Ledger(tmp_path / "ledger.sqlite3"), LocalTableStore(tmp_path)
     assert ledger.claim(DAY, "p1", {"model": "m"}, 1.0)
     write_record(ledger, tables, DAY)  # by another run, the claim open
-    ledger.release(DAY, "p1")
-    check_ledger(ledger, tables, DAY, sending={"p1"})
-    check_ledger(ledger, tables, "2026-11-21", sending={"p1"})  # moved there since
-    assert write_record(ledger, tables, DAY) == []
+    lost = Ledger(tmp_path / "new.sqlite3")
+    with pytest.raises(LedgerLost, match=f"rebuild-ledger {DAY}`"):
+        check_ledger(lost, tables, DAY, sending={"p1"})
+    with pytest.raises(LedgerLost, match=f"rebuild-ledger {DAY}`"):
+        check_ledger(lost, tables, "2026-11-21", sending={"p1"})  # moved there since
 
 
 def test_a_truncated_record_stops_the_day_saying_what_to_do(day, monkeypatch, capsys):
