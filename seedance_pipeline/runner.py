@@ -36,7 +36,7 @@ from .seedance import (
 from .settings import SettingError
 from .statuses import SETTLED, WAITING, Status
 from .storage import StoreRefused
-from .submission import send_the_rest
+from .submission import hold_stopped_day, send_the_rest
 
 # The default instance when DAGSTER_HOME is unset: the one the README's `dagster dev` opens.
 DEFAULT_DAGSTER_HOME = "dagster_home"
@@ -271,14 +271,8 @@ def run_partition(
                 "videos, within 24 h of their completion (or leave them to the sensors of "
                 "`dagster dev`)"
             )
-        if ledger.may_resubmit(partition, pipeline.max_attempts):
-            # The day's row says complete: the sensor would resubmit what Ctrl-C stopped, or a
-            # task failing after it.
-            ledger.set_submission_complete(partition, None)
-            said += (
-                "; a task that failed (or fails) transiently is resubmitted only by the day's "
-                "next run, and the day's tables wait for it"
-            )
+        # Every prompt was sent (or the step's handler said so): only resubmissions may wait.
+        said += hold_stopped_day(ledger, partition, pipeline.max_attempts, unsent=False)
         raise PipelineStopped(said) from None
     print(f"[{partition}] writing tables", file=out)
     # Tagged as the sensor tags the videos run of the day's ledger state: it finds this one and

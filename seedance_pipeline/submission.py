@@ -168,6 +168,23 @@ def send_the_rest(partition: str) -> str:
     )
 
 
+def hold_stopped_day(ledger: Ledger, partition: str, max_attempts: int, unsent: bool) -> str:
+    """After an interrupt: leave the day to its user (not known to be complete) when a prompt
+    is `unsent` or a task may be resubmitted, as the sensor would send on, or resubmit, what
+    was stopped, or a task failing after it. What waits for the day's next run, for the message
+    ('' when nothing does, or the unsent prompts say it)."""
+    if not (unsent or ledger.may_resubmit(partition, max_attempts)):
+        return ""
+    ledger.set_submission_complete(partition, None)
+    return (
+        ""
+        if unsent
+        else "; a task that failed (or fails) transiently is resubmitted only by the day's next "
+        f"run, and the day's tables wait for it (`seedance-pipeline run {partition}`, or "
+        "materialise submitted_tasks)"
+    )
+
+
 def _presigned(body: dict, partition: str) -> dict:
     """`sendable(body)`, signed before its claim: a request that cannot go out is not claimed."""
     try:

@@ -38,7 +38,13 @@ from ...records import (
 from ...seedance import PriceTable
 from ...statuses import COUNTED, UNDELIVERED, WAITING, RequestStatus, Status
 from ...storage import StoreRefused, VideoStore
-from ...submission import Planned, SubmissionStopped, send_the_rest, submit_all
+from ...submission import (
+    Planned,
+    SubmissionStopped,
+    hold_stopped_day,
+    send_the_rest,
+    submit_all,
+)
 from ...videos import (
     PartitionNotFinished,
     StoredVideos,
@@ -189,16 +195,7 @@ def _interrupted(context: AssetExecutionContext, pipeline: PipelineResource) -> 
     unsent -= {r.prompt_id for r in rows}
     unsent -= ledger.sent_on_other_days(partition, unsent).keys()
     rest = send_the_rest(partition) if unsent else "every prompt of the day was sent"
-    if unsent or ledger.may_resubmit(partition, pipeline.max_attempts):
-        # Not known to be complete: the sensor would send on (resubmit) what Ctrl-C stopped,
-        # or a task failing after it.
-        ledger.set_submission_complete(partition, None)
-        if not unsent:
-            rest += (
-                "; a task that failed (or fails) transiently is resubmitted only by the "
-                f"day's next run (`seedance-pipeline run {partition}`, or materialise "
-                "submitted_tasks), and the day's tables wait for it"
-            )
+    rest += hold_stopped_day(ledger, partition, pipeline.max_attempts, bool(unsent))
     return Failure(
         f"{partition}: submission stopped when the run was interrupted; what was sent is "
         f"in the ledger{paid}; {rest}",

@@ -388,9 +388,8 @@ def _store_request(
 
 def _day_run_under_way(context: SensorEvaluationContext, partition: str) -> bool:
     """Whether any run of the day is queued or running: it may be storing the videos too."""
-    return any(
-        not r.is_finished
-        for r in context.instance.get_runs(
+    return bool(
+        context.instance.get_runs(
             filters=RunsFilter(tags={PARTITION_TAG: partition}, statuses=_UNFINISHED), limit=1
         )
     )
