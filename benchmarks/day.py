@@ -105,16 +105,22 @@ def day(prompts: int, rate: float, pace: float | None, by_thread: bool = False) 
         flush=True,
     )
     if by_thread:
-        spent = json.loads(threads.read_text())
+        measured = json.loads(threads.read_text())
+        spent, collected = measured["threads"], measured["gc"]
         rest = "after exit handlers (the interpreter shutting down, daemon threads)"
         spent[rest] = cpu - sum(spent.values())
-        pools = sorted(spent.items(), key=lambda kv: -kv[1])
+        print(f"  CPU per task by thread: {_per_task(spent, prompts)}", flush=True)
         print(
-            "  CPU per task by thread: "
-            + ", ".join(f"{pool} {1000 * seconds / prompts:.2f} ms" for pool, seconds in pools),
+            f"  of which the garbage collector, by generation: {_per_task(collected, prompts)}",
             flush=True,
         )
     return cpu
+
+
+def _per_task(seconds: dict[str, float], prompts: int) -> str:
+    """'name 1.23 ms, ...', the largest first."""
+    ranked = sorted(seconds.items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{name} {1000 * spent / prompts:.2f} ms" for name, spent in ranked)
 
 
 if __name__ == "__main__":
