@@ -234,8 +234,9 @@ def adopt_stored_videos(
     ledger: Ledger, tables: TableStore, videos: VideoStore, partition: str
 ) -> list[str]:
     """Record in the ledger each video of its own tasks that the day's table lists as stored
-    and the store still has, where the ledger has none (a copy of it put back, taken before
-    they were stored: their links may be dead); the prompts whose video it recorded."""
+    and the store still has at its recorded size, where the ledger has none (a copy of it put
+    back, taken before they were stored: their links may be dead); the prompts whose video it
+    recorded."""
     table = _table_videos(tables, partition)
     adopted = []
     for r in ledger.rows(partition):
@@ -244,7 +245,7 @@ def adopt_stored_videos(
             video
             and r.video_uri is None
             and r.status not in (Status.FAILED, Status.CANCELLED)  # no video to come
-            and videos.exists(video["uri"])
+            and videos.stored_size(video["uri"]) == video["size"]
         ):
             ledger.record_video(partition, r.prompt_id, **video)
             adopted.append(r.prompt_id)

@@ -130,15 +130,16 @@ class S3Bucket:
                 f"{self.uri(relative)}: {what} failed ({exc}); {SETTINGS_HINT}"
             ) from None
 
-    def exists(self, relative: str) -> bool:
+    def size(self, relative: str) -> int | None:
+        """The object's size in bytes; None when there is none."""
         with self._call("HEAD", relative):
             try:
-                self.client.head_object(Bucket=self.bucket, Key=self.key(relative))
+                head = self.client.head_object(Bucket=self.bucket, Key=self.key(relative))
             except ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") in _MISSING:
-                    return False
+                    return None
                 raise
-        return True
+        return head["ContentLength"]
 
     def upload(self, local: Path, relative: str) -> None:
         """Upload a file (multipart when large)."""
@@ -201,8 +202,8 @@ class S3VideoStore:
     def uri(self, key: str) -> str:
         return self.bucket.uri(key)
 
-    def exists(self, key: str) -> bool:
-        return self.bucket.exists(key)
+    def stored_size(self, key: str) -> int | None:
+        return self.bucket.size(key)
 
 
 class S3TableStore:
@@ -251,7 +252,7 @@ class S3Publisher:
     def publish(self, path: Path) -> str:
         key = f"media/{file_digest(path)}/{path.name}"
         try:
-            if not self.bucket.exists(key):
+            if self.bucket.size(key) != path.stat().st_size:  # none, or cut short
                 self.bucket.upload(path, key)
         except S3Error as exc:
             raise PublishError(f"{path}: could not be published: {exc}") from None

@@ -95,8 +95,8 @@ class VideoStore(Protocol):
     def uri(self, key: str) -> str:
         """The stored video's URI for tables: an absolute path or `s3://bucket/key`."""
 
-    def exists(self, key: str) -> bool:
-        """Whether the video under `key` is stored."""
+    def stored_size(self, key: str) -> int | None:
+        """The size in bytes of the video stored under `key`; None when none is."""
 
 
 class LocalVideoStore:
@@ -119,8 +119,9 @@ class LocalVideoStore:
         # Keys recorded before they were relative are absolute paths: `root / key` is `key`.
         return str((self.root / key).resolve())
 
-    def exists(self, key: str) -> bool:
-        return (self.root / key).is_file()
+    def stored_size(self, key: str) -> int | None:
+        path = self.root / key
+        return path.stat().st_size if path.is_file() else None
 
 
 def temporary_scratch(partition: str, prompt_id: str) -> Path:

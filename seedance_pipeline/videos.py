@@ -252,24 +252,26 @@ def store_videos(
     """Store every video the day still needs, `workers` at a time.
 
     A video recorded as stored but gone from the store (deleted, a bucket emptied, another
-    store configured) is stored again from its link while the link lives; past that its record
-    stays (the file may be restored) and it is listed as missing.
+    store configured) or there at another size (a copy put back cut short) is stored again
+    from its link while the link lives; past that its record stays (the file may be restored)
+    and it is listed as missing.
     """
     cap = max_video_bytes()
     missing = []
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="download") as pool:
         now = time.time()
         stored = [r for r in ledger.rows(partition) if r.video_uri]
-        present = list(pool.map(lambda r: store.exists(r.video_uri), stored))
-        for row, here in zip(stored, present, strict=True):
-            if here:
+        sizes = list(pool.map(lambda r: store.stored_size(r.video_uri), stored))
+        for row, size in zip(stored, sizes, strict=True):
+            if size is not None and row.video_bytes in (None, size):
                 continue
             where = f"{partition}/{row.prompt_id}: its stored video {store.uri(row.video_uri)}"
+            state = "is gone" if size is None else f"is {size} bytes, not {row.video_bytes}"
             if not link_alive(row, now, surely=True):
-                log.error("%s is gone, and its link has expired: restore the file", where)
+                log.error("%s %s, and its link has expired: restore the file", where, state)
                 missing.append(row.prompt_id)
                 continue
-            log.warning("%s is gone; storing it again from its link", where)
+            log.warning("%s %s; storing it again from its link", where, state)
             ledger.forget_video(partition, row.prompt_id, row.video_sha256)
         due = ledger.rows_to_store(partition, now)
         outcomes = Counter(pool.map(lambda r: store_video(r, client, store, ledger, cap), due))

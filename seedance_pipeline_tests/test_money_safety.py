@@ -3,6 +3,7 @@ odd vendor answers. Expectations are the vendor's rules and our statuses, stated
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -538,6 +539,39 @@ def test_an_older_ledger_copy_put_back_after_the_links_died_keeps_the_videos_sto
     after = read_table(data, "generated_videos", DAY)
     columns = ["prompt_id", "status", "task_id", "video_sha256", "width", "height", "has_audio"]
     pd.testing.assert_frame_equal(after[columns], stored[columns])
+
+
+def test_a_stored_video_cut_short_is_not_recorded_again_from_the_table(
+    tmp_path, start_emulator, api_key
+):
+    """As above, with one file in the store cut short (a copy of the videos put back too,
+    interrupted): it was recorded again as stored and `completed`, its table row naming a hash
+    the file no longer has. Its link is dead, so its download fails, and the check fails."""
+    url = start_emulator(link_ttl=6)
+    data = tmp_path / "data"
+    write_catalog(data, 3)
+    resources = make_resources(data, url, api_key)
+    ledger_file = data / "state" / "ledger.sqlite3"
+    assert submit(resources).success
+    _copy_ledger(ledger_file, tmp_path / "copy")
+    wait_for_tasks(resources)
+    assert save_videos(resources).success
+    stored = read_table(data, "generated_videos", DAY).set_index("prompt_id")
+    cut = Path(stored.video_uri.iloc[0])
+    cut.write_bytes(cut.read_bytes()[:1000])
+    time.sleep(6.5)  # every result link is dead now
+    _copy_ledger(tmp_path / "copy", ledger_file)
+    wait_for_tasks(resources)
+
+    [check] = save_videos(resources).get_asset_check_evaluations()
+
+    assert not check.passed
+    after = read_table(data, "generated_videos", DAY).set_index("prompt_id")
+    assert after.loc[stored.index[0], "status"] == "download_failed"
+    assert (after.status.iloc[1:] == "completed").all()
+    for prompt_id, row in after.iloc[1:].iterrows():
+        sha = hashlib.sha256(Path(row.video_uri).read_bytes()).hexdigest()
+        assert sha == row.video_sha256 == stored.loc[prompt_id, "video_sha256"]
 
 
 @pytest.mark.parametrize("failures", [1, 5, None])

@@ -103,7 +103,8 @@ def test_video_put_uploads_and_removes_the_scratch_file(s3_bucket, tmp_path):
 
     assert key == f"videos/{DAY}/p1.mp4"
     assert not scratch.exists()
-    assert store.exists(key) and not store.exists(f"videos/{DAY}/p2.mp4")
+    assert store.stored_size(key) == len(payload)
+    assert store.stored_size(f"videos/{DAY}/p2.mp4") is None
     assert store.uri(key) == f"s3://{s3_bucket}/{PREFIX}/videos/{DAY}/p1.mp4"
     assert objects(s3_bucket)[f"{PREFIX}/{key}"] == payload
 
@@ -140,7 +141,7 @@ def test_credentials_short_of_a_permission_are_told_which(tmp_path, monkeypatch)
         tables.write(pd.DataFrame({"prompt_id": ["p1"]}), "generated_videos", DAY)
 
         with pytest.raises(S3Error) as checked:
-            videos.exists(f"videos/{DAY}/p1.mp4")
+            videos.stored_size(f"videos/{DAY}/p1.mp4")
         with pytest.raises(S3Error, match="upload refused .*need s3:PutObject on bucket"):
             videos.put(scratch, DAY, "p1")
         with pytest.raises(S3Error, match="GET refused .*need s3:GetObject, and s3:List"):
@@ -170,6 +171,19 @@ def test_published_media_are_uploaded_once_and_sent_presigned(s3_bucket):
     assert other == "https://example.com/a.mp3"
     assert "X-Amz-Signature=" in url and "X-Amz-Expires=172800" in url
     assert httpx.get(url).content == path.read_bytes()
+
+
+def test_a_published_medium_cut_short_in_the_bucket_is_uploaded_again(s3_bucket):
+    """Its key names the file's digest: an object there of another size (a copy put back cut
+    short) was taken for the file and sent to the vendor as the reference."""
+    publisher = S3Publisher(S3Bucket(s3_client(), s3_bucket, PREFIX))
+    path = SAMPLE / "media" / "aud_jingle_3s.mp3"
+    key = f"{PREFIX}/media/{file_digest(path)}/{path.name}"
+    s3_client().put_object(Bucket=s3_bucket, Key=key, Body=path.read_bytes()[:1000])
+
+    publisher.publish(path)
+
+    assert objects(s3_bucket)[key] == path.read_bytes()
 
 
 def test_publishing_to_a_missing_bucket_names_the_file_and_the_settings(s3_bucket):
@@ -370,7 +384,7 @@ def test_a_dropped_s3_connection_is_an_s3_error_naming_the_object_and_the_settin
     local.write_bytes(b"\x00mp4")
     calls = {
         "upload": lambda: objects.upload(local, "videos/p1.mp4"),
-        "HEAD": lambda: objects.exists("videos/p1.mp4"),
+        "HEAD": lambda: objects.size("videos/p1.mp4"),
         "PUT": lambda: objects.put_bytes("warehouse/t.parquet", b"x"),
     }
     for what, call in calls.items():

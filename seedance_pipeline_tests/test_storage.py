@@ -41,10 +41,12 @@ def test_local_video_put_is_a_rename_to_a_key_relative_to_the_data_dir(tmp_path)
     key = store.put(scratch, DAY, "p1")
 
     assert key == f"videos/{DAY}/p1.mp4"
-    assert not scratch.exists() and store.exists(key)
+    assert not scratch.exists() and store.stored_size(key) == len(b"video")
     assert store.uri(key) == str(tmp_path / "data" / "videos" / DAY / "p1.mp4")
     # Rows recorded before keys were relative hold absolute paths; they still resolve.
-    assert store.exists(store.uri(key)) and store.uri(store.uri(key)) == store.uri(key)
+    assert store.stored_size(store.uri(key)) == len(b"video")
+    assert store.uri(store.uri(key)) == store.uri(key)
+    assert store.stored_size(f"videos/{DAY}/p2.mp4") is None
 
 
 def test_a_stored_video_and_a_written_table_have_their_names_made_durable(tmp_path, monkeypatch):
@@ -79,7 +81,7 @@ def test_a_stored_video_and_a_written_table_have_their_names_made_durable(tmp_pa
     monkeypatch.setattr(os, "fsync", refusing)
     scratch = store.scratch_path(DAY, "p2")
     scratch.write_bytes(b"video")
-    assert store.exists(store.put(scratch, DAY, "p2"))
+    assert store.stored_size(store.put(scratch, DAY, "p2")) == len(b"video")
 
 
 def test_local_tables_round_trip_and_a_missing_one_names_the_asset(tmp_path):
@@ -112,17 +114,23 @@ def test_the_resource_picks_local_stores_by_default_and_s3_with_a_bucket(tmp_pat
     assert s3.tables().location == "s3://videos/team/warehouse"
 
 
+def _cut_short(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:1000])
+
+
+@pytest.mark.parametrize("lose", [Path.unlink, _cut_short], ids=["deleted", "cut_short"])
 def test_a_video_gone_from_the_store_is_stored_again_while_its_link_lives(
-    tmp_path, emulator, api_key
+    tmp_path, emulator, api_key, lose
 ):
-    """It stayed listed as stored, and the day's check passed, with its file gone."""
+    """It stayed listed as stored, and the day's check passed, with its file gone (or cut
+    short: a copy put back, interrupted)."""
     data = copy_sample_data(tmp_path / "data")
     resources = make_resources(data, emulator, api_key)
     run_day(resources)
     completed = read_table(data, "generated_videos", DAY).query("status == 'completed'")
     gone = completed.iloc[0]
     others = {Path(u): Path(u).stat().st_mtime_ns for u in completed.video_uri[1:]}
-    Path(gone.video_uri).unlink()
+    lose(Path(gone.video_uri))
 
     assert save_videos(resources).success
 
@@ -141,10 +149,11 @@ def test_a_video_gone_from_the_store_is_stored_again_while_its_link_lives(
             sql("UPDATE tasks SET submitted_at = :t WHERE prompt_id = :id"),
             {"t": time.time() - 2 * 86400, "id": gone.prompt_id},
         )
-    Path(gone.video_uri).unlink()
+    lose(Path(gone.video_uri))
     result = save_videos(resources)
     assert result.success
-    assert not Path(gone.video_uri).exists()
+    left = Path(gone.video_uri)  # as it was left: nothing to fetch it again from
+    assert left.stat().st_size == 1000 if lose is _cut_short else not left.exists()
     kept = read_table(data, "generated_videos", DAY).set_index("prompt_id").loc[gone.prompt_id]
     assert (kept.status, kept.video_sha256) == ("completed", gone.video_sha256)
     # ... and the day's check says so (it passed, with the video nowhere).
@@ -152,7 +161,8 @@ def test_a_video_gone_from_the_store_is_stored_again_while_its_link_lives(
     assert not check.passed
     problems = check.metadata["problems"].value.records
     said = {r.data["prompt_id"]: r.data["problem"] for r in problems}
-    assert said == {gone.prompt_id: "its stored video is gone from the store: restore it"}
+    restore = "its stored video is gone from the store or cut short: restore it"
+    assert said == {gone.prompt_id: restore}
 
 
 def test_a_completed_video_without_its_measurements_fails_the_days_check(

@@ -394,13 +394,15 @@ MAX_PROBLEMS_SHOWN = 200  # rows of the check's problems table; the videos table
 
 
 def _check_videos(frame: pd.DataFrame, missing: list[str], day: str) -> AssetCheckResult:
-    """`missing`: prompts whose stored video is gone from the store past its link's life."""
+    """`missing`: prompts whose stored video is gone from the store (or cut short) past its
+    link's life."""
     done = frame[frame.status == Status.COMPLETED]
     wrong = mismatched(frame)
     expired = frame[frame.status.isin(UNDELIVERED)]
     problems = [(r.prompt_id, mismatch_text(r)) for r in wrong.itertuples()]
     problems += [(r.prompt_id, f"{r.status}: {r.error_message}") for r in expired.itertuples()]
-    problems += [(p, "its stored video is gone from the store: restore it") for p in missing]
+    gone = "its stored video is gone from the store or cut short: restore it"
+    problems += [(p, gone) for p in missing]
     # A table, not Markdown: a vendor's error message is shown as text, never rendered.
     listed = pd.DataFrame(problems, columns=["prompt_id", "problem"])
     return AssetCheckResult(
