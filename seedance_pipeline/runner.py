@@ -38,7 +38,7 @@ from .seedance import (
 from .settings import SettingError
 from .statuses import SETTLED, WAITING, Status
 from .storage import StoreRefused
-from .submission import hold_stopped_day, send_the_rest
+from .submission import hold_stopped_day, send_the_rest, through_interrupts
 
 # The default instance when DAGSTER_HOME is unset: the one the README's `dagster dev` opens.
 DEFAULT_DAGSTER_HOME = "dagster_home"
@@ -251,10 +251,15 @@ def run_partition(
             raise PipelineStopped(_failure(result))
         return result
 
+    ledger = pipeline.ledger()
+    if partition in ledger.partitions_incomplete():
+        # Cut short before, so the sensor would send the rest: this run sends it, and
+        # submitted_tasks notes the day again as it ends. Stopped before then (Ctrl-C while
+        # planning), the day is its user's (helper-62).
+        ledger.set_submission_complete(partition, None)
     print(f"[{partition}] planning and submitting", file=out)
     run(_assets("media_catalog"), None)
     run(_assets("prompt_catalog", "generation_requests"))  # a bad catalog stops here
-    ledger = pipeline.ledger()
 
     def submit(assets) -> None:
         """Submit (a Dagster run) while a thread polls and stores videos as tasks complete."""
@@ -280,15 +285,10 @@ def run_partition(
             print(f"[{partition}] resubmitting tasks that failed transiently", file=out)
             submit(_assets("submitted_tasks"))
     except KeyboardInterrupt:  # while following, outside the step's own handler
-        said = f"{partition}: stopped while following the day; what was sent is in the ledger"
-        if any(r.status in WAITING for r in ledger.state_rows(partition)):
-            said += (
-                "; its tasks still generating are paid for: run the day again to store their "
-                "videos, within 24 h of their completion (or leave them to the sensors of "
-                "`dagster dev`)"
-            )
-        # Every prompt was sent (or the step's handler said so): only resubmissions may wait.
-        said += hold_stopped_day(ledger, partition, pipeline.max_attempts, unsent=False)
+        said = through_interrupts(
+            lambda: _stopped_following(ledger, partition, pipeline.max_attempts),
+            (KeyboardInterrupt,),
+        )
         raise PipelineStopped(said) from None
     print(f"[{partition}] writing tables", file=out)
     # Tagged as the sensor tags the videos run of the day's ledger state: it finds this one and
@@ -302,6 +302,20 @@ def run_partition(
     )
     run(_assets("generated_videos", "generation_costs"), **tags)
     return pipeline.tables().read("generated_videos", partition)
+
+
+def _stopped_following(ledger: Ledger, partition: str, max_attempts: int) -> str:
+    """What `run` says when its user stopped it while it followed the day, once the day is left
+    to them."""
+    said = f"{partition}: stopped while following the day; what was sent is in the ledger"
+    if any(r.status in WAITING for r in ledger.state_rows(partition)):
+        said += (
+            "; its tasks still generating are paid for: run the day again to store their "
+            "videos, within 24 h of their completion (or leave them to the sensors of "
+            "`dagster dev`)"
+        )
+    # Every prompt was sent (or the step's handler said so): only resubmissions may wait.
+    return said + hold_stopped_day(ledger, partition, max_attempts, unsent=False)
 
 
 def _sent(partition: str, result: ExecuteInProcessResult) -> str:

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy.exc import IntegrityError
 
@@ -35,6 +35,7 @@ from .seedance import (
 )
 from .statuses import WAITING, Status
 
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 # Creates in flight at once: each waits on the vendor's answer and two ledger commits, so one
@@ -166,6 +167,16 @@ def send_the_rest(partition: str) -> str:
         f"run the day again to send the rest: `seedance-pipeline run {partition}`, or "
         f"materialise submitted_tasks for {partition} in Dagster"
     )
+
+
+def through_interrupts(work: Callable[[], T], interrupts: tuple[type[BaseException], ...]) -> T:
+    """`work()`, done again when one of `interrupts` (the user pressing Ctrl-C again, or
+    Terminate) cuts it short: leaving a stopped day to its user must not be left half done."""
+    while True:
+        try:
+            return work()
+        except interrupts:
+            continue
 
 
 def hold_stopped_day(ledger: Ledger, partition: str, max_attempts: int, unsent: bool) -> str:

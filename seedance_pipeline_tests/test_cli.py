@@ -441,9 +441,8 @@ def test_a_price_table_of_the_wrong_shape_is_a_setting_to_fix_naming_the_keys(
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
     said = (
         f"error: price table {table} (SEEDANCE_PRICE_TABLE) needs exactly the keys "
-        "credits_per_second, money_per_credit, unknown_reference_video_seconds (missing: "
-        "money_per_credit, unknown_reference_video_seconds; unknown: currency); the packaged "
-        "prices.json shows the shape\n"
+        "credits_per_second, money_per_credit (missing: money_per_credit; unknown: currency); "
+        "the packaged prices.json shows the shape\n"
     )
     for command in (["run", DAY], ["plan", str(tmp_path / "data" / "catalog" / "prompts.csv")]):
         assert main(command) == 2, command
@@ -461,8 +460,6 @@ def test_a_price_table_of_the_wrong_shape_is_a_setting_to_fix_naming_the_keys(
             "credits_per_second": packaged["credits_per_second"]
             | {"fast": {"without_reference_video": {"480p": "5"}}}
         },
-        "unknown_reference_video_seconds = -5; it must be a number 0 or more and at most "
-        "1,000,000": {"unknown_reference_video_seconds": -5},
         # `plan` ended in decimal.InvalidOperation: a task's credits past 28 digits.
         "credits_per_second.fast.without_reference_video.480p = 1e+25; it must be a number above "
         "0 and at most 1,000,000": {

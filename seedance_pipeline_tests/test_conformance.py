@@ -388,7 +388,6 @@ def mini_table() -> PriceTable:
     return PriceTable(
         credits_per_second={**bundled.credits_per_second, "mini": MINI_RATES},
         money_per_credit=bundled.money_per_credit,
-        unknown_reference_video_seconds=bundled.unknown_reference_video_seconds,
     )
 
 

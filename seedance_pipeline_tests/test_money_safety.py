@@ -438,6 +438,125 @@ def test_ctrl_c_on_a_resubmission_is_not_undone_by_the_sensor(tmp_path, emulator
     assert tick.run_requests == [] and len(emulator_tasks(emulator)) == paid
 
 
+def test_a_second_ctrl_c_while_the_step_handles_the_first_still_holds_the_day(
+    tmp_path, emulator, api_key, monkeypatch
+):
+    """As above, with a second Ctrl-C while the step's handler read the day, before it held
+    it: the second interrupt left the step, the day stayed noted complete, and the sensor
+    resubmitted (paid again for) the task its user stopped (helper-62)."""
+    data = copy_sample_data(tmp_path / "data")
+    resources = make_resources(data, emulator, api_key, max_resubmissions=1)
+    run_day(resources)
+    with resources["pipeline"].ledger().db.transaction() as db:
+        db.execute(
+            sql(
+                "UPDATE tasks SET status = 'failed', error_code = 'service_error',"
+                " video_uri = NULL WHERE prompt_id = 'd1-t2v-city-launch'"
+            )
+        )
+    paid = len(emulator_tasks(emulator))
+    reading, reads = generation_assets._requests, []
+
+    def second_ctrl_c_in_the_handler(*args):
+        reads.append(1)
+        if len(reads) == 2:  # the handler's read of the day's requests
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # the signal's handler raises here
+        return reading(*args)
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    with DagsterInstance.ephemeral() as instance, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(generation_assets, "submit_all", interrupted)
+        patch.setattr(generation_assets, "_requests", second_ctrl_c_in_the_handler)
+        message = _step_failure(submit(resources, instance=instance))
+        assert "is resubmitted only by the day's next run" in message and len(reads) == 3
+        patch.undo()  # what follows is the sensor's
+        assert _sensor_tick(instance, resources) == []
+    assert len(emulator_tasks(emulator)) == paid
+
+
+def _two_sent_then_ctrl_c_before_the_retry(calls: list) -> object:
+    """submit_all sending two prompts and giving up the rest as after 429s past their retries,
+    with a Ctrl-C a second later, as Dagster waits to retry the step; then as it is."""
+    sending = generation_assets.submit_all
+
+    def two_sent(ledger, client, partition, items, *args):
+        calls.append(1)
+        if len(calls) > 1:
+            return sending(ledger, client, partition, items, *args)
+        summary = sending(ledger, client, partition, items[:2], *args)
+        summary.not_sent = [p.prompt_id for p in items[2:]]  # released, no task made
+        threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+        return summary
+
+    return two_sent
+
+
+def test_ctrl_c_while_the_step_waits_for_its_retry_is_not_sent_on_by_the_sensor(day, monkeypatch):
+    """The step noted the day incomplete and asked for a retry; Dagster raises a Ctrl-C that
+    comes while it waits to retry before the step's handler, which never ran: the sensor sent
+    the rest of the day its user had stopped (helper-62)."""
+    data, url, resources = day
+    assert plan_requests(resources).success
+    calls: list = []
+    monkeypatch.setattr(
+        generation_assets, "submit_all", _two_sent_then_ctrl_c_before_the_retry(calls)
+    )
+    monkeypatch.setattr(generation_assets, "SUBMIT_RETRIES", RetryPolicy(max_retries=1, delay=3))
+    with DagsterInstance.ephemeral() as instance:
+        assert not submit(resources, instance=instance).success
+        assert len(calls) == 1  # the retry never ran
+        assert _sensor_tick(instance, resources) == []
+    assert len(emulator_tasks(url)) == 2
+
+
+def _run_env(monkeypatch, tmp_path: Path, data: Path, url: str, api_key: str) -> None:
+    """The settings `seedance-pipeline run` reads, for `main(["run", ...])`."""
+    for name, value in (
+        ("SEEDANCE_DATA_DIR", str(data)),
+        ("DAGSTER_HOME", str(tmp_path / "dagster_home")),
+        ("EVOLINK_BASE_URL", url),
+        ("EVOLINK_FILES_URL", url),
+        ("EVOLINK_API_KEY", api_key),
+    ):
+        monkeypatch.setenv(name, value)
+
+
+def test_ctrl_c_on_run_while_its_step_waits_for_its_retry_is_not_sent_on_by_the_sensor(
+    day, tmp_path, api_key, monkeypatch
+):
+    """The same through `run`: it ended (exit 1), and `dagster dev`'s sensor sent the rest."""
+    data, url, resources = day
+    _run_env(monkeypatch, tmp_path, data, url, api_key)
+    calls: list = []
+    monkeypatch.setattr(
+        generation_assets, "submit_all", _two_sent_then_ctrl_c_before_the_retry(calls)
+    )
+    monkeypatch.setattr(generation_assets, "SUBMIT_RETRIES", RetryPolicy(max_retries=1, delay=3))
+    assert main(["run", DAY]) == 1
+    assert len(calls) == 1 and len(emulator_tasks(url)) == 2
+    with DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
+        assert _sensor_tick(instance, resources) == []
+    assert len(emulator_tasks(url)) == 2
+
+
+def test_ctrl_c_on_run_while_it_plans_a_day_cut_short_before_is_not_sent_on_by_the_sensor(
+    tmp_path, emulator, api_key, monkeypatch
+):
+    """Ctrl-C while `run` planned (media uploads and measuring take a while) a day cut short
+    before: the run ended (exit 1), the day stayed noted incomplete, and the sensor sent it
+    all (helper-62)."""
+    data, resources = _cut_short(tmp_path, emulator, api_key, 4)
+    _run_env(monkeypatch, tmp_path, data, emulator, api_key)
+    monkeypatch.setattr(generation_assets, "plan_catalog", _ctrl_c(generation_assets.plan_catalog))
+    assert main(["run", DAY]) == 1
+    with DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
+        assert _sensor_tick(instance, resources) == []
+    assert emulator_tasks(emulator) == []
+
+
 def test_a_claim_that_cannot_be_released_after_an_interrupt_is_logged_with_the_fix(
     tmp_path, caplog, monkeypatch
 ):
@@ -872,14 +991,7 @@ def test_run_stops_sending_once_the_store_refuses_the_first_video(
     url = start_emulator(rate_limit=2.0)  # 20 creates take 10 s; the first task ends in 1
     data = tmp_path / "data"
     write_catalog(data, 20)
-    for name, value in (
-        ("SEEDANCE_DATA_DIR", str(data)),
-        ("DAGSTER_HOME", str(tmp_path / "dagster_home")),
-        ("EVOLINK_BASE_URL", url),
-        ("EVOLINK_FILES_URL", url),
-        ("EVOLINK_API_KEY", api_key),
-    ):
-        monkeypatch.setenv(name, value)
+    _run_env(monkeypatch, tmp_path, data, url, api_key)
     made_by_then: list[int] = []
 
     def refuse(self, local_path, partition, prompt_id):
@@ -1335,9 +1447,7 @@ def test_a_vendor_reserving_more_than_our_table_shows_as_drift_in_the_cost_table
     ours = PriceTable.load(EMULATOR_PRICES)  # the bundled table, and an assumed mini tier
     theirs = json.loads(json.dumps(ours.credits_per_second))
     theirs["standard"]["without_reference_video"]["720p"] = 15.0
-    url = start_emulator(
-        price_table=PriceTable(theirs, ours.money_per_credit, ours.unknown_reference_video_seconds)
-    )
+    url = start_emulator(price_table=PriceTable(theirs, ours.money_per_credit))
     result, table = _sample_day_saved(tmp_path, url, api_key)
     sent = table[table.task_id.notna()]
     no_reference_video = sent.request_json.map(lambda body: "video_urls" not in json.loads(body))

@@ -119,14 +119,22 @@ def test_reference_images_and_audio_do_not_change_the_rate(table):
 
 
 @pytest.mark.parametrize(
-    ("given", "ref_total"), [([], 10), ([None], 10), ([None, 3], 8), ([3], 8), ([2, None], 7)]
+    ("given", "ref_total"),
+    [([3, 4], 7), ([], 15), ([None], 15), ([None, 3], 15), ([3], 15), ([12, None], 15)]
+    + [([14, None], 16)],
 )
-def test_unknown_reference_seconds_default_to_the_table_value(table, given, ref_total):
-    """Two reference videos; each one not given or None counts as 5 s."""
-    assert table.unknown_reference_video_seconds == 5
+def test_reference_videos_of_unknown_length_count_as_long_as_the_guide_allows(
+    table, given, ref_total
+):
+    """Two reference videos; those not given or None last as long as the guide lets them: each
+    2..15 s, 15 s at most in all. A guess (5 s each) priced 12 s + one unknown at 21 s, more
+    than the vendor can bill (15 s), and one unknown at 9 s, less than it may (helper-63).
+    With 14 s known, the other lasts 2 s at least: 16 s, which the vendor refuses."""
     b = {"model": STANDARD["reference"], "duration": 4, "quality": "720p", "video_urls": [VID] * 2}
     seconds = Decimal(max(ref_total, 4) + 4)
     assert table.estimate_credits(b, given) == expected("8.222", seconds)
+    if ref_total == 15:
+        assert table.estimate_credits(b, given) == 156.218  # (15 + 4) x 8.222, by hand
 
 
 def test_defaults_are_5_seconds_720p(table):
@@ -183,7 +191,6 @@ def test_four_decimal_rounding_half_up(tmp_path):
             "fast": {"without_reference_video": {"480p": 0.000025}},
         },
         "money_per_credit": {"CNY": 0.1},
-        "unknown_reference_video_seconds": 5,
     }
     path.write_text(json.dumps(data))
     t = PriceTable.load(path)
@@ -228,7 +235,6 @@ def test_override_via_env_var(tmp_path, monkeypatch):
             },
         },
         "money_per_credit": {"USD": 0.01},
-        "unknown_reference_video_seconds": 10,
     }
     path.write_text(json.dumps(data))
     monkeypatch.setenv(PRICE_TABLE_ENV, str(path))
@@ -236,7 +242,7 @@ def test_override_via_env_var(tmp_path, monkeypatch):
     assert t.estimate_credits({"model": STANDARD["text"], "duration": 10}) == 20
     assert t.estimate_credits({"model": FAST["text"], "duration": 4, "quality": "480p"}) == 1
     b = {"model": STANDARD["reference"], "duration": 4, "quality": "720p", "video_urls": [VID]}
-    assert t.estimate_credits(b) == 14  # unknown ref = 10 s from the override: (10 + 4) x 1
+    assert t.estimate_credits(b) == 19  # an unknown reference: (15 + 4) x 1
     assert t.money(100, "USD") == 1
 
 
@@ -252,9 +258,8 @@ def test_explicit_path_wins_over_env_var(tmp_path, monkeypatch):
         (None, "cannot read price table"),  # missing file
         ("{not json", "cannot read price table"),
         ("[1, 2]", "price table"),
-        ('{"credits_per_second": {}}', "unknown_reference_video_seconds"),
-        ('{"credits_per_second": {}, "money_per_credit": {}, '
-         '"unknown_reference_video_seconds": 5, "extra": 1}', "price table"),
+        ('{"credits_per_second": {}}', "money_per_credit"),
+        ('{"credits_per_second": {}, "money_per_credit": {}, "extra": 1}', "price table"),
     ],
 )  # fmt: skip
 def test_bad_override_file_gives_a_clear_error(tmp_path, monkeypatch, content, fragment):
@@ -277,7 +282,6 @@ def test_a_rate_the_override_lacks_is_unknown(tmp_path):
             {
                 "credits_per_second": {"standard": {"without_reference_video": {"720p": 1}}},
                 "money_per_credit": {},
-                "unknown_reference_video_seconds": 5,
             }
         )
     )
@@ -359,7 +363,7 @@ def test_unpriced_day_is_refused_under_a_budget_and_submitted_without_one(
     own = PriceTable.load(PRICES)  # the emulator's: every tier priced
     rates = json.loads(json.dumps(own.credits_per_second))
     rates["mini"]["without_reference_video"] = mini_rates
-    emulator_table = PriceTable(rates, own.money_per_credit, own.unknown_reference_video_seconds)
+    emulator_table = PriceTable(rates, own.money_per_credit)
     url = start_emulator(price_table=emulator_table)
     catalogs = {
         "prompts_path": str(mini_catalog / "prompts.csv"),

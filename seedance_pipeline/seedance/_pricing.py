@@ -17,7 +17,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from importlib import resources
 from pathlib import Path
 
-from ._rules import DEFAULT_DURATION, DEFAULT_QUALITY, MODELS, QUALITIES
+from ._rules import DEFAULT_DURATION, DEFAULT_QUALITY, MEDIA_LIMITS, MODELS, QUALITIES
 
 PRICE_TABLE_ENV = "SEEDANCE_PRICE_TABLE"
 _COLUMNS = ("without_reference_video", "with_reference_video")
@@ -25,6 +25,7 @@ _FOUR_PLACES = Decimal("0.0001")
 # The most any number in a price table may be: far above any real price, and small enough that
 # a task's credits (up to 15 s at such a rate) stay exact to four places in `decimal`'s 28 digits.
 _MOST = 1_000_000
+_VIDEO = MEDIA_LIMITS["video"]  # how long reference videos may be
 
 
 class _Shape(ValueError):
@@ -57,8 +58,6 @@ def _check_shape(data: object, keys: list[str]) -> None:
                 _number(rate, f"{where}.{quality}")
     for currency, rate in _object(data["money_per_credit"], "money_per_credit").items():
         _number(rate, f"money_per_credit.{currency}")
-    seconds = data["unknown_reference_video_seconds"]
-    _number(seconds, "unknown_reference_video_seconds", zero=True)
 
 
 def _object(value: object, where: str) -> dict:
@@ -72,14 +71,11 @@ def _one_of(key: str, known: Sequence[str], where: str) -> None:
         raise _Shape(f"has {where}.{key}; the keys there are {', '.join(known)}")
 
 
-def _number(value: object, where: str, zero: bool = False) -> None:
+def _number(value: object, where: str) -> None:
     number = isinstance(value, int | float) and not isinstance(value, bool)
-    if not (
-        number and math.isfinite(value) and (value >= 0 if zero else value > 0) and value <= _MOST
-    ):
-        least = "0 or more" if zero else "above 0"
+    if not (number and math.isfinite(value) and 0 < value <= _MOST):
         raise _Shape(
-            f"has {where} = {json.dumps(value)[:40]}; it must be a number {least} and at most "
+            f"has {where} = {json.dumps(value)[:40]}; it must be a number above 0 and at most "
             f"{_MOST:,}"
         )
 
@@ -88,8 +84,6 @@ def _number(value: object, where: str, zero: bool = False) -> None:
 class PriceTable:
     credits_per_second: Mapping[str, Mapping[str, Mapping[str, float]]]
     money_per_credit: Mapping[str, float]
-    # Seconds assumed for a reference video whose length cannot be measured or looked up.
-    unknown_reference_video_seconds: float
     _without_references: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
@@ -129,8 +123,10 @@ class PriceTable:
         None when the table has no rate for the model's tier and quality (Mini, by default).
 
         With reference videos the vendor bills (max(reference seconds, output seconds) + output
-        seconds) x the lower "with reference video" rate. A reference video of unknown length
-        counts as `unknown_reference_video_seconds`.
+        seconds) x the lower "with reference video" rate. Reference videos of unknown length
+        (None, or not given) count as long as the guide lets them be: together with the known
+        ones, 15 s (each at least 2 s). So the estimate is the most the vendor may bill, as a
+        budget needs, not a guess that may fall short of it.
         """
         model, quality = body["model"], body.get("quality", DEFAULT_QUALITY)
         duration = body.get("duration", DEFAULT_DURATION)
@@ -144,12 +140,10 @@ class PriceTable:
         rate = self.rate(model, quality, True)
         if rate is None:
             return None
-        known = [
-            self.unknown_reference_video_seconds if s is None else s
-            for s in reference_video_seconds
-        ]
-        known += [self.unknown_reference_video_seconds] * (len(body["video_urls"]) - len(known))
-        ref = sum((Decimal(str(s)) for s in known), Decimal(0))
+        known = [Decimal(str(s)) for s in reference_video_seconds if s is not None]
+        ref = sum(known, Decimal(0))
+        if unknown := len(body["video_urls"]) - len(known):
+            ref = max(ref + unknown * _VIDEO.min_seconds, Decimal(_VIDEO.max_total_seconds))
         seconds = Decimal(duration)
         seconds = max(ref, seconds) + seconds
         return _credits(seconds * rate)

@@ -2,7 +2,7 @@
 
 import json
 import logging
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 
 import pandas as pd
 from dagster import (
@@ -44,6 +44,7 @@ from ...submission import (
     hold_stopped_day,
     send_the_rest,
     submit_all,
+    through_interrupts,
 )
 from ...videos import (
     PartitionNotFinished,
@@ -142,6 +143,8 @@ def submitted_tasks(
             raise Failure(str(exc), allow_retries=False) from exc
         if isinstance(exc, Failure) and not exc.allow_retries:
             raise
+        if context.retry_number < SUBMIT_RETRIES.max_retries:
+            _hold_until_retried(pipeline, context.partition_key)
         raise RetryRequested(
             max_retries=SUBMIT_RETRIES.max_retries,
             seconds_to_wait=SUBMIT_RETRIES.calculate_delay(context.retry_number + 1),
@@ -170,10 +173,23 @@ SUBMIT_RETRIES = RetryPolicy(
 )
 
 
+def _hold_until_retried(pipeline: PipelineResource, partition: str) -> None:
+    """Leave the day to this step's retry, not to the sensor: an interrupt while Dagster waits
+    to retry is raised before the step's handler, and the sensor sent on the day (noted
+    incomplete) its user had stopped (helper-62). The retry notes the day again as it ends."""
+    with suppress(Exception):  # a ledger down: the sensor cannot read the day's note either
+        pipeline.ledger().set_submission_complete(partition, None)
+
+
 def _interrupted(context: AssetExecutionContext, pipeline: PipelineResource) -> Failure:
     """The step's failure when its run was interrupted, wherever the step was: the day is left
     to its user, as the sensor leaves a stopped day (another run stores its videos; `run`
-    stores them itself)."""
+    stores them itself). Done again through further interrupts: a second Ctrl-C before the day
+    was held left it to the sensor (helper-62)."""
+    return through_interrupts(lambda: _stopped(context, pipeline), _INTERRUPTS)
+
+
+def _stopped(context: AssetExecutionContext, pipeline: PipelineResource) -> Failure:
     partition = context.partition_key
     ledger = pipeline.ledger()
     rows = ledger.rows(partition)
