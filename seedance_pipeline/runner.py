@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import fcntl
-import gc
 import os
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -183,20 +181,6 @@ def _reachable(evolink) -> None:
                 ) from None
 
 
-@contextmanager
-def _start_up_frozen():
-    """Spares the collector's full passes the objects loaded at start-up, which live as long as
-    the process (about 1 ms of CPU a task: `benchmarks/day.py --by-thread`). Undone after, for
-    a process that goes on (the tests')."""
-    gc.collect()
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
-
-
-@_start_up_frozen()
 def run_partition(
     partition: str,
     prompts: Path | None = None,
