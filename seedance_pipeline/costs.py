@@ -7,11 +7,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from .statuses import COUNTED, SENT_ON_OTHER_DAY, Status
+from .statuses import CHARGED, COUNTED, SENT_ON_OTHER_DAY, Status
 
 GROUPS = ("model", "quality", "campaign")
 # Tasks the vendor made and did not bill: their reservation was released.
 _UNBILLED = (Status.FAILED, Status.CANCELLED)
+# Sums that are unknown when a row's part is: what was billed, or may have been. (An estimate
+# sums the rows of known price, and the reports say how many it leaves out.)
+_UNKNOWN_IF_ANY = ("credits_charged", "credits_at_risk")
 ROLLUP_KEYS = ["scheduled_date", *GROUPS]
 MEASURES = [
     "tasks",
@@ -58,7 +61,7 @@ def rollup(videos: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     frame["campaign"] = frame.campaign.fillna("(none)")
     status = frame.status.where(has_task | (frame.status != Status.FAILED), "refused")
     reserved = frame.credits_reserved.fillna(0).astype(float)
-    estimated = frame.credits_estimated.fillna(0).astype(float)
+    charged = frame.credits_charged.astype(float)
     # Tables written before earlier attempts were kept lack the column.
     earlier = frame.get("credits_reserved_earlier", pd.Series(0.0, frame.index)).fillna(0)
     frame = frame.assign(
@@ -71,9 +74,12 @@ def rollup(videos: pd.DataFrame, by: list[str]) -> pd.DataFrame:
             status == Status.REJECTED, 0.0
         ),
         credits_reserved=reserved + earlier,
-        credits_charged=frame.credits_charged.fillna(0).astype(float),
+        # NaN: a delivered task of no known price whose answers reported no reservation. The
+        # vendor billed it: unknown, never 0, and so is its group's charge (below).
+        credits_charged=charged.where(status.isin(CHARGED), charged.fillna(0)),
         credits_failed_reserved=reserved.where(status.isin(_UNBILLED), 0) + earlier,
-        credits_at_risk=estimated.where(status == Status.UNKNOWN, 0),
+        # NaN: a task of unknown outcome and no known price (and so its group's, below)
+        credits_at_risk=frame.credits_estimated.astype(float).where(status == Status.UNKNOWN, 0),
         resubmissions=frame.attempts.fillna(1) - 1,
         # Where the vendor made a task and said what it reserved: a non-zero sum means the
         # price table is stale (a row with no task reserved nothing, and proves nothing).
@@ -82,12 +88,17 @@ def rollup(videos: pd.DataFrame, by: list[str]) -> pd.DataFrame:
         .where(has_task, 0)
         .fillna(0),
     )
+    unknown = {f"{m} unknown": m for m in _UNKNOWN_IF_ANY}
+    frame = frame.assign(**{flag: frame[m].isna() for flag, m in unknown.items()})
+    summed = [*MEASURES, *unknown]
     # min_count: a group none of whose rows has a known price has no estimate (NaN), not 0.
     out = (
-        frame.groupby(by, dropna=False)[MEASURES].sum(min_count=1).reset_index()
+        frame.groupby(by, dropna=False)[summed].sum(min_count=1).reset_index()
         if by
-        else (frame[MEASURES].sum(min_count=1).to_frame().T)
+        else (frame[summed].sum(min_count=1).to_frame().T)
     )
+    for flag, m in unknown.items():
+        out[m] = out[m].mask(out.pop(flag) > 0)
     out["credits_per_delivered_second"] = (
         out.credits_charged / out.seconds_delivered.where(out.seconds_delivered > 0)
     ).round(4)

@@ -11,7 +11,7 @@ from .costs import COUNTS, rollup
 from .planning import PlannedRow, over_budget_message, requests_frame
 from .records import edited_not_resent
 from .seedance import PriceTable
-from .statuses import COUNTED, SENT_ON_OTHER_DAY, Status
+from .statuses import CHARGED, COUNTED, SENT_ON_OTHER_DAY, Status
 from .videos import mismatch_text, mismatched
 
 # The columns `costs` prints (its JSON has every measure).
@@ -134,8 +134,9 @@ def costs_json(table: pd.DataFrame, total: dict, videos: pd.DataFrame) -> str:
 
 
 def _figure(value: float) -> str:
-    """A total as the table shows it: to 4 places, no trailing zeros (`:g` kept 6 digits)."""
-    return f"{round(value, 4):.15g}"
+    """A total as the table shows it: to 4 places, no trailing zeros (`:g` kept 6 digits);
+    NaN (no known price) is `unknown`."""
+    return "unknown" if pd.isna(value) else f"{round(value, 4):.15g}"
 
 
 def unpriced_rows(videos: pd.DataFrame) -> int:
@@ -146,26 +147,25 @@ def unpriced_rows(videos: pd.DataFrame) -> int:
 
 
 def unpriced_note(videos: pd.DataFrame) -> str | None:
-    """What the estimates leave out, said; None when nothing is."""
+    """What the estimates (and charges) leave out, said; None when nothing is."""
     unpriced = unpriced_rows(videos)
     if not unpriced:
         return None
-    return (
-        f"{unpriced} row(s) have no known price: credits_estimated leaves them out "
-        "(add the model to SEEDANCE_PRICE_TABLE)"
-    )
+    said = f"{unpriced} row(s) have no known price: credits_estimated leaves them out"
+    delivered = videos.status.isin(CHARGED) & videos.credits_charged.isna()
+    if charged := int(delivered.sum()):
+        said += (
+            f", and credits_charged the {charged} delivered (billed) for which no answer "
+            "reported the vendor's reservation"
+        )
+    return f"{said} (add the model to SEEDANCE_PRICE_TABLE)"
 
 
 def print_costs(table: pd.DataFrame, total: dict, by: Sequence[str], videos: pd.DataFrame) -> None:
     money = [c for c in table.columns if c.startswith("cost_")]
     columns = [*by, *COST_COLUMNS, *money]
     print(table[columns].to_string(index=False, na_rep="-"))
-    print(
-        "TOTAL: "
-        + ", ".join(
-            f"{c}={_figure(total[c])}" for c in [*COST_COLUMNS, *money] if pd.notna(total[c])
-        )
-    )
+    print("TOTAL: " + ", ".join(f"{c}={_figure(total[c])}" for c in [*COST_COLUMNS, *money]))
     if note := unpriced_note(videos):
         print(f"note: {note}")
 
@@ -184,9 +184,8 @@ def print_run_summary(partition: str, videos: pd.DataFrame, callbacks: bool = Fa
     # As `costs` counts them: earlier attempts' reservations too.
     totals = rollup(videos, [])
     total = totals.iloc[0] if len(totals) else pd.Series(0.0, index=totals.columns)
-    estimated = "unknown" if pd.isna(total.credits_estimated) else _figure(total.credits_estimated)
     print(
-        f"{partition}: credits estimated {estimated}, "
+        f"{partition}: credits estimated {_figure(total.credits_estimated)}, "
         f"reserved {_figure(total.credits_reserved)}, charged {_figure(total.credits_charged)}"
     )
     if note := unpriced_note(videos):

@@ -301,6 +301,46 @@ def test_a_model_with_no_known_price_has_no_estimate_and_no_drift(capsys):
     assert [g["credits_estimated"] for g in report["groups"]] == [None, 300.0055]
 
 
+def test_a_delivered_task_of_no_known_price_is_not_reported_free(capsys):
+    """A completed Mini task (unpriced) no answer reported a reservation for: the vendor billed
+    it (only failed tasks are free), at a price nobody knows. Its group said 0 credits charged
+    and CNY 0, and the totals left it out without a word (helper-63). Beside it, an unpriced
+    task of unknown outcome was 0 at risk."""
+    mini = {"model": "seedance-2.0-mini-text-to-video", "credits_estimated": None}
+    videos = pd.DataFrame(
+        [
+            mini
+            | {"status": "completed", "task_id": "t1", "credits_reserved": None}
+            | {"credits_charged": None, "prompt_id": "mini"},
+            mini
+            | {"status": "unknown", "task_id": None, "credits_reserved": None}
+            | {"credits_charged": None, "prompt_id": "mini-unsure"},
+            {"model": "seedance-2.0-text-to-video", "status": "completed", "task_id": "t2"}
+            | {"credits_estimated": 54.0, "credits_reserved": 54.0, "credits_charged": 54.0}
+            | {"prompt_id": "standard"},
+        ]
+    ).assign(scheduled_date=DAYS[0], quality="720p", campaign=None, duration_s=4.0)
+    videos = videos.assign(
+        error_code=None, error_message=None, attempts=1, credits_reserved_earlier=0.0
+    )
+    videos = videos_table(videos.to_dict("records"))
+    by_model = rollup(videos, ["model"]).set_index("model")
+    unpriced = by_model.loc["seedance-2.0-mini-text-to-video"]
+    assert pd.isna(unpriced.credits_charged) and pd.isna(unpriced.credits_at_risk)
+    assert by_model.loc["seedance-2.0-text-to-video"].credits_charged == 54.0  # 4 s x 13.5
+    table, total = cost_report(videos, ["model"], PriceTable.load())
+    assert pd.isna(table.set_index("model").loc[unpriced.name, "cost_cny"])
+    assert pd.isna(total["credits_charged"]) and pd.isna(total["cost_cny"])
+
+    print_run_summary(DAYS[0], videos)
+    said = capsys.readouterr().out
+    assert f"{DAYS[0]}: credits estimated 54, reserved 54, charged unknown\n" in said
+    assert (
+        "2 row(s) have no known price: credits_estimated leaves them out, and credits_charged "
+        "the 1 delivered (billed) for which no answer reported the vendor's reservation" in said
+    )
+
+
 def test_a_resubmitted_prompt_keeps_what_each_attempt_reserved(tmp_path, start_emulator, api_key):
     """Every task fails, half of them with `service_error`, which is resubmitted once. Each
     task the vendor made reserved 25.004 (4 s of 480p at 6.251 a second), and each failed."""

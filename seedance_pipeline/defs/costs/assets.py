@@ -34,7 +34,10 @@ def generation_costs(
         data_version=frame_version(day),
         metadata={
             **written(path, day),
-            "credits_charged": credits_total(day.credits_charged),
+            # None: a task was billed at a price nobody knows (the table names its group)
+            "credits_charged": MetadataValue.float(
+                None if day.credits_charged.isna().any() else credits_total(day.credits_charged)
+            ),
             "credits_reserved": credits_total(day.credits_reserved),
             "credits_estimated": credits_total(day.credits_estimated),
             "seconds_delivered": float(day.seconds_delivered.sum()),
