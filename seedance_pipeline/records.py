@@ -252,6 +252,29 @@ def adopt_stored_videos(
     return adopted
 
 
+def check_every_day(ledger: Ledger, tables: TableStore) -> None:
+    """Refuse a ledger that lacks submissions any day's record lists, or has them at an
+    earlier attempt: reads every day's record (the sensor's, once the ledger holds fewer
+    tasks than it did).
+
+    Raises:
+        LedgerLost: naming the days and how to restore them.
+    """
+    behind = {}
+    for day in tables.partitions(ASSET):
+        if missing := _missing(ledger.rows(day), _recorded(tables, day)):
+            behind[day] = missing
+    if behind:
+        days = list(behind)
+        raise _lost(
+            ledger,
+            days,
+            f"{few(days)}: submissions recorded there are not in the ledger, or only at an "
+            f"earlier attempt ({few(sorted(set().union(*behind.values())))}): their tasks are "
+            "not polled, and their videos are lost once their links die, a day after they end",
+        )
+
+
 def _any_recorded(tables: TableStore, day: str) -> bool:
     recorded = _recorded(tables, day)
     return recorded is not None and not recorded.empty

@@ -377,6 +377,31 @@ def test_of_two_runs_resubmitting_one_prompt_at_once_one_claims_it_the_other_is_
     assert [(r.attempt, r.status) for r in second.rows(DAY)] == [(2, "submitting")]
 
 
+def test_the_tasks_a_ledger_holds_only_grow_whatever_is_resent_released_or_forgotten(ledger):
+    """The sensor takes fewer for a ledger put back from an older copy: no step of a ledger's
+    own life may lower it. The fixture holds task-1 and an `unknown` row with no task."""
+    counts = [ledger.tasks_made()]
+    ledger.resolve(DAY, "lost", None)  # forgotten: it made no task
+    counts.append(ledger.tasks_made())
+    with ledger.db.transaction() as db:
+        db.execute(sql("UPDATE tasks SET status = 'failed', error_code = 'service_error'"))
+    assert ledger.claim_resubmission(DAY, "sent", 3)  # task-1 kept as attempt 1
+    counts.append(ledger.tasks_made())
+    ledger.release(DAY, "sent")  # the resubmission's create proved it made no task
+    counts.append(ledger.tasks_made())
+    assert ledger.claim_resubmission(DAY, "sent", 3)
+    ledger.record_submitted(DAY, "sent", "task-2", time.time())
+    counts.append(ledger.tasks_made())
+    assert ledger.claim_resubmission(DAY, "sent", 3) is False  # task-2 has not failed
+    with ledger.db.transaction() as db:
+        db.execute(sql("UPDATE tasks SET status = 'failed', error_code = 'service_error'"))
+    assert ledger.claim_resubmission(DAY, "sent", 3)
+    ledger.record_outcome_unknown(DAY, "sent", "the answer was lost")
+    ledger.resolve(DAY, "sent", None)  # back to its failed attempt 2, task-2
+    counts.append(ledger.tasks_made())
+    assert counts == [1, 1, 1, 1, 2, 2]
+
+
 def test_a_poll_failing_unexpectedly_backs_its_task_off_and_says_why(ledger, monkeypatch, caplog):
     """Such an exception was never retrieved from its coroutine: the round reported no error,
     nothing was logged but asyncio's "never retrieved", and the task was asked every round."""

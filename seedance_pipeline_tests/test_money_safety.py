@@ -673,6 +673,60 @@ def test_an_older_ledger_copy_put_back_after_the_links_died_keeps_the_videos_sto
         assert hashlib.sha256(Path(row.video_uri).read_bytes()).hexdigest() == row.video_sha256
 
 
+def test_an_older_ledger_copy_put_back_is_noticed_by_the_sensor_while_the_links_live(
+    tmp_path, emulator, api_key, monkeypatch, capfd
+):
+    """The day settled by the sensor; the nightly copy; a prompt added and sent from the UI;
+    the copy put back before that video was stored. The copy's state of the day is one the
+    sensor had run videos for, so it asked for nothing, and nothing compared the day's record
+    with the ledger: the paid task was never polled, its video lost once its link died
+    (helper-62). The sensor now says so, naming the fix, in time to store it."""
+    data = tmp_path / "data"
+    write_catalog(data, 3)
+    resources = make_resources(data, emulator, api_key)
+    ledger_file = data / "state" / "ledger.sqlite3"
+
+    def tick(instance, cursor: str | None):
+        context = build_sensor_context(instance=instance, resources=resources, cursor=cursor)
+        result = task_poller(context)
+        assets = {a.key: a for a in DOMAINS.assets}
+        for request in result.run_requests:
+            materialize(
+                [assets[key] for key in request.asset_selection],
+                partition_key=request.partition_key,
+                resources=resources,
+                instance=instance,
+                tags=request.tags,
+            )
+        return result.cursor
+
+    with DagsterInstance.ephemeral() as instance:
+        assert submit(resources, instance=instance).success
+        wait_for_tasks(resources)
+        cursor = tick(instance, None)  # the day's videos run
+        _copy_ledger(ledger_file, tmp_path / "copy")  # the nightly copy
+        write_catalog(data, 4)  # p003 added to the day, and sent from the UI
+        assert submit(resources, instance=instance).success
+        cursor = tick(instance, cursor)
+        _copy_ledger(tmp_path / "copy", ledger_file)  # the disk died; the copy is put back
+        capfd.readouterr()
+        for _ in range(2):  # said each tick until it is restored
+            cursor = tick(instance, cursor)
+            said = capfd.readouterr().err
+            assert "the ledger holds 3 task(s), 4 at an earlier tick: " in said
+            assert f"{DAY}: submissions recorded there are not in the ledger" in said
+            assert f"`seedance-pipeline rebuild-ledger {DAY}`" in said
+
+        monkeypatch.setenv("SEEDANCE_DATA_DIR", str(data))
+        assert main(["rebuild-ledger", DAY]) == 0
+        wait_for_tasks(resources)
+        tick(instance, cursor)
+        assert "the ledger holds" not in capfd.readouterr().err
+    table = read_table(data, "generated_videos", DAY).set_index("prompt_id")
+    assert table.loc["p003", "status"] == "completed"
+    assert (data / "videos" / DAY / "p003.mp4").is_file()
+
+
 @pytest.mark.parametrize("failures", [1, 5, None])
 def test_a_ledger_write_failing_after_a_create_neither_hangs_nor_loses_the_task(
     day, monkeypatch, caplog, failures

@@ -35,6 +35,17 @@ class PartitionProgress:
                 {"p": partition, "c": int(complete)},
             )
 
+    def tasks_made(self) -> int:
+        """How many tasks (of any attempt) the ledger holds: a number that only grows, unless
+        the ledger is put back from an older copy or another one is configured."""
+        with self.db.read() as db:
+            return db.execute(
+                sql(
+                    "SELECT (SELECT COUNT(task_id) FROM tasks)"
+                    " + (SELECT COUNT(task_id) FROM attempts)"
+                )
+            ).scalar_one()
+
     def partitions_known(self) -> set[str]:
         """Every partition the ledger has a row of."""
         with self.db.read() as db:

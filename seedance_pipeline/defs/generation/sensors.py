@@ -3,8 +3,10 @@
 import bisect
 import hashlib
 import itertools
+import json
 import time
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 
 from dagster import (
     DagsterRun,
@@ -21,6 +23,7 @@ from sqlalchemy import Row
 from ...catalog import CatalogError, file_digest
 from ...ledger import RETRY_AHEAD_LIMIT, Ledger, LedgerRow
 from ...polling import PollingRefused, poll_round
+from ...records import check_every_day
 from ...statuses import WAITING, Status
 from ..catalog.assets import prompt_catalog
 from ..costs.assets import generation_costs
@@ -97,12 +100,12 @@ def _days_to_read(settled: list[str], cursor: str | None) -> tuple[list[str], li
 
 
 def _read_settled_days(
-    context: SensorEvaluationContext, ledger: Ledger, max_attempts: int
+    context: SensorEvaluationContext, ledger: Ledger, max_attempts: int, cursor: str | None
 ) -> tuple[dict[str, tuple[list[Row], str]], str | None]:
     """The settled days this tick reads (the newest, then older ones in turn while time is
-    left), each with its rows and their digest; and the next cursor: the older day read last.
-    A day whose failed download is not due for another try yet is left out."""
-    now, cursor = time.time(), context.cursor
+    left), each with its rows and their digest; and the older day read last (`cursor`, the
+    last tick's). A day whose failed download is not due for another try yet is left out."""
+    now = time.time()
     newest, older = _days_to_read(ledger.partitions_settled(max_attempts), cursor)
     until = time.monotonic() + HISTORY_SECONDS
     settled = {}
@@ -259,7 +262,11 @@ def task_poller(
         (kind, partition, f"{ledger_state(ledger.state_rows(partition))}.{catalogs}")
         for kind, partition in sending
     ]
-    settled, cursor = _read_settled_days(context, ledger, pipeline.max_attempts)
+    cursor = _Cursor.read(context.cursor)
+    tasks_made = _check_tasks_made(context, ledger, pipeline, cursor.tasks_made)
+    settled, read_last = _read_settled_days(
+        context, ledger, pipeline.max_attempts, cursor.read_last
+    )
     wanted += [("videos", partition, state) for partition, (_, state) in settled.items()]
     if outside := _outside_partitions(context, {p for _, p, _ in wanted}):
         wanted = [w for w in wanted if w[1] not in outside]
@@ -279,7 +286,43 @@ def task_poller(
                     "(--task-id ID | --forget)`"
                 )
     context.log.info(f"{len(requests)} run(s) requested")
-    return SensorResult(run_requests=requests, cursor=cursor)
+    return SensorResult(run_requests=requests, cursor=_Cursor(read_last, tasks_made).text())
+
+
+@dataclass(frozen=True)
+class _Cursor:
+    """task_poller's: the older settled day it read last, and how many tasks the ledger held."""
+
+    read_last: str | None = None
+    tasks_made: int = 0
+
+    @classmethod
+    def read(cls, text: str | None) -> "_Cursor":
+        if not text or not text.startswith("{"):  # a day alone: a cursor from before tasks_made
+            return cls(text or None)
+        return cls(**json.loads(text))
+
+    def text(self) -> str:
+        return json.dumps(asdict(self))
+
+
+def _check_tasks_made(
+    context: SensorEvaluationContext, ledger: Ledger, pipeline: PipelineResource, seen: int
+) -> int:
+    """How many tasks the ledger holds, as the cursor keeps it. Fewer than the last tick saw (a
+    copy put back, or another ledger configured): every day's record is checked, and the days
+    whose submissions it lacks are logged as an error naming the fix, each tick until they are
+    restored. Nothing else would notice: their tasks are not polled, no run is asked for, and
+    their videos are lost once the links die (helper-62)."""
+    made = ledger.tasks_made()
+    if made >= seen:
+        return made
+    try:
+        check_every_day(ledger, pipeline.tables())
+    except Exception as exc:  # LedgerLost, or the records unreadable: checked again next tick
+        context.log.error(f"the ledger holds {made} task(s), {seen} at an earlier tick: {exc}")
+        return seen
+    return made
 
 
 def _outside_partitions(context: SensorEvaluationContext, days: set[str]) -> set[str]:
