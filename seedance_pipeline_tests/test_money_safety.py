@@ -210,10 +210,16 @@ def test_a_day_whose_submission_was_stopped_is_left_to_its_user(day):
     assert DAY not in ledger.partitions_incomplete()
 
 
-def _sensor_tick(instance, resources) -> list:
-    """The sensor's tick, each run it asks for carried out as Dagster would; their results."""
+def _sensor_tick(instance, resources, cursor: list[str | None] | None = None) -> list:
+    """The sensor's tick, each run it asks for carried out as Dagster would; their results.
+    `cursor`: [the last tick's cursor], which this tick's replaces."""
     assets = {a.key: a for a in DOMAINS.assets}
-    tick = task_poller(build_sensor_context(instance=instance, resources=resources))
+    context = build_sensor_context(
+        instance=instance, resources=resources, cursor=cursor[0] if cursor else None
+    )
+    tick = task_poller(context)
+    if cursor:
+        cursor[0] = tick.cursor
     return [
         materialize(
             [assets[key] for key in request.asset_selection],
@@ -685,33 +691,20 @@ def test_an_older_ledger_copy_put_back_is_noticed_by_the_sensor_while_the_links_
     write_catalog(data, 3)
     resources = make_resources(data, emulator, api_key)
     ledger_file = data / "state" / "ledger.sqlite3"
-
-    def tick(instance, cursor: str | None):
-        context = build_sensor_context(instance=instance, resources=resources, cursor=cursor)
-        result = task_poller(context)
-        assets = {a.key: a for a in DOMAINS.assets}
-        for request in result.run_requests:
-            materialize(
-                [assets[key] for key in request.asset_selection],
-                partition_key=request.partition_key,
-                resources=resources,
-                instance=instance,
-                tags=request.tags,
-            )
-        return result.cursor
+    cursor: list[str | None] = [None]
 
     with DagsterInstance.ephemeral() as instance:
         assert submit(resources, instance=instance).success
         wait_for_tasks(resources)
-        cursor = tick(instance, None)  # the day's videos run
+        assert len(_sensor_tick(instance, resources, cursor)) == 1  # the day's videos run
         _copy_ledger(ledger_file, tmp_path / "copy")  # the nightly copy
         write_catalog(data, 4)  # p003 added to the day, and sent from the UI
         assert submit(resources, instance=instance).success
-        cursor = tick(instance, cursor)
+        _sensor_tick(instance, resources, cursor)
         _copy_ledger(tmp_path / "copy", ledger_file)  # the disk died; the copy is put back
         capfd.readouterr()
         for _ in range(2):  # said each tick until it is restored
-            cursor = tick(instance, cursor)
+            assert _sensor_tick(instance, resources, cursor) == []
             said = capfd.readouterr().err
             assert "the ledger holds 3 task(s), 4 at an earlier tick: " in said
             assert f"{DAY}: submissions recorded there are not in the ledger" in said
@@ -720,7 +713,7 @@ def test_an_older_ledger_copy_put_back_is_noticed_by_the_sensor_while_the_links_
         monkeypatch.setenv("SEEDANCE_DATA_DIR", str(data))
         assert main(["rebuild-ledger", DAY]) == 0
         wait_for_tasks(resources)
-        tick(instance, cursor)
+        assert [r.success for r in _sensor_tick(instance, resources, cursor)] == [True]
         assert "the ledger holds" not in capfd.readouterr().err
     table = read_table(data, "generated_videos", DAY).set_index("prompt_id")
     assert table.loc["p003", "status"] == "completed"
