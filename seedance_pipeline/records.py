@@ -65,6 +65,8 @@ def write_record(
     every submission step, and once the day has ended, when claims a crashed run left are
     settled as well. A claim still open (another run's, sending) is recorded `unknown`: its
     create may have made a task, so a ledger rebuilt from this record must not send it again.
+    The earlier attempts of resubmitted prompts are recorded too (rows of lower `attempt`), as
+    what the vendor reserved for them counts in the day's costs.
 
     Never backwards: a record listing submissions the ledger lacks, or has only at an earlier
     attempt (the ledger restored from an older copy), is kept as it is, as the only account
@@ -80,7 +82,13 @@ def write_record(
             [partition],
             f"{_not_in_ledger(tables, partition, missing)}. The record is kept as it is",
         )
-    frame = pd.DataFrame([_record(r) for r in rows], columns=COLUMNS)
+    latest = {(r.prompt_id, r.attempt) for r in rows}
+    earlier = [  # but for one archived since the rows were read (it is among them)
+        {**a, "partition": partition}
+        for a in ledger.attempts(partition)
+        if (a["prompt_id"], a["attempt"]) not in latest
+    ]
+    frame = pd.DataFrame([*map(_record, rows), *earlier], columns=COLUMNS)
     tables.write(frame, ASSET, partition)
     return rows
 
@@ -310,9 +318,16 @@ def rebuild(ledger: Ledger, tables: TableStore, partition: str, videos: VideoSto
         raise FileNotFoundError(
             f"{_where(tables, partition)}: no submissions recorded for {partition}"
         )
+    records = [_known(rec) for rec in recorded.to_dict("records")]
+    latest: dict[str, int] = {}
+    for rec in records:
+        latest[rec["prompt_id"]] = max(latest.get(rec["prompt_id"], 0), int(rec["attempt"]))
     restored = set()
-    for rec in recorded.to_dict("records"):
-        rec = _known(rec)
+    for rec in records:
+        if int(rec["attempt"]) < latest[rec["prompt_id"]]:  # a failed attempt, resubmitted
+            if ledger.keep_recorded_attempt(rec):
+                restored.add(rec["prompt_id"])
+            continue
         status = Status(rec["status"])
         if rec["task_id"] and status not in (Status.FAILED, Status.CANCELLED):
             status = Status.PENDING

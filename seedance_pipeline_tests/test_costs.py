@@ -341,9 +341,13 @@ def test_a_delivered_task_of_no_known_price_is_not_reported_free(capsys):
     )
 
 
-def test_a_resubmitted_prompt_keeps_what_each_attempt_reserved(tmp_path, start_emulator, api_key):
+def test_a_resubmitted_prompt_keeps_what_each_attempt_reserved(
+    tmp_path, start_emulator, api_key, monkeypatch, capsys
+):
     """Every task fails, half of them with `service_error`, which is resubmitted once. Each
-    task the vendor made reserved 25.004 (4 s of 480p at 6.251 a second), and each failed."""
+    task the vendor made reserved 25.004 (4 s of 480p at 6.251 a second), and each failed.
+    A ledger rebuilt from the day's record after it was lost kept the resubmissions but lost
+    what the earlier attempts reserved: 150.024 for 225.036 (helper-63)."""
     url = start_emulator(task_failure_rate=1.0, seed=3)
     data = tmp_path / "data"
     write_catalog(data, 6, DAYS[0])
@@ -363,6 +367,17 @@ def test_a_resubmitted_prompt_keeps_what_each_attempt_reserved(tmp_path, start_e
     # The videos asset's metadata says the same (it left the earlier attempts out).
     (videos,) = saved.asset_materializations_for_node("generated_videos")
     assert videos.metadata["credits_reserved"].value == round(made * 25.004, 4)
+
+    ledger_file = data / "state" / "ledger.sqlite3"
+    for lost in [ledger_file, *ledger_file.parent.glob("ledger.sqlite3-*")]:
+        lost.unlink()
+    monkeypatch.setenv("SEEDANCE_DATA_DIR", str(data))
+    assert main(["rebuild-ledger", DAYS[0]]) == 0, capsys.readouterr().err
+    resources = make_resources(data, url, api_key, max_resubmissions=1)
+    assert save_videos(resources, DAYS[0]).success and save_costs(resources, DAYS[0]).success
+    (rebuilt,) = read_table(data, "generation_costs", DAYS[0]).to_dict("records")
+    columns = ["tasks", "failed", "resubmissions", "credits_reserved", "credits_failed_reserved"]
+    assert {c: rebuilt[c] for c in columns} == {c: day[c] for c in columns}
 
 
 def test_the_chart_draws_campaigns_with_dollar_signs_as_written(tmp_path):

@@ -27,6 +27,17 @@ DUE_AGAIN = (
 )
 _FIELDS = "task_id, status, error_code, error_message, credits_reserved, submitted_at, completed_at"
 _CODES = bindparam("codes", expanding=True)
+# What the day's submissions record keeps of an attempt (completed_at it does not).
+_RECORDED = (
+    "partition",
+    "prompt_id",
+    "task_id",
+    "status",
+    "error_code",
+    "error_message",
+    "credits_reserved",
+    "submitted_at",
+)
 # Tasks whose outcome is still to come: any may yet fail.
 _OPEN = (*WAITING, Status.SUBMITTING, Status.UNKNOWN)
 
@@ -151,6 +162,21 @@ class Attempts:
                 db.execute(sql("DELETE FROM tasks WHERE partition = :p AND prompt_id = :id"), key)
             else:
                 restore_attempt(db, partition, prompt_id, row.attempt - 1)
+
+    def keep_recorded_attempt(self, record: dict[str, Any]) -> bool:
+        """Keep an earlier attempt from the day's submissions record, unless it is kept;
+        whether it was missing."""
+        with self.db.transaction() as db:
+            inserted = db.execute(
+                sql(
+                    f"INSERT INTO attempts (partition, prompt_id, attempt, {_FIELDS})"
+                    " VALUES (:partition, :prompt_id, :attempt, :task_id, :status, :error_code,"
+                    " :error_message, :credits_reserved, :submitted_at, NULL)"
+                    " ON CONFLICT (partition, prompt_id, attempt) DO NOTHING"
+                ),
+                {k: record[k] for k in _RECORDED} | {"attempt": int(record["attempt"])},
+            )
+            return inserted.rowcount > 0
 
     def attempts(self, partition: str) -> list[dict[str, Any]]:
         """Earlier attempts of resubmitted prompts, oldest first."""
