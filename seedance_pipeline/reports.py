@@ -115,6 +115,9 @@ def cost_report(
 
     table = with_money(rollup(videos, list(by)))
     total = with_money(rollup(videos, []))
+    if len(total):  # the groups' money, added up: what the table's rows show, to the cent
+        for money in [c for c in total.columns if c.startswith("cost_")]:
+            total[money] = round(table[money].sum(min_count=len(table)), 4)
     return table, (total.to_dict("records")[0] if len(total) else {})
 
 

@@ -341,6 +341,25 @@ def test_a_delivered_task_of_no_known_price_is_not_reported_free(capsys):
     )
 
 
+def test_money_is_rounded_half_up_and_the_groups_add_up_to_the_total():
+    """Two campaigns of one 5 s 720p standard task each: 5 x 13.5 = 67.5 credits, at US$0.0147
+    a credit 0.99225, half up 0.9923 (as floats, 0.9922: 0.99225 is 0.992249999... there), and
+    the two rows add up to 1.9846; the total said 1.9845, from 135 credits (helper-63)."""
+    videos = videos_table(
+        [
+            {"scheduled_date": DAYS[0], "prompt_id": f"p{i}", "campaign": f"c{i}"}
+            | {"model": "seedance-2.0-text-to-video", "quality": "720p", "status": "completed"}
+            | {"task_id": f"t{i}", "error_code": None, "credits_estimated": 67.5}
+            | {"credits_reserved": 67.5, "credits_charged": 67.5, "attempts": 1}
+            | {"credits_reserved_earlier": 0.0, "duration_s": 5.0}
+            for i in range(2)
+        ]
+    )
+    table, total = cost_report(videos, ["campaign"], PriceTable.load())
+    assert list(table.cost_usd) == [0.9923, 0.9923] and list(table.cost_cny) == [6.75, 6.75]
+    assert (total["credits_charged"], total["cost_usd"], total["cost_cny"]) == (135, 1.9846, 13.5)
+
+
 def test_a_resubmitted_prompt_keeps_what_each_attempt_reserved(
     tmp_path, start_emulator, api_key, monkeypatch, capsys
 ):

@@ -149,9 +149,12 @@ class PriceTable:
         return _credits(seconds * rate)
 
     def money(self, credits: float, currency: str) -> float | None:
-        """`credits` in `currency`, or None when the table has no rate for it."""
+        """`credits` in `currency` to 4 places, half up as credits are; None when the table
+        has no rate for it (or `credits` is not known)."""
         rate = self.money_per_credit.get(currency)
-        return None if rate is None else round(credits * rate, 4)
+        if rate is None or math.isnan(credits):
+            return None
+        return _credits(Decimal(str(credits)) * Decimal(str(rate)))
 
 
 def _credits(exact: Decimal) -> float:
