@@ -38,6 +38,12 @@ def credits_total(values: pd.Series) -> float:
     return round(float(values.fillna(0).sum()), 4)
 
 
+def known_total(values: pd.Series) -> float | None:
+    """`credits_total`, or None when one of the values is not known (NaN): a task billed at a
+    price nobody knows."""
+    return None if values.isna().any() else credits_total(values)
+
+
 def rollup(videos: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """Totals per group of the videos table; one row per task id (duplicates dropped).
 
@@ -116,7 +122,8 @@ def rollup(videos: pd.DataFrame, by: list[str]) -> pd.DataFrame:
 
 
 def chart(daily: pd.DataFrame, path: str | Path, by: Sequence[str] = ("model",)) -> Path:
-    """A PNG of credits charged per day, stacked by the groups `by` (one bar a day if none)."""
+    """A PNG of credits charged per day, stacked by the groups `by` (one bar a day if none).
+    A day holding a charge nobody knows (NaN) is drawn with what is known, its label saying so."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -131,6 +138,8 @@ def chart(daily: pd.DataFrame, path: str | Path, by: Sequence[str] = ("model",))
         aggfunc="sum",
         fill_value=0,
     )
+    unknown = set(daily.scheduled_date[daily.credits_charged.isna()])
+    pivot.index = [f"{day}\n+ unknown" if day in unknown else day for day in pivot.index]
     # Labels are the catalog's text: `$5 or $10` is drawn as written, not parsed as TeX math.
     with matplotlib.rc_context({"text.parse_math": False}):
         fig, ax = plt.subplots(figsize=(10, 4.5))

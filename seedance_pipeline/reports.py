@@ -168,7 +168,10 @@ def print_costs(table: pd.DataFrame, total: dict, by: Sequence[str], videos: pd.
     money = [c for c in table.columns if c.startswith("cost_")]
     columns = [*by, *COST_COLUMNS, *money]
     print(table[columns].to_string(index=False, na_rep="-"))
-    print("TOTAL: " + ", ".join(f"{c}={_figure(total[c])}" for c in [*COST_COLUMNS, *money]))
+    figures = [*COST_COLUMNS, *money]
+    if pd.isna(total["credits_per_delivered_second"]):  # nothing delivered: no such figure
+        figures.remove("credits_per_delivered_second")
+    print("TOTAL: " + ", ".join(f"{c}={_figure(total[c])}" for c in figures))
     if note := unpriced_note(videos):
         print(f"note: {note}")
 

@@ -52,6 +52,10 @@ class PipelineStopped(RuntimeError):
     exit_code = 1
 
 
+class PipelineInterrupted(PipelineStopped):
+    """A run of it was interrupted (Ctrl-C, Terminate) where Dagster caught it."""
+
+
 class PipelineRefused(PipelineStopped):
     """A day or a setting to fix, found before anything ran: a script should not just retry."""
 
@@ -114,6 +118,13 @@ def _failure(result) -> str:
 
 # Terminate, SIGTERM or Ctrl-C while Dagster waits to retry a step.
 _INTERRUPTIONS = ("DagsterExecutionInterruptedError", "KeyboardInterrupt")
+
+
+def _interrupted(result: ExecuteInProcessResult) -> bool:
+    """Whether the run failed as it was interrupted, not on an error of its own (a failed run
+    with no failed step was stopped between steps)."""
+    failed = [e.step_failure_data.error for e in result.all_events if e.is_step_failure]
+    return not failed or any(_innermost(e).cls_name in _INTERRUPTIONS for e in failed)
 
 
 def _innermost(error):
@@ -232,18 +243,25 @@ def run_partition(
             tags={FOLLOWED_TAG: "true", **tags},  # this process polls and stores: assets need not
         )
         if not result.success:
-            raise PipelineStopped(_failure(result))
+            stopped = PipelineInterrupted if _interrupted(result) else PipelineStopped
+            raise stopped(_failure(result))
         return result
 
     ledger = pipeline.ledger()
-    if partition in ledger.partitions_incomplete():
-        # Cut short before, so the sensor would send the rest: this run sends it, and
-        # submitted_tasks notes the day again as it ends. Stopped before then (Ctrl-C while
-        # planning), the day is its user's (helper-62).
+    # Cut short before, so the sensor would send the rest: this run sends it, and
+    # submitted_tasks notes the day again as it ends. Stopped before then (Ctrl-C while
+    # planning), the day is its user's (helper-62); failing, the sensor's again (helper-64).
+    cut_short = partition in ledger.partitions_incomplete()
+    if cut_short:
         ledger.set_submission_complete(partition, None)
     print(f"[{partition}] planning and submitting", file=out)
-    run(_assets("media_catalog"), None)
-    run(_assets("prompt_catalog", "generation_requests"))  # a bad catalog stops here
+    try:
+        run(_assets("media_catalog"), None)
+        run(_assets("prompt_catalog", "generation_requests"))  # a bad catalog stops here
+    except PipelineStopped as exc:
+        if cut_short and not isinstance(exc, PipelineInterrupted):
+            ledger.set_submission_complete(partition, False)
+        raise
 
     def submit(assets) -> None:
         """Submit (a Dagster run) while a thread polls and stores videos as tasks complete."""

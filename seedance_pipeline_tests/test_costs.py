@@ -11,6 +11,7 @@ import pytest
 
 from seedance_pipeline.cli import main
 from seedance_pipeline.costs import COUNTS, chart, rollup
+from seedance_pipeline.ledger.database import sql
 from seedance_pipeline.media import measure
 from seedance_pipeline.reports import cost_report, costs_json, print_run_summary
 from seedance_pipeline.seedance import MODELS, Client, PriceTable
@@ -339,6 +340,48 @@ def test_a_delivered_task_of_no_known_price_is_not_reported_free(capsys):
         "2 row(s) have no known price: credits_estimated leaves them out, and credits_charged "
         "the 1 delivered (billed) for which no answer reported the vendor's reservation" in said
     )
+
+
+def test_the_videos_metadata_does_not_report_a_charge_nobody_knows(tmp_path, emulator, api_key):
+    """generation_costs' metadata said the day's charge is not known, generated_videos' a
+    smaller figure leaving the task out (helper-64)."""
+    data = tmp_path / "data"
+    write_catalog(data, 3, DAYS[0])
+    resources = make_resources(data, emulator, api_key)
+    assert submit(resources, DAYS[0]).success
+    wait_for_tasks(resources, DAYS[0])
+    with resources["pipeline"].ledger().db.transaction() as db:  # a price nobody knows
+        db.execute(
+            sql(
+                "UPDATE tasks SET credits_reserved = NULL, estimated_credits = NULL"
+                " WHERE prompt_id = 'p000'"
+            )
+        )
+    [videos] = save_videos(resources, DAYS[0]).asset_materializations_for_node("generated_videos")
+    [costs] = save_costs(resources, DAYS[0]).asset_materializations_for_node("generation_costs")
+    assert videos.metadata["credits_charged"].value is None
+    assert costs.metadata["credits_charged"].value is None
+
+
+def test_the_chart_says_which_days_hold_a_charge_nobody_knows(tmp_path, monkeypatch):
+    """Drawn as 0 credits, such a day looked free beside the table's `unknown` (helper-64)."""
+    import matplotlib.pyplot as plt
+
+    drawn = []
+    subplots = plt.subplots
+
+    def kept(*args, **kwargs):
+        drawn.append(subplots(*args, **kwargs))
+        return drawn[-1]
+
+    monkeypatch.setattr(plt, "subplots", kept)
+    daily = pd.DataFrame(
+        {"scheduled_date": DAYS[:2], "model": ["m", "m"], "credits_charged": [None, 10.0]}
+    )
+    chart(daily, tmp_path / "costs.png")
+    [(_, ax)] = drawn
+    labels = [label.get_text() for label in ax.get_xticklabels()]
+    assert labels == [f"{DAYS[0]}\n+ unknown", DAYS[1]]
 
 
 def test_money_is_rounded_half_up_and_the_groups_add_up_to_the_total():

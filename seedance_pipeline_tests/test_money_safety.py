@@ -563,6 +563,54 @@ def test_ctrl_c_on_run_while_it_plans_a_day_cut_short_before_is_not_sent_on_by_t
     assert emulator_tasks(emulator) == []
 
 
+def test_run_failing_to_plan_a_day_cut_short_leaves_it_to_the_sensor(
+    tmp_path, emulator, api_key, monkeypatch
+):
+    """Unlike a Ctrl-C (above), a planning that fails (a catalog half written) does not take the
+    day from the sensor: it held the day for good, and once the catalog was fixed the sensor
+    never sent it (helper-64), as it does a day whose catalog was broken a while."""
+    data, resources = _cut_short(tmp_path, emulator, api_key, 4)
+    catalog = data / "catalog" / "prompts.csv"
+    fixed = catalog.read_text()
+    catalog.write_text(fixed + "p999,soon,seedance-2.0-text-to-video,half written\n")
+    _run_env(monkeypatch, tmp_path, data, emulator, api_key)
+    assert main(["run", DAY]) == 1
+    catalog.write_text(fixed)
+    with DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
+        [sent] = _sensor_tick(instance, resources)
+    assert sent.success and len(emulator_tasks(emulator)) == 4
+
+
+def test_a_resubmission_failing_every_retry_is_left_to_the_sensor(
+    tmp_path, emulator, api_key, monkeypatch
+):
+    """A retry holds the day (above); its last one failing before noting the day (the client
+    failing before any create) held it for good: the task due again was never resubmitted,
+    and the day's tables never written (helper-64)."""
+    data = copy_sample_data(tmp_path / "data")
+    resources = make_resources(data, emulator, api_key, max_resubmissions=1)
+    run_day(resources)
+    with resources["pipeline"].ledger().db.transaction() as db:
+        db.execute(
+            sql(
+                "UPDATE tasks SET status = 'failed', error_code = 'service_error',"
+                " video_uri = NULL WHERE prompt_id = 'd1-t2v-city-launch'"
+            )
+        )
+    paid = len(emulator_tasks(emulator))
+
+    def failing(*args):
+        raise OSError("could not start the client")
+
+    with DagsterInstance.ephemeral() as instance, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(generation_assets, "submit_all", failing)
+        patch.setattr(generation_assets, "SUBMIT_RETRIES", RetryPolicy(max_retries=1, delay=0))
+        assert not submit(resources, instance=instance).success
+        patch.undo()  # fixed: what follows is the sensor's
+        [resent] = _sensor_tick(instance, resources)
+    assert resent.success and len(emulator_tasks(emulator)) == paid + 1
+
+
 def test_a_claim_that_cannot_be_released_after_an_interrupt_is_logged_with_the_fix(
     tmp_path, caplog, monkeypatch
 ):

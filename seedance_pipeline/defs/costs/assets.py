@@ -5,7 +5,7 @@ from pathlib import Path
 
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
-from ...costs import ROLLUP_KEYS, chart, credits_total, rollup
+from ...costs import ROLLUP_KEYS, chart, credits_total, known_total, rollup
 from ...seedance import PriceTable
 from ..generation.assets import generated_videos
 from ..metadata import frame_version, table, written
@@ -35,9 +35,7 @@ def generation_costs(
         metadata={
             **written(path, day),
             # None: a task was billed at a price nobody knows (the table names its group)
-            "credits_charged": MetadataValue.float(
-                None if day.credits_charged.isna().any() else credits_total(day.credits_charged)
-            ),
+            "credits_charged": MetadataValue.float(known_total(day.credits_charged)),
             "credits_reserved": credits_total(day.credits_reserved),
             "credits_estimated": credits_total(day.credits_estimated),
             "seconds_delivered": float(day.seconds_delivered.sum()),

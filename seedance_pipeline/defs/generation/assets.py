@@ -15,6 +15,7 @@ from dagster import (
     Failure,
     Jitter,
     MaterializeResult,
+    MetadataValue,
     RetryPolicy,
     RetryRequested,
     asset,
@@ -22,7 +23,7 @@ from dagster import (
 
 from ...callbacks import callback_base
 from ...catalog import CatalogError, load_prompts
-from ...costs import credits_total
+from ...costs import credits_total, known_total
 from ...follow import FOLLOWED_TAG, follower_failed, following
 from ...ledger import Ledger, LedgerRow
 from ...planning import over_budget_message, plan_catalog, publish, requests_frame
@@ -36,7 +37,7 @@ from ...records import (
     write_record,
 )
 from ...seedance import PriceTable
-from ...statuses import COUNTED, UNDELIVERED, WAITING, RequestStatus, Status
+from ...statuses import CHARGED, COUNTED, UNDELIVERED, WAITING, RequestStatus, Status
 from ...storage import StoreRefused, VideoStore
 from ...submission import (
     Planned,
@@ -145,6 +146,8 @@ def submitted_tasks(
             raise
         if context.retry_number < SUBMIT_RETRIES.max_retries:
             _hold_until_retried(pipeline, context.partition_key)
+        else:  # no retry left: the sensor sends on, or resubmits, as it would have before
+            _note_day(pipeline, context.partition_key)
         raise RetryRequested(
             max_retries=SUBMIT_RETRIES.max_retries,
             seconds_to_wait=SUBMIT_RETRIES.calculate_delay(context.retry_number + 1),
@@ -181,6 +184,25 @@ def _hold_until_retried(pipeline: PipelineResource, partition: str) -> None:
         pipeline.ledger().set_submission_complete(partition, None)
 
 
+def _note_day(pipeline: PipelineResource, partition: str) -> None:
+    """Note whether every accepted prompt of the day is sent, as the step does as it ends: a
+    retry held the day, and the last one failed before noting it (helper-64)."""
+    with suppress(Exception):  # a ledger down: as for the hold
+        ledger = pipeline.ledger()
+        complete = not _unsent(pipeline, ledger, partition, ledger.rows(partition))
+        ledger.set_submission_complete(partition, complete)
+
+
+def _unsent(
+    pipeline: PipelineResource, ledger: Ledger, partition: str, rows: list[LedgerRow]
+) -> set[str]:
+    """The day's accepted prompts with no row, and sent on no other day."""
+    requests = _requests(pipeline, partition)
+    unsent = set(requests.prompt_id[requests.status == RequestStatus.ACCEPTED])
+    unsent -= {r.prompt_id for r in rows}
+    return unsent - ledger.sent_on_other_days(partition, unsent).keys()
+
+
 def _interrupted(context: AssetExecutionContext, pipeline: PipelineResource) -> Failure:
     """The step's failure when its run was interrupted, wherever the step was: the day is left
     to its user, as the sensor leaves a stopped day (another run stores its videos; `run`
@@ -206,10 +228,7 @@ def _stopped(context: AssetExecutionContext, pipeline: PipelineResource) -> Fail
         if unstored
         else ""
     )
-    requests = _requests(pipeline, partition)
-    unsent = set(requests.prompt_id[requests.status == RequestStatus.ACCEPTED])
-    unsent -= {r.prompt_id for r in rows}
-    unsent -= ledger.sent_on_other_days(partition, unsent).keys()
+    unsent = _unsent(pipeline, ledger, partition, rows)
     rest = send_the_rest(partition) if unsent else "every prompt of the day was sent"
     rest += hold_stopped_day(ledger, partition, pipeline.max_attempts, bool(unsent))
     return Failure(
@@ -507,7 +526,10 @@ def generated_videos(
             "credits_reserved": credits_total(  # earlier attempts too, as generation_costs
                 frame.credits_reserved.fillna(0) + frame.credits_reserved_earlier.fillna(0)
             ),
-            "credits_charged": credits_total(frame.credits_charged),
+            # None: a task billed at a price nobody knows (as generation_costs says)
+            "credits_charged": MetadataValue.float(
+                known_total(frame.credits_charged.where(frame.status.isin(CHARGED), 0))
+            ),
             "credits_drift": _drift(frame),
             "failure_rate": float(count.get(Status.FAILED, 0) / submitted) if submitted else 0.0,
             # The day's check problems, kept with the day's materialisation (the check's latest
