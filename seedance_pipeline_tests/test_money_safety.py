@@ -416,21 +416,27 @@ def test_a_submission_failing_on_its_way_is_retried_and_sends_each_prompt_once(d
     assert sorted(r.task_id for r in ledger_rows(resources)) == sorted(t["id"] for t in made)
 
 
-def test_ctrl_c_on_a_resubmission_is_not_undone_by_the_sensor(tmp_path, emulator, api_key):
-    """Every prompt had a row, so the day stayed noted complete; Ctrl-C ends a run `failed`,
-    not `canceled`, so the sensor's next tick resubmitted the failed task the user had just
-    stopped, while the message said every prompt was sent (helper-54)."""
+def _day_with_a_resubmission_due(tmp_path, emulator, api_key) -> dict:
+    """The sample day run, resubmission on, one of its tasks then failed transiently: due for
+    another attempt. Its resources."""
     data = copy_sample_data(tmp_path / "data")
     resources = make_resources(data, emulator, api_key, max_resubmissions=1)
     run_day(resources)
-    ledger = resources["pipeline"].ledger()
-    with ledger.db.transaction() as db:  # a transient vendor failure, due for another attempt
+    with resources["pipeline"].ledger().db.transaction() as db:
         db.execute(
             sql(
                 "UPDATE tasks SET status = 'failed', error_code = 'service_error',"
                 " video_uri = NULL WHERE prompt_id = 'd1-t2v-city-launch'"
             )
         )
+    return resources
+
+
+def test_ctrl_c_on_a_resubmission_is_not_undone_by_the_sensor(tmp_path, emulator, api_key):
+    """Every prompt had a row, so the day stayed noted complete; Ctrl-C ends a run `failed`,
+    not `canceled`, so the sensor's next tick resubmitted the failed task the user had just
+    stopped, while the message said every prompt was sent (helper-54)."""
+    resources = _day_with_a_resubmission_due(tmp_path, emulator, api_key)
     paid = len(emulator_tasks(emulator))
 
     def interrupted(*args):
@@ -450,16 +456,7 @@ def test_a_second_ctrl_c_while_the_step_handles_the_first_still_holds_the_day(
     """As above, with a second Ctrl-C while the step's handler read the day, before it held
     it: the second interrupt left the step, the day stayed noted complete, and the sensor
     resubmitted (paid again for) the task its user stopped (helper-62)."""
-    data = copy_sample_data(tmp_path / "data")
-    resources = make_resources(data, emulator, api_key, max_resubmissions=1)
-    run_day(resources)
-    with resources["pipeline"].ledger().db.transaction() as db:
-        db.execute(
-            sql(
-                "UPDATE tasks SET status = 'failed', error_code = 'service_error',"
-                " video_uri = NULL WHERE prompt_id = 'd1-t2v-city-launch'"
-            )
-        )
+    resources = _day_with_a_resubmission_due(tmp_path, emulator, api_key)
     paid = len(emulator_tasks(emulator))
     reading, reads = generation_assets._requests, []
 
@@ -587,16 +584,7 @@ def test_a_resubmission_failing_every_retry_is_left_to_the_sensor(
     """A retry holds the day (above); its last one failing before noting the day (the client
     failing before any create) held it for good: the task due again was never resubmitted,
     and the day's tables never written (helper-64)."""
-    data = copy_sample_data(tmp_path / "data")
-    resources = make_resources(data, emulator, api_key, max_resubmissions=1)
-    run_day(resources)
-    with resources["pipeline"].ledger().db.transaction() as db:
-        db.execute(
-            sql(
-                "UPDATE tasks SET status = 'failed', error_code = 'service_error',"
-                " video_uri = NULL WHERE prompt_id = 'd1-t2v-city-launch'"
-            )
-        )
+    resources = _day_with_a_resubmission_due(tmp_path, emulator, api_key)
     paid = len(emulator_tasks(emulator))
 
     def failing(*args):
