@@ -8,6 +8,7 @@ a run refuses to submit that day until the ledger is restored from it.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable
 
 import pandas as pd
@@ -260,16 +261,24 @@ def adopt_stored_videos(
     return adopted
 
 
-def check_every_day(ledger: Ledger, tables: TableStore) -> None:
-    """Refuse a ledger that lacks submissions any day's record lists, or has them at an
-    earlier attempt: reads every day's record (the sensor's, once the ledger holds fewer
-    tasks than it did).
+def recorded_days(tables: TableStore) -> list[str]:
+    """The days with a record of submissions."""
+    return tables.partitions(ASSET)
+
+
+def check_days(ledger: Ledger, tables: TableStore, days: list[str], until: float) -> int:
+    """Refuse a ledger that lacks submissions the records of `days` list, or has them at an
+    earlier attempt (the sensor's check, once the ledger holds fewer tasks than it did); the
+    records are read in turn until `time.monotonic()` passes `until`. How many were read.
 
     Raises:
         LedgerLost: naming the days and how to restore them.
     """
-    behind = {}
-    for day in tables.partitions(ASSET):
+    behind, read = {}, 0
+    for day in days:
+        if read and time.monotonic() > until:
+            break
+        read += 1
         if missing := _missing(ledger.rows(day), _recorded(tables, day)):
             behind[day] = missing
     if behind:
@@ -281,6 +290,7 @@ def check_every_day(ledger: Ledger, tables: TableStore) -> None:
             f"earlier attempt ({few(sorted(set().union(*behind.values())))}): their tasks are "
             "not polled, and their videos are lost once their links die, a day after they end",
         )
+    return read
 
 
 def _any_recorded(tables: TableStore, day: str) -> bool:

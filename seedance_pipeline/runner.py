@@ -23,7 +23,14 @@ from .defs.generation.sensors import (
     state_tag,
 )
 from .follow import FOLLOWED_TAG, following
-from .ledger import LEDGER_URL_ENV, Ledger, LedgerUnreachable, ledger_url, safe_url
+from .ledger import (
+    LEDGER_URL_ENV,
+    Ledger,
+    LedgerUnreachable,
+    ledger_exists,
+    ledger_url,
+    safe_url,
+)
 from .polling import PollingRefused
 from .seedance import (
     APIError,
@@ -247,11 +254,12 @@ def run_partition(
             raise stopped(_failure(result))
         return result
 
-    ledger = pipeline.ledger()
     # Cut short before, so the sensor would send the rest: this run sends it, and
     # submitted_tasks notes the day again as it ends. Stopped before then (Ctrl-C while
     # planning), the day is its user's (helper-62); failing, the sensor's again (helper-64).
-    cut_short = partition in ledger.partitions_incomplete()
+    # (With no ledger yet, none is made: a catalog refused writes nothing.)
+    ledger = pipeline.ledger() if ledger_exists(ledger_url(pipeline.root)) else None
+    cut_short = ledger is not None and partition in ledger.partitions_incomplete()
     if cut_short:
         ledger.set_submission_complete(partition, None)
     print(f"[{partition}] planning and submitting", file=out)
@@ -262,6 +270,7 @@ def run_partition(
         if cut_short and not isinstance(exc, PipelineInterrupted):
             ledger.set_submission_complete(partition, False)
         raise
+    ledger = pipeline.ledger()
 
     def submit(assets) -> None:
         """Submit (a Dagster run) while a thread polls and stores videos as tasks complete."""

@@ -379,26 +379,27 @@ def test_of_two_runs_resubmitting_one_prompt_at_once_one_claims_it_the_other_is_
 
 def test_the_tasks_a_ledger_holds_only_grow_whatever_is_resent_released_or_forgotten(ledger):
     """The sensor takes fewer for a ledger put back from an older copy: no step of a ledger's
-    own life may lower it. The fixture holds task-1 and an `unknown` row with no task."""
-    counts = [ledger.tasks_made()]
+    own life may lower it, on any day. The fixture holds task-1 and an `unknown` row with no
+    task."""
+    counts = [ledger.tasks_made()[DAY]]
     ledger.resolve(DAY, "lost", None)  # forgotten: it made no task
-    counts.append(ledger.tasks_made())
+    counts.append(ledger.tasks_made()[DAY])
     with ledger.db.transaction() as db:
         db.execute(sql("UPDATE tasks SET status = 'failed', error_code = 'service_error'"))
     assert ledger.claim_resubmission(DAY, "sent", 3)  # task-1 kept as attempt 1
-    counts.append(ledger.tasks_made())
+    counts.append(ledger.tasks_made()[DAY])
     ledger.release(DAY, "sent")  # the resubmission's create proved it made no task
-    counts.append(ledger.tasks_made())
+    counts.append(ledger.tasks_made()[DAY])
     assert ledger.claim_resubmission(DAY, "sent", 3)
     ledger.record_submitted(DAY, "sent", "task-2", time.time())
-    counts.append(ledger.tasks_made())
+    counts.append(ledger.tasks_made()[DAY])
     assert ledger.claim_resubmission(DAY, "sent", 3) is False  # task-2 has not failed
     with ledger.db.transaction() as db:
         db.execute(sql("UPDATE tasks SET status = 'failed', error_code = 'service_error'"))
     assert ledger.claim_resubmission(DAY, "sent", 3)
     ledger.record_outcome_unknown(DAY, "sent", "the answer was lost")
     ledger.resolve(DAY, "sent", None)  # back to its failed attempt 2, task-2
-    counts.append(ledger.tasks_made())
+    counts.append(ledger.tasks_made()[DAY])
     assert counts == [1, 1, 1, 1, 2, 2]
 
 
@@ -655,3 +656,39 @@ def test_a_callback_and_a_forget_of_one_unknown_row_do_not_lose_its_task(ledger,
     row = _statuses(ledger).get("lost")
     assert forgot == [not attached]  # one of them took the row, not both
     assert row == ((Status.PENDING, "task-9") if attached else None)
+
+
+@pytest.mark.parametrize("kept", [True, False], ids=["record_kept_it", "older_record"])
+def test_forgetting_a_resubmission_whose_failed_attempt_was_not_kept_sends_it_afresh(
+    tmp_path, kept
+):
+    """Attempt 1 failed transiently; its resubmission's run died with the create in flight
+    (`unknown`); the ledger lost and rebuilt from the day's record. `resolve --forget` gives
+    the row back to its failed attempt, to be resubmitted; a record written before records
+    kept earlier attempts has none, and the forget failed on a NOT NULL status, a traceback
+    leaving the row `unknown` for good (helper-65). It is now sent as a first attempt."""
+    from seedance_pipeline.records import ASSET, rebuild, write_record
+    from seedance_pipeline.storage import LocalVideoStore
+    from seedance_pipeline.tables import LocalTableStore
+
+    tables = LocalTableStore(tmp_path)
+    lost = Ledger(tmp_path / "lost.sqlite3")
+    assert lost.claim(DAY, "p", REQUEST, 25.004)
+    lost.record_submitted(DAY, "p", "task-1", time.time(), credits_reserved=25.004)
+    lost.record_polls([PollUpdate("task-1", status=Status.FAILED, error_code="service_error")])
+    assert lost.claim_resubmission(DAY, "p", 3)
+    lost.record_outcome_unknown(DAY, "p", "the run died with the create in flight")
+    lost.set_submission_complete(DAY, True)
+    write_record(lost, tables, DAY)
+    if not kept:  # as written before: the latest attempt alone
+        record = tables.read(ASSET, DAY)
+        tables.write(record[record.attempt == 2], ASSET, DAY)
+    rebuilt = Ledger(tmp_path / "rebuilt.sqlite3")
+    rebuild(rebuilt, tables, DAY, LocalVideoStore(tmp_path / "videos"))
+    rebuilt.set_submission_complete(DAY, True)
+
+    rebuilt.resolve(DAY, "p", None)
+
+    rows = [(r.attempt, r.status, r.task_id) for r in rebuilt.rows(DAY)]
+    assert rows == ([(1, Status.FAILED, "task-1")] if kept else [])
+    assert (DAY in rebuilt.partitions_incomplete()) is not kept  # then sent again

@@ -715,45 +715,88 @@ def test_an_older_ledger_copy_put_back_after_the_links_died_keeps_the_videos_sto
         assert hashlib.sha256(Path(row.video_uri).read_bytes()).hexdigest() == row.video_sha256
 
 
-def test_an_older_ledger_copy_put_back_is_noticed_by_the_sensor_while_the_links_live(
-    tmp_path, emulator, api_key, monkeypatch, capfd
-):
-    """The day settled by the sensor; the nightly copy; a prompt added and sent from the UI;
-    the copy put back before that video was stored. The copy's state of the day is one the
-    sensor had run videos for, so it asked for nothing, and nothing compared the day's record
-    with the ledger: the paid task was never polled, its video lost once its link died
-    (helper-62). The sensor now says so, naming the fix, in time to store it."""
+def _copy_put_back_after_a_prompt_was_sent(tmp_path, emulator, api_key, instance, cursor):
+    """The day settled by the sensor (ticking with `cursor`); the nightly copy; p003 added to
+    the day and sent from the UI, a tick seeing it; the copy put back. (data, resources)."""
     data = tmp_path / "data"
     write_catalog(data, 3)
     resources = make_resources(data, emulator, api_key)
     ledger_file = data / "state" / "ledger.sqlite3"
-    cursor: list[str | None] = [None]
+    assert submit(resources, instance=instance).success
+    wait_for_tasks(resources)
+    assert len(_sensor_tick(instance, resources, cursor)) == 1  # the day's videos run
+    _copy_ledger(ledger_file, tmp_path / "copy")  # the nightly copy
+    write_catalog(data, 4)
+    assert submit(resources, instance=instance).success
+    _sensor_tick(instance, resources, cursor)
+    _copy_ledger(tmp_path / "copy", ledger_file)  # the disk died; the copy is put back
+    return data, resources
 
+
+_NOTICED = f"the ledger lacks tasks the records list: {DAY}: submissions recorded there are not"
+
+
+def test_an_older_ledger_copy_put_back_is_noticed_by_the_sensor_while_the_links_live(
+    tmp_path, emulator, api_key, monkeypatch, capfd
+):
+    """The copy's state of the day is one the sensor had run videos for, so it asked for
+    nothing, and nothing compared the day's record with the ledger: p003's paid task was never
+    polled, its video lost once its link died (helper-62). The sensor now says so, naming the
+    fix, in time to store it."""
+    cursor: list[str | None] = [None]
     with DagsterInstance.ephemeral() as instance:
-        assert submit(resources, instance=instance).success
-        wait_for_tasks(resources)
-        assert len(_sensor_tick(instance, resources, cursor)) == 1  # the day's videos run
-        _copy_ledger(ledger_file, tmp_path / "copy")  # the nightly copy
-        write_catalog(data, 4)  # p003 added to the day, and sent from the UI
-        assert submit(resources, instance=instance).success
-        _sensor_tick(instance, resources, cursor)
-        _copy_ledger(tmp_path / "copy", ledger_file)  # the disk died; the copy is put back
+        data, resources = _copy_put_back_after_a_prompt_was_sent(
+            tmp_path, emulator, api_key, instance, cursor
+        )
         capfd.readouterr()
         for _ in range(2):  # said each tick until it is restored
             assert _sensor_tick(instance, resources, cursor) == []
             said = capfd.readouterr().err
-            assert "the ledger holds 3 task(s), 4 at an earlier tick: " in said
-            assert f"{DAY}: submissions recorded there are not in the ledger" in said
-            assert f"`seedance-pipeline rebuild-ledger {DAY}`" in said
+            assert _NOTICED in said and f"`seedance-pipeline rebuild-ledger {DAY}`" in said
 
         monkeypatch.setenv("SEEDANCE_DATA_DIR", str(data))
         assert main(["rebuild-ledger", DAY]) == 0
         wait_for_tasks(resources)
         assert [r.success for r in _sensor_tick(instance, resources, cursor)] == [True]
-        assert "the ledger holds" not in capfd.readouterr().err
+        assert "the ledger lacks" not in capfd.readouterr().err
     table = read_table(data, "generated_videos", DAY).set_index("prompt_id")
     assert table.loc["p003", "status"] == "completed"
     assert (data / "videos" / DAY / "p003.mp4").is_file()
+
+
+def test_a_copy_put_back_is_noticed_when_another_day_sent_as_much_before_the_tick(
+    tmp_path, emulator, api_key, capfd
+):
+    """The copy lacks p003 (4 tasks, 3); a run of the next day sent one before the sensor's
+    next tick (4 again): a count of the whole ledger saw nothing wrong (helper-65)."""
+    cursor: list[str | None] = [None]
+    with DagsterInstance.ephemeral() as instance:
+        data, resources = _copy_put_back_after_a_prompt_was_sent(
+            tmp_path, emulator, api_key, instance, cursor
+        )
+        catalog = data / "catalog" / "prompts.csv"
+        prompts = pd.read_csv(catalog, dtype=str, keep_default_na=False)
+        added = prompts.iloc[[0]].assign(prompt_id="q000", scheduled_date="2026-11-21")
+        pd.concat([prompts, added]).to_csv(catalog, index=False)
+        assert submit(resources, "2026-11-21", instance=instance).success
+        capfd.readouterr()
+        assert _sensor_tick(instance, resources, cursor) == []
+    assert _NOTICED in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("cursor", [None, DAY], ids=["reset", "from_before_it_counted"])
+def test_a_copy_put_back_is_noticed_by_a_sensor_that_kept_no_count(
+    tmp_path, emulator, api_key, capfd, cursor
+):
+    """A cursor reset, or the first tick after the upgrade (a cursor of a day alone), with
+    the copy in place: the count taken as 0, nothing was checked (helper-65)."""
+    with DagsterInstance.ephemeral() as instance:
+        _, resources = _copy_put_back_after_a_prompt_was_sent(
+            tmp_path, emulator, api_key, instance, [None]
+        )
+        capfd.readouterr()
+        assert _sensor_tick(instance, resources, [cursor]) == []
+    assert _NOTICED in capfd.readouterr().err
 
 
 @pytest.mark.parametrize("failures", [1, 5, None])

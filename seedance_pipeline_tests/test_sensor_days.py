@@ -5,6 +5,7 @@ import hashlib
 import json
 import time
 
+import pandas as pd
 import pytest
 from dagster import DagsterRunStatus, build_sensor_context, instance_for_test
 from dagster._core.storage.dagster_run import DagsterRun
@@ -16,7 +17,10 @@ from seedance_pipeline.defs.generation.assets import generation_requests, submit
 from seedance_pipeline.defs.generation.sensors import STATE_TAG, task_poller
 from seedance_pipeline.defs.resources import EvoLinkResource, PipelineResource
 from seedance_pipeline.ledger import PollUpdate
+from seedance_pipeline.ledger.database import sql
+from seedance_pipeline.records import write_record
 from seedance_pipeline.statuses import Status
+from seedance_pipeline.tables import LocalTableStore
 
 DAY, NEXT_DAY = "2026-11-20", "2026-11-21"
 # A day sent on is planned again from its catalog first.
@@ -288,3 +292,40 @@ def test_a_tick_whose_polls_failed_says_why(resources, capfd):
     said = capfd.readouterr().err
     assert "1 poll error(s); the first: GET http://127.0.0.1:9/v1/tasks/" in said, said
     assert "ConnectError" in said
+
+
+@pytest.mark.parametrize("kept", [True, False], ids=["counted", "no_count_kept"])
+def test_checking_the_records_against_the_ledger_keeps_within_a_tick(
+    resources, monkeypatch, capfd, kept
+):
+    """The newest of 150 days lost from the ledger (a copy put back); reading a record takes
+    50 ms (an S3 GET). Every tick read every day's record, with no end, until the ledger was
+    restored: on S3, two years of days pass Dagster's 60 s sensor timeout, and a tick that
+    fails asks for no run for any day (helper-65). Now only the days whose tasks fell are
+    read, or with no count kept, the newest first for HISTORY_SECONDS."""
+    pipeline = resources["pipeline"]
+    ledger, tables = pipeline.ledger(), pipeline.tables()
+    days = [str(d.date()) for d in pd.date_range("2026-06-01", periods=150)]
+    settled_days(ledger, days)
+    for day in days:
+        write_record(ledger, tables, day)
+    with ledger.db.transaction() as db:
+        db.execute(sql("DELETE FROM tasks WHERE partition = :p"), {"p": days[-1]})
+    reads = []
+    read = LocalTableStore.read
+
+    def slow(self, asset, partition):
+        if asset == "submissions":
+            reads.append(partition)
+            time.sleep(0.05)
+        return read(self, asset, partition)
+
+    monkeypatch.setattr(LocalTableStore, "read", slow)
+    counted = json.dumps({"read_last": None, "tasks_made": dict.fromkeys(days, 1)})
+    with instance_for_test() as instance:
+        started = time.monotonic()
+        tick(instance, resources, counted if kept else None)
+        took = time.monotonic() - started
+    assert took < sensors.HISTORY_SECONDS + 2
+    assert reads[0] == days[-1] and (len(reads) == 1 if kept else len(reads) < len(days))
+    assert f"{days[-1]}: submissions recorded there are not in the ledger" in capfd.readouterr().err

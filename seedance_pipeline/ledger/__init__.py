@@ -17,6 +17,7 @@ from .database import (
     Database,
     LedgerBusy,
     LedgerUnreachable,
+    ledger_exists,
     ledger_url,
     safe_url,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "LedgerUnreachable",
     "PollUpdate",
     "TaskHeld",
+    "ledger_exists",
     "ledger_url",
     "pid_alive",
     "safe_url",

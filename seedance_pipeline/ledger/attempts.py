@@ -188,9 +188,16 @@ class Attempts:
             return [dict(r) for r in found]
 
 
-def restore_attempt(db: Connection, partition: str, prompt_id: str, attempt: int) -> None:
-    """The row becomes its kept `attempt` again."""
+def restore_attempt(db: Connection, partition: str, prompt_id: str, attempt: int) -> bool:
+    """The row becomes its kept `attempt` again; False, changing nothing, when it is not kept
+    (a ledger rebuilt from a record written before records kept earlier attempts)."""
     key = {"p": partition, "id": prompt_id, "a": attempt}
+    kept = db.execute(
+        sql("SELECT 1 FROM attempts WHERE partition = :p AND prompt_id = :id AND attempt = :a"),
+        key,
+    )
+    if kept.first() is None:
+        return False
     db.execute(
         sql(
             f"UPDATE tasks SET attempt = :a, owner = NULL, lease_expires_at = NULL,"
@@ -202,3 +209,4 @@ def restore_attempt(db: Connection, partition: str, prompt_id: str, attempt: int
     db.execute(
         sql("DELETE FROM attempts WHERE partition = :p AND prompt_id = :id AND attempt = :a"), key
     )
+    return True

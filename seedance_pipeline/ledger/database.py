@@ -82,6 +82,11 @@ def _sqlite_file(url: str) -> Path:
     return Path(make_url(url).database)
 
 
+def ledger_exists(url: str) -> bool:
+    """Whether there is a ledger at `url` to read (opening a SQLite one creates its file)."""
+    return not url.startswith("sqlite") or _sqlite_file(url).exists()
+
+
 def _sqlite_engine(url: str) -> Engine:
     _sqlite_file(url).parent.mkdir(parents=True, exist_ok=True)
     # A run's threads (submission, follower, downloads, leases) each hold a connection at

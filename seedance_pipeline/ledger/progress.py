@@ -35,16 +35,18 @@ class PartitionProgress:
                 {"p": partition, "c": int(complete)},
             )
 
-    def tasks_made(self) -> int:
-        """How many tasks (of any attempt) the ledger holds: a number that only grows, unless
-        the ledger is put back from an older copy or another one is configured."""
+    def tasks_made(self) -> dict[str, int]:
+        """How many tasks (of any attempt) the ledger holds, by day: numbers that only grow,
+        unless the ledger is put back from an older copy or another one is configured."""
         with self.db.read() as db:
-            return db.execute(
+            found = db.execute(
                 sql(
-                    "SELECT (SELECT COUNT(task_id) FROM tasks)"
-                    " + (SELECT COUNT(task_id) FROM attempts)"
+                    "SELECT partition, COUNT(task_id) FROM (SELECT partition, task_id FROM tasks"
+                    " UNION ALL SELECT partition, task_id FROM attempts) AS made"
+                    " GROUP BY partition"
                 )
-            ).scalar_one()
+            )
+            return {day: count for day, count in found if count}
 
     def partitions_known(self) -> set[str]:
         """Every partition the ledger has a row of."""

@@ -546,11 +546,12 @@ class TaskRows:
             if task_id is None and row.attempt > 1:
                 # A resubmission: the prompt is its failed attempt again, resubmitted as any
                 # (deleted, it was sent as a first attempt, and the earlier attempt kept under
-                # that number stopped every resubmission of it).
+                # that number stopped every resubmission of it). With no attempt kept (a
+                # ledger rebuilt from an older record), it is deleted: sent as a first attempt.
                 from .attempts import restore_attempt  # attempts builds on this module
 
-                restore_attempt(db, partition, prompt_id, row.attempt - 1)
-                return
+                if restore_attempt(db, partition, prompt_id, row.attempt - 1):
+                    return
             if task_id is None:
                 db.execute(
                     sql("DELETE FROM tasks WHERE partition = :p AND prompt_id = :id"),

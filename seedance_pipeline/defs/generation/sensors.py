@@ -23,7 +23,7 @@ from sqlalchemy import Row
 from ...catalog import CatalogError, file_digest
 from ...ledger import RETRY_AHEAD_LIMIT, Ledger, LedgerRow
 from ...polling import PollingRefused, poll_round
-from ...records import check_every_day
+from ...records import check_days, recorded_days
 from ...statuses import WAITING, Status
 from ..catalog.assets import prompt_catalog
 from ..costs.assets import generation_costs
@@ -291,10 +291,11 @@ def task_poller(
 
 @dataclass(frozen=True)
 class _Cursor:
-    """task_poller's: the older settled day it read last, and how many tasks the ledger held."""
+    """task_poller's: the older settled day it read last, and how many tasks the ledger held
+    on each day (None: not known, after an upgrade or a reset of the cursor)."""
 
     read_last: str | None = None
-    tasks_made: int = 0
+    tasks_made: dict[str, int] | None = None
 
     @classmethod
     def read(cls, text: str | None) -> "_Cursor":
@@ -307,22 +308,32 @@ class _Cursor:
 
 
 def _check_tasks_made(
-    context: SensorEvaluationContext, ledger: Ledger, pipeline: PipelineResource, seen: int
-) -> int:
-    """How many tasks the ledger holds, as the cursor keeps it. Fewer than the last tick saw (a
-    copy put back, or another ledger configured): every day's record is checked, and the days
-    whose submissions it lacks are logged as an error naming the fix, each tick until they are
-    restored. Nothing else would notice: their tasks are not polled, no run is asked for, and
-    their videos are lost once the links die (helper-62)."""
+    context: SensorEvaluationContext,
+    ledger: Ledger,
+    pipeline: PipelineResource,
+    seen: dict[str, int] | None,
+) -> dict[str, int] | None:
+    """How many tasks the ledger holds on each day, as the cursor keeps it. The record of a day
+    with fewer than an earlier tick saw (a copy put back, or another ledger configured) is
+    checked; with none kept, every day's, the newest first, as long as a tick allows (an older
+    day's links are dead). The days whose submissions the ledger lacks are logged as an error
+    naming the fix, each tick until they are restored: nothing else would notice, as their
+    tasks are not polled, no run is asked for, and their videos are lost once the links die
+    (helper-62, helper-65)."""
     made = ledger.tasks_made()
-    if made >= seen:
-        return made
+    tables = pipeline.tables()
+    fallen = (
+        recorded_days(tables) if seen is None else [d for d in seen if made.get(d, 0) < seen[d]]
+    )
+    days = sorted(fallen, reverse=True)
     try:
-        check_every_day(ledger, pipeline.tables())
-    except Exception as exc:  # LedgerLost, or the records unreadable: checked again next tick
-        context.log.error(f"the ledger holds {made} task(s), {seen} at an earlier tick: {exc}")
-        return seen
-    return made
+        read = check_days(ledger, tables, days, time.monotonic() + HISTORY_SECONDS) if days else 0
+    except Exception as exc:  # LedgerLost, or a record unreadable: checked again next tick
+        context.log.error(f"the ledger lacks tasks the records list: {exc}")
+        return None if seen is None else made | {d: seen[d] for d in days}
+    if read < len(days):
+        context.log.info(f"checked the records of {read} of {len(days)} days against the ledger")
+    return made if seen is None else made | {d: seen[d] for d in days[read:]}
 
 
 def _outside_partitions(context: SensorEvaluationContext, days: set[str]) -> set[str]:
