@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import pandas as pd
 import pyarrow as pa
@@ -261,36 +262,50 @@ def adopt_stored_videos(
     return adopted
 
 
-def recorded_days(tables: TableStore) -> list[str]:
-    """The days with a record of submissions."""
-    return tables.partitions(ASSET)
+def record_versions(tables: TableStore) -> dict[str, str]:
+    """Each day's record of submissions, by its version (a new one each time it is written)."""
+    return tables.versions(ASSET)
 
 
-def check_days(ledger: Ledger, tables: TableStore, days: list[str], until: float) -> int:
-    """Refuse a ledger that lacks submissions the records of `days` list, or has them at an
-    earlier attempt (the sensor's check, once the ledger holds fewer tasks than it did); the
-    records are read in turn until `time.monotonic()` passes `until`. How many were read.
+@dataclass
+class DaysChecked:
+    """What `check_days` found: how many records it read, the days whose submissions the
+    ledger lacks (with the prompts), and those whose record cannot be read (with why)."""
 
-    Raises:
-        LedgerLost: naming the days and how to restore them.
-    """
-    behind, read = {}, 0
+    read: int = 0
+    lacking: dict[str, list[str]] = field(default_factory=dict)
+    unreadable: dict[str, str] = field(default_factory=dict)
+
+    def problems(self, ledger: Ledger) -> list[str]:
+        """Each thing found wrong, with what to do."""
+        said = list(self.unreadable.values())
+        if days := list(self.lacking):
+            prompts = few(sorted(set().union(*self.lacking.values())))
+            lost = _lost(
+                ledger,
+                days,
+                f"{few(days)}: submissions recorded there are not in the ledger, or only at an "
+                f"earlier attempt ({prompts}): their tasks are not polled, and their videos "
+                "are lost once their links die, a day after they end",
+            )
+            said.insert(0, str(lost))
+        return said
+
+
+def check_days(ledger: Ledger, tables: TableStore, days: list[str], until: float) -> DaysChecked:
+    """Compare the records of `days` with the ledger (the sensor's check), read in turn until
+    `time.monotonic()` passes `until`."""
+    checked = DaysChecked()
     for day in days:
-        if read and time.monotonic() > until:
+        if checked.read and time.monotonic() > until:
             break
-        read += 1
-        if missing := _missing(ledger.rows(day), _recorded(tables, day)):
-            behind[day] = missing
-    if behind:
-        days = list(behind)
-        raise _lost(
-            ledger,
-            days,
-            f"{few(days)}: submissions recorded there are not in the ledger, or only at an "
-            f"earlier attempt ({few(sorted(set().union(*behind.values())))}): their tasks are "
-            "not polled, and their videos are lost once their links die, a day after they end",
-        )
-    return read
+        checked.read += 1
+        try:
+            if missing := _missing(ledger.rows(day), _recorded(tables, day)):
+                checked.lacking[day] = missing
+        except RecordUnreadable as exc:  # the others are still checked
+            checked.unreadable[day] = str(exc)
+    return checked
 
 
 def _any_recorded(tables: TableStore, day: str) -> bool:

@@ -167,12 +167,21 @@ class S3Bucket:
 
     def keys(self, relative_prefix: str) -> list[str]:
         """Keys (relative) of the objects under `relative_prefix`, sorted."""
+        return sorted(self.etags(relative_prefix))
+
+    def etags(self, relative_prefix: str) -> dict[str, str]:
+        """The ETag (a new one each time it is written) of each object under `relative_prefix`,
+        by its relative key."""
         start = len(self.key(""))
         with self._call("LIST", relative_prefix):
             pages = self.client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=self.key(relative_prefix)
             )
-            return sorted(obj["Key"][start:] for page in pages for obj in page.get("Contents", []))
+            return {
+                obj["Key"][start:]: obj["ETag"]
+                for page in pages
+                for obj in page.get("Contents", [])
+            }
 
     def presign(self, relative: str) -> str:
         """A GET URL anyone can fetch for `PRESIGNED_URL_SECONDS`."""
@@ -226,8 +235,12 @@ class S3TableStore:
         return read_parquet(data)
 
     def partitions(self, asset: str) -> list[str]:
-        names = (key.rsplit("/", 1)[1] for key in self.bucket.keys(f"warehouse/{asset}/"))
-        return [name.removesuffix(".parquet") for name in names if name.endswith(".parquet")]
+        return sorted(self.versions(asset))
+
+    def versions(self, asset: str) -> dict[str, str]:
+        listed = self.bucket.etags(f"warehouse/{asset}/").items()
+        names = ((key.rsplit("/", 1)[1], etag) for key, etag in listed)
+        return {n.removesuffix(".parquet"): etag for n, etag in names if n.endswith(".parquet")}
 
     def read_all(self, asset: str) -> pd.DataFrame:
         frames = []

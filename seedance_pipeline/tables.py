@@ -108,6 +108,9 @@ class TableStore(Protocol):
     def partitions(self, asset: str) -> list[str]:
         """The partitions a table has been written for, sorted."""
 
+    def versions(self, asset: str) -> dict[str, str]:
+        """Each partition's table's version: it changes whenever the table is written again."""
+
     def write_file(self, name: str, data: bytes) -> str:
         """Keep a file beside the tables (`warehouse/<name>`), atomically; its URI."""
 
@@ -136,6 +139,10 @@ class LocalTableStore:
 
     def partitions(self, asset: str) -> list[str]:
         return sorted(f.stem for f in (self.root / "warehouse" / asset).glob("*.parquet"))
+
+    def versions(self, asset: str) -> dict[str, str]:
+        tables = (self.root / "warehouse" / asset).glob("*.parquet")
+        return {f.stem: str(f.stat().st_mtime_ns) for f in tables}
 
     def write_file(self, name: str, data: bytes) -> str:
         return self._replace(self.root / "warehouse" / name, data)

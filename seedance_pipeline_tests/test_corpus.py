@@ -112,3 +112,19 @@ def test_a_day_of_bad_rows_rejects_each_with_its_reason_and_sends_only_good_ones
     assert main(["run", "2026-11-21"]) == 0
     assert read_table(data, "generated_videos", "2026-11-21").empty
     assert len(emulator_tasks(emulator)) == len(accepted)
+
+
+@pytest.mark.parametrize("form", ["url", "bare_path"])
+def test_a_run_refused_on_its_catalog_makes_no_ledger_file_however_it_is_named(
+    tmp_path, shell, emulator, capsys, form
+):
+    """SEEDANCE_LEDGER_URL may name the SQLite file by a bare path: taken for a server, it was
+    opened before planning, and the refused run made the file (helper-66)."""
+    data = copy_sample_data(tmp_path / "data")
+    shell.setenv("SEEDANCE_DATA_DIR", str(data))
+    ledger = tmp_path / "elsewhere" / "ledger.sqlite3"
+    shell.setenv("SEEDANCE_LEDGER_URL", f"sqlite:///{ledger}" if form == "url" else str(ledger))
+    name = REFUSED[0]
+    option = "--prompts" if CATALOG_CASES[name]["catalog"] == "prompts" else "--media"
+    assert main(["run", DAY, option, str(CATALOGS / name)]) == 1
+    assert not ledger.exists()

@@ -294,23 +294,20 @@ def test_a_tick_whose_polls_failed_says_why(resources, capfd):
     assert "ConnectError" in said
 
 
-@pytest.mark.parametrize("kept", [True, False], ids=["counted", "no_count_kept"])
-def test_checking_the_records_against_the_ledger_keeps_within_a_tick(
-    resources, monkeypatch, capfd, kept
-):
-    """The newest of 150 days lost from the ledger (a copy put back); reading a record takes
-    50 ms (an S3 GET). Every tick read every day's record, with no end, until the ledger was
-    restored: on S3, two years of days pass Dagster's 60 s sensor timeout, and a tick that
-    fails asks for no run for any day (helper-65). Now only the days whose tasks fell are
-    read, or with no count kept, the newest first for HISTORY_SECONDS."""
-    pipeline = resources["pipeline"]
-    ledger, tables = pipeline.ledger(), pipeline.tables()
-    days = [str(d.date()) for d in pd.date_range("2026-06-01", periods=150)]
-    settled_days(ledger, days)
+def _records_of(ledger, tables, days: list[str]) -> None:
     for day in days:
         write_record(ledger, tables, day)
+
+
+def _lost_from_the_ledger(ledger, day: str) -> None:
+    """As a copy of the ledger from before the day was sent, put back."""
     with ledger.db.transaction() as db:
-        db.execute(sql("DELETE FROM tasks WHERE partition = :p"), {"p": days[-1]})
+        db.execute(sql("DELETE FROM tasks WHERE partition = :p"), {"p": day})
+        db.execute(sql("DELETE FROM partitions WHERE partition = :p"), {"p": day})
+
+
+def _slow_records(monkeypatch) -> list[str]:
+    """Each read of a record takes 50 ms, as an S3 GET; the days read, in order."""
     reads = []
     read = LocalTableStore.read
 
@@ -321,11 +318,107 @@ def test_checking_the_records_against_the_ledger_keeps_within_a_tick(
         return read(self, asset, partition)
 
     monkeypatch.setattr(LocalTableStore, "read", slow)
-    counted = json.dumps({"read_last": None, "tasks_made": dict.fromkeys(days, 1)})
+    return reads
+
+
+def _said_lost(day: str) -> str:
+    return f"{day}: submissions recorded there are not in the ledger"
+
+
+@pytest.mark.parametrize("kept", [True, False], ids=["checked_before", "reset"])
+def test_checking_the_records_against_the_ledger_keeps_within_a_tick(
+    resources, monkeypatch, capfd, kept
+):
+    """The newest of 150 days lost from the ledger (a copy put back). Every tick read every
+    day's record, with no end, until the ledger was restored: on S3, two years of days pass
+    Dagster's 60 s sensor timeout, and a tick that fails asks for no run for any day
+    (helper-65). Now only records written since they agreed, or of days the ledger holds
+    fewer tasks of, are read; with nothing kept (a reset), the newest first, for
+    HISTORY_SECONDS."""
+    pipeline = resources["pipeline"]
+    ledger, tables = pipeline.ledger(), pipeline.tables()
+    days = [str(d.date()) for d in pd.date_range("2026-06-01", periods=150)]
+    settled_days(ledger, days)
+    _records_of(ledger, tables, days)
     with instance_for_test() as instance:
+        cursor = tick(instance, resources).cursor if kept else None
+        _lost_from_the_ledger(ledger, days[-1])
+        reads = _slow_records(monkeypatch)
         started = time.monotonic()
-        tick(instance, resources, counted if kept else None)
+        tick(instance, resources, cursor)
         took = time.monotonic() - started
     assert took < sensors.HISTORY_SECONDS + 2
     assert reads[0] == days[-1] and (len(reads) == 1 if kept else len(reads) < len(days))
-    assert f"{days[-1]}: submissions recorded there are not in the ledger" in capfd.readouterr().err
+    assert _said_lost(days[-1]) in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("cursor", [None, json.dumps({"read_last": None, "tasks_made": 1})])
+def test_a_reset_cursor_leaves_no_recorded_day_unchecked_for_good(
+    resources, monkeypatch, capfd, cursor
+):
+    """With nothing kept (a reset, or a cursor of this stop's first form), a tick checked the
+    newest records for HISTORY_SECONDS and took the rest as agreeing: an older day sent today
+    (a backfill, its links alive), lost from the ledger, was never checked (helper-66)."""
+    pipeline = resources["pipeline"]
+    ledger, tables = pipeline.ledger(), pipeline.tables()
+    days = [str(d.date()) for d in pd.date_range("2026-11-01", periods=20)]
+    settled_days(ledger, days)
+    _records_of(ledger, tables, days)
+    _lost_from_the_ledger(ledger, days[0])
+    _slow_records(monkeypatch)
+    monkeypatch.setattr(sensors, "HISTORY_SECONDS", 0.2)  # about 4 records a tick
+    with instance_for_test() as instance:
+        for _ in range(12):
+            cursor = tick(instance, resources, cursor).cursor
+    assert _said_lost(days[0]) in capfd.readouterr().err
+
+
+def test_a_copy_put_back_before_the_sensor_saw_a_days_tasks_is_noticed(resources, capfd):
+    """The next day sent and recorded while no tick ran (the daemon down, or `run` alone),
+    then the copy from before it put back: no count of that day had fallen, so its record was
+    never read, its paid tasks never polled (helper-66). A record written since it was last
+    found to agree is read."""
+    pipeline = resources["pipeline"]
+    ledger, tables = pipeline.ledger(), pipeline.tables()
+    settled_days(ledger, [DAY])
+    _records_of(ledger, tables, [DAY])
+    with instance_for_test() as instance:
+        cursor = tick(instance, resources).cursor
+        settled_days(ledger, [NEXT_DAY])  # sent with no tick between
+        _records_of(ledger, tables, [NEXT_DAY])
+        _lost_from_the_ledger(ledger, NEXT_DAY)
+        capfd.readouterr()
+        for _ in range(2):  # said each tick
+            cursor = tick(instance, resources, cursor).cursor
+            assert _said_lost(NEXT_DAY) in capfd.readouterr().err
+
+
+def test_an_unreadable_record_does_not_hide_a_day_the_ledger_lost(resources, capfd):
+    """The check stopped at a truncated record of an old day: the days it had found lacking
+    were dropped, and each tick named only the file (helper-66)."""
+    pipeline = resources["pipeline"]
+    ledger, tables = pipeline.ledger(), pipeline.tables()
+    days = ["2026-11-10", DAY]
+    settled_days(ledger, days)
+    _records_of(ledger, tables, days)
+    tables.path("submissions", days[0]).write_bytes(b"PAR1 truncated")
+    _lost_from_the_ledger(ledger, DAY)
+    with instance_for_test() as instance:
+        capfd.readouterr()
+        tick(instance, resources)
+    said = capfd.readouterr().err
+    assert "the day's record of submissions cannot be read" in said and _said_lost(DAY) in said
+
+
+def test_records_that_cannot_be_listed_do_not_fail_the_tick(resources, monkeypatch, capfd):
+    """A warehouse not answering (S3 down) failed every tick, asking for no run of any day
+    (helper-66)."""
+    settled_days(resources["pipeline"].ledger(), [DAY])
+
+    def unlisted(self, asset):
+        raise OSError("the warehouse cannot be listed")
+
+    monkeypatch.setattr(LocalTableStore, "versions", unlisted)
+    with instance_for_test() as instance:
+        assert len(tick(instance, resources).run_requests) == 1
+    assert "the warehouse cannot be listed" in capfd.readouterr().err

@@ -84,6 +84,7 @@ def _sqlite_file(url: str) -> Path:
 
 def ledger_exists(url: str) -> bool:
     """Whether there is a ledger at `url` to read (opening a SQLite one creates its file)."""
+    url = _driver_url(url)
     return not url.startswith("sqlite") or _sqlite_file(url).exists()
 
 

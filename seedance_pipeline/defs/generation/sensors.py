@@ -6,7 +6,7 @@ import itertools
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from dagster import (
     DagsterRun,
@@ -23,7 +23,7 @@ from sqlalchemy import Row
 from ...catalog import CatalogError, file_digest
 from ...ledger import RETRY_AHEAD_LIMIT, Ledger, LedgerRow
 from ...polling import PollingRefused, poll_round
-from ...records import check_days, recorded_days
+from ...records import check_days, record_versions
 from ...statuses import WAITING, Status
 from ..catalog.assets import prompt_catalog
 from ..costs.assets import generation_costs
@@ -263,7 +263,7 @@ def task_poller(
         for kind, partition in sending
     ]
     cursor = _Cursor.read(context.cursor)
-    tasks_made = _check_tasks_made(context, ledger, pipeline, cursor.tasks_made)
+    checked = _check_records(context, ledger, pipeline, cursor.checked)
     settled, read_last = _read_settled_days(
         context, ledger, pipeline.max_attempts, cursor.read_last
     )
@@ -286,54 +286,61 @@ def task_poller(
                     "(--task-id ID | --forget)`"
                 )
     context.log.info(f"{len(requests)} run(s) requested")
-    return SensorResult(run_requests=requests, cursor=_Cursor(read_last, tasks_made).text())
+    return SensorResult(run_requests=requests, cursor=_Cursor(read_last, checked).text())
 
 
 @dataclass(frozen=True)
 class _Cursor:
-    """task_poller's: the older settled day it read last, and how many tasks the ledger held
-    on each day (None: not known, after an upgrade or a reset of the cursor)."""
+    """task_poller's: the older settled day it read last; and for each day whose record was
+    found to agree with the ledger, that record's version and the tasks the ledger held then."""
 
     read_last: str | None = None
-    tasks_made: dict[str, int] | None = None
+    checked: dict[str, tuple[str, int]] = field(default_factory=dict)
 
     @classmethod
     def read(cls, text: str | None) -> "_Cursor":
-        if not text or not text.startswith("{"):  # a day alone: a cursor from before tasks_made
+        if not text or not text.startswith("{"):  # a day alone: a cursor from before `checked`
             return cls(text or None)
-        return cls(**json.loads(text))
+        kept = json.loads(text)
+        return cls(kept.get("read_last"), {d: tuple(c) for d, c in kept.get("checked", {}).items()})
 
     def text(self) -> str:
         return json.dumps(asdict(self))
 
 
-def _check_tasks_made(
+def _check_records(
     context: SensorEvaluationContext,
     ledger: Ledger,
     pipeline: PipelineResource,
-    seen: dict[str, int] | None,
-) -> dict[str, int] | None:
-    """How many tasks the ledger holds on each day, as the cursor keeps it. The record of a day
-    with fewer than an earlier tick saw (a copy put back, or another ledger configured) is
-    checked; with none kept, every day's, the newest first, as long as a tick allows (an older
-    day's links are dead). The days whose submissions the ledger lacks are logged as an error
-    naming the fix, each tick until they are restored: nothing else would notice, as their
-    tasks are not polled, no run is asked for, and their videos are lost once the links die
-    (helper-62, helper-65)."""
-    made = ledger.tasks_made()
+    checked: dict[str, tuple[str, int]],
+) -> dict[str, tuple[str, int]]:
+    """Compare with the ledger each day's record written since it was last found to agree, or
+    whose day the ledger holds fewer tasks of than then (a copy put back, or another ledger
+    configured), the newest first, as long as a tick allows; what the cursor keeps of them.
+    The days whose submissions the ledger lacks are logged as an error naming the fix, each
+    tick until they are restored: nothing else would notice, as their tasks are not polled, no
+    run is asked for, and their videos are lost once the links die (helper-62, -65, -66)."""
     tables = pipeline.tables()
-    fallen = (
-        recorded_days(tables) if seen is None else [d for d in seen if made.get(d, 0) < seen[d]]
-    )
-    days = sorted(fallen, reverse=True)
     try:
-        read = check_days(ledger, tables, days, time.monotonic() + HISTORY_SECONDS) if days else 0
-    except Exception as exc:  # LedgerLost, or a record unreadable: checked again next tick
-        context.log.error(f"the ledger lacks tasks the records list: {exc}")
-        return None if seen is None else made | {d: seen[d] for d in days}
-    if read < len(days):
-        context.log.info(f"checked the records of {read} of {len(days)} days against the ledger")
-    return made if seen is None else made | {d: seen[d] for d in days[read:]}
+        versions, made = record_versions(tables), ledger.tasks_made()
+    except Exception as exc:  # the warehouse or the ledger not answering: next tick
+        context.log.error(f"the records of submissions could not be checked: {exc}")
+        return checked
+    kept = {
+        day: (version, made.get(day, 0))
+        for day, version in versions.items()
+        if day in checked and checked[day][0] == version and made.get(day, 0) >= checked[day][1]
+    }
+    due = sorted((d for d in versions if d not in kept), reverse=True)
+    found = check_days(ledger, tables, due, time.monotonic() + HISTORY_SECONDS)
+    for problem in found.problems(ledger):
+        context.log.error(f"the ledger lacks tasks the records list: {problem}")
+    if found.read < len(due):
+        context.log.info(f"checked {found.read} of {len(due)} days' records; the rest next tick")
+    wanting = {*found.lacking, *found.unreadable}
+    return kept | {
+        day: (versions[day], made.get(day, 0)) for day in due[: found.read] if day not in wanting
+    }
 
 
 def _outside_partitions(context: SensorEvaluationContext, days: set[str]) -> set[str]:
