@@ -733,7 +733,7 @@ def _copy_put_back_after_a_prompt_was_sent(tmp_path, emulator, api_key, instance
     return data, resources
 
 
-_NOTICED = f"the ledger lacks tasks the records list: {DAY}: submissions recorded there are not"
+_NOTICED = f"against the ledger: {DAY}: submissions recorded there are not in the ledger"
 
 
 def test_an_older_ledger_copy_put_back_is_noticed_by_the_sensor_while_the_links_live(
@@ -758,7 +758,7 @@ def test_an_older_ledger_copy_put_back_is_noticed_by_the_sensor_while_the_links_
         assert main(["rebuild-ledger", DAY]) == 0
         wait_for_tasks(resources)
         assert [r.success for r in _sensor_tick(instance, resources, cursor)] == [True]
-        assert "the ledger lacks" not in capfd.readouterr().err
+        assert "against the ledger" not in capfd.readouterr().err
     table = read_table(data, "generated_videos", DAY).set_index("prompt_id")
     assert table.loc["p003", "status"] == "completed"
     assert (data / "videos" / DAY / "p003.mp4").is_file()

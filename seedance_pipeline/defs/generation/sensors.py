@@ -334,7 +334,7 @@ def _check_records(
     due = sorted((d for d in versions if d not in kept), reverse=True)
     found = check_days(ledger, tables, due, time.monotonic() + HISTORY_SECONDS)
     for problem in found.problems(ledger):
-        context.log.error(f"the ledger lacks tasks the records list: {problem}")
+        context.log.error(f"checking the records of submissions against the ledger: {problem}")
     if found.read < len(due):
         context.log.info(f"checked {found.read} of {len(due)} days' records; the rest next tick")
     wanting = {*found.lacking, *found.unreadable}
