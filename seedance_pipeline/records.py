@@ -262,9 +262,10 @@ def adopt_stored_videos(
     return adopted
 
 
-def record_versions(tables: TableStore) -> dict[str, str]:
-    """Each day's record of submissions, by its version (a new one each time it is written)."""
-    return tables.versions(ASSET)
+def record_versions(tables: TableStore, since: float) -> dict[str, str]:
+    """The version (a new one each time it is written) of each day's record of submissions
+    written since the epoch time `since`."""
+    return {day: v for day, (v, written) in tables.versions(ASSET).items() if written >= since}
 
 
 @dataclass
@@ -274,7 +275,7 @@ class DaysChecked:
 
     read: int = 0
     lacking: dict[str, list[str]] = field(default_factory=dict)
-    unreadable: dict[str, str] = field(default_factory=dict)
+    unreadable: dict[str, str] = field(default_factory=dict)  # or not fetched
 
     def problems(self, ledger: Ledger) -> list[str]:
         """Each thing found wrong, with what to do."""
@@ -301,9 +302,10 @@ def check_days(ledger: Ledger, tables: TableStore, days: list[str], until: float
             break
         checked.read += 1
         try:
-            if missing := _missing(ledger.rows(day), _recorded(tables, day)):
+            recorded = _recorded(tables, day)  # first: written from the ledger as it was then
+            if missing := _missing(ledger.rows(day), recorded):
                 checked.lacking[day] = missing
-        except RecordUnreadable as exc:  # the others are still checked
+        except Exception as exc:  # unreadable, or not fetched: the others are still checked
             checked.unreadable[day] = str(exc)
     return checked
 

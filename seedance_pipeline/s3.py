@@ -167,20 +167,19 @@ class S3Bucket:
 
     def keys(self, relative_prefix: str) -> list[str]:
         """Keys (relative) of the objects under `relative_prefix`, sorted."""
-        return sorted(self.etags(relative_prefix))
+        return sorted(self.listing(relative_prefix))
 
-    def etags(self, relative_prefix: str) -> dict[str, str]:
-        """The ETag (a new one each time it is written) of each object under `relative_prefix`,
-        by its relative key."""
+    def listing(self, relative_prefix: str) -> dict[str, tuple[str, float]]:
+        """The ETag (its content's digest) and the time written (epoch seconds) of each object
+        under `relative_prefix`, by its relative key."""
         start = len(self.key(""))
         with self._call("LIST", relative_prefix):
             pages = self.client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=self.key(relative_prefix)
             )
+            listed = (obj for page in pages for obj in page.get("Contents", []))
             return {
-                obj["Key"][start:]: obj["ETag"]
-                for page in pages
-                for obj in page.get("Contents", [])
+                obj["Key"][start:]: (obj["ETag"], obj["LastModified"].timestamp()) for obj in listed
             }
 
     def presign(self, relative: str) -> str:
@@ -237,10 +236,10 @@ class S3TableStore:
     def partitions(self, asset: str) -> list[str]:
         return sorted(self.versions(asset))
 
-    def versions(self, asset: str) -> dict[str, str]:
-        listed = self.bucket.etags(f"warehouse/{asset}/").items()
-        names = ((key.rsplit("/", 1)[1], etag) for key, etag in listed)
-        return {n.removesuffix(".parquet"): etag for n, etag in names if n.endswith(".parquet")}
+    def versions(self, asset: str) -> dict[str, tuple[str, float]]:
+        listed = self.bucket.listing(f"warehouse/{asset}/").items()
+        names = ((key.rsplit("/", 1)[1], version) for key, version in listed)
+        return {n.removesuffix(".parquet"): v for n, v in names if n.endswith(".parquet")}
 
     def read_all(self, asset: str) -> pd.DataFrame:
         frames = []

@@ -108,8 +108,9 @@ class TableStore(Protocol):
     def partitions(self, asset: str) -> list[str]:
         """The partitions a table has been written for, sorted."""
 
-    def versions(self, asset: str) -> dict[str, str]:
-        """Each partition's table's version: it changes whenever the table is written again."""
+    def versions(self, asset: str) -> dict[str, tuple[str, float]]:
+        """Each partition's table's version (a new one whenever it is written again), and when
+        it was written (epoch seconds)."""
 
     def write_file(self, name: str, data: bytes) -> str:
         """Keep a file beside the tables (`warehouse/<name>`), atomically; its URI."""
@@ -140,9 +141,12 @@ class LocalTableStore:
     def partitions(self, asset: str) -> list[str]:
         return sorted(f.stem for f in (self.root / "warehouse" / asset).glob("*.parquet"))
 
-    def versions(self, asset: str) -> dict[str, str]:
-        tables = (self.root / "warehouse" / asset).glob("*.parquet")
-        return {f.stem: str(f.stat().st_mtime_ns) for f in tables}
+    def versions(self, asset: str) -> dict[str, tuple[str, float]]:
+        found = {}
+        for table in (self.root / "warehouse" / asset).glob("*.parquet"):
+            st = table.stat()  # each write is a rename: a new inode, whatever the clock
+            found[table.stem] = (f"{st.st_ino}.{st.st_mtime_ns}.{st.st_size}", st.st_mtime)
+        return found
 
     def write_file(self, name: str, data: bytes) -> str:
         return self._replace(self.root / "warehouse" / name, data)

@@ -381,25 +381,25 @@ def test_the_tasks_a_ledger_holds_only_grow_whatever_is_resent_released_or_forgo
     """The sensor takes fewer for a ledger put back from an older copy: no step of a ledger's
     own life may lower it, on any day. The fixture holds task-1 and an `unknown` row with no
     task."""
-    counts = [ledger.tasks_made()[DAY]]
+    counts = [ledger.held()[DAY][1]]
     ledger.resolve(DAY, "lost", None)  # forgotten: it made no task
-    counts.append(ledger.tasks_made()[DAY])
+    counts.append(ledger.held()[DAY][1])
     with ledger.db.transaction() as db:
         db.execute(sql("UPDATE tasks SET status = 'failed', error_code = 'service_error'"))
     assert ledger.claim_resubmission(DAY, "sent", 3)  # task-1 kept as attempt 1
-    counts.append(ledger.tasks_made()[DAY])
+    counts.append(ledger.held()[DAY][1])
     ledger.release(DAY, "sent")  # the resubmission's create proved it made no task
-    counts.append(ledger.tasks_made()[DAY])
+    counts.append(ledger.held()[DAY][1])
     assert ledger.claim_resubmission(DAY, "sent", 3)
     ledger.record_submitted(DAY, "sent", "task-2", time.time())
-    counts.append(ledger.tasks_made()[DAY])
+    counts.append(ledger.held()[DAY][1])
     assert ledger.claim_resubmission(DAY, "sent", 3) is False  # task-2 has not failed
     with ledger.db.transaction() as db:
         db.execute(sql("UPDATE tasks SET status = 'failed', error_code = 'service_error'"))
     assert ledger.claim_resubmission(DAY, "sent", 3)
     ledger.record_outcome_unknown(DAY, "sent", "the answer was lost")
     ledger.resolve(DAY, "sent", None)  # back to its failed attempt 2, task-2
-    counts.append(ledger.tasks_made()[DAY])
+    counts.append(ledger.held()[DAY][1])
     assert counts == [1, 1, 1, 1, 2, 2]
 
 

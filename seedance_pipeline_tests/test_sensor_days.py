@@ -3,6 +3,7 @@ digest of the day's rows that stays what it was before (an upgrade asks for no r
 
 import hashlib
 import json
+import os
 import time
 
 import pandas as pd
@@ -19,6 +20,7 @@ from seedance_pipeline.defs.resources import EvoLinkResource, PipelineResource
 from seedance_pipeline.ledger import PollUpdate
 from seedance_pipeline.ledger.database import sql
 from seedance_pipeline.records import write_record
+from seedance_pipeline.s3 import S3Bucket
 from seedance_pipeline.statuses import Status
 from seedance_pipeline.tables import LocalTableStore
 
@@ -422,3 +424,99 @@ def test_records_that_cannot_be_listed_do_not_fail_the_tick(resources, monkeypat
     with instance_for_test() as instance:
         assert len(tick(instance, resources).run_requests) == 1
     assert "the warehouse cannot be listed" in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("kept", [True, False], ids=["checked_before", "reset"])
+def test_an_unknown_row_lost_with_a_copy_put_back_is_noticed(resources, capfd, kept):
+    """p2's create answer was lost (`unknown`: it may have made a paid task); the copy put
+    back is from before p2 was claimed. Counting tasks only, the day's count did not fall, and
+    its record was not read again (helper-67): rows are counted too."""
+    pipeline = resources["pipeline"]
+    ledger, tables = pipeline.ledger(), pipeline.tables()
+    settled_days(ledger, [DAY])
+    assert ledger.claim(DAY, "p2", BODY, 1.0)
+    ledger.record_outcome_unknown(DAY, "p2", "the answer was lost")
+    write_record(ledger, tables, DAY)
+    with instance_for_test() as instance:
+        cursor = tick(instance, resources).cursor if kept else None
+        assert _said_lost(DAY) not in capfd.readouterr().err  # they agreed
+        with ledger.db.transaction() as db:
+            db.execute(sql("DELETE FROM tasks WHERE prompt_id = 'p2'"))
+        tick(instance, resources, cursor)
+    assert _said_lost(DAY) in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("store", ["local", "s3"])
+def test_a_record_that_cannot_be_fetched_does_not_fail_the_tick(
+    tmp_path, resources, monkeypatch, capfd, request, store
+):
+    """The warehouse lists, but reading a record fails (S3's GET past its retries, a file the
+    sensor may not read): the tick failed, asking for no run of any day (helper-67)."""
+    if store == "s3":
+        bucket = request.getfixturevalue("s3_bucket")
+        resources["pipeline"] = PipelineResource(data_dir=str(tmp_path / "s3"), s3_bucket=bucket)
+        monkeypatch.setattr(S3Bucket, "get_bytes", _refused)
+    else:
+        monkeypatch.setattr(LocalTableStore, "read", _refused)
+    pipeline = resources["pipeline"]
+    settled_days(pipeline.ledger(), [DAY])
+    frame = pd.DataFrame([{"prompt_id": "p1", "attempt": 1}])
+    pipeline.tables().write(frame, "submissions", DAY)
+    with instance_for_test() as instance:
+        assert len(tick(instance, resources).run_requests) == 1
+    assert "refused: the record cannot be fetched" in capfd.readouterr().err
+
+
+def _refused(self, *args):
+    raise OSError("refused: the record cannot be fetched")
+
+
+def test_a_submission_recorded_while_the_day_is_checked_is_no_false_alarm(
+    resources, monkeypatch, capfd
+):
+    """The check read the ledger's rows, then the record: a step of another run ending between
+    the two (its task made, the record written) left the record ahead of the rows read, and an
+    error said the ledger was lost (helper-67). The record is read first."""
+    pipeline = resources["pipeline"]
+    ledger, tables = pipeline.ledger(), pipeline.tables()
+    completed(ledger, DAY, "p1", "task-1")
+    _records_of(ledger, tables, [DAY])
+    rows, raced = ledger.rows, []
+
+    def racing(partition):
+        found = rows(partition)
+        if not raced:  # another run's step ends just after
+            raced.append(partition)
+            completed(ledger, DAY, "p2", "task-2")
+            write_record(ledger, tables, DAY)
+        return found
+
+    monkeypatch.setattr(ledger, "rows", racing)
+    monkeypatch.setattr(type(pipeline), "ledger", lambda self: ledger)
+    with instance_for_test() as instance:
+        capfd.readouterr()
+        tick(instance, resources)
+    assert raced == [DAY] and _said_lost(DAY) not in capfd.readouterr().err
+
+
+def test_a_record_rewritten_at_the_same_mtime_is_read_again(resources, capfd):
+    """Its version was its mtime alone: written again within the file system's timestamp
+    granularity (1 s on some), or its mtime kept by a copy, the new record was taken for the
+    one that agreed, and a copy of the ledger put back went unnoticed (helper-67)."""
+    pipeline = resources["pipeline"]
+    ledger, tables = pipeline.ledger(), pipeline.tables()
+    completed(ledger, DAY, "p1", "task-1")
+    _records_of(ledger, tables, [DAY])
+    record = tables.path("submissions", DAY)
+    with instance_for_test() as instance:
+        cursor = tick(instance, resources).cursor
+        first = record.stat().st_mtime_ns
+        completed(ledger, DAY, "p2", "task-2")
+        _records_of(ledger, tables, [DAY])
+        os.utime(record, ns=(first, first))
+        with ledger.db.transaction() as db:  # the copy from before p2, put back: as many rows
+            db.execute(sql("DELETE FROM tasks WHERE prompt_id = 'p2'"))
+        completed(ledger, DAY, "p3", "task-3")  # and a task sent since: as many tasks
+        capfd.readouterr()
+        tick(instance, resources, cursor)
+    assert _said_lost(DAY) in capfd.readouterr().err

@@ -35,18 +35,19 @@ class PartitionProgress:
                 {"p": partition, "c": int(complete)},
             )
 
-    def tasks_made(self) -> dict[str, int]:
-        """How many tasks (of any attempt) the ledger holds, by day: numbers that only grow,
-        unless the ledger is put back from an older copy or another one is configured."""
+    def held(self) -> dict[str, tuple[int, int]]:
+        """How many rows, and tasks (of any attempt), the ledger holds, by day. The tasks only
+        grow, unless the ledger is put back from an older copy or another one is configured;
+        rows also go when a claim is released or an `unknown` row forgotten."""
         with self.db.read() as db:
             found = db.execute(
                 sql(
-                    "SELECT partition, COUNT(task_id) FROM (SELECT partition, task_id FROM tasks"
-                    " UNION ALL SELECT partition, task_id FROM attempts) AS made"
+                    "SELECT partition, COUNT(*), COUNT(task_id) FROM (SELECT partition, task_id"
+                    " FROM tasks UNION ALL SELECT partition, task_id FROM attempts) AS made"
                     " GROUP BY partition"
                 )
             )
-            return {day: count for day, count in found if count}
+            return {day: (rows, tasks) for day, rows, tasks in found}
 
     def partitions_known(self) -> set[str]:
         """Every partition the ledger has a row of."""

@@ -292,44 +292,59 @@ def task_poller(
 @dataclass(frozen=True)
 class _Cursor:
     """task_poller's: the older settled day it read last; and for each day whose record was
-    found to agree with the ledger, that record's version and the tasks the ledger held then."""
+    found to agree with the ledger, that record's version and the rows and tasks the ledger
+    held of the day then."""
 
     read_last: str | None = None
-    checked: dict[str, tuple[str, int]] = field(default_factory=dict)
+    checked: dict[str, tuple[str, int, int]] = field(default_factory=dict)
 
     @classmethod
     def read(cls, text: str | None) -> "_Cursor":
         if not text or not text.startswith("{"):  # a day alone: a cursor from before `checked`
             return cls(text or None)
         kept = json.loads(text)
-        return cls(kept.get("read_last"), {d: tuple(c) for d, c in kept.get("checked", {}).items()})
+        checked = kept.get("checked", {}).items()  # of this stop's earlier forms: none
+        return cls(kept.get("read_last"), {d: tuple(c) for d, c in checked if len(c) == 3})
 
     def text(self) -> str:
         return json.dumps(asdict(self))
+
+
+# A record written longer ago than this is not checked by the sensor: its videos' links have
+# died (a day after their tasks ended), and the day's next run checks it.
+RECORDS_CHECKED_SECONDS = 2 * 86400
 
 
 def _check_records(
     context: SensorEvaluationContext,
     ledger: Ledger,
     pipeline: PipelineResource,
-    checked: dict[str, tuple[str, int]],
-) -> dict[str, tuple[str, int]]:
-    """Compare with the ledger each day's record written since it was last found to agree, or
-    whose day the ledger holds fewer tasks of than then (a copy put back, or another ledger
-    configured), the newest first, as long as a tick allows; what the cursor keeps of them.
-    The days whose submissions the ledger lacks are logged as an error naming the fix, each
-    tick until they are restored: nothing else would notice, as their tasks are not polled, no
-    run is asked for, and their videos are lost once the links die (helper-62, -65, -66)."""
+    checked: dict[str, tuple[str, int, int]],
+) -> dict[str, tuple[str, int, int]]:
+    """Compare with the ledger each recent day's record written since it was last found to
+    agree, or whose day the ledger holds fewer rows or tasks of than then (a copy put back, or
+    another ledger configured), the newest first, as long as a tick allows; what the cursor
+    keeps of them. The days whose submissions the ledger lacks are logged as an error naming
+    the fix, each tick until they are restored: nothing else would notice, as their tasks are
+    not polled, no run is asked for, and their videos are lost once the links die (helper-62,
+    -65, -66, -67)."""
     tables = pipeline.tables()
     try:
-        versions, made = record_versions(tables), ledger.tasks_made()
+        versions = record_versions(tables, since=time.time() - RECORDS_CHECKED_SECONDS)
+        held = ledger.held()
     except Exception as exc:  # the warehouse or the ledger not answering: next tick
         context.log.error(f"the records of submissions could not be checked: {exc}")
         return checked
+
+    def now(day: str) -> tuple[str, int, int]:
+        return (versions[day], *held.get(day, (0, 0)))
+
     kept = {
-        day: (version, made.get(day, 0))
-        for day, version in versions.items()
-        if day in checked and checked[day][0] == version and made.get(day, 0) >= checked[day][1]
+        day: now(day)
+        for day in versions
+        if day in checked
+        and checked[day][0] == versions[day]
+        and all(n >= was for n, was in zip(now(day)[1:], checked[day][1:], strict=True))
     }
     due = sorted((d for d in versions if d not in kept), reverse=True)
     found = check_days(ledger, tables, due, time.monotonic() + HISTORY_SECONDS)
@@ -338,9 +353,7 @@ def _check_records(
     if found.read < len(due):
         context.log.info(f"checked {found.read} of {len(due)} days' records; the rest next tick")
     wanting = {*found.lacking, *found.unreadable}
-    return kept | {
-        day: (versions[day], made.get(day, 0)) for day in due[: found.read] if day not in wanting
-    }
+    return kept | {day: now(day) for day in due[: found.read] if day not in wanting}
 
 
 def _outside_partitions(context: SensorEvaluationContext, days: set[str]) -> set[str]:
