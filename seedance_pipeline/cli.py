@@ -567,7 +567,7 @@ def cmd_resolve(args: argparse.Namespace) -> int:
         else:
             with _evolink("resolve --task-id asks the API about the task").client() as client:
                 attach_task(ledger, client, args.date, args.prompt_id, args.task_id)
-        forgotten = args.prompt_id if args.forget else None  # forgotten, not lost
+        forgotten = [args.prompt_id] if args.forget else []  # forgotten, not lost
         write_record(ledger, _tables(), args.date, forgotten)
     except (LookupError, LedgerLost) as exc:
         return _fail(exc.args[0])

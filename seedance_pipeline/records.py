@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -61,7 +61,7 @@ class LedgerLost(RuntimeError):
 
 
 def write_record(
-    ledger: Ledger, tables: TableStore, partition: str, forgotten: str | None = None
+    ledger: Ledger, tables: TableStore, partition: str, forgotten: Collection[str] = ()
 ) -> list[LedgerRow]:
     """Record the day's submissions as the ledger has them now, and return its rows: after
     every submission step, and once the day has ended, when claims a crashed run left are
@@ -72,7 +72,9 @@ def write_record(
 
     Never backwards: a record listing submissions the ledger lacks, or has only at an earlier
     attempt (the ledger restored from an older copy), is kept as it is, as the only account
-    of them; but for `forgotten`, the prompt `resolve --forget` just took out.
+    of them; but for `forgotten`: the prompt `resolve --forget` just took out, or the claims
+    the writing run released (their creates provably made no task), which another run may have
+    recorded open.
 
     Raises:
         LedgerLost: the record is ahead of the ledger; how to restore the ledger from it.
@@ -219,7 +221,7 @@ def check_ledger(
 
 
 def _missing(
-    rows: list[LedgerRow], recorded: pd.DataFrame | None, forgotten: str | None = None
+    rows: list[LedgerRow], recorded: pd.DataFrame | None, forgotten: Collection[str] = ()
 ) -> list[str]:
     """The prompts `recorded` lists that `rows` lack, or have at an earlier attempt."""
     if recorded is None:
@@ -228,7 +230,7 @@ def _missing(
     return sorted(
         rec.prompt_id
         for rec in recorded.itertuples()
-        if rec.prompt_id != forgotten
+        if rec.prompt_id not in forgotten
         and _behind(known.get(rec.prompt_id), int(rec.attempt), rec.task_id)
     )
 

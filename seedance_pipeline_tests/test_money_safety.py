@@ -599,6 +599,30 @@ def test_a_resubmission_failing_every_retry_is_left_to_the_sensor(
     assert resent.success and len(emulator_tasks(emulator)) == paid + 1
 
 
+def test_a_claim_released_after_another_run_recorded_it_open_does_not_stop_the_day(day):
+    """Two runs of the day at once: the other's step ended while this one's claim of p was
+    open, recording it `unknown`; then this run's create was refused past its retries (no
+    task), and its claim released. Its own record then refused to go backwards: the step
+    failed as if the ledger were lost, the day stopped until a rebuild (helper-67)."""
+    data, url, resources = day
+    assert plan_requests(resources).success
+    pipeline = resources["pipeline"]
+    body = {"model": "seedance-2.0-fast-text-to-video", "prompt": "a cat", "duration": 4}
+
+    def claimed_recorded_then_released(ledger, client, partition, items, *args):
+        assert ledger.claim(partition, "p", body, 1.0)
+        write_record(pipeline.ledger(), pipeline.tables(), partition)  # the other run's
+        ledger.release(partition, "p")  # refused with 429 past its retries
+        return submission.SubmitSummary(not_sent=["p"])
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(generation_assets, "submit_all", claimed_recorded_then_released)
+        patch.setattr(generation_assets, "SUBMIT_RETRIES", RetryPolicy(max_retries=0))
+        message = _step_failure(submit(resources))
+    assert "could not be sent after retries (p)" in message and "was lost" not in message
+    assert "p" not in set(read_table(data, "submissions", DAY).prompt_id)
+
+
 def test_a_claim_that_cannot_be_released_after_an_interrupt_is_logged_with_the_fix(
     tmp_path, caplog, monkeypatch
 ):

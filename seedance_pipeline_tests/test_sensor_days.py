@@ -520,3 +520,24 @@ def test_a_record_rewritten_at_the_same_mtime_is_read_again(resources, capfd):
         capfd.readouterr()
         tick(instance, resources, cursor)
     assert _said_lost(DAY) in capfd.readouterr().err
+
+
+def test_a_claim_released_after_another_run_recorded_it_open_is_no_lasting_alarm(resources, capfd):
+    """Two runs of the day: A's step records B's open claim of p2 `unknown`; B's create
+    provably made no task, and B releases the claim. The record stayed ahead of the ledger
+    for good: B's own record refused to go backwards (LedgerLost, the day stopped), and the
+    sensor said each tick that the ledger was lost (helper-67). B's record now leaves out
+    what B released."""
+    pipeline = resources["pipeline"]
+    ledger, tables = pipeline.ledger(), pipeline.tables()
+    other = pipeline.ledger()  # run B
+    completed(ledger, DAY, "p1", "task-1")
+    assert other.claim(DAY, "p2", BODY, 1.0)
+    write_record(ledger, tables, DAY)  # run A's step ends
+    other.release(DAY, "p2")
+    write_record(other, tables, DAY, other.released[DAY])  # run B's step ends
+    with instance_for_test() as instance:
+        capfd.readouterr()
+        tick(instance, resources)
+    assert _said_lost(DAY) not in capfd.readouterr().err
+    assert set(tables.read("submissions", DAY).prompt_id) == {"p1"}

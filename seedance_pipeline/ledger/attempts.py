@@ -143,7 +143,7 @@ class Attempts:
 
     def release(self, partition: str, prompt_id: str) -> None:
         """Undo this process's claim whose request provably made no task, so a later run may
-        submit it.
+        submit it; noted in `released` (another run may have recorded the claim open).
 
         A first attempt's row goes; a resubmission's row returns to the failed attempt.
         """
@@ -162,6 +162,7 @@ class Attempts:
                 db.execute(sql("DELETE FROM tasks WHERE partition = :p AND prompt_id = :id"), key)
             else:
                 restore_attempt(db, partition, prompt_id, row.attempt - 1)
+        self.released[partition].add(prompt_id)
 
     def keep_recorded_attempt(self, record: dict[str, Any]) -> bool:
         """Keep an earlier attempt from the day's submissions record, unless it is kept;
