@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -61,7 +61,11 @@ class LedgerLost(RuntimeError):
 
 
 def write_record(
-    ledger: Ledger, tables: TableStore, partition: str, forgotten: Collection[str] = ()
+    ledger: Ledger,
+    tables: TableStore,
+    partition: str,
+    forgotten: Collection[str] = (),
+    released: Mapping[str, int] | None = None,
 ) -> list[LedgerRow]:
     """Record the day's submissions as the ledger has them now, and return its rows: after
     every submission step, and once the day has ended, when claims a crashed run left are
@@ -72,15 +76,15 @@ def write_record(
 
     Never backwards: a record listing submissions the ledger lacks, or has only at an earlier
     attempt (the ledger restored from an older copy), is kept as it is, as the only account
-    of them; but for `forgotten`: the prompt `resolve --forget` just took out, or the claims
-    the writing run released (their creates provably made no task), which another run may have
-    recorded open.
+    of them; but for `forgotten`, the prompt `resolve --forget` just took out, and for the
+    claims the writing run `released` (prompt: attempt; their creates provably made no task)
+    as another run recorded them while they were open.
 
     Raises:
         LedgerLost: the record is ahead of the ledger; how to restore the ledger from it.
     """
     rows = ledger.rows(partition)
-    if missing := _missing(rows, _recorded(tables, partition), forgotten):
+    if missing := _missing(rows, _recorded(tables, partition), forgotten, released or {}):
         raise _lost(
             ledger,
             [partition],
@@ -221,16 +225,22 @@ def check_ledger(
 
 
 def _missing(
-    rows: list[LedgerRow], recorded: pd.DataFrame | None, forgotten: Collection[str] = ()
+    rows: list[LedgerRow],
+    recorded: pd.DataFrame | None,
+    forgotten: Collection[str] = (),
+    released: Mapping[str, int] | None = None,
 ) -> list[str]:
-    """The prompts `recorded` lists that `rows` lack, or have at an earlier attempt."""
+    """The prompts `recorded` lists that `rows` lack, or have at an earlier attempt; but for
+    those `forgotten`, and the open claims at the attempts `released` (see `write_record`)."""
     if recorded is None:
         return []
     known = {r.prompt_id: (r.attempt, r.task_id) for r in rows}
+    released = released or {}
     return sorted(
         rec.prompt_id
         for rec in recorded.itertuples()
         if rec.prompt_id not in forgotten
+        and not (released.get(rec.prompt_id) == rec.attempt and rec.error_message == _OPEN_CLAIM)
         and _behind(known.get(rec.prompt_id), int(rec.attempt), rec.task_id)
     )
 

@@ -377,30 +377,22 @@ def test_of_two_runs_resubmitting_one_prompt_at_once_one_claims_it_the_other_is_
     assert [(r.attempt, r.status) for r in second.rows(DAY)] == [(2, "submitting")]
 
 
-def test_the_tasks_a_ledger_holds_only_grow_whatever_is_resent_released_or_forgotten(ledger):
-    """The sensor takes fewer for a ledger put back from an older copy: no step of a ledger's
-    own life may lower it, on any day. The fixture holds task-1 and an `unknown` row with no
-    task."""
-    counts = [ledger.held()[DAY][1]]
-    ledger.resolve(DAY, "lost", None)  # forgotten: it made no task
-    counts.append(ledger.held()[DAY][1])
-    with ledger.db.transaction() as db:
-        db.execute(sql("UPDATE tasks SET status = 'failed', error_code = 'service_error'"))
-    assert ledger.claim_resubmission(DAY, "sent", 3)  # task-1 kept as attempt 1
-    counts.append(ledger.held()[DAY][1])
-    ledger.release(DAY, "sent")  # the resubmission's create proved it made no task
-    counts.append(ledger.held()[DAY][1])
-    assert ledger.claim_resubmission(DAY, "sent", 3)
-    ledger.record_submitted(DAY, "sent", "task-2", time.time())
-    counts.append(ledger.held()[DAY][1])
-    assert ledger.claim_resubmission(DAY, "sent", 3) is False  # task-2 has not failed
-    with ledger.db.transaction() as db:
-        db.execute(sql("UPDATE tasks SET status = 'failed', error_code = 'service_error'"))
-    assert ledger.claim_resubmission(DAY, "sent", 3)
-    ledger.record_outcome_unknown(DAY, "sent", "the answer was lost")
-    ledger.resolve(DAY, "sent", None)  # back to its failed attempt 2, task-2
-    counts.append(ledger.held()[DAY][1])
-    assert counts == [1, 1, 1, 1, 2, 2]
+def test_a_days_submissions_digest_changes_with_its_submissions_only(ledger):
+    """The sensor reads a day's record again when the digest changes: a row gone (a copy put
+    back without it), or a task attached; not when a poll moves a status."""
+
+    def digest() -> str:
+        return ledger.submissions_digest([DAY, "2026-11-21"])[DAY]
+
+    first = digest()
+    ledger.record_polls([PollUpdate("task-1", Status.COMPLETED, result_url="u")])
+    assert digest() == first and "2026-11-21" not in ledger.submissions_digest(["2026-11-21"])
+    ledger.resolve(DAY, "lost", "task-2")  # its task found on the dashboard
+    attached = digest()
+    assert attached != first
+    with ledger.db.transaction() as db:  # as a copy from before it was sent, put back
+        db.execute(sql("DELETE FROM tasks WHERE prompt_id = 'lost'"))
+    assert digest() not in (first, attached)
 
 
 def test_a_poll_failing_unexpectedly_backs_its_task_off_and_says_why(ledger, monkeypatch, caplog):

@@ -19,7 +19,7 @@ from seedance_pipeline.defs.generation.sensors import STATE_TAG, task_poller
 from seedance_pipeline.defs.resources import EvoLinkResource, PipelineResource
 from seedance_pipeline.ledger import PollUpdate
 from seedance_pipeline.ledger.database import sql
-from seedance_pipeline.records import write_record
+from seedance_pipeline.records import LedgerLost, check_ledger, write_record
 from seedance_pipeline.s3 import S3Bucket
 from seedance_pipeline.statuses import Status
 from seedance_pipeline.tables import LocalTableStore
@@ -535,9 +535,81 @@ def test_a_claim_released_after_another_run_recorded_it_open_is_no_lasting_alarm
     assert other.claim(DAY, "p2", BODY, 1.0)
     write_record(ledger, tables, DAY)  # run A's step ends
     other.release(DAY, "p2")
-    write_record(other, tables, DAY, other.released[DAY])  # run B's step ends
+    write_record(other, tables, DAY, released=other.released[DAY])  # run B's step ends
     with instance_for_test() as instance:
         capfd.readouterr()
         tick(instance, resources)
     assert _said_lost(DAY) not in capfd.readouterr().err
     assert set(tables.read("submissions", DAY).prompt_id) == {"p1"}
+
+
+def _released_by_b_then_sent_by_c(resources) -> tuple:
+    """Run B's claim of p2 refused past its retries (no task) and released; run C's ledger."""
+    pipeline = resources["pipeline"]
+    run_b, run_c = pipeline.ledger(), pipeline.ledger()
+    completed(run_b, DAY, "p1", "task-1")
+    assert run_b.claim(DAY, "p2", BODY, 1.0)
+    run_b.release(DAY, "p2")
+    return run_b, run_c, pipeline.tables()
+
+
+def test_a_released_prompt_sent_since_by_another_run_stays_in_the_record(resources):
+    """Then C sends p2 (a paid task) and records it, and the ledger is put back from before
+    C's claim. B's record left out any recorded row of a prompt it released, task-2 with it:
+    the record no longer stopped the day's next run, which paid for p2 again (helper-68).
+    Only the open claim another run recorded at the attempt released is left out."""
+    run_b, run_c, tables = _released_by_b_then_sent_by_c(resources)
+    completed(run_c, DAY, "p2", "task-2")
+    write_record(run_c, tables, DAY)
+    with run_c.db.transaction() as db:
+        db.execute(sql("DELETE FROM tasks WHERE prompt_id = 'p2'"))
+    with pytest.raises(LedgerLost):
+        write_record(run_b, tables, DAY, released=run_b.released[DAY])
+    assert "task-2" in set(tables.read("submissions", DAY).task_id)
+    with pytest.raises(LedgerLost):
+        check_ledger(run_b, tables, DAY)
+
+
+def test_a_released_prompt_sent_by_another_run_while_the_record_is_written_is_kept(
+    resources, monkeypatch
+):
+    """C sends p2 and records it between B's read of the ledger and its write: B wrote its
+    older rows over C's record, task-2 left out with no word (helper-68)."""
+    run_b, run_c, tables = _released_by_b_then_sent_by_c(resources)
+    rows, raced = run_b.rows, []
+
+    def racing(partition):
+        found = rows(partition)
+        if not raced:
+            raced.append(partition)
+            completed(run_c, DAY, "p2", "task-2")
+            write_record(run_c, tables, DAY)
+        return found
+
+    monkeypatch.setattr(run_b, "rows", racing)
+    with pytest.raises(LedgerLost):  # a false alarm at worst, as before: nothing lost
+        write_record(run_b, tables, DAY, released=run_b.released[DAY])
+    assert raced and "task-2" in set(tables.read("submissions", DAY).task_id)
+
+
+def test_a_lost_row_is_noticed_though_the_days_counts_are_unchanged(resources, capfd):
+    """A copy taken while p2's claim was open, put back after p2 was released and p3 sent
+    with an unknown outcome: as many rows and tasks as the cursor kept, and the record
+    unchanged, so the loss of p3 went unnoticed (helper-68). A digest of the day's
+    submissions is kept instead."""
+    pipeline = resources["pipeline"]
+    ledger, tables = pipeline.ledger(), pipeline.tables()
+    completed(ledger, DAY, "p1", "task-1")
+    assert ledger.claim(DAY, "p2", BODY, 1.0)
+    ledger.release(DAY, "p2")
+    assert ledger.claim(DAY, "p3", BODY, 1.0)
+    ledger.record_outcome_unknown(DAY, "p3", "the answer was lost")
+    write_record(ledger, tables, DAY, released=ledger.released[DAY])
+    with instance_for_test() as instance:
+        cursor = tick(instance, resources).cursor
+        assert _said_lost(DAY) not in capfd.readouterr().err  # they agree
+        with ledger.db.transaction() as db:  # the copy put back: p1, and p2's claim open
+            db.execute(sql("DELETE FROM tasks WHERE prompt_id = 'p3'"))
+        assert ledger.claim(DAY, "p2", BODY, 1.0)
+        tick(instance, resources, cursor)
+    assert _said_lost(DAY) in capfd.readouterr().err

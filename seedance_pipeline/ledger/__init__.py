@@ -71,7 +71,7 @@ class Ledger(TaskRows, Attempts, PartitionProgress, PublishedMedia):
         if key not in _KEEPERS or _KEEPERS[key].seconds != seconds:
             _KEEPERS[key] = LeaseKeeper(self.renew_leases, seconds)
         self.leases = _KEEPERS[key]
-        self.released: defaultdict[str, set[str]] = defaultdict(set)
+        self.released: defaultdict[str, dict[str, int]] = defaultdict(dict)  # prompt: attempt
 
     def __repr__(self) -> str:
         return f"Ledger({safe_url(self.db.url)!r})"

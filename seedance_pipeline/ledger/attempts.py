@@ -162,7 +162,7 @@ class Attempts:
                 db.execute(sql("DELETE FROM tasks WHERE partition = :p AND prompt_id = :id"), key)
             else:
                 restore_attempt(db, partition, prompt_id, row.attempt - 1)
-        self.released[partition].add(prompt_id)
+        self.released[partition][prompt_id] = row.attempt
 
     def keep_recorded_attempt(self, record: dict[str, Any]) -> bool:
         """Keep an earlier attempt from the day's submissions record, unless it is kept;

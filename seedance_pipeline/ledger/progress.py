@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from sqlalchemy import Row, bindparam
 
 from ..statuses import WAITING, Status
@@ -35,19 +37,24 @@ class PartitionProgress:
                 {"p": partition, "c": int(complete)},
             )
 
-    def held(self) -> dict[str, tuple[int, int]]:
-        """How many rows, and tasks (of any attempt), the ledger holds, by day. The tasks only
-        grow, unless the ledger is put back from an older copy or another one is configured;
-        rows also go when a claim is released or an `unknown` row forgotten."""
+    def submissions_digest(self, partitions: list[str]) -> dict[str, str]:
+        """A digest of each of these days' submissions (prompt, attempt and task of its rows
+        and kept attempts): a new one whenever any comes, goes or gets its task."""
+        found: dict = {}
         with self.db.read() as db:
-            found = db.execute(
+            rows = db.execute(
                 sql(
-                    "SELECT partition, COUNT(*), COUNT(task_id) FROM (SELECT partition, task_id"
-                    " FROM tasks UNION ALL SELECT partition, task_id FROM attempts) AS made"
-                    " GROUP BY partition"
-                )
+                    "SELECT partition, prompt_id, attempt, task_id FROM tasks"
+                    " WHERE partition IN :days UNION ALL"
+                    " SELECT partition, prompt_id, attempt, task_id FROM attempts"
+                    " WHERE partition IN :days ORDER BY 1, 2, 3"
+                ).bindparams(bindparam("days", expanding=True)),
+                {"days": partitions},
             )
-            return {day: (rows, tasks) for day, rows, tasks in found}
+            for day, prompt_id, attempt, task_id in rows:
+                key = f"{prompt_id}\t{attempt}\t{task_id or ''}\n".encode()
+                found.setdefault(day, hashlib.sha256()).update(key)
+        return {day: digest.hexdigest()[:16] for day, digest in found.items()}
 
     def partitions_known(self) -> set[str]:
         """Every partition the ledger has a row of."""

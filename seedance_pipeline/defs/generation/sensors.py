@@ -292,19 +292,19 @@ def task_poller(
 @dataclass(frozen=True)
 class _Cursor:
     """task_poller's: the older settled day it read last; and for each day whose record was
-    found to agree with the ledger, that record's version and the rows and tasks the ledger
-    held of the day then."""
+    found to agree with the ledger, that record's version and the digest of the ledger's
+    submissions of the day then."""
 
     read_last: str | None = None
-    checked: dict[str, tuple[str, int, int]] = field(default_factory=dict)
+    checked: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     @classmethod
     def read(cls, text: str | None) -> "_Cursor":
         if not text or not text.startswith("{"):  # a day alone: a cursor from before `checked`
             return cls(text or None)
         kept = json.loads(text)
-        checked = kept.get("checked", {}).items()  # of this stop's earlier forms: none
-        return cls(kept.get("read_last"), {d: tuple(c) for d, c in checked if len(c) == 3})
+        checked = kept.get("checked", {}).items()  # of earlier forms: none
+        return cls(kept.get("read_last"), {d: tuple(c) for d, c in checked if len(c) == 2})
 
     def text(self) -> str:
         return json.dumps(asdict(self))
@@ -319,10 +319,10 @@ def _check_records(
     context: SensorEvaluationContext,
     ledger: Ledger,
     pipeline: PipelineResource,
-    checked: dict[str, tuple[str, int, int]],
-) -> dict[str, tuple[str, int, int]]:
-    """Compare with the ledger each recent day's record written since it was last found to
-    agree, or whose day the ledger holds fewer rows or tasks of than then (a copy put back, or
+    checked: dict[str, tuple[str, str]],
+) -> dict[str, tuple[str, str]]:
+    """Compare with the ledger each recent day's record that changed since it was last found
+    to agree, or whose submissions in the ledger changed since (sent, or a copy put back, or
     another ledger configured), the newest first, as long as a tick allows; what the cursor
     keeps of them. The days whose submissions the ledger lacks are logged as an error naming
     the fix, each tick until they are restored: nothing else would notice, as their tasks are
@@ -331,21 +331,15 @@ def _check_records(
     tables = pipeline.tables()
     try:
         versions = record_versions(tables, since=time.time() - RECORDS_CHECKED_SECONDS)
-        held = ledger.held()
+        digests = ledger.submissions_digest(list(versions))
     except Exception as exc:  # the warehouse or the ledger not answering: next tick
         context.log.error(f"the records of submissions could not be checked: {exc}")
         return checked
 
-    def now(day: str) -> tuple[str, int, int]:
-        return (versions[day], *held.get(day, (0, 0)))
+    def now(day: str) -> tuple[str, str]:
+        return versions[day], digests.get(day, "")
 
-    kept = {
-        day: now(day)
-        for day in versions
-        if day in checked
-        and checked[day][0] == versions[day]
-        and all(n >= was for n, was in zip(now(day)[1:], checked[day][1:], strict=True))
-    }
+    kept = {day: now(day) for day in versions if checked.get(day) == now(day)}
     due = sorted((d for d in versions if d not in kept), reverse=True)
     found = check_days(ledger, tables, due, time.monotonic() + HISTORY_SECONDS)
     for problem in found.problems(ledger):
