@@ -385,6 +385,7 @@ def test_a_days_submissions_digest_changes_with_its_submissions_only(ledger):
         return ledger.submissions_digest([DAY, "2026-11-21"])[DAY]
 
     first = digest()
+    assert ledger.submissions_digest([]) == {}  # no recent record: PostgreSQL refused the IN
     ledger.record_polls([PollUpdate("task-1", Status.COMPLETED, result_url="u")])
     assert digest() == first and "2026-11-21" not in ledger.submissions_digest(["2026-11-21"])
     ledger.resolve(DAY, "lost", "task-2")  # its task found on the dashboard

@@ -41,6 +41,8 @@ class PartitionProgress:
         """A digest of each of these days' submissions (prompt, attempt and task of its rows
         and kept attempts): a new one whenever any comes, goes or gets its task."""
         found: dict = {}
+        if not partitions:  # an empty IN is typed integer on PostgreSQL: refused (helper-69)
+            return found
         with self.db.read() as db:
             rows = db.execute(
                 sql(
