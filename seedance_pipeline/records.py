@@ -52,6 +52,7 @@ COLUMNS = [
     "expected_width",
     "expected_height",
     "campaign",
+    "claimed_at",  # of a claim open when recorded: which claim it was
 ]
 
 
@@ -65,7 +66,7 @@ def write_record(
     tables: TableStore,
     partition: str,
     forgotten: Collection[str] = (),
-    released: Mapping[str, int] | None = None,
+    released: Mapping[str, tuple[int, float]] | None = None,
 ) -> list[LedgerRow]:
     """Record the day's submissions as the ledger has them now, and return its rows: after
     every submission step, and once the day has ended, when claims a crashed run left are
@@ -77,8 +78,8 @@ def write_record(
     Never backwards: a record listing submissions the ledger lacks, or has only at an earlier
     attempt (the ledger restored from an older copy), is kept as it is, as the only account
     of them; but for `forgotten`, the prompt `resolve --forget` just took out, and for the
-    claims the writing run `released` (prompt: attempt; their creates provably made no task)
-    as another run recorded them while they were open.
+    claims the writing run `released` (prompt: (attempt, claimed_at); their creates provably
+    made no task) as another run recorded them while they were open.
 
     Raises:
         LedgerLost: the record is ahead of the ledger; how to restore the ledger from it.
@@ -125,6 +126,7 @@ def _record(r: LedgerRow) -> dict:
         "expected_width": r.expected_width,
         "expected_height": r.expected_height,
         "campaign": r.campaign,
+        "claimed_at": r.claimed_at if claimed else None,
     }
 
 
@@ -228,7 +230,7 @@ def _missing(
     rows: list[LedgerRow],
     recorded: pd.DataFrame | None,
     forgotten: Collection[str] = (),
-    released: Mapping[str, int] | None = None,
+    released: Mapping[str, tuple[int, float]] | None = None,
 ) -> list[str]:
     """The prompts `recorded` lists that `rows` lack, or have at an earlier attempt; but for
     those `forgotten`, and the open claims at the attempts `released` (see `write_record`)."""
@@ -240,7 +242,10 @@ def _missing(
         rec.prompt_id
         for rec in recorded.itertuples()
         if rec.prompt_id not in forgotten
-        and not (released.get(rec.prompt_id) == rec.attempt and rec.error_message == _OPEN_CLAIM)
+        and not (
+            rec.error_message == _OPEN_CLAIM  # this claim, not another at the same attempt
+            and released.get(rec.prompt_id) == (rec.attempt, getattr(rec, "claimed_at", None))
+        )
         and _behind(known.get(rec.prompt_id), int(rec.attempt), rec.task_id)
     )
 

@@ -613,3 +613,22 @@ def test_a_lost_row_is_noticed_though_the_days_counts_are_unchanged(resources, c
         assert ledger.claim(DAY, "p2", BODY, 1.0)
         tick(instance, resources, cursor)
     assert _said_lost(DAY) in capfd.readouterr().err
+
+
+def test_another_runs_open_claim_at_the_released_attempt_stays_in_the_record(resources):
+    """B releases p2 (attempt 1 deleted); C claims p2 again, also at attempt 1, and is killed
+    after its create went out (paid); D's step records C's claim open; the ledger is put back
+    from before C's claim. B's record dropped C's claim, taken for the one B released, and the
+    next run paid for p2 again (helper-69). The claim is told by when it was made."""
+    run_b, run_c, tables = _released_by_b_then_sent_by_c(resources)
+    run_d = resources["pipeline"].ledger()
+    completed(run_d, DAY, "p3", "task-3")
+    assert run_c.claim(DAY, "p2", BODY, 1.0)
+    write_record(run_d, tables, DAY)
+    with run_c.db.transaction() as db:
+        db.execute(sql("DELETE FROM tasks WHERE prompt_id = 'p2'"))
+    with pytest.raises(LedgerLost):
+        write_record(run_b, tables, DAY, released=run_b.released[DAY])
+    assert "p2" in set(tables.read("submissions", DAY).prompt_id)
+    with pytest.raises(LedgerLost):
+        check_ledger(run_b, tables, DAY)

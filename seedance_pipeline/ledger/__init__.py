@@ -71,7 +71,8 @@ class Ledger(TaskRows, Attempts, PartitionProgress, PublishedMedia):
         if key not in _KEEPERS or _KEEPERS[key].seconds != seconds:
             _KEEPERS[key] = LeaseKeeper(self.renew_leases, seconds)
         self.leases = _KEEPERS[key]
-        self.released: defaultdict[str, dict[str, int]] = defaultdict(dict)  # prompt: attempt
+        # What `release` released: prompt -> (attempt, claimed_at), by day.
+        self.released: defaultdict[str, dict[str, tuple[int, float]]] = defaultdict(dict)
 
     def __repr__(self) -> str:
         return f"Ledger({safe_url(self.db.url)!r})"

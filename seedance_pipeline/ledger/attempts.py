@@ -151,8 +151,8 @@ class Attempts:
         with self.db.transaction() as db:
             row = db.execute(
                 sql(
-                    "SELECT attempt FROM tasks WHERE partition = :p AND prompt_id = :id"
-                    " AND status = :s AND owner = :owner"  # not a claim made since by another
+                    "SELECT attempt, claimed_at FROM tasks WHERE partition = :p"
+                    " AND prompt_id = :id AND status = :s AND owner = :owner"  # not another's
                 ),
                 {**key, "s": Status.SUBMITTING.value, "owner": self.owner},
             ).first()
@@ -162,7 +162,7 @@ class Attempts:
                 db.execute(sql("DELETE FROM tasks WHERE partition = :p AND prompt_id = :id"), key)
             else:
                 restore_attempt(db, partition, prompt_id, row.attempt - 1)
-        self.released[partition][prompt_id] = row.attempt
+        self.released[partition][prompt_id] = (row.attempt, row.claimed_at)
 
     def keep_recorded_attempt(self, record: dict[str, Any]) -> bool:
         """Keep an earlier attempt from the day's submissions record, unless it is kept;
