@@ -553,6 +553,18 @@ def _released_by_b_then_sent_by_c(resources) -> tuple:
     return run_b, run_c, pipeline.tables()
 
 
+def _b_ends_once_the_ledger_lost_p2(run_b, tables) -> pd.DataFrame:
+    """The ledger put back from before p2 was claimed again; B's step ends: its record keeps
+    what the ledger lost, refusing to go backwards, and the day is stopped. The record."""
+    with run_b.db.transaction() as db:
+        db.execute(sql("DELETE FROM tasks WHERE prompt_id = 'p2'"))
+    with pytest.raises(LedgerLost):
+        write_record(run_b, tables, DAY, released=run_b.released[DAY])
+    with pytest.raises(LedgerLost):
+        check_ledger(run_b, tables, DAY)
+    return tables.read("submissions", DAY)
+
+
 def test_a_released_prompt_sent_since_by_another_run_stays_in_the_record(resources):
     """Then C sends p2 (a paid task) and records it, and the ledger is put back from before
     C's claim. B's record left out any recorded row of a prompt it released, task-2 with it:
@@ -561,13 +573,8 @@ def test_a_released_prompt_sent_since_by_another_run_stays_in_the_record(resourc
     run_b, run_c, tables = _released_by_b_then_sent_by_c(resources)
     completed(run_c, DAY, "p2", "task-2")
     write_record(run_c, tables, DAY)
-    with run_c.db.transaction() as db:
-        db.execute(sql("DELETE FROM tasks WHERE prompt_id = 'p2'"))
-    with pytest.raises(LedgerLost):
-        write_record(run_b, tables, DAY, released=run_b.released[DAY])
-    assert "task-2" in set(tables.read("submissions", DAY).task_id)
-    with pytest.raises(LedgerLost):
-        check_ledger(run_b, tables, DAY)
+    recorded = _b_ends_once_the_ledger_lost_p2(run_b, tables)
+    assert "task-2" in set(recorded.task_id)
 
 
 def test_a_released_prompt_sent_by_another_run_while_the_record_is_written_is_kept(
@@ -625,10 +632,5 @@ def test_another_runs_open_claim_at_the_released_attempt_stays_in_the_record(res
     completed(run_d, DAY, "p3", "task-3")
     assert run_c.claim(DAY, "p2", BODY, 1.0)
     write_record(run_d, tables, DAY)
-    with run_c.db.transaction() as db:
-        db.execute(sql("DELETE FROM tasks WHERE prompt_id = 'p2'"))
-    with pytest.raises(LedgerLost):
-        write_record(run_b, tables, DAY, released=run_b.released[DAY])
-    assert "p2" in set(tables.read("submissions", DAY).prompt_id)
-    with pytest.raises(LedgerLost):
-        check_ledger(run_b, tables, DAY)
+    recorded = _b_ends_once_the_ledger_lost_p2(run_b, tables)
+    assert "p2" in set(recorded.prompt_id)
