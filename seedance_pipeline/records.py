@@ -85,7 +85,7 @@ def write_record(
         LedgerLost: the record is ahead of the ledger; how to restore the ledger from it.
     """
     rows = ledger.rows(partition)
-    if missing := _missing(rows, _recorded(tables, partition), forgotten, released or {}):
+    if missing := _missing(rows, _recorded(tables, partition), forgotten, released):
         raise _lost(
             ledger,
             [partition],

@@ -165,10 +165,6 @@ class S3Bucket:
                 raise
             return answer["Body"].read()
 
-    def keys(self, relative_prefix: str) -> list[str]:
-        """Keys (relative) of the objects under `relative_prefix`, sorted."""
-        return sorted(self.listing(relative_prefix))
-
     def listing(self, relative_prefix: str) -> dict[str, tuple[str, float]]:
         """The ETag (its content's digest) and the time written (epoch seconds) of each object
         under `relative_prefix`, by its relative key."""

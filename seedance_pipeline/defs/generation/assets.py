@@ -2,7 +2,8 @@
 
 import json
 import logging
-from contextlib import nullcontext, suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext, suppress
 
 import pandas as pd
 from dagster import (
@@ -365,14 +366,21 @@ def _submit_day(
     )
 
 
+@contextmanager
+def _failing_if_ledger_lost() -> Iterator[None]:
+    """A ledger behind the records fails the step, not retried: a retry would find it so."""
+    try:
+        yield
+    except LedgerLost as exc:
+        raise Failure(str(exc), allow_retries=False) from None
+
+
 def _check_ledger(
     ledger: Ledger, pipeline: PipelineResource, partition: str, sending: set[str] = frozenset()
 ) -> None:
-    """`check_ledger`, in a step: a ledger behind the records fails it, not retried."""
-    try:
+    """`check_ledger`, in a step."""
+    with _failing_if_ledger_lost():
         check_ledger(ledger, pipeline.tables(), partition, pipeline.earlier_tables(), sending)
-    except LedgerLost as exc:
-        raise Failure(str(exc), allow_retries=False) from None
 
 
 def store_videos_or_fail(
@@ -506,10 +514,10 @@ def generated_videos(
         )
     except PartitionNotFinished as exc:
         raise Failure(str(exc), allow_retries=False) from None
-    try:
-        write_record(ledger, pipeline.tables(), partition)  # with the claims a crashed run left
-    except LedgerLost as exc:  # another run wrote it meanwhile, from a ledger put back since
-        raise Failure(str(exc), allow_retries=False) from None
+    # With the claims a crashed run left; another run may have written it meanwhile, from a
+    # ledger put back since.
+    with _failing_if_ledger_lost():
+        write_record(ledger, pipeline.tables(), partition)
     if stored.outcomes:
         context.log.info(f"videos stored or tried: {dict(stored.outcomes)}")
     path = pipeline.tables().write(frame, "generated_videos", partition)
