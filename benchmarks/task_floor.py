@@ -5,7 +5,7 @@ A task needs a create, a poll (16 at a time on threads, as poll rounds send them
 download, a measuring of the MP4, and four ledger transactions (claim, submitted, the poll's
 answer, the stored video). Each part is timed alone in this process (CPU time, after one call
 to warm it up), N times, against the emulator in another process, through the project's own
-clients and ledger; bare httpx requests are timed beside them.
+clients and ledger; the same three HTTP calls in bare httpx are timed beside them.
 
 `--gap S` sleeps S seconds before each sync call, not counted: in a day the calls come one at a
 time, paced (a create every 50 ms at 20/s), and a call finding the CPU's caches cold after such
@@ -131,13 +131,32 @@ def measure(n: int, url: str, folder: Path, gap: float) -> dict[str, float]:
     figures["ledger: claim, submitted, poll answer, video"] = each(n, ledger_steps)
     figures["= one task in these parts"] = sum(figures.values())
     figures["measure a 5 s 1080p video with B-frames (not the emulator's)"] = measure_hd
+    figures.update(bare_httpx(n, url, links, folder, gap))
+    return figures
+
+
+def bare_httpx(n: int, url: str, links: list[str], folder: Path, gap: float) -> dict[str, float]:
+    """A task's three HTTP calls in httpx alone (no checks, retries, hashing, fsync or
+    ledger): below this no httpx-based pipeline can go on this machine."""
+    each = partial(cpu_ms_each, gap=gap)
+    ids = [""] * (n + 1)
+    figures: dict[str, float] = {}
     with httpx.Client(headers=AUTH) as bare:
-        figures["bare httpx GET, sync (for comparison)"] = each(
-            n, lambda i: bare.get(f"{url}/v1/credits").json()
+
+        def create(i: int) -> None:
+            ids[i] = bare.post(f"{url}/v1/videos/generations", json=BODY).json()["id"]
+
+        def download(i: int) -> None:
+            with bare.stream("GET", links[i]) as answer, open(folder / f"bare{i}", "wb") as f:
+                for chunk in answer.iter_raw():
+                    f.write(chunk)
+
+        figures["bare httpx: POST a create"] = each(n, create)
+        figures["bare httpx: GET a task, 16 threads"] = threaded_ms_each(
+            n, lambda i: bare.get(f"{url}/v1/tasks/{ids[i]}").json()
         )
-        figures["bare httpx GET, sync, 16 threads"] = threaded_ms_each(
-            n, lambda i: bare.get(f"{url}/v1/credits").json()
-        )
+        figures["bare httpx: GET the video into a file"] = each(n, download)
+    figures["= a task's three calls in bare httpx"] = sum(figures.values())
     return figures
 
 
