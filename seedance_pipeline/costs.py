@@ -121,6 +121,14 @@ def rollup(videos: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     )
 
 
+def totals(videos: pd.DataFrame) -> dict[str, float | None]:
+    """`rollup` of the whole table, as `generation_costs` sums the day: None where a sum is not
+    known (a task billed at a price nobody knows); zeros for a table with no row."""
+    out = rollup(videos, [])
+    day = out.iloc[0] if len(out) else pd.Series(0.0, MEASURES)
+    return {m: None if pd.isna(day[m]) else float(day[m]) for m in MEASURES}
+
+
 def chart(daily: pd.DataFrame, path: str | Path, by: Sequence[str] = ("model",)) -> Path:
     """A PNG of credits charged per day, stacked by the groups `by` (one bar a day if none).
     A day holding a charge nobody knows (NaN) is drawn with what is known, its label saying so."""

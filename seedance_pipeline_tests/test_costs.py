@@ -361,6 +361,8 @@ def test_the_videos_metadata_does_not_report_a_charge_nobody_knows(tmp_path, emu
     [costs] = save_costs(resources, DAYS[0]).asset_materializations_for_node("generation_costs")
     assert videos.metadata["credits_charged"].value is None
     assert costs.metadata["credits_charged"].value is None
+    for figure in ("credits_estimated", "credits_reserved", "seconds_delivered"):  # the same sums
+        assert videos.metadata[figure].value == costs.metadata[figure].value > 0
 
 
 def test_the_chart_says_which_days_hold_a_charge_nobody_knows(tmp_path, monkeypatch):

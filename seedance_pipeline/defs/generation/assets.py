@@ -24,7 +24,7 @@ from dagster import (
 
 from ...callbacks import callback_base
 from ...catalog import CatalogError, load_prompts
-from ...costs import credits_total, known_total
+from ...costs import credits_total, totals
 from ...follow import FOLLOWED_TAG, follower_failed, following
 from ...ledger import Ledger, LedgerRow
 from ...planning import over_budget_message, plan_catalog, publish, requests_frame
@@ -38,7 +38,7 @@ from ...records import (
     write_record,
 )
 from ...seedance import PriceTable
-from ...statuses import CHARGED, COUNTED, UNDELIVERED, WAITING, RequestStatus, Status
+from ...statuses import COUNTED, UNDELIVERED, WAITING, RequestStatus, Status
 from ...storage import StoreRefused, VideoStore
 from ...submission import (
     Planned,
@@ -429,12 +429,6 @@ def _held(rows: list[LedgerRow]) -> dict[str, float]:
     }
 
 
-def _drift(frame: pd.DataFrame) -> float:
-    """Reserved minus estimated credits over the tasks the vendor made (0 when the table agrees)."""
-    made = frame[frame.task_id.notna()]
-    return credits_total(made.credits_reserved - made.credits_estimated)
-
-
 MAX_PROBLEMS_SHOWN = 200  # rows of the check's problems table; the videos table has them all
 
 
@@ -524,23 +518,23 @@ def generated_videos(
     count = frame.status.value_counts()
     submitted = len(frame) - count.get(Status.REJECTED, 0)
     check = _check_videos(frame, stored.missing, partition)
+    day = totals(frame)
     return MaterializeResult(
         data_version=frame_version(frame),
         metadata={
             **written(path, frame),
             **{f"videos_{s}": int(count.get(s, 0)) for s in COUNTED},
-            "seconds_delivered": float(
-                frame.loc[frame.status == Status.COMPLETED, "duration_s"].sum()
-            ),
-            "credits_estimated": credits_total(frame.credits_estimated),
-            "credits_reserved": credits_total(  # earlier attempts too, as generation_costs
-                frame.credits_reserved.fillna(0) + frame.credits_reserved_earlier.fillna(0)
-            ),
-            # None: a task billed at a price nobody knows (as generation_costs says)
-            "credits_charged": MetadataValue.float(
-                known_total(frame.credits_charged.where(frame.status.isin(CHARGED), 0))
-            ),
-            "credits_drift": _drift(frame),
+            # As generation_costs sums the day; None: a sum nobody knows (a price unknown)
+            **{
+                m: MetadataValue.float(day[m])
+                for m in (
+                    "seconds_delivered",
+                    "credits_estimated",
+                    "credits_reserved",  # earlier attempts too
+                    "credits_charged",
+                    "credits_drift",
+                )
+            },
             "failure_rate": float(count.get(Status.FAILED, 0) / submitted) if submitted else 0.0,
             # The day's check problems, kept with the day's materialisation (the check's latest
             # result is whichever day ran last).
