@@ -343,6 +343,39 @@ def test_a_poll_answer_with_a_25_digit_progress_does_not_stop_the_round(ledger):
     )
 
 
+@pytest.mark.parametrize(
+    "odd",
+    [
+        {"status": "process\ud800ing"},
+        {"status": "completed", "results": ["https://cdn.example.com/v.mp4?x=\u0000"]},
+        {"status": "completed", "results": ["https://cdn.example.com/\ud800.mp4"]},
+    ],
+)
+def test_a_poll_answer_holding_text_no_database_stores_does_not_stop_the_round(ledger, odd):
+    """A lone surrogate (JSON may escape one) or a NUL in an answer's status or link
+    failed the write of the whole round on one backend or the other, every round: the day's
+    finished tasks were never recorded, and their videos were lost (helper-70)."""
+    assert ledger.claim(DAY, "other", REQUEST, 10.0)
+    ledger.record_submitted(DAY, "other", "task-2", time.time(), credits_reserved=10.0)
+
+    def vendor(request: httpx.Request) -> httpx.Response:
+        task_id = request.url.path.rsplit("/", 1)[1]
+        fine = {"status": "completed", "results": ["https://cdn.example.com/2.mp4"]}
+        return httpx.Response(
+            200,
+            text=json.dumps({"id": task_id, **odd})
+            if task_id == "task-1"
+            else json.dumps({"id": task_id, **fine}),
+        )
+
+    for _ in range(2):  # and the next round too
+        summary = poll_once(ledger, httpx.MockTransport(vendor))
+        assert summary.errors == 0
+    rows = {r.prompt_id: r for r in ledger.rows(DAY)}
+    assert rows["other"].status == "completed"
+    assert rows["sent"].result_url is None  # a link holding such text is no link
+
+
 def test_of_two_runs_resubmitting_one_prompt_at_once_one_claims_it_the_other_is_told(
     ledger_url,
 ):

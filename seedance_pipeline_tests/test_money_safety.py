@@ -1672,6 +1672,24 @@ def test_an_interrupted_submission_sends_no_more_and_records_what_it_sent(tmp_pa
     assert len(rows) == len(sent) and all(r.task_id and r.status == "pending" for r in rows)
 
 
+def test_a_create_answer_holding_text_no_database_stores_is_recorded_with_its_task(tmp_path):
+    """A lone surrogate in a create's status failed the write of its task: retried as a ledger
+    outage for two minutes, then the run crashed, the paid task left `unknown` (helper-70)."""
+
+    def vendor(request: httpx.Request) -> httpx.Response:
+        task = {"id": "task-unified-1774857405-00000001", "status": "pend\ud800ing"}
+        return httpx.Response(200, text=json.dumps(task))  # the surrogate escaped, as JSON may
+
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    body = {"model": "seedance-2.0-text-to-video", "prompt": "a cat", "duration": 4}
+    with Client(
+        "k", base_url="https://api.test.invalid", transport=httpx.MockTransport(vendor)
+    ) as c:
+        submit_all(ledger, c, DAY, [Planned("p1", body, 25.004)])
+    (row,) = ledger.rows(DAY)
+    assert (row.status, row.task_id) == ("pending", "task-unified-1774857405-00000001")
+
+
 def test_an_interrupt_while_the_creates_are_queued_sends_none_of_those_queued(
     tmp_path, start_emulator, api_key, monkeypatch
 ):

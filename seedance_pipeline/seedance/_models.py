@@ -152,16 +152,20 @@ class Task:
             )
         code = _optional(error, "code", (str, int), task_id)
         message = _optional(error, "message", str, task_id)
+        model = _optional(data, "model", str, task_id)
         created = _amount(data, "created", task_id)
         return cls(
             id=task_id,
-            status=status,
+            # Every text goes to the ledger: a lone surrogate (no database stores one) or a
+            # NUL (PostgreSQL's text refuses it) would fail the write of a whole poll round,
+            # every round (helper-70). A link holding one is no link.
+            status=plain(status, 100),
             progress=int(_amount(data, "progress", task_id) or 0),
-            model=_optional(data, "model", str, task_id),
+            model=None if model is None else plain(model, 100),
             created=None if created is None else int(created),
             estimated_time=_amount(info, "estimated_time", task_id),
             video_duration=_amount(info, "video_duration", task_id),
-            results=tuple(results),
+            results=tuple(url for url in results if url.isprintable()),
             error_code=None if code is None else plain(str(code), 100),
             error_message=None if message is None else plain(message),
             credits_reserved=_amount(usage, "credits_reserved", task_id),

@@ -148,8 +148,8 @@ def url_problem(
         return f"{url!r} is not a valid URL ({exc})"
     if parts.username is not None or parts.password is not None:
         return "must not carry a user name or password (user:password@host)"
-    if _SPACE_OR_CONTROL.search(url):
-        return "contains spaces or control characters"
+    if _SPACE_OR_CONTROL.search(url) or not url.isprintable():
+        return "contains spaces, control or invisible characters"
     if allow_origin is not None and _origin(parts.scheme, parts.hostname, port) == allow_origin:
         return None
     if parts.scheme not in schemes:
