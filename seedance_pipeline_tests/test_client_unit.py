@@ -265,6 +265,20 @@ def test_a_pause_beyond_the_budget_fails_later_calls_at_once_unsent(sleeps, driv
     assert len(handler) == 1 and sleeps == []  # the second was not sent, nor waited for
 
 
+@pytest.mark.parametrize("pause", ["1000000000", "Thu, 01 Jan 2099 00:00:00 GMT"])
+def test_a_pause_of_years_holds_the_process_back_minutes_not_years(clock, pause):
+    """One 429 asking for years refused every later call of the process unsent, so nothing
+    could learn the pause was over: the sensor's code server polled nothing until restarted,
+    and the day's links died (helper-70)."""
+    refused = error_response(429, "rate_limit_exceeded", "x", **{"Retry-After": pause})
+    handler = Recorder(refused, httpx.Response(200, json=TASK))
+    with pytest.raises(RateLimitError):
+        call_sync(handler, "get_task", TASK_ID)
+    clock.now += _client._Bucket.MAX_PAUSE_SECONDS + 1
+    assert call_sync(handler, "get_task", TASK_ID).id == TASK_ID
+    assert len(handler) == 2
+
+
 def test_a_pacing_wait_longer_than_the_budget_is_waited_not_refused():
     """Only a pause a 429 asked for fails a call unsent: at a cap of 2 calls a second with a
     0.2 s retry budget (as a poll's 3 s at a cap under 0.33), paced calls were refused."""

@@ -119,6 +119,10 @@ class _Bucket:
     """
 
     BETA, SCALE, MIN_RATE, WINDOW, BURST_SECONDS = 0.7, 0.4, 0.5, 1.0, 0.25
+    # The longest pause a Retry-After sets for the whole process: a longer one (a quota, a
+    # year, a server clock ahead) would refuse every later call unsent, and so never learn
+    # that it ended; the API is asked again after this (a 429 makes no task).
+    MAX_PAUSE_SECONDS = 300.0
 
     def __init__(self, cap: float | None):
         self.cap = cap
@@ -168,7 +172,8 @@ class _Bucket:
             self.refused_rate = max(self.MIN_RATE, min(accepted_rate, self.rate or math.inf))
             self.k = (self.refused_rate * (1 - self.BETA) / self.SCALE) ** (1 / 3)
             self.slowed_at = now
-            self.resume_at = max(self.resume_at, now + (retry_after or 0.0))
+            pause = min(retry_after or 0.0, self.MAX_PAUSE_SECONDS)
+            self.resume_at = max(self.resume_at, now + pause)
             self._set_rate(now, self.refused_rate * self.BETA)
             self.tokens, self.stamp = 0.0, self.resume_at
 
