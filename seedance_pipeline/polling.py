@@ -56,9 +56,10 @@ class PollPolicy:
     """How long to believe odd answers before recording them."""
 
     max_delay: float = 60.0
-    # A 404 for a task we made is believed after this many answers spread over this long.
+    # A 404 for a task we made is believed after this many answers spread over this long,
+    # and only the API's own (a gateway's or CDN's page of an outage is asked again).
     not_found_answers: int = 3
-    not_found_seconds: float = 120.0
+    not_found_seconds: float = 600.0
     # `completed` without a result link: asked this many times, then `download_failed`.
     missing_result_answers: int = 5
     # A status the vendor does not document keeps the task waiting this long, then `unknown`.
@@ -86,14 +87,19 @@ def first_poll_at(
     return now + min(MAX_FIRST_DELAY, max(MIN_DELAY, expected_seconds(body, estimated_time)))
 
 
+# Past this many steps a delay is at its longest anyway; beyond about a thousand, the power
+# itself overflows a float and fails the poll round (a task answering 502 for 17 hours).
+_MAX_DOUBLINGS = 64
+
+
 def next_poll_delay(row: LedgerRow, policy: PollPolicy) -> float:
     """Delay after a poll that found the task still running: grows with each poll."""
     base = max(MIN_DELAY, 0.25 * expected_seconds(row.request, row.estimated_time))
-    return min(policy.max_delay, base * 1.5 ** max(0, row.polls))
+    return min(policy.max_delay, base * 1.5 ** min(max(0, row.polls), _MAX_DOUBLINGS))
 
 
 def _backoff(row: LedgerRow, policy: PollPolicy) -> float:
-    return min(policy.max_delay, MIN_DELAY * 2**row.poll_errors)
+    return min(policy.max_delay, MIN_DELAY * 2 ** min(row.poll_errors, _MAX_DOUBLINGS))
 
 
 def interpret(row: LedgerRow, task: Task, now: float, policy: PollPolicy) -> PollUpdate:
@@ -147,7 +153,7 @@ def interpret_error(
 ) -> PollUpdate:
     """The ledger update a failed poll calls for: back off, or believe a repeated 404."""
     answers = row.poll_errors + 1
-    if isinstance(error, NotFoundError):
+    if isinstance(error, NotFoundError) and error.code is not None:  # the API's error body
         since = row.not_found_since or now
         if answers >= policy.not_found_answers and now - since >= policy.not_found_seconds:
             return PollUpdate(

@@ -27,7 +27,7 @@ from seedance_pipeline.emulator.config import PRICES as EMULATOR_PRICES
 from seedance_pipeline.ledger import Ledger, LedgerRow, PollUpdate
 from seedance_pipeline.ledger.database import sql
 from seedance_pipeline.media import measure_video_output
-from seedance_pipeline.polling import PollPolicy, interpret, interpret_error
+from seedance_pipeline.polling import PollPolicy, interpret, interpret_error, next_poll_delay
 from seedance_pipeline.records import LedgerLost, check_ledger, write_record
 from seedance_pipeline.reports import print_run_summary
 from seedance_pipeline.seedance import (
@@ -38,6 +38,7 @@ from seedance_pipeline.seedance import (
     ServerError,
     Task,
 )
+from seedance_pipeline.seedance._client import api_error
 from seedance_pipeline.statuses import Status
 from seedance_pipeline.storage import LocalVideoStore
 from seedance_pipeline.submission import SUBMIT_WORKERS, Planned, submit_all
@@ -132,6 +133,27 @@ def test_a_404_is_believed_only_when_it_repeats_over_time():
     assert quickly.status is None  # many answers, but within seconds: a hiccup
     later = interpret_error(_row(poll_errors=2, not_found_since=NOW - 90), gone, NOW, POLICY)
     assert later.status == Status.FAILED and later.error_code == "task_not_found"
+
+
+def test_a_gateways_404_page_is_never_believed():
+    """Two minutes of a gateway's 404 pages (nginx, a CDN) ended a task the vendor was still
+    making as `failed`, charged 0, never polled again: its video lost (helper-70)."""
+    html = b"<html><center><h1>404 Not Found</h1></center><hr>nginx</html>"
+    page = api_error(httpx.Response(404, content=html), html)
+    assert isinstance(page, NotFoundError)
+    for after in (0, 60, 700, 86400):
+        row = _row(poll_errors=after // 60, not_found_since=NOW - after if after else None)
+        update = interpret_error(row, page, NOW, PollPolicy())
+        assert update.status is None and update.next_poll_at > NOW
+
+
+def test_a_task_polled_for_days_is_still_polled():
+    """The backoff's power overflowed a float past about a thousand polls or errors (a task
+    answering 502 for 17 hours): the poll round failed, every round (found by the test above)."""
+    policy = PollPolicy()
+    failing = interpret_error(_row(poll_errors=2000), ServerError(502, None, "x"), NOW, policy)
+    assert failing.next_poll_at == NOW + policy.max_delay
+    assert next_poll_delay(_row(polls=2000), policy) == policy.max_delay
 
 
 def test_poll_errors_back_each_task_off_on_its_own():
