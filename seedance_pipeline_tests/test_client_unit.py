@@ -553,6 +553,27 @@ def test_a_key_the_answer_escaped_is_kept_out_too(driver, sleeps):
     assert KEY[:12] not in error.value.message and error.value.message.endswith(" key ***")
 
 
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_key_a_task_answer_escaped_is_kept_out_too(driver, sleeps):
+    """On a 200 answer only the bytes were cut: an escaped key came through decoded, in a
+    failed task's message (to the ledger, the table and the summary) and in the message
+    quoting a refused task id (a create's, stored as its row's error) (helper-70)."""
+    escaped = KEY.replace("-", "\\u002d")
+    failed = (
+        '{"id": "' + TASK_ID + '", "status": "failed", "error": {"code": "service_error", '
+        '"message": "gateway saw Authorization: Bearer ' + escaped + '"}}'
+    )
+    task = DRIVERS[driver](
+        Recorder(httpx.Response(200, content=failed.encode())), "get_task", TASK_ID
+    )
+    assert task.error_message == "gateway saw Authorization: Bearer ***"
+    assert KEY not in str(task.raw)
+    named = '{"id": "Bearer ' + escaped + '", "status": "pending"}'
+    with pytest.raises(OutcomeUnknownError) as error:
+        DRIVERS[driver](Recorder(httpx.Response(200, content=named.encode())), "create_task", BODY)
+    assert KEY not in str(error.value) and "***" in str(error.value)
+
+
 TOKEN = "Zm9vYmFyLXRoZS1jYWxsYmFjay10b2tlbi0wMTIzNDU2Nzg"
 SIGNED = (
     "https://bucket.s3.amazonaws.com/in/cat.png?X-Amz-Algorithm=AWS4-HMAC-SHA256"

@@ -395,19 +395,16 @@ def api_error(response: httpx.Response, body: bytes, hidden: tuple[str, ...] = (
     """The exception for an HTTP error answer, carrying the vendor's code and message, without
     the `hidden` secrets however the answer escaped them."""
     code, message, kind = None, None, None
-    said = body.decode("utf-8", "replace")  # the answer itself, when it has no error message
+    # The answer itself, when it has no error message; cut as read, before it is shortened: a
+    # secret across the cut would leave its start.
+    said = _redacted(body, hidden).decode("utf-8", "replace")
     try:
-        payload = json.loads(body)
+        payload = _loads(body, hidden)
         said = json.dumps(payload, ensure_ascii=False)  # its escapes (\u002d) read
         error = payload.get("error") or {}
         code, message, kind = (_text(error.get(name)) for name in ("code", "message", "type"))
     except (ValueError, AttributeError, RecursionError):
         pass
-    # Cut as read, before any is shortened: a secret across the cut would leave its start.
-    said, message, code, kind = (
-        None if t is None else _redacted(t.encode(_UTF8, _AS_IS), hidden).decode(_UTF8, _AS_IS)
-        for t in (said, message, code, kind)
-    )
     message = plain(message or said[:200] or response.reason_phrase)
     code, kind = (None if t is None else plain(t, 100) for t in (code, kind))
     cls = error_class_for(response.status_code)
@@ -418,6 +415,20 @@ def api_error(response: httpx.Response, body: bytes, hidden: tuple[str, ...] = (
 
 
 _UTF8, _AS_IS = "utf-8", "surrogatepass"  # a lone surrogate of a JSON escape, kept for `plain`
+
+
+def _loads(data: bytes, hidden: tuple[str, ...]) -> Any:
+    """The JSON answer `data` without the `hidden` secrets, however it wrote them: cut from its
+    bytes, and, where an escape (`sk\u002devo…`) may spell one, from its decoded text too.
+
+    Raises:
+        ValueError, RecursionError: not JSON (or arrays nested too deep).
+    """
+    payload = json.loads(_redacted(data, hidden))
+    if hidden and b"\\u" in data:  # rare: escapes only where ASCII could not say it
+        text = json.dumps(payload, ensure_ascii=False).encode(_UTF8, _AS_IS)
+        payload = json.loads(_redacted(text, hidden).decode(_UTF8, _AS_IS))
+    return payload
 
 
 def _redacted(data: bytes, hidden: tuple[str, ...]) -> bytes:
@@ -671,7 +682,7 @@ class _BaseClient:
                 raise MalformedAnswerError(f"the answer is larger than {MAX_ANSWER_BYTES} bytes")
             try:
                 # A gateway, or the API, echoing the key or the request: it goes no further.
-                payload = json.loads(_redacted(body.data, hidden))
+                payload = _loads(body.data, hidden)
             except (ValueError, RecursionError):  # RecursionError: arrays nested too deep
                 raise MalformedAnswerError("the answer is not JSON") from None
             return parse(payload)
