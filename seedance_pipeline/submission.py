@@ -56,7 +56,19 @@ class Planned(NamedTuple):
 
 
 class SubmissionStopped(RuntimeError):
-    """Submission cannot go on (bad key, no credits); the rest stays unsubmitted."""
+    """Submission cannot go on (bad key, no credits, media not signed); the rest stays
+    unsubmitted. Raised by `submit_all` once every create under way was answered, saying what
+    this submission sent (`sent`)."""
+
+    def __init__(self, reason: str, then: str, sent: SubmitSummary | None = None):
+        self.reason, self.then = reason, then
+        after = (
+            ""
+            if sent is None
+            else f" after {sent.submitted} new task(s), reserving "
+            f"{round(sent.credits_reserved, 4):.15g} credits"
+        )
+        super().__init__(f"{reason} — submission stopped{after}; {then}")
 
 
 @dataclass
@@ -148,16 +160,19 @@ def submit_all(
                 with summary.lock:
                     summary.resubmitted += 1
 
-    _in_parallel([lambda p=p: first(p) for p in accepted], stop, halted)
-    # The claim refuses a prompt another day has (in its own transaction): which were those.
-    summary.sent_on_other_days = ledger.sent_on_other_days(partition, not_claimed)
-    summary.already_in_ledger = len(not_claimed) - len(summary.sent_on_other_days)
-    due = ledger.resubmittable(partition, max_attempts)
-    wanted = {p.prompt_id for p in accepted} - summary.sent_on_other_days.keys()
-    if gone := [r.prompt_id for r in due if r.prompt_id not in wanted]:
-        log.warning("%s: not resubmitted, no longer accepted for the day: %s", partition, gone)
-        ledger.stop_resubmission(partition, gone)
-    _in_parallel([lambda r=r: again(r) for r in due if r.prompt_id in wanted], stop, halted)
+    try:
+        _in_parallel([lambda p=p: first(p) for p in accepted], stop, halted)
+        # The claim refuses a prompt another day has (in its own transaction): which were those.
+        summary.sent_on_other_days = ledger.sent_on_other_days(partition, not_claimed)
+        summary.already_in_ledger = len(not_claimed) - len(summary.sent_on_other_days)
+        due = ledger.resubmittable(partition, max_attempts)
+        wanted = {p.prompt_id for p in accepted} - summary.sent_on_other_days.keys()
+        if gone := [r.prompt_id for r in due if r.prompt_id not in wanted]:
+            log.warning("%s: not resubmitted, no longer accepted for the day: %s", partition, gone)
+            ledger.stop_resubmission(partition, gone)
+        _in_parallel([lambda r=r: again(r) for r in due if r.prompt_id in wanted], stop, halted)
+    except SubmissionStopped as exc:  # counted once the creates under way were answered
+        raise SubmissionStopped(exc.reason, exc.then, summary) from None
     return summary
 
 
@@ -202,7 +217,7 @@ def _presigned(body: dict, partition: str) -> dict:
         return sendable(body)
     except PublishError as exc:
         raise SubmissionStopped(
-            f"{exc} — submission stopped; fix the AWS settings, then {send_the_rest(partition)}"
+            str(exc), f"fix the AWS settings, then {send_the_rest(partition)}"
         ) from None
 
 
@@ -361,10 +376,7 @@ def _submit_claimed(
             if isinstance(exc, AuthenticationError)
             else "top up the EvoLink account"
         )
-        raise SubmissionStopped(
-            f"{exc} — submission stopped after {summary.submitted} new task(s); {hint}, "
-            f"then {send_the_rest(partition)}"
-        ) from None
+        raise SubmissionStopped(str(exc), f"{hint}, then {send_the_rest(partition)}") from None
     except SeedanceError as exc:  # retries exhausted: refused connections or 429s, no task
         ledger.release(partition, prompt_id)
         with summary.lock:

@@ -1712,6 +1712,40 @@ def test_a_create_answer_holding_text_no_database_stores_is_recorded_with_its_ta
     assert (row.status, row.task_id) == ("pending", "task-unified-1774857405-00000001")
 
 
+def test_running_out_of_credits_counts_the_tasks_answered_after_it(tmp_path):
+    """The 402's message counted the tasks sent before it, while creates were still on the
+    wire: "stopped after 0 new task(s)" with 3 more paid (helper-71)."""
+    arrived = [0]
+    lock, answered = threading.Lock(), threading.Event()
+
+    def vendor(request: httpx.Request) -> httpx.Response:
+        with lock:
+            arrived[0] += 1
+            n = arrived[0]
+        if n == SUBMIT_WORKERS:  # the last of those sent at once: the credits ran out
+            answered.set()
+            error = {"code": "insufficient_quota", "message": "Please top up", "type": "x"}
+            return httpx.Response(402, json={"error": error})
+        answered.wait(10)  # the others answer after it
+        task = {"id": f"task-unified-1774857405-{n:08d}", "status": "pending"}
+        return httpx.Response(200, json={**task, "usage": {"credits_reserved": 333.3333}})
+
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    body = {"model": "seedance-2.0-text-to-video", "prompt": "a cat", "duration": 4}
+    planned = [Planned(f"p{i:02d}", body, 25.004) for i in range(10)]
+    with (
+        Client(
+            "k", base_url="https://api.test.invalid", transport=httpx.MockTransport(vendor)
+        ) as c,
+        pytest.raises(submission.SubmissionStopped) as stopped,
+    ):
+        submit_all(ledger, c, DAY, planned)
+    made = [r for r in ledger.rows(DAY) if r.task_id]
+    assert len(made) == SUBMIT_WORKERS - 1
+    said = str(stopped.value)  # 3 x 333.3333, as the vendor's answers said
+    assert f"stopped after {len(made)} new task(s), reserving 999.9999 credits; top up" in said
+
+
 def test_an_interrupt_while_the_creates_are_queued_sends_none_of_those_queued(
     tmp_path, start_emulator, api_key, monkeypatch
 ):
