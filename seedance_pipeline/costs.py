@@ -101,7 +101,7 @@ def rollup(videos: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     out = (
         frame.groupby(by, dropna=False)[summed].sum(min_count=1).reset_index()
         if by
-        else (frame[summed].sum(min_count=1).to_frame().T)
+        else frame[summed].sum(min_count=1).to_frame().T.infer_objects()  # numbers, rounded
     )
     for flag, m in unknown.items():
         out[m] = out[m].mask(out.pop(flag) > 0)

@@ -61,6 +61,26 @@ class LedgerLost(RuntimeError):
     copy (or the settings point at another one)."""
 
 
+def spend_not_tabled(tables: TableStore, since: str, until: str) -> dict[str, tuple[int, float]]:
+    """Each day from `since` to `until` whose submissions made tasks but whose
+    `generated_videos` table is not written (its submission stopped, or its tasks still run):
+    how many tasks, and the credits they reserved (the most they cost), which no cost table
+    holds yet.
+
+    Raises:
+        RecordUnreadable: a day's record cannot be read.
+    """
+    tabled = set(tables.partitions("generated_videos"))
+    found = {}
+    for day in tables.partitions(ASSET):
+        if since <= day <= until and day not in tabled:
+            recorded = _recorded(tables, day)
+            made = recorded[recorded.task_id.notna()] if recorded is not None else ()
+            if len(made):
+                found[day] = (len(made), round(float(made.credits_reserved.fillna(0).sum()), 4))
+    return found
+
+
 def write_record(
     ledger: Ledger,
     tables: TableStore,

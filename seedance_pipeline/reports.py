@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from .costs import COUNTS, rollup
+from .costs import COUNTS, rollup, totals
 from .planning import PlannedRow, over_budget_message, requests_frame
 from .records import edited_not_resent
 from .seedance import PriceTable
@@ -23,6 +23,7 @@ COST_COLUMNS = [
     "credits_estimated",
     "credits_reserved",
     "credits_charged",
+    "credits_at_risk",  # may have been billed: beside the charge
     "credits_per_delivered_second",
 ]
 
@@ -121,7 +122,12 @@ def cost_report(
     return table, (total.to_dict("records")[0] if len(total) else {})
 
 
-def costs_json(table: pd.DataFrame, total: dict, videos: pd.DataFrame) -> str:
+def costs_json(
+    table: pd.DataFrame,
+    total: dict,
+    videos: pd.DataFrame,
+    untabled: dict[str, tuple[int, float]],
+) -> str:
     def plain(record: dict) -> dict:
         return {k: None if pd.isna(v) else v for k, v in record.items()}
 
@@ -130,15 +136,31 @@ def costs_json(table: pd.DataFrame, total: dict, videos: pd.DataFrame) -> str:
             "groups": [plain(r) for r in table.to_dict("records")],
             "total": plain(total),
             "rows_without_price": unpriced_rows(videos),
+            "days_not_tabled": {
+                day: {"tasks": tasks, "credits_reserved": credits}
+                for day, (tasks, credits) in untabled.items()
+            },
         },
         default=lambda v: v.item() if hasattr(v, "item") else str(v),
         indent=2,
     )
 
 
-def _figure(value: float) -> str:
+def untabled_note(untabled: dict[str, tuple[int, float]]) -> str:
+    """The spend of days with no generated_videos table (`records.spend_not_tabled`), said."""
+    days = "; ".join(
+        f"{day}: {tasks} task(s) reserving {_figure(credits)} credits"
+        for day, (tasks, credits) in untabled.items()
+    )
+    return (
+        "not in these figures, as their generated_videos tables are not written yet (their "
+        f"submission stopped, or tasks still run): {days}"
+    )
+
+
+def _figure(value: float | None) -> str:
     """A total as the table shows it: to 4 places, no trailing zeros (`:g` kept 6 digits);
-    NaN (no known price) is `unknown`."""
+    NaN or None (no known price) is `unknown`."""
     return "unknown" if pd.isna(value) else f"{round(value, 4):.15g}"
 
 
@@ -188,11 +210,10 @@ def print_run_summary(partition: str, videos: pd.DataFrame, callbacks: bool = Fa
         + (", ".join(f"{n} {status}" for status, n in counts.items()) or "none")
     )
     # As `costs` counts them: earlier attempts' reservations too.
-    totals = rollup(videos, [])
-    total = totals.iloc[0] if len(totals) else pd.Series(0.0, index=totals.columns)
+    day = totals(videos)
     print(
-        f"{partition}: credits estimated {_figure(total.credits_estimated)}, "
-        f"reserved {_figure(total.credits_reserved)}, charged {_figure(total.credits_charged)}"
+        f"{partition}: credits estimated {_figure(day['credits_estimated'])}, "
+        f"reserved {_figure(day['credits_reserved'])}, charged {_figure(day['credits_charged'])}"
     )
     if note := unpriced_note(videos):
         print(f"{partition}: {note}")

@@ -22,6 +22,7 @@ from .fault_support import write_catalog
 from .pipeline_support import (
     SAMPLE,
     copy_sample_data,
+    emulator_tasks,
     make_resources,
     run_day,
     save_costs,
@@ -297,7 +298,7 @@ def test_a_model_with_no_known_price_has_no_estimate_and_no_drift(capsys):
     # reserved: 17.7205 + 300.0055 + 25.004 (the first attempt) = 342.73
     assert f"{DAYS[0]}: credits estimated 300.0055, reserved 342.73, charged 317.726\n" in said
     assert f"{DAYS[0]}: 1 row(s) have no known price: credits_estimated leaves them out" in said
-    report = json.loads(costs_json(*cost_report(videos, ["model"], PriceTable.load()), videos))
+    report = json.loads(costs_json(*cost_report(videos, ["model"], PriceTable.load()), videos, {}))
     assert report["rows_without_price"] == 1
     assert [g["credits_estimated"] for g in report["groups"]] == [None, 300.0055]
 
@@ -456,3 +457,29 @@ def test_the_chart_draws_campaigns_with_dollar_signs_as_written(tmp_path):
     )
     png = chart(daily, tmp_path / "costs.png", by=["campaign"])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_costs_names_the_spend_of_a_day_whose_submission_stopped(
+    tmp_path, start_emulator, api_key, monkeypatch, capsys
+):
+    """A day stopped part-way (here the credits ran out; Ctrl-C alike) made and paid for
+    tasks, but has no generated_videos table until its next run: `costs` said there was
+    nothing (helper-71)."""
+    url = start_emulator(credits=100)
+    data = copy_sample_data(tmp_path / "data")
+    assert not submit(make_resources(data, url, api_key), DAYS[0]).success
+    made = emulator_tasks(url)
+    reserved = round(sum(t["credits_reserved"] for t in made), 4)
+    assert made and reserved > 0
+    monkeypatch.setenv("SEEDANCE_DATA_DIR", str(data))
+    assert main(["costs"]) == 0
+    said = capsys.readouterr().out
+    assert "no generated_videos tables" in said
+    assert f"{DAYS[0]}: {len(made)} task(s) reserving {reserved:.15g} credits" in said
+    assert main(["costs", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["days_not_tabled"] == {
+        DAYS[0]: {"tasks": len(made), "credits_reserved": reserved}
+    }
+    assert main(["costs", "--until", "2026-11-19"]) == 0  # not a day asked about
+    assert "reserving" not in capsys.readouterr().out
