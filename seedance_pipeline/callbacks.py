@@ -180,7 +180,9 @@ class Receiver:
             try:
                 task = await self.api.get_task(task_id)
             except (InvalidRequestError, NotFoundError) as exc:
-                if row.task_id == task_id:  # the row's own task: polling judges a 404
+                # The row's own task: polling judges a 404. A page not the API's (a gateway's
+                # or CDN's, no error code) says nothing of the task: asked again.
+                if row.task_id == task_id or exc.code is None:
                     raise
                 # An `unknown` row's: no longer asked about every 15 s, but kept on the row,
                 # the only trace of a task that may have been paid for.

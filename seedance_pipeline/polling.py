@@ -153,9 +153,19 @@ def interpret_error(
 ) -> PollUpdate:
     """The ledger update a failed poll calls for: back off, or believe a repeated 404."""
     answers = row.poll_errors + 1
-    if isinstance(error, NotFoundError) and error.code is not None:  # the API's error body
+    if isinstance(error, NotFoundError):
         since = row.not_found_since or now
-        if answers >= policy.not_found_answers and now - since >= policy.not_found_seconds:
+        if error.code is None:  # not the API's error body: a gateway's or CDN's page
+            if now - since > policy.odd_status_seconds:  # as an undocumented answer
+                return PollUpdate(
+                    task_id=row.task_id,
+                    status=Status.UNKNOWN,
+                    error_code="task_not_found",
+                    error_message=f"404 pages that are not the API's answered for this task "
+                    f"for over {policy.odd_status_seconds / 3600:g} h ({error.message}); "
+                    "check the dashboard, then `seedance-pipeline resolve`",
+                )
+        elif answers >= policy.not_found_answers and now - since >= policy.not_found_seconds:
             return PollUpdate(
                 task_id=row.task_id,
                 status=Status.FAILED,

@@ -305,6 +305,24 @@ def test_a_callback_naming_a_task_the_api_does_not_know_is_kept_not_retried_all_
     assert "trying again" not in caplog.text
 
 
+def test_a_gateways_404_page_while_confirming_a_lost_tasks_callback_is_asked_again(
+    emulator, api_key, ledger, caplog
+):
+    """One nginx 404 page while confirming the callback of an `unknown` row gave the task up
+    for good: never asked again nor attached, and the log offered `resolve --forget`, which
+    would pay for the prompt again (helper-72)."""
+    page = b"<html><center><h1>404 Not Found</h1></center><hr>nginx</html>"
+    gateway = httpx.MockTransport(lambda request: httpx.Response(404, content=page))
+    app = create_app(ledger, lambda: AsyncClient(api_key, base_url=emulator, transport=gateway))
+    with running_receiver(app) as url:
+        vendor = Vendor(emulator, api_key, ledger, url)
+        token, task_id = vendor.row("lost", lost=True)
+        assert vendor.post(token, {"id": task_id}).status_code == 202
+        _wait_for(lambda: "trying again" in caplog.text, what="the confirmation to fail")
+    assert [r.callback_task_id for r in ledger.unconfirmed_callbacks()] == [task_id]
+    assert "the API knows no such task" not in caplog.text
+
+
 def test_a_callback_never_gives_a_retry_the_failed_task_of_its_earlier_attempt(vendor, ledger):
     """The earlier attempt's task is held by no row once archived: attached to the retry's
     `unknown` row it would end it `failed` (and, with resubmission on, pay for a third)."""

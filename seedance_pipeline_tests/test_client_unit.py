@@ -869,6 +869,16 @@ class Bomb(httpx.SyncByteStream, httpx.AsyncByteStream):
             yield chunk
 
 
+def test_a_content_encoding_is_quoted_as_plain_text():
+    """Quoted as sent, a bidirectional override in the header reversed the text of the
+    `unknown` row's message in the table and the summary (helper-72)."""
+    header = [(b"Content-Encoding", "br\u202e\x85x".encode())]
+    handler = Recorder(lambda request: httpx.Response(200, json=TASK, headers=header))
+    with pytest.raises(OutcomeUnknownError) as error:
+        call_sync(handler, "create_task", BODY, max_attempts=1)
+    assert "(Content-Encoding: br x)" in str(error.value) and str(error.value).isprintable()
+
+
 @pytest.mark.parametrize("driver", DRIVERS)
 @pytest.mark.parametrize(
     ("call", "refused"), [("get_task", MalformedAnswerError), ("create_task", OutcomeUnknownError)]

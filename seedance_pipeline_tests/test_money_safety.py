@@ -141,10 +141,17 @@ def test_a_gateways_404_page_is_never_believed():
     html = b"<html><center><h1>404 Not Found</h1></center><hr>nginx</html>"
     page = api_error(httpx.Response(404, content=html), html)
     assert isinstance(page, NotFoundError)
+    policy = PollPolicy()
     for after in (0, 60, 700, 86400):
         row = _row(poll_errors=after // 60, not_found_since=NOW - after if after else None)
-        update = interpret_error(row, page, NOW, PollPolicy())
+        update = interpret_error(row, page, NOW, policy)
         assert update.status is None and update.next_poll_at > NOW
+        assert update.not_found_since == NOW - after  # how long the pages went on
+    # A day of them: something is wrong, perhaps with the task; never settled as unpaid.
+    row = _row(poll_errors=1441, not_found_since=NOW - policy.odd_status_seconds - 1)
+    update = interpret_error(row, page, NOW, policy)
+    assert (update.status, update.error_code) == (Status.UNKNOWN, "task_not_found")
+    assert "check the dashboard" in update.error_message and "nginx" in update.error_message
 
 
 def test_a_task_polled_for_days_is_still_polled():

@@ -675,7 +675,7 @@ class _BaseClient:
         try:
             if encoding := _encoding(response):
                 raise MalformedAnswerError(
-                    f"it is compressed (Content-Encoding: {encoding[:40]}) though "
+                    f"it is compressed (Content-Encoding: {plain(encoding, 40)}) though "
                     "Accept-Encoding: identity was asked"
                 )
             if body.overflow:
@@ -787,8 +787,8 @@ class _BaseClient:
         if encoding := _encoding(response):
             yield _Read(response)
             raise DownloadError(
-                f"{where()} sent a compressed body (Content-Encoding: {encoding[:40]}) though "
-                "none was asked; it is not inflated"
+                f"{where()} sent a compressed body (Content-Encoding: {plain(encoding, 40)}) "
+                "though none was asked; it is not inflated"
             )
         if response.headers.get("content-type", "").lower().startswith("text/html"):
             yield _Read(response)
