@@ -180,7 +180,7 @@ def send_the_rest(partition: str) -> str:
     """How to submit a day's remaining prompts, for shell and Dagster users alike."""
     return (
         f"run the day again to send the rest: `seedance-pipeline run {partition}`, or "
-        f"materialise submitted_tasks for {partition} in Dagster"
+        f"materialise generation_requests and submitted_tasks for {partition} in Dagster"
     )
 
 
@@ -207,7 +207,7 @@ def hold_stopped_day(ledger: Ledger, partition: str, max_attempts: int, unsent: 
         if unsent
         else "; a task that failed (or fails) transiently is resubmitted only by the day's next "
         f"run, and the day's tables wait for it (`seedance-pipeline run {partition}`, or "
-        "materialise submitted_tasks)"
+        "materialise generation_requests and submitted_tasks)"
     )
 
 

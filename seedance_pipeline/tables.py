@@ -23,7 +23,8 @@ def table_key(asset: str, partition: str) -> str:
 def not_written(where: str, asset: str, partition: str) -> FileNotFoundError:
     return FileNotFoundError(
         f"{where}: not written yet; materialise {asset} for {partition} "
-        f"(`seedance-pipeline run {partition}` writes every table of the day)"
+        f"(`seedance-pipeline run {partition}` writes every table of the day, sending first "
+        "what it has not sent)"
     )
 
 

@@ -311,8 +311,9 @@ def build_videos_table(
     if unsent := [pid for pid in accepted if pid not in by_prompt]:
         raise PartitionNotFinished(
             f"{len(unsent)} accepted prompt(s) of {partition} were never sent ({few(unsent)}): "
-            f"{send_the_rest(partition)}, or take them out of the catalog; what was sent and "
-            "paid is in the ledger meanwhile"
+            f"{send_the_rest(partition)}, or take them out of the catalog and materialise "
+            f"generation_requests for {partition} again; what was sent and paid is in the "
+            "ledger meanwhile"
         )
     if waiting := [p for p in accepted if by_prompt[p].status in (*WAITING, Status.SUBMITTING)]:
         raise PartitionNotFinished(

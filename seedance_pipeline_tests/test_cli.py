@@ -818,5 +818,6 @@ def test_a_run_interrupted_outside_its_step_s_handler_says_what_to_do():
     result = run_assets([waiting_to_retry], partition_key=DAY, raise_on_error=False)
     assert _failure(result) == (
         "the run was interrupted; what was sent is in the ledger; run the day again to send the "
-        f"rest: `seedance-pipeline run {DAY}`, or materialise submitted_tasks for {DAY} in Dagster"
+        f"rest: `seedance-pipeline run {DAY}`, or materialise generation_requests and "
+        f"submitted_tasks for {DAY} in Dagster"
     )

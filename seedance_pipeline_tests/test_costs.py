@@ -483,3 +483,16 @@ def test_costs_names_the_spend_of_a_day_whose_submission_stopped(
     }
     assert main(["costs", "--until", "2026-11-19"]) == 0  # not a day asked about
     assert "reserving" not in capsys.readouterr().out
+
+
+def test_generation_costs_before_the_days_videos_table_says_what_to_materialise(
+    tmp_path, emulator, api_key
+):
+    """It failed with a raw FileNotFoundError and its stack trace, retried as any error
+    (helper-73)."""
+    data = tmp_path / "data"
+    write_catalog(data, 1, DAYS[0])
+    result = save_costs(make_resources(data, emulator, api_key), DAYS[0])
+    failure = next(e for e in result.all_events if e.is_step_failure).step_failure_data
+    assert failure.user_failure_data is not None  # a Failure, said as such
+    assert f"materialise generated_videos for {DAYS[0]}" in failure.user_failure_data.description

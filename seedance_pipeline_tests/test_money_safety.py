@@ -22,6 +22,7 @@ from seedance_pipeline import seedance, submission
 from seedance_pipeline.cli import main
 from seedance_pipeline.definitions import DOMAINS
 from seedance_pipeline.defs.generation import assets as generation_assets
+from seedance_pipeline.defs.generation.assets import generation_requests, submitted_tasks
 from seedance_pipeline.defs.generation.sensors import MAX_VIDEO_RUNS, task_poller
 from seedance_pipeline.emulator.config import PRICES as EMULATOR_PRICES
 from seedance_pipeline.ledger import Ledger, LedgerRow, PollUpdate
@@ -48,6 +49,7 @@ from seedance_pipeline.videos import build_videos_table, store_video
 from .fault_support import write_catalog
 from .pipeline_support import (
     DAY,
+    _materialize,
     copy_sample_data,
     emulator_tasks,
     make_resources,
@@ -284,6 +286,27 @@ def test_a_day_the_sensor_sends_on_is_planned_again_so_deleted_prompts_are_not_p
     assert result.success
     assert sorted(r.prompt_id for r in ledger_rows(resources)) == kept
     assert len(emulator_tasks(emulator)) == 3
+
+
+def test_submitted_tasks_alone_refuses_a_day_planned_from_catalogs_changed_since(
+    tmp_path, emulator, api_key
+):
+    """Materialised alone (as the stop message said), submitted_tasks sent what the day's last
+    plan held: a prompt deleted from the catalog since was paid for, an edited one sent as it
+    was (helper-73)."""
+    data = tmp_path / "data"
+    write_catalog(data, 4)
+    resources = make_resources(data, emulator, api_key)
+    with DagsterInstance.ephemeral() as instance:
+        assert _materialize([generation_requests], resources, DAY, instance).success
+        kept = write_catalog(data, 2)  # the user deletes two rows meanwhile
+        refused = _materialize([submitted_tasks], resources, DAY, instance)
+        assert not refused.success and emulator_tasks(emulator) == []
+        said = _step_failure(refused)
+        assert "catalogs changed since generation_requests was planned" in said
+        assert f"materialise generation_requests and submitted_tasks together for {DAY}" in said
+        assert submit(resources, DAY, instance).success  # planned again: as the catalog is now
+    assert sorted(r.prompt_id for r in ledger_rows(resources)) == kept
 
 
 def test_a_day_whose_catalog_was_broken_a_while_is_sent_on_once_it_is_fixed(
@@ -1119,7 +1142,7 @@ def test_a_store_refusing_every_video_stops_sending_the_rest_of_the_day(
     assert not result.success
     message = _step_failure(result)
     assert message.startswith(refusal) and "prompt(s) were not sent" in message
-    assert "materialise submitted_tasks" in message
+    assert "materialise generation_requests and submitted_tasks" in message
     sent = len(emulator_tasks(url))
     # Those under way when the refusal came, and one more the refusal's own count may miss.
     assert sent <= made_by_then[0] + SUBMIT_WORKERS + 1 < 30, (made_by_then, sent)
@@ -1200,7 +1223,8 @@ def test_a_day_whose_submission_was_stopped_says_its_videos_wait_for_the_rest_to
     assert not result.success
     message = _step_failure(result)
     assert f"{len(accepted) - 2} accepted prompt(s) of {DAY} were never sent" in message
-    assert f"materialise submitted_tasks for {DAY}" in message and "sensor" not in message
+    assert f"generation_requests and submitted_tasks for {DAY}" in message
+    assert "sensor" not in message
 
 
 def test_a_claim_recorded_open_stops_the_day_once_the_ledger_is_lost(tmp_path):

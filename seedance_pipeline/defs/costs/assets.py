@@ -3,7 +3,7 @@
 import tempfile
 from pathlib import Path
 
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
 
 from ...costs import ROLLUP_KEYS, chart, credits_total, known_total, rollup
 from ...seedance import PriceTable
@@ -22,7 +22,11 @@ def generation_costs(
     """The day's tasks, outcomes, seconds and credits by model x quality x campaign."""
     partition = context.partition_key
     tables = pipeline.tables()
-    day = rollup(tables.read("generated_videos", partition), ROLLUP_KEYS)
+    try:
+        videos = tables.read("generated_videos", partition)
+    except FileNotFoundError as exc:  # its message names the asset and the day to materialise
+        raise Failure(str(exc), allow_retries=False) from None
+    day = rollup(videos, ROLLUP_KEYS)
     prices = PriceTable.load()
     for currency in prices.money_per_credit:
         day[f"cost_{currency.lower()}"] = [prices.money(c, currency) for c in day.credits_charged]

@@ -11,6 +11,7 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
+    AssetRecordsFilter,
     Backoff,
     DagsterExecutionInterruptedError,
     Failure,
@@ -67,6 +68,8 @@ STORING_RETRIES = RetryPolicy(
     max_retries=3, delay=30, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
 )
 log = logging.getLogger(__name__)
+# generation_requests' metadata: the catalogs the day was planned from.
+CATALOGS_VERSION = "catalogs_version"
 
 
 @asset(
@@ -80,6 +83,7 @@ def generation_requests(
 ) -> MaterializeResult:
     """Each prompt of the day as the exact request body and its estimate, or its rejection."""
     partition = context.partition_key
+    catalogs = pipeline.catalogs_version()  # before reading them: a later edit shows
     try:
         rows = plan_catalog(
             pipeline.prompts_file(),
@@ -119,6 +123,7 @@ def generation_requests(
                 frame, ["prompt_id", "model", "quality", "duration", "status", "estimated_credits"]
             ),
             "rejections": table(rejected, ["prompt_id", "errors"]),
+            CATALOGS_VERSION: catalogs,
         },
     )
 
@@ -264,6 +269,8 @@ def _submit_day(
     except ValueError as exc:
         raise Failure(str(exc), allow_retries=False) from None
     fresh = set(accepted.prompt_id) - {r.prompt_id for r in in_ledger}  # to send, if new
+    if fresh or ledger.resubmittable(partition, pipeline.max_attempts):
+        _check_planned_as_catalogs_are(context, pipeline, partition)
     _check_ledger(
         ledger, pipeline, partition, fresh - ledger.sent_on_other_days(partition, fresh).keys()
     )
@@ -393,6 +400,27 @@ def store_videos_or_fail(
             return store_videos(ledger, partition, client, store)
         except StoreRefused as exc:
             raise Failure(str(exc), allow_retries=False) from None
+
+
+def _check_planned_as_catalogs_are(
+    context: AssetExecutionContext, pipeline: PipelineResource, partition: str
+) -> None:
+    """Refuse to send a day planned from catalogs changed since: a prompt deleted since would
+    be paid for, an edited one sent as it was (helper-73). The runs of the sensor and of `run`
+    plan the day first; one materialising submitted_tasks alone may not."""
+    found = context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=generation_requests.key, asset_partitions=[partition]),
+        limit=1,
+    ).records
+    planned = found[0].asset_materialization.metadata.get(CATALOGS_VERSION) if found else None
+    if planned is not None and planned.value != pipeline.catalogs_version():
+        raise Failure(
+            f"{partition}: the catalogs changed since generation_requests was planned for the "
+            "day, so its requests may not be what the catalog says now: materialise "
+            f"generation_requests and submitted_tasks together for {partition} (or `seedance-"
+            f"pipeline run {partition}`); nothing was sent",
+            allow_retries=False,
+        )
 
 
 def _requests(pipeline: PipelineResource, partition: str) -> pd.DataFrame:
