@@ -294,6 +294,8 @@ def run_partition(
         submit(_assets("submitted_tasks"))
         while ledger.resubmittable(partition, pipeline.max_attempts):
             print(f"[{partition}] resubmitting tasks that failed transiently", file=out)
+            # As the sensor's runs: a prompt deleted or edited meanwhile is not sent as it was.
+            run(_assets("prompt_catalog", "generation_requests"))
             submit(_assets("submitted_tasks"))
     except KeyboardInterrupt:  # while following, outside the step's own handler
         said = through_interrupts(

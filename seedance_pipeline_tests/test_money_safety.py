@@ -288,25 +288,41 @@ def test_a_day_the_sensor_sends_on_is_planned_again_so_deleted_prompts_are_not_p
     assert len(emulator_tasks(emulator)) == 3
 
 
-def test_submitted_tasks_alone_refuses_a_day_planned_from_catalogs_changed_since(
+def test_submitted_tasks_alone_refuses_prompts_whose_catalog_rows_changed_since_planned(
     tmp_path, emulator, api_key
 ):
     """Materialised alone (as the stop message said), submitted_tasks sent what the day's last
     plan held: a prompt deleted from the catalog since was paid for, an edited one sent as it
-    was (helper-73)."""
+    was (helper-73). Checked against the catalog itself, not a Dagster record another instance
+    may lack (helper-74)."""
     data = tmp_path / "data"
     write_catalog(data, 4)
     resources = make_resources(data, emulator, api_key)
-    with DagsterInstance.ephemeral() as instance:
-        assert _materialize([generation_requests], resources, DAY, instance).success
+    with DagsterInstance.ephemeral() as planning, DagsterInstance.ephemeral() as sending:
+        assert _materialize([generation_requests], resources, DAY, planning).success
         kept = write_catalog(data, 2)  # the user deletes two rows meanwhile
-        refused = _materialize([submitted_tasks], resources, DAY, instance)
+        refused = _materialize([submitted_tasks], resources, DAY, sending)
         assert not refused.success and emulator_tasks(emulator) == []
         said = _step_failure(refused)
-        assert "catalogs changed since generation_requests was planned" in said
+        assert "2 prompt(s) of generation_requests were planned from catalog rows" in said
+        assert "(p002, p003)" in said and "nothing was sent" in said
         assert f"materialise generation_requests and submitted_tasks together for {DAY}" in said
-        assert submit(resources, DAY, instance).success  # planned again: as the catalog is now
+        assert submit(resources, DAY, sending).success  # planned again: as the catalog is now
     assert sorted(r.prompt_id for r in ledger_rows(resources)) == kept
+
+
+def test_submitted_tasks_alone_sends_a_day_whose_rows_are_as_planned(tmp_path, emulator, api_key):
+    """Another day's rows edited meanwhile change nothing of this day's requests."""
+    data = tmp_path / "data"
+    sent = write_catalog(data, 3)
+    resources = make_resources(data, emulator, api_key)
+    assert plan_requests(resources).success
+    catalog = data / "catalog" / "prompts.csv"
+    lines = catalog.read_text().splitlines()
+    catalog.write_text("\n".join([*lines, lines[-1].replace("p002", "p900", 1)]) + "\n")
+    catalog.write_text(catalog.read_text().replace(f"p900,{DAY}", "p900,2026-11-27"))
+    assert _materialize([submitted_tasks], resources, DAY).success
+    assert sorted(r.prompt_id for r in ledger_rows(resources)) == sent
 
 
 def test_a_day_whose_catalog_was_broken_a_while_is_sent_on_once_it_is_fixed(

@@ -15,9 +15,10 @@ from dagster._core.utils import make_new_run_id
 from dagster._record import copy
 
 from seedance_pipeline.defs.catalog.assets import prompt_catalog
+from seedance_pipeline.defs.generation import assets as generation_assets
 from seedance_pipeline.defs.generation.assets import generation_requests, submitted_tasks
 from seedance_pipeline.defs.generation.sensors import task_poller
-from seedance_pipeline.ledger import RESUBMITTABLE_CODES
+from seedance_pipeline.ledger import RESUBMITTABLE_CODES, Ledger
 from seedance_pipeline.ledger.database import sql
 from seedance_pipeline.statuses import WAITING
 from seedance_pipeline.tables import read_table
@@ -211,3 +212,31 @@ def test_a_shell_runs_tables_run_left_unfinished_does_not_hold_the_day(
         instance.add_run(copy(tables, run_id=make_new_run_id(), status=status))
         tick = task_poller(build_sensor_context(instance=instance, resources=resources))
     assert [r.run_key.split(":")[:2] for r in tick.run_requests] == [["submit", DAY]]
+
+
+def test_run_resubmits_the_day_as_its_catalog_is_now(
+    tmp_path, start_emulator, api_key, monkeypatch
+):
+    """`run` resubmitted what its first plan held: a prompt the user deleted while the day ran
+    was paid for again; and, once a submission checked its plan against the catalog, any edit
+    of the catalog failed the run's resubmissions (helper-74)."""
+    from seedance_pipeline.cli import main
+
+    url = start_emulator(task_failure_rate=0.6, seed=11)
+    data = _shell_on(tmp_path, url, api_key, monkeypatch)
+    catalog = data / "catalog" / "prompts.csv"
+    sending, edited = generation_assets.submit_all, []
+
+    def submit_all(*args, **kwargs):
+        if not edited:  # while the day's first submission runs, the user deletes the day
+            catalog.write_text(
+                "".join(x for x in catalog.read_text().splitlines(True) if DAY not in x)
+            )
+            edited.append(1)
+        return sending(*args, **kwargs)
+
+    monkeypatch.setattr(generation_assets, "submit_all", submit_all)
+    assert main(["run", DAY]) == 0
+    rows = Ledger(data / "state" / "ledger.sqlite3").rows(DAY)
+    assert any(r.error_code in RESUBMITTABLE_CODES for r in rows), "the seed fails some"
+    assert all(r.attempt == 1 for r in rows) and len(emulator_tasks(url)) == len(rows)

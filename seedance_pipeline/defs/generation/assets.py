@@ -11,7 +11,6 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
-    AssetRecordsFilter,
     Backoff,
     DagsterExecutionInterruptedError,
     Failure,
@@ -28,7 +27,13 @@ from ...catalog import CatalogError, load_prompts
 from ...costs import credits_total, totals
 from ...follow import FOLLOWED_TAG, follower_failed, following
 from ...ledger import Ledger, LedgerRow
-from ...planning import over_budget_message, plan_catalog, publish, requests_frame
+from ...planning import (
+    over_budget_message,
+    plan_catalog,
+    publish,
+    request_fingerprint,
+    requests_frame,
+)
 from ...publishing import PublishError
 from ...records import (
     LedgerLost,
@@ -68,8 +73,6 @@ STORING_RETRIES = RetryPolicy(
     max_retries=3, delay=30, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
 )
 log = logging.getLogger(__name__)
-# generation_requests' metadata: the catalogs the day was planned from.
-CATALOGS_VERSION = "catalogs_version"
 
 
 @asset(
@@ -83,7 +86,6 @@ def generation_requests(
 ) -> MaterializeResult:
     """Each prompt of the day as the exact request body and its estimate, or its rejection."""
     partition = context.partition_key
-    catalogs = pipeline.catalogs_version()  # before reading them: a later edit shows
     try:
         rows = plan_catalog(
             pipeline.prompts_file(),
@@ -123,7 +125,6 @@ def generation_requests(
                 frame, ["prompt_id", "model", "quality", "duration", "status", "estimated_credits"]
             ),
             "rejections": table(rejected, ["prompt_id", "errors"]),
-            CATALOGS_VERSION: catalogs,
         },
     )
 
@@ -269,8 +270,8 @@ def _submit_day(
     except ValueError as exc:
         raise Failure(str(exc), allow_retries=False) from None
     fresh = set(accepted.prompt_id) - {r.prompt_id for r in in_ledger}  # to send, if new
-    if fresh or ledger.resubmittable(partition, pipeline.max_attempts):
-        _check_planned_as_catalogs_are(context, pipeline, partition)
+    again = {r.prompt_id for r in ledger.resubmittable(partition, pipeline.max_attempts)}
+    _check_planned_as_catalog_is(pipeline, partition, requests, fresh | again)
     _check_ledger(
         ledger, pipeline, partition, fresh - ledger.sent_on_other_days(partition, fresh).keys()
     )
@@ -402,23 +403,32 @@ def store_videos_or_fail(
             raise Failure(str(exc), allow_retries=False) from None
 
 
-def _check_planned_as_catalogs_are(
-    context: AssetExecutionContext, pipeline: PipelineResource, partition: str
+def _check_planned_as_catalog_is(
+    pipeline: PipelineResource, partition: str, requests: pd.DataFrame, sending: set[str]
 ) -> None:
-    """Refuse to send a day planned from catalogs changed since: a prompt deleted since would
-    be paid for, an edited one sent as it was (helper-73). The runs of the sensor and of `run`
-    plan the day first; one materialising submitted_tasks alone may not."""
-    found = context.instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=generation_requests.key, asset_partitions=[partition]),
-        limit=1,
-    ).records
-    planned = found[0].asset_materialization.metadata.get(CATALOGS_VERSION) if found else None
-    if planned is not None and planned.value != pipeline.catalogs_version():
+    """Refuse to send the day's prompts planned from a catalog row that has since changed
+    (deleted, moved to another day, edited): one deleted would be paid for, one edited sent as
+    it was (helper-73, -74). The runs of the sensor and of `run` plan the day first; one
+    materialising submitted_tasks alone may not."""
+    if not sending:
+        return
+    try:
+        rows = load_prompts(pipeline.prompts_file())
+    except (CatalogError, FileNotFoundError) as exc:
         raise Failure(
-            f"{partition}: the catalogs changed since generation_requests was planned for the "
-            "day, so its requests may not be what the catalog says now: materialise "
-            f"generation_requests and submitted_tasks together for {partition} (or `seedance-"
-            f"pipeline run {partition}`); nothing was sent",
+            f"{partition}: the prompt catalog cannot be read to check the day's "
+            f"generation_requests against it ({exc}); nothing was sent",
+            allow_retries=False,
+        ) from None
+    now = {r.prompt_id: request_fingerprint(r) for r in rows if r.scheduled_date == partition}
+    planned = dict(zip(requests.prompt_id, requests.request_sha256, strict=True))
+    if changed := sorted(p for p in sending if now.get(p) != planned.get(p)):
+        raise Failure(
+            f"{partition}: {len(changed)} prompt(s) of generation_requests were planned from "
+            f"catalog rows since deleted, moved or edited ({few(changed)}): materialise "
+            f"generation_requests and submitted_tasks together for {partition} (or "
+            f"`seedance-pipeline run {partition}`) to send the day as the catalog says now; "
+            "nothing was sent",
             allow_retries=False,
         )
 
