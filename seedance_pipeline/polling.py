@@ -153,33 +153,43 @@ def interpret_error(
 ) -> PollUpdate:
     """The ledger update a failed poll calls for: back off, or believe a repeated 404."""
     answers = row.poll_errors + 1
-    if isinstance(error, NotFoundError):
-        since = row.not_found_since or now
-        if error.code is None:  # not the API's error body: a gateway's or CDN's page
-            if now - since > policy.odd_status_seconds:  # as an undocumented answer
-                return PollUpdate(
-                    task_id=row.task_id,
-                    status=Status.UNKNOWN,
-                    error_code="task_not_found",
-                    error_message=f"404 pages that are not the API's answered for this task "
-                    f"for over {policy.odd_status_seconds / 3600:g} h ({error.message}); "
-                    "check the dashboard, then `seedance-pipeline resolve`",
-                )
-        elif answers >= policy.not_found_answers and now - since >= policy.not_found_seconds:
+    if not isinstance(error, NotFoundError):
+        return _backed_off(row, now, policy)
+    if error.code is None:  # not the API's error body: a gateway's or CDN's page
+        # It says nothing of the task, and its time is not the API's 404s' (helper-74). A task
+        # still answered so a day after it was sent is settled as an undocumented status is.
+        if answers >= policy.not_found_answers and (
+            now - (row.submitted_at or now) > policy.odd_status_seconds
+        ):
             return PollUpdate(
                 task_id=row.task_id,
-                status=Status.FAILED,
+                status=Status.UNKNOWN,
                 error_code="task_not_found",
-                error_message=f"the vendor answered 404 for this task {answers} times over "
-                f"{now - since:.0f} s: {error.message}",
+                error_message=f"404 pages that are not the API's answered for this task "
+                f"{policy.odd_status_seconds / 3600:g} h after it was sent ({error.message}); "
+                "check the dashboard, then `seedance-pipeline resolve`",
             )
         return PollUpdate(
             task_id=row.task_id,
             next_poll_at=now + _backoff(row, policy),
             poll_errors=answers,
-            not_found_since=since,
+            not_found_since=row.not_found_since,
         )
-    return _backed_off(row, now, policy)
+    since = row.not_found_since or now
+    if answers >= policy.not_found_answers and now - since >= policy.not_found_seconds:
+        return PollUpdate(
+            task_id=row.task_id,
+            status=Status.FAILED,
+            error_code="task_not_found",
+            error_message=f"the vendor answered 404 for this task {answers} times over "
+            f"{now - since:.0f} s: {error.message}",
+        )
+    return PollUpdate(
+        task_id=row.task_id,
+        next_poll_at=now + _backoff(row, policy),
+        poll_errors=answers,
+        not_found_since=since,
+    )
 
 
 def _backed_off(row: LedgerRow, now: float, policy: PollPolicy) -> PollUpdate:

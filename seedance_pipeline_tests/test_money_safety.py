@@ -3,6 +3,7 @@ odd vendor answers. Expectations are the vendor's rules and our statuses, stated
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -139,19 +140,30 @@ def test_a_404_is_believed_only_when_it_repeats_over_time():
 
 def test_a_gateways_404_page_is_never_believed():
     """Two minutes of a gateway's 404 pages (nginx, a CDN) ended a task the vendor was still
-    making as `failed`, charged 0, never polled again: its video lost (helper-70)."""
+    making as `failed`, charged 0, never polled again: its video lost (helper-70). Then half an
+    hour of them made the API's first 404 seem repeated for that long (helper-74)."""
     html = b"<html><center><h1>404 Not Found</h1></center><hr>nginx</html>"
     page = api_error(httpx.Response(404, content=html), html)
-    assert isinstance(page, NotFoundError)
-    policy = PollPolicy()
-    for after in (0, 60, 700, 86400):
-        row = _row(poll_errors=after // 60, not_found_since=NOW - after if after else None)
-        update = interpret_error(row, page, NOW, policy)
-        assert update.status is None and update.next_poll_at > NOW
-        assert update.not_found_since == NOW - after  # how long the pages went on
-    # A day of them: something is wrong, perhaps with the task; never settled as unpaid.
-    row = _row(poll_errors=1441, not_found_since=NOW - policy.odd_status_seconds - 1)
-    update = interpret_error(row, page, NOW, policy)
+    gone = NotFoundError(404, "resource_not_found", "Task not found or expired")
+    assert isinstance(page, NotFoundError) and page.code is None
+    policy, row = PollPolicy(), _row()
+
+    def answered(error: NotFoundError, at: float) -> PollUpdate:
+        nonlocal row
+        update = interpret_error(row, error, at, policy)
+        row = dataclasses.replace(
+            row, poll_errors=update.poll_errors or 0, not_found_since=update.not_found_since
+        )
+        return update
+
+    for minute in range(31):  # half an hour of pages
+        assert answered(page, NOW + 60 * minute).status is None
+    assert answered(gone, NOW + 1860).status is None  # the API's first: its own time starts
+    assert answered(gone, NOW + 1920).status is None
+    assert answered(gone, NOW + 1860 + policy.not_found_seconds).status == Status.FAILED
+    # Pages a day after the task was sent: settled as an undocumented status is, never unpaid.
+    day_old = _row(submitted_at=NOW - policy.odd_status_seconds - 1, poll_errors=2)
+    update = interpret_error(day_old, page, NOW, policy)
     assert (update.status, update.error_code) == (Status.UNKNOWN, "task_not_found")
     assert "check the dashboard" in update.error_message and "nginx" in update.error_message
 
