@@ -22,7 +22,7 @@ from .reports import (
     print_costs,
     print_plan,
     print_run_summary,
-    untabled_note,
+    untabled_notes,
 )
 from .seedance import PriceTable
 from .settings import SettingError, data_dir, env_number, first_day, parse_day
@@ -518,7 +518,7 @@ def _print_costs(
     png: Path | None = None,
     as_json: bool = False,
 ) -> int:
-    from .records import RecordUnreadable, spend_not_tabled
+    from .records import spend_not_tabled
     from .s3 import S3Error
 
     if png and png.suffix.lower() != ".png":  # matplotlib wrote FILE.png, or raised
@@ -526,8 +526,8 @@ def _print_costs(
     try:
         tables = _tables()
         videos = tables.read_all("generated_videos")
-        untabled = spend_not_tabled(tables, since or "0000", until or "9999")
-    except (S3Error, RecordUnreadable) as exc:
+        untabled = spend_not_tabled(tables, videos, since or "0000", until or "9999")
+    except S3Error as exc:
         return _fail(exc)
     if not videos.empty:
         videos = videos[videos.scheduled_date.between(since or "0000", until or "9999")]
@@ -544,8 +544,9 @@ def _print_costs(
         print(f"no generated_videos tables in {tables.location} for these days")
     else:
         print_costs(table, total, by, videos)
-    if untabled and not as_json:
-        print(f"note: {untabled_note(untabled)}")
+    if not as_json:
+        for note in untabled_notes(untabled):
+            print(f"note: {note}")
     if png:
         print(f"chart: {png}", file=sys.stderr if as_json else sys.stdout)
     return 0

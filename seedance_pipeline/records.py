@@ -61,23 +61,45 @@ class LedgerLost(RuntimeError):
     copy (or the settings point at another one)."""
 
 
-def spend_not_tabled(tables: TableStore, since: str, until: str) -> dict[str, tuple[int, float]]:
-    """Each day from `since` to `until` whose submissions made tasks but whose
-    `generated_videos` table is not written (its submission stopped, or its tasks still run):
-    how many tasks, and the credits they reserved (the most they cost), which no cost table
-    holds yet.
+@dataclass
+class SpendNotTabled:
+    """What `spend_not_tabled` found: by day, the tasks no `generated_videos` table holds
+    yet and the credits they reserved (the most they cost); the days whose record of
+    submissions cannot be read (with why)."""
 
-    Raises:
-        RecordUnreadable: a day's record cannot be read.
-    """
-    tabled = set(tables.partitions("generated_videos"))
-    found = {}
-    for day in tables.partitions(ASSET):
-        if since <= day <= until and day not in tabled:
+    days: dict[str, tuple[int, float]] = field(default_factory=dict)
+    unreadable: dict[str, str] = field(default_factory=dict)
+
+
+def spend_not_tabled(
+    tables: TableStore, videos: pd.DataFrame, since: str, until: str
+) -> SpendNotTabled:
+    """The tasks of the days from `since` to `until` that their records of submissions list
+    and their `generated_videos` tables (rows of `videos`) do not hold: the day has no table
+    yet (its submission stopped, or its tasks still run), or they were sent after it was
+    written. No cost figure holds them yet. Only a record written after its day's table is
+    read."""
+    tabled = tables.versions("generated_videos")
+    held = {}  # the attempts each (day, prompt) the tables hold
+    if len(videos):
+        days_prompts = zip(videos.scheduled_date, videos.prompt_id, strict=True)
+        held = dict(zip(days_prompts, videos.attempts.fillna(1), strict=True))
+    found = SpendNotTabled()
+    for day, (_, written) in sorted(tables.versions(ASSET).items()):
+        if not since <= day <= until or (day in tabled and written <= tabled[day][1]):
+            continue
+        try:
             recorded = _recorded(tables, day)
-            made = recorded[recorded.task_id.notna()] if recorded is not None else ()
-            if len(made):
-                found[day] = (len(made), round(float(made.credits_reserved.fillna(0).sum()), 4))
+        except RecordUnreadable as exc:
+            found.unreadable[day] = str(exc)
+            continue
+        if recorded is None:  # deleted since listed
+            continue
+        made = recorded[recorded.task_id.notna()]
+        made = made[made.attempt > [held.get((day, p), 0) for p in made.prompt_id]]
+        if len(made):
+            credits = round(float(made.credits_reserved.fillna(0).sum()), 4)
+            found.days[day] = (len(made), credits)
     return found
 
 

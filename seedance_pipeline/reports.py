@@ -9,7 +9,7 @@ import pandas as pd
 
 from .costs import COUNTS, rollup, totals
 from .planning import PlannedRow, over_budget_message, requests_frame
-from .records import edited_not_resent
+from .records import SpendNotTabled, edited_not_resent
 from .seedance import PriceTable
 from .statuses import CHARGED, COUNTED, SENT_ON_OTHER_DAY, Status
 from .videos import mismatch_text, mismatched
@@ -126,7 +126,7 @@ def costs_json(
     table: pd.DataFrame,
     total: dict,
     videos: pd.DataFrame,
-    untabled: dict[str, tuple[int, float]],
+    untabled: SpendNotTabled,
 ) -> str:
     def plain(record: dict) -> dict:
         return {k: None if pd.isna(v) else v for k, v in record.items()}
@@ -138,24 +138,29 @@ def costs_json(
             "rows_without_price": unpriced_rows(videos),
             "days_not_tabled": {
                 day: {"tasks": tasks, "credits_reserved": credits}
-                for day, (tasks, credits) in untabled.items()
+                for day, (tasks, credits) in untabled.days.items()
             },
+            "records_unreadable": untabled.unreadable,
         },
         default=lambda v: v.item() if hasattr(v, "item") else str(v),
         indent=2,
     )
 
 
-def untabled_note(untabled: dict[str, tuple[int, float]]) -> str:
-    """The spend of days with no generated_videos table (`records.spend_not_tabled`), said."""
-    days = "; ".join(
-        f"{day}: {tasks} task(s) reserving {_figure(credits)} credits"
-        for day, (tasks, credits) in untabled.items()
-    )
-    return (
-        "not in these figures, as their generated_videos tables are not written yet (their "
-        f"submission stopped, or tasks still run): {days}"
-    )
+def untabled_notes(untabled: SpendNotTabled) -> list[str]:
+    """The spend no generated_videos table holds (`records.spend_not_tabled`), said."""
+    notes = [f"spend not known: {why}" for why in untabled.unreadable.values()]
+    if untabled.days:
+        days = "; ".join(
+            f"{day}: {tasks} task(s) reserving {_figure(credits)} credits"
+            for day, (tasks, credits) in untabled.days.items()
+        )
+        notes.insert(
+            0,
+            "not in these figures, as no generated_videos table holds them yet (their day's "
+            f"submission stopped, or tasks still run): {days}",
+        )
+    return notes
 
 
 def _figure(value: float | None) -> str:

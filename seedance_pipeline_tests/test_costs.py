@@ -13,6 +13,7 @@ from seedance_pipeline.cli import main
 from seedance_pipeline.costs import COUNTS, chart, rollup
 from seedance_pipeline.ledger.database import sql
 from seedance_pipeline.media import measure
+from seedance_pipeline.records import SpendNotTabled
 from seedance_pipeline.reports import cost_report, costs_json, print_run_summary
 from seedance_pipeline.seedance import MODELS, Client, PriceTable
 from seedance_pipeline.seedance._rules import DURATIONS, FAST, IMAGE, MINI, QUALITIES, REFERENCE
@@ -298,7 +299,8 @@ def test_a_model_with_no_known_price_has_no_estimate_and_no_drift(capsys):
     # reserved: 17.7205 + 300.0055 + 25.004 (the first attempt) = 342.73
     assert f"{DAYS[0]}: credits estimated 300.0055, reserved 342.73, charged 317.726\n" in said
     assert f"{DAYS[0]}: 1 row(s) have no known price: credits_estimated leaves them out" in said
-    report = json.loads(costs_json(*cost_report(videos, ["model"], PriceTable.load()), videos, {}))
+    table, total = cost_report(videos, ["model"], PriceTable.load())
+    report = json.loads(costs_json(table, total, videos, SpendNotTabled()))
     assert report["rows_without_price"] == 1
     assert [g["credits_estimated"] for g in report["groups"]] == [None, 300.0055]
 
@@ -496,3 +498,44 @@ def test_generation_costs_before_the_days_videos_table_says_what_to_materialise(
     failure = next(e for e in result.all_events if e.is_step_failure).step_failure_data
     assert failure.user_failure_data is not None  # a Failure, said as such
     assert f"materialise generated_videos for {DAYS[0]}" in failure.user_failure_data.description
+
+
+def test_costs_names_tasks_sent_after_their_days_table_was_written(
+    tmp_path, emulator, api_key, monkeypatch, capsys
+):
+    """Prompts added to a day already tabled were sent and paid, and no figure or note held
+    them until the day's table was written again (helper-74)."""
+    data = tmp_path / "data"
+    write_catalog(data, 2, DAYS[0])
+    resources = make_resources(data, emulator, api_key)
+    run_day(resources, DAYS[0])
+    write_catalog(data, 4, DAYS[0])  # two more for the day
+    assert submit(resources, DAYS[0]).success
+    added = [r.task_id for r in resources["pipeline"].ledger().rows(DAYS[0])][2:]
+    made = {t["id"]: t for t in emulator_tasks(emulator)}
+    reserved = round(sum(made[task_id]["credits_reserved"] for task_id in added), 4)
+    monkeypatch.setenv("SEEDANCE_DATA_DIR", str(data))
+    assert main(["costs", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["total"]["tasks"] == 2  # the table as written
+    assert report["days_not_tabled"] == {DAYS[0]: {"tasks": 2, "credits_reserved": reserved}}
+    wait_for_tasks(resources, DAYS[0])
+    assert save_videos(resources, DAYS[0]).success  # tabled again: nothing left out
+    assert main(["costs", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["days_not_tabled"] == {}
+
+
+def test_costs_with_an_unreadable_record_still_prints_the_figures(
+    tmp_path, emulator, api_key, monkeypatch, capsys
+):
+    """One record of submissions cut short made `costs` print nothing, and `demo` end in an
+    error (helper-74)."""
+    data = tmp_path / "data"
+    write_catalog(data, 2, DAYS[0])
+    run_day(make_resources(data, emulator, api_key), DAYS[0])
+    (data / "warehouse" / "submissions" / f"{DAYS[1]}.parquet").write_bytes(b"PAR1 cut")
+    monkeypatch.setenv("SEEDANCE_DATA_DIR", str(data))
+    assert main(["costs"]) == 0
+    said = capsys.readouterr().out
+    assert "TOTAL: tasks=2" in said
+    assert "note: spend not known: " in said and f"submissions/{DAYS[1]}.parquet" in said
