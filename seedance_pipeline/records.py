@@ -126,8 +126,9 @@ def write_record(
     Raises:
         LedgerLost: the record is ahead of the ledger; how to restore the ledger from it.
     """
+    recorded = _recorded(tables, partition)  # before the ledger, as in `check_ledger`
     rows = ledger.rows(partition)
-    if missing := _missing(rows, _recorded(tables, partition), forgotten, released):
+    if missing := _missing(rows, recorded, forgotten, released):
         raise _lost(
             ledger,
             [partition],
@@ -212,7 +213,10 @@ def check_ledger(
     Raises:
         LedgerLost: naming what is missing and how to restore it.
     """
-    if missing := _missing(ledger.rows(partition), _recorded(tables, partition)):
+    # Each record read before the ledger: written from the ledger as it was then, and the
+    # ledger only moves on, a record another worker writes meanwhile is never ahead of it.
+    recorded = _recorded(tables, partition)
+    if missing := _missing(ledger.rows(partition), recorded):
         raise _lost(
             ledger,
             [partition],
@@ -231,6 +235,15 @@ def check_ledger(
             unknown_days.append(day)
         elif found := sorted(sending.intersection(recorded.prompt_id)):
             sent_there[day] = found
+    if sent_there or unknown_days:  # as the ledger is now, after the records were read
+        known_days = ledger.partitions_known()
+        unknown_days = [d for d in unknown_days if d not in known_days]
+        now_sent = ledger.sent_on_other_days(partition, set().union(*sent_there.values()))
+        sent_there = {
+            day: kept
+            for day, found in sent_there.items()
+            if (kept := [p for p in found if p not in now_sent])
+        }
     if sent_there:
         days = list(sent_there)
         raise _lost(

@@ -1429,6 +1429,47 @@ def test_a_ledger_restored_from_an_older_copy_is_refused_then_brought_up_to_date
     }
 
 
+@pytest.mark.parametrize("checking", ["check_ledger", "write_record"])
+def test_a_record_another_worker_writes_while_it_is_read_is_not_ahead_of_the_ledger(
+    tmp_path, checking
+):
+    """The ledger was read before the record: another worker sending the day and recording it
+    in between (a slow S3 read) made a healthy ledger look lost, and the run stopped telling
+    its user to rebuild it (helper-75)."""
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    other = Ledger(tmp_path / "ledger.sqlite3")
+
+    class Slow(LocalTableStore):
+        def read(self, asset: str, partition: str) -> pd.DataFrame:
+            if asset == "submissions" and not other.rows(DAY):  # meanwhile, the other sends
+                for prompt_id in ("p000", "p001"):
+                    assert other.claim(DAY, prompt_id, {"prompt": prompt_id}, 10.0)
+                    other.record_submitted(DAY, prompt_id, f"task-{prompt_id}", time.time())
+                write_record(other, LocalTableStore(tmp_path), DAY)
+            return super().read(asset, partition)
+
+    check = {"check_ledger": check_ledger, "write_record": write_record}[checking]
+    check(ledger, Slow(tmp_path), DAY)  # no LedgerLost
+    assert len(read_table(tmp_path, "submissions", DAY)) == 2
+
+
+def test_a_day_another_worker_first_sends_while_the_records_are_listed_is_not_lost(tmp_path):
+    """The ledger's days were read before the other days' records: one another worker sent
+    first, and recorded, in between seemed a day the ledger knew nothing of (helper-75)."""
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    other = Ledger(tmp_path / "ledger.sqlite3")
+
+    class Slow(LocalTableStore):
+        def partitions(self, asset: str) -> list[str]:
+            if asset == "submissions" and not other.rows("2026-11-21"):
+                assert other.claim("2026-11-21", "p1", {"prompt": "p1"}, 10.0)
+                other.record_submitted("2026-11-21", "p1", "task-p1", time.time())
+                write_record(other, LocalTableStore(tmp_path), "2026-11-21")
+            return super().partitions(asset)
+
+    check_ledger(ledger, Slow(tmp_path), DAY, sending={"p2"})  # no LedgerLost
+
+
 def test_commands_refuse_to_start_an_empty_data_directory(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("SEEDANCE_DATA_DIR", raising=False)
