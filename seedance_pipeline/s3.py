@@ -55,6 +55,9 @@ _NEEDS = {
     "LIST": "s3:ListBucket",
 }
 SETTINGS_HINT = "check SEEDANCE_S3_BUCKET, the AWS_* credentials and AWS_ENDPOINT_URL"
+# Answers of an S3 throttling or failing, after boto's own retries: no setting is to blame.
+_BUSY = ("SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "500", "503")
+BUSY_HINT = "S3 is throttling or failing: try again later"
 
 
 class S3Error(StoreError):
@@ -126,8 +129,9 @@ class S3Bucket:
                     f"{SETTINGS_HINT}"
                 ) from None
             lasting = code in _REFUSED or isinstance(exc, NoCredentialsError)
+            hint = BUSY_HINT if code in _BUSY else SETTINGS_HINT
             raise (S3Refused if lasting else S3Error)(
-                f"{self.uri(relative)}: {what} failed ({exc}); {SETTINGS_HINT}"
+                f"{self.uri(relative)}: {what} failed ({exc}); {hint}"
             ) from None
 
     def size(self, relative: str) -> int | None:

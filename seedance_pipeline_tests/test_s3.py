@@ -16,6 +16,7 @@ import boto3
 import httpx
 import pandas as pd
 import pytest
+from botocore.exceptions import ClientError
 
 from seedance_pipeline.catalog import file_digest
 from seedance_pipeline.cli import main
@@ -392,6 +393,21 @@ def test_a_dropped_s3_connection_is_an_s3_error_naming_the_object_and_the_settin
             call()
         assert f"s3://{s3_that_hangs_up}/{PREFIX}/" in str(failed.value), what
         assert f"{what} failed" in str(failed.value) and SETTINGS_HINT in str(failed.value)
+
+
+@pytest.mark.parametrize("code", ["SlowDown", "InternalError", "503"])
+def test_s3_throttling_or_failing_is_not_blamed_on_the_settings(code):
+    """Said after boto's retries with "check SEEDANCE_S3_BUCKET, the AWS_* credentials…":
+    nothing there was wrong (helper-75)."""
+
+    class Busy:
+        def put_object(self, **kwargs):
+            raise ClientError({"Error": {"Code": code, "Message": "reduce"}}, "PutObject")
+
+    with pytest.raises(S3Error) as failed:
+        S3Bucket(Busy(), "b", PREFIX).put_bytes("warehouse/t.parquet", b"x")
+    assert "S3 is throttling or failing: try again later" in str(failed.value)
+    assert SETTINGS_HINT not in str(failed.value) and not isinstance(failed.value, S3Refused)
 
 
 def _completed_row(ledger: Ledger, client: Client):
