@@ -62,12 +62,7 @@ class SubmissionStopped(RuntimeError):
 
     def __init__(self, reason: str, then: str, sent: SubmitSummary | None = None):
         self.reason, self.then = reason, then
-        after = (
-            ""
-            if sent is None
-            else f" after {sent.submitted} new task(s), reserving "
-            f"{round(sent.credits_reserved, 4):.15g} credits"
-        )
+        after = "" if sent is None else f" after {sent.told()}"
         super().__init__(f"{reason} — submission stopped{after}; {then}")
 
 
@@ -83,6 +78,15 @@ class SubmitSummary:
     sent_on_other_days: dict[str, str] = field(default_factory=dict)
     credits_reserved: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def told(self) -> str:
+        """What was sent, for a stop's message."""
+        said = f"{self.submitted} new task(s), reserving {round(self.credits_reserved, 4):.15g}"
+        said += " credits"
+        if self.unknown:
+            said += f", and {self.unknown} request(s) whose answer was lost (each may have made "
+            said += "a task)"
+        return said
 
 
 def submit_all(
