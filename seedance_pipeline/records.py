@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -108,7 +108,6 @@ def write_record(
     tables: TableStore,
     partition: str,
     forgotten: Collection[str] = (),
-    released: Mapping[str, tuple[int, float]] | None = None,
 ) -> list[LedgerRow]:
     """Record the day's submissions as the ledger has them now, and return its rows: after
     every submission step, and once the day has ended, when claims a crashed run left are
@@ -120,15 +119,19 @@ def write_record(
     Never backwards: a record listing submissions the ledger lacks, or has only at an earlier
     attempt (the ledger restored from an older copy), is kept as it is, as the only account
     of them; but for `forgotten`, the prompt `resolve --forget` just took out, and for the
-    claims the writing run `released` (prompt: (attempt, claimed_at); their creates provably
-    made no task) as another run recorded them while they were open.
+    claims released (their creates provably made no task) that another run recorded while
+    they were open.
 
     Raises:
         LedgerLost: the record is ahead of the ledger; how to restore the ledger from it.
     """
-    recorded = _recorded(tables, partition)  # before the ledger, as in `check_ledger`
     rows = ledger.rows(partition)
-    if missing := _missing(rows, recorded, forgotten, released):
+    recorded = _recorded(tables, partition)
+    if _missing(rows, recorded, ledger.released_claims(partition), forgotten):
+        # Perhaps another worker sent and recorded the day in between: as the ledger is now.
+        # (Read in this order, a record written meanwhile is never overwritten by older rows.)
+        rows = ledger.rows(partition)
+    if missing := _missing(rows, recorded, ledger.released_claims(partition), forgotten):
         raise _lost(
             ledger,
             [partition],
@@ -216,7 +219,7 @@ def check_ledger(
     # Each record read before the ledger: written from the ledger as it was then, and the
     # ledger only moves on, a record another worker writes meanwhile is never ahead of it.
     recorded = _recorded(tables, partition)
-    if missing := _missing(ledger.rows(partition), recorded):
+    if missing := _missing(ledger.rows(partition), recorded, ledger.released_claims(partition)):
         raise _lost(
             ledger,
             [partition],
@@ -284,25 +287,40 @@ def check_ledger(
 def _missing(
     rows: list[LedgerRow],
     recorded: pd.DataFrame | None,
+    released: Collection[tuple[str, int, float]],
     forgotten: Collection[str] = (),
-    released: Mapping[str, tuple[int, float]] | None = None,
 ) -> list[str]:
     """The prompts `recorded` lists that `rows` lack, or have at an earlier attempt; but for
-    those `forgotten`, and the open claims at the attempts `released` (see `write_record`)."""
+    those `forgotten`, and the open claims `released` (prompt, attempt, claimed_at: that
+    claim, not another of the prompt at the same attempt; see `write_record`)."""
     if recorded is None:
         return []
     known = {r.prompt_id: (r.attempt, r.task_id) for r in rows}
-    released = released or {}
     return sorted(
         rec.prompt_id
         for rec in recorded.itertuples()
         if rec.prompt_id not in forgotten
-        and not (
-            rec.error_message == _OPEN_CLAIM  # this claim, not another at the same attempt
-            and released.get(rec.prompt_id) == (rec.attempt, getattr(rec, "claimed_at", None))
+        and not _is_released(
+            rec.prompt_id,
+            rec.attempt,
+            rec.error_message,
+            getattr(rec, "claimed_at", None),  # not in records written before it was kept
+            released,
         )
         and _behind(known.get(rec.prompt_id), int(rec.attempt), rec.task_id)
     )
+
+
+def _is_released(
+    prompt_id: str,
+    attempt: int,
+    error_message: str | None,
+    claimed_at: float | None,
+    released: Collection[tuple[str, int, float]],
+) -> bool:
+    """Whether a recorded row is an open claim since released: that claim, not another of the
+    prompt at the same attempt (its `claimed_at`)."""
+    return error_message == _OPEN_CLAIM and (prompt_id, int(attempt), claimed_at) in released
 
 
 def _not_in_ledger(tables: TableStore, partition: str, missing: list[str]) -> str:
@@ -375,7 +393,7 @@ def check_days(ledger: Ledger, tables: TableStore, days: list[str], until: float
         checked.read += 1
         try:
             recorded = _recorded(tables, day)  # first: written from the ledger as it was then
-            if missing := _missing(ledger.rows(day), recorded):
+            if missing := _missing(ledger.rows(day), recorded, ledger.released_claims(day)):
                 checked.lacking[day] = missing
         except Exception as exc:  # unreadable, or not fetched: the others are still checked
             checked.unreadable[day] = str(exc)
@@ -417,7 +435,14 @@ def rebuild(ledger: Ledger, tables: TableStore, partition: str, videos: VideoSto
         raise FileNotFoundError(
             f"{_where(tables, partition)}: no submissions recorded for {partition}"
         )
-    records = [_known(rec) for rec in recorded.to_dict("records")]
+    released = ledger.released_claims(partition)
+    records = [
+        rec
+        for rec in map(_known, recorded.to_dict("records"))
+        if not _is_released(
+            rec["prompt_id"], rec["attempt"], rec["error_message"], rec.get("claimed_at"), released
+        )
+    ]
     latest: dict[str, int] = {}
     for rec in records:
         latest[rec["prompt_id"]] = max(latest.get(rec["prompt_id"], 0), int(rec["attempt"]))

@@ -19,7 +19,7 @@ from seedance_pipeline.defs.generation.sensors import STATE_TAG, task_poller
 from seedance_pipeline.defs.resources import EvoLinkResource, PipelineResource
 from seedance_pipeline.ledger import PollUpdate
 from seedance_pipeline.ledger.database import sql
-from seedance_pipeline.records import LedgerLost, check_ledger, write_record
+from seedance_pipeline.records import LedgerLost, check_ledger, rebuild, write_record
 from seedance_pipeline.s3 import S3Bucket
 from seedance_pipeline.statuses import Status
 from seedance_pipeline.tables import LocalTableStore
@@ -535,12 +535,41 @@ def test_a_claim_released_after_another_run_recorded_it_open_is_no_lasting_alarm
     assert other.claim(DAY, "p2", BODY, 1.0)
     write_record(ledger, tables, DAY)  # run A's step ends
     other.release(DAY, "p2")
-    write_record(other, tables, DAY, released=other.released[DAY])  # run B's step ends
+    write_record(other, tables, DAY)  # run B's step ends
     with instance_for_test() as instance:
         capfd.readouterr()
         tick(instance, resources)
     assert _said_lost(DAY) not in capfd.readouterr().err
     assert set(tables.read("submissions", DAY).prompt_id) == {"p1"}
+
+
+def test_a_released_claim_another_worker_recorded_open_last_stops_no_process(
+    resources, monkeypatch, capfd
+):
+    """B reads the ledger while A's claim of p2 is open; A's create provably makes no task,
+    A releases the claim and records the day; B's record lands last, listing the claim
+    `unknown`. Only A's process knew the claim was released: every later run of the day
+    refused to send (LedgerLost, on a healthy ledger) until `rebuild-ledger`, which put the
+    claim back `unknown`, then `resolve --forget` (helper-75). The ledger keeps it now."""
+    pipeline = resources["pipeline"]
+    run_a, run_b, later = pipeline.ledger(), pipeline.ledger(), pipeline.ledger()
+    tables = pipeline.tables()
+    completed(run_b, DAY, "p1", "task-1")
+    assert run_a.claim(DAY, "p2", BODY, 1.0)
+    seen_by_b = run_b.rows(DAY)
+    run_a.release(DAY, "p2")
+    write_record(run_a, tables, DAY)
+    monkeypatch.setattr(run_b, "rows", lambda partition: seen_by_b)
+    write_record(run_b, tables, DAY)  # B's upload, last
+    monkeypatch.undo()
+    assert "p2" in set(tables.read("submissions", DAY).prompt_id)
+    check_ledger(later, tables, DAY)  # no LedgerLost, in any process
+    with instance_for_test() as instance:
+        capfd.readouterr()
+        tick(instance, resources)
+    assert _said_lost(DAY) not in capfd.readouterr().err
+    assert rebuild(later, tables, DAY, pipeline.videos()) == 0  # nor is it put back
+    assert [r.prompt_id for r in later.rows(DAY)] == ["p1"]
 
 
 def _released_by_b_then_sent_by_c(resources) -> tuple:
@@ -559,7 +588,7 @@ def _b_ends_once_the_ledger_lost_p2(run_b, tables) -> pd.DataFrame:
     with run_b.db.transaction() as db:
         db.execute(sql("DELETE FROM tasks WHERE prompt_id = 'p2'"))
     with pytest.raises(LedgerLost):
-        write_record(run_b, tables, DAY, released=run_b.released[DAY])
+        write_record(run_b, tables, DAY)
     with pytest.raises(LedgerLost):
         check_ledger(run_b, tables, DAY)
     return tables.read("submissions", DAY)
@@ -581,7 +610,8 @@ def test_a_released_prompt_sent_by_another_run_while_the_record_is_written_is_ke
     resources, monkeypatch
 ):
     """C sends p2 and records it between B's read of the ledger and its write: B wrote its
-    older rows over C's record, task-2 left out with no word (helper-68)."""
+    older rows over C's record, task-2 left out with no word (helper-68). B then refused to
+    write, the ledger taken for lost (helper-75); it reads the ledger again instead."""
     run_b, run_c, tables = _released_by_b_then_sent_by_c(resources)
     rows, raced = run_b.rows, []
 
@@ -594,8 +624,7 @@ def test_a_released_prompt_sent_by_another_run_while_the_record_is_written_is_ke
         return found
 
     monkeypatch.setattr(run_b, "rows", racing)
-    with pytest.raises(LedgerLost):  # a false alarm at worst, as before: nothing lost
-        write_record(run_b, tables, DAY, released=run_b.released[DAY])
+    write_record(run_b, tables, DAY)
     assert raced and "task-2" in set(tables.read("submissions", DAY).task_id)
 
 
@@ -611,7 +640,7 @@ def test_a_lost_row_is_noticed_though_the_days_counts_are_unchanged(resources, c
     ledger.release(DAY, "p2")
     assert ledger.claim(DAY, "p3", BODY, 1.0)
     ledger.record_outcome_unknown(DAY, "p3", "the answer was lost")
-    write_record(ledger, tables, DAY, released=ledger.released[DAY])
+    write_record(ledger, tables, DAY)
     with instance_for_test() as instance:
         cursor = tick(instance, resources).cursor
         assert _said_lost(DAY) not in capfd.readouterr().err  # they agree

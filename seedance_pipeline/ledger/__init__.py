@@ -8,7 +8,6 @@ attempts (`attempts.py`), partition progress (`progress.py`) and published media
 from __future__ import annotations
 
 import os
-from collections import defaultdict
 
 from .attempts import RESUBMITTABLE_CODES, Attempts
 from .database import (
@@ -71,8 +70,6 @@ class Ledger(TaskRows, Attempts, PartitionProgress, PublishedMedia):
         if key not in _KEEPERS or _KEEPERS[key].seconds != seconds:
             _KEEPERS[key] = LeaseKeeper(self.renew_leases, seconds)
         self.leases = _KEEPERS[key]
-        # What `release` released: prompt -> (attempt, claimed_at), by day.
-        self.released: defaultdict[str, dict[str, tuple[int, float]]] = defaultdict(dict)
 
     def __repr__(self) -> str:
         return f"Ledger({safe_url(self.db.url)!r})"

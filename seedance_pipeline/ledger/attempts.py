@@ -143,7 +143,8 @@ class Attempts:
 
     def release(self, partition: str, prompt_id: str) -> None:
         """Undo this process's claim whose request provably made no task, so a later run may
-        submit it; noted in `released` (another run may have recorded the claim open).
+        submit it; noted among the day's `released_claims` (another run may have recorded the
+        claim open).
 
         A first attempt's row goes; a resubmission's row returns to the failed attempt.
         """
@@ -162,7 +163,25 @@ class Attempts:
                 db.execute(sql("DELETE FROM tasks WHERE partition = :p AND prompt_id = :id"), key)
             else:
                 restore_attempt(db, partition, prompt_id, row.attempt - 1)
-        self.released[partition][prompt_id] = (row.attempt, row.claimed_at)
+            db.execute(
+                sql(
+                    "INSERT INTO released_claims VALUES (:p, :id, :a, :c)"
+                    " ON CONFLICT (partition, prompt_id, attempt, claimed_at) DO NOTHING"
+                ),
+                {**key, "a": row.attempt, "c": row.claimed_at},
+            )
+
+    def released_claims(self, partition: str) -> set[tuple[str, int, float]]:
+        """The day's claims released (`release`): (prompt, attempt, claimed_at) each."""
+        with self.db.read() as db:
+            found = db.execute(
+                sql(
+                    "SELECT prompt_id, attempt, claimed_at FROM released_claims"
+                    " WHERE partition = :p"
+                ),
+                {"p": partition},
+            )
+            return {(r.prompt_id, r.attempt, r.claimed_at) for r in found}
 
     def keep_recorded_attempt(self, record: dict[str, Any]) -> bool:
         """Keep an earlier attempt from the day's submissions record, unless it is kept;

@@ -119,7 +119,19 @@ _V7 = ["CREATE INDEX attempts_task ON attempts (task_id)"]
 # prompt leaves the catalog.
 _V8 = ["ALTER TABLE tasks ADD COLUMN campaign TEXT"]
 
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8]
+# Claims released as their creates provably made no task: another run may have recorded one
+# open (`unknown`) and written its record last, and every process must know it was released.
+_V9 = [
+    """CREATE TABLE released_claims (
+        partition TEXT NOT NULL,
+        prompt_id TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        claimed_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (partition, prompt_id, attempt, claimed_at)
+    )"""
+]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9]
 
 # Any constant: PostgreSQL serialises concurrent migrators on it.
 _ADVISORY_LOCK = 734_201_116

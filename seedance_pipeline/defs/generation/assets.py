@@ -310,9 +310,7 @@ def _submit_day(
     except StoreRefused as exc:  # storing the videos meanwhile; sending stopped at it
         refused = exc
     finally:
-        rows = write_record(
-            ledger, pipeline.tables(), partition, released=ledger.released[partition]
-        )
+        rows = write_record(ledger, pipeline.tables(), partition)
     # Complete once every accepted prompt has a row (a resubmission not sent keeps its last
     # attempt's row, and the sensor asks for it again as for any failed task due again).
     unsent = set(accepted.prompt_id) - {r.prompt_id for r in rows}
