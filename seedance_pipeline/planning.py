@@ -271,6 +271,16 @@ def request_fingerprint(prompt: Prompt) -> str:
     return hashlib.sha256(_SORTED_JSON.encode(asked).encode()).hexdigest()
 
 
+def media_fingerprint(prompt: Prompt, media: Mapping[str, Media]) -> str:
+    """sha256 of the media catalog rows a prompt names (their uri and what they say of the
+    file), '' when it names none: such a row edited changes what the prompt's request sends."""
+    ids = (*prompt.image_ids, *prompt.video_ids, *prompt.audio_ids)
+    if not ids:
+        return ""
+    rows = [(i, m.uri, repr(m.facts)) if (m := media.get(i)) else (i,) for i in ids]
+    return hashlib.sha256(repr(rows).encode()).hexdigest()
+
+
 # json.dumps(x, sort_keys=True) and json.dumps(x, ensure_ascii=False), without the new encoder
 # json.dumps makes on each call given any option.
 _SORTED_JSON = json.JSONEncoder(sort_keys=True)

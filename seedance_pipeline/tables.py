@@ -37,7 +37,7 @@ COLUMN_TYPES: dict[str, pa.DataType] = {
     **dict.fromkeys(
         ["prompt_id", "scheduled_date", "campaign", "model", "prompt", "quality", "aspect_ratio"]
         + ["status", "task_id", "error_code", "error_message", "video_uri", "video_sha256"]
-        + ["request_json", "request_sha256", "partition"],
+        + ["request_json", "request_sha256", "media_sha256", "partition"],
         _TEXT,
     ),
     **dict.fromkeys(

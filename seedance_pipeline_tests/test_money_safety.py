@@ -323,17 +323,43 @@ def test_submitted_tasks_alone_refuses_prompts_whose_catalog_rows_changed_since_
     assert sorted(r.prompt_id for r in ledger_rows(resources)) == kept
 
 
+def test_submitted_tasks_alone_refuses_a_prompt_whose_media_row_changed_since_planned(
+    tmp_path, emulator, api_key
+):
+    """The prompt's row unchanged, the media row it names re-pointed to another image: the
+    request planned with the old image was sent (helper-76)."""
+    catalog = tmp_path / "data" / "catalog"
+    catalog.mkdir(parents=True)
+    (catalog / "prompts.csv").write_text(
+        "prompt_id,scheduled_date,model,prompt,image_ids,duration,quality\n"
+        f"p1,{DAY},seedance-2.0-image-to-video,A fox runs,m1,4,480p\n"
+    )
+    media = "media_id,kind,uri,width,height\nm1,image,https://example.com/{}.jpg,1280,720\n"
+    (catalog / "media.csv").write_text(media.format("old"))
+    resources = make_resources(tmp_path / "data", emulator, api_key)
+    assert plan_requests(resources).success
+    (catalog / "media.csv").write_text(media.format("new"))
+    refused = _materialize([submitted_tasks], resources, DAY)
+    assert not refused.success and emulator_tasks(emulator) == []
+    assert "(p1), or from media rows since edited" in _step_failure(refused)
+    assert submit(resources).success  # planned again: the new image
+    (row,) = ledger_rows(resources)
+    assert row.request["image_urls"] == ["https://example.com/new.jpg"]
+
+
 def test_submitted_tasks_alone_sends_a_day_whose_rows_are_as_planned(tmp_path, emulator, api_key):
-    """Another day's rows edited meanwhile change nothing of this day's requests."""
+    """Another day's rows edited meanwhile change nothing of this day's requests (a digest of
+    the whole catalog refused it)."""
     data = tmp_path / "data"
     sent = write_catalog(data, 3)
     resources = make_resources(data, emulator, api_key)
-    assert plan_requests(resources).success
-    catalog = data / "catalog" / "prompts.csv"
-    lines = catalog.read_text().splitlines()
-    catalog.write_text("\n".join([*lines, lines[-1].replace("p002", "p900", 1)]) + "\n")
-    catalog.write_text(catalog.read_text().replace(f"p900,{DAY}", "p900,2026-11-27"))
-    assert _materialize([submitted_tasks], resources, DAY).success
+    with DagsterInstance.ephemeral() as instance:
+        assert _materialize([generation_requests], resources, DAY, instance).success
+        catalog = data / "catalog" / "prompts.csv"
+        lines = catalog.read_text().splitlines()
+        catalog.write_text("\n".join([*lines, lines[-1].replace("p002", "p900", 1)]) + "\n")
+        catalog.write_text(catalog.read_text().replace(f"p900,{DAY}", "p900,2026-11-27"))
+        assert _materialize([submitted_tasks], resources, DAY, instance).success
     assert sorted(r.prompt_id for r in ledger_rows(resources)) == sent
 
 

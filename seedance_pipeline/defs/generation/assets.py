@@ -23,11 +23,12 @@ from dagster import (
 )
 
 from ...callbacks import callback_base
-from ...catalog import CatalogError, load_prompts
+from ...catalog import CatalogError, load_media, load_prompts
 from ...costs import credits_total, totals
 from ...follow import FOLLOWED_TAG, follower_failed, following
 from ...ledger import Ledger, LedgerRow
 from ...planning import (
+    media_fingerprint,
     over_budget_message,
     plan_catalog,
     publish,
@@ -87,6 +88,8 @@ def generation_requests(
     """Each prompt of the day as the exact request body and its estimate, or its rejection."""
     partition = context.partition_key
     try:
+        # Read before planning: a row edited meanwhile shows as edited when the day is sent.
+        media = load_media(pipeline.media_file(), pipeline.root)
         rows = plan_catalog(
             pipeline.prompts_file(),
             pipeline.media_file(),
@@ -103,6 +106,7 @@ def generation_requests(
         except PublishError as exc:
             raise Failure(str(exc)) from None
     frame = requests_frame(rows)
+    frame["media_sha256"] = [media_fingerprint(r.prompt, media) for r in rows]
     # A prompt already submitted shows the body that was sent, not one re-planned since.
     sent = {r.prompt_id: r.request for r in pipeline.ledger().rows(partition)}
     frame["request_json"] = [
@@ -404,29 +408,44 @@ def store_videos_or_fail(
 def _check_planned_as_catalog_is(
     pipeline: PipelineResource, partition: str, requests: pd.DataFrame, sending: set[str]
 ) -> None:
-    """Refuse to send the day's prompts planned from a catalog row that has since changed
-    (deleted, moved to another day, edited): one deleted would be paid for, one edited sent as
-    it was (helper-73, -74). The runs of the sensor and of `run` plan the day first; one
-    materialising submitted_tasks alone may not."""
+    """Refuse to send the day's prompts planned from catalog rows that have since changed (a
+    prompt deleted, moved to another day or edited; a media row it names edited): a deleted
+    one would be paid for, an edited one sent as it was (helper-73, -74, -76). The runs of
+    the sensor and of `run` plan the day first; one materialising submitted_tasks alone may
+    not."""
     if not sending:
         return
     try:
-        rows = load_prompts(pipeline.prompts_file())
+        prompts = load_prompts(pipeline.prompts_file())
+        media = load_media(pipeline.media_file(), pipeline.root)
     except (CatalogError, FileNotFoundError) as exc:
         raise Failure(
-            f"{partition}: the prompt catalog cannot be read to check the day's "
-            f"generation_requests against it ({exc}); nothing was sent",
+            f"{partition}: the catalogs cannot be read to check the day's generation_requests "
+            f"against them ({exc}); nothing was sent",
             allow_retries=False,
         ) from None
-    now = {r.prompt_id: request_fingerprint(r) for r in rows if r.scheduled_date == partition}
-    planned = dict(zip(requests.prompt_id, requests.request_sha256, strict=True))
-    if changed := sorted(p for p in sending if now.get(p) != planned.get(p)):
+    now = {
+        p.prompt_id: (request_fingerprint(p), media_fingerprint(p, media))
+        for p in prompts
+        if p.scheduled_date == partition
+    }
+    media_planned = requests.media_sha256 if "media_sha256" in requests else [None] * len(requests)
+    shas = zip(requests.request_sha256, media_planned, strict=True)
+    planned = dict(zip(requests.prompt_id, shas, strict=True))
+
+    def changed(prompt_id: str) -> bool:
+        sha, media_sha = now.get(prompt_id, (None, None))
+        planned_sha, planned_media = planned.get(prompt_id, ("", None))
+        # None: planned before media rows were fingerprinted; the prompt's row alone then
+        return sha != planned_sha or (planned_media is not None and media_sha != planned_media)
+
+    if stale := sorted(filter(changed, sending)):
         raise Failure(
-            f"{partition}: {len(changed)} prompt(s) of generation_requests were planned from "
-            f"catalog rows since deleted, moved or edited ({few(changed)}): materialise "
-            f"generation_requests and submitted_tasks together for {partition} (or "
-            f"`seedance-pipeline run {partition}`) to send the day as the catalog says now; "
-            "nothing was sent",
+            f"{partition}: {len(stale)} prompt(s) of generation_requests were planned from "
+            f"catalog rows since deleted, moved or edited ({few(stale)}), or from media rows "
+            f"since edited: materialise generation_requests and submitted_tasks together for "
+            f"{partition} (or `seedance-pipeline run {partition}`) to send the day as the "
+            "catalogs say now; nothing was sent",
             allow_retries=False,
         )
 
