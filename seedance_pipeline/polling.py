@@ -64,6 +64,9 @@ class PollPolicy:
     missing_result_answers: int = 5
     # A status the vendor does not document keeps the task waiting this long, then `unknown`.
     odd_status_seconds: float = 24 * 3600
+    # 404 pages not the API's (a gateway's, a CDN's) end a task `unknown` only when this many
+    # failed polls in a row (half an hour, at the longest delay) end it, a day after it was sent.
+    page_answers: int = 30
 
 
 def expected_seconds(body: dict, estimated_time: float | None) -> float:
@@ -158,7 +161,7 @@ def interpret_error(
     if error.code is None:  # not the API's error body: a gateway's or CDN's page
         # It says nothing of the task, and its time is not the API's 404s' (helper-74). A task
         # still answered so a day after it was sent is settled as an undocumented status is.
-        if answers >= policy.not_found_answers and (
+        if answers >= policy.page_answers and (
             now - (row.submitted_at or now) > policy.odd_status_seconds
         ):
             return PollUpdate(

@@ -80,13 +80,15 @@ def spend_not_tabled(
     written. No cost figure holds them yet. Only a record written after its day's table is
     read."""
     tabled = tables.versions("generated_videos")
-    held = {}  # the attempts each (day, prompt) the tables hold
+    held = {}  # the attempts each (day, prompt) the tables hold (none: a row never sent)
     if len(videos):
         days_prompts = zip(videos.scheduled_date, videos.prompt_id, strict=True)
-        held = dict(zip(days_prompts, videos.attempts.fillna(1), strict=True))
+        attempts = videos.attempts.fillna(1).where(videos.task_id.notna(), 0)
+        held = dict(zip(days_prompts, attempts, strict=True))
     found = SpendNotTabled()
     for day, (_, written) in sorted(tables.versions(ASSET).items()):
-        if not since <= day <= until or (day in tabled and written <= tabled[day][1]):
+        # Skipped when written well before its day's table (S3 keeps times to the second).
+        if not since <= day <= until or (day in tabled and written < tabled[day][1] - 2):
             continue
         try:
             recorded = _recorded(tables, day)
@@ -191,7 +193,7 @@ def _recorded(tables: TableStore, partition: str) -> pd.DataFrame | None:
         return tables.read(ASSET, partition)
     except FileNotFoundError:
         return None
-    except pa.ArrowInvalid as exc:
+    except (pa.ArrowException, OSError) as exc:  # OSError: a damaged footer's thrift
         raise RecordUnreadable(
             f"{_where(tables, partition)}: the day's record of submissions cannot be read "
             f"({exc}): restore it from a backup; or, if the ledger has every task of the day, "

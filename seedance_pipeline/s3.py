@@ -56,7 +56,10 @@ _NEEDS = {
 }
 SETTINGS_HINT = "check SEEDANCE_S3_BUCKET, the AWS_* credentials and AWS_ENDPOINT_URL"
 # Answers of an S3 throttling or failing, after boto's own retries: no setting is to blame.
-_BUSY = ("SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "500", "503")
+_BUSY = (
+    *("SlowDown", "Throttling", "ServiceUnavailable", "InternalError", "RequestTimeout"),
+    *("BadGateway", "GatewayTimeout", "500", "502", "503", "504"),
+)
 BUSY_HINT = "S3 is throttling or failing: try again later"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import httpx
 import pandas as pd
@@ -514,6 +515,9 @@ def test_costs_names_tasks_sent_after_their_days_table_was_written(
     added = [r.task_id for r in resources["pipeline"].ledger().rows(DAYS[0])][2:]
     made = {t["id"]: t for t in emulator_tasks(emulator)}
     reserved = round(sum(made[task_id]["credits_reserved"] for task_id in added), 4)
+    warehouse = data / "warehouse"  # written within the second of the table, as S3 tells it
+    table_written = (warehouse / "generated_videos" / f"{DAYS[0]}.parquet").stat().st_mtime
+    os.utime(warehouse / "submissions" / f"{DAYS[0]}.parquet", (table_written,) * 2)
     monkeypatch.setenv("SEEDANCE_DATA_DIR", str(data))
     assert main(["costs", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -525,17 +529,50 @@ def test_costs_names_tasks_sent_after_their_days_table_was_written(
     assert json.loads(capsys.readouterr().out)["days_not_tabled"] == {}
 
 
+@pytest.mark.parametrize("damage", ["cut short", "zeroed within"])
 def test_costs_with_an_unreadable_record_still_prints_the_figures(
-    tmp_path, emulator, api_key, monkeypatch, capsys
+    tmp_path, emulator, api_key, monkeypatch, capsys, damage
 ):
     """One record of submissions cut short made `costs` print nothing, and `demo` end in an
-    error (helper-74)."""
+    error (helper-74); so did one zeroed within, its header and footer whole (helper-76)."""
     data = tmp_path / "data"
     write_catalog(data, 2, DAYS[0])
     run_day(make_resources(data, emulator, api_key), DAYS[0])
-    (data / "warehouse" / "submissions" / f"{DAYS[1]}.parquet").write_bytes(b"PAR1 cut")
+    records = data / "warehouse" / "submissions"
+    whole = (records / f"{DAYS[0]}.parquet").read_bytes()
+    middle = len(whole) // 2
+    damaged = (
+        b"PAR1 cut"
+        if damage == "cut short"
+        else whole[:8] + bytes(middle - 8) + whole[middle:]  # the footer's start zeroed too
+    )
+    (records / f"{DAYS[1]}.parquet").write_bytes(damaged)
     monkeypatch.setenv("SEEDANCE_DATA_DIR", str(data))
     assert main(["costs"]) == 0
     said = capsys.readouterr().out
     assert "TOTAL: tasks=2" in said
     assert "note: spend not known: " in said and f"submissions/{DAYS[1]}.parquet" in said
+
+
+def test_costs_names_a_prompt_sent_once_fixed_after_its_day_was_tabled_rejected(
+    tmp_path, emulator, api_key, monkeypatch, capsys
+):
+    """The table's row of a rejected prompt holds no task: its task, sent once the row was
+    fixed, was taken for one the table held (helper-76)."""
+    data = tmp_path / "data"
+    write_catalog(data, 2, DAYS[0])
+    catalog = data / "catalog" / "prompts.csv"
+    fixed = catalog.read_text()
+    lines = fixed.splitlines(keepends=True)
+    catalog.write_text(lines[0] + lines[1] + lines[2].replace(",4,480p,", ",99,480p,"))
+    resources = make_resources(data, emulator, api_key)
+    run_day(resources, DAYS[0])  # p001 rejected
+    catalog.write_text(fixed)
+    assert submit(resources, DAYS[0]).success
+    (sent,) = [r for r in resources["pipeline"].ledger().rows(DAYS[0]) if r.prompt_id == "p001"]
+    monkeypatch.setenv("SEEDANCE_DATA_DIR", str(data))
+    assert main(["costs", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["days_not_tabled"] == {
+        DAYS[0]: {"tasks": 1, "credits_reserved": sent.credits_reserved}
+    }

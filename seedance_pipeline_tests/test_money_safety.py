@@ -161,8 +161,11 @@ def test_a_gateways_404_page_is_never_believed():
     assert answered(gone, NOW + 1860).status is None  # the API's first: its own time starts
     assert answered(gone, NOW + 1920).status is None
     assert answered(gone, NOW + 1860 + policy.not_found_seconds).status == Status.FAILED
-    # Pages a day after the task was sent: settled as an undocumented status is, never unpaid.
+    # A day after the task was sent, a hiccup (a few failed polls) settles nothing (helper-76)
     day_old = _row(submitted_at=NOW - policy.odd_status_seconds - 1, poll_errors=2)
+    assert interpret_error(day_old, page, NOW, policy).status is None
+    # but half an hour of them: settled as an undocumented status is, never as unpaid.
+    day_old = _row(submitted_at=NOW - policy.odd_status_seconds - 1, poll_errors=29)
     update = interpret_error(day_old, page, NOW, policy)
     assert (update.status, update.error_code) == (Status.UNKNOWN, "task_not_found")
     assert "check the dashboard" in update.error_message and "nginx" in update.error_message

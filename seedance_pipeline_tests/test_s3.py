@@ -395,7 +395,7 @@ def test_a_dropped_s3_connection_is_an_s3_error_naming_the_object_and_the_settin
         assert f"{what} failed" in str(failed.value) and SETTINGS_HINT in str(failed.value)
 
 
-@pytest.mark.parametrize("code", ["SlowDown", "InternalError", "503"])
+@pytest.mark.parametrize("code", ["SlowDown", "InternalError", "503", "502", "GatewayTimeout"])
 def test_s3_throttling_or_failing_is_not_blamed_on_the_settings(code):
     """Said after boto's retries with "check SEEDANCE_S3_BUCKET, the AWS_* credentials…":
     nothing there was wrong (helper-75)."""
