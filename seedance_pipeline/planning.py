@@ -273,12 +273,23 @@ def request_fingerprint(prompt: Prompt) -> str:
 
 def media_fingerprint(prompt: Prompt, media: Mapping[str, Media]) -> str:
     """sha256 of the media catalog rows a prompt names (their uri and what they say of the
-    file), '' when it names none: such a row edited changes what the prompt's request sends."""
+    file; a local file's size and time too, as it may be replaced in place), '' when it names
+    none: such a row or file changed changes what the prompt's request sends."""
     ids = (*prompt.image_ids, *prompt.video_ids, *prompt.audio_ids)
     if not ids:
         return ""
-    rows = [(i, m.uri, repr(m.facts)) if (m := media.get(i)) else (i,) for i in ids]
+    rows = [
+        (i, m.uri, repr(m.facts), _file_state(m.path)) if (m := media.get(i)) else (i,) for i in ids
+    ]
     return hashlib.sha256(repr(rows).encode()).hexdigest()
+
+
+def _file_state(path: Path | None) -> tuple[int, int] | None:
+    try:
+        found = path.stat() if path else None
+    except OSError:
+        return None
+    return (found.st_size, found.st_mtime_ns) if found else None
 
 
 # json.dumps(x, sort_keys=True) and json.dumps(x, ensure_ascii=False), without the new encoder

@@ -127,27 +127,39 @@ def write_record(
     Raises:
         LedgerLost: the record is ahead of the ledger; how to restore the ledger from it.
     """
-    rows = ledger.rows(partition)
-    recorded = _recorded(tables, partition)
-    if _missing(rows, recorded, ledger.released_claims(partition), forgotten):
-        # Perhaps another worker sent and recorded the day in between: as the ledger is now.
-        # (Read in this order, a record written meanwhile is never overwritten by older rows.)
+    for _ in range(_WRITE_TRIES):
+        version = _record_version(tables, partition)
         rows = ledger.rows(partition)
-    if missing := _missing(rows, recorded, ledger.released_claims(partition), forgotten):
-        raise _lost(
-            ledger,
-            [partition],
-            f"{_not_in_ledger(tables, partition, missing)}. The record is kept as it is",
-        )
-    latest = {(r.prompt_id, r.attempt) for r in rows}
-    earlier = [  # but for one archived since the rows were read (it is among them)
-        {**a, "partition": partition}
-        for a in ledger.attempts(partition)
-        if (a["prompt_id"], a["attempt"]) not in latest
-    ]
+        recorded = _recorded(tables, partition)
+        if _missing(rows, recorded, ledger.released_claims(partition), forgotten):
+            rows = ledger.rows(partition)  # perhaps another worker sent and recorded meanwhile
+        if missing := _missing(rows, recorded, ledger.released_claims(partition), forgotten):
+            raise _lost(
+                ledger,
+                [partition],
+                f"{_not_in_ledger(tables, partition, missing)}. The record is kept as it is",
+            )
+        latest = {(r.prompt_id, r.attempt) for r in rows}
+        earlier = [  # but for one archived since the rows were read (it is among them)
+            {**a, "partition": partition}
+            for a in ledger.attempts(partition)
+            if (a["prompt_id"], a["attempt"]) not in latest
+        ]
+        # Not over a record another worker wrote since this one read the ledger (from a newer
+        # ledger, or without a claim `resolve --forget` took out): read both again.
+        if _record_version(tables, partition) == version:
+            break
     frame = pd.DataFrame([*map(_record, rows), *earlier], columns=COLUMNS)
     tables.write(frame, ASSET, partition)
     return rows
+
+
+# How often `write_record` reads again a record other workers keep writing, before writing.
+_WRITE_TRIES = 5
+
+
+def _record_version(tables: TableStore, partition: str) -> str | None:
+    return tables.versions(ASSET).get(partition, (None, 0.0))[0]
 
 
 _OPEN_CLAIM = (
@@ -193,7 +205,9 @@ def _recorded(tables: TableStore, partition: str) -> pd.DataFrame | None:
         return tables.read(ASSET, partition)
     except FileNotFoundError:
         return None
-    except (pa.ArrowException, OSError) as exc:  # OSError: a damaged footer's thrift
+    except (pa.ArrowException, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:  # the disk's, not the file's
+            raise
         raise RecordUnreadable(
             f"{_where(tables, partition)}: the day's record of submissions cannot be read "
             f"({exc}): restore it from a backup; or, if the ledger has every task of the day, "

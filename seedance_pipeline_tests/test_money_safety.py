@@ -4,6 +4,7 @@ odd vendor answers. Expectations are the vendor's rules and our statuses, stated
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -344,10 +345,32 @@ def test_submitted_tasks_alone_refuses_a_prompt_whose_media_row_changed_since_pl
     (catalog / "media.csv").write_text(media.format("new"))
     refused = _materialize([submitted_tasks], resources, DAY)
     assert not refused.success and emulator_tasks(emulator) == []
-    assert "(p1), or from media rows since edited" in _step_failure(refused)
+    assert "(p1), or from media rows (or local files) since changed" in _step_failure(refused)
     assert submit(resources).success  # planned again: the new image
     (row,) = ledger_rows(resources)
     assert row.request["image_urls"] == ["https://example.com/new.jpg"]
+
+
+def test_submitted_tasks_alone_refuses_a_prompt_whose_local_image_was_replaced_in_place(
+    tmp_path, emulator, api_key
+):
+    """Its media row unchanged, the file it names replaced: the image uploaded when the day
+    was planned, the old one, was sent (helper-77)."""
+    catalog = tmp_path / "data" / "catalog"
+    catalog.mkdir(parents=True)
+    (catalog / "prompts.csv").write_text(
+        "prompt_id,scheduled_date,model,prompt,image_ids,duration,quality\n"
+        f"p1,{DAY},seedance-2.0-image-to-video,A fox runs,m1,4,480p\n"
+    )
+    (catalog / "media.csv").write_text("media_id,kind,uri\nm1,image,fox.png\n")
+    Image.new("RGB", (1280, 720), "red").save(catalog / "fox.png")
+    resources = make_resources(tmp_path / "data", emulator, api_key)
+    assert plan_requests(resources).success
+    time.sleep(0.01)  # a new modification time, however coarse the file system's clock
+    Image.new("RGB", (1280, 720), "blue").save(catalog / "fox.png")
+    refused = _materialize([submitted_tasks], resources, DAY)
+    assert not refused.success and emulator_tasks(emulator) == []
+    assert "(p1), or from media rows (or local files) since changed" in _step_failure(refused)
 
 
 def test_submitted_tasks_alone_sends_a_day_whose_rows_are_as_planned(tmp_path, emulator, api_key):
@@ -1497,6 +1520,19 @@ def test_a_day_another_worker_first_sends_while_the_records_are_listed_is_not_lo
             return super().partitions(asset)
 
     check_ledger(ledger, Slow(tmp_path), DAY, sending={"p2"})  # no LedgerLost
+
+
+def test_a_record_the_disk_fails_to_read_is_not_called_damaged(tmp_path):
+    """An I/O error (EIO, a stale NFS handle) was reported as a damaged record, to restore
+    from a backup or move away (helper-77)."""
+
+    class Failing(LocalTableStore):
+        def read(self, asset: str, partition: str) -> pd.DataFrame:
+            raise OSError(errno.EIO, "Input/output error")
+
+    with pytest.raises(OSError) as failed:
+        check_ledger(Ledger(tmp_path / "ledger.sqlite3"), Failing(tmp_path), DAY)
+    assert failed.type is OSError and failed.value.errno == errno.EIO
 
 
 def test_commands_refuse_to_start_an_empty_data_directory(tmp_path, monkeypatch, capsys):

@@ -572,6 +572,35 @@ def test_a_released_claim_another_worker_recorded_open_last_stops_no_process(
     assert [r.prompt_id for r in later.rows(DAY)] == ["p1"]
 
 
+def test_a_record_write_straddling_resolve_forget_does_not_put_the_prompt_back(
+    resources, monkeypatch
+):
+    """A worker read the ledger with p2 `unknown`; `resolve --forget p2` then deleted it and
+    wrote the record without it; the worker wrote p2 back, and every later check of the day
+    said the ledger was lost (helper-77). A record written meanwhile is read again."""
+    pipeline = resources["pipeline"]
+    worker, user = pipeline.ledger(), pipeline.ledger()
+    tables = pipeline.tables()
+    completed(worker, DAY, "p1", "task-1")
+    assert worker.claim(DAY, "p2", BODY, 1.0)
+    worker.record_outcome_unknown(DAY, "p2", "the answer was lost")
+    write_record(worker, tables, DAY)
+    rows, forgot = worker.rows, []
+
+    def rows_then_forget(partition):
+        found = rows(partition)
+        if not forgot:
+            forgot.append(partition)
+            user.resolve(DAY, "p2", None)
+            write_record(user, tables, DAY, ["p2"])
+        return found
+
+    monkeypatch.setattr(worker, "rows", rows_then_forget)
+    write_record(worker, tables, DAY)
+    assert forgot and set(tables.read("submissions", DAY).prompt_id) == {"p1"}
+    check_ledger(pipeline.ledger(), tables, DAY)  # no LedgerLost
+
+
 def _released_by_b_then_sent_by_c(resources) -> tuple:
     """Run B's claim of p2 refused past its retries (no task) and released; run C's ledger."""
     pipeline = resources["pipeline"]

@@ -161,8 +161,8 @@ class Attempts:
                 return
             if row.attempt == 1:
                 db.execute(sql("DELETE FROM tasks WHERE partition = :p AND prompt_id = :id"), key)
-            else:
-                restore_attempt(db, partition, prompt_id, row.attempt - 1)
+            elif not restore_attempt(db, partition, prompt_id, row.attempt - 1):
+                return  # still claimed: not released
             db.execute(
                 sql(
                     "INSERT INTO released_claims VALUES (:p, :id, :a, :c)"
