@@ -434,9 +434,10 @@ def _check_planned_as_catalog_is(
     planned = dict(zip(requests.prompt_id, shas, strict=True))
 
     def changed(prompt_id: str) -> bool:
+        # In neither (a resubmission whose prompt left the day: not sent), they agree.
         sha, media_sha = now.get(prompt_id, (None, None))
-        planned_sha, planned_media = planned.get(prompt_id, ("", None))
-        # None: planned before media rows were fingerprinted; the prompt's row alone then
+        planned_sha, planned_media = planned.get(prompt_id, (None, None))
+        # planned_media None: planned before media rows were fingerprinted; the row alone then
         return sha != planned_sha or (planned_media is not None and media_sha != planned_media)
 
     if stale := sorted(filter(changed, sending)):
