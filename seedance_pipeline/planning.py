@@ -271,17 +271,20 @@ def request_fingerprint(prompt: Prompt) -> str:
     return hashlib.sha256(_SORTED_JSON.encode(asked).encode()).hexdigest()
 
 
-def media_fingerprint(prompt: Prompt, media: Mapping[str, Media]) -> str:
-    """sha256 of the media catalog rows a prompt names (their uri and what they say of the
-    file; a local file's size and time too, as it may be replaced in place), '' when it names
-    none: such a row or file changed changes what the prompt's request sends."""
+def media_states(media: Mapping[str, Media]) -> dict[str, tuple]:
+    """Each media row as `media_fingerprint` takes it: its uri, what it says of the file, and a
+    local file's size and time (it may be replaced in place). Taken before planning reads the
+    files, a file replaced meanwhile shows as changed when the day is sent (helper-78)."""
+    return {i: (m.uri, repr(m.facts), _file_state(m.path)) for i, m in media.items()}
+
+
+def media_fingerprint(prompt: Prompt, states: Mapping[str, tuple]) -> str:
+    """sha256 of the media rows (`media_states`) a prompt names, '' when it names none: such a
+    row or file changed changes what the prompt's request sends."""
     ids = (*prompt.image_ids, *prompt.video_ids, *prompt.audio_ids)
     if not ids:
         return ""
-    rows = [
-        (i, m.uri, repr(m.facts), _file_state(m.path)) if (m := media.get(i)) else (i,) for i in ids
-    ]
-    return hashlib.sha256(repr(rows).encode()).hexdigest()
+    return hashlib.sha256(repr([(i, states.get(i)) for i in ids]).encode()).hexdigest()
 
 
 def _file_state(path: Path | None) -> tuple[int, int] | None:

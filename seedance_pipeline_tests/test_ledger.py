@@ -718,3 +718,20 @@ def test_forgetting_a_resubmission_whose_failed_attempt_was_not_kept_sends_it_af
     rows = [(r.attempt, r.status, r.task_id) for r in rebuilt.rows(DAY)]
     assert rows == ([(1, Status.FAILED, "task-1")] if kept else [])
     assert (DAY in rebuilt.partitions_incomplete()) is not kept  # then sent again
+
+
+def test_a_claim_that_could_not_be_given_back_is_not_noted_released(ledger_url):
+    """A resubmission's claim whose failed attempt the ledger does not keep (rebuilt from an
+    old record) stays claimed; noted released anyway, a record listing it open would have been
+    taken for a claim given back (helper-78)."""
+    ledger = Ledger(ledger_url)
+    assert ledger.claim(DAY, "p", REQUEST, 1.0)
+    ledger.record_submitted(DAY, "p", "task-1", time.time() + 3600)
+    ledger.record_polls([PollUpdate("task-1", status=Status.FAILED, error_code="service_error")])
+    assert ledger.claim_resubmission(DAY, "p", 3)
+    with ledger.db.transaction() as db:
+        db.execute(sql("DELETE FROM attempts"))
+    ledger.release(DAY, "p")
+    (row,) = ledger.rows(DAY)
+    assert (row.status, row.attempt) == (Status.SUBMITTING, 2)
+    assert ledger.released_claims(DAY) == set()

@@ -351,11 +351,13 @@ def test_submitted_tasks_alone_refuses_a_prompt_whose_media_row_changed_since_pl
     assert row.request["image_urls"] == ["https://example.com/new.jpg"]
 
 
+@pytest.mark.parametrize("when", ["after planning", "while planning"])
 def test_submitted_tasks_alone_refuses_a_prompt_whose_local_image_was_replaced_in_place(
-    tmp_path, emulator, api_key
+    tmp_path, emulator, api_key, monkeypatch, when
 ):
     """Its media row unchanged, the file it names replaced: the image uploaded when the day
-    was planned, the old one, was sent (helper-77)."""
+    was planned, the old one, was sent (helper-77); so it was when replaced once uploaded,
+    the day still planning (helper-78)."""
     catalog = tmp_path / "data" / "catalog"
     catalog.mkdir(parents=True)
     (catalog / "prompts.csv").write_text(
@@ -365,9 +367,19 @@ def test_submitted_tasks_alone_refuses_a_prompt_whose_local_image_was_replaced_i
     (catalog / "media.csv").write_text("media_id,kind,uri\nm1,image,fox.png\n")
     Image.new("RGB", (1280, 720), "red").save(catalog / "fox.png")
     resources = make_resources(tmp_path / "data", emulator, api_key)
+    publish = generation_assets.publish
+
+    def replaced(path=catalog / "fox.png"):  # another size, whatever the clock's resolution
+        Image.new("RGB", (1280, 720), "blue").save(path, compress_level=0)
+
+    if when == "while planning":
+        monkeypatch.setattr(
+            generation_assets, "publish", lambda *args: (publish(*args), replaced())
+        )
     assert plan_requests(resources).success
-    time.sleep(0.01)  # a new modification time, however coarse the file system's clock
-    Image.new("RGB", (1280, 720), "blue").save(catalog / "fox.png")
+    if when == "after planning":
+        replaced()
+    monkeypatch.setattr(generation_assets, "publish", publish)
     refused = _materialize([submitted_tasks], resources, DAY)
     assert not refused.success and emulator_tasks(emulator) == []
     assert "(p1), or from media rows (or local files) since changed" in _step_failure(refused)

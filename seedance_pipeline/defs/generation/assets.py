@@ -29,6 +29,7 @@ from ...follow import FOLLOWED_TAG, follower_failed, following
 from ...ledger import Ledger, LedgerRow
 from ...planning import (
     media_fingerprint,
+    media_states,
     over_budget_message,
     plan_catalog,
     publish,
@@ -88,8 +89,8 @@ def generation_requests(
     """Each prompt of the day as the exact request body and its estimate, or its rejection."""
     partition = context.partition_key
     try:
-        # Read before planning: a row edited meanwhile shows as edited when the day is sent.
-        media = load_media(pipeline.media_file(), pipeline.root)
+        # Before planning: a row or file changed meanwhile shows as changed when it is sent.
+        media = media_states(load_media(pipeline.media_file(), pipeline.root))
         rows = plan_catalog(
             pipeline.prompts_file(),
             pipeline.media_file(),
@@ -417,7 +418,7 @@ def _check_planned_as_catalog_is(
         return
     try:
         prompts = load_prompts(pipeline.prompts_file())
-        media = load_media(pipeline.media_file(), pipeline.root)
+        media = media_states(load_media(pipeline.media_file(), pipeline.root))
     except (CatalogError, FileNotFoundError) as exc:
         raise Failure(
             f"{partition}: the catalogs cannot be read to check the day's generation_requests "
