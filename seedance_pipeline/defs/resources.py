@@ -1,13 +1,12 @@
 """Resources shared by every domain: the EvoLink API and the pipeline's own settings."""
 
-import hashlib
 from pathlib import Path
 
 import httpx
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from ..catalog import CatalogError, file_digest, find_catalog
+from ..catalog import find_catalog
 from ..ledger import Ledger, ledger_url
 from ..planning import MediaFactsCache
 from ..publishing import MediaPublisher, VendorUploadPublisher
@@ -106,16 +105,6 @@ class PipelineResource(ConfigurableResource):
             if self.media_path
             else find_catalog(self.root / "catalog", "media")
         )
-
-    def catalogs_version(self) -> str:
-        """A digest of the prompt and media catalog files (or of their absence)."""
-        digest = hashlib.sha256()
-        for find in (self.prompts_file, self.media_file):
-            try:
-                digest.update(file_digest(find()).encode())
-            except (CatalogError, OSError) as exc:  # planning says what to fix
-                digest.update(str(exc).encode())
-        return digest.hexdigest()[:8]
 
     def ledger(self) -> Ledger:
         """`SEEDANCE_LEDGER_URL`, else the SQLite file under the data directory."""

@@ -20,6 +20,7 @@ from dagster import (
 )
 from sqlalchemy import Row
 
+from ...catalog import CatalogError, file_digest
 from ...ledger import RETRY_AHEAD_LIMIT, Ledger, LedgerRow
 from ...polling import PollingRefused, poll_round
 from ...records import check_days, record_versions
@@ -77,6 +78,17 @@ def state_tag(partition: str, state: str, kind: str = "videos") -> str:
     """The tag a day's runs carry: what they were asked for, for which ledger state of which
     day (videos runs: day and state alone, as before the other kinds were tagged)."""
     return f"{partition}:{state}" if kind == "videos" else f"{kind}:{partition}:{state}"
+
+
+def _catalogs_version(pipeline: PipelineResource) -> str:
+    """A digest of the prompt and media catalog files (or of their absence)."""
+    digest = hashlib.sha256()
+    for find in (pipeline.prompts_file, pipeline.media_file):
+        try:
+            digest.update(file_digest(find()).encode())
+        except (CatalogError, OSError) as exc:  # the run asked for says what to fix
+            digest.update(str(exc).encode())
+    return digest.hexdigest()[:8]
 
 
 def _days_to_read(settled: list[str], cursor: str | None) -> tuple[list[str], list[str]]:
@@ -245,7 +257,7 @@ def task_poller(
     ]
     # These runs plan the day first: one that failed on a catalog being edited is asked for
     # again once the catalog changes, not given up after MAX_VIDEO_RUNS with the day unsent.
-    catalogs = pipeline.catalogs_version() if sending else ""
+    catalogs = _catalogs_version(pipeline) if sending else ""
     wanted = [
         (kind, partition, f"{ledger_state(ledger.state_rows(partition))}.{catalogs}")
         for kind, partition in sending
