@@ -64,7 +64,7 @@ def rollup(videos: pd.DataFrame, by: list[str]) -> pd.DataFrame:
         ]
     )
     has_task = frame.task_id.notna()
-    frame["campaign"] = frame.campaign.fillna("(none)")
+    frame["campaign"] = frame.campaign.astype(object).fillna("(none)")  # all None: float64
     status = frame.status.where(has_task | (frame.status != Status.FAILED), "refused")
     reserved = frame.credits_reserved.fillna(0).astype(float)
     charged = frame.credits_charged.astype(float)
