@@ -515,6 +515,22 @@ def test_an_old_sqlite_ledger_is_migrated_and_keeps_its_rows(tmp_path):
     Ledger(path)  # opening again applies nothing twice
 
 
+def test_a_ledger_a_newer_release_migrated_is_refused_by_an_older_one(tmp_path, monkeypatch):
+    """A worker not yet upgraded went on using a ledger a newer release had migrated, without
+    keeping what that release relies on (helper-77: a released claim it did not note brought
+    back a false alarm of a lost ledger on every run)."""
+    from seedance_pipeline.ledger import database
+    from seedance_pipeline.settings import SettingError
+
+    path = tmp_path / "ledger.sqlite3"
+    Ledger(path)
+    with sqlite3.connect(path) as db:  # as a newer release's migration leaves it
+        db.execute("INSERT INTO schema_migrations VALUES (?, 0)", (len(MIGRATIONS) + 1,))
+    monkeypatch.setattr(database, "_MIGRATED", set())  # another process, started since
+    with pytest.raises(SettingError, match=f"version {len(MIGRATIONS) + 1}, newer than"):
+        Ledger(path)
+
+
 @pytest.mark.parametrize(
     "url",
     [

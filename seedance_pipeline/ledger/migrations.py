@@ -11,6 +11,8 @@ import time
 
 from sqlalchemy import Connection, text
 
+from ..settings import SettingError
+
 _V1 = [
     """CREATE TABLE IF NOT EXISTS tasks (
         partition TEXT NOT NULL,
@@ -148,6 +150,12 @@ def migrate(db: Connection, is_postgres: bool) -> int:
         )
     )
     current = db.execute(text("SELECT MAX(version) FROM schema_migrations")).scalar() or 0
+    if current > len(MIGRATIONS):  # this worker would not keep what the newer code relies on
+        raise SettingError(
+            f"the ledger's schema is at version {current}, newer than this seedance-pipeline "
+            f"knows ({len(MIGRATIONS)}): another worker runs a newer release; upgrade this one "
+            "before it uses the ledger"
+        )
     for version, statements in enumerate(MIGRATIONS, start=1):
         if version <= current:
             continue
