@@ -131,9 +131,11 @@ def write_record(
         version = _record_version(tables, partition)
         rows = ledger.rows(partition)
         recorded = _recorded(tables, partition)
-        if _missing(rows, recorded, ledger.released_claims(partition), forgotten):
-            rows = ledger.rows(partition)  # perhaps another worker sent and recorded meanwhile
-        if missing := _missing(rows, recorded, ledger.released_claims(partition), forgotten):
+        missing = _missing(rows, recorded, ledger.released_claims(partition), forgotten)
+        if missing:  # perhaps another worker sent and recorded meanwhile: the ledger now
+            rows = ledger.rows(partition)
+            missing = _missing(rows, recorded, ledger.released_claims(partition), forgotten)
+        if missing:
             raise _lost(
                 ledger,
                 [partition],
