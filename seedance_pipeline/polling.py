@@ -172,12 +172,7 @@ def interpret_error(
                 f"{policy.odd_status_seconds / 3600:g} h after it was sent ({error.message}); "
                 "check the dashboard, then `seedance-pipeline resolve`",
             )
-        return PollUpdate(
-            task_id=row.task_id,
-            next_poll_at=now + _backoff(row, policy),
-            poll_errors=answers,
-            not_found_since=row.not_found_since,
-        )
+        return _backed_off(row, now, policy, not_found_since=row.not_found_since)
     since = row.not_found_since or now
     if answers >= policy.not_found_answers and now - since >= policy.not_found_seconds:
         return PollUpdate(
@@ -187,20 +182,19 @@ def interpret_error(
             error_message=f"the vendor answered 404 for this task {answers} times over "
             f"{now - since:.0f} s: {error.message}",
         )
-    return PollUpdate(
-        task_id=row.task_id,
-        next_poll_at=now + _backoff(row, policy),
-        poll_errors=answers,
-        not_found_since=since,
-    )
+    return _backed_off(row, now, policy, not_found_since=since)
 
 
-def _backed_off(row: LedgerRow, now: float, policy: PollPolicy) -> PollUpdate:
-    """Ask again later, each failure in a row waiting twice as long."""
+def _backed_off(
+    row: LedgerRow, now: float, policy: PollPolicy, not_found_since: float | None = None
+) -> PollUpdate:
+    """Ask again later, each failure in a row waiting twice as long; `not_found_since`: when
+    the API's own 404s began, if this one is among them (or follows only pages since)."""
     return PollUpdate(
         task_id=row.task_id,
         next_poll_at=now + _backoff(row, policy),
         poll_errors=row.poll_errors + 1,
+        not_found_since=not_found_since,
     )
 
 
