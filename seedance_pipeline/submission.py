@@ -81,11 +81,11 @@ class SubmitSummary:
 
     def told(self) -> str:
         """What was sent, for a stop's message."""
-        said = f"{self.submitted} new task(s), reserving {round(self.credits_reserved, 4):.15g}"
-        said += " credits"
+        reserved = round(self.credits_reserved, 4)
+        said = f"{self.submitted} new task(s), reserving {reserved:.15g} credits"
         if self.unknown:
-            said += f", and {self.unknown} request(s) whose answer was lost (each may have made "
-            said += "a task)"
+            lost = f"{self.unknown} request(s) whose answer was lost (each may have made a task)"
+            said += f", and {lost}"
         return said
 
 

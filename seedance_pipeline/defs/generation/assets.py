@@ -445,10 +445,9 @@ def _check_planned_as_catalog_is(
         raise Failure(
             f"{partition}: {len(stale)} prompt(s) of generation_requests were planned from "
             f"catalog rows since deleted, moved or edited ({few(stale)}), or from media rows "
-            f"(or local files) since changed: materialise generation_requests and "
-            f"submitted_tasks together for "
-            f"{partition} (or `seedance-pipeline run {partition}`) to send the day as the "
-            "catalogs say now; nothing was sent",
+            "(or local files) since changed: materialise generation_requests and "
+            f"submitted_tasks together for {partition} (or `seedance-pipeline run "
+            f"{partition}`) to send the day as the catalogs say now; nothing was sent",
             allow_retries=False,
         )
 
