@@ -132,12 +132,19 @@ class LocalTableStore:
 
     def read(self, asset: str, partition: str) -> pd.DataFrame:
         path = self.path(asset, partition)
-        if not path.is_file():
-            raise not_written(str(path), asset, partition)
-        return read_parquet(path)
+        try:
+            return read_parquet(_snapshot(path))
+        except FileNotFoundError:
+            raise not_written(str(path), asset, partition) from None
 
     def read_all(self, asset: str) -> pd.DataFrame:
-        return concat([read_parquet(self.path(asset, p)) for p in self.partitions(asset)])
+        frames = []
+        for partition in self.partitions(asset):
+            try:
+                frames.append(read_parquet(_snapshot(self.path(asset, partition))))
+            except FileNotFoundError:  # taken away since listed
+                continue
+        return concat(frames)
 
     def partitions(self, asset: str) -> list[str]:
         return sorted(f.stem for f in (self.root / "warehouse" / asset).glob("*.parquet"))
@@ -172,6 +179,13 @@ class LocalTableStore:
 # The local default's tables by data directory (tests and scripts).
 def table_path(data_dir: str | Path, asset: str, partition: str) -> Path:
     return LocalTableStore(data_dir).path(asset, partition)
+
+
+def _snapshot(path: Path) -> bytes:
+    """The file's bytes from one open: pyarrow given a path opens it more than once, so a
+    table another process replaced meanwhile was read half old, half new ("Page was smaller
+    than expected"), and a healthy record of submissions was called unreadable."""
+    return path.read_bytes()
 
 
 def read_table(data_dir: str | Path, asset: str, partition: str) -> pd.DataFrame:

@@ -7,6 +7,7 @@ import hashlib
 import os
 import shutil
 import stat
+import threading
 import time
 from pathlib import Path
 
@@ -99,6 +100,34 @@ def test_local_tables_round_trip_and_a_missing_one_names_the_asset(tmp_path):
     ]
     with pytest.raises(FileNotFoundError, match="materialise generation_costs for 2026-11-22"):
         tables.read("generation_costs", "2026-11-22")
+
+
+def test_a_table_another_writer_keeps_replacing_is_read_whole(tmp_path):
+    """Two runs of a day: one reads the day's record while the other writes it again. A
+    half-old, half-new read made a healthy record look damaged, and the run refused to go on."""
+    tables = LocalTableStore(tmp_path)
+
+    def frame(rows: int) -> pd.DataFrame:
+        return pd.DataFrame({"rows": [rows] * rows, "text": [f"prompt {i}" for i in range(rows)]})
+
+    tables.write(frame(10), "submitted_tasks", DAY)
+    stop = threading.Event()
+
+    def keep_writing() -> None:
+        rows = 10
+        while not stop.is_set():
+            rows = 10 + (rows * 7) % 300
+            tables.write(frame(rows), "submitted_tasks", DAY)
+
+    writer = threading.Thread(target=keep_writing)
+    writer.start()
+    try:
+        reads = [tables.read("submitted_tasks", DAY) for _ in range(400)]
+    finally:
+        stop.set()
+        writer.join()
+    assert all((read.rows == len(read)).all() for read in reads)
+    assert len({len(read) for read in reads}) > 1  # it was written again while read
 
 
 def test_the_resource_picks_local_stores_by_default_and_s3_with_a_bucket(tmp_path):
