@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from .ledger import UNKNOWN_CODE, Ledger, LedgerRow, safe_url
 from .statuses import Status
-from .storage import VideoStore, video_key
+from .storage import StoreError, VideoStore, video_key
 from .tables import TableStore
 
 
@@ -126,9 +126,10 @@ def write_record(
 
     Raises:
         LedgerLost: the record is ahead of the ledger; how to restore the ledger from it.
+        StoreError: other workers kept writing the record meanwhile (or the store failed).
     """
     for _ in range(_WRITE_TRIES):
-        version = _record_version(tables, partition)
+        version = tables.version(ASSET, partition)
         rows = ledger.rows(partition)
         recorded = _recorded(tables, partition)
         missing = _missing(rows, recorded, ledger.released_claims(partition), forgotten)
@@ -147,21 +148,20 @@ def write_record(
             for a in ledger.attempts(partition)
             if (a["prompt_id"], a["attempt"]) not in latest
         ]
+        frame = pd.DataFrame([*map(_record, rows), *earlier], columns=COLUMNS)
         # Not over a record another worker wrote since this one read the ledger (from a newer
         # ledger, or without a claim `resolve --forget` took out): read both again.
-        if _record_version(tables, partition) == version:
-            break
-    frame = pd.DataFrame([*map(_record, rows), *earlier], columns=COLUMNS)
-    tables.write(frame, ASSET, partition)
-    return rows
+        if tables.write_if(frame, ASSET, partition, version):
+            return rows
+    raise StoreError(
+        f"{_where(tables, partition)}: other workers wrote the day's record of submissions "
+        f"{_WRITE_TRIES} times while this one read the ledger to write it; the ledger keeps "
+        "every submission, and the day's next step writes the record again"
+    )
 
 
-# How often `write_record` reads again a record other workers keep writing, before writing.
+# How often `write_record` reads again a record other workers keep writing, before giving up.
 _WRITE_TRIES = 5
-
-
-def _record_version(tables: TableStore, partition: str) -> str | None:
-    return tables.versions(ASSET).get(partition, (None, 0.0))[0]
 
 
 _OPEN_CLAIM = (

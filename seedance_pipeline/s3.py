@@ -33,6 +33,9 @@ from .tables import concat, not_written, parquet_bytes, read_parquet, table_key
 PRESIGNED_URL_SECONDS = 48 * 3600
 _MISSING = ("404", "NoSuchKey", "NotFound")
 _DENIED = ("403", "AccessDenied", "Forbidden")
+# A conditional PUT refused: the object changed (or was deleted, or another conditional PUT of
+# it is under way) since its ETag was read.
+_WRITTEN_MEANWHILE = ("412", "PreconditionFailed", "409", "ConditionalRequestConflict", *_MISSING)
 # Answers every later call would get too: the settings must change first.
 _REFUSED = (
     "NoSuchBucket",
@@ -139,14 +142,22 @@ class S3Bucket:
 
     def size(self, relative: str) -> int | None:
         """The object's size in bytes; None when there is none."""
+        head = self._head(relative)
+        return None if head is None else head["ContentLength"]
+
+    def etag(self, relative: str) -> str | None:
+        """The object's ETag (as `listing` gives it); None when there is none."""
+        head = self._head(relative)
+        return None if head is None else head["ETag"]
+
+    def _head(self, relative: str) -> dict | None:
         with self._call("HEAD", relative):
             try:
-                head = self.client.head_object(Bucket=self.bucket, Key=self.key(relative))
+                return self.client.head_object(Bucket=self.bucket, Key=self.key(relative))
             except ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") in _MISSING:
                     return None
                 raise
-        return head["ContentLength"]
 
     def upload(self, local: Path, relative: str) -> None:
         """Upload a file (multipart when large)."""
@@ -160,6 +171,24 @@ class S3Bucket:
     def put_bytes(self, relative: str, data: bytes) -> None:
         with self._call("PUT", relative):
             self.client.put_object(Bucket=self.bucket, Key=self.key(relative), Body=data)
+
+    def put_bytes_if(self, relative: str, data: bytes, etag: str | None) -> bool:
+        """`put_bytes` if the object's ETag is still `etag` (None: there is no object yet);
+        False, putting nothing, if another writer put it since (S3's conditional writes)."""
+        condition = {"IfMatch": etag} if etag is not None else {"IfNoneMatch": "*"}
+        with self._call("PUT", relative):
+            try:
+                self.client.put_object(
+                    Bucket=self.bucket, Key=self.key(relative), Body=data, **condition
+                )
+            except ClientError as exc:
+                if _error_code(exc) in _WRITTEN_MEANWHILE:
+                    return False
+                if _error_code(exc) != "NotImplemented":
+                    raise
+                # A store without conditional writes (some S3-compatible ones): put as is.
+                self.put_bytes(relative, data)
+        return True
 
     def get_bytes(self, relative: str) -> bytes | None:
         """The object's bytes, or None when there is no such object."""
@@ -229,6 +258,13 @@ class S3TableStore:
         self.bucket.put_bytes(key, parquet_bytes(frame, asset))
         return self.bucket.uri(key)
 
+    def write_if(
+        self, frame: pd.DataFrame, asset: str, partition: str, version: str | None
+    ) -> bool:
+        return self.bucket.put_bytes_if(
+            table_key(asset, partition), parquet_bytes(frame, asset), version
+        )
+
     def read(self, asset: str, partition: str) -> pd.DataFrame:
         key = table_key(asset, partition)
         data = self.bucket.get_bytes(key)
@@ -243,6 +279,9 @@ class S3TableStore:
         listed = self.bucket.listing(f"warehouse/{asset}/").items()
         names = ((key.rsplit("/", 1)[1], version) for key, version in listed)
         return {n.removesuffix(".parquet"): v for n, v in names if n.endswith(".parquet")}
+
+    def version(self, asset: str, partition: str) -> str | None:
+        return self.bucket.etag(table_key(asset, partition))
 
     def read_all(self, asset: str) -> pd.DataFrame:
         frames = []

@@ -3,6 +3,7 @@ the data directory (here) or an S3 prefix (`s3.py`)."""
 
 from __future__ import annotations
 
+import fcntl
 import io
 import os
 from pathlib import Path
@@ -100,6 +101,12 @@ class TableStore(Protocol):
     def write(self, frame: pd.DataFrame, asset: str, partition: str) -> str:
         """Write a partition's table atomically (a reader sees the old or the new one); its URI."""
 
+    def write_if(
+        self, frame: pd.DataFrame, asset: str, partition: str, version: str | None
+    ) -> bool:
+        """`write`, if the table's version is still `version` (None: not written yet); else
+        False, writing nothing: another writer wrote it since that version was read."""
+
     def read(self, asset: str, partition: str) -> pd.DataFrame:
         """A partition's table. Raises FileNotFoundError (naming the asset) if not written."""
 
@@ -112,6 +119,9 @@ class TableStore(Protocol):
     def versions(self, asset: str) -> dict[str, tuple[str, float]]:
         """Each partition's table's version (a new one whenever it is written again), and when
         it was written (epoch seconds)."""
+
+    def version(self, asset: str, partition: str) -> str | None:
+        """One partition's table's version, as `versions` gives it; None if not written."""
 
     def write_file(self, name: str, data: bytes) -> str:
         """Keep a file beside the tables (`warehouse/<name>`), atomically; its URI."""
@@ -129,6 +139,20 @@ class LocalTableStore:
 
     def write(self, frame: pd.DataFrame, asset: str, partition: str) -> str:
         return self._replace(self.path(asset, partition), parquet_bytes(frame, asset))
+
+    def write_if(
+        self, frame: pd.DataFrame, asset: str, partition: str, version: str | None
+    ) -> bool:
+        path = self.path(asset, partition)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Writers of the folder's tables, in every process, take turns from the check to the
+        # rename (a lock file: the table itself is a new file at each write).
+        with open(path.parent / ".write.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # let go when closed
+            if self.version(asset, partition) != version:
+                return False
+            self._replace(path, parquet_bytes(frame, asset))
+        return True
 
     def read(self, asset: str, partition: str) -> pd.DataFrame:
         path = self.path(asset, partition)
@@ -152,9 +176,15 @@ class LocalTableStore:
     def versions(self, asset: str) -> dict[str, tuple[str, float]]:
         found = {}
         for table in (self.root / "warehouse" / asset).glob("*.parquet"):
-            st = table.stat()  # each write is a rename: a new inode, whatever the clock
-            found[table.stem] = (f"{st.st_ino}.{st.st_mtime_ns}.{st.st_size}", st.st_mtime)
+            st = table.stat()
+            found[table.stem] = (_version(st), st.st_mtime)
         return found
+
+    def version(self, asset: str, partition: str) -> str | None:
+        try:
+            return _version(self.path(asset, partition).stat())
+        except FileNotFoundError:
+            return None
 
     def write_file(self, name: str, data: bytes) -> str:
         return self._replace(self.root / "warehouse" / name, data)
@@ -179,6 +209,10 @@ class LocalTableStore:
 # The local default's tables by data directory (tests and scripts).
 def table_path(data_dir: str | Path, asset: str, partition: str) -> Path:
     return LocalTableStore(data_dir).path(asset, partition)
+
+
+def _version(st: os.stat_result) -> str:
+    return f"{st.st_ino}.{st.st_mtime_ns}.{st.st_size}"  # each write, a new inode
 
 
 def _snapshot(path: Path) -> bytes:

@@ -43,7 +43,7 @@ from seedance_pipeline.seedance import (
 )
 from seedance_pipeline.seedance._client import api_error
 from seedance_pipeline.statuses import Status
-from seedance_pipeline.storage import LocalVideoStore
+from seedance_pipeline.storage import LocalVideoStore, StoreError
 from seedance_pipeline.submission import SUBMIT_WORKERS, Planned, submit_all
 from seedance_pipeline.tables import LocalTableStore, read_table
 from seedance_pipeline.videos import build_videos_table, store_video
@@ -1536,6 +1536,52 @@ def test_a_day_another_worker_first_sends_while_the_records_are_listed_is_not_lo
             return super().partitions(asset)
 
     check_ledger(ledger, Slow(tmp_path), DAY, sending={"p2"})  # no LedgerLost
+
+
+def _sends(ledger: Ledger, prompt_id: str) -> None:
+    assert ledger.claim(DAY, prompt_id, {"prompt": prompt_id}, 10.0)
+    ledger.record_submitted(DAY, prompt_id, f"task-{prompt_id}", time.time())
+
+
+def test_a_record_another_worker_writes_just_before_this_ones_lands_is_not_overwritten(
+    tmp_path,
+):
+    """Each worker read the record's version and the ledger, then wrote: one whose write landed
+    just after another's (a slow upload) put its older record over the newer one, which lost
+    the other's task from the day's record (helper-77). The write is conditional now."""
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    other = Ledger(tmp_path / "ledger.sqlite3")
+    _sends(ledger, "p000")
+
+    class Overtaken(LocalTableStore):
+        def write_if(self, frame, asset, partition, version) -> bool:
+            if not other.rows(DAY)[1:]:  # meanwhile, the other sends p001 and records it
+                _sends(other, "p001")
+                write_record(other, LocalTableStore(tmp_path), DAY)
+            return super().write_if(frame, asset, partition, version)
+
+    assert [r.prompt_id for r in write_record(ledger, Overtaken(tmp_path), DAY)] == [
+        "p000",
+        "p001",
+    ]
+    assert sorted(read_table(tmp_path, "submissions", DAY).prompt_id) == ["p000", "p001"]
+
+
+def test_a_record_other_workers_keep_writing_is_given_up_naming_why(tmp_path):
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    other = Ledger(tmp_path / "ledger.sqlite3")
+    _sends(ledger, "p000")
+    sent = iter(f"p{n:03d}" for n in range(1, 100))
+
+    class Busy(LocalTableStore):
+        def write_if(self, frame, asset, partition, version) -> bool:
+            _sends(other, next(sent))
+            write_record(other, LocalTableStore(tmp_path), DAY)
+            return super().write_if(frame, asset, partition, version)
+
+    with pytest.raises(StoreError, match="other workers wrote the day's record of submissions 5"):
+        write_record(ledger, Busy(tmp_path), DAY)
+    assert len(read_table(tmp_path, "submissions", DAY)) == 6  # each other worker's record
 
 
 def test_a_record_the_disk_fails_to_read_is_not_called_damaged(tmp_path):

@@ -17,7 +17,7 @@ import pytest
 from seedance_pipeline.defs.resources import PipelineResource
 from seedance_pipeline.ledger.database import sql
 from seedance_pipeline.publishing import VendorUploadPublisher
-from seedance_pipeline.s3 import S3Publisher, S3TableStore, S3VideoStore
+from seedance_pipeline.s3 import S3Bucket, S3Publisher, S3TableStore, S3VideoStore, s3_client
 from seedance_pipeline.seedance import Client
 from seedance_pipeline.storage import LocalVideoStore
 from seedance_pipeline.tables import LocalTableStore, read_table
@@ -128,6 +128,33 @@ def test_a_table_another_writer_keeps_replacing_is_read_whole(tmp_path):
         writer.join()
     assert all((read.rows == len(read)).all() for read in reads)
     assert len({len(read) for read in reads}) > 1  # it was written again while read
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_conditional_write_refuses_a_table_written_since_its_version_was_read(
+    where, tmp_path, request
+):
+    """How two workers write one day's record: each reads its version, then the ledger, then
+    writes if the version is unchanged. The later one must not put an older record over the
+    other's."""
+    if where == "s3":
+        bucket = request.getfixturevalue("s3_bucket")  # first: it sets the AWS_* variables
+        tables = S3TableStore(S3Bucket(s3_client(), bucket, "t"))
+    else:
+        tables = LocalTableStore(tmp_path)
+
+    def table(*prompt_ids: str) -> pd.DataFrame:
+        return pd.DataFrame({"prompt_id": list(prompt_ids)})
+
+    assert tables.version("generated_videos", DAY) is None
+    assert tables.write_if(table("p1"), "generated_videos", DAY, None)
+    first = tables.version("generated_videos", DAY)
+    assert first == tables.versions("generated_videos")[DAY][0]
+    assert not tables.write_if(table("p9"), "generated_videos", DAY, None)  # not new any more
+    assert tables.write_if(table("p1", "p2"), "generated_videos", DAY, first)
+    assert not tables.write_if(table("p1"), "generated_videos", DAY, first)  # an older read
+    assert tables.version("generated_videos", DAY) not in (None, first)
+    assert list(tables.read("generated_videos", DAY).prompt_id) == ["p1", "p2"]
 
 
 def test_the_resource_picks_local_stores_by_default_and_s3_with_a_bucket(tmp_path):
