@@ -27,6 +27,7 @@ from .reports import (
 from .seedance import PriceTable
 from .settings import SettingError, data_dir, env_number, first_day, parse_day
 from .statuses import Status
+from .storage import StoreError
 
 SAMPLE_TIME_SCALE = 0.02
 
@@ -574,7 +575,10 @@ def cmd_resolve(args: argparse.Namespace) -> int:
             with _evolink("resolve --task-id asks the API about the task").client() as client:
                 attach_task(ledger, client, args.date, args.prompt_id, args.task_id)
         forgotten = [args.prompt_id] if args.forget else []  # forgotten, not lost
-        write_record(ledger, _tables(), args.date, forgotten)
+        try:
+            write_record(ledger, _tables(), args.date, forgotten)
+        except StoreError as exc:
+            return _fail(_record_not_written(args, exc), 1)
     except (LookupError, LedgerLost) as exc:
         return _fail(exc.args[0])
     print(
@@ -587,6 +591,20 @@ def cmd_resolve(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def _record_not_written(args: argparse.Namespace, exc: StoreError) -> str:
+    said = (
+        f"{args.date}/{args.prompt_id} is settled in the ledger, but the day's record of "
+        f"submissions was not written ({exc})"
+    )
+    if not args.forget:
+        return f"{said}: the day's next step writes it"
+    return (
+        f"{said}. Until it is, the day's runs refuse, as the record lists a prompt the ledger "
+        f"no longer has: run `seedance-pipeline rebuild-ledger {args.date}`, then this resolve "
+        "again"
+    )
 
 
 def _pipeline():

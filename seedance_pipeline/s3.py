@@ -33,9 +33,9 @@ from .tables import concat, not_written, parquet_bytes, read_parquet, table_key
 PRESIGNED_URL_SECONDS = 48 * 3600
 _MISSING = ("404", "NoSuchKey", "NotFound")
 _DENIED = ("403", "AccessDenied", "Forbidden")
-# A conditional PUT refused: the object changed (or was deleted, or another conditional PUT of
-# it is under way) since its ETag was read.
-_WRITTEN_MEANWHILE = ("412", "PreconditionFailed", "409", "ConditionalRequestConflict", *_MISSING)
+# A conditional PUT refused: the object changed (or another conditional PUT of it is under
+# way) since its ETag was read.
+_WRITTEN_MEANWHILE = ("412", "PreconditionFailed", "409", "ConditionalRequestConflict")
 # Answers every later call would get too: the settings must change first.
 _REFUSED = (
     "NoSuchBucket",
@@ -181,13 +181,20 @@ class S3Bucket:
                 self.client.put_object(
                     Bucket=self.bucket, Key=self.key(relative), Body=data, **condition
                 )
+                return True
             except ClientError as exc:
-                if _error_code(exc) in _WRITTEN_MEANWHILE:
+                code = _error_code(exc)
+                # A 404 to If-Match: deleted since. To If-None-Match it is not the object's
+                # (S3 answers 412 or 409) but the endpoint's or the bucket's: a failure.
+                if code in _WRITTEN_MEANWHILE or (etag is not None and code in _MISSING):
                     return False
-                if _error_code(exc) != "NotImplemented":
+                if code != "NotImplemented":
                     raise
-                # A store without conditional writes (some S3-compatible ones): put as is.
-                self.put_bytes(relative, data)
+        # A store without conditional writes (some S3-compatible ones): the ETag read again
+        # just before an unconditional put, the best it allows.
+        if self.etag(relative) != etag:
+            return False
+        self.put_bytes(relative, data)
         return True
 
     def get_bytes(self, relative: str) -> bytes | None:

@@ -4,6 +4,7 @@ the data directory (here) or an S3 prefix (`s3.py`)."""
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import io
 import os
 from pathlib import Path
@@ -121,7 +122,8 @@ class TableStore(Protocol):
         it was written (epoch seconds)."""
 
     def version(self, asset: str, partition: str) -> str | None:
-        """One partition's table's version, as `versions` gives it; None if not written."""
+        """One partition's table's version, for `write_if`: the same only while the table
+        holds the same bytes; None if not written."""
 
     def write_file(self, name: str, data: bytes) -> str:
         """Keep a file beside the tables (`warehouse/<name>`), atomically; its URI."""
@@ -176,13 +178,16 @@ class LocalTableStore:
     def versions(self, asset: str) -> dict[str, tuple[str, float]]:
         found = {}
         for table in (self.root / "warehouse" / asset).glob("*.parquet"):
-            st = table.stat()
-            found[table.stem] = (_version(st), st.st_mtime)
+            st = table.stat()  # each write is a rename: a new inode, whatever the clock
+            found[table.stem] = (f"{st.st_ino}.{st.st_mtime_ns}.{st.st_size}", st.st_mtime)
         return found
 
     def version(self, asset: str, partition: str) -> str | None:
+        # A digest of the bytes, as S3's ETag: inode, time and size can all come back (the
+        # next file given the freed inode number, times kept to the second on some file
+        # systems), and a worker holding an older version wrote over a newer table.
         try:
-            return _version(self.path(asset, partition).stat())
+            return hashlib.sha256(_snapshot(self.path(asset, partition))).hexdigest()
         except FileNotFoundError:
             return None
 
@@ -209,10 +214,6 @@ class LocalTableStore:
 # The local default's tables by data directory (tests and scripts).
 def table_path(data_dir: str | Path, asset: str, partition: str) -> Path:
     return LocalTableStore(data_dir).path(asset, partition)
-
-
-def _version(st: os.stat_result) -> str:
-    return f"{st.st_ino}.{st.st_mtime_ns}.{st.st_size}"  # each write, a new inode
 
 
 def _snapshot(path: Path) -> bytes:

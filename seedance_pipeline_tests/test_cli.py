@@ -614,6 +614,37 @@ def test_resolve_asks_again_before_believing_a_404(tmp_path, start_emulator, mon
     assert row.task_id == task["id"]
 
 
+def test_resolve_forget_whose_record_cannot_be_written_says_how_to_put_it_right(
+    tmp_path, emulator, monkeypatch, capsys
+):
+    """The prompt was forgotten in the ledger, then the day's record was not written (other
+    workers writing it, S3 away): a traceback, and every later run of the day refused, the
+    record listing a prompt the ledger no longer had (helper-80)."""
+    from seedance_pipeline.records import LedgerLost, check_ledger, write_record
+
+    copy_sample_data(tmp_path / "data")
+    for name, value in _shell(tmp_path, emulator).items():
+        monkeypatch.setenv(name, value)
+    ledger = Ledger(tmp_path / "data" / "state" / "ledger.sqlite3")
+    tables = LocalTableStore(tmp_path / "data")
+    body = {"model": "seedance-2.0-fast-text-to-video", "prompt": "waves", "duration": 4}
+    assert ledger.claim(DAY, "lost", body, 1.0)
+    ledger.record_outcome_unknown(DAY, "lost", "the create's answer was lost")
+    write_record(ledger, tables, DAY)
+    with monkeypatch.context() as beaten:
+        beaten.setattr(LocalTableStore, "write_if", lambda *args: False)
+        assert main(["resolve", DAY, "lost", "--forget"]) == 1
+    said = capsys.readouterr().err
+    assert f"{DAY}/lost is settled in the ledger, but the day's record" in said
+    assert f"run `seedance-pipeline rebuild-ledger {DAY}`, then this resolve again" in said
+    with pytest.raises(LedgerLost):  # as said
+        check_ledger(ledger, tables, DAY)
+    assert main(["rebuild-ledger", DAY]) == 0
+    assert main(["resolve", DAY, "lost", "--forget"]) == 0
+    check_ledger(ledger, tables, DAY)
+    assert [r.prompt_id for r in ledger.rows(DAY)] == []
+
+
 def test_after_a_run_the_sensor_asks_for_no_run_of_the_finished_day(tmp_path, emulator):
     """`dagster dev` after `demo` or `run` on the same Dagster home: the sensor found no
     videos run tagged with the day's ledger state and ran generated_videos again for each day."""

@@ -1584,6 +1584,20 @@ def test_a_record_other_workers_keep_writing_is_given_up_naming_why(tmp_path):
     assert len(read_table(tmp_path, "submissions", DAY)) == 6  # each other worker's record
 
 
+def test_a_record_not_written_does_not_hide_why_submission_stopped(day, monkeypatch):
+    """The record is written as the step ends, however it ends: failing there (other workers
+    writing it, S3 away) replaced the refusal that stopped sending, a wrong key here, and the
+    step was retried as for an outage (helper-80)."""
+    data, url, resources = day
+    assert plan_requests(resources).success
+    monkeypatch.setattr(LocalTableStore, "write_if", lambda *args: False)  # always beaten
+    wrong_key = make_resources(data, url, "sk-evo-wrong-key")
+    result = _materialize([submitted_tasks], wrong_key, DAY)
+    assert not result.success and emulator_tasks(url) == []
+    (failure,) = [e.step_failure_data for e in result.all_events if e.is_step_failure]
+    assert "EVOLINK_API_KEY" in failure.user_failure_data.description
+
+
 def test_a_record_the_disk_fails_to_read_is_not_called_damaged(tmp_path):
     """An I/O error (EIO, a stale NFS handle) was reported as a damaged record, to restore
     from a backup or move away (helper-77)."""

@@ -457,3 +457,44 @@ def test_a_bucket_that_refuses_every_call_stops_the_work_and_leaves_the_row_to_s
     (row,) = ledger.rows(DAY)
     assert (row.status, row.video_uri, row.error_code) == (Status.COMPLETED, None, None)
     assert not store.scratch_path(DAY, "p1").exists()
+
+
+def test_a_conditional_put_answered_404_is_a_failure_unless_the_object_was_read():
+    """S3 answers If-None-Match: * with 412 or 409, never 404: a 404 there is the endpoint's or
+    the bucket's. It was taken for another worker's write, and after five the record's writer
+    blamed other workers, not the settings (helper-80). To If-Match, a 404 is the object
+    deleted since it was read: written meanwhile."""
+
+    class NotFound:
+        def put_object(self, **kwargs):
+            raise ClientError({"Error": {"Code": "404", "Message": "Not Found"}}, "PutObject")
+
+    objects = S3Bucket(NotFound(), "b", PREFIX)
+    with pytest.raises(S3Error) as failed:
+        objects.put_bytes_if("warehouse/t.parquet", b"x", None)
+    assert "PUT failed" in str(failed.value) and SETTINGS_HINT in str(failed.value)
+    assert not objects.put_bytes_if("warehouse/t.parquet", b"x", '"read"')
+
+
+def test_a_store_without_conditional_writes_has_the_etag_checked_just_before_its_put():
+    """An S3-compatible store answering `NotImplemented` to If-Match: the record was put over
+    whatever another worker had written since its ETag was read (helper-80)."""
+
+    class NoConditionalWrites:
+        def __init__(self):
+            self.etag, self.puts = '"another-workers"', []
+
+        def head_object(self, **kwargs):
+            return {"ETag": self.etag, "ContentLength": 1}
+
+        def put_object(self, Body, IfMatch=None, IfNoneMatch=None, **kwargs):
+            if IfMatch or IfNoneMatch:
+                error = {"Code": "NotImplemented", "Message": "If-Match"}
+                raise ClientError({"Error": error}, "PutObject")
+            self.puts.append(Body)
+
+    store = NoConditionalWrites()
+    objects = S3Bucket(store, "b", PREFIX)
+    assert not objects.put_bytes_if("warehouse/t.parquet", b"older", '"read-before"')
+    assert objects.put_bytes_if("warehouse/t.parquet", b"newer", '"another-workers"')
+    assert store.puts == [b"newer"]

@@ -47,7 +47,7 @@ from ...records import (
 )
 from ...seedance import PriceTable
 from ...statuses import COUNTED, UNDELIVERED, WAITING, RequestStatus, Status
-from ...storage import StoreRefused, VideoStore
+from ...storage import StoreError, StoreRefused, VideoStore
 from ...submission import (
     Planned,
     SubmissionStopped,
@@ -296,7 +296,7 @@ def _submit_day(
         # settled to the sensor if this step was stopped (its videos runs failed on the prompts
         # never sent); nor incomplete, which the sensor would send on after a user stopped it.
         ledger.set_submission_complete(partition, None)
-    refused = None
+    refused, ended = None, False  # ended: no exception on its way up (the user's to read)
     stop = follower_failed(partition)  # set if the follower storing the day's videos fails
     try:
         # The sensor polls; tasks it finds completed meanwhile have their videos stored now
@@ -310,12 +310,19 @@ def _submit_day(
             summary = submit_all(
                 ledger, client, partition, items, pipeline.max_attempts, callbacks, stop
             )
+        ended = True
     except SubmissionStopped as exc:
         raise Failure(str(exc), allow_retries=False) from None
     except StoreRefused as exc:  # storing the videos meanwhile; sending stopped at it
-        refused = exc
+        refused, ended = exc, True
     finally:
-        rows = write_record(ledger, pipeline.tables(), partition)
+        try:
+            rows = write_record(ledger, pipeline.tables(), partition)
+        except StoreError as exc:
+            if ended:
+                raise
+            # Not in place of why sending stopped (a wrong key, no credits: not to retry).
+            context.log.warning(f"{partition}: the day's record of submissions: {exc}")
     # Complete once every accepted prompt has a row (a resubmission not sent keeps its last
     # attempt's row, and the sensor asks for it again as for any failed task due again).
     unsent = set(accepted.prompt_id) - {r.prompt_id for r in rows}
