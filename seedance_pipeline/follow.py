@@ -87,7 +87,10 @@ def follow_day(
         last_round = 0.0
         submitted = False
         while True:
-            if not submitted and not submitting.is_set():
+            # Read once a pass: cleared between the give-up and the end-of-pass test, it
+            # ended the follower without giving up this process's claims (helper-79).
+            sending = submitting.is_set()
+            if not submitted and not sending:
                 submitted = True
                 ledger.give_up_own_claims(partition)  # left by a write that failed
             now = time.time()
@@ -110,13 +113,13 @@ def follow_day(
             running = sum(day.counts.get(s, 0) for s in WAITING)
             # An `unknown` row whose callback may still come: the receiver settles it.
             callbacks = day.awaiting_callbacks
-            busy = submitting.is_set() or bool(downloads)
+            busy = sending or bool(downloads)
             if polls:
                 busy = busy or bool(claims or running or callbacks)
             if not busy:
                 return
             due = day.next_poll_at or now + 5.0
-            if claims or downloads or submitting.is_set():
+            if claims or downloads or sending:
                 due = min(due, now + 0.5)
             elif callbacks:
                 due = min(due, now + 1.0)  # the receiver, not a poll, settles these rows

@@ -895,8 +895,13 @@ def _copy_put_back_after_a_prompt_was_sent(tmp_path, emulator, api_key, instance
     assert len(_sensor_tick(instance, resources, cursor)) == 1  # the day's videos run
     _copy_ledger(ledger_file, tmp_path / "copy")  # the nightly copy
     write_catalog(data, 4)
-    assert submit(resources, instance=instance).success
-    _sensor_tick(instance, resources, cursor)
+    with pytest.MonkeyPatch.context() as later:
+        # p003 first polled after the tick, not 1 s after it was sent: on a loaded machine the
+        # tick came later, found it done and stored its video, and once the copy was put back
+        # and the day rebuilt no videos run was left to ask for
+        later.setattr(submission, "first_poll_at", lambda body, eta, now, **_: now + 30)
+        assert submit(resources, instance=instance).success
+        _sensor_tick(instance, resources, cursor)
     _copy_ledger(tmp_path / "copy", ledger_file)  # the disk died; the copy is put back
     return data, resources
 
@@ -971,22 +976,41 @@ def test_a_copy_put_back_is_noticed_by_a_sensor_that_kept_no_count(
     assert _NOTICED in capfd.readouterr().err
 
 
-@pytest.mark.parametrize("failures", [1, 5, None])
+@pytest.mark.parametrize(("failures", "follower_late"), [(1, 0), (5, 0), (None, 0), (None, 1)])
 def test_a_ledger_write_failing_after_a_create_neither_hangs_nor_loses_the_task(
-    day, monkeypatch, caplog, failures
+    day, monkeypatch, caplog, failures, follower_late
 ):
     """The vendor made (and charges) the task, then the ledger refused the write (a lock held
     past its wait, a database restarting). It is written again for as long as an outage is
     waited out (it was given up after 5 s, and a paid task ended `unknown` without its id
     after an 8 s PostgreSQL restart). Failing past that (None: every time), the row ends
     `unknown` saying why, the log names the task and the command that attaches it, and the
-    step ends instead of waiting forever on a claim the process's own lease keeper kept."""
+    step ends instead of waiting forever on a claim the process's own lease keeper kept.
+    `follower_late`: the follower's read of the day lasts until the sending has ended; it
+    read "sending" before and "ended" after, and returned without giving up the claim
+    (helper-79)."""
     import threading
 
-    from seedance_pipeline import submission
+    from seedance_pipeline import follow, submission
     from seedance_pipeline.ledger import Ledger
 
     data, url, resources = day
+    if follower_late:
+        following, read_day, sending = follow.follow_day, Ledger.day_state, []
+
+        def follow_day(partition, ledger, evolink, store, submitting, *args, **kwargs):
+            sending.append(submitting)
+            return following(partition, ledger, evolink, store, submitting, *args, **kwargs)
+
+        def day_state(self, *args, **kwargs):
+            if threading.current_thread().name.startswith("follow-") and sending:
+                waited = time.monotonic() + 30
+                while sending[0].is_set() and time.monotonic() < waited:
+                    time.sleep(0.01)
+            return read_day(self, *args, **kwargs)
+
+        monkeypatch.setattr(follow, "follow_day", follow_day)
+        monkeypatch.setattr(Ledger, "day_state", day_state)
     monkeypatch.setattr(submission, "RECORD_RETRY_SECONDS", 0.01)
     monkeypatch.setattr(submission, "RECORD_FOR_SECONDS", 0.5)
     real, refused = Ledger.record_submitted, []
@@ -1963,7 +1987,8 @@ def test_running_out_of_credits_counts_the_tasks_answered_after_it(tmp_path):
         with lock:
             arrived[0] += 1
             n = arrived[0]
-        if n == SUBMIT_WORKERS:  # the last of those sent at once: the credits ran out
+        if n >= SUBMIT_WORKERS:  # the last of those sent at once: the credits ran out
+            # (and stay out: a create sent while the 402 is being handled is refused too)
             answered.set()
             error = {"code": "insufficient_quota", "message": "Please top up", "type": "x"}
             return httpx.Response(402, json={"error": error})
