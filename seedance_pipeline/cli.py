@@ -577,8 +577,9 @@ def cmd_resolve(args: argparse.Namespace) -> int:
         forgotten = [args.prompt_id] if args.forget else []  # forgotten, not lost
         try:
             write_record(ledger, _tables(), args.date, forgotten)
-        except StoreError as exc:
-            return _fail(_record_not_written(args, exc), 1)
+        except (StoreError, OSError) as exc:  # OSError: the local warehouse
+            refused = args.forget and _runs_refused(ledger, args.date)
+            return _fail(_record_not_written(args, exc, refused), 1)
     except (LookupError, LedgerLost) as exc:
         return _fail(exc.args[0])
     print(
@@ -593,12 +594,24 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _record_not_written(args: argparse.Namespace, exc: StoreError) -> str:
+def _runs_refused(ledger, day: str) -> bool:
+    """Whether the day's record lists what the ledger no longer has (the forgotten prompt):
+    the day's runs refuse until it is written. A record that cannot be read: as if so."""
+    from .records import LedgerLost, check_ledger
+
+    try:
+        check_ledger(ledger, _tables(), day)
+    except (LedgerLost, StoreError, OSError):
+        return True
+    return False
+
+
+def _record_not_written(args: argparse.Namespace, exc: Exception, refused: bool) -> str:
     said = (
         f"{args.date}/{args.prompt_id} is settled in the ledger, but the day's record of "
         f"submissions was not written ({exc})"
     )
-    if not args.forget:
+    if not refused:
         return f"{said}: the day's next step writes it"
     return (
         f"{said}. Until it is, the day's runs refuse, as the record lists a prompt the ledger "

@@ -155,8 +155,8 @@ def write_record(
             return rows
     raise StoreError(
         f"{_where(tables, partition)}: other workers wrote the day's record of submissions "
-        f"{_WRITE_TRIES} times while this one read the ledger to write it; the ledger keeps "
-        "every submission, and the day's next step writes the record again"
+        f"{_WRITE_TRIES} times while this one read the ledger to write it (the ledger keeps "
+        "every submission)"
     )
 
 
@@ -373,7 +373,11 @@ def adopt_stored_videos(
 def record_versions(tables: TableStore, since: float) -> dict[str, str]:
     """The version (a new one each time it is written) of each day's record of submissions
     written since the epoch time `since`."""
-    return {day: v for day, (v, written) in tables.versions(ASSET).items() if written >= since}
+    # Each recent day's `version` (a digest of its bytes locally): a listing's inode, time and
+    # size come back where times are kept to the second, and a rewritten record went unchecked.
+    recent = [day for day, (_, written) in tables.versions(ASSET).items() if written >= since]
+    found = {day: tables.version(ASSET, day) for day in recent}
+    return {day: v for day, v in found.items() if v is not None}  # but one deleted since
 
 
 @dataclass

@@ -614,12 +614,21 @@ def test_resolve_asks_again_before_believing_a_404(tmp_path, start_emulator, mon
     assert row.task_id == task["id"]
 
 
+def _record_beaten(*args) -> bool:
+    return False  # other workers always wrote it first
+
+
+def _record_unwritable(*args):
+    raise PermissionError(13, "Permission denied", "data/warehouse")  # read-only, full
+
+
+@pytest.mark.parametrize("record_write", [_record_beaten, _record_unwritable])
 def test_resolve_forget_whose_record_cannot_be_written_says_how_to_put_it_right(
-    tmp_path, emulator, monkeypatch, capsys
+    tmp_path, emulator, monkeypatch, capsys, record_write
 ):
     """The prompt was forgotten in the ledger, then the day's record was not written (other
-    workers writing it, S3 away): a traceback, and every later run of the day refused, the
-    record listing a prompt the ledger no longer had (helper-80)."""
+    workers writing it, S3 away, a local disk refusing): a traceback, and every later run of
+    the day refused, the record listing a prompt the ledger no longer had (helper-80, -81)."""
     from seedance_pipeline.records import LedgerLost, check_ledger, write_record
 
     copy_sample_data(tmp_path / "data")
@@ -631,8 +640,8 @@ def test_resolve_forget_whose_record_cannot_be_written_says_how_to_put_it_right(
     assert ledger.claim(DAY, "lost", body, 1.0)
     ledger.record_outcome_unknown(DAY, "lost", "the create's answer was lost")
     write_record(ledger, tables, DAY)
-    with monkeypatch.context() as beaten:
-        beaten.setattr(LocalTableStore, "write_if", lambda *args: False)
+    with monkeypatch.context() as failing:
+        failing.setattr(LocalTableStore, "write_if", record_write)
         assert main(["resolve", DAY, "lost", "--forget"]) == 1
     said = capsys.readouterr().err
     assert f"{DAY}/lost is settled in the ledger, but the day's record" in said
@@ -643,6 +652,33 @@ def test_resolve_forget_whose_record_cannot_be_written_says_how_to_put_it_right(
     assert main(["resolve", DAY, "lost", "--forget"]) == 0
     check_ledger(ledger, tables, DAY)
     assert [r.prompt_id for r in ledger.rows(DAY)] == []
+
+
+def test_resolve_forget_of_a_claim_the_record_never_listed_gives_no_advice_to_rebuild(
+    tmp_path, emulator, monkeypatch, capsys
+):
+    """A run killed outright left a claim its record never listed. Its record not written
+    after `--forget`, resolve said the day's runs refuse (they do not) and to rebuild the
+    ledger and resolve again, which then failed: no such row (helper-81)."""
+    from seedance_pipeline.records import check_ledger, write_record
+
+    copy_sample_data(tmp_path / "data")
+    for name, value in _shell(tmp_path, emulator).items():
+        monkeypatch.setenv(name, value)
+    ledger = Ledger(tmp_path / "data" / "state" / "ledger.sqlite3")
+    tables = LocalTableStore(tmp_path / "data")
+    body = {"model": "seedance-2.0-fast-text-to-video", "prompt": "waves", "duration": 4}
+    assert ledger.claim(DAY, "sent", body, 1.0)
+    ledger.record_submitted(DAY, "sent", "task-1", time.time() + 60, credits_reserved=1.0)
+    write_record(ledger, tables, DAY)  # then the killed run's claim
+    assert ledger.claim(DAY, "lost", {**body, "prompt": "lost"}, 1.0)
+    ledger.record_outcome_unknown(DAY, "lost", "the run was killed")
+    with monkeypatch.context() as beaten:
+        beaten.setattr(LocalTableStore, "write_if", _record_beaten)
+        assert main(["resolve", DAY, "lost", "--forget"]) == 1
+    said = capsys.readouterr().err
+    assert "rebuild-ledger" not in said and "the day's next step writes it" in said
+    check_ledger(ledger, tables, DAY)  # as said: the day's runs go on
 
 
 def test_after_a_run_the_sensor_asks_for_no_run_of_the_finished_day(tmp_path, emulator):

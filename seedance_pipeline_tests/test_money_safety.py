@@ -1608,18 +1608,61 @@ def test_a_record_other_workers_keep_writing_is_given_up_naming_why(tmp_path):
     assert len(read_table(tmp_path, "submissions", DAY)) == 6  # each other worker's record
 
 
-def test_a_record_not_written_does_not_hide_why_submission_stopped(day, monkeypatch):
+def _record_beaten(*args) -> bool:
+    return False  # other workers always wrote it first
+
+
+def _record_unwritable(*args):
+    raise PermissionError(13, "Permission denied", "data/warehouse")  # read-only, full
+
+
+@pytest.mark.parametrize("record_write", [_record_beaten, _record_unwritable])
+def test_a_record_not_written_does_not_hide_why_submission_stopped(day, monkeypatch, record_write):
     """The record is written as the step ends, however it ends: failing there (other workers
-    writing it, S3 away) replaced the refusal that stopped sending, a wrong key here, and the
-    step was retried as for an outage (helper-80)."""
+    writing it, S3 away, a local disk refusing) replaced the refusal that stopped sending, a
+    wrong key here, and the step was retried as for an outage (helper-80, helper-81)."""
     data, url, resources = day
     assert plan_requests(resources).success
-    monkeypatch.setattr(LocalTableStore, "write_if", lambda *args: False)  # always beaten
+    monkeypatch.setattr(LocalTableStore, "write_if", record_write)
     wrong_key = make_resources(data, url, "sk-evo-wrong-key")
     result = _materialize([submitted_tasks], wrong_key, DAY)
     assert not result.success and emulator_tasks(url) == []
     (failure,) = [e.step_failure_data for e in result.all_events if e.is_step_failure]
     assert "EVOLINK_API_KEY" in failure.user_failure_data.description
+
+
+def test_a_store_refusing_videos_is_not_hidden_by_the_record_it_refuses_too(
+    tmp_path, start_emulator, api_key, monkeypatch
+):
+    """The videos' store refused (S3: the bucket gone, the credentials' rights taken away), and
+    the record, in the same bucket, was refused too: its error replaced the refusal, the step
+    was retried as for an outage, and once no retry was left the day was noted incomplete, so
+    the sensor sent the rest, each a paid task no one could store (helper-81)."""
+    from dagster import RetryPolicy
+
+    from seedance_pipeline.s3 import S3Refused
+
+    url = start_emulator(rate_limit=5.0)
+    data = tmp_path / "data"
+    write_catalog(data, 3)
+    resources = make_resources(data, url, api_key)
+    assert submit(resources).success
+    wait_for_tasks(resources)
+    write_catalog(data, 30)
+    refusal = "s3://b/videos/x.mp4: upload refused (AccessDenied)"
+
+    def refuse(*args, **kwargs):
+        raise S3Refused(refusal)
+
+    monkeypatch.setattr(generation_assets, "SUBMIT_RETRIES", RetryPolicy(max_retries=0))
+    with monkeypatch.context() as refusing:
+        refusing.setattr(LocalVideoStore, "put", refuse)
+        refusing.setattr(LocalTableStore, "write_if", refuse)
+        result = submit(resources)
+    assert not result.success and len(emulator_tasks(url)) < 30
+    failure = next(e for e in result.all_events if e.is_step_failure).step_failure_data
+    assert failure.user_failure_data.description.startswith(refusal)
+    assert DAY not in resources["pipeline"].ledger().partitions_incomplete()  # held
 
 
 def test_a_record_the_disk_fails_to_read_is_not_called_damaged(tmp_path):

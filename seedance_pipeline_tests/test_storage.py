@@ -17,6 +17,7 @@ import pytest
 from seedance_pipeline.defs.resources import PipelineResource
 from seedance_pipeline.ledger.database import sql
 from seedance_pipeline.publishing import VendorUploadPublisher
+from seedance_pipeline.records import record_versions
 from seedance_pipeline.s3 import S3Bucket, S3Publisher, S3TableStore, S3VideoStore, s3_client
 from seedance_pipeline.seedance import Client
 from seedance_pipeline.storage import LocalVideoStore
@@ -179,12 +180,14 @@ def test_a_local_tables_version_is_not_given_again_where_times_are_kept_to_the_s
     for _ in range(20):
         tables.write(table("pA"), "submissions", DAY)
         read_by_a = tables.version("submissions", DAY)  # A then reads the ledger, slowly
+        checked = record_versions(tables, since=0)[DAY]  # as the sensor's check saw it
         assert tables.write_if(table("pB"), "submissions", DAY, read_by_a)  # B writes
         assert tables.write_if(
             table("pC"), "submissions", DAY, tables.version("submissions", DAY)
         )  # C writes
         assert not tables.write_if(table("pA"), "submissions", DAY, read_by_a)
         assert list(tables.read("submissions", DAY).prompt_id) == ["pC"]
+        assert record_versions(tables, since=0)[DAY] != checked  # so checked again
 
 
 def test_the_resource_picks_local_stores_by_default_and_s3_with_a_bucket(tmp_path):

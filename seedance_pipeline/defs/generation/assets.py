@@ -314,15 +314,18 @@ def _submit_day(
     except SubmissionStopped as exc:
         raise Failure(str(exc), allow_retries=False) from None
     except StoreRefused as exc:  # storing the videos meanwhile; sending stopped at it
-        refused, ended = exc, True
+        refused = exc
     finally:
         try:
             rows = write_record(ledger, pipeline.tables(), partition)
-        except StoreError as exc:
+        except (StoreError, OSError) as exc:  # OSError: the local warehouse
             if ended:
                 raise
-            # Not in place of why sending stopped (a wrong key, no credits: not to retry).
+            # Not in place of why sending stopped (a wrong key, no credits, a store refusing
+            # every video: not to retry, and the day held).
             context.log.warning(f"{partition}: the day's record of submissions: {exc}")
+            if refused is not None:  # no exception on its way up: the refusal's, below
+                rows = ledger.rows(partition)
     # Complete once every accepted prompt has a row (a resubmission not sent keeps its last
     # attempt's row, and the sensor asks for it again as for any failed task due again).
     unsent = set(accepted.prompt_id) - {r.prompt_id for r in rows}
