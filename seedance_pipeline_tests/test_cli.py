@@ -614,6 +614,19 @@ def test_resolve_asks_again_before_believing_a_404(tmp_path, start_emulator, mon
     assert row.task_id == task["id"]
 
 
+WAVES = {"model": "seedance-2.0-fast-text-to-video", "prompt": "waves", "duration": 4}
+
+
+def _a_shells_ledger(tmp_path, emulator, monkeypatch) -> tuple[Ledger, LocalTableStore]:
+    """The ledger and tables a shell's commands use (on the sample data)."""
+    copy_sample_data(tmp_path / "data")
+    for name, value in _shell(tmp_path, emulator).items():
+        monkeypatch.setenv(name, value)
+    return Ledger(tmp_path / "data" / "state" / "ledger.sqlite3"), LocalTableStore(
+        tmp_path / "data"
+    )
+
+
 def _record_beaten(*args) -> bool:
     return False  # other workers always wrote it first
 
@@ -631,13 +644,8 @@ def test_resolve_forget_whose_record_cannot_be_written_says_how_to_put_it_right(
     the day refused, the record listing a prompt the ledger no longer had (helper-80, -81)."""
     from seedance_pipeline.records import LedgerLost, check_ledger, write_record
 
-    copy_sample_data(tmp_path / "data")
-    for name, value in _shell(tmp_path, emulator).items():
-        monkeypatch.setenv(name, value)
-    ledger = Ledger(tmp_path / "data" / "state" / "ledger.sqlite3")
-    tables = LocalTableStore(tmp_path / "data")
-    body = {"model": "seedance-2.0-fast-text-to-video", "prompt": "waves", "duration": 4}
-    assert ledger.claim(DAY, "lost", body, 1.0)
+    ledger, tables = _a_shells_ledger(tmp_path, emulator, monkeypatch)
+    assert ledger.claim(DAY, "lost", WAVES, 1.0)
     ledger.record_outcome_unknown(DAY, "lost", "the create's answer was lost")
     write_record(ledger, tables, DAY)
     with monkeypatch.context() as failing:
@@ -662,16 +670,11 @@ def test_resolve_forget_of_a_claim_the_record_never_listed_gives_no_advice_to_re
     ledger and resolve again, which then failed: no such row (helper-81)."""
     from seedance_pipeline.records import check_ledger, write_record
 
-    copy_sample_data(tmp_path / "data")
-    for name, value in _shell(tmp_path, emulator).items():
-        monkeypatch.setenv(name, value)
-    ledger = Ledger(tmp_path / "data" / "state" / "ledger.sqlite3")
-    tables = LocalTableStore(tmp_path / "data")
-    body = {"model": "seedance-2.0-fast-text-to-video", "prompt": "waves", "duration": 4}
-    assert ledger.claim(DAY, "sent", body, 1.0)
+    ledger, tables = _a_shells_ledger(tmp_path, emulator, monkeypatch)
+    assert ledger.claim(DAY, "sent", WAVES, 1.0)
     ledger.record_submitted(DAY, "sent", "task-1", time.time() + 60, credits_reserved=1.0)
     write_record(ledger, tables, DAY)  # then the killed run's claim
-    assert ledger.claim(DAY, "lost", {**body, "prompt": "lost"}, 1.0)
+    assert ledger.claim(DAY, "lost", {**WAVES, "prompt": "lost"}, 1.0)
     ledger.record_outcome_unknown(DAY, "lost", "the run was killed")
     with monkeypatch.context() as beaten:
         beaten.setattr(LocalTableStore, "write_if", _record_beaten)
