@@ -371,8 +371,8 @@ def adopt_stored_videos(
 
 
 def record_versions(tables: TableStore, since: float) -> dict[str, str]:
-    """The version (a new one each time it is written) of each day's record of submissions
-    written since the epoch time `since`."""
+    """The version (another one whenever it holds other rows) of each day's record of
+    submissions written since the epoch time `since`."""
     # Each recent day's `version` (a digest of its bytes locally): a listing's inode, time and
     # size come back where times are kept to the second, and a rewritten record went unchecked.
     recent = [day for day, (_, written) in tables.versions(ASSET).items() if written >= since]

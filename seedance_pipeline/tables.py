@@ -118,8 +118,9 @@ class TableStore(Protocol):
         """The partitions a table has been written for, sorted."""
 
     def versions(self, asset: str) -> dict[str, tuple[str, float]]:
-        """Each partition's table's version (a new one whenever it is written again), and when
-        it was written (epoch seconds)."""
+        """Each partition's table's version as a listing gives it (locally inode, time and
+        size, which a rewrite can repeat: `version` for a check that must not miss one), and
+        when it was written (epoch seconds)."""
 
     def version(self, asset: str, partition: str) -> str | None:
         """One partition's table's version, for `write_if`: the same only while the table
