@@ -134,7 +134,9 @@ def test_a_restarted_emulator_delivers_what_is_still_pending(tmp_path):
     config = EmulatorConfig(
         port=0,
         seed=3,
-        time_scale=0.02,  # 4 s at 480p: 0.6 s
+        # 4 s at 480p: 3 s, so the task ends after the emulator stopped even when a busy
+        # machine takes its stop a second or two (at 0.6 s, a stop 0.45 s late delivered it)
+        time_scale=0.1,
         state_dir=tmp_path / "state",
         allow_loopback_callbacks=True,
         callback_retry_scale=0.05,
@@ -142,7 +144,8 @@ def test_a_restarted_emulator_delivers_what_is_still_pending(tmp_path):
     with receiving([]) as (receiver, hook):
         with running_emulator(config) as url:
             task_id = create(url, hook).json()["id"]
-        time.sleep(1.0)
+            ends = time.monotonic() + 3.0
+        time.sleep(max(0.0, ends - time.monotonic()) + 0.5)
         assert receiver.calls == []  # it ended while the emulator was down
         with running_emulator(config) as url:
             entry = callback_entry(url, task_id, "delivered")
