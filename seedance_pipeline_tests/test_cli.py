@@ -25,7 +25,7 @@ from seedance_pipeline.ledger.database import sql
 from seedance_pipeline.settings import SettingError
 from seedance_pipeline.tables import LocalTableStore
 
-from .fault_support import free_port, write_catalog
+from .fault_support import free_port, record_beaten, record_unwritable, write_catalog
 from .pipeline_support import DAY, SAMPLE, copy_sample_data, emulator_tasks, videos_table
 
 PROMPTS = str(SAMPLE / "catalog" / "prompts.csv")
@@ -627,15 +627,7 @@ def _a_shells_ledger(tmp_path, emulator, monkeypatch) -> tuple[Ledger, LocalTabl
     )
 
 
-def _record_beaten(*args) -> bool:
-    return False  # other workers always wrote it first
-
-
-def _record_unwritable(*args):
-    raise PermissionError(13, "Permission denied", "data/warehouse")  # read-only, full
-
-
-@pytest.mark.parametrize("record_write", [_record_beaten, _record_unwritable])
+@pytest.mark.parametrize("record_write", [record_beaten, record_unwritable])
 def test_resolve_forget_whose_record_cannot_be_written_says_how_to_put_it_right(
     tmp_path, emulator, monkeypatch, capsys, record_write
 ):
@@ -677,7 +669,7 @@ def test_resolve_forget_of_a_claim_the_record_never_listed_gives_no_advice_to_re
     assert ledger.claim(DAY, "lost", {**WAVES, "prompt": "lost"}, 1.0)
     ledger.record_outcome_unknown(DAY, "lost", "the run was killed")
     with monkeypatch.context() as beaten:
-        beaten.setattr(LocalTableStore, "write_if", _record_beaten)
+        beaten.setattr(LocalTableStore, "write_if", record_beaten)
         assert main(["resolve", DAY, "lost", "--forget"]) == 1
     said = capsys.readouterr().err
     assert "rebuild-ledger" not in said and "the day's next step writes it" in said

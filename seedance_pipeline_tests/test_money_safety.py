@@ -48,7 +48,7 @@ from seedance_pipeline.submission import SUBMIT_WORKERS, Planned, submit_all
 from seedance_pipeline.tables import LocalTableStore, read_table
 from seedance_pipeline.videos import build_videos_table, store_video
 
-from .fault_support import write_catalog
+from .fault_support import record_beaten, record_unwritable, write_catalog
 from .pipeline_support import (
     DAY,
     _materialize,
@@ -1608,15 +1608,7 @@ def test_a_record_other_workers_keep_writing_is_given_up_naming_why(tmp_path):
     assert len(read_table(tmp_path, "submissions", DAY)) == 6  # each other worker's record
 
 
-def _record_beaten(*args) -> bool:
-    return False  # other workers always wrote it first
-
-
-def _record_unwritable(*args):
-    raise PermissionError(13, "Permission denied", "data/warehouse")  # read-only, full
-
-
-@pytest.mark.parametrize("record_write", [_record_beaten, _record_unwritable])
+@pytest.mark.parametrize("record_write", [record_beaten, record_unwritable])
 def test_a_record_not_written_does_not_hide_why_submission_stopped(day, monkeypatch, record_write):
     """The record is written as the step ends, however it ends: failing there (other workers
     writing it, S3 away, a local disk refusing) replaced the refusal that stopped sending, a
