@@ -697,7 +697,8 @@ def test_ctrl_c_on_run_while_it_plans_a_day_cut_short_before_is_not_sent_on_by_t
     all (helper-62)."""
     data, resources = _cut_short(tmp_path, emulator, api_key, 4)
     _run_env(monkeypatch, tmp_path, data, emulator, api_key)
-    monkeypatch.setattr(generation_assets, "plan_catalog", _ctrl_c(generation_assets.plan_catalog))
+    planning = _ctrl_c(generation_assets.plan_partition)
+    monkeypatch.setattr(generation_assets, "plan_partition", planning)
     assert main(["run", DAY]) == 1
     with DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
         assert _sensor_tick(instance, resources) == []

@@ -31,7 +31,7 @@ from ...planning import (
     media_fingerprint,
     media_states,
     over_budget_message,
-    plan_catalog,
+    plan_partition,
     publish,
     request_fingerprint,
     requests_frame,
@@ -89,16 +89,11 @@ def generation_requests(
     """Each prompt of the day as the exact request body and its estimate, or its rejection."""
     partition = context.partition_key
     try:
-        # Before planning: a row or file changed meanwhile shows as changed when it is sent.
-        media = media_states(load_media(pipeline.media_file(), pipeline.root))
-        rows = plan_catalog(
-            pipeline.prompts_file(),
-            pipeline.media_file(),
-            pipeline.root,
-            pipeline.media_facts(),
-            PriceTable.load(),
-            partition,
-        )
+        prompts = load_prompts(pipeline.prompts_file())
+        media = load_media(pipeline.media_file(), pipeline.root)
+        # Before planning reads the files: one changed meanwhile shows as changed when sent.
+        states = media_states(media)
+        rows = plan_partition(prompts, media, partition, pipeline.media_facts(), PriceTable.load())
     except CatalogError as exc:
         raise Failure(str(exc), allow_retries=False) from None
     with evolink.client() as client:
@@ -107,7 +102,7 @@ def generation_requests(
         except PublishError as exc:
             raise Failure(str(exc)) from None
     frame = requests_frame(rows)
-    frame["media_sha256"] = [media_fingerprint(r.prompt, media) for r in rows]
+    frame["media_sha256"] = [media_fingerprint(r.prompt, states) for r in rows]
     # A prompt already submitted shows the body that was sent, not one re-planned since.
     sent = {r.prompt_id: r.request for r in pipeline.ledger().rows(partition)}
     frame["request_json"] = [
